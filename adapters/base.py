@@ -1,0 +1,113 @@
+"""What every province adapter implements, and the helpers they share.
+
+An adapter is the only code that knows a province's native system. It pulls native payloads, keeps a
+raw landing copy of exactly what it received (with SHA-256), and yields canonical Arrow tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Window:
+    """The data interval a run is responsible for: records updated in [start, end)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"empty window: {self.start.isoformat()} .. {self.end.isoformat()}")
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """What to pull: records of `dataset` updated after `since` (exclusive, None = from the beginning)
+    and before `window.end` (exclusive)."""
+
+    dataset: str
+    window: Window
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """One raw payload exactly as the province delivered it."""
+
+    name: str
+    path: Path
+    sha256: str
+    size: int
+
+
+@dataclass
+class Landing:
+    """A batch's raw landing folder; every payload written here is hashed as it is written."""
+
+    root: Path
+    files: list[LandedFile] = field(default_factory=list)
+
+    def write(self, name: str, payload: bytes) -> LandedFile:
+        """Store `payload` under `name` and record its SHA-256."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / name
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(payload)
+        tmp.replace(path)
+        landed = LandedFile(name, path, hashlib.sha256(payload).hexdigest(), len(payload))
+        self.files.append(landed)
+        return landed
+
+    def copy(self, source: Path, name: str | None = None) -> LandedFile:
+        """Copy a delivered file into the landing folder, hashing it on the way."""
+        return self.write(name or source.name, source.read_bytes())
+
+
+class SourceAdapter(Protocol):
+    """A province's system as the hub sees it."""
+
+    province: str
+
+    def datasets(self) -> Sequence[str]:
+        """The canonical datasets this province provides."""
+        ...
+
+    def pull(self, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
+        """Yield canonical tables (the dataset's schema, in source order) for the request.
+
+        Every native payload read is first written to `landing`. A payload that cannot be parsed
+        raises SourceFormatError naming the source and position. The same request yields the same rows.
+        """
+        ...
+
+
+class Sandbox(Protocol):
+    """A runnable stand-in for a province's system that speaks the province's real protocol."""
+
+    province: str
+
+    def seed(self, dataset: str, table: pa.Table) -> None:
+        """Publish canonical records (the generator's output) in the province's native form."""
+        ...
+
+    def adapter(self) -> SourceAdapter:
+        """An adapter configured to read from this sandbox."""
+        ...
+
+
+def sandbox_for(province: str, root: Path) -> Sandbox:
+    """Import and build the province's sandbox lazily, so importing this module loads no drivers."""
+    module = importlib.import_module(f"adapters.{province}.sandbox")
+    sandbox: Sandbox = module.create(root)
+    return sandbox

@@ -1,0 +1,1 @@
+"""Reference code tables shared by the generator, the adapters and the contracts."""

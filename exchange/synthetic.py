@@ -121,9 +121,10 @@ def chinese_names(rng: np.random.Generator, n: int) -> pa.Array:
 
 
 def _timestamps(rng: np.random.Generator, n: int, start: datetime, end: datetime) -> npt.NDArray[np.int64]:
-    lo = int(start.timestamp() * 1_000_000)
-    hi = int(end.timestamp() * 1_000_000)
-    return np.sort(rng.integers(lo, hi, n))
+    # Whole seconds: the provinces' systems record update times to the second.
+    lo = int(start.timestamp())
+    hi = int(end.timestamp())
+    return np.sort(rng.integers(lo, hi, n)) * 1_000_000
 
 
 def _defects(rng: np.random.Generator, n: int, kinds: tuple[str, ...], rate: float) -> npt.NDArray[np.object_]:

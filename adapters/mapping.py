@@ -1,0 +1,171 @@
+"""Declarative native <-> canonical mappings, applied column-wise with Arrow compute.
+
+Each province keeps a ``mapping.yaml`` beside its adapter:
+
+    province: jiangsu
+    timezone: Asia/Shanghai          # naive native timestamps are local time here
+    datasets:
+      e_license:
+        source: 电子证照               # file prefix / endpoint / view / element: the adapter decides
+        fields:
+          license_id: {from: 证照编号}
+          status: {from: 证照状态, codes: {有效: valid, 注销: revoked, 过期: expired}}
+          issued_on: {from: 发证日期, date: "%Y%m%d"}
+          updated_at: {from: 更新时间, timestamp: "%Y-%m-%d %H:%M:%S"}
+
+A native code with no mapping is kept as-is, so the contract's enumeration rule quarantines the record
+with the offending value instead of the hub guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from exchange.datasets import TIMESTAMP, Dataset, dataset
+from exchange.errors import SourceFormatError
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """How one canonical field is read from one native field."""
+
+    canonical: str
+    native: str
+    codes: dict[str, str] | None = None
+    date: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetMapping:
+    """The mapping of one dataset for one province."""
+
+    dataset: Dataset
+    source: str
+    timezone: str
+    fields: tuple[FieldMapping, ...]
+
+    @property
+    def native_columns(self) -> list[str]:
+        return [f.native for f in self.fields]
+
+    def native_name(self, canonical: str) -> str:
+        """The native field name that carries `canonical`."""
+        for f in self.fields:
+            if f.canonical == canonical:
+                return f.native
+        raise KeyError(canonical)
+
+    def to_canonical(self, native: pa.Table, source: str) -> pa.Table:
+        """Map a table of native columns (strings or typed) onto the canonical schema.
+
+        Raises SourceFormatError naming `source` if a native column is missing.
+        """
+        missing = [c for c in self.native_columns if c not in native.column_names]
+        if missing:
+            raise SourceFormatError(
+                source, "header", f"missing column(s) {', '.join(missing)}",
+                f"expected the {self.source} columns {', '.join(self.native_columns)}",
+            )
+        columns = {f.canonical: self._read(f, native.column(f.native), source) for f in self.fields}
+        return pa.table(
+            [columns[field.name] for field in self.dataset.schema], schema=self.dataset.schema
+        )
+
+    def from_canonical(self, canonical: pa.Table) -> pa.Table:
+        """Render canonical records in the province's native form (used by the sandboxes)."""
+        arrays = {f.native: self._write(f, canonical.column(f.canonical)) for f in self.fields}
+        return pa.table(arrays)
+
+    def _read(self, f: FieldMapping, column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+        target = self.dataset.schema.field(f.canonical).type
+        if f.codes is not None:
+            column = _recode(column.cast(pa.string()), f.codes)
+        if f.date is not None:
+            return _parse(column, f.date, source, f.native).cast(pa.date32())
+        if f.timestamp is not None:
+            parsed = _parse(column, f.timestamp, source, f.native)
+            if parsed.type.tz is None:  # type: ignore[attr-defined]
+                parsed = pc.assume_timezone(parsed, self.timezone)
+            return parsed.cast(TIMESTAMP)
+        if pa.types.is_string(target) and not pa.types.is_string(column.type):
+            return column.cast(pa.string())
+        try:
+            return column.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SourceFormatError(source, f"column {f.native}", f"cannot read as {target}: {exc}") from exc
+
+    def _write(self, f: FieldMapping, column: pa.ChunkedArray) -> pa.ChunkedArray:
+        if f.date is not None:
+            return pc.strftime(column.cast(pa.timestamp("s")), format=f.date)
+        if f.timestamp is not None:
+            local = column.cast(pa.timestamp("us", tz=self.timezone))
+            return pc.strftime(local, format=f.timestamp)
+        if f.codes is not None:
+            reverse = {canonical: native for native, canonical in f.codes.items()}
+            return _recode(column, reverse)
+        return column
+
+
+def _recode(column: pa.ChunkedArray, codes: dict[str, str]) -> pa.ChunkedArray:
+    """Replace each value found in `codes` by its mapping; leave unknown values untouched."""
+    keys = pa.array(list(codes), pa.string())
+    values = pa.array(list(codes.values()), pa.string())
+    index = pc.index_in(column, value_set=keys)
+    return pc.coalesce(pc.take(values, index), column)
+
+
+def _parse(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:
+    """Parse date/time strings; an unparsable value becomes null, so the not-null rule quarantines it."""
+    if not pa.types.is_string(column.type):
+        column = column.cast(pa.string())
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
+    cleaned = pc.if_else(blank, pa.scalar(None, pa.string()), column)
+    return pc.strptime(cleaned, format=fmt, unit="us", error_is_null=True)
+
+
+@dataclass(frozen=True)
+class ProvinceMapping:
+    """All dataset mappings of one province, loaded from its mapping.yaml."""
+
+    province: str
+    timezone: str
+    datasets: dict[str, DatasetMapping]
+
+    @classmethod
+    def load(cls, path: Path) -> ProvinceMapping:
+        """Parse a mapping.yaml, checking every canonical field is mapped exactly once."""
+        doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tz = doc.get("timezone", "Asia/Shanghai")
+        mappings: dict[str, DatasetMapping] = {}
+        for name, spec in doc["datasets"].items():
+            ds = dataset(name)
+            fields = tuple(
+                FieldMapping(
+                    canonical=canonical,
+                    native=str(f["from"]),
+                    codes={str(k): str(v) for k, v in f["codes"].items()} if "codes" in f else None,
+                    date=f.get("date"),
+                    timestamp=f.get("timestamp"),
+                )
+                for canonical, f in spec["fields"].items()
+            )
+            unmapped = set(ds.schema.names) - {f.canonical for f in fields}
+            extra = {f.canonical for f in fields} - set(ds.schema.names)
+            if unmapped or extra:
+                raise ValueError(f"{path}: {name} mapping: unmapped {sorted(unmapped)}, unknown {sorted(extra)}")
+            mappings[name] = DatasetMapping(ds, str(spec["source"]), tz, fields)
+        return cls(str(doc["province"]), tz, mappings)
+
+    def dataset(self, name: str) -> DatasetMapping:
+        """The mapping of one dataset, with an error naming what this province provides."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            raise KeyError(f"{self.province} provides no {name!r}; it provides {', '.join(self.datasets)}") from None

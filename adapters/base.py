@@ -16,6 +16,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from exchange.config import ExchangeSettings
+
 
 @dataclass(frozen=True)
 class Window:
@@ -101,9 +103,28 @@ class Sandbox(Protocol):
         """Publish canonical records (the generator's output) in the province's native form."""
         ...
 
+    def start(self) -> None:
+        """Start serving (a server on 127.0.0.1 with an ephemeral port, or nothing for file/DB sandboxes)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop whatever start() started."""
+        ...
+
+    def env(self) -> dict[str, str]:
+        """EXCHANGE_* settings that point the province's adapter at this sandbox."""
+        ...
+
     def adapter(self) -> SourceAdapter:
         """An adapter configured to read from this sandbox."""
         ...
+
+
+def adapter_for(province: str, settings: ExchangeSettings) -> SourceAdapter:
+    """Build the province's adapter from settings, importing its drivers only now."""
+    module = importlib.import_module(f"adapters.{province}.adapter")
+    adapter: SourceAdapter = module.build(settings)
+    return adapter
 
 
 def sandbox_for(province: str, root: Path) -> Sandbox:

@@ -105,7 +105,7 @@ class DatasetMapping:
         if f.date is not None:
             return pc.strftime(column.cast(pa.timestamp("s")), format=f.date)
         if f.timestamp is not None:
-            local = column.cast(pa.timestamp("us", tz=self.timezone))
+            local = column.cast(pa.timestamp("s", tz=self.timezone))
             return pc.strftime(local, format=f.timestamp)
         if f.codes is not None:
             reverse = {canonical: native for native, canonical in f.codes.items()}

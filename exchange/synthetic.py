@@ -141,6 +141,8 @@ def _foreign_codes(rng: np.random.Generator, province: str, n: int) -> npt.NDArr
 
 
 def _set(column: pa.Array, where: npt.NDArray[np.bool_], values: pa.Array | pa.Scalar) -> pa.Array:
+    if not where.any():
+        return column  # no row has this defect; an empty `values` could not be taken from
     if isinstance(values, pa.Array):
         full = np.zeros(len(column), dtype=np.int64)
         full[where] = np.arange(int(where.sum()))

@@ -1,0 +1,74 @@
+"""A stand-in for Jiangsu's file drops: daily GB18030 CSV files in `<root>/drop/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from adapters.jiangsu import native
+from adapters.jiangsu.adapter import DROP_DIR_SETTING, MAPPING_FILE, JiangsuAdapter
+from adapters.mapping import ProvinceMapping
+from exchange.synthetic import DEFECT_COLUMN
+
+
+class JiangsuSandbox:
+    """Writes canonical records as Jiangsu would drop them: one file per dataset per local day."""
+
+    province = "jiangsu"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.drop = root / "drop"
+        self.drop.mkdir(parents=True, exist_ok=True)
+        self.mapping = ProvinceMapping.load(MAPPING_FILE)
+
+    def seed(self, dataset: str, table: pa.Table) -> None:
+        """Append canonical records to the drop files of their update day (Asia/Shanghai).
+
+        A day that already has a file gets it rewritten with the old rows and the new ones, ordered by
+        update time; the rewrite goes through a `.tmp` file and a rename, as a careful exporter would.
+        """
+        mapping = self.mapping.dataset(dataset)
+        if DEFECT_COLUMN in table.column_names:
+            table = table.drop_columns([DEFECT_COLUMN])
+        rendered = mapping.from_canonical(table)
+        local = table.column("updated_at").cast(pa.timestamp("us", tz=mapping.timezone))
+        days = pc.strftime(local, format="%Y%m%d")
+        updated_col = mapping.native_name("updated_at")
+        for day in pc.unique(days).to_pylist():
+            rows = rendered.filter(pc.equal(days, day))
+            path = self.drop / f"{mapping.source}_{day}.csv"
+            if path.exists():
+                old = native.read_table(path.read_bytes(), str(path))
+                rows = pa.concat_tables(
+                    [_strings(old, mapping.native_columns), _strings(rows, mapping.native_columns)]
+                )
+                # Arrow's sort is stable: equal update times keep old-then-new order. The local
+                # "YYYY-MM-DD HH:MM:SS" text sorts in time order.
+                rows = rows.take(pc.sort_indices(rows, sort_keys=[(updated_col, "ascending")]))
+            native.write_atomically(path, native.to_bytes(rows, mapping.native_columns))
+
+    def start(self) -> None:
+        """Nothing to start: the drop folder is the interface."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+    def env(self) -> dict[str, str]:
+        """Point the Jiangsu adapter at this sandbox's drop folder."""
+        return {DROP_DIR_SETTING: str(self.drop)}
+
+    def adapter(self) -> JiangsuAdapter:
+        """An adapter reading this sandbox's drop folder."""
+        return JiangsuAdapter(self.drop, self.mapping)
+
+
+def _strings(table: pa.Table, columns: list[str]) -> pa.Table:
+    return pa.table({name: table.column(name).cast(pa.string()) for name in columns})
+
+
+def create(root: Path) -> JiangsuSandbox:
+    """A Jiangsu sandbox keeping its drop folder under `root`."""
+    return JiangsuSandbox(root)

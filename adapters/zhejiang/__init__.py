@@ -1,0 +1,1 @@
+"""Zhejiang: shared-data SQL views (SQLAlchemy URL; SQLite sandbox, MariaDB/PostgreSQL for real)."""

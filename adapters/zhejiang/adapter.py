@@ -1,0 +1,199 @@
+"""Zhejiang's adapter: reads the province's shared-data SQL views through SQLAlchemy.
+
+The SQL is deliberately plain (bound parameters, unquoted upper-case identifiers, text comparison of
+the views' local-time strings) so the same statement runs on SQLite, MariaDB and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from adapters.base import Landing, PullRequest
+from adapters.mapping import DatasetMapping, FieldMapping, ProvinceMapping
+from exchange.config import ExchangeSettings, Layout
+from exchange.errors import ExchangeError, SourceFormatError, TerminalError, TransientError
+
+MAPPING = Path(__file__).parent / "mapping.yaml"
+CHUNK_ROWS = 50_000
+# Identifiers from mapping.yaml are interpolated into SQL (they cannot be bound), so they must be plain.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# OperationalError texts that mean "try again later" rather than "the view is wrong".
+_TRANSIENT = ("locked", "timeout", "timed out", "too many connections", "server has gone away", "connection")
+
+
+class ZhejiangAdapter:
+    """Pulls Zhejiang's datasets from its SQL views, `chunk_rows` rows at a time."""
+
+    province = "zhejiang"
+
+    def __init__(self, url: str, *, chunk_rows: int = CHUNK_ROWS) -> None:
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be positive")
+        try:
+            self._url = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise TerminalError(f"EXCHANGE_ZHEJIANG_DB_URL is not a SQLAlchemy URL: {exc}") from None
+        self.chunk_rows = chunk_rows
+        self.mapping = ProvinceMapping.load(MAPPING)
+        for dm in self.mapping.datasets.values():
+            for name in (dm.source, *dm.native_columns):
+                if not _IDENTIFIER.match(name):
+                    raise ValueError(f"{MAPPING}: {name!r} is not a plain SQL identifier")
+        # Created on first pull, so building the adapter (e.g. while a DAG is parsed) loads no driver.
+        self._engine: sa.Engine | None = None
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden (safe for logs and errors)."""
+        return self._url.render_as_string(hide_password=True)
+
+    def datasets(self) -> Sequence[str]:
+        """The datasets Zhejiang publishes as views."""
+        return tuple(self.mapping.datasets)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def pull(self, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
+        """Yield canonical tables of the records updated in (since, window.end), ordered by update time.
+
+        Each chunk's native rows are landed as Parquet (``chunk-00001.parquet``, ...) before mapping.
+        Nothing is yielded when no record changed.
+        """
+        dm = self.mapping.dataset(request.dataset)
+        view = dm.source
+        statement, params = _query(dm, request)
+        with self._connect() as conn:
+            _check_view(conn, dm)
+            done = 0
+            try:
+                result = conn.execution_options(yield_per=self.chunk_rows).execute(statement, params)
+                for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
+                    native = _native_table(dm, rows, done)
+                    landing.write(f"chunk-{number:05d}.parquet", _parquet(native))
+                    done += len(rows)
+                    yield dm.to_canonical(native, view)
+            except sa.exc.DBAPIError as exc:
+                raise _map_error(exc, view, f"row {done + 1}") from exc
+
+    def _connect(self) -> sa.Connection:
+        if self._url.get_backend_name() == "sqlite":
+            database = self._url.database
+            # SQLite would silently create an empty file; a missing database is a configuration error.
+            if database and database != ":memory:" and not Path(database).is_file():
+                raise TerminalError(f"Zhejiang database file {database} does not exist")
+        if self._engine is None:
+            self._engine = sa.create_engine(self._url)
+        try:
+            return self._engine.connect()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise TransientError(f"cannot connect to Zhejiang's database {self.url}: {exc.orig}") from exc
+
+
+def build(settings: ExchangeSettings) -> ZhejiangAdapter:
+    """The adapter for EXCHANGE_ZHEJIANG_DB_URL, or for the embedded SQLite sandbox under EXCHANGE_HOME."""
+    url = settings.zhejiang_db_url
+    if url is None:
+        url = "sqlite:///" + str(Layout(settings.home).sandboxes / "zhejiang" / "zhejiang.sqlite")
+    return ZhejiangAdapter(url)
+
+
+def _field(dm: DatasetMapping, canonical: str) -> FieldMapping:
+    return next(f for f in dm.fields if f.canonical == canonical)
+
+
+def _query(dm: DatasetMapping, request: PullRequest) -> tuple[sa.TextClause, dict[str, str]]:
+    """The SELECT over the view, with the window bounds rendered in the view's local-time text."""
+    stamp = _field(dm, "updated_at")
+    if stamp.timestamp is None:
+        raise ValueError(f"{MAPPING}: {dm.dataset.name}.updated_at needs a timestamp format")
+    key = dm.native_name(dm.dataset.key)
+    params = {"end": _native_time(request.window.end, dm.timezone, stamp.timestamp, round_up=True)}
+    where = [f"{stamp.native} < :end"]
+    if request.since is not None:
+        params["since"] = _native_time(request.since, dm.timezone, stamp.timestamp, round_up=False)
+        where.insert(0, f"{stamp.native} > :since")
+    sql = (
+        f"SELECT {', '.join(dm.native_columns)} FROM {dm.source} "
+        f"WHERE {' AND '.join(where)} ORDER BY {stamp.native}, {key}"
+    )
+    return sa.text(sql), params
+
+
+def _native_time(moment: datetime, timezone: str, fmt: str, *, round_up: bool) -> str:
+    """Render a bound as the view's local-time text, to the second.
+
+    The views record whole seconds, so ``GXSJ > floor(since)`` and ``GXSJ < ceil(end)`` select exactly
+    the records after `since` and before `end`, and the text comparison of a zero-padded
+    year-first format orders like the times themselves.
+    """
+    local = moment.astimezone(ZoneInfo(timezone))
+    whole = local.replace(microsecond=0)
+    if round_up and whole < local:
+        whole += timedelta(seconds=1)
+    return whole.strftime(fmt)
+
+
+def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
+    """Fail with the view and column names before querying, instead of a driver-specific SQL error."""
+    inspector = sa.inspect(conn)
+    columns: list[Any] | None = None
+    # PostgreSQL folds unquoted names to lower case; the other databases keep or ignore case.
+    for name in dict.fromkeys((dm.source, dm.source.lower())):
+        try:
+            columns = list(inspector.get_columns(name))
+            break
+        except sa.exc.NoSuchTableError:
+            continue
+    if columns is None:
+        raise SourceFormatError(dm.source, "view", "the view does not exist", "ask Zhejiang to publish it")
+    present = {str(c["name"]).upper() for c in columns}
+    missing = [c for c in dm.native_columns if c.upper() not in present]
+    if missing:
+        raise SourceFormatError(
+            dm.source, "columns", f"missing column(s) {', '.join(missing)}",
+            f"the view must expose {', '.join(dm.native_columns)}",
+        )
+
+
+def _native_table(dm: DatasetMapping, rows: Sequence[Sequence[Any]], done: int) -> pa.Table:
+    """The chunk's rows as Arrow columns with the types the driver returned (the raw copy)."""
+    columns = list(zip(*rows, strict=True))
+    arrays: dict[str, pa.Array] = {}
+    for name, values in zip(dm.native_columns, columns, strict=True):
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise SourceFormatError(
+                dm.source, f"rows {done + 1}-{done + len(rows)}, column {name}", f"mixed value types: {exc}"
+            ) from exc
+    return pa.table(arrays)
+
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _map_error(exc: sa.exc.DBAPIError, view: str, position: str) -> ExchangeError:
+    """Lost connections and lock waits are worth a retry; anything else is a problem with the view."""
+    detail = str(exc.orig) if exc.orig is not None else str(exc)
+    if exc.connection_invalidated or (
+        isinstance(exc, sa.exc.OperationalError) and any(t in detail.lower() for t in _TRANSIENT)
+    ):
+        return TransientError(f"reading {view} at {position}: {detail}")
+    return SourceFormatError(view, position, f"database error: {detail}")

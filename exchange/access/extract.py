@@ -1,0 +1,143 @@
+"""Cut a grant's view of a lake snapshot into Parquet plus a hub-signed extract manifest."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from exchange.access.masking import masked_expression
+from exchange.access.models import Grant, RowCondition, SignedGrant
+from exchange.contracts.load import load_contract
+from exchange.datasets import dataset as canonical_dataset
+from exchange.errors import VerificationError
+from exchange.lake.connect import LAKE, duck_type
+from exchange.provenance.manifest import FileDigest
+from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256, sha256_hex
+from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+
+EXTRACT_MANIFEST = "extract-manifest.json"
+
+
+class ExtractManifest(BaseModel, frozen=True):
+    """What an extract holds and under which grant it was cut."""
+
+    extract_id: str = Field(description="Unique id of this extract")
+    department: str = Field(description="Recipient department id")
+    grant_id: str = Field(description="Grant the extract was cut under")
+    grant_sha256: str = Field(description="SHA-256 of the canonical grant document")
+    dataset: str = Field(description="Canonical dataset")
+    snapshot_id: int = Field(description="Lake snapshot the extract was cut from")
+    columns: list[str] = Field(description="Columns delivered")
+    masking: dict[str, str] = Field(description="Masking rule applied per column ('none' = clear)")
+    row_filter: list[RowCondition] = Field(description="Row conditions applied")
+    rows: int = Field(description="Rows delivered")
+    files: list[FileDigest] = Field(description="Delivered files with SHA-256")
+    created_at: datetime = Field(description="When the extract was cut")
+
+
+class SignedExtractManifest(BaseModel, frozen=True):
+    """An extract manifest with the hub's signature over its canonical JSON."""
+
+    manifest: ExtractManifest = Field(description="The signed content")
+    signature: Signature = Field(description="Hub signature over canonical_json(manifest)")
+
+
+def row_filter_sql(conditions: list[RowCondition], dataset: str) -> tuple[str, list[Any]]:
+    """Compile structured conditions into a parameterized WHERE clause (values never enter the SQL text)."""
+    schema = canonical_dataset(dataset).schema
+    parts: list[str] = []
+    params: list[Any] = []
+    for cond in conditions:
+        column = f'"{cond.column}"'
+        ctype = duck_type(schema.field(cond.column).type)
+        if cond.op == "in":
+            parts.append(f"{column} IN ({', '.join(f'CAST(? AS {ctype})' for _ in cond.values)})")
+            params += cond.values
+        elif cond.op == "prefix_in":
+            parts.append("(" + " OR ".join(f"starts_with(CAST({column} AS VARCHAR), ?)" for _ in cond.values) + ")")
+            params += cond.values
+        else:
+            if len(cond.values) != 2:
+                raise ValueError(f"between on {cond.column} needs exactly two values")
+            parts.append(f"{column} BETWEEN CAST(? AS {ctype}) AND CAST(? AS {ctype})")
+            params += cond.values
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+def grant_query(grant: Grant, snapshot_id: int) -> tuple[str, list[Any], dict[str, str]]:
+    """The SELECT that yields exactly the grant's columns and rows, masked, at a snapshot."""
+    contract = load_contract(grant.dataset)
+    masking = {c: ("none" if c in grant.unmasked else contract.field(c).masking) for c in grant.columns}
+    select = ", ".join(masked_expression(c, masking[c], unmasked=c in grant.unmasked) for c in grant.columns)
+    where, params = row_filter_sql(grant.row_filter, grant.dataset)
+    key = canonical_dataset(grant.dataset).key
+    sql = (f'SELECT {select} FROM {LAKE}."{grant.dataset}" AT (VERSION => {int(snapshot_id)}) '
+           f'WHERE {where} ORDER BY "{key}", batch_id')
+    return sql, params, masking
+
+
+def cut_extract(
+    con: duckdb.DuckDBPyConnection, signed_grant: SignedGrant, snapshot_id: int, out_dir: Path, signer: Signer
+) -> SignedExtractManifest:
+    """Write the grant's view at `snapshot_id` to `out_dir` as Parquet (streamed) and sign its manifest."""
+    grant = signed_grant.grant
+    sql, params, masking = grant_query(grant, snapshot_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_file = out_dir / f"{grant.dataset}.parquet"
+    reader = con.execute(sql, params).fetch_record_batch(rows_per_batch=100_000)
+    rows = 0
+    with pq.ParquetWriter(data_file, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    created = datetime.now(UTC)
+    grant_digest = document_digest(grant.model_dump(mode="json"))
+    manifest = ExtractManifest(
+        extract_id=f"{grant.id}.s{snapshot_id}.{created.strftime('%Y%m%dT%H%M%S%fZ')}",
+        department=grant.department,
+        grant_id=grant.id,
+        grant_sha256=grant_digest,
+        dataset=grant.dataset,
+        snapshot_id=snapshot_id,
+        columns=grant.columns,
+        masking=masking,
+        row_filter=grant.row_filter,
+        rows=rows,
+        files=[FileDigest(name=data_file.name, sha256=file_sha256(data_file), size=data_file.stat().st_size)],
+        created_at=created,
+    )
+    signed = SignedExtractManifest(
+        manifest=manifest, signature=signer.sign(canonical_bytes(manifest.model_dump(mode="json")))
+    )
+    (out_dir / EXTRACT_MANIFEST).write_text(signed.model_dump_json(indent=2), encoding="utf-8")
+    return signed
+
+
+def extract_digest(signed: SignedExtractManifest) -> str:
+    """SHA-256 of the canonical extract manifest."""
+    return sha256_hex(canonical_bytes(signed.manifest.model_dump(mode="json")))
+
+
+def verify_extract(directory: Path, bundle: TrustBundle) -> SignedExtractManifest:
+    """Check an extract folder offline: the manifest's signature, then every file's size and SHA-256."""
+    path = directory / EXTRACT_MANIFEST
+    if not path.exists():
+        raise VerificationError(str(path), "no extract manifest")
+    signed = SignedExtractManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    m = signed.manifest
+    verify_signature(bundle, signed.signature, canonical_bytes(m.model_dump(mode="json")), m.created_at, str(path))
+    for f in m.files:
+        file = directory / f.name
+        if not file.exists():
+            raise VerificationError(str(file), "listed in the extract manifest but missing")
+        if file.stat().st_size != f.size or file_sha256(file) != f.sha256:
+            raise VerificationError(str(file), "content differs from the extract manifest (SHA-256 mismatch)")
+    rows = sum(pq.ParquetFile(directory / f.name).metadata.num_rows for f in m.files)
+    if rows != m.rows:
+        raise VerificationError(str(directory), f"manifest says {m.rows} rows, files hold {rows}")
+    return signed

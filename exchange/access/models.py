@@ -1,0 +1,51 @@
+"""Published access documents: departments, grants and their structured row filters."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from exchange.signing.keys import Signature
+
+
+class Department(BaseModel, frozen=True):
+    """A government department that receives shared data."""
+
+    id: str = Field(description="Province code, dot, short name, e.g. js.public_security")
+    name: str = Field(description="Official name")
+    province: str = Field(description="Province the department belongs to")
+
+
+class RowCondition(BaseModel, frozen=True):
+    """One structured row condition; a grant's filter is their conjunction (never free SQL)."""
+
+    column: str = Field(description="Canonical column the condition tests")
+    op: Literal["in", "prefix_in", "between"] = Field(description="in: value in set; prefix_in: starts with one "
+                                                       "of the values; between: inclusive range of two values")
+    values: list[str] = Field(description="Values (dates as YYYY-MM-DD)")
+
+
+class Grant(BaseModel, frozen=True):
+    """What a department may see of one dataset, why, until when, approved by whom."""
+
+    id: str = Field(description="Grant id")
+    department: str = Field(description="Department id")
+    dataset: str = Field(description="Canonical dataset")
+    columns: list[str] = Field(description="Columns the department may see")
+    row_filter: list[RowCondition] = Field(default_factory=list, description="Conditions every row must meet")
+    purpose: str = Field(description="Why the department needs the data")
+    legal_basis: str = Field(description="Law or regulation that permits the sharing")
+    approved_by: str = Field(description="Approving province data office")
+    expires_on: date = Field(description="Last day the grant is valid")
+    unmasked: list[str] = Field(default_factory=list, description="Sensitive columns explicitly granted unmasked")
+    justification: str = Field(default="", description="Why any column is granted unmasked")
+    issued_at: datetime = Field(description="When the grant was recorded")
+
+
+class SignedGrant(BaseModel, frozen=True):
+    """A grant with the approving office's (for now: the hub's) signature."""
+
+    grant: Grant = Field(description="The signed content")
+    signature: Signature = Field(description="Signature over canonical_json(grant)")

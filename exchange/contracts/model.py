@@ -1,0 +1,103 @@
+"""The hub's view of an ODCS data contract: the fields and rules the validator needs, nothing more.
+
+The parsed ODCS document stays available as ``Contract.raw`` for anything else (SLA, support, team).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from open_data_contract_standard.model import OpenDataContractStandard
+
+from exchange.errors import TerminalError
+
+SEVERITIES = ("error", "warning")
+MASKINGS = ("none", "resident_id", "name", "withhold")
+SHARING_TYPES = ("unconditional", "conditional", "not_shared")
+
+
+class ContractError(TerminalError):
+    """A contract file is malformed or does not describe its canonical dataset; names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ValidationMismatchError(TerminalError):
+    """Great Expectations and the hub's own predicate disagree about a rule: a bug, never a data problem.
+
+    Raised rather than guessed around, because a quarantine reason that does not match the GX result
+    would be a wrong statement to a province office.
+    """
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One column of a contract: type, constraints, classification and how it is masked when shared."""
+
+    name: str
+    logical_type: str
+    required: bool
+    unique: bool
+    classification: str | None
+    grade: str | None
+    masking: str = "none"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One quality rule: a stable id, the reason text shown to the province, and its GX expectation."""
+
+    id: str
+    description: str
+    severity: str
+    expectation: str
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the rule reads, in the order its reason text names them."""
+        names = [self.kwargs[k] for k in ("column", "column_A", "column_B") if k in self.kwargs]
+        return tuple(str(n) for n in names)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A loaded, checked data contract for one canonical dataset."""
+
+    id: str
+    version: str
+    dataset: str
+    key: str
+    fields: tuple[FieldSpec, ...]
+    rules: tuple[Rule, ...]
+    sharing_type: str
+    batch_hold_threshold: float
+    document_sha256: str
+    path: Path
+    raw: OpenDataContractStandard = dataclasses.field(compare=False, repr=False)
+
+    def field(self, name: str) -> FieldSpec:
+        """The field called `name`; KeyError lists the known ones."""
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"contract {self.id} has no field {name!r}; known: {', '.join(self.field_names)}")
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Column names in contract order."""
+        return tuple(spec.name for spec in self.fields)
+
+    def rule(self, rule_id: str) -> Rule:
+        """The rule with this id; KeyError lists the known ones."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(f"contract {self.id} has no rule {rule_id!r}; known: {', '.join(r.id for r in self.rules)}")

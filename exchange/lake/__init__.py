@@ -1,0 +1,1 @@
+"""The DuckLake lake: attach, commit a batch as one snapshot, list a snapshot's files."""

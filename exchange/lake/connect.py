@@ -1,0 +1,76 @@
+"""Attach the DuckLake catalog, loading the extension offline from its wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from exchange.config import ExchangeSettings, Layout
+from exchange.errors import TerminalError
+
+LAKE = "lake"
+META = f"__ducklake_metadata_{LAKE}"
+
+
+def extension_path() -> Path:
+    """The DuckLake extension file shipped by the duckdb-extension-ducklake wheel (INSTALL needs a network)."""
+    spec = importlib.util.find_spec("duckdb_extension_ducklake")
+    if spec is None or spec.origin is None:
+        raise TerminalError("duckdb-extension-ducklake is not installed; run `make install`")
+    path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / "ducklake.duckdb_extension"
+    if not path.exists():
+        raise TerminalError(f"no DuckLake extension for duckdb {duckdb.__version__} at {path}")
+    return path
+
+
+def catalog_and_data(settings: ExchangeSettings) -> tuple[str, str]:
+    """The catalog location and data path, defaulting to files under EXCHANGE_HOME/lake."""
+    layout = Layout(settings.home)
+    catalog = settings.lake_catalog or str(layout.lake_catalog_file)
+    data = settings.lake_data or str(layout.lake_data) + "/"
+    return catalog, data
+
+
+def connect(settings: ExchangeSettings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the lake attached as `lake` and selected.
+
+    Inlining is off so every committed row lands in a Parquet file that manifests can hash.
+    """
+    catalog, data = catalog_and_data(settings)
+    if not catalog.startswith(("postgres:", "postgresql:")):
+        Path(catalog).parent.mkdir(parents=True, exist_ok=True)
+        Path(data).mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"LOAD '{extension_path()}'")
+    options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0"
+    if read_only:
+        options += ", READ_ONLY"
+    con.execute(f"ATTACH 'ducklake:{catalog}' AS {LAKE} ({options})")
+    con.execute(f"USE {LAKE}")
+    return con
+
+
+_DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.date32(): "DATE",
+    pa.float64(): "DOUBLE",
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def duck_type(t: pa.DataType) -> str:
+    """The DuckDB column type for an Arrow type used in our schemas."""
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"  # type: ignore[attr-defined]
+    return _DUCK_TYPES[t]
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema) -> None:
+    """Create the lake table if it does not exist yet."""
+    columns = ", ".join(f'"{f.name}" {duck_type(f.type)}' for f in schema)
+    con.execute(f'CREATE TABLE IF NOT EXISTS {LAKE}."{name}" ({columns})')

@@ -1,0 +1,296 @@
+"""The stage functions a DAG task (or the CLI) calls: pull, validate, commit.
+
+Every stage is keyed by the batch id, derived from (province, dataset, window), and returns small JSON
+for XCom: data moves through files under EXCHANGE_HOME/staging, never through Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from adapters.base import Landing, PullRequest, Window, adapter_for
+from exchange.config import ExchangeSettings, Layout, settings as current_settings
+from exchange.contracts.load import load_contract
+from exchange.contracts.validate import QUARANTINE_SCHEMA, validate as run_contract
+from exchange.datasets import dataset as canonical_dataset
+from exchange.errors import TerminalError
+from exchange.lake.commit import commit_batch, commit_lock, files_added, snapshot_of, watermark
+from exchange.lake.connect import connect
+from exchange.provenance.log import ProvenanceLog
+from exchange.provenance.manifest import (
+    BatchManifest,
+    Counts,
+    FileDigest,
+    LakeFile,
+    RuleCount,
+    manifest_path,
+    read_manifest,
+    sign_manifest,
+    write_manifest,
+)
+from exchange.signing.canonical import file_sha256
+from exchange.signing.keys import Ed25519Signer, Keyring
+
+HUB = "hub"
+
+
+@dataclass
+class Hub:
+    """The runtime context every stage shares: settings, paths, keys, provenance."""
+
+    settings: ExchangeSettings
+
+    @classmethod
+    def current(cls) -> Hub:
+        """The hub configured by the environment (EXCHANGE_*)."""
+        return cls(current_settings())
+
+    @cached_property
+    def layout(self) -> Layout:
+        return Layout(self.settings.home).ensure()
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        return Keyring(self.layout.keys)
+
+    @cached_property
+    def signer(self) -> Ed25519Signer:
+        return self.keyring.signer(HUB)
+
+    @cached_property
+    def log(self) -> ProvenanceLog:
+        return ProvenanceLog(self.layout.provenance)
+
+    def staging(self, batch_id: str) -> Path:
+        return self.layout.staging / batch_id
+
+
+def batch_id_for(province: str, dataset: str, window: Window) -> str:
+    """Deterministic batch id: a retry or re-run of the same window gets the same id."""
+    fmt = "%Y%m%dT%H%M%SZ"
+    start = window.start.astimezone(UTC).strftime(fmt)
+    end = window.end.astimezone(UTC).strftime(fmt)
+    return f"{province}.{dataset}.{start}-{end}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> dict[str, Any]:
+    """Pull (province, dataset) records updated after the lake's watermark and before `end`.
+
+    Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
+    """
+    hub = hub or Hub.current()
+    window = Window(start, end)
+    batch_id = batch_id_for(province, dataset, window)
+    with connect(hub.settings, read_only=False) as con:
+        if snapshot_of(con, batch_id) is not None:
+            return {"batch_id": batch_id, "status": "already_committed", "pulled": 0}
+        since = watermark(con, province, dataset)
+    staging = hub.staging(batch_id)
+    landing_dir = hub.layout.landing / province / dataset / batch_id
+    for stale in (staging, landing_dir):  # a retried pull starts clean
+        shutil.rmtree(stale, ignore_errors=True)
+    staging.mkdir(parents=True)
+    landing = Landing(landing_dir)
+    adapter = adapter_for(province, hub.settings)
+    schema = canonical_dataset(dataset).schema
+    pulled = 0
+    latest: datetime | None = None
+    with pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
+        for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
+            chunk = chunk.cast(schema)
+            writer.write_table(chunk)
+            pulled += chunk.num_rows
+            if chunk.num_rows:
+                chunk_max = pa.compute.max(chunk["updated_at"]).as_py()
+                latest = chunk_max if latest is None or (chunk_max and chunk_max > latest) else latest
+    info = {
+        "batch_id": batch_id,
+        "province": province,
+        "dataset": dataset,
+        "window_start": _iso(start),
+        "window_end": _iso(end),
+        "since": _iso(since),
+        "watermark": _iso(latest),
+        "pulled": pulled,
+        "landing": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in landing.files],
+    }
+    (staging / "pull.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    hub.log.append(
+        hub.signer,
+        actor=f"adapter:{province}",
+        action="pull",
+        subject=batch_id,
+        digests={f.name: f.sha256 for f in landing.files},
+        details={"pulled": pulled, "since": info["since"], "window_end": info["window_end"]},
+    )
+    return {"batch_id": batch_id, "status": "pulled" if pulled else "empty", "pulled": pulled}
+
+
+def _pull_info(hub: Hub, batch_id: str) -> dict[str, Any]:
+    path = hub.staging(batch_id) / "pull.json"
+    if not path.exists():
+        raise TerminalError(f"batch {batch_id}: nothing staged at {path}; run the pull stage first")
+    info: dict[str, Any] = json.loads(path.read_text())
+    return info
+
+
+def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
+    """Check the staged batch against its contract; split accepted and quarantined records."""
+    hub = hub or Hub.current()
+    info = _pull_info(hub, batch_id)
+    staging = hub.staging(batch_id)
+    contract = load_contract(info["dataset"])
+    table = pq.read_table(staging / "pulled.parquet")
+    outcome = run_contract(table, contract, province=info["province"], batch_id=batch_id)
+    pq.write_table(outcome.accepted, staging / "accepted.parquet")
+    pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
+    result = {
+        "batch_id": batch_id,
+        "contract_id": contract.id,
+        "contract_version": contract.version,
+        "contract_sha256": contract.document_sha256,
+        "pulled": outcome.pulled,
+        "accepted": outcome.accepted_count,
+        "quarantined": outcome.quarantined_count,
+        "warned": outcome.warnings.num_rows,
+        "gx_success": outcome.gx_success,
+        "held": outcome.held,
+        "rules": [
+            {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
+        ],
+    }
+    (staging / "validation.json").write_text(json.dumps(result, indent=2))
+    details = {k: result[k] for k in ("pulled", "accepted", "quarantined", "gx_success", "held")}
+    hub.log.append(
+        hub.signer, actor=HUB, action="validate", subject=batch_id,
+        digests={"contract": contract.document_sha256}, details=details,
+    )
+    if outcome.quarantined_count:
+        hub.log.append(
+            hub.signer, actor=HUB, action="quarantine", subject=batch_id,
+            digests={"quarantined.parquet": file_sha256(staging / "quarantined.parquet")},
+            details={"quarantined": outcome.quarantined_count},
+        )
+    if outcome.held:
+        hub.log.append(hub.signer, actor=HUB, action="hold", subject=batch_id, details=details)
+        raise TerminalError(
+            f"batch {batch_id} held: {outcome.quarantined_count} of {outcome.pulled} records failed, more than "
+            f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
+            f"See {staging / 'quarantined.parquet'} and fix the source before re-running."
+        )
+    return {k: result[k] for k in ("batch_id", "pulled", "accepted", "quarantined")}
+
+
+def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
+    """Commit the validated batch as one snapshot and write its signed manifest (both idempotent)."""
+    hub = hub or Hub.current()
+    with connect(hub.settings) as con:
+        existing = snapshot_of(con, batch_id)
+    if existing is None and not (hub.staging(batch_id) / "validation.json").exists():
+        info = _pull_info(hub, batch_id)
+        if info["pulled"] == 0:
+            return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
+        raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
+    info = _pull_info(hub, batch_id)
+    staging = hub.staging(batch_id)
+    checked = json.loads((staging / "validation.json").read_text())
+    if checked["pulled"] == 0:
+        return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
+    ds = canonical_dataset(info["dataset"])
+    ledger_row = {
+        "batch_id": batch_id,
+        "province": info["province"],
+        "dataset": info["dataset"],
+        "window_start": _parse(info["window_start"]),
+        "window_end": _parse(info["window_end"]),
+        "watermark": _parse(info["watermark"]),
+        "pulled": checked["pulled"],
+        "accepted": checked["accepted"],
+        "quarantined": checked["quarantined"],
+        "contract_id": checked["contract_id"],
+        "contract_version": checked["contract_version"],
+    }
+    with commit_lock(hub.layout.lake / "commit.lock"), connect(hub.settings) as con:
+        result = commit_batch(
+            con,
+            dataset=ds.name,
+            dataset_schema=ds.schema,
+            ledger_row=ledger_row,
+            accepted=pq.read_table(staging / "accepted.parquet"),
+            quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
+        )
+        files = files_added(con, result.snapshot_id)
+    path = manifest_path(hub.layout.manifests, info["province"], info["dataset"], batch_id)
+    if path.exists() and not result.written:
+        signed = read_manifest(path)
+    else:
+        manifest = BatchManifest(
+            batch_id=batch_id,
+            province=info["province"],
+            dataset=info["dataset"],
+            window_start=_parse(info["window_start"]),  # type: ignore[arg-type]
+            window_end=_parse(info["window_end"]),  # type: ignore[arg-type]
+            since=_parse(info["since"]),
+            watermark=_parse(info["watermark"]),
+            contract_id=checked["contract_id"],
+            contract_version=checked["contract_version"],
+            contract_sha256=checked["contract_sha256"],
+            landing=[FileDigest(**f) for f in info["landing"]],
+            counts=Counts(
+                pulled=checked["pulled"], accepted=checked["accepted"],
+                quarantined=checked["quarantined"], warned=checked["warned"],
+            ),
+            rules=[RuleCount(**r) for r in checked["rules"]],
+            gx_success=checked["gx_success"],
+            snapshot_id=result.snapshot_id,
+            files=[
+                LakeFile(table=f.table, name=f.relative, sha256=file_sha256(f.path), size=f.size, rows=f.rows)
+                for f in files
+            ],
+            created_at=datetime.now(UTC),
+        )
+        signed = sign_manifest(manifest, hub.signer)
+        write_manifest(path, signed)
+        hub.log.append(
+            hub.signer, actor=HUB, action="commit", subject=batch_id,
+            digests={"manifest": signed.digest()},
+            details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
+                     "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
+        )
+    return {
+        "batch_id": batch_id,
+        "status": "committed" if result.written else "already_committed",
+        "snapshot_id": result.snapshot_id,
+        "manifest": str(path),
+        "manifest_sha256": signed.digest(),
+        "key_id": signed.signature.key_id,
+        **{k: checked[k] for k in ("pulled", "accepted", "quarantined")},
+    }
+
+
+def run_exchange(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> dict[str, Any]:
+    """pull -> validate -> commit in one call (the CLI's path; Airflow runs them as separate tasks)."""
+    hub = hub or Hub.current()
+    pulled = pull(province, dataset, start, end, hub)
+    if pulled["status"] != "pulled":
+        return pulled
+    validate(pulled["batch_id"], hub)
+    return commit(pulled["batch_id"], hub)
+

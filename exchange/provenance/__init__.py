@@ -1,0 +1,1 @@
+"""The hash-chained provenance log, batch manifests and their verification."""

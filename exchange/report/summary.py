@@ -1,0 +1,44 @@
+"""The demo's closing summary: one row per province and dataset, where everything is, verify's verdict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from exchange.access.extract import SignedExtractManifest
+from exchange.pipeline import Hub
+from exchange.provenance.manifest import read_manifest
+from exchange.provenance.verify import VerifyReport
+
+
+def print_summary(
+    console: Console, hub: Hub, states: dict[str, str], extract: SignedExtractManifest, report: VerifyReport
+) -> int:
+    """Print the summary; return 0 if every DAG succeeded and verify found nothing broken, else 1."""
+    table = Table(title="Exchange summary (one row per province and dataset)")
+    for column in ("province", "dataset", "DAG run", "pulled", "accepted", "quarantined", "snapshot", "signed by"):
+        table.add_column(column, justify="right" if column in ("pulled", "accepted", "quarantined", "snapshot")
+                         else "left")
+    for path in sorted(hub.layout.manifests.rglob("*.json")):
+        m = read_manifest(path)
+        table.add_row(m.manifest.province, m.manifest.dataset, states.get(m.manifest.province, "-"),
+                      str(m.manifest.counts.pulled), str(m.manifest.counts.accepted),
+                      str(m.manifest.counts.quarantined), str(m.manifest.snapshot_id), m.signature.key_id)
+    console.print(table)
+    e = extract.manifest
+    layout = hub.layout
+    console.print(f"Extract for [bold]{e.department}[/] (grant {e.grant_id}): {e.rows} rows of {e.dataset} at "
+                  f"snapshot {e.snapshot_id}, columns {', '.join(e.columns)}")
+    console.print(f"  lake        {layout.lake}\n  manifests   {layout.manifests}\n"
+                  f"  provenance  {hub.log.path}\n  quarantine  lake table `quarantine` "
+                  f"(exchange quarantine list)\n  extracts    {layout.extracts}\n  trust       "
+                  f"{hub.keyring.trust_bundle_path}")
+    failed = [p for p, s in states.items() if s != "success"]
+    if failed:
+        console.print(f"[red]DAG runs not successful: {', '.join(failed)}[/]")
+    if report.ok:
+        console.print(f"[green]verify: intact[/] - {report.entries} provenance entries, {report.manifests} "
+                      f"manifests, {report.files} lake files, {report.extracts} extracts checked")
+    else:
+        console.print(f"[red]verify: BROKEN[/] - first: {report.problems[0]}")
+    return 0 if report.ok and not failed else 1

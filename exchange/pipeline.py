@@ -18,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for
-from exchange.config import ExchangeSettings, Layout, settings as current_settings
+from exchange.config import ExchangeSettings, Layout
+from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
-from exchange.contracts.validate import QUARANTINE_SCHEMA, validate as run_contract
+from exchange.contracts.validate import QUARANTINE_SCHEMA
+from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
 from exchange.lake.commit import commit_batch, commit_lock, files_added, snapshot_of, watermark

@@ -33,11 +33,19 @@ from exchange.reference.checksums import (
 
 DEFECT_COLUMN = "_defect"
 DEFECT_RATE = 0.03
-E_LICENSE_DEFECTS = ("bad_id_checksum", "missing_required", "duplicate_key", "foreign_region", "valid_until_before_issued")
+E_LICENSE_DEFECTS = (
+    "bad_id_checksum", "missing_required", "duplicate_key", "foreign_region", "valid_until_before_issued",
+)
 ENTERPRISE_DEFECTS = ("bad_uscc_checksum", "missing_required", "duplicate_key", "foreign_region", "bad_id_checksum")
 
-SURNAMES = list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严武戴孔汤")
-GIVEN = list("伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红鹏辉建国文斌宇浩凯晨欣怡婷雪琳颖佳倩梅琴云莉志华海峰亮晓燕思雨子涵嘉豪")
+SURNAMES = list(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁"
+    "任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严武戴孔汤"
+)
+GIVEN = list(
+    "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华玉兰萍红鹏辉建"
+    "国文斌宇浩凯晨欣怡婷雪琳颖佳倩梅琴云莉志华海峰亮晓燕思雨子涵嘉豪"
+)
 TRADE_NAMES = list("华联鑫泰恒达宏远盛源瑞丰博通万佳合创天成新锐信德永安金诚明辉东方长江")
 INDUSTRIES = ["科技", "贸易", "建设工程", "信息技术", "食品", "医药", "物流", "文化传媒", "环保科技", "电子商务"]
 LICENSE_TYPES = {

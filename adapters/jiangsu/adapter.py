@@ -55,7 +55,9 @@ class JiangsuAdapter:
                 if selected.num_rows:
                     yield selected
 
-    def files(self, mapping: DatasetMapping, since: datetime | None, end: datetime) -> list[tuple[Path, date]]:
+    def files(
+        self, mapping: DatasetMapping, since: datetime | None, end: datetime
+    ) -> list[tuple[Path, date]]:
         """The dataset's drops that can hold records of (since, end), in name order, with their day.
 
         `*.tmp` files are still being written and never match. A file named like the dataset's drops

@@ -54,7 +54,7 @@ def header(text: str, source: str) -> list[str]:
     """The column names of a decoded CSV (its first record)."""
     first = next(csv.reader(io.StringIO(text)), None)
     if not first:
-        raise SourceFormatError(source, "byte 0", "empty file: no header row", "every drop starts with a header row")
+        raise SourceFormatError(source, "byte 0", "empty file: no header row", "drops start with a header")
     return first
 
 
@@ -73,10 +73,11 @@ def read_batches(text: str, source: str) -> Iterator[pa.RecordBatch]:
         quoted_strings_can_be_null=False,
     )
     try:
-        reader = pacsv.open_csv(data, read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE), convert_options=convert)
-        yield from reader
+        options = pacsv.ReadOptions(block_size=BLOCK_SIZE)
+        yield from pacsv.open_csv(data, read_options=options, convert_options=convert)
     except pa.ArrowInvalid as exc:
-        raise SourceFormatError(source, "csv", str(exc), "each row must have one field per header column") from exc
+        hint = "each row needs one field per header column"
+        raise SourceFormatError(source, "csv", str(exc), hint) from exc
 
 
 def read_table(payload: bytes, source: str) -> pa.Table:

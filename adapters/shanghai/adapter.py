@@ -51,7 +51,8 @@ class ShanghaiAdapter:
         mapping = self.mapping.dataset(request.dataset)
         url = f"{self.base_url}/api/v1/{mapping.source}/records"
         tz = ZoneInfo(mapping.timezone)
-        params: dict[str, str | int] = {"updatedBefore": _iso(request.window.end, tz), "limit": self.page_size}
+        params: dict[str, str | int] = {"updatedBefore": _iso(request.window.end, tz)}
+        params["limit"] = self.page_size
         if request.since is not None:
             params["updatedAfter"] = _iso(request.since, tz)
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
@@ -112,7 +113,8 @@ def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]]
     rows: list[Any] = doc["data"]
     next_cursor = doc.get("nextCursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
-        raise SourceFormatError(url, where, f"nextCursor is {type(next_cursor).__name__}, not a string", _HINT)
+        kind = type(next_cursor).__name__
+        raise SourceFormatError(url, where, f"nextCursor is {kind}, not a string", _HINT)
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise SourceFormatError(url, f"{where}, record {index}", "record is not a JSON object", _HINT)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -77,7 +78,9 @@ class ShanghaiSandbox:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.sandbox = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="shanghai-sandbox", daemon=True)
+        # A short poll interval makes stop() return promptly (the default waits up to 0.5 s).
+        serve = functools.partial(server.serve_forever, poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, name="shanghai-sandbox", daemon=True)
         self._thread.start()
         log.info("Shanghai sandbox serving %s", self.url)
 
@@ -140,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         resource = parts.path[len(PREFIX) : -len(SUFFIX)]
-        if not (parts.path.startswith(PREFIX) and parts.path.endswith(SUFFIX) and resource in sandbox.resources):
+        shaped = parts.path.startswith(PREFIX) and parts.path.endswith(SUFFIX)
+        if not (shaped and resource in sandbox.resources):
             self._send(404, {"error": f"no such resource: {parts.path}"})
             return
         try:
@@ -149,7 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": str(exc)})
             return
         page = sandbox.store.page(resource, after, before, cursor, limit)
-        body = ('{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(page.next_cursor) + "}").encode()
+        # The stored bodies are already JSON: splice them in rather than parse and re-serialise.
+        text = '{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(page.next_cursor) + "}"
+        body = text.encode()
         fault = sandbox.next_fault()
         if fault == "corrupt":
             # Cut the body mid-way: valid UTF-8 up to there, then JSON that ends too early.

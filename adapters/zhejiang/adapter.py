@@ -77,9 +77,9 @@ class ZhejiangAdapter:
         view = dm.source
         statement, params = _query(dm, request)
         with self._connect() as conn:
-            _check_view(conn, dm)
             done = 0
             try:
+                _check_view(conn, dm)
                 result = conn.execution_options(yield_per=self.chunk_rows).execute(statement, params)
                 for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
                     native = _native_table(dm, rows, done)
@@ -96,7 +96,10 @@ class ZhejiangAdapter:
             if database and database != ":memory:" and not Path(database).is_file():
                 raise TerminalError(f"Zhejiang database file {database} does not exist")
         if self._engine is None:
-            self._engine = sa.create_engine(self._url)
+            try:
+                self._engine = sa.create_engine(self._url)
+            except ImportError as exc:
+                raise TerminalError(f"no database driver for {self.url}: {exc}") from exc
         try:
             return self._engine.connect()
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:

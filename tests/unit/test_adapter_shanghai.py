@@ -17,7 +17,7 @@ from adapters.base import Landing, PullRequest, Window, adapter_for, sandbox_for
 from adapters.shanghai.adapter import build
 from adapters.shanghai.sandbox import ShanghaiSandbox, create
 from exchange.config import ExchangeSettings
-from exchange.datasets import dataset
+from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, TransientError
 from exchange.synthetic import DEFECT_COLUMN, generate
 
@@ -40,7 +40,9 @@ def _records(name: str, n: int = N, seed: int = 7, start: datetime = START, end:
     return generate(name, "shanghai", n, seed=seed, start=start, end=end)
 
 
-def _pull(box: ShanghaiSandbox, name: str, landing: Path, since: datetime | None, end: datetime = END) -> pa.Table:
+def _pull(
+    box: ShanghaiSandbox, name: str, landing: Path, since: datetime | None, end: datetime = END
+) -> pa.Table:
     tables = list(box.adapter().pull(PullRequest(name, Window(START, end), since), Landing(landing)))
     return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
 
@@ -94,7 +96,7 @@ def test_window_end_is_exclusive(sandbox: ShanghaiSandbox, tmp_path: Path) -> No
     sandbox.seed("e_license", seeded)
     cut = seeded.column("updated_at")[N // 2].as_py()  # a real record's update time: excluded
     pulled = _pull(sandbox, "e_license", tmp_path / "l", None, end=cut)
-    expected = seeded.filter(pc.less(seeded.column("updated_at"), pa.scalar(cut, seeded.schema.field("updated_at").type)))
+    expected = seeded.filter(pc.less(seeded.column("updated_at"), pa.scalar(cut, TIMESTAMP)))
     assert pulled.num_rows == expected.num_rows < N
     assert _sorted(pulled).equals(_sorted(expected.drop_columns([DEFECT_COLUMN])))
 
@@ -104,8 +106,9 @@ def test_since_is_exclusive(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", seeded)
     since = seeded.column("updated_at")[100].as_py()
     pulled = _pull(sandbox, "e_license", tmp_path / "l", since)
-    assert pc.all(pc.greater(pulled.column("updated_at"), pa.scalar(since, pulled.schema.field("updated_at").type))).as_py()
-    later = pc.sum(pc.greater(seeded.column("updated_at"), pa.scalar(since, seeded.schema.field("updated_at").type)))
+    bound = pa.scalar(since, TIMESTAMP)
+    assert pc.all(pc.greater(pulled.column("updated_at"), bound)).as_py()
+    later = pc.sum(pc.greater(seeded.column("updated_at"), bound))
     assert pulled.num_rows == later.as_py()
 
 
@@ -163,7 +166,9 @@ def test_seeded_data_survives_a_restart(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "sh" / "api-token").stat().st_mode) == 0o600
 
 
-def test_build_from_settings_and_env(sandbox: ShanghaiSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_from_settings_and_env(
+    sandbox: ShanghaiSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(TerminalError, match="EXCHANGE_SHANGHAI_API_URL"):
         build(ExchangeSettings(home=tmp_path, shanghai_api_url=None, shanghai_api_token=None))
     with pytest.raises(TerminalError, match="EXCHANGE_SHANGHAI_API_TOKEN"):

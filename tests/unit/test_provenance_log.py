@@ -1,0 +1,95 @@
+"""The provenance log: chained, signed, tamper-evident, and safe with concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from exchange.errors import VerificationError
+from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
+from exchange.signing.keys import Keyring
+
+
+def _append_many(home: str, worker: int, n: int) -> None:
+    keyring = Keyring(Path(home) / "keys")
+    log = ProvenanceLog(Path(home) / "provenance")
+    for i in range(n):
+        log.append(keyring.signer(), actor=f"worker-{worker}", action="pull", subject=f"b{worker}-{i}")
+
+
+def test_entries_chain_and_verify(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    first = log.append(keyring.signer(), actor="hub", action="pull", subject="b1", details={"pulled": 3})
+    second = log.append(keyring.signer(), actor="hub", action="commit", subject="b1", digests={"manifest": "ab"})
+    assert first.prev_hash == GENESIS and second.prev_hash == first.entry_hash
+    assert second.seq == 2
+    assert verify_chain(log, keyring.trust_bundle()) == 2
+
+
+def test_private_key_is_0600_and_reused(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    signer = keyring.signer()
+    assert (tmp_path / "keys" / "hub.ed25519.pem").stat().st_mode & 0o777 == 0o600
+    assert Keyring(tmp_path / "keys").signer().key_id == signer.key_id
+    assert signer.key_id.startswith("ed25519:")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda lines: lines[1].replace('"pulled":3', '"pulled":4'), "entry was altered"),
+        (lambda lines: lines[1].replace('"actor":"hub"', '"actor":"eve"'), "entry was altered"),
+    ],
+)
+def test_an_edited_entry_is_named(tmp_path: Path, edit: object, expected: str) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    for i in range(3):
+        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}", details={"pulled": 3})
+    lines = log.path.read_text().splitlines()
+    lines[1] = edit(lines)  # type: ignore[operator]
+    log.path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(VerificationError, match=expected) as err:
+        verify_chain(log, keyring.trust_bundle())
+    assert "log.jsonl:2" in str(err.value)
+
+
+def test_a_removed_entry_breaks_the_chain(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    for i in range(3):
+        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}")
+    lines = log.path.read_text().splitlines()
+    log.path.write_text("\n".join([lines[0], lines[2]]) + "\n")
+    with pytest.raises(VerificationError, match="sequence gap|chain broken"):
+        verify_chain(log, keyring.trust_bundle())
+
+
+def test_a_resigned_entry_with_a_foreign_key_fails(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    log.append(keyring.signer(), actor="hub", action="pull", subject="b0")
+    forger = Keyring(tmp_path / "other-keys").signer()
+    forged = ProvenanceLog(tmp_path / "provenance")
+    forged.append(forger, actor="hub", action="commit", subject="b0")
+    with pytest.raises(VerificationError, match="not in the trust bundle"):
+        verify_chain(log, keyring.trust_bundle())
+
+
+def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
+    Keyring(tmp_path / "keys").signer()  # create the key once, as the hub does before its workers start
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 25)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    log = ProvenanceLog(tmp_path / "provenance")
+    assert verify_chain(log, Keyring(tmp_path / "keys").trust_bundle()) == 100
+    seqs = [json.loads(line)["seq"] for line in log.path.read_text().splitlines()]
+    assert seqs == list(range(1, 101))

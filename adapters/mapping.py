@@ -88,10 +88,10 @@ class DatasetMapping:
         if f.codes is not None:
             column = _recode(column.cast(pa.string()), f.codes)
         if f.date is not None:
-            return _parse(column, f.date, source, f.native).cast(pa.date32())
+            return _strict_dates(column, f.date, source, f.native)
         if f.timestamp is not None:
             parsed = _parse(column, f.timestamp, source, f.native)
-            if parsed.type.tz is None:  # type: ignore[attr-defined]
+            if parsed.type.tz is None:
                 parsed = pc.assume_timezone(parsed, self.timezone)
             return parsed.cast(TIMESTAMP)
         if pa.types.is_string(target) and not pa.types.is_string(column.type):
@@ -119,6 +119,14 @@ def _recode(column: pa.ChunkedArray, codes: dict[str, str]) -> pa.ChunkedArray:
     values = pa.array(list(codes.values()), pa.string())
     index = pc.index_in(column, value_set=keys)
     return pc.coalesce(pc.take(values, index), column)
+
+
+def _strict_dates(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:
+    """Parse dates, nulling impossible ones: Arrow's strptime rolls 2024-02-30 over to 2024-03-01."""
+    parsed = _parse(column, fmt, source, native)
+    text = column if pa.types.is_string(column.type) else column.cast(pa.string())
+    same = pc.equal(pc.strftime(parsed, format=fmt), pc.utf8_trim_whitespace(text))
+    return pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type)).cast(pa.date32())
 
 
 def _parse(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:

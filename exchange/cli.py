@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from exchange.errors import ExchangeError
+
+if TYPE_CHECKING:
+    from exchange.pipeline import Hub
 
 app = typer.Typer(help="Yangtze River Delta government data-exchange hub.", no_args_is_help=True)
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
@@ -25,7 +28,8 @@ app.add_typer(keys_app, name="keys")
 console = Console()
 
 
-def _hub():  # type: ignore[no-untyped-def]
+def _hub() -> Hub:
+    # Imported lazily: `exchange --help` should not load DuckDB, GX and the adapters.
     from exchange.pipeline import Hub
 
     return Hub.current()

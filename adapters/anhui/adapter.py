@@ -75,7 +75,9 @@ class AnhuiAdapter:
                 day = export.file_day(dm.source, path)
             except ValueError as exc:
                 # Loud rather than skipped: an odd name may be a re-delivery someone expects us to read.
-                raise SourceFormatError(path.name, "file name", str(exc), "rename or remove the file") from None
+                raise SourceFormatError(
+                    path.name, "file name", str(exc), "rename or remove the file"
+                ) from None
             first = datetime.combine(day, time(), tz)
             after = datetime.combine(day + timedelta(days=1), time(), tz)
             if (request.since is not None and after <= request.since) or first >= request.window.end:
@@ -84,7 +86,12 @@ class AnhuiAdapter:
         return chosen
 
     def _read(
-        self, payload: bytes, name: str, day: date, dm: DatasetMapping, schema: etree.XMLSchema,
+        self,
+        payload: bytes,
+        name: str,
+        day: date,
+        dm: DatasetMapping,
+        schema: etree.XMLSchema,
         request: PullRequest,
     ) -> Iterator[pa.Table]:
         root = _parse(payload, name, schema, export.schema_path(dm.dataset.name).name)
@@ -93,8 +100,10 @@ class AnhuiAdapter:
         declared = int(root.get(export.COUNT_ATTR))
         if declared != len(records):
             raise SourceFormatError(
-                name, f"line {root.sourceline}", f"{export.COUNT_ATTR}={declared} but the file holds "
-                f"{len(records)} records", "the export is incomplete; re-export the file",
+                name,
+                f"line {root.sourceline}",
+                f"{export.COUNT_ATTR}={declared} but the file holds {len(records)} records",
+                "the export is incomplete; re-export the file",
             )
         for start in range(0, len(records), self.chunk_rows):
             part = records[start : start + self.chunk_rows]
@@ -107,7 +116,7 @@ class AnhuiAdapter:
 
 
 def build(settings: ExchangeSettings) -> AnhuiAdapter:
-    """The adapter for EXCHANGE_ANHUI_EXPORT_DIR, or for the embedded sandbox's exports under EXCHANGE_HOME."""
+    """The adapter for EXCHANGE_ANHUI_EXPORT_DIR, or for the embedded sandbox's exports in EXCHANGE_HOME."""
     export_dir = settings.anhui_export_dir
     if export_dir is None:
         export_dir = Layout(settings.home).sandboxes / "anhui" / "exports"
@@ -121,12 +130,17 @@ def _parse(payload: bytes, name: str, schema: etree.XMLSchema, xsd: str) -> etre
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
         raise SourceFormatError(
-            name, f"line {line} column {column}", str(exc.msg), "the file is not well-formed XML; re-export it"
+            name,
+            f"line {line} column {column}",
+            str(exc.msg),
+            "the file is not well-formed XML; re-export it",
         ) from None
     if not schema.validate(tree):
         error = schema.error_log[0]
         raise SourceFormatError(
-            name, f"line {error.line}", str(error.message),
+            name,
+            f"line {error.line}",
+            str(error.message),
             f"the file does not conform to {xsd}",
         )
     root: etree._Element = tree.getroot()
@@ -137,7 +151,9 @@ def _check_header(root: etree._Element, name: str, day: date, dm: DatasetMapping
     stated = root.get(export.DAY_ATTR)
     if stated != day.isoformat():
         raise SourceFormatError(
-            name, f"line {root.sourceline}", f"{export.DAY_ATTR}={stated} but the file name says {day}",
+            name,
+            f"line {root.sourceline}",
+            f"{export.DAY_ATTR}={stated} but the file name says {day}",
             f"{dm.source} exports are named by the day they cover",
         )
 
@@ -151,8 +167,11 @@ def _columns(records: Sequence[etree._Element], names: Sequence[str]) -> pa.Tabl
     position = {n: i for i, n in enumerate(names)}
     columns: list[list[str | None]] = [[None] * len(records) for _ in names]
     for row, record in enumerate(records):
-        for child in record.iterchildren(tag=etree.Element):
-            columns[position[child.tag]][row] = child.text
+        # Plain iteration is much faster than iterchildren(tag=...); comments (callable tags) fall out.
+        for child in record:
+            column = position.get(child.tag)
+            if column is not None:
+                columns[column][row] = child.text
     return pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
 
 
@@ -166,7 +185,9 @@ def _check_times(
         field = dm.native_name("updated_at")
         value = native.column(field)[row].as_py()
         raise SourceFormatError(
-            name, f"line {records[row].sourceline}", f"{field} {value!r} is not a valid time",
+            name,
+            f"line {records[row].sourceline}",
+            f"{field} {value!r} is not a valid time",
             "every record needs a readable update time",
         )
 

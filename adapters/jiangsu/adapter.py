@@ -40,6 +40,9 @@ class JiangsuAdapter:
 
         Each file is landed byte for byte before it is parsed; chunks are the CSV reader's blocks.
         """
+        if request.since is not None and request.since.tzinfo is None:
+            # A naive `since` would be read in some arbitrary zone and shift the window.
+            raise ValueError(f"since must be timezone-aware, got {request.since.isoformat()}")
         mapping = self.mapping.dataset(request.dataset)
         tz = ZoneInfo(mapping.timezone)
         for path, day in self.files(mapping, request.since, request.window.end):

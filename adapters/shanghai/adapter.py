@@ -34,7 +34,7 @@ class ShanghaiAdapter:
         self, base_url: str, token: str, mapping: ProvinceMapping | None = None, page_size: int = PAGE_SIZE
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.token = token.strip()
         self.mapping = mapping or ProvinceMapping.load(MAPPING_FILE)
         self.page_size = page_size
 
@@ -48,6 +48,7 @@ class ShanghaiAdapter:
         Raises SourceAuthError on 401/403, TransientError on 429/5xx or a network failure, and
         SourceFormatError naming the URL, page and cursor for a body that is not the expected JSON.
         """
+        _check_aware(request.since)
         mapping = self.mapping.dataset(request.dataset)
         url = f"{self.base_url}/api/v1/{mapping.source}/records"
         tz = ZoneInfo(mapping.timezone)
@@ -55,7 +56,9 @@ class ShanghaiAdapter:
         params["limit"] = self.page_size
         if request.since is not None:
             params["updatedAfter"] = _iso(request.since, tz)
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if self.token:  # no token: send none and let the API refuse us with a 401
+            headers["Authorization"] = f"Bearer {self.token}"
         cursor: str | None = None
         page = 0
         with httpx.Client(timeout=TIMEOUT, headers=headers) as client:
@@ -76,6 +79,12 @@ class ShanghaiAdapter:
                 cursor = next_cursor
 
 
+def _check_aware(since: datetime | None) -> None:
+    # A naive `since` would silently be read in the machine's local zone and shift the window.
+    if since is not None and since.tzinfo is None:
+        raise ValueError(f"since must be timezone-aware, got {since.isoformat()}")
+
+
 def _iso(moment: datetime, tz: ZoneInfo) -> str:
     """Local ISO 8601 with offset, as Shanghai's API expects; microseconds kept so bounds stay exact."""
     return moment.astimezone(tz).isoformat()
@@ -84,6 +93,8 @@ def _iso(moment: datetime, tz: ZoneInfo) -> str:
 def _get(client: httpx.Client, url: str, params: dict[str, str | int]) -> httpx.Response:
     try:
         response = client.get(url, params=params)
+    except httpx.LocalProtocolError as exc:  # our request is malformed (e.g. a token with a newline)
+        raise TerminalError(f"cannot send a request to Shanghai API {url}: {exc}") from exc
     except httpx.TransportError as exc:
         raise TransientError(f"Shanghai API {url} unreachable: {exc!r}") from exc
     status = response.status_code

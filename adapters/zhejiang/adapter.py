@@ -167,7 +167,9 @@ def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
     missing = [c for c in dm.native_columns if c.upper() not in present]
     if missing:
         raise SourceFormatError(
-            dm.source, "columns", f"missing column(s) {', '.join(missing)}",
+            dm.source,
+            "columns",
+            f"missing column(s) {', '.join(missing)}",
             f"the view must expose {', '.join(dm.native_columns)}",
         )
 

@@ -32,7 +32,8 @@ class ZhejiangSandbox:
         self.mapping = ProvinceMapping.load(MAPPING)
         self._metadata = sa.MetaData()
         self._tables = {
-            name: _base_table(self._metadata, BASE_TABLES[name], dm) for name, dm in self.mapping.datasets.items()
+            name: _base_table(self._metadata, BASE_TABLES[name], dm)
+            for name, dm in self.mapping.datasets.items()
         }
         self._engine: sa.Engine | None = None
 
@@ -45,7 +46,9 @@ class ZhejiangSandbox:
             for name, dm in self.mapping.datasets.items():
                 if dm.source not in existing:
                     columns = ", ".join(dm.native_columns)
-                    conn.execute(sa.text(f"CREATE VIEW {dm.source} AS SELECT {columns} FROM {BASE_TABLES[name]}"))
+                    conn.execute(
+                        sa.text(f"CREATE VIEW {dm.source} AS SELECT {columns} FROM {BASE_TABLES[name]}")
+                    )
 
     def seed(self, dataset: str, table: pa.Table) -> None:
         """Append canonical records (the generator's output) to the dataset's base table in native form."""
@@ -94,8 +97,12 @@ def create(root: Path) -> ZhejiangSandbox:
 def _base_table(metadata: sa.MetaData, name: str, dm: DatasetMapping) -> sa.Table:
     """Columns as the source system types them: text everywhere except numeric amounts."""
     columns = [
-        sa.Column(f.native, sa.Double() if pa.types.is_floating(dm.dataset.schema.field(f.canonical).type)
-                  else sa.String(255))
+        sa.Column(
+            f.native,
+            sa.Double()
+            if pa.types.is_floating(dm.dataset.schema.field(f.canonical).type)
+            else sa.String(255),
+        )
         for f in dm.fields
     ]
     return sa.Table(name, metadata, *columns)

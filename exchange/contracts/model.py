@@ -15,7 +15,8 @@ from open_data_contract_standard.model import OpenDataContractStandard
 from exchange.errors import TerminalError
 
 SEVERITIES = ("error", "warning")
-MASKINGS = ("none", "resident_id", "name", "withhold")
+# Masking rules exchange.access.masking knows; "withhold" keeps the column out unless a grant names it.
+MASKINGS = ("none", "resident_id", "name", "mobile", "withhold")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 
 

@@ -66,7 +66,7 @@ _DUCK_TYPES = {
 def duck_type(t: pa.DataType) -> str:
     """The DuckDB column type for an Arrow type used in our schemas."""
     if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"  # type: ignore[attr-defined]
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
     return _DUCK_TYPES[t]
 
 

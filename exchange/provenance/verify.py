@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from exchange.access.extract import EXTRACT_MANIFEST, verify_extract
@@ -71,7 +72,7 @@ def verify_home(settings: ExchangeSettings) -> VerifyReport:
                 continue
             seen.add(signed.manifest.batch_id)
             report.manifests += 1
-            _check(report, lambda s=signed, i=item: _verify_manifest(s, i, bundle, layout, con, report))
+            _check(report, partial(_verify_manifest, signed, item, bundle, layout, con, report))
             if commit_digests.get(signed.manifest.batch_id) != signed.digest():
                 report.problems.append(VerificationError(
                     item, "no provenance commit entry carries this manifest's digest (manifest replaced?)"))
@@ -81,7 +82,7 @@ def verify_home(settings: ExchangeSettings) -> VerifyReport:
                     f"lake batch {row['batch_id']}", f"committed to {LEDGER} but has no manifest"))
     for manifest in sorted(layout.extracts.rglob(EXTRACT_MANIFEST)):
         report.extracts += 1
-        _check(report, lambda d=manifest.parent: _verify_extract(d, bundle))
+        _check(report, partial(_verify_extract, manifest.parent, bundle))
     return report
 
 

@@ -7,7 +7,6 @@ bundle (public keys with owner and validity) is all a verifier needs, offline.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,8 +63,10 @@ class TrustBundle(BaseModel):
 class Signer(Protocol):
     """Anything that signs bytes (Ed25519 now; an SM2 signer can sit beside it)."""
 
-    key_id: str
-    algorithm: str
+    @property
+    def key_id(self) -> str:
+        """Fingerprint of the public key."""
+        ...
 
     def sign(self, data: bytes) -> Signature:
         """Sign `data`."""
@@ -88,8 +89,6 @@ class Ed25519Signer:
     @property
     def key_id(self) -> str:
         return key_id_for(self.private.public_key())
-
-    algorithm: str = ALGORITHM
 
     def sign(self, data: bytes) -> Signature:
         value = base64.b64encode(self.private.sign(data)).decode()
@@ -171,8 +170,3 @@ def verify_signature(bundle: TrustBundle, signature: Signature, data: bytes, at:
         public.verify(base64.b64decode(signature.value), data)
     except InvalidSignature:
         raise VerificationError(item, f"signature by {key.key_id} does not match the content") from None
-
-
-def load_json(path: Path) -> object:
-    """Read a JSON file (helper for verifiers that take paths)."""
-    return json.loads(path.read_text(encoding="utf-8"))

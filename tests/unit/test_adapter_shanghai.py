@@ -117,8 +117,9 @@ def test_missing_or_wrong_token_is_an_auth_error(sandbox: ShanghaiSandbox, tmp_p
 
     sandbox.seed("e_license", _records("e_license", n=10))
     request = PullRequest("e_license", Window(START, END), None)
-    with pytest.raises(SourceAuthError, match="401"):
-        list(ShanghaiAdapter(sandbox.url, "wrong-token").pull(request, Landing(tmp_path / "l1")))
+    for token in ("wrong-token", ""):
+        with pytest.raises(SourceAuthError, match="401"):
+            list(ShanghaiAdapter(sandbox.url, token).pull(request, Landing(tmp_path / "l1")))
     response = httpx.get(f"{sandbox.url}/api/v1/e-licenses/records")
     assert response.status_code == 401
 

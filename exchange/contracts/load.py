@@ -1,0 +1,233 @@
+"""Load an ODCS v3 contract file into a checked :class:`~exchange.contracts.model.Contract`.
+
+Loading is strict on purpose: a contract is data edited by people, and a mistake (a rule naming a
+column that does not exist, a required field without its not-null rule, an unknown masking) must stop
+the load, not surface as a silently skipped check in the middle of a night's exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from open_data_contract_standard.model import (
+    CustomProperty,
+    DataQuality,
+    OpenDataContractStandard,
+    SchemaObject,
+    SchemaProperty,
+)
+
+from exchange.contracts import rules
+from exchange.contracts.model import (
+    MASKINGS,
+    SEVERITIES,
+    SHARING_TYPES,
+    Contract,
+    ContractError,
+    FieldSpec,
+    Rule,
+)
+from exchange.datasets import dataset as canonical_dataset
+from exchange.reference import regions
+
+CONTRACTS_DIR_ENV = "EXCHANGE_CONTRACTS_DIR"
+GX_ENGINE = "greatExpectations"
+GRADES = ("general", "important", "core")  # GB/T 43697-2024 data grades
+# Values a rule may take from the run instead of the contract, written {$PARAMETER: name} as in GX.
+RUNTIME_PARAMETERS = ("province",)
+
+
+def default_contracts_dir() -> Path:
+    """``$EXCHANGE_CONTRACTS_DIR`` if set, else the repository's ``contracts/`` folder."""
+    override = os.environ.get(CONTRACTS_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "contracts"
+
+
+def contract_path(dataset: str, contracts_dir: Path | None = None) -> Path:
+    """Where the contract of `dataset` lives: ``<dir>/<dataset>.odcs.yaml``."""
+    return (contracts_dir or default_contracts_dir()) / f"{dataset}.odcs.yaml"
+
+
+def load_contract(dataset: str, contracts_dir: Path | None = None) -> Contract:
+    """Load and check the contract of `dataset` (raises ContractError naming the file and the problem)."""
+    canonical_dataset(dataset)  # KeyError listing the known datasets, before looking for a file
+    path = contract_path(dataset, contracts_dir)
+    try:
+        document = path.read_bytes()
+    except FileNotFoundError:
+        raise ContractError(path, f"no contract for dataset {dataset!r}") from None
+    return parse_contract(document, path, dataset)
+
+
+def parse_contract(document: bytes, path: Path, dataset: str) -> Contract:
+    """Parse ODCS YAML bytes into a Contract for `dataset`; `path` is only used in messages and kept."""
+    try:
+        odcs = OpenDataContractStandard.from_string(document.decode("utf-8"))
+    except (pydantic.ValidationError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise ContractError(path, f"not a valid ODCS document: {exc}") from None
+    if odcs.kind != "DataContract" or not (odcs.apiVersion or "").startswith("v3."):
+        raise ContractError(path, f"expected an ODCS v3 DataContract, got kind={odcs.kind} {odcs.apiVersion}")
+    for attr in ("id", "version"):
+        if not getattr(odcs, attr):
+            raise ContractError(path, f"missing {attr}")
+    props = _custom(odcs.customProperties)
+    schema_object = _schema_object(odcs, path, dataset)
+    fields = tuple(_field(p, path) for p in schema_object.properties or [])
+    key = _key(schema_object, path, dataset)
+    _check_columns(fields, schema_object, path, dataset)
+    contract_rules = _rules(schema_object, fields, path)
+    _check_rules_match_fields(fields, contract_rules, path)
+
+    sharing_type = str(props.get("sharingType", ""))
+    if sharing_type not in SHARING_TYPES:
+        raise ContractError(path, f"sharingType must be one of {', '.join(SHARING_TYPES)}, not {sharing_type!r}")
+    threshold = props.get("batchHoldThreshold")
+    if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+        raise ContractError(path, f"batchHoldThreshold must be a share between 0 and 1, not {threshold!r}")
+    version = str(props.get("gbt2260Version", ""))
+    if version != regions.GBT2260_VERSION:
+        raise ContractError(
+            path, f"gbt2260Version {version!r}: the hub holds GB/T 2260-{regions.GBT2260_VERSION} only"
+        )
+    return Contract(
+        id=str(odcs.id),
+        version=str(odcs.version),
+        dataset=dataset,
+        key=key,
+        fields=fields,
+        rules=contract_rules,
+        sharing_type=sharing_type,
+        batch_hold_threshold=float(threshold),
+        document_sha256=hashlib.sha256(document).hexdigest(),
+        path=path,
+        raw=odcs,
+    )
+
+
+def _custom(properties: list[CustomProperty] | None) -> dict[str, Any]:
+    return {p.property: p.value for p in properties or [] if p.property}
+
+
+def _schema_object(odcs: OpenDataContractStandard, path: Path, dataset: str) -> SchemaObject:
+    matches = [s for s in odcs.schema_ or [] if s.name == dataset]
+    if len(matches) != 1:
+        raise ContractError(path, f"expected exactly one schema object named {dataset!r}, found {len(matches)}")
+    return matches[0]
+
+
+def _field(prop: SchemaProperty, path: Path) -> FieldSpec:
+    if not prop.name:
+        raise ContractError(path, "a property has no name")
+    custom = _custom(prop.customProperties)
+    grade = custom.get("grade")
+    if grade is not None and grade not in GRADES:
+        raise ContractError(path, f"{prop.name}: grade must be one of {', '.join(GRADES)}, not {grade!r}")
+    masking = str(custom.get("masking", "none"))
+    if masking not in MASKINGS:
+        raise ContractError(path, f"{prop.name}: masking must be one of {', '.join(MASKINGS)}, not {masking!r}")
+    return FieldSpec(
+        name=prop.name,
+        logical_type=prop.logicalType or "",
+        required=bool(prop.required),
+        unique=bool(prop.unique),
+        classification=prop.classification,
+        grade=None if grade is None else str(grade),
+        masking=masking,
+        description=prop.description or "",
+    )
+
+
+def _key(schema_object: SchemaObject, path: Path, dataset: str) -> str:
+    keys = [p.name for p in schema_object.properties or [] if p.primaryKey]
+    expected = canonical_dataset(dataset).key
+    if keys != [expected]:
+        raise ContractError(path, f"primary key must be exactly [{expected}] as in exchange.datasets, not {keys}")
+    return expected
+
+
+def _check_columns(fields: tuple[FieldSpec, ...], schema_object: SchemaObject, path: Path, dataset: str) -> None:
+    """The contract must describe exactly the canonical columns, in order, with their Arrow types."""
+    schema = canonical_dataset(dataset).schema
+    names = [f.name for f in fields]
+    if names != schema.names:
+        raise ContractError(path, f"properties {names} differ from the canonical columns {schema.names}")
+    for prop in schema_object.properties or []:
+        arrow_type = str(schema.field(str(prop.name)).type)
+        if prop.physicalType != arrow_type:
+            raise ContractError(path, f"{prop.name}: physicalType {prop.physicalType!r}, canonical is {arrow_type!r}")
+
+
+def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Path) -> tuple[Rule, ...]:
+    """Every quality entry, property-level ones first (in property order), then object-level ones."""
+    out: list[Rule] = []
+    for prop in schema_object.properties or []:
+        out.extend(_rule(q, path, column=prop.name) for q in prop.quality or [])
+    out.extend(_rule(q, path, column=None) for q in schema_object.quality or [])
+    seen: set[str] = set()
+    names = {f.name for f in fields}
+    for rule in out:
+        if rule.id in seen:
+            raise ContractError(path, f"rule id {rule.id!r} is used twice")
+        seen.add(rule.id)
+        unknown = [c for c in rule.columns if c not in names]
+        if unknown:
+            raise ContractError(path, f"rule {rule.id}: unknown column(s) {unknown}")
+    return tuple(out)
+
+
+def _rule(quality: DataQuality, path: Path, column: str | None) -> Rule:
+    rule_id = quality.name or ""
+    where = f"rule {rule_id or '(unnamed)'}"
+    if not rule_id:
+        raise ContractError(path, f"{where}: every quality rule needs a name (its stable id)")
+    if quality.type != "custom" or quality.engine != GX_ENGINE:
+        raise ContractError(path, f"{where}: expected type custom and engine {GX_ENGINE}")
+    if quality.severity not in SEVERITIES:
+        raise ContractError(path, f"{where}: severity must be one of {', '.join(SEVERITIES)}")
+    if not quality.description:
+        raise ContractError(path, f"{where}: needs a description (it is the reason a province office reads)")
+    impl = quality.implementation
+    if not isinstance(impl, dict) or not isinstance(impl.get("type"), str):
+        raise ContractError(path, f"{where}: implementation must be a mapping with an expectation type")
+    kwargs = dict(impl.get("kwargs") or {})
+    if column is not None:
+        # A property-level rule is about that property; say so once in the YAML, or not at all.
+        if kwargs.setdefault("column", column) != column:
+            raise ContractError(path, f"{where}: sits under {column} but checks {kwargs['column']}")
+    for name, value in kwargs.items():
+        if isinstance(value, dict):
+            parameter = value.get("$PARAMETER")
+            if parameter not in RUNTIME_PARAMETERS:
+                raise ContractError(path, f"{where}: {name} refers to unknown run parameter {parameter!r}")
+    try:
+        rules.check_kwargs(impl["type"], kwargs)
+    except ValueError as exc:
+        raise ContractError(path, f"{where}: {exc}") from None
+    return Rule(
+        id=rule_id,
+        description=" ".join(quality.description.split()),
+        severity=quality.severity,
+        expectation=impl["type"],
+        kwargs=kwargs,
+    )
+
+
+def _check_rules_match_fields(fields: tuple[FieldSpec, ...], contract_rules: tuple[Rule, ...], path: Path) -> None:
+    """``required`` and ``unique`` must each be backed by an error rule, and no such rule may go beyond them."""
+    for flag, expectation in (("required", rules.NOT_NULL), ("unique", rules.FIRST_OCCURRENCE)):
+        flagged = {f.name for f in fields if getattr(f, flag)}
+        enforced = {
+            str(r.kwargs["column"]) for r in contract_rules if r.expectation == expectation and r.severity == "error"
+        }
+        if flagged != enforced:
+            raise ContractError(
+                path,
+                f"fields marked {flag} {sorted(flagged)} differ from those with an error rule {expectation} "
+                f"{sorted(enforced)}",
+            )

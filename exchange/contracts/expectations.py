@@ -19,12 +19,13 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pandas as pd
-from great_expectations.core.suite_parameters import SuiteParameterDict
-from great_expectations.execution_engine import PandasExecutionEngine
+from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import ColumnMapExpectation
-from great_expectations.expectations.metrics.map_metric_provider import (
-    ColumnMapMetricProvider,
+from great_expectations.expectations.metrics.map_metric_provider.column_condition_partial import (
     column_condition_partial,
+)
+from great_expectations.expectations.metrics.map_metric_provider.column_map_metric_provider import (
+    ColumnMapMetricProvider,
 )
 
 from exchange.contracts import rules
@@ -33,7 +34,7 @@ _METRIC_PREFIX = "column_values.yrd_"
 
 
 def _pandas_condition(expectation: str, value_keys: tuple[str, ...]) -> Callable[..., Any]:
-    """A GX pandas map-condition (True = the value meets the expectation) that calls the rules.py predicate."""
+    """A GX pandas map condition (True = value meets the expectation) calling the rules.py predicate."""
 
     def condition(cls: type, column: pd.Series, **kwargs: Any) -> pd.Series:
         # GX has already dropped nulls from `column`; the predicate ignores nulls anyway.
@@ -83,7 +84,7 @@ class ExpectColumnValuesToBeFirstOccurrence(ColumnMapExpectation):
 
 
 class ExpectColumnValuesToBeValidResidentId(ColumnMapExpectation):
-    """Expect each non-null value to be an 18-character resident ID with a correct GB 11643 check character."""
+    """Expect each non-null value to be an 18-character resident ID with a right GB 11643 check character."""
 
     map_metric = ColumnValuesValidResidentId.condition_metric_name
     success_keys: ClassVar[tuple[str, ...]] = ("mostly",)
@@ -103,7 +104,7 @@ class ExpectColumnValuesToBeInProvinceRegions(ColumnMapExpectation):
     every province and the province is supplied per run.
     """
 
-    province: str | SuiteParameterDict
+    province: str | dict[str, Any]  # a GX suite parameter {"$PARAMETER": ...} until the run resolves it
     gbt2260_version: str
 
     map_metric = ColumnValuesInProvinceRegions.condition_metric_name

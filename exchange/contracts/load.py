@@ -24,6 +24,8 @@ from open_data_contract_standard.model import (
 from exchange.contracts import rules
 from exchange.contracts.model import (
     MASKINGS,
+    REASON_SEPARATOR,
+    RULE_ID_SEPARATOR,
     SEVERITIES,
     SHARING_TYPES,
     Contract,
@@ -86,7 +88,9 @@ def parse_contract(document: bytes, path: Path, dataset: str) -> Contract:
 
     sharing_type = str(props.get("sharingType", ""))
     if sharing_type not in SHARING_TYPES:
-        raise ContractError(path, f"sharingType must be one of {', '.join(SHARING_TYPES)}, not {sharing_type!r}")
+        raise ContractError(
+            path, f"sharingType must be one of {', '.join(SHARING_TYPES)}, not {sharing_type!r}"
+        )
     threshold = props.get("batchHoldThreshold")
     if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
         raise ContractError(path, f"batchHoldThreshold must be a share between 0 and 1, not {threshold!r}")
@@ -117,7 +121,9 @@ def _custom(properties: list[CustomProperty] | None) -> dict[str, Any]:
 def _schema_object(odcs: OpenDataContractStandard, path: Path, dataset: str) -> SchemaObject:
     matches = [s for s in odcs.schema_ or [] if s.name == dataset]
     if len(matches) != 1:
-        raise ContractError(path, f"expected exactly one schema object named {dataset!r}, found {len(matches)}")
+        raise ContractError(
+            path, f"expected exactly one schema object named {dataset!r}, found {len(matches)}"
+        )
     return matches[0]
 
 
@@ -130,7 +136,9 @@ def _field(prop: SchemaProperty, path: Path) -> FieldSpec:
         raise ContractError(path, f"{prop.name}: grade must be one of {', '.join(GRADES)}, not {grade!r}")
     masking = str(custom.get("masking", "none"))
     if masking not in MASKINGS:
-        raise ContractError(path, f"{prop.name}: masking must be one of {', '.join(MASKINGS)}, not {masking!r}")
+        raise ContractError(
+            path, f"{prop.name}: masking must be one of {', '.join(MASKINGS)}, not {masking!r}"
+        )
     return FieldSpec(
         name=prop.name,
         logical_type=prop.logicalType or "",
@@ -147,11 +155,15 @@ def _key(schema_object: SchemaObject, path: Path, dataset: str) -> str:
     keys = [p.name for p in schema_object.properties or [] if p.primaryKey]
     expected = canonical_dataset(dataset).key
     if keys != [expected]:
-        raise ContractError(path, f"primary key must be exactly [{expected}] as in exchange.datasets, not {keys}")
+        raise ContractError(
+            path, f"primary key must be exactly [{expected}] as in exchange.datasets, not {keys}"
+        )
     return expected
 
 
-def _check_columns(fields: tuple[FieldSpec, ...], schema_object: SchemaObject, path: Path, dataset: str) -> None:
+def _check_columns(
+    fields: tuple[FieldSpec, ...], schema_object: SchemaObject, path: Path, dataset: str
+) -> None:
     """The contract must describe exactly the canonical columns, in order, with their Arrow types."""
     schema = canonical_dataset(dataset).schema
     names = [f.name for f in fields]
@@ -160,7 +172,9 @@ def _check_columns(fields: tuple[FieldSpec, ...], schema_object: SchemaObject, p
     for prop in schema_object.properties or []:
         arrow_type = str(schema.field(str(prop.name)).type)
         if prop.physicalType != arrow_type:
-            raise ContractError(path, f"{prop.name}: physicalType {prop.physicalType!r}, canonical is {arrow_type!r}")
+            raise ContractError(
+                path, f"{prop.name}: physicalType {prop.physicalType!r}, canonical is {arrow_type!r}"
+            )
 
 
 def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Path) -> tuple[Rule, ...]:
@@ -184,22 +198,25 @@ def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Pat
 def _rule(quality: DataQuality, path: Path, column: str | None) -> Rule:
     rule_id = quality.name or ""
     where = f"rule {rule_id or '(unnamed)'}"
-    if not rule_id:
-        raise ContractError(path, f"{where}: every quality rule needs a name (its stable id)")
+    if not rule_id or RULE_ID_SEPARATOR in rule_id or rule_id != rule_id.strip():
+        raise ContractError(path, f"{where}: every quality rule needs a name (its stable id) without commas")
     if quality.type != "custom" or quality.engine != GX_ENGINE:
         raise ContractError(path, f"{where}: expected type custom and engine {GX_ENGINE}")
     if quality.severity not in SEVERITIES:
         raise ContractError(path, f"{where}: severity must be one of {', '.join(SEVERITIES)}")
     if not quality.description:
         raise ContractError(path, f"{where}: needs a description (it is the reason a province office reads)")
+    if REASON_SEPARATOR in quality.description:
+        raise ContractError(
+            path, f"{where}: description must not contain {REASON_SEPARATOR!r}, it separates reasons"
+        )
     impl = quality.implementation
     if not isinstance(impl, dict) or not isinstance(impl.get("type"), str):
         raise ContractError(path, f"{where}: implementation must be a mapping with an expectation type")
     kwargs = dict(impl.get("kwargs") or {})
-    if column is not None:
-        # A property-level rule is about that property; say so once in the YAML, or not at all.
-        if kwargs.setdefault("column", column) != column:
-            raise ContractError(path, f"{where}: sits under {column} but checks {kwargs['column']}")
+    # A property-level rule is about that property; say so once in the YAML, or not at all.
+    if column is not None and kwargs.setdefault("column", column) != column:
+        raise ContractError(path, f"{where}: sits under {column} but checks {kwargs['column']}")
     for name, value in kwargs.items():
         if isinstance(value, dict):
             parameter = value.get("$PARAMETER")
@@ -218,12 +235,16 @@ def _rule(quality: DataQuality, path: Path, column: str | None) -> Rule:
     )
 
 
-def _check_rules_match_fields(fields: tuple[FieldSpec, ...], contract_rules: tuple[Rule, ...], path: Path) -> None:
-    """``required`` and ``unique`` must each be backed by an error rule, and no such rule may go beyond them."""
+def _check_rules_match_fields(
+    fields: tuple[FieldSpec, ...], contract_rules: tuple[Rule, ...], path: Path
+) -> None:
+    """``required`` and ``unique`` must each be backed by an error rule, and such rules by the flags."""
     for flag, expectation in (("required", rules.NOT_NULL), ("unique", rules.FIRST_OCCURRENCE)):
         flagged = {f.name for f in fields if getattr(f, flag)}
         enforced = {
-            str(r.kwargs["column"]) for r in contract_rules if r.expectation == expectation and r.severity == "error"
+            str(r.kwargs["column"])
+            for r in contract_rules
+            if r.expectation == expectation and r.severity == "error"
         }
         if flagged != enforced:
             raise ContractError(

@@ -18,10 +18,13 @@ SEVERITIES = ("error", "warning")
 # Masking rules exchange.access.masking knows; "withhold" keeps the column out unless a grant names it.
 MASKINGS = ("none", "resident_id", "name", "mobile", "withhold")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
+# How a quarantine row lists several broken rules; ids and descriptions must not contain these.
+RULE_ID_SEPARATOR = ","
+REASON_SEPARATOR = "; "
 
 
 class ContractError(TerminalError):
-    """A contract file is malformed or does not describe its canonical dataset; names the file and the problem."""
+    """A contract file is malformed or does not fit its canonical dataset; names the file and the problem."""
 
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = str(path)
@@ -101,4 +104,6 @@ class Contract:
         for rule in self.rules:
             if rule.id == rule_id:
                 return rule
-        raise KeyError(f"contract {self.id} has no rule {rule_id!r}; known: {', '.join(r.id for r in self.rules)}")
+        raise KeyError(
+            f"contract {self.id} has no rule {rule_id!r}; known: {', '.join(r.id for r in self.rules)}"
+        )

@@ -15,13 +15,13 @@ import great_expectations as gx
 import great_expectations.execution_engine.pandas_execution_engine as gx_pandas_engine
 from great_expectations.core.batch_definition import BatchDefinition
 from great_expectations.core.expectation_suite import ExpectationSuite
-from great_expectations.data_context import AbstractDataContext
-from great_expectations.datasource.fluent import PandasDatasource
+from great_expectations.data_context.data_context.abstract_data_context import AbstractDataContext
 from great_expectations.data_context.types.base import (
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
+from great_expectations.datasource.fluent.pandas_datasource import PandasDatasource
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.metadata_types import FailureSeverity
 from great_expectations.expectations.registry import get_expectation_impl
@@ -39,7 +39,7 @@ class CompiledSuite:
     """A contract's GX suite plus the batch definition that feeds it a whole dataframe."""
 
     suite: ExpectationSuite
-    batch_definition: BatchDefinition
+    batch_definition: BatchDefinition[Any]
     contract_sha256: str
 
 
@@ -68,10 +68,8 @@ def expectation_for(rule: Rule) -> Expectation:
 
 def build_suite(contract: Contract) -> ExpectationSuite:
     """A fresh (unregistered) GX suite holding one expectation per contract rule, in contract order."""
-    suite = ExpectationSuite(name=suite_name(contract))
-    for rule in contract.rules:
-        suite.add_expectation(expectation_for(rule))
-    return suite
+    # Passing the expectations to the constructor (not add_expectation) needs no active GX context.
+    return ExpectationSuite(name=suite_name(contract), expectations=[expectation_for(r) for r in contract.rules])
 
 
 def suite_name(contract: Contract) -> str:
@@ -89,7 +87,9 @@ def compiled(contract: Contract) -> CompiledSuite:
         asset = datasource.add_dataframe_asset(name=suite_name(contract))
         batch_definition = asset.add_batch_definition_whole_dataframe("whole batch")
         suite = context.suites.add(build_suite(contract))
-        entry = CompiledSuite(suite=suite, batch_definition=batch_definition, contract_sha256=contract.document_sha256)
+        entry = CompiledSuite(
+            suite=suite, batch_definition=batch_definition, contract_sha256=contract.document_sha256
+        )
         _compiled[contract.document_sha256] = entry
         return entry
 

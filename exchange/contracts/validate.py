@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,13 @@ from great_expectations.core.expectation_validation_result import (
 )
 
 from exchange.contracts import rules as rule_predicates
-from exchange.contracts.model import Contract, Rule, ValidationMismatchError
+from exchange.contracts.model import (
+    REASON_SEPARATOR,
+    RULE_ID_SEPARATOR,
+    Contract,
+    Rule,
+    ValidationMismatchError,
+)
 from exchange.contracts.suite import RULE_ID_META, compiled, gx_lock
 from exchange.datasets import PROVINCES
 from exchange.datasets import dataset as canonical_dataset
@@ -47,10 +53,8 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 # SUMMARY gives unexpected_count without COMPLETE's per-row index collection (a Python .loc loop).
-RESULT_FORMAT = "SUMMARY"
+RESULT_FORMAT: Final = "SUMMARY"
 REASON_VALUE_MAX = 64  # characters of an offending value quoted in a reason; record_json has it all
-RULE_ID_SEPARATOR = ","
-REASON_SEPARATOR = "; "
 
 
 class BatchSchemaError(TerminalError):
@@ -103,7 +107,9 @@ def validate(table: pa.Table, contract: Contract, *, province: str, batch_id: st
     resolved = {rule.id: resolve_parameters(rule.kwargs, parameters) for rule in contract.rules}
 
     def predicate_masks() -> dict[str, rule_predicates.Mask]:
-        return {r.id: rule_predicates.failing_mask(r.expectation, data, **resolved[r.id]) for r in contract.rules}
+        return {
+            r.id: rule_predicates.failing_mask(r.expectation, data, **resolved[r.id]) for r in contract.rules
+        }
 
     # The predicates are NumPy/Arrow kernels that release the GIL, GX is mostly Python bookkeeping:
     # running both at once saves about a second per million records.
@@ -149,12 +155,15 @@ def conform(table: pa.Table, contract: Contract) -> pa.Table:
     extra = [name for name in table.column_names if name not in schema.names]
     if missing or extra:
         raise BatchSchemaError(
-            f"{contract.dataset}: table does not match the canonical schema (missing {missing}, unexpected {extra})"
+            f"{contract.dataset}: table does not match the canonical schema "
+            f"(missing {missing}, unexpected {extra})"
         )
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BatchSchemaError(f"{contract.dataset}: columns cannot be cast to the canonical types: {exc}") from None
+        raise BatchSchemaError(
+            f"{contract.dataset}: columns cannot be cast to the canonical types: {exc}"
+        ) from None
 
 
 def resolve_parameters(kwargs: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +185,9 @@ def _pandas_type(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
     return pd.ArrowDtype(arrow_type)
 
 
-def run_gx(data: pa.Table, contract: Contract, parameters: dict[str, Any]) -> ExpectationSuiteValidationResult:
+def run_gx(
+    data: pa.Table, contract: Contract, parameters: dict[str, Any]
+) -> ExpectationSuiteValidationResult:
     """Run the contract's GX suite on the whole table (one batch) and return GX's suite result."""
     frame = data.to_pandas(types_mapper=_pandas_type)
     entry = compiled(contract)
@@ -199,7 +210,7 @@ def _raised(result: ExpectationValidationResult) -> str | None:
 def reconcile(
     contract: Contract, gx_result: ExpectationSuiteValidationResult, masks: dict[str, rule_predicates.Mask]
 ) -> list[RuleOutcome]:
-    """Per-rule outcomes in contract order; raise if GX failed to run a rule or disagrees with its predicate."""
+    """Per-rule outcomes in contract order; raise if GX could not run a rule or contradicts its predicate."""
     by_rule: dict[str, ExpectationValidationResult] = {}
     for result in gx_result.results:
         meta = result.expectation_config.meta if result.expectation_config else None
@@ -209,15 +220,15 @@ def reconcile(
     problems: list[str] = []
     outcomes: list[RuleOutcome] = []
     for rule in contract.rules:
-        result = by_rule.get(rule.id)
-        if result is None:
+        found = by_rule.get(rule.id)
+        if found is None:
             problems.append(f"{rule.id}: no GX result")
             continue
-        error = _raised(result)
+        error = _raised(found)
         if error is not None:
             problems.append(f"{rule.id}: GX raised {error}")
             continue
-        gx_count = int((result.result or {}).get("unexpected_count") or 0)
+        gx_count = int((found.result or {}).get("unexpected_count") or 0)
         mask_count = int(masks[rule.id].sum())
         if gx_count != mask_count:
             problems.append(f"{rule.id}: GX counts {gx_count} unexpected, the predicate {mask_count}")
@@ -227,7 +238,7 @@ def reconcile(
                 severity=rule.severity,
                 expectation=rule.expectation,
                 unexpected_count=gx_count,
-                success=bool(result.success),
+                success=bool(found.success),
             )
         )
     if problems:
@@ -263,13 +274,13 @@ def flag_records(
         reasons.append(pc.if_else(hit_arr, reason_text(picked, rule), no_text))
     return pa.table(
         {
-            "batch_id": pa.array([batch_id] * n, pa.string()),
-            "province": pa.array([province] * n, pa.string()),
-            "dataset": pa.array([dataset] * n, pa.string()),
+            "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), n),
+            "province": pa.repeat(pa.scalar(province, pa.string()), n),
+            "dataset": pa.repeat(pa.scalar(dataset, pa.string()), n),
             "record_key": picked.column(contract.key).cast(pa.string()),
             "rule_id": _join(ids, RULE_ID_SEPARATOR, n),
             "reason": _join(reasons, REASON_SEPARATOR, n),
-            "severity": pa.array([severity] * n, pa.string()),
+            "severity": pa.repeat(pa.scalar(severity, pa.string()), n),
             "record_json": record_json(picked),
         },
         schema=QUARANTINE_SCHEMA,
@@ -285,7 +296,10 @@ def _join(parts: list[pa.Array], separator: str, n: int) -> pa.Array:
 
 def reason_text(rows: pa.Table, rule: Rule) -> pa.Array:
     """``<field>='<value>'[, <field>='<value>']: <rule description>`` for each row (vectorized)."""
-    shown = [pc.binary_join_element_wise(f"{column}=", display_values(rows.column(column)), "") for column in rule.columns]
+    shown = [
+        pc.binary_join_element_wise(f"{column}=", display_values(rows.column(column)), "")
+        for column in rule.columns
+    ]
     subject = pc.binary_join_element_wise(*shown, ", ") if len(shown) > 1 else shown[0]
     text: pa.Array = pc.binary_join_element_wise(subject, rule.description, ": ")
     return text
@@ -295,7 +309,9 @@ def display_values(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     """Values as they appear in a reason: quoted, shortened when long, ``null`` when missing."""
     text = pc.cast(values, pa.string())
     long = pc.fill_null(pc.greater(pc.utf8_length(text), REASON_VALUE_MAX), False)
-    text = pc.if_else(long, pc.binary_join_element_wise(pc.utf8_slice_codeunits(text, 0, REASON_VALUE_MAX), "…", ""), text)
+    text = pc.if_else(
+        long, pc.binary_join_element_wise(pc.utf8_slice_codeunits(text, 0, REASON_VALUE_MAX), "…", ""), text
+    )
     quoted = pc.binary_join_element_wise("'", text, "'", "")
     return pc.fill_null(quoted, "null")
 

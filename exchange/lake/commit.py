@@ -179,7 +179,7 @@ def ledger_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     ).fetchone()
     if not exists or not exists[0]:
         return []
-    return con.execute(f"SELECT * FROM {LAKE}.{LEDGER} ORDER BY batch_id").fetch_arrow_table().to_pylist()
+    return con.execute(f"SELECT * FROM {LAKE}.{LEDGER} ORDER BY batch_id").to_arrow_table().to_pylist()
 
 
 def watermark(con: duckdb.DuckDBPyConnection, province: str, dataset: str) -> Any:

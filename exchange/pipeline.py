@@ -26,7 +26,7 @@ from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
 from exchange.lake.commit import commit_batch, commit_lock, files_added, snapshot_of, watermark
-from exchange.lake.connect import connect
+from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import (
     BatchManifest,
@@ -238,7 +238,7 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
             accepted=pq.read_table(staging / "accepted.parquet"),
             quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
         )
-        files = files_added(con, result.snapshot_id)
+        files = files_added(con, result.snapshot_id, Path(catalog_and_data(hub.settings)[1]))
     path = manifest_path(hub.layout.manifests, info["province"], info["dataset"], batch_id)
     if path.exists() and not result.written:
         signed = read_manifest(path)

@@ -69,7 +69,8 @@ def expectation_for(rule: Rule) -> Expectation:
 def build_suite(contract: Contract) -> ExpectationSuite:
     """A fresh (unregistered) GX suite holding one expectation per contract rule, in contract order."""
     # Passing the expectations to the constructor (not add_expectation) needs no active GX context.
-    return ExpectationSuite(name=suite_name(contract), expectations=[expectation_for(r) for r in contract.rules])
+    expectations = [expectation_for(rule) for rule in contract.rules]
+    return ExpectationSuite(name=suite_name(contract), expectations=expectations)
 
 
 def suite_name(contract: Contract) -> str:

@@ -136,16 +136,8 @@ def commit_batch(
     return CommitResult(snapshot, written=True)
 
 
-def data_path(con: duckdb.DuckDBPyConnection) -> Path:
-    """The lake's data path as recorded in its catalog."""
-    row = con.execute(f"SELECT value FROM {META}.ducklake_metadata WHERE key = 'data_path'").fetchone()
-    assert row is not None
-    return Path(str(row[0]))
-
-
-def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int) -> list[DataFile]:
-    """Every data file the snapshot added, with its path resolved and relative to the data path."""
-    root = data_path(con)
+def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path) -> list[DataFile]:
+    """Every data file the snapshot added, with its path resolved under `root` (the lake's data path)."""
     rows = con.execute(
         f"""
         SELECT t.table_name, s.path, s.path_is_relative, t.path, t.path_is_relative,

@@ -45,7 +45,9 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> duckdb.Du
         Path(data).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute(f"LOAD '{extension_path()}'")
-    options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0"
+    # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
+    # auditor's offline copy, a restored backup) must read the data where the settings say it is.
+    options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
     if read_only:
         options += ", READ_ONLY"
     con.execute(f"ATTACH 'ducklake:{catalog}' AS {LAKE} ({options})")

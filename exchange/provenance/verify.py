@@ -17,7 +17,7 @@ from exchange.access.extract import EXTRACT_MANIFEST, verify_extract
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import VerificationError
 from exchange.lake.commit import LEDGER, QUARANTINE, files_added, ledger_rows, snapshot_of
-from exchange.lake.connect import connect
+from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.log import ProvenanceLog, verify_chain
 from exchange.provenance.manifest import SignedManifest, manifest_bytes, read_manifest
 from exchange.signing.canonical import file_sha256
@@ -61,6 +61,7 @@ def verify_home(settings: ExchangeSettings) -> VerifyReport:
         e.subject: e.digests.get("manifest") for e in _safe_entries(log) if e.action == "commit"
     }
     manifests = sorted(layout.manifests.rglob("*.json"))
+    lake_root = Path(catalog_and_data(settings)[1])
     with connect(settings, read_only=True) as con:
         seen: set[str] = set()
         for path in manifests:
@@ -72,7 +73,7 @@ def verify_home(settings: ExchangeSettings) -> VerifyReport:
                 continue
             seen.add(signed.manifest.batch_id)
             report.manifests += 1
-            _check(report, partial(_verify_manifest, signed, item, bundle, layout, con, report))
+            _check(report, partial(_verify_manifest, signed, item, bundle, lake_root, con, report))
             if commit_digests.get(signed.manifest.batch_id) != signed.digest():
                 report.problems.append(VerificationError(
                     item, "no provenance commit entry carries this manifest's digest (manifest replaced?)"))
@@ -98,7 +99,7 @@ def _verify_extract(directory: Path, bundle: TrustBundle) -> None:
 
 
 def _verify_manifest(
-    signed: SignedManifest, item: str, bundle: TrustBundle, layout: Layout, con: object, report: VerifyReport
+    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: Path, con: object, report: VerifyReport
 ) -> None:
     m = signed.manifest
     verify_signature(bundle, signed.signature, manifest_bytes(m), m.created_at, item)
@@ -106,7 +107,6 @@ def _verify_manifest(
     if c.pulled != c.accepted + c.quarantined:
         raise VerificationError(item, f"counts not conserved: pulled {c.pulled} != accepted {c.accepted} "
                                       f"+ quarantined {c.quarantined}")
-    lake_root = layout.lake_data
     for f in m.files:
         path = lake_root / f.name
         if not path.exists():
@@ -117,7 +117,7 @@ def _verify_manifest(
     snapshot = snapshot_of(con, m.batch_id)  # type: ignore[arg-type]
     if snapshot != m.snapshot_id:
         raise VerificationError(item, f"manifest names snapshot {m.snapshot_id}, the lake has {snapshot}")
-    in_lake = {(f.table, f.relative, f.rows) for f in files_added(con, snapshot)}  # type: ignore[arg-type]
+    in_lake = {(f.table, f.relative, f.rows) for f in files_added(con, snapshot, lake_root)}  # type: ignore[arg-type]
     in_manifest = {(f.table, f.name, f.rows) for f in m.files}
     if in_lake != in_manifest:
         raise VerificationError(item, f"snapshot {snapshot}'s files differ from the manifest: "

@@ -93,7 +93,7 @@ def test_contract_parses_with_the_odcs_package(dataset: str) -> None:
 def test_contract_is_valid_against_the_odcs_json_schema(dataset: str) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     path = default_contracts_dir() / f"{dataset}.odcs.yaml"
-    schema = json.loads(OpenDataContractStandard.json_schema())
+    schema = json.loads(OpenDataContractStandard.json_schema())  # type: ignore[no-untyped-call]
     errors = list(
         jsonschema.Draft201909Validator(schema).iter_errors(yaml.safe_load(path.read_text("utf-8")))
     )

@@ -117,7 +117,8 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     from exchange.pipeline import Hub
     from exchange.report.summary import print_summary
 
-    console = Console()
+    # Wide enough for the summary table when the output goes to a file or CI log.
+    console = Console(width=None if sys.stdout.isatty() else 140)
     # The DAG tasks run in this process and read their settings from the environment.
     os.environ["EXCHANGE_HOME"] = str(home.resolve())
     layout = Layout(home)

@@ -13,6 +13,7 @@ import pendulum
 from airflow.sdk import DAG, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from exchange.airflow.errors import run_stage
 from exchange.province_config import load_province
 
 
@@ -49,7 +50,7 @@ def _dataset_chain(province: str, dataset: str) -> None:
         from exchange.pipeline import pull as pull_stage
 
         assert data_interval_start is not None and data_interval_end is not None
-        return pull_stage(province, dataset, data_interval_start, data_interval_end)
+        return run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end)
 
     @task(task_id=f"validate_{dataset}")
     def validate(pulled: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def _dataset_chain(province: str, dataset: str) -> None:
 
         if pulled["status"] != "pulled":
             return pulled
-        return validate_stage(pulled["batch_id"])
+        return run_stage(validate_stage, pulled["batch_id"])
 
     @task(task_id=f"commit_{dataset}")
     def commit(checked: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def _dataset_chain(province: str, dataset: str) -> None:
 
         if checked.get("status") in ("empty", "already_committed"):
             return checked
-        return commit_stage(checked["batch_id"])
+        return run_stage(commit_stage, checked["batch_id"])
 
     # TaskFlow calls return XComArgs at parse time; Airflow resolves them to the dicts at run time.
     commit(validate(pull()))  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exchange.access.extract import SignedExtractManifest
+from exchange.datasets import PROVINCES
 from exchange.pipeline import Hub
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.verify import VerifyReport
@@ -19,8 +20,10 @@ def print_summary(
     for column in ("province", "dataset", "DAG run", "pulled", "accepted", "quarantined", "snapshot", "signed by"):
         table.add_column(column, justify="right" if column in ("pulled", "accepted", "quarantined", "snapshot")
                          else "left")
-    for path in sorted(hub.layout.manifests.rglob("*.json")):
-        m = read_manifest(path)
+    order = {p: i for i, p in enumerate(PROVINCES)}
+    manifests = sorted((read_manifest(p) for p in hub.layout.manifests.rglob("*.json")),
+                       key=lambda s: (order.get(s.manifest.province, 99), s.manifest.dataset, s.manifest.snapshot_id))
+    for m in manifests:
         table.add_row(m.manifest.province, m.manifest.dataset, states.get(m.manifest.province, "-"),
                       str(m.manifest.counts.pulled), str(m.manifest.counts.accepted),
                       str(m.manifest.counts.quarantined), str(m.manifest.snapshot_id), m.signature.key_id)

@@ -1,0 +1,48 @@
+"""A malformed payload fails only its province's DAG run, names the file and position, and leaves the lake intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import json, os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from exchange.config import Layout
+from exchange.demo import DemoWindow, prepare_airflow, run_dags, seed_sandboxes
+
+layout = Layout(Path(os.environ["EXCHANGE_HOME"])).ensure()
+sandboxes = seed_sandboxes(layout, DemoWindow.around(datetime.now(UTC)), 800)
+for name in ("anhui", "jiangsu"):
+    os.environ.update(sandboxes[name].env())
+broken = sorted((layout.sandboxes / "anhui" / "exports").glob("电子证照_*.xml"))[1]
+broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+prepare_airflow(layout)
+states = run_dags(["anhui", "jiangsu"])
+print("RESULT " + json.dumps({"states": states, "broken": broken.name}))
+"""
+
+
+def test_a_truncated_xml_export_fails_anhui_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
+    env["EXCHANGE_HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["states"] == {"anhui": "failed", "jiangsu": "success"}
+    logs = out.stdout + out.stderr
+    assert result["broken"] in logs and "line" in logs, "the error names the file and the position"
+
+    exchange = str(Path(sys.executable).with_name("exchange"))
+    manifests = [json.loads(p.read_text())["manifest"] for p in (home / "manifests").rglob("*.json")]
+    assert {m["province"] for m in manifests} <= {"jiangsu", "anhui"}
+    assert {(m["province"], m["dataset"]) for m in manifests} >= {("jiangsu", "e_license"),
+                                                                  ("jiangsu", "enterprise_registration")}
+    assert ("anhui", "e_license") not in {(m["province"], m["dataset"]) for m in manifests}
+    verify = subprocess.run([exchange, "verify"], env=env, capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for
@@ -34,6 +34,7 @@ from exchange.provenance.manifest import (
     FileDigest,
     LakeFile,
     RuleCount,
+    SignedManifest,
     manifest_path,
     read_manifest,
     sign_manifest,
@@ -119,9 +120,9 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
             chunk = chunk.cast(schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
-            if chunk.num_rows:
-                chunk_max = pa.compute.max(chunk["updated_at"]).as_py()
-                latest = chunk_max if latest is None or (chunk_max and chunk_max > latest) else latest
+            chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None
+            if chunk_max is not None and (latest is None or chunk_max > latest):
+                latest = chunk_max
     info = {
         "batch_id": batch_id,
         "province": province,
@@ -200,21 +201,35 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     return {k: result[k] for k in ("batch_id", "pulled", "accepted", "quarantined")}
 
 
+def _summary(signed: SignedManifest, path: Path, status: str) -> dict[str, Any]:
+    m = signed.manifest
+    return {
+        "batch_id": m.batch_id,
+        "status": status,
+        "snapshot_id": m.snapshot_id,
+        "manifest": str(path),
+        "manifest_sha256": signed.digest(),
+        "key_id": signed.signature.key_id,
+        "pulled": m.counts.pulled,
+        "accepted": m.counts.accepted,
+        "quarantined": m.counts.quarantined,
+    }
+
+
 def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     """Commit the validated batch as one snapshot and write its signed manifest (both idempotent)."""
     hub = hub or Hub.current()
-    with connect(hub.settings) as con:
-        existing = snapshot_of(con, batch_id)
-    if existing is None and not (hub.staging(batch_id) / "validation.json").exists():
-        info = _pull_info(hub, batch_id)
-        if info["pulled"] == 0:
-            return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
-        raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
+    province, dataset = batch_id.split(".")[:2]
+    path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
+    if path.exists():  # committed and signed before: a retried or cleared task is a no-op
+        return _summary(read_manifest(path), path, "already_committed")
     info = _pull_info(hub, batch_id)
     staging = hub.staging(batch_id)
-    checked = json.loads((staging / "validation.json").read_text())
-    if checked["pulled"] == 0:
+    if info["pulled"] == 0:
         return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
+    if not (staging / "validation.json").exists():
+        raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
+    checked = json.loads((staging / "validation.json").read_text())
     ds = canonical_dataset(info["dataset"])
     ledger_row = {
         "batch_id": batch_id,
@@ -239,52 +254,42 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
             quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
         )
         files = files_added(con, result.snapshot_id, Path(catalog_and_data(hub.settings)[1]))
-    path = manifest_path(hub.layout.manifests, info["province"], info["dataset"], batch_id)
-    if path.exists() and not result.written:
-        signed = read_manifest(path)
-    else:
-        manifest = BatchManifest(
-            batch_id=batch_id,
-            province=info["province"],
-            dataset=info["dataset"],
-            window_start=_parse(info["window_start"]),  # type: ignore[arg-type]
-            window_end=_parse(info["window_end"]),  # type: ignore[arg-type]
-            since=_parse(info["since"]),
-            watermark=_parse(info["watermark"]),
-            contract_id=checked["contract_id"],
-            contract_version=checked["contract_version"],
-            contract_sha256=checked["contract_sha256"],
-            landing=[FileDigest(**f) for f in info["landing"]],
-            counts=Counts(
-                pulled=checked["pulled"], accepted=checked["accepted"],
-                quarantined=checked["quarantined"], warned=checked["warned"],
-            ),
-            rules=[RuleCount(**r) for r in checked["rules"]],
-            gx_success=checked["gx_success"],
-            snapshot_id=result.snapshot_id,
-            files=[
-                LakeFile(table=f.table, name=f.relative, sha256=file_sha256(f.path), size=f.size, rows=f.rows)
-                for f in files
-            ],
-            created_at=datetime.now(UTC),
-        )
-        signed = sign_manifest(manifest, hub.signer)
-        write_manifest(path, signed)
-        hub.log.append(
-            hub.signer, actor=HUB, action="commit", subject=batch_id,
-            digests={"manifest": signed.digest()},
-            details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
-                     "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
-        )
-    return {
-        "batch_id": batch_id,
-        "status": "committed" if result.written else "already_committed",
-        "snapshot_id": result.snapshot_id,
-        "manifest": str(path),
-        "manifest_sha256": signed.digest(),
-        "key_id": signed.signature.key_id,
-        **{k: checked[k] for k in ("pulled", "accepted", "quarantined")},
-    }
+    # The manifest is written after the snapshot; if a crash fell between the two, this run writes it.
+    manifest = BatchManifest(
+        batch_id=batch_id,
+        province=province,
+        dataset=dataset,
+        window_start=_parse(info["window_start"]),  # type: ignore[arg-type]
+        window_end=_parse(info["window_end"]),  # type: ignore[arg-type]
+        since=_parse(info["since"]),
+        watermark=_parse(info["watermark"]),
+        contract_id=checked["contract_id"],
+        contract_version=checked["contract_version"],
+        contract_sha256=checked["contract_sha256"],
+        landing=[FileDigest(**f) for f in info["landing"]],
+        counts=Counts(
+            pulled=checked["pulled"], accepted=checked["accepted"],
+            quarantined=checked["quarantined"], warned=checked["warned"],
+        ),
+        rules=[RuleCount(**r) for r in checked["rules"]],
+        gx_success=checked["gx_success"],
+        snapshot_id=result.snapshot_id,
+        files=[
+            LakeFile(table=f.table, name=f.relative, sha256=file_sha256(f.path), size=f.size, rows=f.rows)
+            for f in files
+        ],
+        created_at=datetime.now(UTC),
+    )
+    signed = sign_manifest(manifest, hub.signer)
+    write_manifest(path, signed)
+    hub.log.append(
+        hub.signer, actor=HUB, action="commit", subject=batch_id,
+        digests={"manifest": signed.digest()},
+        details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
+                 "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
+    )
+    shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
+    return _summary(signed, path, "committed")
 
 
 def run_exchange(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> dict[str, Any]:

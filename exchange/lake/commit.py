@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,20 +165,26 @@ def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path) ->
     return files
 
 
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [LAKE, table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def ledger_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """Every committed batch's ledger row (empty before the first commit)."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?", [LAKE, LEDGER]
-    ).fetchone()
-    if not exists or not exists[0]:
+    if not _has_table(con, LEDGER):
         return []
     return con.execute(f"SELECT * FROM {LAKE}.{LEDGER} ORDER BY batch_id").to_arrow_table().to_pylist()
 
 
-def watermark(con: duckdb.DuckDBPyConnection, province: str, dataset: str) -> Any:
-    """The latest update time already committed for (province, dataset), or None."""
-    return max(
-        (r["watermark"] for r in ledger_rows(con) if r["province"] == province and r["dataset"] == dataset
-         and r["watermark"] is not None),
-        default=None,
-    )
+def watermark(con: duckdb.DuckDBPyConnection, province: str, dataset: str) -> datetime | None:
+    """The latest update time already committed for (province, dataset), or None before the first batch."""
+    if not _has_table(con, LEDGER):
+        return None
+    row = con.execute(
+        f"SELECT max(watermark) FROM {LAKE}.{LEDGER} WHERE province = ? AND dataset = ?", [province, dataset]
+    ).fetchone()
+    value = row[0] if row else None
+    return value if isinstance(value, datetime) else None

@@ -1,87 +1,21 @@
-"""The `exchange` command: run exchanges, verify, extract, manage departments and grants."""
+"""`exchange extract|verify-extract|departments|grants`: what departments receive, under which grant."""
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from exchange.cli import _fail, _hub, app, console
 from exchange.errors import ExchangeError
 
-if TYPE_CHECKING:
-    from exchange.pipeline import Hub
-
-app = typer.Typer(help="Yangtze River Delta government data-exchange hub.", no_args_is_help=True)
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants: what a department may see, why, until when.", no_args_is_help=True)
-quarantine_app = typer.Typer(help="Records the contracts rejected, with reasons.", no_args_is_help=True)
-keys_app = typer.Typer(help="Signing keys and the public trust bundle.", no_args_is_help=True)
 app.add_typer(departments_app, name="departments")
 app.add_typer(grants_app, name="grants")
-app.add_typer(quarantine_app, name="quarantine")
-app.add_typer(keys_app, name="keys")
-console = Console()
-
-
-def _hub() -> Hub:
-    # Imported lazily: `exchange --help` should not load DuckDB, GX and the adapters.
-    from exchange.pipeline import Hub
-
-    return Hub.current()
-
-
-def _fail(exc: ExchangeError) -> None:
-    console.print(f"[red]error:[/] {exc}")
-    raise typer.Exit(2)
-
-
-@app.command()
-def demo(
-    home: Annotated[Path, typer.Option(help="EXCHANGE_HOME for the demo", envvar="EXCHANGE_HOME")] = Path("var"),
-    fresh: Annotated[bool, typer.Option(help="Start from an empty EXCHANGE_HOME")] = True,
-    records: Annotated[int, typer.Option(help="Records per province and dataset")] = 5_000,
-) -> None:
-    """Seed the sandboxes, run all four province DAGs through Airflow, extract, verify, summarize."""
-    from exchange.demo import run_demo
-
-    raise typer.Exit(run_demo(home, fresh=fresh, records=records))
-
-
-@app.command()
-def run(
-    province: Annotated[str, typer.Option(help="shanghai, jiangsu, zhejiang or anhui")],
-    dataset: Annotated[str, typer.Option(help="e_license or enterprise_registration")],
-    start: Annotated[datetime, typer.Option(help="Window start (ISO 8601, with offset)")],
-    end: Annotated[datetime, typer.Option(help="Window end (ISO 8601, with offset)")],
-) -> None:
-    """Run pull -> validate -> commit for one window outside Airflow."""
-    from exchange.pipeline import run_exchange
-
-    try:
-        console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
-    except ExchangeError as exc:
-        _fail(exc)
-
-
-@app.command()
-def verify() -> None:
-    """Re-check the provenance chain, every signature, manifest, lake file, count and extract."""
-    from exchange.provenance.verify import verify_home
-
-    report = verify_home(_hub().settings)
-    if report.ok:
-        console.print(f"[green]intact[/]: {report.entries} provenance entries, {report.manifests} manifests, "
-                      f"{report.files} lake files, {report.extracts} extracts")
-        return
-    console.print(f"[red]BROKEN[/]: {len(report.problems)} problem(s); first: {report.problems[0]}")
-    for problem in report.problems[1:]:
-        console.print(f"  also: {problem}")
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -176,35 +110,3 @@ def grants_list() -> None:
         table.add_row(g.grant.id, g.grant.department, g.grant.dataset, ", ".join(g.grant.columns),
                       f"{g.grant.expires_on}{expired}", g.grant.approved_by)
     console.print(table)
-
-
-@quarantine_app.command("list")
-def quarantine_list(
-    province: Annotated[str | None, typer.Option(help="Only this province")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show")] = 50,
-) -> None:
-    """Show quarantined records: batch, record key, rule and the reason to act on."""
-    from exchange.lake.connect import LAKE, connect
-
-    with connect(_hub().settings, read_only=True) as con:
-        where, params = ("WHERE province = ?", [province]) if province else ("", [])
-        rows = con.execute(
-            f"SELECT batch_id, record_key, rule_id, reason FROM {LAKE}.quarantine {where} "
-            f"ORDER BY batch_id, record_key LIMIT {int(limit)}", params).fetchall()
-    table = Table("batch", "record", "rule", "reason")
-    for row in rows:
-        table.add_row(*[str(v) for v in row])
-    console.print(table)
-
-
-@keys_app.command("export-trust")
-def keys_export_trust(out: Annotated[Path, typer.Option(help="Where to write the trust bundle")]) -> None:
-    """Export the public trust bundle that verifiers need offline."""
-    hub = _hub()
-    hub.signer  # noqa: B018 - make sure the hub key exists before exporting
-    out.write_text(hub.keyring.trust_bundle().model_dump_json(indent=2))
-    console.print(f"trust bundle -> {out}")
-
-
-if __name__ == "__main__":
-    app()

@@ -40,6 +40,7 @@ from exchange.provenance.manifest import (
     sign_manifest,
     write_manifest,
 )
+from exchange.report.rejections import write_rejection_report
 from exchange.signing.canonical import file_sha256
 from exchange.signing.keys import Ed25519Signer, Keyring
 
@@ -180,6 +181,10 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         ],
     }
     (staging / "validation.json").write_text(json.dumps(result, indent=2))
+    report = write_rejection_report(
+        hub.layout.reports, province=info["province"], batch_id=batch_id, quarantined=outcome.quarantined,
+        rules=result["rules"], counts={k: result[k] for k in ("pulled", "accepted", "quarantined", "held")},
+    )
     details = {k: result[k] for k in ("pulled", "accepted", "quarantined", "gx_success", "held")}
     hub.log.append(
         hub.signer, actor=HUB, action="validate", subject=batch_id,
@@ -196,7 +201,7 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         raise TerminalError(
             f"batch {batch_id} held: {outcome.quarantined_count} of {outcome.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
-            f"See {staging / 'quarantined.parquet'} and fix the source before re-running."
+            f"See the rejection report {report} and fix the source before re-running."
         )
     return {k: result[k] for k in ("batch_id", "pulled", "accepted", "quarantined")}
 

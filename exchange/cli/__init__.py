@@ -82,6 +82,25 @@ def quarantine_list(
     console.print(table)
 
 
+@quarantine_app.command("show")
+def quarantine_show(
+    record_key: Annotated[str, typer.Argument(help="Key of the rejected record (licence id, USCC, ...)")],
+) -> None:
+    """Show every rejection of one record with the full record as the province sent it (after mapping)."""
+    from exchange.lake.connect import LAKE, connect
+
+    with connect(_hub().settings, read_only=True) as con:
+        rows = con.execute(
+            f"SELECT batch_id, province, dataset, rule_id, reason, record_json FROM {LAKE}.quarantine "
+            "WHERE record_key = ? ORDER BY batch_id", [record_key]).fetchall()
+    if not rows:
+        console.print(f"no quarantined record with key {record_key!r}")
+        raise typer.Exit(1)
+    for batch_id, province, dataset, rule_id, reason, record in rows:
+        console.print(f"[bold]{province} {dataset}[/] batch {batch_id}\n  rules:  {rule_id}\n  reason: {reason}")
+        console.print_json(record)
+
+
 # Sub-command groups live beside this module; importing them registers their commands on `app`.
 from exchange.cli import access as _access  # noqa: E402, F401
 from exchange.cli import audit as _audit  # noqa: E402, F401

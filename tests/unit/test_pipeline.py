@@ -52,6 +52,10 @@ def test_a_batch_is_split_conserved_committed_and_verified(hub: Hub) -> None:
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.quarantine") == defects
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.quarantine WHERE reason IS NULL OR rule_id IS NULL") == 0
     assert verify_home(hub.settings).ok
+    report = hub.layout.reports / "jiangsu" / f"{result['batch_id']}.rejections.csv"
+    text = report.read_bytes().decode("utf-8-sig")
+    assert len(text.strip().splitlines()) == defects + 1  # header + one line per rejected record
+    assert "holder_id.resident_id_checksum" in text
 
 
 def test_same_window_again_adds_nothing_and_no_new_data_pulls_nothing(hub: Hub) -> None:

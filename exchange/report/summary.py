@@ -34,7 +34,8 @@ def print_summary(
                   f"snapshot {e.snapshot_id}, columns {', '.join(e.columns)}")
     console.print(f"  lake        {layout.lake}\n  manifests   {layout.manifests}\n"
                   f"  provenance  {hub.log.path}\n  quarantine  lake table `quarantine` "
-                  f"(exchange quarantine list)\n  extracts    {layout.extracts}\n  trust       "
+                  f"(exchange quarantine list)\n  rejections  {layout.reports} (one CSV per batch for the province)\n"
+                  f"  extracts    {layout.extracts}\n  trust       "
                   f"{hub.keyring.trust_bundle_path}")
     failed = [p for p, s in states.items() if s != "success"]
     if failed:

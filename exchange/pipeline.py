@@ -25,7 +25,7 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
-from exchange.lake.commit import commit_batch, commit_lock, files_added, snapshot_of, watermark
+from exchange.lake.commit import commit_batch, files_added, snapshot_of, watermark
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import (
@@ -249,7 +249,7 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         "contract_id": checked["contract_id"],
         "contract_version": checked["contract_version"],
     }
-    with commit_lock(hub.layout.lake / "commit.lock"), connect(hub.settings) as con:
+    with connect(hub.settings) as con:
         result = commit_batch(
             con,
             dataset=ds.name,

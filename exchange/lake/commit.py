@@ -6,10 +6,7 @@ again, so retries and re-runs of a window add no rows and no snapshot.
 
 from __future__ import annotations
 
-import fcntl
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,18 +55,6 @@ class CommitResult:
 
     snapshot_id: int
     written: bool
-
-
-@contextmanager
-def commit_lock(lock_file: Path) -> Iterator[None]:
-    """Serialize writers on a DuckDB-file catalog, which allows one writer at a time."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def with_lineage(table: pa.Table, province: str, batch_id: str) -> pa.Table:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -34,8 +38,43 @@ def catalog_and_data(settings: ExchangeSettings) -> tuple[str, str]:
     return catalog, data
 
 
-def connect(settings: ExchangeSettings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the lake attached as `lake` and selected.
+_process_lock = threading.Lock()
+_depth = 0
+
+
+@contextmanager
+def _catalog_lock(catalog: str) -> Iterator[None]:
+    """Serialize processes on a DuckDB-file catalog, which admits one writer process at a time.
+
+    Re-entrant within a process (DuckDB's own file lock is per process, so nested connections in one
+    process do not conflict); other processes wait instead of failing with "Could not set lock".
+    A PostgreSQL catalog needs no such lock.
+    """
+    global _depth
+    if catalog.startswith(("postgres:", "postgresql:")):
+        yield
+        return
+    with _process_lock:
+        first = _depth == 0
+        _depth += 1
+    handle = None
+    try:
+        if first:
+            lock_path = Path(catalog).with_name(Path(catalog).name + ".lock")
+            handle = lock_path.open("a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        with _process_lock:
+            _depth -= 1
+
+
+@contextmanager
+def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection with the lake attached as `lake` and selected, closed on exit.
 
     Inlining is off so every committed row lands in a Parquet file that manifests can hash.
     """
@@ -43,16 +82,20 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> duckdb.Du
     if not catalog.startswith(("postgres:", "postgresql:")):
         Path(catalog).parent.mkdir(parents=True, exist_ok=True)
         Path(data).mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
-    con.execute(f"LOAD '{extension_path()}'")
-    # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
-    # auditor's offline copy, a restored backup) must read the data where the settings say it is.
-    options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
-    if read_only:
-        options += ", READ_ONLY"
-    con.execute(f"ATTACH 'ducklake:{catalog}' AS {LAKE} ({options})")
-    con.execute(f"USE {LAKE}")
-    return con
+    with _catalog_lock(catalog):
+        con = duckdb.connect()
+        try:
+            con.execute(f"LOAD '{extension_path()}'")
+            # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
+            # auditor's offline copy, a restored backup) must read the data where the settings say it is.
+            options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
+            if read_only:
+                options += ", READ_ONLY"
+            con.execute(f"ATTACH 'ducklake:{catalog}' AS {LAKE} ({options})")
+            con.execute(f"USE {LAKE}")
+            yield con
+        finally:
+            con.close()
 
 
 _DUCK_TYPES = {

@@ -110,3 +110,29 @@ def test_a_crash_between_snapshot_and_manifest_is_repaired_by_the_retry(
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
     assert pipeline.commit(pulled["batch_id"], hub)["status"] == "already_committed"
     assert verify_home(hub.settings).ok
+
+
+def _exchange_in_process(home: str, drop: str, dataset: str) -> None:
+    hub = Hub(ExchangeSettings(home=Path(home), jiangsu_drop_dir=Path(drop)))
+    result = run_exchange("jiangsu", dataset, START, END, hub)
+    assert result["status"] == "committed", result
+
+
+def test_parallel_processes_share_the_file_catalog_without_lock_errors(hub: Hub) -> None:
+    import multiprocessing
+
+    for dataset in ("e_license", "enterprise_registration"):
+        table = generate(dataset, "jiangsu", 2000, seed=3, start=START, end=MID)
+        sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(dataset, table)
+    ctx = multiprocessing.get_context("spawn")
+    workers = [
+        ctx.Process(target=_exchange_in_process, args=(str(hub.settings.home), str(hub.settings.jiangsu_drop_dir), d))
+        for d in ("e_license", "enterprise_registration")
+    ]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(300)
+        assert p.exitcode == 0
+    assert _count(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 2
+    assert verify_home(hub.settings).ok

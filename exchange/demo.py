@@ -93,8 +93,8 @@ def prepare_airflow(layout: Layout) -> None:
     )
 
 
-def run_dags(provinces: list[str]) -> dict[str, str]:
-    """Run each province's DAG once through Airflow (dag.test); return the final state per province."""
+def run_dags(dag_ids: list[str]) -> dict[str, str]:
+    """Run each DAG once through Airflow (dag.test); return the final state per DAG id."""
     from airflow.dag_processing.dagbag import DagBag
 
     from exchange.airflow.env import REPO
@@ -103,9 +103,8 @@ def run_dags(provinces: list[str]) -> dict[str, str]:
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     states: dict[str, str] = {}
-    for province in provinces:
-        run = bag.dags[f"exchange_{province}"].test(logical_date=datetime.now(UTC))
-        states[province] = str(run.state)
+    for dag_id in dag_ids:
+        states[dag_id] = str(bag.dags[dag_id].test(logical_date=datetime.now(UTC)).state)
     return states
 
 
@@ -113,6 +112,7 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     """Run the whole demo; return the process exit code (0 = everything verified)."""
     from rich.console import Console
 
+    from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
     from exchange.access.registry import Registry
     from exchange.pipeline import Hub
     from exchange.report.summary import print_summary
@@ -136,7 +136,7 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
         console.print("[bold]Preparing Airflow[/] (SQLite metadata DB under EXCHANGE_HOME/airflow)")
         prepare_airflow(layout)
         console.print("[bold]Running the four province DAGs through Airflow[/] (dag.test)")
-        states = run_dags(list(PROVINCES))
+        states = run_dags([f"exchange_{p}" for p in PROVINCES])
     finally:
         for sandbox in sandboxes.values():
             sandbox.stop()
@@ -147,10 +147,12 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
     hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
                    details={"department": grant.grant.department, "dataset": grant.grant.dataset})
-    from exchange.access.service import extract_for_department
-
-    extract = extract_for_department(hub, grant.grant.department, grant.grant.dataset,
-                                     hub.layout.extracts / grant.grant.department)
+    console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish)")
+    states.update(run_dags(["exchange_publish"]))
+    standing = sorted((hub.layout.extracts / grant.grant.department / "standing").glob("*/" + EXTRACT_MANIFEST))
+    if not standing:
+        raise RuntimeError(f"exchange_publish cut no extract for {grant.grant.department}")
+    extract = SignedExtractManifest.model_validate_json(standing[-1].read_text(encoding="utf-8"))
     from exchange.provenance.verify import verify_home
 
     report = verify_home(hub.settings)

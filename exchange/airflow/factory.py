@@ -6,15 +6,24 @@ are imported inside the tasks, and nothing touches a database or a connection at
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, dag, task
+from airflow.sdk import DAG, Asset, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from exchange.airflow.errors import run_stage
 from exchange.province_config import load_province
+
+log = logging.getLogger(__name__)
+
+
+def lake_asset(dataset: str) -> Asset:
+    """The Airflow Asset of one lake table: a commit to it is an Asset event."""
+    return Asset(name=f"lake.{dataset}", uri=f"ducklake://lake/{dataset}")
 
 
 def province_dag(province: str) -> DAG:
@@ -60,13 +69,19 @@ def _dataset_chain(province: str, dataset: str) -> None:
             return pulled
         return run_stage(validate_stage, pulled["batch_id"])
 
-    @task(task_id=f"commit_{dataset}")
+    @task(task_id=f"commit_{dataset}", outlets=[lake_asset(dataset)])
     def commit(checked: dict[str, Any]) -> dict[str, Any]:
         from exchange.pipeline import commit as commit_stage
 
         if checked.get("status") in ("empty", "already_committed"):
-            return checked
-        return run_stage(commit_stage, checked["batch_id"])
+            # Skipped, not succeeded: no Asset event, so publishing only reacts to real new snapshots.
+            raise AirflowSkipException(f"nothing new to commit for {checked['batch_id']}: {checked['status']}")
+        result = run_stage(commit_stage, checked["batch_id"])
+        if result["status"] != "committed":
+            raise AirflowSkipException(f"{checked['batch_id']} was committed by an earlier attempt")
+        log.info("committed %s: pulled %s, accepted %s, quarantined %s, snapshot %s", result["batch_id"],
+                 result["pulled"], result["accepted"], result["quarantined"], result["snapshot_id"])
+        return result
 
     # TaskFlow calls return XComArgs at parse time; Airflow resolves them to the dicts at run time.
     commit(validate(pull()))  # type: ignore[arg-type]

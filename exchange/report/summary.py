@@ -24,7 +24,7 @@ def print_summary(
     manifests = sorted((read_manifest(p) for p in hub.layout.manifests.rglob("*.json")),
                        key=lambda s: (order.get(s.manifest.province, 99), s.manifest.dataset, s.manifest.snapshot_id))
     for m in manifests:
-        table.add_row(m.manifest.province, m.manifest.dataset, states.get(m.manifest.province, "-"),
+        table.add_row(m.manifest.province, m.manifest.dataset, states.get(f"exchange_{m.manifest.province}", "-"),
                       str(m.manifest.counts.pulled), str(m.manifest.counts.accepted),
                       str(m.manifest.counts.quarantined), str(m.manifest.snapshot_id), m.signature.key_id)
     console.print(table)
@@ -37,7 +37,7 @@ def print_summary(
                   f"(exchange quarantine list)\n  rejections  {layout.reports} (one CSV per batch for the province)\n"
                   f"  extracts    {layout.extracts}\n  trust       "
                   f"{hub.keyring.trust_bundle_path}")
-    failed = [p for p, s in states.items() if s != "success"]
+    failed = [dag_id for dag_id, state in states.items() if state != "success"]
     if failed:
         console.print(f"[red]DAG runs not successful: {', '.join(failed)}[/]")
     if report.ok:

@@ -21,7 +21,8 @@ heavy = sorted(m for m in ("exchange.pipeline", "duckdb", "great_expectations", 
 dags = {d: {"tasks": sorted(t.task_id for t in bag.dags[d].tasks),
             "tags": sorted(bag.dags[d].tags),
             "retries": bag.dags[d].default_args.get("retries"),
-            "timetable": type(bag.dags[d].timetable).__name__} for d in bag.dags}
+            "timetable": type(bag.dags[d].timetable).__name__,
+            "outlets": sorted(str(o.uri) for t in bag.dags[d].tasks for o in t.outlets)} for d in bag.dags}
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": dags, "heavy": heavy}))
 """
 
@@ -46,7 +47,8 @@ def _parse(tmp_path: Path) -> dict:  # type: ignore[type-arg]
 def test_every_dag_file_imports_cleanly_and_lightly(tmp_path: Path) -> None:
     result = _parse(tmp_path)
     assert result["errors"] == {}
-    assert sorted(result["dags"]) == sorted(f"exchange_{p}" for p in PROVINCES)
+    assert sorted(result["dags"]) == sorted([*(f"exchange_{p}" for p in PROVINCES), "exchange_publish",
+                                             "exchange_audit"])
     assert result["heavy"] == [], "DAG parsing must not import the pipeline or drivers"
     for province in PROVINCES:
         dag = result["dags"][f"exchange_{province}"]
@@ -56,3 +58,6 @@ def test_every_dag_file_imports_cleanly_and_lightly(tmp_path: Path) -> None:
         for dataset in ("e_license", "enterprise_registration"):
             for stage in ("pull", "validate", "commit"):
                 assert f"{stage}_{dataset}" in dag["tasks"]
+            assert f"ducklake://lake/{dataset}" in dag["outlets"], "a commit emits the lake table's Asset event"
+    assert result["dags"]["exchange_publish"]["timetable"] == "AssetTriggeredTimetable"
+    assert result["dags"]["exchange_audit"]["tasks"] == ["verify"]

@@ -22,7 +22,7 @@ for name in ("anhui", "jiangsu"):
 broken = sorted((layout.sandboxes / "anhui" / "exports").glob("电子证照_*.xml"))[1]
 broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
 prepare_airflow(layout)
-states = run_dags(["anhui", "jiangsu"])
+states = run_dags(["exchange_anhui", "exchange_jiangsu"])
 print("RESULT " + json.dumps({"states": states, "broken": broken.name}))
 """
 
@@ -34,7 +34,7 @@ def test_a_truncated_xml_export_fails_anhui_only(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:])
-    assert result["states"] == {"anhui": "failed", "jiangsu": "success"}
+    assert result["states"] == {"exchange_anhui": "failed", "exchange_jiangsu": "success"}
     logs = out.stdout + out.stderr
     assert result["broken"] in logs and "line" in logs, "the error names the file and the position"
 

@@ -1,0 +1,72 @@
+"""The two hub-wide DAGs: publishing standing extracts when lake tables change, and the nightly audit."""
+
+from __future__ import annotations
+
+import json
+import operator
+from datetime import timedelta
+from functools import reduce
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from exchange.airflow.factory import lake_asset
+from exchange.datasets import DATASETS
+
+TZ = pendulum.timezone("Asia/Shanghai")
+
+
+def publish_dag() -> DAG:
+    """`exchange_publish`: on any lake-table Asset event, refresh the standing extract of every live grant."""
+
+    schedule = reduce(operator.or_, (lake_asset(name) for name in DATASETS))  # any table changed
+
+    @dag(dag_id="exchange_publish", schedule=schedule, start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
+         catchup=False, max_active_runs=1, tags=["exchange", "publish"],
+         default_args={"retries": 2, "retry_delay": timedelta(minutes=2)})
+    def exchange_publish() -> None:
+        @task
+        def refresh_standing_extracts() -> list[dict[str, Any]]:
+            from exchange.airflow.errors import run_stage
+            from exchange.publish import refresh_standing_extracts as refresh
+
+            return run_stage(refresh)
+
+        refresh_standing_extracts()
+
+    built: DAG = exchange_publish()
+    built.doc_md = "Cuts each live grant's extract at the newest snapshot whenever a lake table changes."
+    return built
+
+
+def audit_dag() -> DAG:
+    """`exchange_audit`: nightly full verify; a broken chain, manifest or file fails the run loudly."""
+
+    @dag(dag_id="exchange_audit", schedule="0 4 * * *", start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
+         catchup=False, max_active_runs=1, tags=["exchange", "audit"], default_args={"retries": 0})
+    def exchange_audit() -> None:
+        @task
+        def verify(ds_nodash: str | None = None) -> dict[str, Any]:
+            from exchange.config import Layout, settings
+            from exchange.provenance.verify import verify_home
+
+            s = settings()
+            report = verify_home(s)
+            result = {"ok": report.ok, "entries": report.entries, "manifests": report.manifests,
+                      "files": report.files, "extracts": report.extracts,
+                      "problems": [str(p) for p in report.problems]}
+            out = Layout(s.home).reports / f"audit-{ds_nodash or 'manual'}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+            if not report.ok:
+                raise AirflowFailException(f"verify found {len(report.problems)} problem(s); first: "
+                                           f"{report.problems[0]} (full result: {out})")
+            return result
+
+        verify()
+
+    built: DAG = exchange_audit()
+    built.doc_md = "Nightly `exchange verify` over the whole home; the result is kept under reports/."
+    return built

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from exchange.access.masking import masked_expression
 from exchange.access.models import Grant, RowCondition, SignedGrant
-from exchange.contracts.load import load_contract
+from exchange.access.terms import contract_terms
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE, duck_type
@@ -69,10 +69,15 @@ def row_filter_sql(conditions: list[RowCondition], dataset: str) -> tuple[str, l
     return (" AND ".join(parts) or "TRUE"), params
 
 
+def column_masking(grant: Grant) -> dict[str, str]:
+    """The masking rule per granted column: the contract's by classification, 'none' where granted unmasked."""
+    contract = contract_terms(grant.dataset)
+    return {c: ("none" if c in grant.unmasked else contract.field(c).masking) for c in grant.columns}
+
+
 def grant_query(grant: Grant, snapshot_id: int) -> tuple[str, list[Any], dict[str, str]]:
     """The SELECT that yields exactly the grant's columns and rows, masked, at a snapshot."""
-    contract = load_contract(grant.dataset)
-    masking = {c: ("none" if c in grant.unmasked else contract.field(c).masking) for c in grant.columns}
+    masking = column_masking(grant)
     select = ", ".join(masked_expression(c, masking[c], unmasked=c in grant.unmasked) for c in grant.columns)
     where, params = row_filter_sql(grant.row_filter, grant.dataset)
     key = canonical_dataset(grant.dataset).key

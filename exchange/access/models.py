@@ -1,4 +1,4 @@
-"""Published access documents: departments, grants and their structured row filters."""
+"""Published access documents: departments, grants and their structured row filters, revocations, tokens."""
 
 from __future__ import annotations
 
@@ -49,3 +49,30 @@ class SignedGrant(BaseModel, frozen=True):
 
     grant: Grant = Field(description="The signed content")
     signature: Signature = Field(description="Signature over canonical_json(grant)")
+
+
+class GrantRevocation(BaseModel, frozen=True):
+    """A grant withdrawn before its expiry: from `revoked_at` on, no query or extract may use it."""
+
+    grant_id: str = Field(description="The revoked grant")
+    revoked_at: datetime = Field(description="When the revocation took effect (UTC)")
+    revoked_by: str = Field(description="Who revoked it: the approving office or the hub operator")
+    reason: str = Field(description="Why the grant was withdrawn")
+
+
+class SignedGrantRevocation(BaseModel, frozen=True):
+    """A grant revocation with the hub's signature, so a department or auditor can check it offline."""
+
+    revocation: GrantRevocation = Field(description="The signed content")
+    signature: Signature = Field(description="Signature over canonical_json(revocation)")
+
+
+class ApiToken(BaseModel, frozen=True):
+    """A department's API token as the hub stores it: only the SHA-256 of the secret, never the secret."""
+
+    id: str = Field(description="Public token id, the part before the dot in the bearer token")
+    department: str = Field(description="Department the token authenticates")
+    secret_sha256: str = Field(description="Hex SHA-256 of the token's secret part")
+    created_at: datetime = Field(description="When the token was issued (UTC)")
+    expires_at: datetime = Field(description="After this instant the token is refused (UTC)")
+    revoked_at: datetime | None = Field(default=None, description="When the token was revoked, if it was")

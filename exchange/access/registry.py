@@ -1,32 +1,64 @@
-"""The department and grant registry under EXCHANGE_HOME/access (JSON documents, grants signed)."""
+"""The department and grant registry under EXCHANGE_HOME/access (JSON documents, grants signed).
+
+Files: departments.json, grants.json, revocations.json (signed grant revocations) and tokens.json (API
+token records holding only SHA-256 digests of the secrets). Every read-modify-write holds an exclusive
+lock on `.lock`, so the CLI and a running API server never lose each other's changes.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import hmac
 import json
-from datetime import UTC, date, datetime
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from exchange.access.models import Department, Grant, SignedGrant
-from exchange.contracts.load import load_contract
+from exchange.access.errors import AuthenticationFailed
+from exchange.access.models import (
+    ApiToken,
+    Department,
+    Grant,
+    GrantRevocation,
+    SignedGrant,
+    SignedGrantRevocation,
+)
+from exchange.access.terms import contract_terms
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import AccessDenied
 from exchange.signing.canonical import canonical_bytes
 from exchange.signing.keys import Signer
 
+TOKEN_PREFIX = "yrd_"
+# A bearer token is "<id>.<secret>": the id finds the record, the secret is compared by digest.
+TOKEN_FORMAT = re.compile(r"^(yrd_[0-9a-f]{16})\.([A-Za-z0-9_-]{32,128})$")
+DEFAULT_TOKEN_DAYS = 90
+
+
+def secret_digest(secret: str) -> str:
+    """Hex SHA-256 of a token secret (the secret is 256 random bits, so no slow KDF is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 class Registry:
-    """Departments and signed grants, stored as JSON files."""
+    """Departments, signed grants, grant revocations and API tokens, stored as JSON files."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.departments_path = directory / "departments.json"
         self.grants_path = directory / "grants.json"
+        self.revocations_path = directory / "revocations.json"
+        self.tokens_path = directory / "tokens.json"
+
+    # --- departments -------------------------------------------------------------------------------
 
     def departments(self) -> list[Department]:
         """Every registered department."""
-        if not self.departments_path.exists():
-            return []
-        return [Department.model_validate(d) for d in json.loads(self.departments_path.read_text())]
+        return [Department.model_validate(d) for d in self._read(self.departments_path)]
 
     def department(self, department_id: str) -> Department:
         """One department, or AccessDenied naming the unknown id."""
@@ -37,19 +69,27 @@ class Registry:
 
     def add_department(self, department: Department) -> None:
         """Register (or update) a department."""
-        others = [d for d in self.departments() if d.id != department.id]
-        self._write(self.departments_path, [d.model_dump(mode="json") for d in [*others, department]])
+        with self._lock():
+            others = [d for d in self.departments() if d.id != department.id]
+            self._write(self.departments_path, [d.model_dump(mode="json") for d in [*others, department]])
+
+    # --- grants ------------------------------------------------------------------------------------
 
     def grants(self) -> list[SignedGrant]:
         """Every recorded grant."""
-        if not self.grants_path.exists():
-            return []
-        return [SignedGrant.model_validate(g) for g in json.loads(self.grants_path.read_text())]
+        return [SignedGrant.model_validate(g) for g in self._read(self.grants_path)]
+
+    def grant(self, grant_id: str) -> SignedGrant:
+        """One grant by id, or AccessDenied naming the unknown id."""
+        for g in self.grants():
+            if g.grant.id == grant_id:
+                return g
+        raise AccessDenied(f"unknown grant {grant_id!r}")
 
     def add_grant(self, grant: Grant, signer: Signer) -> SignedGrant:
         """Check the grant against the contract's sharing terms, sign it and record it."""
         self.department(grant.department)
-        contract = load_contract(grant.dataset)
+        contract = contract_terms(grant.dataset)
         known = set(canonical_dataset(grant.dataset).schema.names)
         unknown = [c for c in grant.columns + [r.column for r in grant.row_filter] if c not in known]
         if unknown:
@@ -60,25 +100,161 @@ class Registry:
             raise AccessDenied(f"{grant.dataset} is conditionally shared: a grant needs a purpose and a legal basis")
         if grant.unmasked and not grant.justification.strip():
             raise AccessDenied(f"grant {grant.id}: unmasked columns need an explicit justification")
+        if grant.id in self.revoked_grants():
+            raise AccessDenied(f"grant id {grant.id} was revoked and cannot be reused; choose a new id")
         signed = SignedGrant(grant=grant, signature=signer.sign(canonical_bytes(grant.model_dump(mode="json"))))
-        others = [g for g in self.grants() if g.grant.id != grant.id]
-        self._write(self.grants_path, [g.model_dump(mode="json") for g in [*others, signed]])
+        with self._lock():
+            others = [g for g in self.grants() if g.grant.id != grant.id]
+            self._write(self.grants_path, [g.model_dump(mode="json") for g in [*others, signed]])
+        return signed
+
+    def revocations(self) -> list[SignedGrantRevocation]:
+        """Every recorded grant revocation."""
+        return [SignedGrantRevocation.model_validate(r) for r in self._read(self.revocations_path)]
+
+    def revoked_grants(self) -> dict[str, GrantRevocation]:
+        """Revocations by grant id."""
+        return {r.revocation.grant_id: r.revocation for r in self.revocations()}
+
+    def revoke_grant(self, grant_id: str, revoked_by: str, reason: str, signer: Signer,
+                     at: datetime | None = None) -> SignedGrantRevocation:
+        """Withdraw a grant from now on; the grant stays on record (extracts cut under it still verify)."""
+        self.grant(grant_id)
+        if not reason.strip():
+            raise AccessDenied(f"revoking grant {grant_id} needs a reason")
+        revocation = GrantRevocation(grant_id=grant_id, revoked_at=at or datetime.now(UTC), revoked_by=revoked_by,
+                                     reason=reason)
+        signed = SignedGrantRevocation(
+            revocation=revocation, signature=signer.sign(canonical_bytes(revocation.model_dump(mode="json"))))
+        with self._lock():
+            if grant_id in self.revoked_grants():
+                raise AccessDenied(f"grant {grant_id} is already revoked")
+            self._write(self.revocations_path, [r.model_dump(mode="json") for r in [*self.revocations(), signed]])
         return signed
 
     def active_grant(self, department_id: str, dataset: str, today: date | None = None) -> SignedGrant:
-        """The department's unexpired grant on the dataset, or AccessDenied saying why there is none."""
+        """The department's usable grant on the dataset, or AccessDenied saying why there is none.
+
+        Usable: not expired, not revoked, and the contract still shares the dataset (a contract can be
+        tightened after a grant was approved; the contract wins).
+        """
         self.department(department_id)
+        canonical_dataset(dataset)
         today = today or datetime.now(UTC).date()
         mine = [g for g in self.grants() if g.grant.department == department_id and g.grant.dataset == dataset]
         if not mine:
             raise AccessDenied(f"{department_id} holds no grant on {dataset}")
-        live = [g for g in mine if g.grant.expires_on >= today]
+        revoked = self.revoked_grants()
+        unrevoked = [g for g in mine if g.grant.id not in revoked]
+        if not unrevoked:
+            last = revoked[mine[-1].grant.id]
+            raise AccessDenied(f"{department_id}'s grant {last.grant_id} on {dataset} was revoked on "
+                               f"{last.revoked_at:%Y-%m-%d} by {last.revoked_by}")
+        live = [g for g in unrevoked if g.grant.expires_on >= today]
         if not live:
-            raise AccessDenied(f"{department_id}'s grant on {dataset} expired on {mine[-1].grant.expires_on}")
+            raise AccessDenied(f"{department_id}'s grant {unrevoked[-1].grant.id} on {dataset} expired on "
+                               f"{unrevoked[-1].grant.expires_on}")
+        if contract_terms(dataset).sharing_type == "not_shared":
+            raise AccessDenied(f"{dataset} is not shared under its current contract; grant {live[-1].grant.id} "
+                               "cannot be used")
         return live[-1]
+
+    def active_grants(self, department_id: str, today: date | None = None) -> list[SignedGrant]:
+        """Every usable grant of the department, one per dataset (datasets it cannot use are left out)."""
+        return self.usable_grants(department_id, today)[0]
+
+    def usable_grants(self, department_id: str, today: date | None = None) -> tuple[list[SignedGrant], list[str]]:
+        """The department's usable grants, one per dataset, and why each of its other grants is unusable."""
+        datasets = sorted({g.grant.dataset for g in self.grants() if g.grant.department == department_id})
+        usable: list[SignedGrant] = []
+        reasons: list[str] = []
+        for name in datasets:
+            try:
+                usable.append(self.active_grant(department_id, name, today))
+            except AccessDenied as denied:
+                reasons.append(str(denied))
+        return usable, reasons
+
+    # --- API tokens --------------------------------------------------------------------------------
+
+    def tokens(self) -> list[ApiToken]:
+        """Every token record (digests only)."""
+        return [ApiToken.model_validate(t) for t in self._read(self.tokens_path)]
+
+    def issue_token(self, department_id: str, days: int = DEFAULT_TOKEN_DAYS,
+                    now: datetime | None = None) -> tuple[ApiToken, str]:
+        """Create a token for the department; returns the record and the bearer string, shown only once."""
+        self.department(department_id)
+        if days < 1:
+            raise AccessDenied("a token must be valid for at least one day")
+        now = now or datetime.now(UTC)
+        token_id = TOKEN_PREFIX + secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        record = ApiToken(id=token_id, department=department_id, secret_sha256=secret_digest(secret),
+                          created_at=now, expires_at=now + timedelta(days=days))
+        with self._lock():
+            self._write(self.tokens_path, [t.model_dump(mode="json") for t in [*self.tokens(), record]])
+        return record, f"{token_id}.{secret}"
+
+    def revoke_token(self, token_id: str, now: datetime | None = None) -> ApiToken:
+        """Mark a token revoked (the record stays, so the access log's token ids keep their meaning)."""
+        with self._lock():
+            tokens = self.tokens()
+            match = [t for t in tokens if t.id == token_id]
+            if not match:
+                raise AccessDenied(f"unknown token {token_id!r}")
+            if match[0].revoked_at is not None:
+                raise AccessDenied(f"token {token_id} is already revoked")
+            revoked = match[0].model_copy(update={"revoked_at": now or datetime.now(UTC)})
+            self._write(self.tokens_path,
+                        [(revoked if t.id == token_id else t).model_dump(mode="json") for t in tokens])
+        return revoked
+
+    def authenticate(self, bearer: str, now: datetime | None = None) -> ApiToken:
+        """The token record a bearer string proves, or AuthenticationFailed saying why (never echoing it)."""
+        match = TOKEN_FORMAT.match(bearer)
+        if match is None:
+            raise AuthenticationFailed("malformed token: expected '<token id>.<secret>' as issued by "
+                                       "`exchange departments token`")
+        token_id, secret = match.groups()
+        record = next((t for t in self.tokens() if t.id == token_id), None)
+        # Compare digests in constant time; an unknown id still costs one comparison so timing tells little.
+        expected = record.secret_sha256 if record else "0" * 64
+        if not hmac.compare_digest(expected, secret_digest(secret)) or record is None:
+            raise AuthenticationFailed(f"token {token_id} is unknown or its secret is wrong")
+        now = now or datetime.now(UTC)
+        if record.revoked_at is not None:
+            raise AuthenticationFailed(f"token {token_id} was revoked on {record.revoked_at:%Y-%m-%d}")
+        if record.expires_at <= now:
+            raise AuthenticationFailed(f"token {token_id} expired on {record.expires_at:%Y-%m-%d}")
+        try:
+            self.department(record.department)
+        except AccessDenied:
+            raise AuthenticationFailed(f"token {token_id} belongs to a department no longer registered") from None
+        return record
+
+    # --- storage -----------------------------------------------------------------------------------
+
+    def _read(self, path: Path) -> list[dict[str, object]]:
+        if not path.exists():
+            return []
+        payload: list[dict[str, object]] = json.loads(path.read_text(encoding="utf-8"))
+        return payload
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _write(self, path: Path, payload: object) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+        if path == self.tokens_path:
+            tmp.chmod(0o600)  # digests only, but nobody but the hub needs to read them
         tmp.replace(path)

@@ -1,43 +1,153 @@
-"""Access operations as a department sees them: extracts, with every access recorded in provenance."""
+"""Access operations as a department sees them: queries and extracts, every one recorded in provenance.
+
+What the log holds for an access: the department (actor), token id, grant ids, dataset, snapshot,
+columns and row count, plus SHA-256 digests of the SQL text and of the result. Never the SQL text or a
+result value: a query can carry a resident ID in a literal, and the log is read by many.
+"""
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
+import duckdb
+
+from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
+from exchange.access.query import (
+    QueryLimits,
+    QueryResult,
+    check_statement,
+    current_snapshot_id,
+    load_views,
+    open_sandbox,
+    result_digest,
+    run_in_sandbox,
+)
 from exchange.access.registry import Registry
 from exchange.errors import AccessDenied
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub
+from exchange.signing.canonical import sha256_hex
+
+DENIED = "access_denied"
+
+
+def record_denial(hub: Hub, actor: str, attempt: str, subject: str, reason: str, **details: Any) -> None:
+    """Append the refusal of an access attempt with its reason (which the hub wrote, so it holds no values)."""
+    known = {k: v for k, v in details.items() if v is not None}
+    hub.log.append(hub.signer, actor=actor, action=DENIED, subject=subject,
+                   details={"attempt": attempt, "reason": reason, **known})
 
 
 def latest_snapshot(hub: Hub) -> int:
     """The lake's current snapshot id."""
     with connect(hub.settings, read_only=True) as con:
-        row = con.execute(f"SELECT id FROM {LAKE}.current_snapshot()").fetchone()
-    assert row is not None
-    return int(row[0])
+        return current_snapshot_id(con)
+
+
+def resolve_snapshot(con: duckdb.DuckDBPyConnection, snapshot: int | None) -> int:
+    """`snapshot` if the lake has it (default: the current one), else BadQuery naming the valid range."""
+    current = current_snapshot_id(con)
+    if snapshot is None:
+        return current
+    row = con.execute(f"SELECT count(*) FROM {LAKE}.snapshots() WHERE snapshot_id = ?", [snapshot]).fetchone()
+    if not row or not row[0]:
+        raise BadQuery(f"the lake has no snapshot {snapshot}; snapshots run up to {current}")
+    return snapshot
+
+
+def query_for_department(
+    hub: Hub, department: str, sql: str, snapshot: int | None = None, *, token_id: str | None = None,
+    limits: QueryLimits | None = None,
+) -> QueryResult:
+    """Run a department's SELECT over its permitted, masked views at `snapshot` (default: latest)."""
+    limits = limits or QueryLimits()
+    sql_sha256 = sha256_hex(sql.encode())
+    registry = Registry(hub.layout.access)
+    context: dict[str, Any] = {"token_id": token_id, "sql_sha256": sql_sha256, "snapshot_id": snapshot}
+    try:
+        check_statement(sql)
+        registry.department(department)
+        grants, unusable = registry.usable_grants(department)
+        if not grants:
+            raise AccessDenied(f"{department} holds no usable grant" + (f": {'; '.join(unusable)}" if unusable
+                                                                        else ""))
+        with connect(hub.settings, read_only=True) as lake:
+            snapshot_id = resolve_snapshot(lake, snapshot)
+            context["snapshot_id"] = snapshot_id
+            sandbox = open_sandbox(limits)
+            loaded = load_views(lake, sandbox, grants, snapshot_id)
+        context["grants"] = loaded
+        # The lake connection is closed: from here on only the sandbox's masked copies exist.
+        with sandbox:
+            table = run_in_sandbox(sandbox, sql, limits)
+    except AccessDenied as denied:
+        record_denial(hub, department, "query", "query", str(denied), **context)
+        raise
+    except BadQuery as bad:
+        # Not a policy decision, but still an access attempt on record; only the error's kind is kept,
+        # because DuckDB's messages quote the SQL and may quote values.
+        hub.log.append(hub.signer, actor=department, action="query_failed", subject="query",
+                       digests={"sql": sql_sha256},
+                       details={"error": type(bad).__name__, **{k: v for k, v in context.items() if v is not None}})
+        raise
+    result = QueryResult(table=table, snapshot_id=snapshot_id, grants=loaded,
+                         result_sha256=result_digest(table), sql_sha256=sql_sha256)
+    hub.log.append(
+        hub.signer, actor=department, action="query", subject=",".join(sorted(loaded)) or "query",
+        digests={"sql": sql_sha256, "result": result.result_sha256},
+        details={"token_id": token_id, "grants": loaded, "snapshot_id": snapshot_id,
+                 "columns": table.column_names, "rows": table.num_rows},
+    )
+    return result
 
 
 def extract_for_department(
-    hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None
+    hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None, *,
+    token_id: str | None = None,
 ) -> SignedExtractManifest:
     """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`."""
+    signed = _cut(hub, department, dataset, out_dir, snapshot, token_id)
+    _record_extract(hub, signed, out_dir, token_id)
+    return signed
+
+
+def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
+                    token_id: str | None = None) -> tuple[SignedExtractManifest, Path]:
+    """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename)."""
+    base = hub.layout.extracts / department
+    staging = base / f".partial-{uuid.uuid4().hex}"
+    try:
+        signed = _cut(hub, department, dataset, staging, snapshot, token_id)
+        final = base / signed.manifest.extract_id
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _record_extract(hub, signed, final, token_id)
+    return signed, final
+
+
+def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,
+         token_id: str | None) -> SignedExtractManifest:
     registry = Registry(hub.layout.access)
     try:
         grant = registry.active_grant(department, dataset)
-    except AccessDenied as denied:
-        hub.log.append(hub.signer, actor=department, action="access_denied", subject=dataset,
-                       details={"reason": str(denied)})
+        with connect(hub.settings, read_only=True) as con:
+            snapshot = resolve_snapshot(con, snapshot)
+            return cut_extract(con, grant, snapshot, out_dir, hub.signer)
+    except (AccessDenied, BadQuery) as denied:
+        record_denial(hub, department, "extract", dataset, str(denied), token_id=token_id, snapshot_id=snapshot)
         raise
-    snapshot = snapshot if snapshot is not None else latest_snapshot(hub)
-    with connect(hub.settings, read_only=True) as con:
-        signed = cut_extract(con, grant, snapshot, out_dir, hub.signer)
+
+
+def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, token_id: str | None) -> None:
     m = signed.manifest
     hub.log.append(
-        hub.signer, actor=department, action="extract", subject=m.extract_id,
+        hub.signer, actor=m.department, action="extract", subject=m.extract_id,
         digests={"extract_manifest": extract_digest(signed), **{f.name: f.sha256 for f in m.files}},
-        details={"grant": m.grant_id, "dataset": dataset, "snapshot_id": snapshot, "rows": m.rows,
-                 "out": str(out_dir)},
+        details={"grant": m.grant_id, "dataset": m.dataset, "snapshot_id": m.snapshot_id, "rows": m.rows,
+                 "columns": m.columns, "token_id": token_id, "out": str(out_dir)},
     )
-    return signed

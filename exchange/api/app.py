@@ -1,0 +1,244 @@
+"""The department API: bearer-token auth, my grants and datasets, sandboxed queries, extracts, downloads.
+
+`create_app(hub)` builds the app (the OpenAPI document is generated from the routes and models in
+exchange/api/models.py). Endpoints are plain `def`, so FastAPI runs the DuckDB work in its thread
+pool. Every query, extract, download and refusal is appended to the provenance log by the access
+service or here, with the department as actor and the token id in the details.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from exchange.access.errors import (
+    AuthenticationFailed,
+    BadQuery,
+    QueryRejected,
+    QueryTimeout,
+    ResultTooLarge,
+)
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
+from exchange.access.models import ApiToken, Department
+from exchange.access.query import QueryLimits
+from exchange.access.registry import TOKEN_FORMAT, Registry
+from exchange.access.service import publish_extract, query_for_department, record_denial
+from exchange.api.models import (
+    ColumnInfo,
+    DatasetView,
+    ErrorBody,
+    ExtractRequest,
+    ExtractResponse,
+    GrantView,
+    Me,
+    QueryRequest,
+    QueryResponse,
+)
+from exchange.datasets import DATASETS
+from exchange.errors import AccessDenied, ExchangeError
+from exchange.pipeline import Hub
+from exchange.signing.canonical import file_sha256
+
+# Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+ANONYMOUS = "anonymous"
+
+# Most specific first: ResultTooLarge etc. are AccessDenied subclasses.
+STATUS: list[tuple[type[ExchangeError], int, str]] = [
+    (AuthenticationFailed, 401, "unauthenticated"),
+    (ResultTooLarge, 413, "too_large"),
+    (QueryTimeout, 408, "timeout"),
+    (QueryRejected, 403, "forbidden"),
+    (AccessDenied, 403, "forbidden"),
+    (BadQuery, 400, "bad_query"),
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": name}
+    for code, name in [(400, "bad query"), (401, "bad, expired, revoked or malformed token"),
+                       (403, "denied, with the reason"), (404, "not found"), (413, "result too large")]
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated department behind a request."""
+
+    department: Department
+    token: ApiToken
+
+
+class NotFound(ExchangeError):
+    """The requested extract or file does not exist for this department (HTTP 404)."""
+
+
+BEARER = HTTPBearer(auto_error=False, description="<token id>.<secret>")
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def authenticate(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Caller:
+    """The department the bearer token proves, or a logged 401 saying what is wrong with the token."""
+    hub = _hub(request)
+    claimed = None
+    try:
+        if credentials is None:
+            raise AuthenticationFailed("missing bearer token: send 'Authorization: Bearer <token id>.<secret>'")
+        match = TOKEN_FORMAT.match(credentials.credentials)
+        claimed = match.group(1) if match else None  # only a well-formed id is safe to log, never the secret
+        registry = Registry(hub.layout.access)
+        token = registry.authenticate(credentials.credentials)
+        return Caller(department=registry.department(token.department), token=token)
+    except AuthenticationFailed as failed:
+        record_denial(hub, ANONYMOUS, "authenticate", claimed or "token", str(failed), token_id=claimed)
+        raise
+
+
+Authenticated = Annotated[Caller, Depends(authenticate)]
+
+
+def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
+    """The API bound to one hub (settings, registry, lake, signer, provenance log)."""
+    app = FastAPI(
+        title="YRD Exchange Hub — department API",
+        version="1",
+        description="Query shared government data you hold grants on, cut and download signed extracts. "
+                    "Authenticate with `Authorization: Bearer <token id>.<secret>` "
+                    "(issued by `exchange departments token`).",
+    )
+    app.state.hub = hub
+    query_limits = limits or QueryLimits()
+
+    def registry() -> Registry:
+        return Registry(hub.layout.access)
+
+    @app.exception_handler(ExchangeError)
+    def exchange_error(request: Request, exc: ExchangeError) -> JSONResponse:
+        status, code = 500, "server_error"
+        if isinstance(exc, NotFound):
+            status, code = 404, "not_found"
+        for kind, kind_status, kind_code in STATUS:
+            if isinstance(exc, kind):
+                status, code = kind_status, kind_code
+                break
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(ErrorBody(error=code, reason=str(exc)).model_dump(), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(ErrorBody(error="invalid_request", reason=reason).model_dump(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "invalid_request"
+        return JSONResponse(ErrorBody(error=code, reason=str(exc.detail)).model_dump(),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/v1/me", response_model=Me, responses=ERRORS, tags=["department"])
+    def me(who: Authenticated) -> Me:
+        """The authenticated department, its token and its usable grants."""
+        grants = [_grant_view(g.grant) for g in registry().active_grants(who.department.id)]
+        return Me(department=who.department, token_id=who.token.id, token_expires_at=who.token.expires_at,
+                  grants=grants)
+
+    @app.get("/v1/datasets", response_model=list[DatasetView], responses=ERRORS, tags=["department"])
+    def datasets(who: Authenticated) -> list[DatasetView]:
+        """The datasets you can query: one sandbox table each, with its visible columns and masking."""
+        return [
+            DatasetView(dataset=g.grant.dataset, title=DATASETS[g.grant.dataset].title, grant_id=g.grant.id,
+                        columns=g.grant.columns, masking=column_masking(g.grant), row_filter=g.grant.row_filter)
+            for g in registry().active_grants(who.department.id)
+        ]
+
+    @app.post("/v1/query", response_model=QueryResponse, responses={**ERRORS, 408: ERRORS[403]},
+              tags=["department"])
+    def query(body: QueryRequest, who: Authenticated) -> QueryResponse:
+        """Run one read-only SELECT over your masked, filtered views, optionally at an earlier snapshot."""
+        result = query_for_department(hub, who.department.id, body.sql, body.snapshot, token_id=who.token.id,
+                                      limits=query_limits)
+        table = result.table
+        # Bounded by the row limit: turning rows into JSON lists in Python is cheap at that size.
+        rows = [list(r) for r in zip(*(c.to_pylist() for c in table.columns), strict=True)]
+        return QueryResponse(
+            columns=[ColumnInfo(name=f.name, type=str(f.type)) for f in table.schema], rows=rows,
+            row_count=table.num_rows, snapshot_id=result.snapshot_id, grants=result.grants,
+            result_sha256=result.result_sha256, sql_sha256=result.sql_sha256,
+        )
+
+    @app.post("/v1/extracts", response_model=ExtractResponse, status_code=201, responses=ERRORS,
+              tags=["department"])
+    def create_extract(body: ExtractRequest, who: Authenticated) -> ExtractResponse:
+        """Cut your grant's view of a dataset into a signed extract and return its manifest."""
+        if body.dataset not in DATASETS:
+            reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
+            record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
+            raise AccessDenied(reason)
+        signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
+                                         token_id=who.token.id)
+        extract_id = signed.manifest.extract_id
+        files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
+        return ExtractResponse(extract_id=extract_id, manifest=signed,
+                               downloads=[f"/v1/extracts/{extract_id}/{name}" for name in files])
+
+    @app.get("/v1/extracts/{extract_id}/{file}", response_class=FileResponse, tags=["department"],
+             responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}})
+    def download(extract_id: str, file: str, who: Authenticated) -> FileResponse:
+        """Download the manifest or a data file of one of your extracts."""
+        path, sha256 = _extract_file(hub, who, extract_id, file)
+        hub.log.append(hub.signer, actor=who.department.id, action="download", subject=extract_id,
+                       digests={file: sha256}, details={"token_id": who.token.id, "file": file})
+        return FileResponse(path, filename=file, media_type="application/octet-stream")
+
+    return app
+
+
+def _grant_view(grant: Any) -> GrantView:
+    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=column_masking(grant),
+                     row_filter=grant.row_filter, purpose=grant.purpose, legal_basis=grant.legal_basis,
+                     approved_by=grant.approved_by, expires_on=grant.expires_on)
+
+
+def _extract_file(hub: Hub, who: Caller, extract_id: str, file: str) -> tuple[Path, str]:
+    """The file of the caller's extract and its SHA-256, or a logged refusal.
+
+    Names must be plain (no separators, no leading dot), the resolved path must stay inside the
+    caller's own extract folder, and a data file must be listed in the signed manifest.
+    """
+    department = who.department.id
+    try:
+        if not (SAFE_NAME.match(extract_id) and SAFE_NAME.match(file)) or ".." in extract_id or ".." in file:
+            raise QueryRejected("extract id and file name must be plain names (letters, digits, '.', '-', '_'; "
+                                "no path separators or '..')")
+        root = (hub.layout.extracts / department).resolve()
+        folder = (root / extract_id).resolve()
+        path = (folder / file).resolve()
+        if not (folder.parent == root and path.parent == folder):
+            raise QueryRejected("the requested path leaves your extracts folder")
+        manifest_path = folder / EXTRACT_MANIFEST
+        if not manifest_path.is_file():
+            raise NotFound(f"you have no extract {extract_id}")
+        signed = SignedExtractManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+        listed = {f.name: f.sha256 for f in signed.manifest.files}
+        if file != EXTRACT_MANIFEST and file not in listed:
+            raise NotFound(f"extract {extract_id} has no file {file}; it has: "
+                           f"{', '.join([EXTRACT_MANIFEST, *listed])}")
+        if not path.is_file():
+            raise NotFound(f"file {file} of extract {extract_id} is missing on the hub")
+    except (QueryRejected, NotFound) as refused:
+        # Caller-chosen names are only logged once they passed the plain-name check.
+        safe = extract_id if SAFE_NAME.match(extract_id) else "(invalid name)"
+        record_denial(hub, department, "download", safe, str(refused), token_id=who.token.id)
+        raise
+    return path, listed.get(file) or file_sha256(path)

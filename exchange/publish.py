@@ -15,10 +15,12 @@ def refresh_standing_extracts(hub: Hub | None = None) -> list[dict[str, Any]]:
     hub = hub or Hub.current()
     snapshot = latest_snapshot(hub)
     today = datetime.now(UTC).date()
+    registry = Registry(hub.layout.access)
+    revoked = registry.revoked_grants()
     cut: list[dict[str, Any]] = []
-    for signed in Registry(hub.layout.access).grants():
+    for signed in registry.grants():
         grant = signed.grant
-        if grant.expires_on < today or getattr(grant, "revoked", False):
+        if grant.expires_on < today or grant.id in revoked:
             continue
         out = hub.layout.extracts / grant.department / "standing" / f"{grant.dataset}-s{snapshot}"
         if out.exists():  # this snapshot was published already: a retry or re-run is a no-op

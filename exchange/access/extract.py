@@ -94,7 +94,7 @@ def cut_extract(
     sql, params, masking = grant_query(grant, snapshot_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_file = out_dir / f"{grant.dataset}.parquet"
-    reader = con.execute(sql, params).fetch_record_batch(rows_per_batch=100_000)
+    reader = con.execute(sql, params).to_arrow_reader(100_000)
     rows = 0
     with pq.ParquetWriter(data_file, reader.schema) as writer:
         for batch in reader:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -109,6 +109,9 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{url}",
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
         "AIRFLOW__API__PORT": str(port),
+        # Every port of its own: several deployments (parallel test sessions) may share the machine.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(_free_port()),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -117,7 +120,6 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     dep = Deployment(tmp_path, env)
     try:
         dep.airflow("db", "migrate", timeout=300)
-        _seed_jiangsu(Path(env["EXCHANGE_HOME"]), env)
         for name in ("api-server", "scheduler", "dag-processor"):
             dep.start(name)
         yield dep
@@ -127,17 +129,15 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         _psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def _seed_jiangsu(home: Path, env: dict[str, str]) -> None:
-    script = (
-        "import sys; from datetime import UTC, datetime; from pathlib import Path;"
-        "from exchange.config import Layout; from exchange.demo import DemoWindow;"
-        "from adapters.base import sandbox_for; from exchange.synthetic import generate;"
-        "layout = Layout(Path(sys.argv[1])).ensure(); w = DemoWindow.around(datetime.now(UTC));"
-        "s = sandbox_for('jiangsu', layout.sandboxes / 'jiangsu');"
-        "[s.seed(d, generate(d, 'jiangsu', 600, seed=5, start=w.start, end=w.end))"
-        " for d in ('e_license', 'enterprise_registration')]"
-    )
-    subprocess.run([sys.executable, "-c", script, str(home)], env=env, check=True, timeout=120)
+def seed_jiangsu(home: Path, start: datetime, end: datetime, n: int = 600) -> None:
+    """Seed the Jiangsu drop folder under `home` with `n` records per dataset updated in [start, end)."""
+    from adapters.base import sandbox_for
+    from exchange.config import Layout
+    from exchange.synthetic import generate
+
+    sandbox = sandbox_for("jiangsu", Layout(home).ensure().sandboxes / "jiangsu")
+    for dataset in ("e_license", "enterprise_registration"):
+        sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=5, start=start, end=end))
 
 
 def _wait_parsed(dep: Deployment, dag_id: str, timeout: float = 180) -> None:
@@ -154,8 +154,16 @@ def _lake_batches(home: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text())["manifest"] for p in manifests]
 
 
+def _recent_window() -> tuple[datetime, datetime]:
+    from exchange.demo import DemoWindow
+
+    window = DemoWindow.around(datetime.now(UTC))
+    return window.start, window.end
+
+
 def test_a_triggered_province_dag_runs_on_a_real_scheduler(deployment: Deployment) -> None:
     dag_id = "exchange_jiangsu"
+    seed_jiangsu(Path(deployment.env["EXCHANGE_HOME"]), *_recent_window())
     _wait_parsed(deployment, dag_id)
     deployment.airflow("dags", "unpause", dag_id)
     deployment.airflow("dags", "trigger", dag_id, "--logical-date", datetime.now(UTC).isoformat())
@@ -168,6 +176,69 @@ def test_a_triggered_province_dag_runs_on_a_real_scheduler(deployment: Deploymen
     for b in batches:
         counts = b["counts"]
         assert counts["pulled"] == 600 and counts["pulled"] == counts["accepted"] + counts["quarantined"]
-    verify = subprocess.run([str(BIN / "exchange"), "verify"], env=deployment.env, capture_output=True, text=True,
-                            timeout=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    _verify(deployment.env)
+
+
+def _verify(env: dict[str, str]) -> None:
+    out = subprocess.run([str(BIN / "exchange"), "verify"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_scheduler_killed_mid_run_resumes_without_duplicates(deployment: Deployment) -> None:
+    dag_id = "exchange_jiangsu"
+    seed_jiangsu(Path(deployment.env["EXCHANGE_HOME"]), *_recent_window(), n=3000)
+    _wait_parsed(deployment, dag_id)
+    deployment.airflow("dags", "unpause", dag_id)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any(r["state"] == "running" for r in deployment.runs(dag_id)):
+        time.sleep(2)
+    deployment.stop("scheduler", signal.SIGKILL)  # no clean shutdown: as if the host lost the process
+    time.sleep(5)
+    deployment.start("scheduler")
+    runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=480)
+    assert {r["state"] for r in runs} == {"success"}, runs
+    batches = _lake_batches(Path(deployment.env["EXCHANGE_HOME"]))
+    assert sorted(b["dataset"] for b in batches) == ["e_license", "enterprise_registration"]
+    assert all(b["counts"]["pulled"] == 3000 for b in batches)
+    _verify(deployment.env)
+
+
+def _lake_tables(home: Path) -> dict[str, list[dict[str, object]]]:
+    from exchange.config import ExchangeSettings
+    from exchange.lake.connect import LAKE, connect
+
+    tables = {}
+    with connect(ExchangeSettings(home=home), read_only=True) as con:
+        for table in ("e_license", "enterprise_registration", "quarantine", "exchange_batches"):
+            rows = con.execute(f"SELECT * FROM {LAKE}.{table}").to_arrow_table().to_pylist()
+            tables[table] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    return tables
+
+
+def test_backfill_yields_the_lake_scheduled_runs_would_have(deployment: Deployment, tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from exchange.config import ExchangeSettings
+    from exchange.pipeline import Hub, run_exchange
+
+    tz = ZoneInfo("Asia/Shanghai")
+    start, end = datetime(2026, 11, 10, tzinfo=tz), datetime(2026, 11, 14, tzinfo=tz)
+    home = Path(deployment.env["EXCHANGE_HOME"])
+    seed_jiangsu(home, start, end, n=1200)
+    dag_id = "exchange_jiangsu"
+    _wait_parsed(deployment, dag_id)
+    deployment.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", "2026-11-10",
+                       "--to-date", "2026-11-13", "--max-active-runs", "1")
+    runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=600)
+    assert {r["state"] for r in runs} == {"success"} and len(runs) >= 3, runs
+
+    # The same intervals, one after the other, as the scheduler would have run them day by day.
+    reference = tmp_path / "reference"
+    seed_jiangsu(reference, start, end, n=1200)
+    hub = Hub(ExchangeSettings(home=reference, jiangsu_drop_dir=reference / "sandboxes" / "jiangsu" / "drop"))
+    for run in sorted(runs, key=lambda r: r["logical_date"]):
+        interval_start = datetime.fromisoformat(run["logical_date"])
+        for dataset in ("e_license", "enterprise_registration"):
+            run_exchange("jiangsu", dataset, interval_start, interval_start + timedelta(days=1), hub)
+    assert _lake_tables(home) == _lake_tables(reference)
+    _verify(deployment.env)

@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from exchange.access.extract import SignedExtractManifest
-from exchange.access.models import Department, Grant, SignedGrant
+from exchange.access.models import Department, Grant, SignedGrant, SignedGrantRevocation
+from exchange.provenance.archive import ArchiveHeader
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
 from exchange.signing.keys import TrustBundle
@@ -24,8 +25,10 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "extract-manifest": SignedExtractManifest,
     "grant": Grant,
     "signed-grant": SignedGrant,
+    "grant-revocation": SignedGrantRevocation,
     "department": Department,
     "trust-bundle": TrustBundle,
+    "provenance-archive-header": ArchiveHeader,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
+from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
 
@@ -107,6 +108,27 @@ class ProvenanceLog:
                 if line.strip():
                     yield number, line
 
+    def lines(self, offset: int = 0, first_line: int = 1) -> Iterator[tuple[int, int, bytes]]:
+        """(line number, byte offset, raw line) from `offset` on; offsets let a verifier resume mid-log."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            number = first_line
+            while line := handle.readline():
+                if line.strip():
+                    yield number, offset, line
+                offset += len(line)
+                number += 1
+
+    def head(self) -> ProvenanceEntry | None:
+        """The last entry (read backwards from the end, so cheap on a long log), or None if empty."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as handle:
+            last = _last_line(handle)
+        return ProvenanceEntry.model_validate_json(last) if last.strip() else None
+
     def read(self) -> list[ProvenanceEntry]:
         """All entries, parsed (no verification)."""
         return [ProvenanceEntry.model_validate_json(line) for _, line in self.entries()]
@@ -130,27 +152,47 @@ def _last_line(handle: Any) -> bytes:
     return buffer.rstrip(b"\n")
 
 
+class ChainVerifier:
+    """Checks entries one at a time, in order: continuity, entry hash, signature.
+
+    Fed line by line (from the live log, an archive, or the tail after a checkpoint), so memory stays
+    bounded by one entry. `seq` and `head` say where the verified chain ends.
+    """
+
+    def __init__(self, bundle: TrustBundle, seq: int = 0, head: str = GENESIS) -> None:
+        self.bundle = bundle
+        self.seq = seq
+        self.head = head
+
+    def feed(self, item: str, line: str | bytes) -> ProvenanceEntry:
+        """Verify the next entry; raise VerificationError naming `item` with what was expected and found."""
+        try:
+            entry = ProvenanceEntry.model_validate(json.loads(line))
+        except ValueError as exc:
+            raise VerificationError(item, f"unreadable entry: {exc}") from None
+        item = f"{item} (seq {entry.seq}, {entry.action} {entry.subject})"
+        if entry.seq != self.seq + 1:
+            raise Mismatch(item, "sequence gap: an entry was removed, inserted or reordered",
+                           expected=f"seq {self.seq + 1}", found=f"seq {entry.seq}")
+        if entry.prev_hash != self.head:
+            raise Mismatch(item, "chain broken: prev_hash does not match the previous entry",
+                           expected=self.head, found=entry.prev_hash)
+        actual = _hash(entry.body())
+        if actual != entry.entry_hash:
+            raise Mismatch(item, "entry was altered: its content does not match entry_hash",
+                           expected=entry.entry_hash, found=actual)
+        verify_signature(self.bundle, entry.signature, entry.entry_hash.encode(), entry.at, item)
+        self.seq = entry.seq
+        self.head = entry.entry_hash
+        return entry
+
+
 def verify_chain(log: ProvenanceLog, bundle: TrustBundle) -> int:
     """Check continuity, every entry hash and every signature; return the number of entries.
 
     Raises VerificationError naming the first broken entry (file and line).
     """
-    prev_hash = GENESIS
-    count = 0
+    chain = ChainVerifier(bundle)
     for line_no, line in log.entries():
-        item = f"provenance entry {log.path.name}:{line_no}"
-        try:
-            entry = ProvenanceEntry.model_validate(json.loads(line))
-        except ValueError as exc:
-            raise VerificationError(item, f"unreadable: {exc}") from None
-        item = f"{item} (seq {entry.seq}, {entry.action} {entry.subject})"
-        if entry.seq != count + 1:
-            raise VerificationError(item, f"sequence gap: expected seq {count + 1}")
-        if entry.prev_hash != prev_hash:
-            raise VerificationError(item, "chain broken: prev_hash does not match the previous entry")
-        if _hash(entry.body()) != entry.entry_hash:
-            raise VerificationError(item, "entry was altered: its content does not match entry_hash")
-        verify_signature(bundle, entry.signature, entry.entry_hash.encode(), entry.at, item)
-        prev_hash = entry.entry_hash
-        count += 1
-    return count
+        chain.feed(f"provenance entry {log.path.name}:{line_no}", line)
+    return chain.seq

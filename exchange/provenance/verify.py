@@ -1,133 +1,162 @@
 """`exchange verify`: re-check everything an auditor relies on, naming the first broken item.
 
-Checks, in order: the provenance chain (continuity, entry hashes, signatures); every batch manifest
-(signature, count conservation, every file's size and SHA-256, the DuckLake snapshot's files and row
-counts against the manifest, a provenance commit entry carrying the manifest digest); every committed
-batch has a manifest; every extract against its signed manifest.
+Checks, in order:
+
+1. the trust bundle's own signature (a key slipped into it breaks it);
+2. the provenance chain (continuity, entry hashes, signatures against the key valid at each entry's
+   time, revocations), from the live log or from a chain of archives; archives against their signed
+   headers, each other and the log;
+3. every batch manifest: signature, count conservation, every lake file's size and SHA-256, the DuckLake
+   snapshot's files and row counts, the provenance commit entry carrying the manifest digest and the
+   snapshot id, the pull entry carrying the landing digests, and the landing copy itself when present;
+4. the lake as a whole: every committed batch has a manifest, every live catalog file is listed by a
+   manifest, every Parquet file in the data path is known to the catalog, and the catalog has not been
+   rolled back behind a signed checkpoint;
+5. every extract against its signed manifest and the provenance entry that recorded it.
+
+Modes: the whole EXCHANGE_HOME (`verify_home`), incrementally from the last verified checkpoint
+(`incremental=True`), or an auditor's offline copy (`verify_offline`: archives or a log, a lake copy,
+a trust bundle; no EXCHANGE_HOME needed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from exchange.access.extract import EXTRACT_MANIFEST, verify_extract
 from exchange.config import ExchangeSettings, Layout
-from exchange.errors import VerificationError
-from exchange.lake.commit import LEDGER, QUARANTINE, files_added, ledger_rows, snapshot_of
-from exchange.lake.connect import catalog_and_data, connect
-from exchange.provenance.log import ProvenanceLog, verify_chain
-from exchange.provenance.manifest import SignedManifest, manifest_bytes, read_manifest
-from exchange.signing.canonical import file_sha256
-from exchange.signing.keys import Keyring, TrustBundle, verify_signature
+from exchange.provenance.archive import (
+    ARCHIVES,
+    ArchiveContents,
+    archive_paths,
+    read_header,
+)
+from exchange.provenance.chaincheck import verify_archive_chain, verify_archives_against_log, verify_log
+from exchange.provenance.checkpoint import VerifiedState, load_state, save_state
+from exchange.provenance.log import ChainVerifier, ProvenanceLog
+from exchange.provenance.problems import Mismatch
+from exchange.provenance.storecheck import Sources, extract_dirs, label, lake_exists, manifest_files, verify_store
+from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
+from exchange.signing.keys import Keyring, TrustBundle, verify_bundle
+
+__all__ = ["VerifyReport", "lake_exists", "load_trust_bundle", "verify_home", "verify_offline"]
 
 
-@dataclass
-class VerifyReport:
-    """What verify checked and what it found broken (in the order found)."""
-
-    entries: int = 0
-    manifests: int = 0
-    files: int = 0
-    extracts: int = 0
-    problems: list[VerificationError] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _check(report: VerifyReport, fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except VerificationError as exc:
-        report.problems.append(exc)
-
-
-def verify_home(settings: ExchangeSettings) -> VerifyReport:
-    """Verify the whole EXCHANGE_HOME."""
+def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record: bool = True) -> VerifyReport:
+    """Verify the whole EXCHANGE_HOME (or, incrementally, what is new since the last verified checkpoint)."""
     layout = Layout(settings.home)
-    bundle = Keyring(layout.keys).trust_bundle()
-    report = VerifyReport()
+    keyring = Keyring(layout.keys)
+    bundle = keyring.trust_bundle()
+    report = VerifyReport(mode="incremental" if incremental else "full")
+    if keyring.trust_bundle_path.exists():  # without one, every signature check below fails and says so
+        item = f"trust bundle {label(keyring.trust_bundle_path, layout.home)}"
+        check(report, lambda: verify_bundle(bundle, item=item))
     log = ProvenanceLog(layout.provenance)
-
-    def chain() -> None:
-        report.entries = verify_chain(log, bundle)
-
-    _check(report, chain)
-    commit_digests = {
-        e.subject: e.digests.get("manifest") for e in _safe_entries(log) if e.action == "commit"
-    }
-    manifests = sorted(layout.manifests.rglob("*.json"))
-    lake_root = Path(catalog_and_data(settings)[1])
-    with connect(settings, read_only=True) as con:
-        seen: set[str] = set()
-        for path in manifests:
-            item = str(path.relative_to(layout.home))
-            try:
-                signed = read_manifest(path)
-            except ValueError as exc:
-                report.problems.append(VerificationError(item, f"unreadable manifest: {exc}"))
-                continue
-            seen.add(signed.manifest.batch_id)
-            report.manifests += 1
-            _check(report, partial(_verify_manifest, signed, item, bundle, lake_root, con, report))
-            if commit_digests.get(signed.manifest.batch_id) != signed.digest():
-                report.problems.append(VerificationError(
-                    item, "no provenance commit entry carries this manifest's digest (manifest replaced?)"))
-        for row in ledger_rows(con):
-            if row["batch_id"] not in seen:
-                report.problems.append(VerificationError(
-                    f"lake batch {row['batch_id']}", f"committed to {LEDGER} but has no manifest"))
-    for manifest in sorted(layout.extracts.rglob(EXTRACT_MANIFEST)):
-        report.extracts += 1
-        _check(report, partial(_verify_extract, manifest.parent, bundle))
+    previous = load_state(layout.provenance)
+    facts = ChainFacts(watch={previous.head_seq} if previous else set())
+    if previous is not None and previous.lake_snapshot is not None:
+        facts.lake_floor = previous.lake_snapshot
+    start = previous if incremental else None
+    if incremental and previous is None:
+        report.notes.append("no earlier verify recorded: checked everything")
+    chain = verify_log(log, bundle, report, facts, start)
+    if previous is not None:
+        _check_not_truncated(previous, chain, facts, report, log)
+    verify_archives_against_log(archive_paths(layout.provenance / ARCHIVES), bundle, report, facts,
+                                 start.archives if start else None)
+    src = Sources(bundle, settings, manifest_files(layout.manifests, layout.home),
+                   extract_dirs(layout.extracts), layout.landing, start)
+    state = verify_store(src, facts, report)
+    if report.ok and record:
+        _record(layout.provenance, state, chain, facts, previous if start else None, layout)
     return report
 
 
-def _safe_entries(log: ProvenanceLog) -> list:  # type: ignore[type-arg]
-    try:
-        return log.read()
-    except ValueError:
-        return []  # the chain check already reported the unreadable entry
-
-
-def _verify_extract(directory: Path, bundle: TrustBundle) -> None:
-    verify_extract(directory, bundle)
-
-
-def _verify_manifest(
-    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: Path, con: object, report: VerifyReport
+def _check_not_truncated(
+    previous: VerifiedState, chain: ChainVerifier, facts: ChainFacts, report: VerifyReport, log: ProvenanceLog
 ) -> None:
-    m = signed.manifest
-    verify_signature(bundle, signed.signature, manifest_bytes(m), m.created_at, item)
-    c = m.counts
-    if c.pulled != c.accepted + c.quarantined:
-        raise VerificationError(item, f"counts not conserved: pulled {c.pulled} != accepted {c.accepted} "
-                                      f"+ quarantined {c.quarantined}")
-    for f in m.files:
-        path = lake_root / f.name
-        if not path.exists():
-            raise VerificationError(f"lake file {f.name}", f"listed in {item} but missing")
-        if path.stat().st_size != f.size or file_sha256(path) != f.sha256:
-            raise VerificationError(f"lake file {f.name}", f"content differs from {item} (SHA-256 mismatch)")
-        report.files += 1
-    snapshot = snapshot_of(con, m.batch_id)  # type: ignore[arg-type]
-    if snapshot != m.snapshot_id:
-        raise VerificationError(item, f"manifest names snapshot {m.snapshot_id}, the lake has {snapshot}")
-    in_lake = {(f.table, f.relative, f.rows) for f in files_added(con, snapshot, lake_root)}  # type: ignore[arg-type]
-    in_manifest = {(f.table, f.name, f.rows) for f in m.files}
-    if in_lake != in_manifest:
-        raise VerificationError(item, f"snapshot {snapshot}'s files differ from the manifest: "
-                                      f"lake-only {sorted(in_lake - in_manifest)}, "
-                                      f"manifest-only {sorted(in_manifest - in_lake)}")
-    rows = {t: 0 for t in (m.dataset, QUARANTINE)}
-    for f in m.files:
-        rows[f.table] = rows.get(f.table, 0) + f.rows
-    if rows[m.dataset] != c.accepted or rows[QUARANTINE] != c.quarantined:
-        raise VerificationError(item, f"lake holds {rows[m.dataset]} accepted / {rows[QUARANTINE]} quarantined "
-                                      f"rows, the manifest says {c.accepted} / {c.quarantined}")
+    if chain.seq < previous.head_seq and not report.problems:
+        report.problems.append(Mismatch(f"provenance log {log.path.name}", "truncated: entries verified earlier "
+                                        "are gone", expected=f"at least seq {previous.head_seq}",
+                                        found=f"last seq {chain.seq}"))
+    logged = facts.hashes.get(previous.head_seq)
+    if logged is not None and logged != previous.head_hash:
+        report.problems.append(Mismatch(f"provenance log {log.path.name}", f"entry seq {previous.head_seq} differs "
+                                        "from the one verified earlier (log rewritten?)",
+                                        expected=previous.head_hash, found=logged))
 
 
+def _record(
+    directory: Path, state: VerifiedState, chain: ChainVerifier, facts: ChainFacts,
+    previous: VerifiedState | None, layout: Layout,
+) -> None:
+    state.head_seq, state.head_hash = chain.seq, chain.head
+    if facts.checkpoints:
+        entry, offset, line = facts.checkpoints[-1]
+        state.checkpoint_seq, state.checkpoint_hash = entry.seq, entry.entry_hash
+        state.checkpoint_offset, state.checkpoint_line = offset, line
+    elif previous is not None:
+        state.checkpoint_seq, state.checkpoint_hash = previous.checkpoint_seq, previous.checkpoint_hash
+        state.checkpoint_offset, state.checkpoint_line = previous.checkpoint_offset, previous.checkpoint_line
+    for path in archive_paths(layout.provenance / ARCHIVES):
+        state.archives[path.name] = read_header(path).digest()
+    save_state(directory, state)
+
+
+def load_trust_bundle(path: Path) -> TrustBundle:
+    """Read a trust bundle file (an auditor's copy)."""
+    return TrustBundle.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def verify_offline(
+    provenance: Path,
+    trust_bundle: Path,
+    lake: Path,
+    *,
+    manifests: Path | None = None,
+    extracts: Path | None = None,
+    anchors: set[str] | None = None,
+) -> VerifyReport:
+    """Verify an auditor's copy: `provenance` is one archive, a folder of archives, or a folder with log.jsonl
+    (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME."""
+    report = VerifyReport(mode="offline")
+    try:
+        bundle = load_trust_bundle(trust_bundle)
+    except (OSError, ValueError) as exc:
+        report.problems.append(Mismatch(f"trust bundle {trust_bundle}", f"unreadable: {exc}",
+                                        expected="the hub's exported trust bundle", found="unreadable"))
+        return report
+    check(report, lambda: verify_bundle(bundle, anchors, item=f"trust bundle {trust_bundle.name}"))
+    facts = ChainFacts()
+    archives: list[ArchiveContents]
+    if provenance.is_file():
+        archives = verify_archive_chain([provenance], bundle, report, facts)
+    else:
+        paths = archive_paths(provenance) + archive_paths(provenance / ARCHIVES)
+        log = ProvenanceLog(provenance)
+        if log.path.exists():
+            verify_log(log, bundle, report, facts)
+            archives = verify_archives_against_log(paths, bundle, report, facts)
+        else:
+            archives = verify_archive_chain(paths, bundle, report, facts)
+    carried: list[tuple[str, Callable[[], bytes]]] = [
+        (f"{a.path.name}:{name}", _const(data)) for a in archives for name, data in a.manifests.items()
+    ]
+    if manifests is not None:
+        carried = manifest_files(manifests, manifests.parent) + carried
+    if report.entries == 0 and not report.problems:
+        report.problems.append(Mismatch(f"provenance {provenance}", "no provenance entries found (wrong path?)",
+                                        expected="archives or a log.jsonl", found="nothing"))
+    settings = ExchangeSettings(home=lake, lake_catalog=str(lake / "catalog.ducklake"),
+                                lake_data=str(lake / "data") + "/")
+    if not lake_exists(settings):
+        report.problems.append(Mismatch(f"lake copy {lake}", "no catalog.ducklake (wrong path?)",
+                                        expected=str(lake / "catalog.ducklake"), found="no file"))
+        return report
+    src = Sources(bundle, settings, carried, extract_dirs(extracts))
+    verify_store(src, facts, report)
+    return report
+
+
+def _const(data: bytes) -> Callable[[], bytes]:
+    return lambda: data

@@ -1,0 +1,240 @@
+"""verify, part 2: manifests against the lake, the lake as a whole, extracts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import duckdb
+
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest, verify_extract
+from exchange.config import ExchangeSettings
+from exchange.errors import VerificationError
+from exchange.lake.commit import LEDGER, QUARANTINE, files_added, ledger_rows, snapshot_of
+from exchange.lake.connect import catalog_and_data, connect
+from exchange.provenance.checkpoint import VerifiedState
+from exchange.provenance.lakecheck import check_catalog, head_snapshot
+from exchange.provenance.manifest import SignedManifest, manifest_bytes
+from exchange.provenance.problems import Mismatch
+from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
+from exchange.signing.canonical import file_sha256
+from exchange.signing.keys import HUB_OWNER, TrustBundle, verify_signature
+
+
+@dataclass
+class Sources:
+    """Where one verify run reads from."""
+
+    bundle: TrustBundle
+    settings: ExchangeSettings
+    manifests: list[tuple[str, Callable[[], bytes]]]
+    extracts: list[Path]
+    landing: Path | None = None
+    state: VerifiedState | None = None
+
+
+def manifest_files(home_manifests: Path, label_root: Path) -> list[tuple[str, Callable[[], bytes]]]:
+    """(label, reader) for every manifest file under a folder; read lazily, one at a time."""
+    paths = sorted(home_manifests.rglob("*.json")) if home_manifests.is_dir() else []
+    return [(label(p, label_root), p.read_bytes) for p in paths]
+
+
+def label(path: Path, root: Path) -> str:
+    """A path as reported: relative to `root` when under it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def verify_store(src: Sources, facts: ChainFacts, report: VerifyReport) -> VerifiedState:
+    """Manifests, the lake and extracts; returns what a later incremental run may skip."""
+    state = VerifiedState(verified_at=datetime.now(UTC), head_seq=0, head_hash="")
+    if lake_exists(src.settings):
+        _verify_lake(src, facts, report, state)
+    elif src.manifests or facts.commits:
+        catalog = catalog_and_data(src.settings)[0]
+        report.problems.append(Mismatch(f"lake catalog {catalog}", "missing, though batches were committed",
+                                        expected="a DuckLake catalog", found="no file"))
+    _verify_extracts(src, facts, report, state)
+    return state
+
+
+def lake_exists(settings: ExchangeSettings) -> bool:
+    """Whether the lake's catalog is there to open (a PostgreSQL catalog is assumed to be)."""
+    catalog = catalog_and_data(settings)[0]
+    return catalog.startswith(("postgres:", "postgresql:")) or Path(catalog).exists()
+
+
+def _verify_lake(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
+    lake_root = Path(catalog_and_data(src.settings)[1])
+    known = src.state.manifests if src.state else {}
+    skipped = 0
+    with connect(src.settings, read_only=True) as con:
+        seen: set[str] = set()
+        listed: set[str] = set()
+        for item, read in src.manifests:
+            try:
+                signed = SignedManifest.model_validate_json(read())
+            except ValueError as exc:
+                report.problems.append(VerificationError(item, f"unreadable manifest: {exc}"))
+                continue
+            m = signed.manifest
+            if m.batch_id in seen:
+                continue  # the same manifest from an archive and from the manifests folder
+            seen.add(m.batch_id)
+            listed |= {f.name for f in m.files}
+            digest = signed.digest()
+            state.manifests[m.batch_id] = digest
+            if known.get(m.batch_id) == digest:
+                skipped += 1
+                continue
+            report.manifests += 1
+            before = len(report.problems)
+            check(report, partial(_verify_manifest, signed, item, src.bundle, lake_root, con, report))
+            check(report, partial(_cross_links, signed, item, digest, facts))
+            check(report, partial(_verify_landing, signed, item, src.landing, report))
+            if len(report.problems) > before:
+                state.manifests.pop(m.batch_id, None)
+        if src.state is not None:
+            report.skipped["manifests"] = skipped
+        for row in ledger_rows(con):
+            if row["batch_id"] not in seen:
+                report.problems.append(Mismatch(f"lake batch {row['batch_id']}", f"committed to {LEDGER} but has "
+                                                "no signed manifest", expected="a manifest", found="none"))
+        report.problems += check_catalog(con, lake_root, listed)
+        head = head_snapshot(con)
+        state.lake_snapshot = head
+        if facts.lake_floor is not None and (head is None or head < facts.lake_floor):
+            report.problems.append(Mismatch("lake catalog", "rolled back: its newest snapshot is older than one a "
+                                            "signed checkpoint recorded", expected=f"snapshot >= {facts.lake_floor}",
+                                            found=f"snapshot {head}"))
+
+
+def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
+    done = set(src.state.extracts) if src.state else set()
+    skipped = 0
+    for directory in src.extracts:
+        item = str(directory / EXTRACT_MANIFEST)
+        try:
+            signed = SignedExtractManifest.model_validate_json((directory / EXTRACT_MANIFEST).read_text("utf-8"))
+        except ValueError as exc:
+            report.problems.append(VerificationError(item, f"unreadable extract manifest: {exc}"))
+            continue
+        digest = extract_digest(signed)
+        if digest in done:
+            skipped += 1
+            state.extracts.append(digest)
+            continue
+        report.extracts += 1
+        before = len(report.problems)
+        check(report, partial(_verify_extract, directory, src.bundle))
+        if digest not in facts.extracts:
+            report.problems.append(Mismatch(item, "no provenance extract entry carries this extract manifest's "
+                                            "digest (extract replaced or never logged?)", expected=digest,
+                                            found="no entry"))
+        if len(report.problems) == before:
+            state.extracts.append(digest)
+    if src.state is not None:
+        report.skipped["extracts"] = skipped
+
+
+def _verify_extract(directory: Path, bundle: TrustBundle) -> None:
+    signed = verify_extract(directory, bundle)
+    _signed_by_hub(bundle, signed.signature.key_id, str(directory / EXTRACT_MANIFEST))
+
+
+def _signed_by_hub(bundle: TrustBundle, key_id: str, item: str) -> None:
+    """Manifests are the hub's word: a valid signature by a province or department key is not enough."""
+    owner = bundle.key(key_id).owner
+    if owner != HUB_OWNER:
+        raise Mismatch(item, "signed by a key that is not the hub's", expected="a hub key",
+                       found=f"{key_id} ({owner})")
+
+
+def _verify_manifest(
+    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: Path, con: duckdb.DuckDBPyConnection,
+    report: VerifyReport,
+) -> None:
+    m = signed.manifest
+    verify_signature(bundle, signed.signature, manifest_bytes(m), m.created_at, item)
+    _signed_by_hub(bundle, signed.signature.key_id, item)
+    c = m.counts
+    if c.pulled != c.accepted + c.quarantined:
+        raise Mismatch(item, "counts not conserved: pulled != accepted + quarantined", expected=c.pulled,
+                       found=f"{c.accepted} + {c.quarantined} = {c.accepted + c.quarantined}")
+    for f in m.files:
+        path = lake_root / f.name
+        if not path.exists():
+            raise Mismatch(f"lake file {f.name}", f"listed in {item} but missing", expected=f.sha256, found="no file")
+        if path.stat().st_size != f.size:
+            raise Mismatch(f"lake file {f.name}", f"size differs from {item}", expected=f.size,
+                           found=path.stat().st_size)
+        actual = file_sha256(path)
+        if actual != f.sha256:
+            raise Mismatch(f"lake file {f.name}", f"content differs from {item} (SHA-256 mismatch)",
+                           expected=f.sha256, found=actual)
+        report.files += 1
+    snapshot = snapshot_of(con, m.batch_id)
+    if snapshot != m.snapshot_id:
+        raise Mismatch(item, "the lake's snapshot for this batch differs from the manifest (catalog rolled back "
+                             "or rewritten?)", expected=f"snapshot {m.snapshot_id}", found=f"snapshot {snapshot}")
+    in_lake = {(f.table, f.relative, f.rows) for f in files_added(con, snapshot, lake_root)}
+    in_manifest = {(f.table, f.name, f.rows) for f in m.files}
+    if in_lake != in_manifest:
+        raise Mismatch(item, f"snapshot {snapshot}'s files differ from the manifest",
+                       expected=sorted(in_manifest - in_lake), found=sorted(in_lake - in_manifest))
+    rows = {t: 0 for t in (m.dataset, QUARANTINE)}
+    for f in m.files:
+        rows[f.table] = rows.get(f.table, 0) + f.rows
+    if rows[m.dataset] != c.accepted or rows[QUARANTINE] != c.quarantined:
+        raise Mismatch(item, "lake rows differ from the manifest's counts",
+                       expected=f"{c.accepted} accepted / {c.quarantined} quarantined",
+                       found=f"{rows[m.dataset]} accepted / {rows[QUARANTINE]} quarantined")
+
+
+def _cross_links(signed: SignedManifest, item: str, digest: str, facts: ChainFacts) -> None:
+    m = signed.manifest
+    commit = facts.commits.get(m.batch_id)
+    if commit is None or commit.digests.get("manifest") != digest:
+        raise Mismatch(item, "no provenance commit entry carries this manifest's digest (manifest replaced?)",
+                       expected=digest, found=commit.digests.get("manifest") if commit else "no commit entry")
+    if commit.details.get("snapshot_id") != m.snapshot_id:
+        raise Mismatch(item, "the provenance commit entry names another snapshot",
+                       expected=m.snapshot_id, found=commit.details.get("snapshot_id"))
+    landing = {f.name: f.sha256 for f in m.landing}
+    pulls = facts.pulls.get(m.batch_id, [])
+    if landing and not any(p == landing for p in pulls):
+        raise Mismatch(item, "no provenance pull entry carries the manifest's landing digests",
+                       expected=landing, found=pulls[-1] if pulls else "no pull entry")
+
+
+def _verify_landing(signed: SignedManifest, item: str, landing_root: Path | None, report: VerifyReport) -> None:
+    m = signed.manifest
+    if landing_root is None:
+        return
+    folder = landing_root / m.province / m.dataset / m.batch_id
+    if not folder.is_dir():
+        return  # landing copies may be retained elsewhere; the digests stay in the manifest and the log
+    for f in m.landing:
+        path = folder / f.name
+        if not path.exists():
+            raise Mismatch(f"landing file {m.batch_id}/{f.name}", f"listed in {item} but missing",
+                           expected=f.sha256, found="no file")
+        actual = file_sha256(path)
+        if actual != f.sha256:
+            raise Mismatch(f"landing file {m.batch_id}/{f.name}", f"differs from what the province delivered "
+                           f"({item})", expected=f.sha256, found=actual)
+        report.landing += 1
+
+
+def extract_dirs(root: Path | None) -> list[Path]:
+    """Every extract folder (one holding an extract manifest) under `root`."""
+    if root is None or not root.is_dir():
+        return []
+    return [p.parent for p in sorted(root.rglob(EXTRACT_MANIFEST))]
+
+

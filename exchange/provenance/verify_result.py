@@ -1,0 +1,107 @@
+"""What a verify run found (VerifyReport) and what the chain told it (ChainFacts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exchange.errors import VerificationError
+from exchange.provenance.checkpoint import CHECKPOINT
+from exchange.provenance.log import ProvenanceEntry
+from exchange.provenance.problems import problem_json
+
+
+@dataclass
+class VerifyReport:
+    """What verify checked and what it found broken (in the order found)."""
+
+    entries: int = 0
+    manifests: int = 0
+    files: int = 0
+    extracts: int = 0
+    problems: list[VerificationError] = field(default_factory=list)
+    archives: int = 0
+    landing: int = 0
+    mode: str = "full"
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is broken."""
+        return not self.problems
+
+    @property
+    def verdict(self) -> str:
+        """intact or BROKEN."""
+        return "intact" if self.ok else "BROKEN"
+
+    def counts(self) -> dict[str, int]:
+        """What was checked, by kind."""
+        return {"entries": self.entries, "archives": self.archives, "manifests": self.manifests,
+                "lake_files": self.files, "landing_files": self.landing, "extracts": self.extracts}
+
+    def summary(self) -> str:
+        """One line: the verdict and the counts."""
+        text = (f"{self.verdict}: {self.entries} provenance entries, {self.manifests} manifests, "
+                f"{self.files} lake files, {self.extracts} extracts")
+        if self.archives:
+            text += f", {self.archives} archives"
+        if self.mode == "incremental":
+            already = ", ".join(f"{v} {k}" for k, v in self.skipped.items() if v)
+            text += f" (incremental; already verified: {already or 'nothing'})"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable result of `exchange verify --json`."""
+        return {
+            "verdict": self.verdict,
+            "ok": self.ok,
+            "mode": self.mode,
+            "counts": self.counts(),
+            "skipped": self.skipped,
+            "first_problem": problem_json(self.problems[0]) if self.problems else None,
+            "problems": [problem_json(p) for p in self.problems],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class ChainFacts:
+    """What the provenance chain says, gathered while it is verified, for the cross-checks."""
+
+    commits: dict[str, ProvenanceEntry] = field(default_factory=dict)
+    pulls: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    extracts: set[str] = field(default_factory=set)
+    hashes: dict[int, str] = field(default_factory=dict)
+    checkpoints: list[tuple[ProvenanceEntry, int, int]] = field(default_factory=list)
+    watch: set[int] = field(default_factory=set)
+    lake_floor: int | None = None
+
+    def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
+        """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
+        if entry.action == "commit":
+            self.commits[entry.subject] = entry
+        elif entry.action == "pull":
+            self.pulls.setdefault(entry.subject, []).append(entry.digests)
+        elif entry.action == "extract" and "extract_manifest" in entry.digests:
+            self.extracts.add(entry.digests["extract_manifest"])
+        elif entry.action == CHECKPOINT:
+            self.hashes[entry.seq] = entry.entry_hash
+            self.checkpoints.append((entry, offset, line))
+            snap = entry.details.get("lake_snapshot")
+            if isinstance(snap, int):
+                self.lake_floor = max(self.lake_floor or snap, snap)
+        if entry.seq in self.watch:
+            self.hashes[entry.seq] = entry.entry_hash
+
+
+def check(report: VerifyReport, fn: Callable[[], None]) -> None:
+    """Run one check; a VerificationError becomes a reported problem and verify carries on."""
+    try:
+        fn()
+    except VerificationError as exc:
+        report.problems.append(exc)
+
+

@@ -42,31 +42,42 @@ def publish_dag() -> DAG:
 
 
 def audit_dag() -> DAG:
-    """`exchange_audit`: nightly full verify; a broken chain, manifest or file fails the run loudly."""
+    """`exchange_audit`: nightly incremental verify, the auditor's HTML report, then a signed checkpoint.
+
+    A broken chain, manifest or file fails the run loudly (and no checkpoint is written past it).
+    """
 
     @dag(dag_id="exchange_audit", schedule="0 4 * * *", start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
          catchup=False, max_active_runs=1, tags=["exchange", "audit"], default_args={"retries": 0})
     def exchange_audit() -> None:
         @task
         def verify(ds_nodash: str | None = None) -> dict[str, Any]:
-            from exchange.config import Layout, settings
+            from exchange.lake.connect import connect
+            from exchange.pipeline import Hub
+            from exchange.provenance.checkpoint import append_checkpoint
+            from exchange.provenance.lakecheck import head_snapshot
             from exchange.provenance.verify import verify_home
+            from exchange.report.auditor import write_report
 
-            s = settings()
-            report = verify_home(s)
+            hub = Hub.current()
+            report = verify_home(hub.settings, incremental=True)
+            page = write_report(hub.layout.reports / f"audit-{ds_nodash or 'manual'}.html", hub.layout, report,
+                                hub.keyring.trust_bundle())
             result = {"ok": report.ok, "entries": report.entries, "manifests": report.manifests,
-                      "files": report.files, "extracts": report.extracts,
+                      "files": report.files, "extracts": report.extracts, "report": str(page),
                       "problems": [str(p) for p in report.problems]}
-            out = Layout(s.home).reports / f"audit-{ds_nodash or 'manual'}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+            (page.with_suffix(".json")).write_text(json.dumps(result, indent=2, ensure_ascii=False))
             if not report.ok:
                 raise AirflowFailException(f"verify found {len(report.problems)} problem(s); first: "
-                                           f"{report.problems[0]} (full result: {out})")
+                                           f"{report.problems[0]} (report: {page})")
+            with connect(hub.settings, read_only=True) as con:
+                head = head_snapshot(con)
+            append_checkpoint(hub.log, hub.signer, lake_snapshot=head,
+                              manifests=len(list(hub.layout.manifests.rglob("*.json"))))
             return result
 
         verify()
 
     built: DAG = exchange_audit()
-    built.doc_md = "Nightly `exchange verify` over the whole home; the result is kept under reports/."
+    built.doc_md = "Nightly incremental `exchange verify`, the auditor report under reports/, a signed checkpoint."
     return built

@@ -43,7 +43,7 @@ _depth = 0
 
 
 @contextmanager
-def _catalog_lock(catalog: str) -> Iterator[None]:
+def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
     """Serialize processes on a DuckDB-file catalog, which admits one writer process at a time.
 
     Re-entrant within a process (DuckDB's own file lock is per process, so nested connections in one
@@ -61,8 +61,14 @@ def _catalog_lock(catalog: str) -> Iterator[None]:
     try:
         if first:
             lock_path = Path(catalog).with_name(Path(catalog).name + ".lock")
-            handle = lock_path.open("a")
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle = lock_path.open("a")
+            except OSError:
+                if not read_only:
+                    raise
+                handle = None  # an auditor's read-only copy: nobody writes there, nothing to serialize
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:
         if handle is not None:
@@ -82,7 +88,7 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
     if not catalog.startswith(("postgres:", "postgresql:")):
         Path(catalog).parent.mkdir(parents=True, exist_ok=True)
         Path(data).mkdir(parents=True, exist_ok=True)
-    with _catalog_lock(catalog):
+    with _catalog_lock(catalog, read_only):
         con = duckdb.connect()
         try:
             con.execute(f"LOAD '{extension_path()}'")

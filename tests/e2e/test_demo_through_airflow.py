@@ -124,3 +124,32 @@ def test_an_edited_manifest_is_named(copy_of: Path) -> None:
     out = _run(["verify"], copy_of)
     assert out.returncode == 1
     assert path.name in out.stdout.replace("\n", "")
+
+
+AUDIT = """
+import json, os
+from pathlib import Path
+from exchange.config import Layout
+from exchange.demo import prepare_airflow, run_dags
+prepare_airflow(Layout(Path(os.environ["EXCHANGE_HOME"])))
+print("RESULT " + json.dumps(run_dags(["exchange_audit"])))
+"""
+
+
+def _audit(home: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
+    env["EXCHANGE_HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", AUDIT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return str(json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])["exchange_audit"])
+
+
+def test_the_nightly_audit_dag_reports_and_fails_loudly_on_tampering(copy_of: Path) -> None:
+    assert _audit(copy_of) == "success"
+    assert list((copy_of / "reports").glob("audit-*.html"))
+    # Incremental verify does not re-hash lake files it already checked, but it re-checks every manifest.
+    path = sorted((copy_of / "manifests").rglob("*.json"))[0]
+    doc = json.loads(path.read_text())
+    doc["manifest"]["counts"]["accepted"] += 1
+    path.write_text(json.dumps(doc, indent=2))
+    assert _audit(copy_of) == "failed"

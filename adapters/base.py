@@ -17,6 +17,10 @@ from typing import Protocol
 import pyarrow as pa
 
 from exchange.config import ExchangeSettings
+from exchange.datasets import TIMESTAMP
+from exchange.datasets import dataset as canonical_dataset
+
+DELETED_AT = "deleted_at"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,25 @@ class SourceAdapter(Protocol):
         Every native payload read is first written to `landing`. A payload that cannot be parsed
         raises SourceFormatError naming the source and position. The same request yields the same rows.
         """
+        ...
+
+
+def deletion_schema(dataset: str) -> pa.Schema:
+    """A deletions table: the dataset's record key and when the province deleted the record (UTC)."""
+    ds = canonical_dataset(dataset)
+    return pa.schema([pa.field(ds.key, pa.string()), pa.field(DELETED_AT, TIMESTAMP)])
+
+
+class SupportsDeletions(Protocol):
+    """Optional capability: a province that soft-deletes records reports them instead of dropping them.
+
+    The canonical schemas have no "deleted" column, so deletions travel apart from the records: tables of
+    :func:`deletion_schema`. Applying a deletion is idempotent (deleting a deleted key is a no-op), so
+    a deletion may be reported again by a later pull, but none is ever skipped.
+    """
+
+    def deletions(self, request: PullRequest, landing: Landing | None = None) -> Iterator[pa.Table]:
+        """Yield the records of `request.dataset` deleted in the request's range, in deletion order."""
         ...
 
 

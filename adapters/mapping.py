@@ -12,6 +12,7 @@ Each province keeps a ``mapping.yaml`` beside its adapter:
           status: {from: 证照状态, codes: {有效: valid, 注销: revoked, 过期: expired}}
           issued_on: {from: 发证日期, date: "%Y%m%d"}
           updated_at: {from: 更新时间, timestamp: "%Y-%m-%d %H:%M:%S"}
+        deleted: {from: SCBZ, value: "1"}  # optional: a soft-delete flag column and its "deleted" value
 
 A native code with no mapping is kept as-is, so the contract's enumeration rule quarantines the record
 with the offending value instead of the hub guessing.
@@ -43,6 +44,14 @@ class FieldMapping:
 
 
 @dataclass(frozen=True)
+class DeleteFlag:
+    """A native soft-delete flag: rows whose `native` column equals `value` are deletions, not records."""
+
+    native: str
+    value: str
+
+
+@dataclass(frozen=True)
 class DatasetMapping:
     """The mapping of one dataset for one province."""
 
@@ -50,6 +59,7 @@ class DatasetMapping:
     source: str
     timezone: str
     fields: tuple[FieldMapping, ...]
+    deleted: DeleteFlag | None = None
 
     @property
     def native_columns(self) -> list[str]:
@@ -77,6 +87,11 @@ class DatasetMapping:
         return pa.table(
             [columns[field.name] for field in self.dataset.schema], schema=self.dataset.schema
         )
+
+    def read_column(self, canonical: str, native: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+        """One native column read as canonical field `canonical` (codes, dates and times applied)."""
+        spec = next(f for f in self.fields if f.canonical == canonical)
+        return self._read(spec, native, source)
 
     def from_canonical(self, canonical: pa.Table) -> pa.Table:
         """Render canonical records in the province's native form (used by the sandboxes)."""
@@ -168,7 +183,9 @@ class ProvinceMapping:
             extra = {f.canonical for f in fields} - set(ds.schema.names)
             if unmapped or extra:
                 raise ValueError(f"{path}: {name} mapping: unmapped {sorted(unmapped)}, unknown {sorted(extra)}")
-            mappings[name] = DatasetMapping(ds, str(spec["source"]), tz, fields)
+            flag = spec.get("deleted")
+            deleted = DeleteFlag(str(flag["from"]), str(flag["value"])) if flag else None
+            mappings[name] = DatasetMapping(ds, str(spec["source"]), tz, fields, deleted)
         return cls(str(doc["province"]), tz, mappings)
 
     def dataset(self, name: str) -> DatasetMapping:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,44 @@ class ExchangeSettings(BaseSettings):
     zhejiang_db_url: str | None = Field(default=None, description="SQLAlchemy URL of Zhejiang's views")
     jiangsu_drop_dir: Path | None = Field(default=None, description="Jiangsu's CSV drop folder")
     anhui_export_dir: Path | None = Field(default=None, description="Anhui's XML export folder")
+    shanghai_client_id: str | None = Field(
+        default=None, description="OAuth2 client id for Shanghai's token endpoint (client-credentials grant)"
+    )
+    shanghai_client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret for Shanghai's token endpoint"
+    )
+    shanghai_token_url: str | None = Field(
+        default=None, description="Shanghai's OAuth2 token endpoint; default <shanghai_api_url>/oauth/token"
+    )
+    shanghai_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Read timeout of one request to Shanghai's API, in seconds"
+    )
+    shanghai_max_retries: int = Field(
+        default=5, ge=0, description="Retries of one request to Shanghai's API after HTTP 429/5xx or a network error"
+    )
+    zhejiang_overlap_minutes: int = Field(
+        default=10,
+        ge=0,
+        description="Minutes before the watermark Zhejiang's views are re-read, so rows committed late are not missed",
+    )
+    zhejiang_state_dir: Path | None = Field(
+        default=None,
+        description="Where the Zhejiang adapter records rows delivered in the overlap; default home/adapters/zhejiang",
+    )
+    jiangsu_sftp_url: str | None = Field(
+        default=None, description="Jiangsu's SFTP drop, sftp://user@host:port/path; unset means the local drop folder"
+    )
+    jiangsu_sftp_password: SecretStr | None = Field(default=None, description="Password for Jiangsu's SFTP user")
+    jiangsu_sftp_key_file: Path | None = Field(
+        default=None, description="Private key file for Jiangsu's SFTP user (used instead of a password)"
+    )
+    jiangsu_sftp_known_hosts: Path | None = Field(
+        default=None,
+        description="known_hosts file holding the SFTP server's host key; unknown host keys are refused",
+    )
+    jiangsu_sftp_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Connect and read timeout for Jiangsu's SFTP server, in seconds"
+    )
 
 
 class Layout:

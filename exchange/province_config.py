@@ -22,6 +22,14 @@ class ProvinceConfig(BaseModel, frozen=True):
     datasets: list[str] = Field(description="Datasets exchanged")
     retries: int = Field(default=3, description="Task retries")
     retry_delay_minutes: int = Field(default=5, description="Delay between retries")
+    connection_id: str | None = Field(
+        default=None, description="Airflow Connection with the province's credentials; default exchange_<province>"
+    )
+
+    @property
+    def connection(self) -> str:
+        """The Airflow Connection id to look up."""
+        return self.connection_id or f"exchange_{self.province}"
 
 
 def load_province(province: str, adapters_dir: Path = ADAPTERS_DIR) -> ProvinceConfig:

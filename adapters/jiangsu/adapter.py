@@ -1,9 +1,16 @@
-"""Jiangsu's adapter: reads the daily GB18030 CSV drops `<source>_<YYYYMMDD>.csv` from a folder."""
+"""Jiangsu's adapter: reads the daily GB18030 CSV drops `<source>_<YYYYMMDD>.csv` and their manifests.
+
+The drop folder is reached through a transport (:mod:`adapters.jiangsu.transport`): a local folder by
+default, SFTP in production (:mod:`adapters.jiangsu.sftp`). A day's drop is read only once its manifest is
+present and lists the file with a matching SHA-256 (:mod:`adapters.jiangsu.manifest`).
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,13 +20,32 @@ import pyarrow.compute as pc
 
 from adapters.base import Landing, PullRequest
 from adapters.jiangsu import native
+from adapters.jiangsu.manifest import SUFFIX, DropManifest, manifest_name
+from adapters.jiangsu.sftp import SftpDrop, SftpLocation
+from adapters.jiangsu.transport import DropTransport, LocalDrop
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import TIMESTAMP
-from exchange.errors import SourceFormatError, TerminalError
+from exchange.errors import SourceFormatError
+
+log = logging.getLogger(__name__)
 
 MAPPING_FILE = Path(__file__).parent / "mapping.yaml"
 DROP_DIR_SETTING = "EXCHANGE_JIANGSU_DROP_DIR"
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One dataset's delivery for one local day: its data file and its manifest (either may be missing)."""
+
+    day: date
+    data: str | None
+    manifest: str | None
+
+    @property
+    def complete(self) -> bool:
+        """Both files are there under their final names (Jiangsu renames the manifest last)."""
+        return self.data is not None and self.manifest is not None
 
 
 class JiangsuAdapter:
@@ -27,8 +53,9 @@ class JiangsuAdapter:
 
     province = "jiangsu"
 
-    def __init__(self, drop_dir: Path, mapping: ProvinceMapping | None = None) -> None:
-        self.drop_dir = drop_dir
+    def __init__(self, drop: Path | DropTransport, mapping: ProvinceMapping | None = None) -> None:
+        self.transport: DropTransport = LocalDrop(drop, DROP_DIR_SETTING) if isinstance(drop, Path) else drop
+        self.drop_dir = drop if isinstance(drop, Path) else None
         self.mapping = mapping or ProvinceMapping.load(MAPPING_FILE)
 
     def datasets(self) -> Sequence[str]:
@@ -36,60 +63,89 @@ class JiangsuAdapter:
         return list(self.mapping.datasets)
 
     def pull(self, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
-        """Yield canonical tables of the drops' records with since < updated_at < window.end.
+        """Yield canonical tables of the complete drops' records with since < updated_at < window.end.
 
-        Each file is landed byte for byte before it is parsed; chunks are the CSV reader's blocks.
+        Each file and its manifest are landed byte for byte, then the file is checked against the
+        manifest and parsed; chunks are the CSV reader's blocks. Reading stops before the first
+        incomplete drop, so the watermark never passes a day that has not fully arrived.
         """
         if request.since is not None and request.since.tzinfo is None:
             # A naive `since` would be read in some arbitrary zone and shift the window.
             raise ValueError(f"since must be timezone-aware, got {request.since.isoformat()}")
         mapping = self.mapping.dataset(request.dataset)
         tz = ZoneInfo(mapping.timezone)
-        for path, day in self.files(mapping, request.since, request.window.end):
-            # Read once and land those very bytes, so the landed hash is of exactly what was parsed
-            # even if the province replaces the file meanwhile.
-            payload = path.read_bytes()
-            landing.write(path.name, payload)
-            source = str(path)
-            day_start = datetime.combine(day, time(), tz)
-            for batch in native.read_batches(native.decode(payload, source), source):
-                canonical = mapping.to_canonical(pa.Table.from_batches([batch]), source)
-                selected = canonical.filter(_in_window(canonical, request, day_start))
-                if selected.num_rows:
-                    yield selected
+        try:
+            for drop in self.drops(mapping, request.since, request.window.end):
+                if not drop.complete:
+                    log.warning(
+                        "Jiangsu %s drop of %s is incomplete (data %s, manifest %s): not reading it or later days",
+                        mapping.source, drop.day, drop.data or "missing", drop.manifest or "missing",
+                    )
+                    return
+                assert drop.data is not None and drop.manifest is not None
+                yield from self._read(drop.data, drop.manifest, drop.day, mapping, request, landing, tz)
+        finally:
+            self.transport.close()
 
-    def files(
-        self, mapping: DatasetMapping, since: datetime | None, end: datetime
-    ) -> list[tuple[Path, date]]:
-        """The dataset's drops that can hold records of (since, end), in name order, with their day.
+    def _read(
+        self, data: str, manifest: str, day: date, mapping: DatasetMapping, request: PullRequest,
+        landing: Landing, tz: ZoneInfo,
+    ) -> Iterator[pa.Table]:
+        # Read once and land those very bytes, so the landed hash is of exactly what was parsed
+        # even if the province replaces the file meanwhile.
+        manifest_bytes = self.transport.read(manifest)
+        payload = self.transport.read(data)
+        landing.write(data, payload)
+        landing.write(manifest, manifest_bytes)
+        source = self.transport.describe(data)
+        DropManifest.parse(manifest_bytes, self.transport.describe(manifest)).verify(data, payload, source)
+        day_start = datetime.combine(day, time(), tz)
+        for batch in native.read_batches(native.decode(payload, source), source):
+            canonical = mapping.to_canonical(pa.Table.from_batches([batch]), source)
+            selected = canonical.filter(_in_window(canonical, request, day_start))
+            if selected.num_rows:
+                yield selected
+
+    def drops(self, mapping: DatasetMapping, since: datetime | None, end: datetime) -> list[Drop]:
+        """The dataset's drops that can hold records of (since, end), in day order.
 
         `*.tmp` files are still being written and never match. A file named like the dataset's drops
         but without a valid date is an error rather than silently skipped: it may hold records.
         """
-        if not self.drop_dir.is_dir():
-            raise TerminalError(
-                f"Jiangsu drop folder {self.drop_dir} does not exist; set {DROP_DIR_SETTING} to the folder "
-                "Jiangsu delivers its CSV files to"
-            )
         tz = ZoneInfo(mapping.timezone)
         first = since.astimezone(tz).date() if since is not None else date.min
         last = end.astimezone(tz).date()
-        pattern = re.compile(re.escape(mapping.source) + r"_(\d{8})\.csv")
-        selected: list[tuple[Path, date]] = []
-        for path in sorted(self.drop_dir.glob(f"{mapping.source}_*.csv")):
-            match = pattern.fullmatch(path.name)
-            try:
-                day = datetime.strptime(match.group(1), "%Y%m%d").date() if match else None
-            except ValueError:
-                day = None
+        data_name = re.compile(re.escape(mapping.source) + r"_(\d{8})\.csv")
+        days: dict[date, Drop] = {}
+        for name in self.transport.list():
+            if not name.startswith(f"{mapping.source}_") or name.endswith(".tmp"):
+                continue
+            is_manifest = name.endswith(SUFFIX)
+            if not (is_manifest or name.endswith(".csv")):
+                continue
+            match = data_name.fullmatch(name.removesuffix(SUFFIX) + ".csv" if is_manifest else name)
+            day = _day(match.group(1)) if match else None
             if day is None:
                 raise SourceFormatError(
-                    str(path), "file name", "not a valid drop name",
-                    f"expected {mapping.source}_YYYYMMDD.csv (the local date of the records' update time)",
+                    self.transport.describe(name), "file name", "not a valid drop name",
+                    f"expected {mapping.source}_YYYYMMDD.csv (the local date of the records' update time) "
+                    f"and {mapping.source}_YYYYMMDD{SUFFIX}",
                 )
-            if first <= day <= last:
-                selected.append((path, day))
-        return selected
+            if not first <= day <= last:
+                continue
+            drop = days.get(day, Drop(day, None, None))
+            if is_manifest:
+                days[day] = Drop(day, drop.data, manifest_name(mapping.source, day))
+            else:
+                days[day] = Drop(day, name, drop.manifest)
+        return [days[d] for d in sorted(days)]
+
+
+def _day(text: str) -> date | None:
+    try:
+        return datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
 
 
 def _in_window(table: pa.Table, request: PullRequest, day_start: datetime) -> pa.ChunkedArray:
@@ -109,7 +165,18 @@ def _in_window(table: pa.Table, request: PullRequest, day_start: datetime) -> pa
 
 
 def build(settings: ExchangeSettings) -> JiangsuAdapter:
-    """Jiangsu's adapter reading EXCHANGE_JIANGSU_DROP_DIR (default: the embedded sandbox's drop folder)."""
+    """Jiangsu's adapter: over SFTP if EXCHANGE_JIANGSU_SFTP_URL is set, else reading the local folder
+    EXCHANGE_JIANGSU_DROP_DIR (default: the embedded sandbox's drop folder)."""
+    if settings.jiangsu_sftp_url:
+        password = settings.jiangsu_sftp_password
+        transport = SftpDrop(
+            SftpLocation.parse(settings.jiangsu_sftp_url),
+            known_hosts=settings.jiangsu_sftp_known_hosts,
+            password=password.get_secret_value() if password is not None else None,
+            key_file=settings.jiangsu_sftp_key_file,
+            timeout=settings.jiangsu_sftp_timeout_seconds,
+        )
+        return JiangsuAdapter(transport)
     drop = settings.jiangsu_drop_dir
     if drop is None:
         sandboxes = settings.sandbox_dir or Layout(settings.home).sandboxes

@@ -1,13 +1,20 @@
-"""A stand-in for Jiangsu's file drops: daily GB18030 CSV files in `<root>/drop/`."""
+"""A stand-in for Jiangsu's file drops: daily GB18030 CSV files and their manifests in `<root>/drop/`.
+
+Like Jiangsu's exporter, it writes each file as `<name>.tmp` and renames it, the data file first and the
+day's manifest (file names, sizes, SHA-256) last; rewriting a day removes its manifest first, so a
+reader never takes a half-rewritten day for a complete drop. Serve the folder over SFTP with
+:class:`adapters.jiangsu.sftp_server.SftpServer`.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from adapters.jiangsu import native
+from adapters.jiangsu import manifest, native
 from adapters.jiangsu.adapter import DROP_DIR_SETTING, MAPPING_FILE, JiangsuAdapter
 from adapters.mapping import ProvinceMapping
 from exchange.synthetic import DEFECT_COLUMN
@@ -48,7 +55,16 @@ class JiangsuSandbox:
                 # Arrow's sort is stable: equal update times keep old-then-new order. The local
                 # "YYYY-MM-DD HH:MM:SS" text sorts in time order.
                 rows = rows.take(pc.sort_indices(rows, sort_keys=[(updated_col, "ascending")]))
-            native.write_atomically(path, native.to_bytes(rows, mapping.native_columns))
+            self.deliver(path.name, native.to_bytes(rows, mapping.native_columns))
+
+    def deliver(self, name: str, payload: bytes) -> None:
+        """(Re)deliver one data file: withdraw its day's manifest, write the file, then a fresh manifest."""
+        source, _, stamp = name.removesuffix(".csv").rpartition("_")
+        day = datetime.strptime(stamp, "%Y%m%d").date()
+        manifest_path = self.drop / manifest.manifest_name(source, day)
+        manifest_path.unlink(missing_ok=True)
+        native.write_atomically(self.drop / name, payload)
+        native.write_atomically(manifest_path, manifest.render(source, day, {name: payload}))
 
     def start(self) -> None:
         """Nothing to start: the drop folder is the interface."""

@@ -1,4 +1,9 @@
-"""Shanghai's adapter: pages through `GET /api/v1/<resource>/records` following the cursor."""
+"""Shanghai's adapter: pages through `GET /api/v1/<resource>/records` following the cursor.
+
+Credentials are a static bearer token or OAuth2 client credentials (:mod:`adapters.shanghai.auth`);
+HTTP 429, 5xx, timeouts and network failures are retried with bounded, jittered backoff
+(:mod:`adapters.shanghai.retry`); a 401 fetches a new token and retries once.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,21 @@ import pyarrow as pa
 
 from adapters.base import Landing, PullRequest
 from adapters.mapping import DatasetMapping, ProvinceMapping
+from adapters.shanghai.auth import (
+    CLIENT_ID_SETTING,
+    CLIENT_SECRET_SETTING,
+    TOKEN_SETTING,
+    ClientCredentials,
+    StaticToken,
+    TokenSource,
+)
+from adapters.shanghai.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_seconds
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, TransientError
 
 MAPPING_FILE = Path(__file__).parent / "mapping.yaml"
 URL_SETTING = "EXCHANGE_SHANGHAI_API_URL"
-TOKEN_SETTING = "EXCHANGE_SHANGHAI_API_TOKEN"
+TOKEN_PATH = "/oauth/token"
 PAGE_SIZE = 500
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _HINT = "the API must answer {\"data\": [records], \"nextCursor\": string or null}"
@@ -31,12 +45,23 @@ class ShanghaiAdapter:
     province = "shanghai"
 
     def __init__(
-        self, base_url: str, token: str, mapping: ProvinceMapping | None = None, page_size: int = PAGE_SIZE
+        self,
+        base_url: str,
+        token: str | TokenSource = "",
+        mapping: ProvinceMapping | None = None,
+        page_size: int = PAGE_SIZE,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout = TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token.strip()
+        self.credentials: TokenSource = StaticToken(token) if isinstance(token, str) else token
         self.mapping = mapping or ProvinceMapping.load(MAPPING_FILE)
         self.page_size = page_size
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._transport = transport
 
     def datasets(self) -> Sequence[str]:
         """The canonical datasets Shanghai's API serves."""
@@ -56,16 +81,13 @@ class ShanghaiAdapter:
         params["limit"] = self.page_size
         if request.since is not None:
             params["updatedAfter"] = _iso(request.since, tz)
-        headers = {"Accept": "application/json"}
-        if self.token:  # no token: send none and let the API refuse us with a 401
-            headers["Authorization"] = f"Bearer {self.token}"
         cursor: str | None = None
         page = 0
-        with httpx.Client(timeout=TIMEOUT, headers=headers) as client:
+        with self._client() as client:
             while True:
                 page += 1
                 query = {**params, "cursor": cursor} if cursor else params
-                response = _get(client, url, query)
+                response = self._get(client, url, query)
                 landing.write(f"page-{page:05d}.json", response.content)
                 where = f"page {page} (cursor {cursor or 'start'})"
                 rows, next_cursor = _parse_page(response.content, url, where)
@@ -78,6 +100,72 @@ class ShanghaiAdapter:
                     raise SourceFormatError(url, where, "nextCursor repeats the cursor just requested", _HINT)
                 cursor = next_cursor
 
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.timeout, headers={"Accept": "application/json"}, transport=self._transport)
+
+    def _get(self, client: httpx.Client, url: str, params: dict[str, str | int]) -> httpx.Response:
+        """GET with the current token; on 401 fetch a new token and try once more."""
+
+        def fetch_token(token_url: str, form: dict[str, str]) -> httpx.Response:
+            return _send(client, self.retry, "POST", token_url, data=form)
+
+        refreshed = False
+        while True:
+            token = self.credentials.token(fetch_token)
+            # No token: send none and let the API refuse us with a 401.
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = _send(client, self.retry, "GET", url, params=params, headers=headers)
+            status = response.status_code
+            if status == 401 and not refreshed and self.credentials.invalidate():
+                refreshed = True  # the token expired or was revoked early: one fresh token, one more try
+                continue
+            if status in (401, 403):
+                raise SourceAuthError(
+                    f"Shanghai API {url} refused the token (HTTP {status}); {self.credentials.hint()}"
+                )
+            if status != 200:
+                raise TerminalError(f"Shanghai API {response.url} answered HTTP {status}: {response.text[:200]}")
+            return response
+
+
+def _send(
+    client: httpx.Client,
+    policy: RetryPolicy,
+    method: str,
+    url: str,
+    *,
+    params: dict[str, str | int] | None = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """One request, retried on 429/5xx, timeouts and network failures; the final non-retryable response.
+
+    Raises TransientError when the retries are used up or the server asks to wait longer than the
+    policy allows, TerminalError if our own request is malformed.
+    """
+    retry = 0
+    while True:
+        retry_after: float | None = None
+        try:
+            response = client.request(method, url, params=params, data=data, headers=headers)
+        except httpx.LocalProtocolError as exc:  # our request is malformed (e.g. a token with a newline)
+            raise TerminalError(f"cannot send a request to Shanghai API {url}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            problem = f"Shanghai API {url} timed out: {exc!r}"
+        except httpx.TransportError as exc:
+            problem = f"Shanghai API {url} unreachable: {exc!r}"
+        else:
+            if response.status_code not in RETRYABLE_STATUS:
+                return response
+            problem = f"Shanghai API {response.url} answered HTTP {response.status_code}: {response.text[:200]}"
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > policy.max_retry_after:
+                raise TransientError(f"{problem}; it asks to retry after {retry_after:.0f} s")
+        if retry >= policy.max_retries:
+            raise TransientError(f"{problem} (gave up after {retry + 1} attempts)")
+        policy.sleep(policy.delay(retry, retry_after))
+        retry += 1
+
 
 def _check_aware(since: datetime | None) -> None:
     # A naive `since` would silently be read in the machine's local zone and shift the window.
@@ -88,25 +176,6 @@ def _check_aware(since: datetime | None) -> None:
 def _iso(moment: datetime, tz: ZoneInfo) -> str:
     """Local ISO 8601 with offset, as Shanghai's API expects; microseconds kept so bounds stay exact."""
     return moment.astimezone(tz).isoformat()
-
-
-def _get(client: httpx.Client, url: str, params: dict[str, str | int]) -> httpx.Response:
-    try:
-        response = client.get(url, params=params)
-    except httpx.LocalProtocolError as exc:  # our request is malformed (e.g. a token with a newline)
-        raise TerminalError(f"cannot send a request to Shanghai API {url}: {exc}") from exc
-    except httpx.TransportError as exc:
-        raise TransientError(f"Shanghai API {url} unreachable: {exc!r}") from exc
-    status = response.status_code
-    if status in (401, 403):
-        raise SourceAuthError(
-            f"Shanghai API {url} refused the token (HTTP {status}); check {TOKEN_SETTING}"
-        )
-    if status == 429 or status >= 500:
-        raise TransientError(f"Shanghai API {response.url} answered HTTP {status}: {response.text[:200]}")
-    if status != 200:
-        raise TerminalError(f"Shanghai API {response.url} answered HTTP {status}: {response.text[:200]}")
-    return response
 
 
 def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -157,12 +226,35 @@ def _native_type(mapping: DatasetMapping, canonical: str) -> pa.DataType:
 
 
 def build(settings: ExchangeSettings) -> ShanghaiAdapter:
-    """Shanghai's adapter from EXCHANGE_SHANGHAI_API_URL and EXCHANGE_SHANGHAI_API_TOKEN."""
+    """Shanghai's adapter from EXCHANGE_SHANGHAI_API_URL and its credentials.
+
+    OAuth2 client credentials (EXCHANGE_SHANGHAI_CLIENT_ID and _CLIENT_SECRET, token endpoint
+    EXCHANGE_SHANGHAI_TOKEN_URL or <api url>/oauth/token) are used when set, else the static bearer token
+    EXCHANGE_SHANGHAI_API_TOKEN.
+    """
     if not settings.shanghai_api_url:
         raise TerminalError(
             f"Shanghai's API is not configured: set {URL_SETTING} to its base URL "
-            f"(e.g. https://host:port) and {TOKEN_SETTING} to the bearer token"
+            f"(e.g. https://host:port) and {CLIENT_ID_SETTING}/{CLIENT_SECRET_SETTING} or {TOKEN_SETTING}"
         )
-    if not settings.shanghai_api_token:
-        raise TerminalError(f"Shanghai's API token is not configured: set {TOKEN_SETTING}")
-    return ShanghaiAdapter(settings.shanghai_api_url, settings.shanghai_api_token)
+    base = settings.shanghai_api_url.rstrip("/")
+    credentials: TokenSource
+    secret = settings.shanghai_client_secret.get_secret_value() if settings.shanghai_client_secret else ""
+    if settings.shanghai_client_id or secret:
+        if not (settings.shanghai_client_id and secret):
+            raise TerminalError(f"set both {CLIENT_ID_SETTING} and {CLIENT_SECRET_SETTING}")
+        credentials = ClientCredentials(settings.shanghai_token_url or base + TOKEN_PATH,
+                                        settings.shanghai_client_id, secret)
+    elif settings.shanghai_api_token:
+        credentials = StaticToken(settings.shanghai_api_token)
+    else:
+        raise TerminalError(
+            f"Shanghai's API credentials are not configured: set {CLIENT_ID_SETTING} and "
+            f"{CLIENT_SECRET_SETTING} (OAuth2 client credentials) or {TOKEN_SETTING} (a static bearer token)"
+        )
+    return ShanghaiAdapter(
+        base,
+        credentials,
+        retry=RetryPolicy(max_retries=settings.shanghai_max_retries),
+        timeout=httpx.Timeout(settings.shanghai_timeout_seconds, connect=min(5.0, settings.shanghai_timeout_seconds)),
+    )

@@ -1,29 +1,43 @@
 """A stand-in for Shanghai's REST API: a bearer-token HTTP server on 127.0.0.1 over a SQLite store.
 
+    POST /oauth/token  (grant_type=client_credentials, client_id, client_secret; form or HTTP Basic)
+    -> {"access_token": "...", "token_type": "Bearer", "expires_in": 300}
     GET /api/v1/<resource>/records?updatedAfter=ISO&updatedBefore=ISO&cursor=C&limit=500
     -> {"data": [native records], "nextCursor": "..." | null}
+
+The records endpoint accepts an issued, unexpired OAuth2 token or the sandbox's static token (the demo's
+path). Tests can inject faults: HTTP errors with Retry-After, slow answers, truncated bodies, and expire
+every issued token.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hmac
 import json
 import logging
 import os
 import secrets
+import sys
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.mapping import ProvinceMapping
-from adapters.shanghai.adapter import MAPPING_FILE, TOKEN_SETTING, URL_SETTING, ShanghaiAdapter
+from adapters.shanghai.adapter import MAPPING_FILE, TOKEN_PATH, URL_SETTING, ShanghaiAdapter
+from adapters.shanghai.auth import CLIENT_ID_SETTING, CLIENT_SECRET_SETTING, TOKEN_SETTING, ClientCredentials
+from adapters.shanghai.retry import RetryPolicy
 from adapters.shanghai.store import Position, RecordStore
 from exchange.synthetic import DEFECT_COLUMN
 
@@ -33,6 +47,17 @@ MAX_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PREFIX = "/api/v1/"
 SUFFIX = "/records"
+TOKEN_TTL = 300.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected misbehaviour of the next records request."""
+
+    status: int | None = None  # answer with this HTTP status instead of the page
+    retry_after: str | None = None  # with this Retry-After header
+    corrupt: bool = False  # answer 200 with a truncated body
+    delay: float = 0.0  # wait this long before answering (to trip the client's timeout)
 
 
 class ShanghaiSandbox:
@@ -46,8 +71,13 @@ class ShanghaiSandbox:
         self.mapping = ProvinceMapping.load(MAPPING_FILE)
         self.store = RecordStore(root / "shanghai.sqlite")
         self.token = _load_or_create_token(root / "api-token")
+        self.client_id = "yrd-exchange-hub"
+        self.client_secret = _load_or_create_token(root / "client-secret")
+        self.token_ttl = TOKEN_TTL
+        self.tokens_issued = 0
+        self._issued: dict[str, float] = {}  # access token -> monotonic expiry
         self.resources = {m.source for m in self.mapping.datasets.values()}
-        self._faults: deque[str] = deque()
+        self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -104,41 +134,109 @@ class ShanghaiSandbox:
         return f"http://{host!s}:{port}"
 
     def env(self) -> dict[str, str]:
-        """Point the Shanghai adapter at this running sandbox."""
+        """Point the Shanghai adapter at this running sandbox (static token: the demo's path)."""
         return {URL_SETTING: self.url, TOKEN_SETTING: self.token}
 
+    def oauth_env(self) -> dict[str, str]:
+        """Point the Shanghai adapter at this running sandbox with OAuth2 client credentials."""
+        return {URL_SETTING: self.url, CLIENT_ID_SETTING: self.client_id, CLIENT_SECRET_SETTING: self.client_secret}
+
     def adapter(self) -> ShanghaiAdapter:
-        """An adapter for this running sandbox."""
+        """An adapter for this running sandbox (static token)."""
         return ShanghaiAdapter(self.url, self.token, self.mapping)
+
+    def oauth_adapter(
+        self, retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> ShanghaiAdapter:
+        """An adapter for this running sandbox using its OAuth2 token endpoint."""
+        source = ClientCredentials(self.url + TOKEN_PATH, self.client_id, self.client_secret, clock=clock)
+        return ShanghaiAdapter(self.url, source, self.mapping, retry=retry)
 
     def corrupt_next_page(self) -> None:
         """Make the next records request answer 200 with a truncated JSON body (for error-path tests)."""
-        with self._lock:
-            self._faults.append("corrupt")
+        self.inject(Fault(corrupt=True))
 
-    def fail_next_request(self, status: int = 503) -> None:
-        """Make the next records request answer with HTTP `status` (e.g. 503 for a busy server)."""
-        with self._lock:
-            self._faults.append(str(status))
+    def fail_next_request(self, status: int = 503, times: int = 1, retry_after: str | None = None) -> None:
+        """Make the next `times` records requests answer HTTP `status` (with Retry-After if given)."""
+        for _ in range(times):
+            self.inject(Fault(status=status, retry_after=retry_after))
 
-    def next_fault(self) -> str | None:
+    def inject(self, fault: Fault) -> None:
+        """Queue a fault for the next records request."""
+        with self._lock:
+            self._faults.append(fault)
+
+    def next_fault(self) -> Fault | None:
         """The failure to inject into the current request, if a test asked for one."""
         with self._lock:
             return self._faults.popleft() if self._faults else None
+
+    def expire_tokens(self) -> None:
+        """Expire every issued OAuth2 token now, as a server restart or revocation would."""
+        with self._lock:
+            self._issued.clear()
+
+    def issue_token(self, client_id: str, client_secret: str) -> str | None:
+        """A new access token for valid client credentials, else None."""
+        valid = hmac.compare_digest(client_id.encode(), self.client_id.encode()) and hmac.compare_digest(
+            client_secret.encode(), self.client_secret.encode()
+        )
+        if not valid:
+            return None
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._issued[token] = time.monotonic() + self.token_ttl
+            self.tokens_issued += 1
+        return token
+
+    def accepts(self, token: str) -> bool:
+        """Whether `token` is the static token or an issued, unexpired one."""
+        if hmac.compare_digest(token.encode(), self.token.encode()):
+            return True
+        with self._lock:
+            expiry = self._issued.get(token)
+        return expiry is not None and time.monotonic() < expiry
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     sandbox: ShanghaiSandbox
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that timed out and hung up is expected here (the timeout tests); anything else is not.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("shanghai sandbox: client %s hung up", client_address)
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        sandbox = self.server.sandbox
+        length = int(self.headers.get("Content-Length") or 0)
+        form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode("utf-8", "replace")).items()}
+        if urlsplit(self.path).path != TOKEN_PATH:
+            self._send(404, {"error": f"no such endpoint: {self.path}"})
+            return
+        if form.get("grant_type") != "client_credentials":
+            self._send(400, {"error": "unsupported_grant_type"})
+            return
+        client_id, client_secret = _basic_auth(self.headers.get("Authorization", ""))
+        client_id = client_id or form.get("client_id", "")
+        client_secret = client_secret or form.get("client_secret", "")
+        token = sandbox.issue_token(client_id, client_secret)
+        if token is None:
+            self._send(401, {"error": "invalid_client"}, {"WWW-Authenticate": 'Basic realm="shanghai"'})
+            return
+        doc = {"access_token": token, "token_type": "Bearer", "expires_in": int(sandbox.token_ttl)}
+        self._send_bytes(200, json.dumps(doc).encode(), {"Cache-Control": "no-store"})
+
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         sandbox = self.server.sandbox
-        if not self._authorized(sandbox.token):
+        if not self._authorized(sandbox):
             self._send(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="shanghai"'})
             return
         parts = urlsplit(self.path)
@@ -157,18 +255,22 @@ class _Handler(BaseHTTPRequestHandler):
         text = '{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(page.next_cursor) + "}"
         body = text.encode()
         fault = sandbox.next_fault()
-        if fault == "corrupt":
-            # Cut the body mid-way: valid UTF-8 up to there, then JSON that ends too early.
-            body = body[: max(1, len(body) // 2)].decode("utf-8", "ignore").encode()
-        elif fault is not None:
-            self._send(int(fault), {"error": "injected failure"})
-            return
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.corrupt:
+                # Cut the body mid-way: valid UTF-8 up to there, then JSON that ends too early.
+                body = body[: max(1, len(body) // 2)].decode("utf-8", "ignore").encode()
+            elif fault.status is not None:
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+                self._send(fault.status, {"error": "injected failure"}, headers)
+                return
         self._send_bytes(200, body)
 
-    def _authorized(self, token: str) -> bool:
+    def _authorized(self, sandbox: ShanghaiSandbox) -> bool:
         header = self.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        return scheme.lower() == "bearer" and sandbox.accepts(given.strip())
 
     def _send(self, status: int, doc: dict[str, str], headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(doc).encode(), headers)
@@ -211,8 +313,20 @@ def _query(query: dict[str, list[str]]) -> tuple[int | None, int | None, Positio
     return instant("updatedAfter"), instant("updatedBefore"), cursor, limit
 
 
+def _basic_auth(header: str) -> tuple[str, str]:
+    """Client id and secret from an HTTP Basic Authorization header ('' for none)."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return "", ""
+    try:
+        user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return unquote(user), unquote(password)
+
+
 def _load_or_create_token(path: Path) -> str:
-    """The API token: kept under root (mode 0600) so a re-created sandbox accepts the same one."""
+    """A secret kept under root (mode 0600) so a re-created sandbox accepts the same one."""
     if path.exists():
         return path.read_text(encoding="ascii").strip()
     token = secrets.token_urlsafe(32)

@@ -2,6 +2,10 @@
 
 The SQL is deliberately plain (bound parameters, unquoted upper-case identifiers, text comparison of
 the views' local-time strings) so the same statement runs on SQLite, MariaDB and PostgreSQL.
+
+Incremental reads re-read an overlap before the watermark and drop what was already delivered (see
+:mod:`adapters.zhejiang.ledger`); soft-deleted rows (SCBZ = '1') are not records but deletions, reported
+by :meth:`ZhejiangAdapter.deletions`.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from adapters.base import Landing, PullRequest
+from adapters.base import Landing, PullRequest, deletion_schema
 from adapters.mapping import DatasetMapping, FieldMapping, ProvinceMapping
+from adapters.zhejiang import ledger
+from adapters.zhejiang.ledger import DeliveryLedger
 from exchange.config import ExchangeSettings, Layout
+from exchange.datasets import TIMESTAMP
 from exchange.errors import ExchangeError, SourceFormatError, TerminalError, TransientError
 
 MAPPING = Path(__file__).parent / "mapping.yaml"
@@ -36,9 +44,23 @@ class ZhejiangAdapter:
 
     province = "zhejiang"
 
-    def __init__(self, url: str, *, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        overlap: timedelta = timedelta(0),
+        delivered: DeliveryLedger | None = None,
+    ) -> None:
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
+        if overlap < timedelta(0):
+            raise ValueError("overlap must not be negative")
+        if overlap and delivered is None:
+            # Without a record of what was delivered, every re-read row would be delivered twice.
+            raise ValueError("an overlap needs a DeliveryLedger to de-duplicate the re-read rows")
+        self.overlap = overlap
+        self.delivered = delivered
         try:
             self._url = sa.make_url(url)
         except sa.exc.ArgumentError as exc:
@@ -46,7 +68,7 @@ class ZhejiangAdapter:
         self.chunk_rows = chunk_rows
         self.mapping = ProvinceMapping.load(MAPPING)
         for dm in self.mapping.datasets.values():
-            for name in (dm.source, *dm.native_columns):
+            for name in (dm.source, *_select_columns(dm)):
                 if not _IDENTIFIER.match(name):
                     raise ValueError(f"{MAPPING}: {name!r} is not a plain SQL identifier")
         # Created on first pull, so building the adapter (e.g. while a DAG is parsed) loads no driver.
@@ -70,22 +92,72 @@ class ZhejiangAdapter:
     def pull(self, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
         """Yield canonical tables of the records updated in (since, window.end), ordered by update time.
 
-        Each chunk's native rows are landed as Parquet (``chunk-00001.parquet``, ...) before mapping.
-        Nothing is yielded when no record changed.
+        With an overlap, rows updated up to `overlap` before `since` are re-read too and those already
+        delivered (same key and update time) dropped, so rows committed late are delivered once. Rows
+        flagged deleted are left out (see :meth:`deletions`). Each chunk's native rows are landed as
+        Parquet (``chunk-00001.parquet``, ...) before mapping. Nothing is yielded when no record changed.
         """
         dm = self.mapping.dataset(request.dataset)
+        seen = self.delivered.delivered(request) if self.delivered and self.overlap else None
+        key = dm.dataset.key
+        remembered = pa.table({ledger.KEY: pa.array([], pa.string()), ledger.UPDATED: pa.array([], TIMESTAMP)})
+        for canonical in self._chunks(dm, request, landing, "chunk", deleted=False):
+            ids = ledger.row_ids(canonical.column(key), canonical.column("updated_at"))
+            if seen is not None and len(seen):
+                canonical = canonical.filter(pc.invert(pc.is_in(ids, value_set=seen)))
+            if self.delivered is not None and self.overlap:
+                delivered = pa.table(
+                    {ledger.KEY: canonical.column(key), ledger.UPDATED: canonical.column("updated_at")}
+                )
+                remembered = ledger.recent(pa.concat_tables([remembered, delivered]), request.since, self.overlap)
+            if canonical.num_rows:
+                yield canonical
+        # Reached only when the caller consumed every chunk: a pull that failed half-way records nothing.
+        if self.delivered is not None and self.overlap:
+            self.delivered.record(request, remembered, self.overlap)
+
+    def deletions(self, request: PullRequest, landing: Landing | None = None) -> Iterator[pa.Table]:
+        """Yield (record key, deleted_at) tables of the rows soft-deleted in the request's range.
+
+        Zhejiang marks a deleted row SCBZ = '1' and stamps GXSJ with the deletion time. The range is the
+        same as :meth:`pull`'s, overlap included and without de-duplication: applying a deletion twice
+        is harmless, missing one is not. Chunks are landed as ``deleted-00001.parquet``, ...
+        """
+        dm = self.mapping.dataset(request.dataset)
+        if dm.deleted is None:
+            return
+        key = dm.dataset.key
+        schema = deletion_schema(request.dataset)
+        for canonical in self._chunks(dm, request, landing, "deleted", deleted=True):
+            yield pa.table([canonical.column(key), canonical.column("updated_at")], schema=schema)
+
+    def _chunks(
+        self, dm: DatasetMapping, request: PullRequest, landing: Landing | None, prefix: str, *, deleted: bool
+    ) -> Iterator[pa.Table]:
+        """Canonical chunks of the view's rows (live or deleted) in the request's range, landed first."""
         view = dm.source
-        statement, params = _query(dm, request)
+        lower = request.since - self.overlap if request.since is not None else None
+        statement, params, columns = _query(dm, request, lower, deleted=deleted)
         with self._connect() as conn:
             done = 0
             try:
                 _check_view(conn, dm)
                 result = conn.execution_options(yield_per=self.chunk_rows).execute(statement, params)
                 for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
-                    native = _native_table(dm, rows, done)
-                    landing.write(f"chunk-{number:05d}.parquet", _parquet(native))
+                    native = _native_table(dm, columns, rows, done)
+                    if landing is not None:
+                        landing.write(f"{prefix}-{number:05d}.parquet", _parquet(native))
                     done += len(rows)
-                    yield dm.to_canonical(native, view)
+                    if deleted:
+                        stamp = dm.native_name("updated_at")
+                        yield pa.table(
+                            {
+                                dm.dataset.key: native.column(dm.native_name(dm.dataset.key)).cast(pa.string()),
+                                "updated_at": dm.read_column("updated_at", native.column(stamp), view),
+                            }
+                        )
+                    else:
+                        yield dm.to_canonical(native, view)
             except sa.exc.DBAPIError as exc:
                 raise _map_error(exc, view, f"row {done + 1}") from exc
 
@@ -107,33 +179,52 @@ class ZhejiangAdapter:
 
 
 def build(settings: ExchangeSettings) -> ZhejiangAdapter:
-    """The adapter for EXCHANGE_ZHEJIANG_DB_URL, or for the embedded SQLite sandbox under EXCHANGE_HOME."""
+    """The adapter for EXCHANGE_ZHEJIANG_DB_URL, or for the embedded SQLite sandbox under EXCHANGE_HOME.
+
+    It re-reads EXCHANGE_ZHEJIANG_OVERLAP_MINUTES before the watermark and keeps its delivery ledger in
+    EXCHANGE_ZHEJIANG_STATE_DIR (default EXCHANGE_HOME/adapters/zhejiang).
+    """
     url = settings.zhejiang_db_url
     if url is None:
         url = "sqlite:///" + str(Layout(settings.home).sandboxes / "zhejiang" / "zhejiang.sqlite")
-    return ZhejiangAdapter(url)
+    state = settings.zhejiang_state_dir or Layout(settings.home).home / "adapters" / "zhejiang"
+    overlap = timedelta(minutes=settings.zhejiang_overlap_minutes)
+    return ZhejiangAdapter(url, overlap=overlap, delivered=DeliveryLedger(state) if overlap else None)
 
 
 def _field(dm: DatasetMapping, canonical: str) -> FieldMapping:
     return next(f for f in dm.fields if f.canonical == canonical)
 
 
-def _query(dm: DatasetMapping, request: PullRequest) -> tuple[sa.TextClause, dict[str, str]]:
-    """The SELECT over the view, with the window bounds rendered in the view's local-time text."""
+def _select_columns(dm: DatasetMapping) -> list[str]:
+    """The view columns the adapter reads: the mapped fields, then the delete flag if there is one."""
+    return [*dm.native_columns, *([dm.deleted.native] if dm.deleted else [])]
+
+
+def _query(
+    dm: DatasetMapping, request: PullRequest, lower: datetime | None, *, deleted: bool
+) -> tuple[sa.TextClause, dict[str, str], list[str]]:
+    """The SELECT over the view (live or deleted rows), the window bounds rendered as local-time text."""
     stamp = _field(dm, "updated_at")
     if stamp.timestamp is None:
         raise ValueError(f"{MAPPING}: {dm.dataset.name}.updated_at needs a timestamp format")
     key = dm.native_name(dm.dataset.key)
     params = {"end": _native_time(request.window.end, dm.timezone, stamp.timestamp, round_up=True)}
     where = [f"{stamp.native} < :end"]
-    if request.since is not None:
-        params["since"] = _native_time(request.since, dm.timezone, stamp.timestamp, round_up=False)
+    if lower is not None:
+        params["since"] = _native_time(lower, dm.timezone, stamp.timestamp, round_up=False)
         where.insert(0, f"{stamp.native} > :since")
+    if dm.deleted is not None:
+        params["deleted"] = dm.deleted.value
+        flag = dm.deleted.native
+        # A missing flag means "not deleted": only an explicit deleted value makes a row a deletion.
+        where.append(f"{flag} = :deleted" if deleted else f"({flag} IS NULL OR {flag} <> :deleted)")
+    columns = [key, stamp.native] if deleted else _select_columns(dm)
     sql = (
-        f"SELECT {', '.join(dm.native_columns)} FROM {dm.source} "
+        f"SELECT {', '.join(columns)} FROM {dm.source} "
         f"WHERE {' AND '.join(where)} ORDER BY {stamp.native}, {key}"
     )
-    return sa.text(sql), params
+    return sa.text(sql), params, columns
 
 
 def _native_time(moment: datetime, timezone: str, fmt: str, *, round_up: bool) -> str:
@@ -164,21 +255,22 @@ def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
     if columns is None:
         raise SourceFormatError(dm.source, "view", "the view does not exist", "ask Zhejiang to publish it")
     present = {str(c["name"]).upper() for c in columns}
-    missing = [c for c in dm.native_columns if c.upper() not in present]
+    expected = _select_columns(dm)
+    missing = [c for c in expected if c.upper() not in present]
     if missing:
         raise SourceFormatError(
             dm.source,
             "columns",
             f"missing column(s) {', '.join(missing)}",
-            f"the view must expose {', '.join(dm.native_columns)}",
+            f"the view must expose {', '.join(expected)}",
         )
 
 
-def _native_table(dm: DatasetMapping, rows: Sequence[Sequence[Any]], done: int) -> pa.Table:
+def _native_table(dm: DatasetMapping, names: list[str], rows: Sequence[Sequence[Any]], done: int) -> pa.Table:
     """The chunk's rows as Arrow columns with the types the driver returned (the raw copy)."""
     columns = list(zip(*rows, strict=True))
     arrays: dict[str, pa.Array] = {}
-    for name, values in zip(dm.native_columns, columns, strict=True):
+    for name, values in zip(names, columns, strict=True):
         try:
             arrays[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

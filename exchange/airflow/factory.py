@@ -15,7 +15,7 @@ from airflow.sdk import DAG, Asset, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from exchange.airflow.errors import run_stage
+from exchange.airflow.errors import record_failure, run_stage
 from exchange.province_config import load_province
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,12 @@ def province_dag(province: str) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["exchange", province],
-        default_args={"retries": cfg.retries, "retry_delay": timedelta(minutes=cfg.retry_delay_minutes)},
+        default_args={"retries": cfg.retries, "retry_delay": timedelta(minutes=cfg.retry_delay_minutes),
+                      "on_failure_callback": record_failure},
     )
     def exchange_province() -> None:
         for dataset in cfg.datasets:
-            _dataset_chain(province, dataset)
+            _dataset_chain(province, dataset, cfg.connection)
 
     built: DAG = exchange_province()
     built.doc_md = (
@@ -53,13 +54,18 @@ def province_dag(province: str) -> DAG:
     return built
 
 
-def _dataset_chain(province: str, dataset: str) -> None:
+def _dataset_chain(province: str, dataset: str, connection_id: str) -> None:
     @task(task_id=f"pull_{dataset}")
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
+        from exchange.airflow.connections import settings_overrides
+        from exchange.config import ExchangeSettings
+        from exchange.pipeline import Hub
         from exchange.pipeline import pull as pull_stage
 
         assert data_interval_start is not None and data_interval_end is not None
-        return run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end)
+        hub = Hub(ExchangeSettings(**settings_overrides(province, connection_id)))
+        log.info("pull %s %s for [%s, %s)", province, dataset, data_interval_start, data_interval_end)
+        return run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end, hub)
 
     @task(task_id=f"validate_{dataset}")
     def validate(pulled: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,11 @@ from exchange.demo import DemoWindow, prepare_airflow, run_dags, seed_sandboxes
 
 layout = Layout(Path(os.environ["EXCHANGE_HOME"])).ensure()
 sandboxes = seed_sandboxes(layout, DemoWindow.around(datetime.now(UTC)), 800)
-for name in ("anhui", "jiangsu"):
-    os.environ.update(sandboxes[name].env())
+os.environ.update(sandboxes["anhui"].env())
+# Jiangsu's drop is found only through its Airflow Connection (credentials never come from the repo).
+moved = layout.home / "jiangsu-drop"
+(layout.sandboxes / "jiangsu" / "drop").rename(moved)
+os.environ["AIRFLOW_CONN_EXCHANGE_JIANGSU"] = json.dumps({"conn_type": "fs", "extra": {"path": str(moved)}})
 broken = sorted((layout.sandboxes / "anhui" / "exports").glob("电子证照_*.xml"))[1]
 broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
 prepare_airflow(layout)
@@ -37,6 +40,10 @@ def test_a_truncated_xml_export_fails_anhui_only(tmp_path: Path) -> None:
     assert result["states"] == {"exchange_anhui": "failed", "exchange_jiangsu": "success"}
     logs = out.stdout + out.stderr
     assert result["broken"] in logs and "line" in logs, "the error names the file and the position"
+
+    failures = [json.loads(p.read_text()) for p in (home / "reports" / "failures").glob("*.json")]
+    assert [(f["dag_id"], f["task_id"]) for f in failures] == [("exchange_anhui", "pull_e_license")]
+    assert result["broken"] in failures[0]["error"]
 
     exchange = str(Path(sys.executable).with_name("exchange"))
     manifests = [json.loads(p.read_text())["manifest"] for p in (home / "manifests").rglob("*.json")]

@@ -14,6 +14,7 @@ import pytest
 from adapters.base import Landing, PullRequest, Window, adapter_for
 from adapters.jiangsu import native
 from adapters.jiangsu.adapter import build
+from adapters.jiangsu.manifest import DropManifest, FileEntry
 from adapters.jiangsu.sandbox import JiangsuSandbox, create
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP, dataset
@@ -63,9 +64,13 @@ def test_full_pull_returns_every_seeded_record(sandbox: JiangsuSandbox, tmp_path
     assert pulled.equals(_canonical(seeded))
 
     drops = sorted(sandbox.drop.glob(f"{sandbox.mapping.dataset(name).source}_*.csv"))
-    assert [f.name for f in landing.files] == [p.name for p in drops]
+    landed_data = [f for f in landing.files if f.name.endswith(".csv")]
+    assert [f.name for f in landed_data] == [p.name for p in drops]
+    assert [f.name for f in landing.files if f.name.endswith(".manifest.json")] == [
+        p.name.replace(".csv", ".manifest.json") for p in drops
+    ]
     assert len(drops) == 3
-    for landed, drop in zip(landing.files, drops, strict=True):
+    for landed, drop in zip(landed_data, drops, strict=True):
         payload = landed.path.read_bytes()
         assert payload == drop.read_bytes()
         assert hashlib.sha256(payload).hexdigest() == landed.sha256
@@ -73,7 +78,7 @@ def test_full_pull_returns_every_seeded_record(sandbox: JiangsuSandbox, tmp_path
 
 def test_files_are_gb18030_with_chinese_headers(sandbox: JiangsuSandbox) -> None:
     sandbox.seed("e_license", _records("e_license", n=200))
-    assert sorted(p.name for p in sandbox.drop.iterdir()) == LICENSE_DAY_FILES
+    assert sorted(p.name for p in sandbox.drop.glob("*.csv")) == LICENSE_DAY_FILES
     payload = (sandbox.drop / LICENSE_DAY_FILES[0]).read_bytes()
     with pytest.raises(UnicodeDecodeError):
         payload.decode("utf-8")
@@ -91,7 +96,7 @@ def test_incremental_pulls(sandbox: JiangsuSandbox, tmp_path: Path, name: str) -
     landing = Landing(tmp_path / "l2")
     assert _pull(sandbox, name, landing, watermark).num_rows == 0
     # Files of days entirely before the watermark's day are not even read.
-    assert [f.name.rsplit("_", 1)[1] for f in landing.files] == ["20261103.csv"]
+    assert [f.name.rsplit("_", 1)[1] for f in landing.files] == ["20261103.csv", "20261103.manifest.json"]
 
     # More records, starting on the last seeded day (its file is rewritten) and going on a day later.
     later_end = END + timedelta(days=1)
@@ -131,7 +136,7 @@ def test_undecodable_file_names_file_and_byte_offset(sandbox: JiangsuSandbox, tm
     good = path.read_bytes()
     # A holder name exported as Latin-1 with stray bytes that neither UTF-8 nor GB18030 accept.
     offset = good.index(b"\n", 200) + 1
-    path.write_bytes(good[:offset] + b"\"M\xfcller\xff\xff\"," + good[offset:])
+    sandbox.deliver(path.name, good[:offset] + b"\"M\xfcller\xff\xff\"," + good[offset:])
     landing = Landing(tmp_path / "l")
     with pytest.raises(SourceFormatError) as caught:
         _pull(sandbox, "e_license", landing, None)
@@ -140,15 +145,15 @@ def test_undecodable_file_names_file_and_byte_offset(sandbox: JiangsuSandbox, tm
     bad_offset = path.read_bytes().index(b"\xff")
     assert error.position == f"byte {bad_offset}"
     assert "GB18030" in str(error)
-    assert landing.files[-1].name == path.name  # landed before it was parsed
+    assert path.name in [f.name for f in landing.files]  # landed before it was parsed
 
 
 @pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8], ids=["utf8", "utf8-bom"])
 def test_utf8_files_read_like_gb18030(sandbox: JiangsuSandbox, tmp_path: Path, bom: bytes) -> None:
     seeded = _records("e_license", n=300)
     sandbox.seed("e_license", seeded)
-    for path in sandbox.drop.iterdir():
-        path.write_bytes(bom + path.read_bytes().decode("gb18030").encode("utf-8"))
+    for path in sandbox.drop.glob("*.csv"):
+        sandbox.deliver(path.name, bom + path.read_bytes().decode("gb18030").encode("utf-8"))
     assert _pull(sandbox, "e_license", tmp_path / "l", None).equals(_canonical(seeded))
 
 
@@ -157,7 +162,7 @@ def test_missing_column_names_file_and_column(sandbox: JiangsuSandbox, tmp_path:
     path = sandbox.drop / LICENSE_DAY_FILES[0]
     table = native.read_table(path.read_bytes(), str(path))
     columns = [c for c in table.column_names if c != "持证人身份证号"]
-    path.write_bytes(native.to_bytes(table, columns))
+    sandbox.deliver(path.name, native.to_bytes(table, columns))
     with pytest.raises(SourceFormatError) as caught:
         _pull(sandbox, "e_license", tmp_path / "l", None)
     assert caught.value.source == str(path)
@@ -176,7 +181,7 @@ def test_tmp_files_are_ignored(sandbox: JiangsuSandbox, tmp_path: Path) -> None:
 def test_broken_row_and_bad_file_name_are_format_errors(sandbox: JiangsuSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", _records("e_license", n=200))
     path = sandbox.drop / LICENSE_DAY_FILES[2]
-    path.write_bytes(path.read_bytes() + "\"DZZZ32只有一列\"\n".encode("gb18030"))
+    sandbox.deliver(path.name, path.read_bytes() + "\"DZZZ32只有一列\"\n".encode("gb18030"))
     with pytest.raises(SourceFormatError, match="Expected 10 columns") as caught:
         _pull(sandbox, "e_license", tmp_path / "l1", None)
     assert caught.value.source == str(path)
@@ -194,7 +199,7 @@ def test_unreadable_update_time_is_kept_once(sandbox: JiangsuSandbox, tmp_path: 
         table.schema.get_field_index("更新时间"), "更新时间",
         pa.concat_arrays([pa.array(["2026/11/02"]), table.column("更新时间").combine_chunks()[1:]]),
     )
-    path.write_bytes(native.to_bytes(broken, table.column_names))
+    sandbox.deliver(path.name, native.to_bytes(broken, table.column_names))
     day_two = datetime(2026, 11, 2, tzinfo=CST)
     before = _pull(sandbox, "e_license", tmp_path / "l1", None, end=day_two + timedelta(hours=1))
     after = _pull(sandbox, "e_license", tmp_path / "l2", day_two + timedelta(hours=1))
@@ -217,3 +222,63 @@ def test_build_from_settings_and_env(
     assert set(adapter.datasets()) == set(DATASETS)
     request = PullRequest("enterprise_registration", Window(START, END), None)
     assert sum(t.num_rows for t in adapter.pull(request, Landing(tmp_path / "l"))) == 30
+
+
+# --- drop manifests: partial drops are never read, damaged files are errors --------------------------------
+
+MANIFESTS = [name.replace(".csv", ".manifest.json") for name in LICENSE_DAY_FILES]
+
+
+def test_sandbox_writes_a_manifest_per_drop(sandbox: JiangsuSandbox) -> None:
+    sandbox.seed("e_license", _records("e_license", n=200))
+    for data, manifest in zip(LICENSE_DAY_FILES, MANIFESTS, strict=True):
+        payload = (sandbox.drop / data).read_bytes()
+        doc = DropManifest.parse((sandbox.drop / manifest).read_bytes(), manifest)
+        assert doc.files == (FileEntry(data, hashlib.sha256(payload).hexdigest(), len(payload)),)
+
+
+@pytest.mark.parametrize("missing", ["manifest", "data"])
+def test_a_partial_drop_stops_the_pull_before_it(sandbox: JiangsuSandbox, tmp_path: Path, missing: str) -> None:
+    seeded = _records("e_license")
+    sandbox.seed("e_license", seeded)
+    if missing == "manifest":  # the data file is renamed, its manifest not written yet
+        (sandbox.drop / MANIFESTS[1]).unlink()
+    else:  # the manifest arrived but the data file is still being written
+        (sandbox.drop / LICENSE_DAY_FILES[1]).rename(sandbox.drop / (LICENSE_DAY_FILES[1] + ".tmp"))
+    landing = Landing(tmp_path / "l")
+
+    pulled = _pull(sandbox, "e_license", landing, None)
+
+    day_one = pc.strftime(seeded.column("updated_at").cast(pa.timestamp("us", tz="Asia/Shanghai")), format="%d")
+    assert pulled.equals(_canonical(seeded.filter(pc.equal(day_one, "01"))))
+    # Neither the partial day nor the complete day after it was read: the watermark stays before the gap.
+    assert [f.name for f in landing.files] == [LICENSE_DAY_FILES[0], MANIFESTS[0]]
+
+
+def test_a_file_differing_from_its_manifest_is_an_error_naming_it(sandbox: JiangsuSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license", n=200))
+    path = sandbox.drop / LICENSE_DAY_FILES[2]
+    path.write_bytes(path.read_bytes().replace("有效".encode("gb18030"), "注销".encode("gb18030"), 1))
+
+    with pytest.raises(SourceFormatError, match="SHA-256") as caught:
+        _pull(sandbox, "e_license", tmp_path / "l", None)
+
+    assert caught.value.source == str(path)
+    assert "re-deliver" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [(b"{not json", "not a drop manifest"), (b'{"files": [{"name": "x"}]}', "not a drop manifest"),
+     ('{"files": [{"name": "电子证照_20261101.csv", "sha256": "abc", "size": 1}]}'.encode(), "64 hex"),
+     (b'{"files": []}', "does not list")],
+    ids=["invalid-json", "missing-keys", "short-digest", "file-not-listed"],
+)
+def test_a_bad_manifest_is_an_error(sandbox: JiangsuSandbox, tmp_path: Path, body: bytes, problem: str) -> None:
+    sandbox.seed("e_license", _records("e_license", n=200))
+    (sandbox.drop / MANIFESTS[0]).write_bytes(body)
+
+    with pytest.raises(SourceFormatError, match=problem) as caught:
+        _pull(sandbox, "e_license", tmp_path / "l", None)
+
+    assert LICENSE_DAY_FILES[0].removesuffix(".csv") in caught.value.source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -14,8 +14,10 @@ import pyarrow.compute as pc
 import pytest
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, sandbox_for
-from adapters.shanghai.adapter import build
-from adapters.shanghai.sandbox import ShanghaiSandbox, create
+from adapters.shanghai.adapter import ShanghaiAdapter, build
+from adapters.shanghai.auth import ClientCredentials, StaticToken
+from adapters.shanghai.retry import RetryPolicy, retry_after_seconds
+from adapters.shanghai.sandbox import Fault, ShanghaiSandbox, create
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, TransientError
@@ -113,8 +115,6 @@ def test_since_is_exclusive(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
 
 
 def test_missing_or_wrong_token_is_an_auth_error(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
-    from adapters.shanghai.adapter import ShanghaiAdapter
-
     sandbox.seed("e_license", _records("e_license", n=10))
     request = PullRequest("e_license", Window(START, END), None)
     for token in ("wrong-token", ""):
@@ -142,15 +142,18 @@ def test_corrupt_page_names_the_page(sandbox: ShanghaiSandbox, tmp_path: Path) -
 
 def test_server_errors_and_unreachable_server_are_transient(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", _records("e_license", n=10))
-    adapter = sandbox.adapter()
+    sleeps: list[float] = []
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=RetryPolicy(max_retries=2, sleep=sleeps.append))
     request = PullRequest("e_license", Window(START, END), None)
-    sandbox.fail_next_request(503)
-    with pytest.raises(TransientError, match="503"):
+    sandbox.fail_next_request(503, times=3)
+    with pytest.raises(TransientError, match=r"503.*gave up after 3 attempts"):
         list(adapter.pull(request, Landing(tmp_path / "l1")))
-    assert len(list(adapter.pull(request, Landing(tmp_path / "l2")))) == 1  # the retry works
+    assert len(sleeps) == 2
+    assert len(list(adapter.pull(request, Landing(tmp_path / "l2")))) == 1  # the next run works
     sandbox.stop()
     with pytest.raises(TransientError, match="unreachable"):
         list(adapter.pull(request, Landing(tmp_path / "l3")))
+    assert len(sleeps) == 4  # network failures are retried too
 
 
 def test_seeded_data_survives_a_restart(tmp_path: Path) -> None:
@@ -183,3 +186,167 @@ def test_build_from_settings_and_env(
     request = PullRequest("enterprise_registration", Window(START, END), None)
     assert sum(t.num_rows for t in adapter.pull(request, Landing(tmp_path / "l"))) == 20
     assert isinstance(sandbox_for("shanghai", tmp_path / "other"), ShanghaiSandbox)
+
+
+# --- OAuth2 client credentials, retries, timeouts ---------------------------------------------------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _no_sleep(sleeps: list[float], max_retries: int = 5, random: float = 0.5) -> RetryPolicy:
+    return RetryPolicy(max_retries=max_retries, sleep=sleeps.append, random=lambda: random)
+
+
+def _request(name: str = "e_license") -> PullRequest:
+    return PullRequest(name, Window(START, END), None)
+
+
+def test_client_credentials_fetch_one_token_for_a_whole_pull(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license"))
+    adapter = sandbox.oauth_adapter()
+
+    tables = list(adapter.pull(_request(), Landing(tmp_path / "l")))
+
+    assert sum(t.num_rows for t in tables) == N
+    assert len(tables) == 4
+    assert sandbox.tokens_issued == 1
+    assert isinstance(adapter.credentials, ClientCredentials)
+
+
+def test_a_token_is_refreshed_before_it_expires(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license"))
+    clock = FakeClock()
+    adapter = sandbox.oauth_adapter(clock=clock)
+    chunks = adapter.pull(_request(), Landing(tmp_path / "l"))
+    next(chunks)
+    clock.now += sandbox.token_ttl - 10  # inside the refresh leeway: the cached token is not used again
+
+    rest = list(chunks)
+
+    assert len(rest) == 3
+    assert sandbox.tokens_issued == 2
+
+
+def test_a_token_expired_by_the_server_mid_run_is_refreshed_once(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license"))
+    chunks = sandbox.oauth_adapter().pull(_request(), Landing(tmp_path / "l"))
+    first = next(chunks)
+    sandbox.expire_tokens()  # e.g. the gateway restarted: our cached token now gets a 401
+
+    rest = list(chunks)
+
+    assert first.num_rows + sum(t.num_rows for t in rest) == N
+    assert sandbox.tokens_issued == 2
+
+
+def test_a_401_after_a_fresh_token_is_an_auth_error(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license", n=10))
+    sandbox.fail_next_request(401, times=2)
+
+    with pytest.raises(SourceAuthError, match="EXCHANGE_SHANGHAI_CLIENT_ID"):
+        list(sandbox.oauth_adapter().pull(_request(), Landing(tmp_path / "l")))
+    assert sandbox.tokens_issued == 2  # one refresh, not a loop
+
+
+def test_wrong_client_secret_names_the_settings(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    source = ClientCredentials(sandbox.url + "/oauth/token", sandbox.client_id, "not-the-secret")
+    adapter = ShanghaiAdapter(sandbox.url, source)
+
+    with pytest.raises(SourceAuthError, match=r"invalid_client.*EXCHANGE_SHANGHAI_CLIENT_SECRET"):
+        list(adapter.pull(_request(), Landing(tmp_path / "l")))
+    assert sandbox.tokens_issued == 0
+
+
+def test_429_waits_at_least_retry_after(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license", n=10))
+    sleeps: list[float] = []
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps))
+    sandbox.fail_next_request(429, retry_after="7")
+
+    tables = list(adapter.pull(_request(), Landing(tmp_path / "l")))
+
+    assert sum(t.num_rows for t in tables) == 10
+    assert sleeps == [7.0]
+
+
+def test_a_retry_after_beyond_the_bound_fails_fast(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps))
+    sandbox.fail_next_request(429, retry_after="3600")
+
+    with pytest.raises(TransientError, match="retry after 3600 s"):
+        list(adapter.pull(_request(), Landing(tmp_path / "l")))
+    assert sleeps == []
+
+
+def test_5xx_backoff_is_exponential_jittered_and_bounded(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license", n=10))
+    sleeps: list[float] = []
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps, random=0.5))
+    for status in (503, 502, 500, 504):
+        sandbox.fail_next_request(status)
+
+    assert sum(t.num_rows for t in adapter.pull(_request(), Landing(tmp_path / "l"))) == 10
+    assert sleeps == [0.25, 0.5, 1.0, 2.0]  # random() * base * 2**n with base 0.5, random 0.5
+
+    policy = RetryPolicy(base=1, cap=8, random=lambda: 1.0)
+    assert [policy.delay(n, None) for n in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert RetryPolicy(random=lambda: 0.0).delay(3, None) == 0.0  # full jitter reaches zero
+
+
+def test_a_slow_answer_times_out_and_is_retried(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    sandbox.seed("e_license", _records("e_license", n=10))
+    sleeps: list[float] = []
+    adapter = ShanghaiAdapter(
+        sandbox.url, sandbox.token, retry=_no_sleep(sleeps, max_retries=1), timeout=httpx.Timeout(0.2)
+    )
+    sandbox.inject(Fault(delay=0.6))
+    assert sum(t.num_rows for t in adapter.pull(_request(), Landing(tmp_path / "l1"))) == 10
+    assert len(sleeps) == 1
+
+    sandbox.inject(Fault(delay=0.6))
+    sandbox.inject(Fault(delay=0.6))
+    with pytest.raises(TransientError, match="timed out"):
+        list(adapter.pull(_request(), Landing(tmp_path / "l2")))
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    now = datetime(2026, 11, 3, 8, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("12") == 12.0
+    assert retry_after_seconds("Tue, 03 Nov 2026 08:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Tue, 03 Nov 2026 07:59:00 GMT", now) == 0.0
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_build_prefers_client_credentials(
+    sandbox: ShanghaiSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in sandbox.oauth_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("EXCHANGE_SHANGHAI_API_TOKEN", sandbox.token)
+    monkeypatch.setenv("EXCHANGE_SHANGHAI_MAX_RETRIES", "2")
+    sandbox.seed("e_license", _records("e_license", n=20))
+
+    adapter = build(ExchangeSettings(home=tmp_path))
+
+    assert isinstance(adapter.credentials, ClientCredentials)
+    assert adapter.credentials.token_url == sandbox.url + "/oauth/token"
+    assert adapter.retry.max_retries == 2
+    assert sum(t.num_rows for t in adapter.pull(_request(), Landing(tmp_path / "l"))) == 20
+    assert sandbox.tokens_issued == 1
+    assert "client_secret" not in repr(ExchangeSettings(home=tmp_path).shanghai_client_secret)
+
+    monkeypatch.delenv("EXCHANGE_SHANGHAI_CLIENT_SECRET")
+    with pytest.raises(TerminalError, match="both"):
+        build(ExchangeSettings(home=tmp_path))
+    monkeypatch.delenv("EXCHANGE_SHANGHAI_CLIENT_ID")
+    assert isinstance(build(ExchangeSettings(home=tmp_path)).credentials, StaticToken)

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from adapters.base import Landing, PullRequest, Window, adapter_for, sandbox_for
+from adapters.base import DELETED_AT, Landing, PullRequest, Window, adapter_for, deletion_schema, sandbox_for
 from adapters.zhejiang.adapter import ZhejiangAdapter, _map_error, build
+from adapters.zhejiang.ledger import DeliveryLedger
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox, create
 from exchange.config import ExchangeSettings
 from exchange.datasets import dataset
@@ -91,7 +92,7 @@ def test_landing_keeps_the_native_rows_with_their_sha256(
         assert len(payload) == landed.size
     native = pq.read_table(landing.files[0].path)
     mapping = sandbox.mapping.dataset(name)
-    assert native.column_names == mapping.native_columns
+    assert native.column_names == [*mapping.native_columns, "SCBZ"]  # the raw copy keeps the delete flag
     assert native.num_rows == N
     assert _ordered(mapping.to_canonical(native, "landed"), name).equals(_ordered(_generate(name), name))
 
@@ -274,3 +275,156 @@ def test_lock_waits_are_transient_and_sql_errors_are_format_errors() -> None:
     assert isinstance(error, SourceFormatError)
     assert error.source == "V_DZZZ_GX"
     assert "ZZBH" in str(error)
+
+
+# --- overlap, de-duplication and soft deletes -------------------------------------------------------------
+
+OVERLAP = timedelta(minutes=10)
+
+
+def _overlapping(sandbox: ZhejiangSandbox, state: Path, chunk_rows: int = 50_000) -> ZhejiangAdapter:
+    return ZhejiangAdapter(sandbox.url, chunk_rows=chunk_rows, overlap=OVERLAP, delivered=DeliveryLedger(state))
+
+
+def _clean(table: pa.Table, n: int) -> pa.Table:
+    """`n` generated records without defects, so keys and times are all present."""
+    return table.filter(pc.is_null(table.column(DEFECT_COLUMN))).slice(0, n)
+
+
+def test_overlap_delivers_late_rows_and_newer_versions_once(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    adapter = _overlapping(sandbox, tmp_path / "state")
+    first, _ = _pull(adapter, "e_license", tmp_path / "l1")
+    assert _concat(first, "e_license").num_rows == N
+    watermark = pc.max(_concat(first, "e_license").column("updated_at")).as_py()
+
+    # A row stamped before the watermark but committed after the first pull, and a newer version of a
+    # record already delivered (same key, later update time).
+    late = _clean(_generate("e_license", n=40, seed=21, start=watermark - timedelta(minutes=5),
+                            end=watermark - timedelta(minutes=1)), 1)
+    delivered = _clean(_generate("e_license"), 1)
+    newer = delivered.set_column(
+        delivered.schema.get_field_index("updated_at"), "updated_at",
+        pa.array([watermark + timedelta(minutes=1)], delivered.schema.field("updated_at").type),
+    )
+    sandbox.seed("e_license", late)
+    sandbox.seed("e_license", newer)
+
+    second, _ = _pull(adapter, "e_license", tmp_path / "l2", since=watermark, end=LATER + timedelta(days=1))
+    got = _concat(second, "e_license")
+    expected = pa.concat_tables([late, newer]).drop_columns([DEFECT_COLUMN])
+    assert _ordered(got, "e_license").equals(_ordered(expected, "e_license"))
+
+    # The next run re-reads the same overlap: everything in it was delivered, so nothing comes back.
+    latest = pc.max(got.column("updated_at")).as_py()
+    third, _ = _pull(adapter, "e_license", tmp_path / "l3", since=latest, end=LATER + timedelta(days=2))
+    assert _concat(third, "e_license").num_rows == 0
+
+
+def test_without_the_ledger_the_overlap_would_duplicate(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    adapter = _overlapping(sandbox, tmp_path / "state")
+    first, _ = _pull(adapter, "e_license", tmp_path / "l1")
+    times = _concat(first, "e_license").column("updated_at")
+    watermark = pc.max(times).as_py()
+    in_overlap = pc.sum(pc.greater(times, pa.scalar(watermark - OVERLAP - timedelta(seconds=1), times.type)))
+    assert in_overlap.as_py() > 0  # the test is only meaningful if the overlap holds delivered rows
+
+    fresh = _overlapping(sandbox, tmp_path / "other-state")  # same database, no memory of the first pull
+    again, _ = _pull(fresh, "e_license", tmp_path / "l2", since=watermark, end=LATER + timedelta(days=1))
+    assert _concat(again, "e_license").num_rows == in_overlap.as_py()
+    remembered, _ = _pull(adapter, "e_license", tmp_path / "l3", since=watermark, end=LATER + timedelta(days=1))
+    assert _concat(remembered, "e_license").num_rows == 0
+
+
+def test_a_retried_window_redelivers_what_its_uncommitted_attempt_read(
+    sandbox: ZhejiangSandbox, tmp_path: Path
+) -> None:
+    adapter = _overlapping(sandbox, tmp_path / "state")
+    first, _ = _pull(adapter, "e_license", tmp_path / "l1")
+    watermark = pc.max(_concat(first, "e_license").column("updated_at")).as_py()
+    newer = _clean(_generate("e_license", n=40, seed=22, start=watermark + timedelta(minutes=1),
+                             end=watermark + timedelta(minutes=2)), 3)
+    sandbox.seed("e_license", newer)
+    end = LATER + timedelta(days=1)
+
+    attempt, _ = _pull(adapter, "e_license", tmp_path / "l2", since=watermark, end=end)
+    # The attempt's batch never committed, so the hub's watermark did not move and Airflow retries it.
+    retry, _ = _pull(adapter, "e_license", tmp_path / "l3", since=watermark, end=end)
+
+    assert _concat(attempt, "e_license").num_rows == 3
+    assert _ordered(_concat(retry, "e_license"), "e_license").equals(_ordered(_concat(attempt, "e_license"),
+                                                                              "e_license"))
+
+
+def test_a_pull_abandoned_half_way_records_nothing(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    adapter = _overlapping(sandbox, tmp_path / "state", chunk_rows=500)
+    chunks = adapter.pull(PullRequest("e_license", Window(START, LATER), None), Landing(tmp_path / "l1"))
+    assert next(chunks).num_rows == 500
+    chunks.close()  # e.g. the task died: the hub never committed these rows
+
+    assert not DeliveryLedger(tmp_path / "state").path("e_license").exists()
+
+
+def test_the_ledger_stays_within_the_overlap(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    adapter = _overlapping(sandbox, tmp_path / "state", chunk_rows=300)
+    tables, _ = _pull(adapter, "e_license", tmp_path / "l1")
+    times = _concat(tables, "e_license").column("updated_at")
+    horizon = pc.max(times).as_py() - OVERLAP - timedelta(seconds=1)
+
+    kept = pq.read_table(DeliveryLedger(tmp_path / "state").path("e_license"))
+
+    assert kept.num_rows == pc.sum(pc.greater(times, pa.scalar(horizon, times.type))).as_py() < N
+
+
+def test_soft_deleted_rows_are_deletions_not_records(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    generated = _clean(_generate("e_license"), 5)
+    keys = generated.column("license_id").to_pylist()[:3]
+    deleted_at = LATER - timedelta(days=1)
+    sandbox.delete("e_license", keys, deleted_at)
+    adapter = sandbox.adapter()
+    request = PullRequest("e_license", Window(START - timedelta(days=1), LATER), None)
+
+    records = _concat(list(adapter.pull(request, Landing(tmp_path / "l1"))), "e_license")
+    landing = Landing(tmp_path / "l2")
+    deletions = pa.concat_tables(list(adapter.deletions(request, landing)))
+
+    remaining = _generate("e_license").filter(pc.invert(pc.is_in(_generate("e_license").column("license_id"),
+                                                                 value_set=pa.array(keys))))
+    assert records.num_rows == remaining.num_rows
+    assert not pc.any(pc.is_in(records.column("license_id"), value_set=pa.array(keys))).as_py()
+    assert deletions.schema == deletion_schema("e_license")
+    assert sorted(deletions.column("license_id").to_pylist()) == sorted(keys)
+    assert set(deletions.column(DELETED_AT).to_pylist()) == {deleted_at}
+    assert [f.name for f in landing.files] == ["deleted-00001.parquet"]
+
+
+def test_deletions_are_incremental(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    key = _clean(_generate("enterprise_registration"), 1).column("uscc")[0].as_py()
+    sandbox.delete("enterprise_registration", [key], LATER + timedelta(hours=1))
+    adapter = sandbox.adapter()
+
+    def deleted(since: datetime, end: datetime) -> list[str]:
+        request = PullRequest("enterprise_registration", Window(START, end), since)
+        return [k for t in adapter.deletions(request) for k in t.column("uscc").to_pylist()]
+
+    assert deleted(LATER, LATER + timedelta(days=1)) == [key]
+    assert deleted(LATER + timedelta(hours=2), LATER + timedelta(days=1)) == []
+    assert deleted(START, LATER) == []
+
+
+def test_a_null_delete_flag_is_a_live_record(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
+    with sqlite3.connect(sandbox.path) as conn:
+        conn.execute("UPDATE T_DZZZ SET SCBZ = NULL")
+    conn.close()
+
+    tables, _ = _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
+
+    assert _concat(tables, "e_license").num_rows == N
+
+
+def test_build_configures_the_overlap_and_ledger(tmp_path: Path) -> None:
+    adapter = build(ExchangeSettings(home=tmp_path, zhejiang_overlap_minutes=15))
+    assert adapter.overlap == timedelta(minutes=15)
+    assert adapter.delivered == DeliveryLedger(tmp_path.resolve() / "adapters" / "zhejiang")
+    assert build(ExchangeSettings(home=tmp_path, zhejiang_overlap_minutes=0)).delivered is None
+    with pytest.raises(ValueError, match="DeliveryLedger"):
+        ZhejiangAdapter("sqlite://", overlap=OVERLAP)

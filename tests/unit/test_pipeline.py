@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from adapters.base import sandbox_for
+from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceFormatError
 from exchange.lake.connect import LAKE, connect
@@ -80,7 +81,8 @@ def test_a_malformed_file_fails_the_run_and_leaves_the_lake_as_it_was(hub: Hub) 
     run_exchange("jiangsu", "e_license", START, MID, hub)
     snapshots = _count(hub, f"SELECT count(*) FROM {LAKE}.snapshots()")
     drop = Path(hub.settings.jiangsu_drop_dir or "")
-    (drop / "电子证照_20261105.csv").write_bytes(b"\xff\xfe\x00garbage\x81\x00")
+    # A complete drop (its manifest lists the file) whose file is not valid GB18030.
+    JiangsuSandbox(drop.parent).deliver("电子证照_20261105.csv", b"\xff\xfe\x00garbage\x81\x00")
     with pytest.raises(SourceFormatError, match="电子证照_20261105.csv"):
         run_exchange("jiangsu", "e_license", MID, END, hub)
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.snapshots()") == snapshots

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
@@ -137,11 +138,23 @@ def _recode(column: pa.ChunkedArray, codes: dict[str, str]) -> pa.ChunkedArray:
 
 
 def _strict_dates(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:
-    """Parse dates, nulling impossible ones: Arrow's strptime rolls 2024-02-30 over to 2024-03-01."""
+    """Parse dates, nulling impossible ones: Arrow's strptime rolls 2024-02-30 over to 2024-03-01.
+
+    A rolled-over date always lands on day 1-3 of the next month, so only those rows are formatted back
+    and compared with their text (formatting every row cost a fifth of a 1M-row pull).
+    """
     parsed = _parse(column, fmt, source, native)
-    text = column if pa.types.is_string(column.type) else column.cast(pa.string())
-    same = pc.equal(pc.strftime(parsed, format=fmt), pc.utf8_trim_whitespace(text))
-    return pc.if_else(pc.fill_null(same, False), parsed, pa.scalar(None, parsed.type)).cast(pa.date32())
+    suspects = np.flatnonzero(pc.fill_null(pc.less_equal(pc.day(parsed), 3), False).to_numpy(zero_copy_only=False))
+    if len(suspects):
+        text = column if pa.types.is_string(column.type) else column.cast(pa.string())
+        take = pa.array(suspects)
+        same = pc.equal(pc.strftime(parsed.take(take), format=fmt), pc.utf8_trim_whitespace(text.take(take)))
+        rolled = suspects[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]
+        if len(rolled):
+            mask = np.zeros(len(parsed), dtype=bool)
+            mask[rolled] = True
+            parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
+    return parsed.cast(pa.date32())
 
 
 def _parse(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:

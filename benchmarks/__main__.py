@@ -1,0 +1,102 @@
+"""``python -m benchmarks <scenario>``: ingest, scaling, verify, query (see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import machine
+from benchmarks.report import console, contenders_table, targets_table
+from benchmarks.sources import PROVINCES
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part]
+
+
+def _provinces(text: str) -> list[str]:
+    if text == "all":
+        return list(PROVINCES)
+    chosen = [p.strip() for p in text.split(",")]
+    unknown = [p for p in chosen if p not in PROVINCES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown province(s) {unknown}; choose from {PROVINCES} or all")
+    return chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dataset", default="e_license", choices=["e_license", "enterprise_registration"])
+    common.add_argument("--json", dest="json_out", type=Path, help="also write the results as JSON here ('-' = stdout)")
+    common.add_argument("--workdir", type=Path, help="where the temporary sandboxes and lakes go (default: $TMPDIR)")
+
+    ingest = sub.add_parser("ingest", parents=[common], help="scenario 1: ingest end to end vs limit, peer, dict path")
+    ingest.add_argument("--province", type=_provinces, default=["jiangsu"], help="a province, a comma list, or all")
+    ingest.add_argument("--records", type=int, default=1_000_000)
+    ingest.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest is kept")
+    ingest.add_argument("--dict-sample", type=int, default=50_000, help="records the dlt dict path really loads")
+    ingest.add_argument("--profile", type=Path, help="write a cProfile of ours (pstats) to this file")
+
+    scaling = sub.add_parser("scaling", parents=[common], help="scenario 2: time per record and peak RSS vs size")
+    scaling.add_argument("--province", type=_provinces, default=["jiangsu"])
+    scaling.add_argument("--records", type=_sizes, default=[100_000, 300_000, 1_000_000])
+
+    verify = sub.add_parser("verify", parents=[common], help="scenario 4: full verify vs sha256sum")
+    verify.add_argument("--province", type=_provinces, default=["jiangsu"])
+    verify.add_argument("--records", type=int, default=1_000_000, help="records per batch")
+    verify.add_argument("--batches", type=int, default=2, help="batches (windows) committed before verifying")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenario, print its tables, optionally write JSON; exit 1 if a contender failed."""
+    args = _parser().parse_args(argv)
+    out = console()
+    doc: dict[str, Any] = {"scenario": args.scenario, "machine": machine(), "results": []}
+    out.print(f"machine: {doc['machine']}")
+    if args.scenario == "ingest":
+        from benchmarks.ingest import run_ingest
+
+        for province in args.province:
+            result = run_ingest(
+                province, args.dataset, args.records, repeat=args.repeat, dict_sample=args.dict_sample,
+                workdir=args.workdir, profile=args.profile,
+            )
+            title = f"ingest {province} {args.dataset}: {args.records:,} records ({result.defects:,} defective)"
+            out.print(contenders_table(title, result.contenders, args.records))
+            out.print(targets_table(f"targets, {province} (issue 8, scenario 1)", result.targets))
+            doc["results"].append(result.to_json())
+    elif args.scenario == "scaling":
+        from benchmarks.scaling import run_scaling
+
+        for province in args.province:
+            scaled = run_scaling(province, args.dataset, args.records, workdir=args.workdir)
+            out.print(scaled.table())
+            out.print(targets_table(f"targets, {province} (issue 8, scenario 2)", scaled.targets))
+            doc["results"].append(scaled.to_json())
+    elif args.scenario == "verify":
+        from benchmarks.verify_scenario import run_verify_scenario
+
+        for province in args.province:
+            verified = run_verify_scenario(
+                province, args.dataset, args.records, args.batches, workdir=args.workdir
+            )
+            out.print(verified.table())
+            out.print(targets_table(f"targets, {province} (issue 8, scenario 4)", verified.targets))
+            doc["results"].append(verified.to_json())
+    if args.json_out is not None:
+        text = json.dumps(doc, indent=2, ensure_ascii=False)
+        if str(args.json_out) == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            args.json_out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

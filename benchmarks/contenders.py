@@ -1,0 +1,156 @@
+"""The ingest contenders, each run inside a worker subprocess against a prepared sandbox.
+
+* ``limit``: the native read (:mod:`benchmarks.sources`) straight into one Parquet file, no checks.
+* ``ours``: :func:`exchange.pipeline.run_exchange` (pull -> contract -> quarantine -> sign -> DuckLake
+  commit -> provenance), with each stage timed.
+* ``peer``: what a user would glue together: the same native read and mapping yielded as Arrow tables
+  from a dlt resource into DuckDB, then Great Expectations (COMPLETE, per-row results) on an equivalent
+  suite read back from DuckDB, then a SHA-256 manifest of the written files.
+* ``dictpath``: dlt's default path, one Python dict per record, on a sub-sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from benchmarks.harness import Stopwatch
+from benchmarks.sources import CANONICAL_FILE, WINDOW_END, WINDOW_START, canonical_tables, native_tables
+
+
+def run_limit(
+    province: str, dataset: str, root: Path, env: dict[str, str], out_dir: Path
+) -> tuple[float, int, dict[str, Any]]:
+    """Native source -> Arrow -> one Parquet file."""
+    out = out_dir / "limit.parquet"
+    rows = 0
+    with Stopwatch() as watch:
+        writer: pq.ParquetWriter | None = None
+        for table in native_tables(province, dataset, root, env):
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
+        if writer is not None:
+            writer.close()
+    return watch.seconds, rows, {"parquet_mb": round(out.stat().st_size / 2**20, 1) if out.exists() else 0}
+
+
+def run_ours(
+    province: str, dataset: str, env: dict[str, str], out_dir: Path, profile: str | None = None
+) -> tuple[float, int, dict[str, Any]]:
+    """run_exchange end to end on a fresh EXCHANGE_HOME; stage times come from wrapping the stages."""
+    import os
+    import time
+
+    os.environ.update(env)
+    from exchange import pipeline
+    from exchange.config import ExchangeSettings
+
+    stages: dict[str, float] = {}
+    for name in ("pull", "validate", "commit"):
+        original = getattr(pipeline, name)
+
+        def timed(*args: Any, _f: Any = original, _n: str = name, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                stages[_n] = round(time.perf_counter() - t0, 3)
+
+        setattr(pipeline, name, timed)
+    hub = pipeline.Hub(ExchangeSettings(home=out_dir / "hub"))
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    with Stopwatch() as watch:
+        summary = pipeline.run_exchange(province, dataset, WINDOW_START, WINDOW_END, hub)
+    if profiler is not None and profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    details = {
+        "stages": stages,
+        "accepted": summary.get("accepted"),
+        "quarantined": summary.get("quarantined"),
+        "snapshot_id": summary.get("snapshot_id"),
+        "status": summary.get("status"),
+    }
+    return watch.seconds, int(summary.get("pulled", 0)), details
+
+
+def _dlt_pipeline(out_dir: Path, name: str) -> Any:
+    import dlt
+
+    return dlt.pipeline(
+        pipeline_name=name,
+        destination=dlt.destinations.duckdb(str(out_dir / f"{name}.duckdb")),
+        dataset_name="exchange",
+        pipelines_dir=str(out_dir / f"{name}-dlt"),
+    )
+
+
+def run_peer(
+    province: str, dataset: str, root: Path, env: dict[str, str], out_dir: Path
+) -> tuple[float, int, dict[str, Any]]:
+    """dlt (Arrow path) -> DuckDB, then GX COMPLETE on the loaded table, then SHA-256 manifest."""
+    import dlt
+    import duckdb
+
+    from benchmarks.peer_suite import validate_complete
+
+    phases: dict[str, float] = {}
+    with Stopwatch() as watch:
+        with Stopwatch() as load:
+
+            @dlt.resource(name=dataset, write_disposition="append")
+            def records() -> Any:
+                yield from canonical_tables(province, dataset, root, env)
+
+            pipeline = _dlt_pipeline(out_dir, "peer")
+            pipeline.run(records())
+        phases["read+dlt_load"] = round(load.seconds, 3)
+        with Stopwatch() as check:
+            db_path = out_dir / "peer.duckdb"
+            with duckdb.connect(str(db_path), read_only=True) as con:
+                frame = con.sql(f"SELECT * FROM exchange.{dataset}").df()
+            unexpected = validate_complete(frame, dataset, province)
+        phases["gx_complete"] = round(check.seconds, 3)
+        with Stopwatch() as digest:
+            manifest = _sha256_manifest([db_path, *sorted((out_dir / "peer-dlt").rglob("*.parquet"))])
+            (out_dir / "peer-manifest.json").write_text(json.dumps(manifest, indent=1))
+        phases["sha256_manifest"] = round(digest.seconds, 3)
+    return watch.seconds, len(frame), {"phases": phases, "unexpected_rows": unexpected, "files": len(manifest)}
+
+
+def run_dictpath(dataset: str, root: Path, sample: int, out_dir: Path) -> tuple[float, int, dict[str, Any]]:
+    """dlt's default path: a resource yielding one dict per record (the first `sample` canonical records)."""
+    import dlt
+
+    table = pq.read_table(root / CANONICAL_FILE).slice(0, sample)
+    rows = table.to_pylist()  # the user's records as dicts are the input, not part of the measured load
+    with Stopwatch() as watch:
+
+        @dlt.resource(name=dataset, write_disposition="append")
+        def records() -> Any:
+            yield from rows
+
+        _dlt_pipeline(out_dir, "dictpath").run(records())
+    return watch.seconds, len(rows), {}
+
+
+def _sha256_manifest(paths: list[Path]) -> list[dict[str, Any]]:
+    manifest = []
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        manifest.append({"path": str(path), "sha256": digest.hexdigest(), "size": path.stat().st_size})
+    return manifest

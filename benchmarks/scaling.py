@@ -1,0 +1,125 @@
+"""Scenario 2: time per record and peak RSS of ours (and the limit, for context) across sizes.
+
+Targets (issue 8): time per record flat within 20 % from the smallest to the largest size; peak RSS of
+the largest within 1.3x of the 1M run (or of the next-smaller size when 1M is not among the sizes), and
+under 2 GB.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from adapters.base import sandbox_for
+from benchmarks.harness import run_task
+from benchmarks.report import Target, ratio
+from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.sources import sandbox_root
+
+RSS_LIMIT_MB = 2048.0
+
+
+@dataclass
+class SizePoint:
+    """Ours and the limit at one size."""
+
+    records: int
+    ours_seconds: float
+    ours_rss_mb: float
+    limit_seconds: float
+    limit_rss_mb: float
+    stages: dict[str, float]
+
+    @property
+    def us_per_record(self) -> float:
+        """Microseconds of ours per record."""
+        return self.ours_seconds / self.records * 1e6
+
+
+@dataclass
+class ScalingResult:
+    """All sizes for one province, with the targets."""
+
+    province: str
+    dataset: str
+    points: list[SizePoint] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+    def table(self) -> Table:
+        """One row per size."""
+        table = Table(title=f"scaling {self.province} {self.dataset} (ours = run_exchange)")
+        columns = ("records", "ours s", "µs / record", "ours peak RSS MB", "limit s", "limit RSS MB", "ours/limit")
+        for col in columns:
+            table.add_column(col, justify="right")
+        table.add_column("stages")
+        for p in self.points:
+            table.add_row(
+                f"{p.records:,}", f"{p.ours_seconds:.2f}", f"{p.us_per_record:.2f}", f"{p.ours_rss_mb:.0f}",
+                f"{p.limit_seconds:.2f}", f"{p.limit_rss_mb:.0f}", f"{ratio(p.ours_seconds, p.limit_seconds)}",
+                ", ".join(f"{k} {v:.2f}s" for k, v in p.stages.items()),
+            )
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return {
+            "province": self.province,
+            "dataset": self.dataset,
+            "points": [{**p.__dict__, "us_per_record": round(p.us_per_record, 3)} for p in self.points],
+            "targets": [t.to_json() for t in self.targets],
+        }
+
+
+def measure_size(province: str, dataset: str, records: int, workdir: Path | None) -> SizePoint:
+    """Prepare a fresh sandbox of `records` records and run the limit and ours against it."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{province}-", dir=workdir))
+    try:
+        base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
+        run_task("prepare", base)
+        with ExitStack() as stack:
+            if province == "shanghai":
+                env = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
+            else:
+                env = sandbox_for(province, sandbox_root(root, province)).env()
+            limit = run_task("limit", {**base, "env": env, "out": str(root / "limit")})
+            ours = run_task("ours", {**base, "env": env, "out": str(root / "ours")})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return SizePoint(
+        records=records,
+        ours_seconds=float(ours["seconds"]),
+        ours_rss_mb=float(ours["peak_rss_mb"]),
+        limit_seconds=float(limit["seconds"]),
+        limit_rss_mb=float(limit["peak_rss_mb"]),
+        stages=dict(ours["details"].get("stages", {})),
+    )
+
+
+def run_scaling(province: str, dataset: str, sizes: list[int], *, workdir: Path | None = None) -> ScalingResult:
+    """Measure every size (ascending) and judge the scaling targets."""
+    result = ScalingResult(province, dataset)
+    for records in sorted(sizes):
+        result.points.append(measure_size(province, dataset, records, workdir))
+    per_record = [p.us_per_record for p in result.points]
+    spread = max(per_record) / min(per_record) if per_record else None
+    largest = result.points[-1]
+    reference = next((p for p in result.points if p.records == 1_000_000 and p is not largest), None)
+    if reference is None and len(result.points) > 1:
+        reference = result.points[-2]
+    growth = ratio(largest.ours_rss_mb, reference.ours_rss_mb) if reference else None
+    span = f"{result.points[0].records:,}..{largest.records:,}"
+    result.targets = [
+        Target("time per record, max/min", round(spread, 3) if spread else None, 1.2, note=span),
+        Target(
+            "peak RSS, largest / reference", growth, 1.3,
+            note=f"{largest.records:,} vs {reference.records:,}" if reference else "needs two sizes",
+        ),
+        Target("peak RSS of the largest, MB", largest.ours_rss_mb, RSS_LIMIT_MB, note=f"{largest.records:,} records"),
+    ]
+    return result

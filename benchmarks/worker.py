@@ -1,0 +1,109 @@
+"""Entry point of a contender subprocess: ``python -m benchmarks.worker <task> '<json spec>'``.
+
+Heavy imports happen before the measured section; the result is one ``BENCH-RESULT {...}`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Stopwatch, emit
+
+Result = tuple[float, int, dict[str, Any]]
+
+
+def _prepare(spec: dict[str, Any]) -> Result:
+    from benchmarks.sources import prepare
+
+    with Stopwatch() as watch:
+        details = prepare(
+            Path(spec["root"]), spec["province"], spec["dataset"], int(spec["records"]), int(spec.get("weeks", 1))
+        )
+    return watch.seconds, int(spec["records"]), details
+
+
+def _limit(spec: dict[str, Any]) -> Result:
+    from benchmarks.contenders import run_limit
+
+    return run_limit(spec["province"], spec["dataset"], Path(spec["root"]), spec["env"], _out(spec))
+
+
+def _ours(spec: dict[str, Any]) -> Result:
+    _preload_ours()
+    from benchmarks.contenders import run_ours
+
+    return run_ours(spec["province"], spec["dataset"], spec["env"], _out(spec), spec.get("profile"))
+
+
+def _peer(spec: dict[str, Any]) -> Result:
+    import dlt  # noqa: F401 - imported before the clock starts, like ours
+    import great_expectations  # noqa: F401
+
+    from benchmarks.contenders import run_peer
+
+    return run_peer(spec["province"], spec["dataset"], Path(spec["root"]), spec["env"], _out(spec))
+
+
+def _dictpath(spec: dict[str, Any]) -> Result:
+    import dlt  # noqa: F401
+
+    from benchmarks.contenders import run_dictpath
+
+    return run_dictpath(spec["dataset"], Path(spec["root"]), int(spec["sample"]), _out(spec))
+
+
+def _verify(spec: dict[str, Any]) -> Result:
+    from benchmarks.verify_scenario import run_verify
+
+    return run_verify(Path(spec["home"]), bool(spec.get("incremental", False)))
+
+
+def _build_lake(spec: dict[str, Any]) -> Result:
+    _preload_ours()
+    from benchmarks.verify_scenario import build_lake
+
+    return build_lake(spec["province"], spec["dataset"], Path(spec["home"]), spec["env"], spec["weeks"])
+
+
+def _out(spec: dict[str, Any]) -> Path:
+    """A fresh output folder for this contender run (``out`` in the spec)."""
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _preload_ours() -> None:
+    """Import what run_exchange imports lazily, so the clock measures work, not module loading."""
+    import great_expectations  # noqa: F401
+
+    import exchange.contracts.validate  # noqa: F401
+    import exchange.pipeline  # noqa: F401
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
+    "prepare": _prepare,
+    "limit": _limit,
+    "ours": _ours,
+    "peer": _peer,
+    "dictpath": _dictpath,
+    "verify": _verify,
+    "build_lake": _build_lake,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Run one task and print its result line."""
+    logging.basicConfig(level=logging.WARNING)
+    task, spec = argv[0], json.loads(argv[1])
+    seconds, rows, details = TASKS[task](spec)
+    emit(seconds, rows, details)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,45 @@
+"""Smoke test of the benchmark harness (issue 8): the ingest scenario runs end to end at a tiny size,
+prints its tables and writes JSON with the expected keys. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_ingest_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("dlt", reason="the benchmarks' peer tools come from the optional `bench` extra")
+    out = tmp_path / "ingest.json"
+    command = [
+        sys.executable, "-m", "benchmarks", "ingest", "--province", "jiangsu", "--records", "2000",
+        "--dict-sample", "500", "--json", str(out), "--workdir", str(tmp_path),
+    ]
+    env = {**os.environ, "EXCHANGE_HOME": str(tmp_path / "unused-home")}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ingest jiangsu e_license" in done.stdout
+    assert "PASS" in done.stdout or "MISS" in done.stdout
+
+    doc = json.loads(out.read_text())
+    assert doc["scenario"] == "ingest"
+    assert {"nproc", "mem_total_gb"} <= set(doc["machine"])
+    (result,) = doc["results"]
+    assert result["province"] == "jiangsu" and result["records"] == 2000
+    assert set(result["ratios"]) == {"ours/limit", "ours/peer", "dict_path/ours"}
+    contenders = result["contenders"]
+    assert len(contenders) == 4
+    for measured in contenders.values():
+        assert {"seconds", "peak_rss_mb", "rows", "extrapolated"} <= set(measured)
+        assert measured["peak_rss_mb"] > 0
+    ours = next(m for name, m in contenders.items() if name.startswith("ours"))
+    assert ours["rows"] == 2000
+    assert ours["details"]["accepted"] + ours["details"]["quarantined"] == 2000
+    assert {t["name"] for t in result["targets"]} >= {"ours / limit", "ours / peer", "dict path / ours"}
+    assert not list(tmp_path.glob("bench-*")), "the harness must remove its temporary sandboxes"

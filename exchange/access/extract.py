@@ -17,7 +17,7 @@ from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE, duck_type
 from exchange.provenance.manifest import FileDigest
-from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256, sha256_hex
+from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256
 from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
 
 EXTRACT_MANIFEST = "extract-manifest.json"
@@ -125,7 +125,7 @@ def cut_extract(
 
 def extract_digest(signed: SignedExtractManifest) -> str:
     """SHA-256 of the canonical extract manifest."""
-    return sha256_hex(canonical_bytes(signed.manifest.model_dump(mode="json")))
+    return document_digest(signed.manifest.model_dump(mode="json"))
 
 
 def verify_extract(directory: Path, bundle: TrustBundle) -> SignedExtractManifest:

@@ -52,10 +52,9 @@ def audit_dag() -> DAG:
     def exchange_audit() -> None:
         @task
         def verify(ds_nodash: str | None = None) -> dict[str, Any]:
-            from exchange.lake.connect import connect
             from exchange.pipeline import Hub
             from exchange.provenance.checkpoint import append_checkpoint
-            from exchange.provenance.lakecheck import head_snapshot
+            from exchange.provenance.lakecheck import lake_head
             from exchange.provenance.verify import verify_home
             from exchange.report.auditor import write_report
 
@@ -70,10 +69,8 @@ def audit_dag() -> DAG:
             if not report.ok:
                 raise AirflowFailException(f"verify found {len(report.problems)} problem(s); first: "
                                            f"{report.problems[0]} (report: {page})")
-            with connect(hub.settings, read_only=True) as con:
-                head = head_snapshot(con)
-            append_checkpoint(hub.log, hub.signer, lake_snapshot=head,
-                              manifests=len(list(hub.layout.manifests.rglob("*.json"))))
+            head, manifests = lake_head(hub.settings)
+            append_checkpoint(hub.log, hub.signer, lake_snapshot=head, manifests=manifests)
             return result
 
         verify()

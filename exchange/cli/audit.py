@@ -179,23 +179,14 @@ def keys_export_trust(out: Annotated[Path, typer.Option(help="Where to write the
 # -- provenance ---------------------------------------------------------------------------------------------
 
 
-def _lake_head() -> tuple[int | None, int]:
-    from exchange.lake.connect import connect
-    from exchange.provenance.lakecheck import head_snapshot
-
-    hub = _hub()
-    with connect(hub.settings, read_only=True) as con:
-        head = head_snapshot(con)
-    return head, len(list(hub.layout.manifests.rglob("*.json")))
-
-
 @provenance_app.command("checkpoint")
 def provenance_checkpoint() -> None:
     """Append a signed checkpoint of the chain head (and the lake's newest snapshot)."""
     from exchange.provenance.checkpoint import append_checkpoint
+    from exchange.provenance.lakecheck import lake_head
 
     hub = _hub()
-    head, count = _lake_head()
+    head, count = lake_head(hub.settings)
     entry = append_checkpoint(hub.log, hub.signer, lake_snapshot=head, manifests=count)
     console.print(f"checkpoint seq {entry.seq}: head {entry.prev_hash} (lake snapshot {head})")
 
@@ -204,9 +195,10 @@ def provenance_checkpoint() -> None:
 def provenance_archive() -> None:
     """Close the current segment with a checkpoint and write it as a signed, chained archive."""
     from exchange.provenance.archive import read_header, write_archive
+    from exchange.provenance.lakecheck import lake_head
 
     hub = _hub()
-    head, count = _lake_head()
+    head, count = lake_head(hub.settings)
     path = write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=head, manifests=count)
     if path is None:
         console.print("nothing new since the last archive")

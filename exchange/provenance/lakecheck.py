@@ -12,8 +12,9 @@ from pathlib import Path
 
 import duckdb
 
+from exchange.config import ExchangeSettings, Layout
 from exchange.errors import VerificationError
-from exchange.lake.connect import LAKE, META
+from exchange.lake.connect import LAKE, META, connect
 from exchange.provenance.problems import Mismatch
 
 
@@ -63,6 +64,13 @@ def head_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
     row = con.execute(f"SELECT max(snapshot_id) FROM {LAKE}.snapshots()").fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
+
+
+def lake_head(settings: ExchangeSettings) -> tuple[int | None, int]:
+    """The lake's newest snapshot and the number of batch manifests: what a checkpoint records."""
+    with connect(settings, read_only=True) as con:
+        head = head_snapshot(con)
+    return head, len(list(Layout(settings.home).manifests.rglob("*.json")))
 
 def check_catalog(con: duckdb.DuckDBPyConnection, root: Path, in_manifests: set[str]) -> list[VerificationError]:
     """Problems: live catalog files no manifest lists, and Parquet files in the data path the catalog does

@@ -71,7 +71,53 @@ ENTERPRISE_REGISTRATION = Dataset(
     ),
 )
 
-DATASETS: dict[str, Dataset] = {d.name: d for d in (E_LICENSE, ENTERPRISE_REGISTRATION)}
+ADMINISTRATIVE_PENALTY = Dataset(
+    name="administrative_penalty",
+    title="行政处罚",
+    key="decision_no",
+    schema=pa.schema(
+        [
+            pa.field("decision_no", pa.string()),  # 行政处罚决定书文号, unique per enforcing agency
+            pa.field("party_name", pa.string()),
+            pa.field("party_uscc", pa.string()),  # the penalised market entity
+            pa.field("violation_type", pa.string()),
+            pa.field("penalty_type", pa.string()),
+            pa.field("fine_amount", pa.float64()),  # yuan; 0 when the penalty carries no fine
+            pa.field("enforcement_agency", pa.string()),
+            pa.field("region_code", pa.string()),
+            pa.field("decided_on", pa.date32()),
+            pa.field("publicity_until", pa.date32()),  # 公示截止日期
+            pa.field("status", pa.string()),
+            pa.field("updated_at", TIMESTAMP),
+        ]
+    ),
+)
+
+PROVIDENT_FUND_TRANSFER = Dataset(
+    name="provident_fund_transfer",
+    title="公积金转移接续",
+    key="transfer_id",
+    schema=pa.schema(
+        [
+            pa.field("transfer_id", pa.string()),
+            pa.field("person_name", pa.string()),
+            pa.field("person_id", pa.string()),  # resident ID
+            pa.field("from_center", pa.string()),  # 转出公积金中心 (in the providing province)
+            pa.field("to_center", pa.string()),  # 转入公积金中心 (anywhere in the delta)
+            pa.field("region_code", pa.string()),  # region of the transferring-out centre
+            pa.field("to_region_code", pa.string()),
+            pa.field("transfer_amount", pa.float64()),  # yuan
+            pa.field("applied_on", pa.date32()),
+            pa.field("completed_on", pa.date32()),  # null until completed
+            pa.field("status", pa.string()),
+            pa.field("updated_at", TIMESTAMP),
+        ]
+    ),
+)
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d for d in (E_LICENSE, ENTERPRISE_REGISTRATION, ADMINISTRATIVE_PENALTY, PROVIDENT_FUND_TRANSFER)
+}
 
 # Canonical code values (each province's native codes map onto these).
 E_LICENSE_STATUSES = ("valid", "revoked", "expired")
@@ -83,6 +129,9 @@ ENTERPRISE_TYPES = (
     "partnership",
     "individual_business",
 )
+PENALTY_TYPES = ("warning", "fine", "confiscation", "suspension", "licence_revocation")
+PENALTY_STATUSES = ("in_force", "executed", "revoked")
+TRANSFER_STATUSES = ("applied", "in_progress", "completed", "rejected")
 
 
 def dataset(name: str) -> Dataset:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from adapters.base import Sandbox, sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.config import Layout
-from exchange.datasets import PROVINCES
+from exchange.datasets import DATASETS, PROVINCES
 from exchange.synthetic import generate
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
@@ -74,7 +74,7 @@ def seed_sandboxes(layout: Layout, window: DemoWindow, records: int) -> dict[str
         sandbox = sandbox_for(province, root)
         marker = root / ".seeded"
         if not marker.exists():
-            for dataset in ("e_license", "enterprise_registration"):
+            for dataset in DATASETS:
                 sandbox.seed(dataset, generate(dataset, province, records, seed=SEED, start=window.start,
                                                end=window.end))
             marker.write_text(f"{records} records per dataset, seed {SEED}\n")

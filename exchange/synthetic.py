@@ -14,14 +14,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange.datasets import (
+    ADMINISTRATIVE_PENALTY,
+    DATASETS,
     E_LICENSE,
     E_LICENSE_STATUSES,
     ENTERPRISE_REGISTRATION,
     ENTERPRISE_STATUSES,
     ENTERPRISE_TYPES,
+    PENALTY_STATUSES,
+    PENALTY_TYPES,
+    PROVIDENT_FUND_TRANSFER,
     PROVINCE_NAMES,
     PROVINCES,
     TIMESTAMP,
+    TRANSFER_STATUSES,
 )
 from exchange.reference import regions
 from exchange.reference.checksums import (
@@ -37,6 +43,14 @@ E_LICENSE_DEFECTS = (
     "bad_id_checksum", "missing_required", "duplicate_key", "foreign_region", "valid_until_before_issued",
 )
 ENTERPRISE_DEFECTS = ("bad_uscc_checksum", "missing_required", "duplicate_key", "foreign_region", "bad_id_checksum")
+PENALTY_DEFECTS = (
+    "bad_uscc_checksum", "missing_required", "duplicate_key", "foreign_region", "unregistered_party",
+    "publicity_before_decision", "negative_fine",
+)
+TRANSFER_DEFECTS = (
+    "bad_id_checksum", "missing_required", "duplicate_key", "foreign_region", "completed_before_applied",
+    "negative_amount", "future_application",
+)
 
 SURNAMES = list(
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程苏魏吕丁"
@@ -56,6 +70,11 @@ LICENSE_TYPES = {
     "特种作业操作证": "应急管理厅",
     "律师执业证": "司法厅",
 }
+VIOLATIONS = [
+    "未按规定公示年度报告", "无照经营", "虚假宣传", "销售不合格产品", "违反食品安全管理规定", "未取得许可从事经营活动",
+    "违反价格管理规定", "侵犯注册商标专用权",
+]
+PROVINCE_ABBREVIATIONS = {"shanghai": "沪", "jiangsu": "苏", "zhejiang": "浙", "anhui": "皖"}
 ENTERPRISE_SUFFIX = {
     "limited_liability": "有限公司",
     "joint_stock": "股份有限公司",
@@ -192,7 +211,14 @@ def generate(
 
     The extra column ``_defect`` names the injected defect (null for a clean record).
     """
-    rng = np.random.default_rng([seed, PROVINCES.index(province), 0 if dataset == E_LICENSE.name else 1])
+    if dataset not in DATASETS:
+        raise KeyError(f"no generator for dataset {dataset!r}")
+    rng = np.random.default_rng([seed, PROVINCES.index(province), list(DATASETS).index(dataset)])
+    if dataset == ADMINISTRATIVE_PENALTY.name:
+        # Penalised parties are registered enterprises: the registrations this same call would generate.
+        registrations = generate(ENTERPRISE_REGISTRATION.name, province, n, seed=seed, start=start, end=end,
+                                 defect_rate=defect_rate)
+        return _penalty(rng, province, n, registrations, end, defect_rate)
     own = np.array(regions.codes(province))
     region = own[rng.integers(0, len(own), n)]
     updated = pa.array(_timestamps(rng, n, start, end), TIMESTAMP)
@@ -200,7 +226,7 @@ def generate(
         return _e_license(rng, province, n, region, updated, defect_rate)
     if dataset == ENTERPRISE_REGISTRATION.name:
         return _enterprise(rng, province, n, region, updated, defect_rate)
-    raise KeyError(f"no generator for dataset {dataset!r}")
+    return _transfer(rng, province, n, region, updated, end, defect_rate)
 
 
 def _e_license(
@@ -295,4 +321,139 @@ def _enterprise(
             DEFECT_COLUMN: pa.array(labels, pa.string()),
         },
         schema=ENTERPRISE_REGISTRATION.schema.append(pa.field(DEFECT_COLUMN, pa.string())),
+    )
+
+
+def _serials(rng: np.random.Generator, n: int, width: int) -> npt.NDArray[np.int64]:
+    """Distinct serial numbers (a random start, then consecutive), so generated keys never collide."""
+    start = int(rng.integers(0, 10 ** (width - 1)))
+    return start + np.arange(n, dtype=np.int64)
+
+
+def _zero_padded(values: npt.NDArray[np.int64], width: int) -> pa.Array:
+    return pc.utf8_lpad(pa.array(values).cast(pa.string()), width, "0")
+
+
+def _date_days(timestamps_us: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    # Shanghai calendar day of each update time (UTC+8, no DST).
+    return (timestamps_us // 1_000_000 + 8 * 3600) // 86400
+
+
+def _with_defects(columns: dict[str, pa.Array], labels: npt.NDArray[np.object_], dataset: str) -> pa.Table:
+    columns[DEFECT_COLUMN] = pa.array(labels, pa.string())
+    return pa.table(columns, schema=DATASETS[dataset].schema.append(pa.field(DEFECT_COLUMN, pa.string())))
+
+
+def _penalty(
+    rng: np.random.Generator, province: str, n: int, registrations: pa.Table, end: datetime, rate: float
+) -> pa.Table:
+    labels = _defects(rng, n, PENALTY_DEFECTS, rate)
+    registered = np.flatnonzero(pc.is_null(registrations[DEFECT_COLUMN]).to_numpy(zero_copy_only=False))
+    party = registered[rng.integers(0, len(registered), n)]
+    # Decided after the party's registration reached the lake: updated at or after the registration.
+    reg_updated = registrations["updated_at"].combine_chunks().cast(pa.int64()).to_numpy()[party]
+    end_us = int(end.timestamp()) * 1_000_000
+    updated_us = reg_updated + (rng.random(n) * (end_us - reg_updated)).astype(np.int64) // 1_000_000 * 1_000_000
+    order = np.argsort(updated_us, kind="stable")
+    party, updated_us = party[order], updated_us[order]
+    reg = registrations.take(pa.array(party))
+
+    decided = _date_days(updated_us) - rng.integers(1, 60, n)
+    ptype_idx = rng.choice(len(PENALTY_TYPES), n, p=[0.3, 0.5, 0.1, 0.05, 0.05])
+    penalty_type = np.array(PENALTY_TYPES)[ptype_idx]
+    fines = np.where(penalty_type == "fine", np.round(rng.lognormal(9.0, 1.2, n), 2), 0.0)
+    publicity = decided + np.where(penalty_type == "warning", 180, 365 * 3)
+    year = pa.array(decided.astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970)
+    decision_no = pc.binary_join_element_wise(
+        pa.scalar(f"{PROVINCE_ABBREVIATIONS[province]}市监罚〔"), year.cast(pa.string()), pa.scalar("〕"),
+        _zero_padded(_serials(rng, n, 7), 7), pa.scalar("号"), "",
+    )
+    party_uscc = reg["uscc"].combine_chunks()
+    party_name = reg["enterprise_name"].combine_chunks()
+    region_arr = reg["region_code"].combine_chunks()
+
+    decision_no = _duplicate_keys(decision_no, labels)
+    party_uscc = _corrupt_check_char(party_uscc, labels == "bad_uscc_checksum")
+    unregistered = labels == "unregistered_party"
+    if unregistered.any():
+        fresh = usccs(rng, region_arr.to_numpy(zero_copy_only=False).astype("U6")[unregistered])
+        party_uscc = _set(party_uscc, unregistered, fresh)
+    party_name = _set(party_name, labels == "missing_required", pa.scalar(None, pa.string()))
+    foreign = labels == "foreign_region"
+    region_arr = _set(region_arr, foreign, pa.array(_foreign_codes(rng, province, int(foreign.sum()))))
+    publicity = np.where(labels == "publicity_before_decision", decided - rng.integers(1, 100, n), publicity)
+    fines = np.where(labels == "negative_fine", -np.round(rng.lognormal(9.0, 1.2, n), 2), fines)
+
+    return _with_defects(
+        {
+            "decision_no": decision_no,
+            "party_name": party_name,
+            "party_uscc": party_uscc,
+            "violation_type": _choice(rng, VIOLATIONS, n),
+            "penalty_type": pa.array(penalty_type),
+            "fine_amount": pa.array(fines),
+            "enforcement_agency": pa.array(np.full(n, PROVINCE_NAMES[province] + "市场监督管理局")),
+            "region_code": region_arr,
+            "decided_on": pa.array(decided.astype(np.int32), pa.date32()),
+            "publicity_until": pa.array(publicity.astype(np.int32), pa.date32()),
+            "status": pa.array(np.array(PENALTY_STATUSES)[rng.choice(3, n, p=[0.6, 0.35, 0.05])]),
+            "updated_at": pa.array(updated_us, TIMESTAMP),
+        },
+        labels,
+        ADMINISTRATIVE_PENALTY.name,
+    )
+
+
+def _transfer(
+    rng: np.random.Generator, province: str, n: int, region: npt.NDArray[np.str_], updated: pa.Array,
+    end: datetime, rate: float,
+) -> pa.Table:
+    labels = _defects(rng, n, TRANSFER_DEFECTS, rate)
+    names = {c: name for table in regions.REGIONS.values() for c, name in table.items()}
+    everywhere = np.array(regions.all_codes())
+    to_region = everywhere[rng.integers(0, len(everywhere), n)]
+    center_of = np.vectorize(lambda c: names[c] + "住房公积金管理中心", otypes=[object])
+    transfer_id = pc.binary_join_element_wise(
+        pa.scalar(f"GJJZY{regions.PROVINCE_PREFIX[province]}"), _zero_padded(_serials(rng, n, 10), 10), ""
+    )
+    updated_day = _date_days(updated.cast(pa.int64()).to_numpy())
+    applied = updated_day - rng.integers(0, 30, n)
+    status = np.array(TRANSFER_STATUSES)[rng.choice(4, n, p=[0.1, 0.2, 0.65, 0.05])]
+    completed_days = applied + (rng.random(n) * (updated_day - applied + 1)).astype(np.int64)
+    completed = pa.array(completed_days.astype(np.int32), pa.date32(), mask=status != "completed")
+    region_arr = pa.array(region)
+    person_id = resident_ids(rng, region)
+    person_name = chinese_names(rng, n)
+
+    transfer_id = _duplicate_keys(transfer_id, labels)
+    person_id = _corrupt_check_char(person_id, labels == "bad_id_checksum")
+    person_name = _set(person_name, labels == "missing_required", pa.scalar(None, pa.string()))
+    foreign = labels == "foreign_region"
+    region_arr = _set(region_arr, foreign, pa.array(_foreign_codes(rng, province, int(foreign.sum()))))
+    backwards = labels == "completed_before_applied"
+    completed = _set(completed, backwards, pa.array((applied - rng.integers(1, 30, n))[backwards].astype(np.int32),
+                                                     pa.date32()))
+    status = np.where(backwards, "completed", status)
+    amount = np.round(rng.lognormal(10.5, 1.0, n), 2)
+    amount = np.where(labels == "negative_amount", -amount, amount)
+    future = labels == "future_application"
+    applied = np.where(future, _days(end.date()) + rng.integers(30, 300, n), applied)
+
+    return _with_defects(
+        {
+            "transfer_id": transfer_id,
+            "person_name": person_name,
+            "person_id": person_id,
+            "from_center": pa.array(center_of(region), pa.string()),
+            "to_center": pa.array(center_of(to_region), pa.string()),
+            "region_code": region_arr,
+            "to_region_code": pa.array(to_region),
+            "transfer_amount": pa.array(amount),
+            "applied_on": pa.array(applied.astype(np.int32), pa.date32()),
+            "completed_on": completed,
+            "status": pa.array(status),
+            "updated_at": updated,
+        },
+        labels,
+        PROVIDENT_FUND_TRANSFER.name,
     )

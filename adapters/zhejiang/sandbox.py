@@ -23,7 +23,10 @@ from adapters.zhejiang.adapter import MAPPING, ZhejiangAdapter
 from exchange.synthetic import DEFECT_COLUMN
 
 # The base table behind each shared view (the view name lives in mapping.yaml).
-BASE_TABLES = {"e_license": "T_DZZZ", "enterprise_registration": "T_SCZTDJ"}
+BASE_TABLES = {
+    "e_license": "T_DZZZ", "enterprise_registration": "T_SCZTDJ",
+    "administrative_penalty": "T_XZCF", "provident_fund_transfer": "T_GJJZYJX",
+}
 _INSERT_ROWS = 10_000
 _LIVE = "0"
 

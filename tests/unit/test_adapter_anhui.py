@@ -16,6 +16,7 @@ from adapters.anhui.adapter import AnhuiAdapter, build
 from adapters.anhui.sandbox import AnhuiSandbox, create
 from adapters.base import Landing, PullRequest, Window, adapter_for, sandbox_for
 from exchange.config import ExchangeSettings
+from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import dataset
 from exchange.errors import SourceFormatError
 from exchange.synthetic import DEFECT_COLUMN, generate
@@ -24,7 +25,7 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 END = START + timedelta(days=3)
 LATER = START + timedelta(days=10)
 N = 2000
-DATASETS = ("e_license", "enterprise_registration")
+DATASETS = tuple(CANONICAL_DATASETS)  # every province provides every dataset
 # 2024-05-01T00:00Z .. 2024-05-04T00:00Z is 08:00 on the 1st to 08:00 on the 4th in Shanghai.
 DAYS = ("20240501", "20240502", "20240503", "20240504")
 

@@ -17,6 +17,7 @@ from adapters.jiangsu.adapter import build
 from adapters.jiangsu.manifest import DropManifest, FileEntry
 from adapters.jiangsu.sandbox import JiangsuSandbox, create
 from exchange.config import ExchangeSettings
+from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceFormatError
 from exchange.synthetic import DEFECT_COLUMN, generate
@@ -25,7 +26,7 @@ CST = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 1, tzinfo=CST)
 END = datetime(2026, 11, 4, tzinfo=CST)
 N = 2000
-DATASETS = ["e_license", "enterprise_registration"]
+DATASETS = tuple(CANONICAL_DATASETS)  # every province provides every dataset
 LICENSE_DAY_FILES = ["电子证照_20261101.csv", "电子证照_20261102.csv", "电子证照_20261103.csv"]
 
 

@@ -19,6 +19,7 @@ from adapters.shanghai.auth import ClientCredentials, StaticToken
 from adapters.shanghai.retry import RetryPolicy, retry_after_seconds
 from adapters.shanghai.sandbox import Fault, ShanghaiSandbox, create
 from exchange.config import ExchangeSettings
+from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, TransientError
 from exchange.synthetic import DEFECT_COLUMN, generate
@@ -27,7 +28,7 @@ CST = timezone(timedelta(hours=8))
 START = datetime(2026, 11, 1, tzinfo=CST)
 END = datetime(2026, 11, 4, tzinfo=CST)
 N = 2000
-DATASETS = ["e_license", "enterprise_registration"]
+DATASETS = tuple(CANONICAL_DATASETS)  # every province provides every dataset
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from adapters.zhejiang.adapter import ZhejiangAdapter, _map_error, build
 from adapters.zhejiang.ledger import DeliveryLedger
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox, create
 from exchange.config import ExchangeSettings
+from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import dataset
 from exchange.errors import SourceFormatError, TerminalError, TransientError
 from exchange.synthetic import DEFECT_COLUMN, generate
@@ -26,7 +27,7 @@ START = datetime(2024, 5, 1, tzinfo=UTC)
 END = START + timedelta(days=3)
 LATER = START + timedelta(days=10)
 N = 2000
-DATASETS = ("e_license", "enterprise_registration")
+DATASETS = tuple(CANONICAL_DATASETS)  # every province provides every dataset
 
 
 def _generate(

@@ -11,6 +11,7 @@ from typing import Any
 from benchmarks.harness import machine
 from benchmarks.report import console, contenders_table, targets_table
 from benchmarks.sources import PROVINCES
+from exchange.datasets import DATASETS
 
 
 def _sizes(text: str) -> list[int]:
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="scenario", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dataset", default="e_license", choices=["e_license", "enterprise_registration"])
+    common.add_argument("--dataset", default="e_license", choices=list(DATASETS))
     common.add_argument("--json", dest="json_out", type=Path, help="also write the results as JSON here ('-' = stdout)")
     common.add_argument("--workdir", type=Path, help="where the temporary sandboxes and lakes go (default: $TMPDIR)")
 
@@ -45,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     scaling = sub.add_parser("scaling", parents=[common], help="scenario 2: time per record and peak RSS vs size")
     scaling.add_argument("--province", type=_provinces, default=["jiangsu"])
     scaling.add_argument("--records", type=_sizes, default=[100_000, 300_000, 1_000_000])
+
+    pull = sub.add_parser("pull", parents=[common], help="issue 3: peak RSS of a pull vs its size (bounded memory)")
+    pull.add_argument("--province", type=_provinces, default=["jiangsu"])
+    pull.add_argument("--records", type=_sizes, default=[250_000, 1_000_000])
 
     verify = sub.add_parser("verify", parents=[common], help="scenario 4: full verify vs sha256sum")
     verify.add_argument("--province", type=_provinces, default=["jiangsu"])
@@ -71,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             out.print(contenders_table(title, result.contenders, args.records))
             out.print(targets_table(f"targets, {province} (issue 8, scenario 1)", result.targets))
             doc["results"].append(result.to_json())
+    elif args.scenario == "pull":
+        from benchmarks.pull_memory import run_pull_memory
+
+        for province in args.province:
+            pulled = run_pull_memory(province, args.dataset, args.records, workdir=args.workdir)
+            out.print(pulled.table())
+            out.print(targets_table(f"targets, {province} (issue 3, bounded pull memory)", pulled.targets))
+            doc["results"].append(pulled.to_json())
     elif args.scenario == "scaling":
         from benchmarks.scaling import run_scaling
 

@@ -85,6 +85,24 @@ def run_ours(
     return watch.seconds, int(summary.get("pulled", 0)), details
 
 
+def run_pull(province: str, dataset: str, env: dict[str, str], out_dir: Path) -> tuple[float, int, dict[str, Any]]:
+    """Only the province adapter's pull over the whole window: chunks are counted and dropped."""
+    import os
+
+    os.environ.update(env)
+    from adapters.base import Landing, PullRequest, Window, adapter_for
+    from exchange.config import ExchangeSettings
+
+    adapter = adapter_for(province, ExchangeSettings())
+    request = PullRequest(dataset, Window(WINDOW_START, WINDOW_END), None)
+    rows = largest = 0
+    with Stopwatch() as watch:
+        for chunk in adapter.pull(request, Landing(out_dir / "landing")):
+            rows += chunk.num_rows
+            largest = max(largest, chunk.num_rows)
+    return watch.seconds, rows, {"largest_chunk": largest}
+
+
 def _dlt_pipeline(out_dir: Path, name: str) -> Any:
     import dlt
 

@@ -40,6 +40,12 @@ def _ours(spec: dict[str, Any]) -> Result:
     return run_ours(spec["province"], spec["dataset"], spec["env"], _out(spec), spec.get("profile"))
 
 
+def _pull(spec: dict[str, Any]) -> Result:
+    from benchmarks.contenders import run_pull
+
+    return run_pull(spec["province"], spec["dataset"], spec["env"], _out(spec))
+
+
 def _peer(spec: dict[str, Any]) -> Result:
     import dlt  # noqa: F401 - imported before the clock starts, like ours
     import great_expectations  # noqa: F401
@@ -89,6 +95,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "prepare": _prepare,
     "limit": _limit,
     "ours": _ours,
+    "pull": _pull,
     "peer": _peer,
     "dictpath": _dictpath,
     "verify": _verify,

@@ -43,3 +43,17 @@ def test_ingest_smoke(tmp_path: Path) -> None:
     assert ours["details"]["accepted"] + ours["details"]["quarantined"] == 2000
     assert {t["name"] for t in result["targets"]} >= {"ours / limit", "ours / peer", "dict path / ours"}
     assert not list(tmp_path.glob("bench-*")), "the harness must remove its temporary sandboxes"
+
+
+def test_pull_memory_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "pull.json"
+    command = [
+        sys.executable, "-m", "benchmarks", "pull", "--province", "zhejiang", "--dataset", "provident_fund_transfer",
+        "--records", "1000,3000", "--json", str(out), "--workdir", str(tmp_path),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert [p["records"] for p in result["points"]] == [1000, 3000]
+    assert all(p["peak_rss_mb"] > 0 and 0 < p["largest_chunk"] <= p["records"] for p in result["points"])
+    assert result["targets"][0]["name"] == "peak RSS, largest / smallest pull"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -84,13 +83,11 @@ def seed_sandboxes(layout: Layout, window: DemoWindow, records: int) -> dict[str
 
 def prepare_airflow(layout: Layout) -> None:
     """Point Airflow at EXCHANGE_HOME and create its SQLite metadata DB."""
-    from exchange.airflow.env import apply_airflow_env
+    from exchange.airflow.env import apply_airflow_env, init_metadata_db
+    from exchange.config import ExchangeSettings
 
     apply_airflow_env(layout)
-    subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    init_metadata_db(ExchangeSettings(home=layout.home))  # with the commit pool, for a scheduler started later
 
 
 def run_dags(dag_ids: list[str]) -> dict[str, str]:

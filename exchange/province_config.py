@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
+
+_DURATION = re.compile(r"^\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m(?:in)?)?\s*$")
+
+
+def parse_duration(value: str) -> timedelta:
+    """`2h`, `90m`, `1h30m` -> timedelta; anything else is an error naming the accepted forms."""
+    match = _DURATION.match(value)
+    if not match or not (match["h"] or match["m"]):
+        raise ValueError(f"{value!r} is not a duration; write e.g. 2h, 90m or 1h30m")
+    return timedelta(hours=int(match["h"] or 0), minutes=int(match["m"] or 0))
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration` (whole minutes)."""
+    hours, minutes = divmod(int(value.total_seconds()) // 60, 60)
+    return "".join((f"{hours}h" if hours else "", f"{minutes}m" if minutes or not hours else ""))
 
 
 class ProvinceConfig(BaseModel, frozen=True):
@@ -25,11 +43,59 @@ class ProvinceConfig(BaseModel, frozen=True):
     connection_id: str | None = Field(
         default=None, description="Airflow Connection with the province's credentials; default exchange_<province>"
     )
+    depends_on: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="dataset -> datasets whose commit for the same data interval must finish before it starts",
+    )
+    deadline: timedelta | None = Field(
+        default=None, description="How long after the data interval ends the run must have finished (e.g. 2h)"
+    )
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _dependencies(self) -> ProvinceConfig:
+        where = f"adapters/{self.province}/province.yaml depends_on"
+        for dataset, upstream in self.depends_on.items():
+            for name in (dataset, *upstream):
+                if name not in self.datasets:
+                    raise ValueError(f"{where}: {name!r} is not one of this province's datasets "
+                                     f"({', '.join(self.datasets)})")
+        cycle = _find_cycle(self.depends_on)
+        if cycle:
+            raise ValueError(f"{where}: datasets depend on each other in a cycle: {' -> '.join(cycle)}")
+        if self.deadline is not None and self.deadline <= timedelta(0):
+            raise ValueError(f"adapters/{self.province}/province.yaml deadline must be positive")
+        return self
 
     @property
     def connection(self) -> str:
         """The Airflow Connection id to look up."""
         return self.connection_id or f"exchange_{self.province}"
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
+    """One dependency cycle as a path that ends where it starts, or [] when the graph is acyclic."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        if node in path:
+            return [*path[path.index(node):], node]
+        if node in done:
+            return []
+        for upstream in graph.get(node, []):
+            if cycle := visit(upstream, [*path, node]):
+                return cycle
+        done.add(node)
+        return []
+
+    for start in graph:
+        if cycle := visit(start, []):
+            return cycle
+    return []
 
 
 def load_province(province: str, adapters_dir: Path = ADAPTERS_DIR) -> ProvinceConfig:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from exchange.config import Layout
+from exchange.config import ExchangeSettings, Layout
 
 REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = Path(sys.executable).with_name("airflow")
 
 
 def airflow_env(layout: Layout) -> dict[str, str]:
@@ -27,3 +30,16 @@ def apply_airflow_env(layout: Layout) -> None:
     """Set the variables in this process; call before the first `import airflow`."""
     layout.airflow.mkdir(parents=True, exist_ok=True)
     os.environ.update(airflow_env(layout))
+
+
+def init_metadata_db(settings: ExchangeSettings, env: dict[str, str] | None = None) -> None:
+    """`airflow db migrate`, then the lake_commits pool: without it the scheduler never runs a commit task.
+
+    `env` defaults to this process's environment (after :func:`apply_airflow_env` for the embedded default).
+    """
+    from exchange.airflow.pools import ensure_commit_pool, lake_commit_slots
+
+    env = dict(os.environ if env is None else env)
+    subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, text=True,
+                   timeout=600)
+    ensure_commit_pool(AIRFLOW, env, lake_commit_slots(settings))

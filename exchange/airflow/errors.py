@@ -1,12 +1,20 @@
-"""Map the hub's errors onto Airflow's retry semantics.
+"""Map the hub's errors onto Airflow's retry semantics, and write what an office reads when things go wrong.
 
 A TerminalError (malformed payload, refused credentials, held batch) will not go away by retrying, so
 the task fails at once with the hub's message; a TransientError keeps Airflow's retries.
+
+Failure summaries (reports/failures/) and deadline-miss alerts (reports/alerts/) are small JSON files
+under EXCHANGE_HOME, so an office sees them without opening Airflow's logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -14,6 +22,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from exchange.errors import TerminalError
 
 T = TypeVar("T")
+STAGES = ("pull", "validate", "commit")
+log = logging.getLogger(__name__)
 
 
 def run_stage(stage: Callable[..., T], *args: Any) -> T:
@@ -24,31 +34,103 @@ def run_stage(stage: Callable[..., T], *args: Any) -> T:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
-def record_failure(context: Any) -> None:
-    """on_failure_callback: write a one-file summary an office can read without opening Airflow's logs.
-
-    EXCHANGE_HOME/reports/failures/<dag>.<task>.<run>.json names the province, task, data interval,
-    try number and the error.
-    """
-    import json
-    import re
-
+def _reports(kind: str) -> Path:
     from exchange.config import Layout, settings
 
+    folder = Layout(settings().home).reports / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write(kind: str, name: str, summary: Mapping[str, Any]) -> Path:
+    path = _reports(kind) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.json"
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return path
+
+
+def province_of(dag_id: str) -> str | None:
+    """`exchange_jiangsu` -> `jiangsu`; None for the hub-wide DAGs."""
+    name = dag_id.removeprefix("exchange_")
+    return None if name == dag_id or name in ("publish", "audit") else name
+
+
+def dataset_of(task_id: str) -> str | None:
+    """`commit_e_license` -> `e_license`; None for tasks that are not a dataset's stage."""
+    stage, _, dataset = task_id.partition("_")
+    return dataset if stage in STAGES and dataset else None
+
+
+def record_failure(context: Any) -> Path:
+    """on_failure_callback: write a one-file summary an office can read without opening Airflow's logs.
+
+    EXCHANGE_HOME/reports/failures/<dag>.<task>.<run>.json names the province, dataset, task, data interval,
+    try number and the error.
+    """
     ti = context.get("task_instance") or context.get("ti")
-    dag_id = getattr(ti, "dag_id", "unknown")
-    task_id = getattr(ti, "task_id", "unknown")
+    dag_id = str(getattr(ti, "dag_id", "unknown"))
+    task_id = str(getattr(ti, "task_id", "unknown"))
     run_id = str(context.get("run_id") or getattr(ti, "run_id", "unknown"))
+    exc = context.get("exception")
+    error = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown (no exception in the task context)"
     summary = {
+        "province": province_of(dag_id),
+        "dataset": dataset_of(task_id),
         "dag_id": dag_id,
         "task_id": task_id,
         "run_id": run_id,
         "try_number": getattr(ti, "try_number", None),
         "data_interval_start": str(context.get("data_interval_start")),
         "data_interval_end": str(context.get("data_interval_end")),
-        "error": f"{type(context.get('exception')).__name__}: {context.get('exception')}",
+        "error": error,
     }
-    folder = Layout(settings().home).reports / "failures"
-    folder.mkdir(parents=True, exist_ok=True)
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dag_id}.{task_id}.{run_id}")
-    (folder / f"{name}.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    path = _write("failures", f"{dag_id}.{task_id}.{run_id}", summary)
+    log.error("task %s.%s failed for [%s, %s): %s (summary: %s)", dag_id, task_id, summary["data_interval_start"],
+              summary["data_interval_end"], error, path)
+    return path
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def record_deadline_miss(*, province: str, deadline: str, context: Mapping[str, Any],
+                         now: datetime | None = None) -> Path | None:
+    """Deadline Alert callback: the run of an interval had not finished `deadline` after the interval ended.
+
+    Writes EXCHANGE_HOME/reports/alerts/<dag>.<run>.deadline.json (province, DAG, interval, deadline, how
+    late) and logs it. Backfill runs re-run past intervals and are late by construction: logged, no alert.
+    Airflow calls it with `context` = {"dag_run": the run as the REST API shows it, "deadline": {...}}.
+    """
+    run = context.get("dag_run") or {}
+    missed = context.get("deadline") or {}
+    dag_id = str(run.get("dag_id", f"exchange_{province}"))
+    run_id = str(run.get("dag_run_id") or run.get("run_id") or "unknown")
+    deadline_time = _when(missed.get("deadline_time"))
+    now = now or datetime.now(UTC)
+    late = now - deadline_time if deadline_time else None
+    summary = {
+        "province": province,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "run_type": run.get("run_type"),
+        "state": run.get("state"),
+        "data_interval_start": run.get("data_interval_start"),
+        "data_interval_end": run.get("data_interval_end"),
+        "deadline": f"{deadline} after the data interval end",
+        "deadline_time": deadline_time.isoformat() if deadline_time else None,
+        "noticed_at": now.isoformat(),
+        "late_by_minutes": round(late.total_seconds() / 60, 1) if late is not None else None,
+    }
+    message = (f"{province}: {dag_id} run {run_id} for [{summary['data_interval_start']}, "
+               f"{summary['data_interval_end']}) missed its deadline ({summary['deadline']}, "
+               f"{summary['deadline_time']}); late by {summary['late_by_minutes']} min, state {summary['state']}")
+    if run.get("run_type") == "backfill":
+        log.info("backfill run, no alert: %s", message)
+        return None
+    path = _write("alerts", f"{dag_id}.{run_id}.deadline", {**summary, "summary": message})
+    log.warning("%s (alert: %s)", message, path)
+    return path

@@ -11,14 +11,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, dag, task
+from airflow.sdk import DAG, Asset, TriggerRule, dag, task
+from airflow.sdk.definitions.callback import SyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
+from croniter import croniter
 
-from exchange.airflow.errors import record_failure, run_stage
-from exchange.province_config import load_province
+from exchange.airflow.errors import record_deadline_miss, record_failure, run_stage
+from exchange.airflow.pools import LAKE_COMMIT_POOL
+from exchange.province_config import ProvinceConfig, format_duration, load_province
 
 log = logging.getLogger(__name__)
+
+PERIOD_SAMPLES = 60  # consecutive intervals checked before trusting a cron schedule's period as fixed
 
 
 def lake_asset(dataset: str) -> Asset:
@@ -27,35 +33,81 @@ def lake_asset(dataset: str) -> Asset:
 
 
 def province_dag(province: str) -> DAG:
-    """The DAG `exchange_<province>`: for each dataset, pull -> validate -> commit, datasets in parallel."""
+    """The DAG `exchange_<province>`: for each dataset, pull -> validate -> commit.
+
+    Datasets run in parallel except where province.yaml's `depends_on` orders them; commits share the
+    `lake_commits` pool; `deadline` becomes a Deadline Alert.
+    """
     cfg = load_province(province)
     tz = pendulum.timezone(cfg.timezone)
+    start = pendulum.datetime(cfg.start_date.year, cfg.start_date.month, cfg.start_date.day, tz=tz)
 
     @dag(
         dag_id=f"exchange_{province}",
         description=f"Pull {cfg.name}'s datasets, check them against their contracts, commit them to the lake",
         schedule=CronDataIntervalTimetable(cfg.schedule, timezone=tz),
-        start_date=pendulum.datetime(cfg.start_date.year, cfg.start_date.month, cfg.start_date.day, tz=tz),
+        start_date=start,
         catchup=False,
         max_active_runs=1,
         tags=["exchange", province],
         default_args={"retries": cfg.retries, "retry_delay": timedelta(minutes=cfg.retry_delay_minutes),
                       "on_failure_callback": record_failure},
+        deadline=deadline_alert(cfg, start),
     )
     def exchange_province() -> None:
-        for dataset in cfg.datasets:
-            _dataset_chain(province, dataset, cfg.connection)
+        chains = {dataset: _dataset_chain(province, dataset, cfg.connection, bool(cfg.depends_on.get(dataset)))
+                  for dataset in cfg.datasets}
+        for dataset, upstream in cfg.depends_on.items():
+            for name in upstream:
+                chains[name][1] >> chains[dataset][0]
 
     built: DAG = exchange_province()
+    order = "".join(f" {d} starts after {', '.join(u)} committed." for d, u in cfg.depends_on.items() if u)
+    due = f" Due {format_duration(cfg.deadline)} after the interval ends." if cfg.deadline else ""
     built.doc_md = (
         f"**{cfg.name}** exchange. Each dataset ({', '.join(cfg.datasets)}) runs pull -> validate -> commit "
-        "for the run's data interval; re-running an interval is a no-op."
+        f"for the run's data interval; re-running an interval is a no-op.{order}{due}"
     )
     return built
 
 
-def _dataset_chain(province: str, dataset: str, connection_id: str) -> None:
-    @task(task_id=f"pull_{dataset}")
+def schedule_period(schedule: str, start: datetime, samples: int = PERIOD_SAMPLES) -> timedelta | None:
+    """The fixed length of the schedule's data intervals, or None when it varies (e.g. weekdays only)."""
+    fires = croniter(schedule, start)
+    times = [fires.get_next(datetime) for _ in range(samples + 1)]
+    gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
+    return gaps.pop() if len(gaps) == 1 else None
+
+
+def deadline_alert(cfg: ProvinceConfig, start: datetime) -> DeadlineAlert | None:
+    """The province's `deadline` as a Deadline Alert measured from the end of the run's data interval.
+
+    Airflow 3.3 offers no "data interval end" reference, so for a fixed-period cron the deadline is the
+    logical date (= interval start) plus the period plus `deadline`; for an irregular cron it falls back to
+    when the run was queued, which for a scheduled run is when its interval ended.
+    """
+    if cfg.deadline is None:
+        return None
+    period = schedule_period(cfg.schedule, start)
+    reference, interval = ((DeadlineReference.DAGRUN_LOGICAL_DATE, period + cfg.deadline) if period is not None
+                           else (DeadlineReference.DAGRUN_QUEUED_AT, cfg.deadline))
+    return DeadlineAlert(
+        reference=reference,
+        interval=interval,
+        callback=SyncCallback(record_deadline_miss,
+                              kwargs={"province": cfg.province, "deadline": format_duration(cfg.deadline)}),
+        name=f"{cfg.province}_deadline",
+    )
+
+
+def _dataset_chain(province: str, dataset: str, connection_id: str,
+                   has_upstream: bool) -> tuple[Any, Any]:
+    """pull -> validate -> commit for one dataset; returns (pull, commit) so datasets can be ordered."""
+    where = f"province={province} dataset={dataset}"
+
+    # An upstream dataset's commit is skipped when its interval brought nothing new; that must not skip
+    # this chain, but an upstream failure must stop it (its records could reference unregistered entities).
+    @task(task_id=f"pull_{dataset}", trigger_rule=TriggerRule.NONE_FAILED if has_upstream else TriggerRule.ALL_SUCCESS)
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.airflow.connections import settings_overrides
         from exchange.config import ExchangeSettings
@@ -64,30 +116,45 @@ def _dataset_chain(province: str, dataset: str, connection_id: str) -> None:
 
         assert data_interval_start is not None and data_interval_end is not None
         hub = Hub(ExchangeSettings(**settings_overrides(province, connection_id)))
-        log.info("pull %s %s for [%s, %s)", province, dataset, data_interval_start, data_interval_end)
-        return run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end, hub)
+        log.info("pull %s window=[%s, %s)", where, data_interval_start, data_interval_end)
+        result = run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end, hub)
+        log.info("pulled %s window=[%s, %s): batch %s, %s, pulled=%s", where, data_interval_start, data_interval_end,
+                 result["batch_id"], result["status"], result["pulled"])
+        return result
 
     @task(task_id=f"validate_{dataset}")
-    def validate(pulled: dict[str, Any]) -> dict[str, Any]:
+    def validate(pulled: dict[str, Any], data_interval_start: datetime | None = None,
+                 data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.pipeline import validate as validate_stage
 
         if pulled["status"] != "pulled":
+            log.info("validate %s window=[%s, %s): nothing to check (%s)", where, data_interval_start,
+                     data_interval_end, pulled["status"])
             return pulled
-        return run_stage(validate_stage, pulled["batch_id"])
+        result = run_stage(validate_stage, pulled["batch_id"])
+        log.info("validated %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s", where,
+                 data_interval_start, data_interval_end, result["batch_id"], result["pulled"], result["accepted"],
+                 result["quarantined"])
+        return result
 
-    @task(task_id=f"commit_{dataset}", outlets=[lake_asset(dataset)])
-    def commit(checked: dict[str, Any]) -> dict[str, Any]:
+    @task(task_id=f"commit_{dataset}", outlets=[lake_asset(dataset)], pool=LAKE_COMMIT_POOL)
+    def commit(checked: dict[str, Any], data_interval_start: datetime | None = None,
+               data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.pipeline import commit as commit_stage
 
         if checked.get("status") in ("empty", "already_committed"):
             # Skipped, not succeeded: no Asset event, so publishing only reacts to real new snapshots.
-            raise AirflowSkipException(f"nothing new to commit for {checked['batch_id']}: {checked['status']}")
+            raise AirflowSkipException(f"nothing new to commit for {where} window=[{data_interval_start}, "
+                                       f"{data_interval_end}) ({checked['batch_id']}: {checked['status']})")
         result = run_stage(commit_stage, checked["batch_id"])
         if result["status"] != "committed":
             raise AirflowSkipException(f"{checked['batch_id']} was committed by an earlier attempt")
-        log.info("committed %s: pulled %s, accepted %s, quarantined %s, snapshot %s", result["batch_id"],
-                 result["pulled"], result["accepted"], result["quarantined"], result["snapshot_id"])
+        log.info("committed %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s snapshot=%s", where,
+                 data_interval_start, data_interval_end, result["batch_id"], result["pulled"], result["accepted"],
+                 result["quarantined"], result["snapshot_id"])
         return result
 
     # TaskFlow calls return XComArgs at parse time; Airflow resolves them to the dicts at run time.
-    commit(validate(pull()))  # type: ignore[arg-type]
+    first = pull()
+    last = commit(validate(first))  # type: ignore[arg-type]
+    return first, last

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exchange.datasets import PROVINCES
+from exchange.datasets import DATASETS, PROVINCES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_every_dag_file_imports_cleanly_and_lightly(tmp_path: Path) -> None:
         assert province in dag["tags"]
         assert dag["retries"] >= 1
         assert dag["timetable"] == "CronDataIntervalTimetable"
-        for dataset in ("e_license", "enterprise_registration"):
+        for dataset in DATASETS:
             for stage in ("pull", "validate", "commit"):
                 assert f"{stage}_{dataset}" in dag["tasks"]
             assert f"ducklake://lake/{dataset}" in dag["outlets"], "a commit emits the lake table's Asset event"

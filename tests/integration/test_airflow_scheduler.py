@@ -124,6 +124,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     dep = Deployment(tmp_path, env)
     try:
         dep.airflow("db", "migrate", timeout=300)
+        dep.airflow("pools", "set", "lake_commits", "1", "lake commits")  # commit tasks wait on this pool
         for name in ("api-server", "scheduler", "dag-processor"):
             dep.start(name)
         yield dep

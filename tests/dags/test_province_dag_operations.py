@@ -1,0 +1,166 @@
+"""Dataset ordering, the lake-commit pool and deadlines, as province.yaml declares them and the factory builds."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from exchange.airflow.errors import dataset_of, province_of, record_deadline_miss, record_failure
+from exchange.airflow.factory import deadline_alert, province_dag, schedule_period
+from exchange.airflow.pools import LAKE_COMMIT_POOL, PoolSettings, lake_commit_slots
+from exchange.config import ExchangeSettings
+from exchange.datasets import PROVINCES
+from exchange.province_config import ProvinceConfig, format_duration, load_province, parse_duration
+
+BASE = {"province": "jiangsu", "name": "江苏", "schedule": "0 2 * * *", "start_date": "2026-11-01",
+        "datasets": ["e_license", "enterprise_registration", "administrative_penalty"]}
+
+
+def _config(**extra: object) -> ProvinceConfig:
+    return ProvinceConfig.model_validate({**BASE, **extra})
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_penalties_start_after_registrations_commit_and_the_rest_run_in_parallel(province: str) -> None:
+    dag = province_dag(province)
+    cfg = load_province(province)
+    assert cfg.depends_on == {"administrative_penalty": ["enterprise_registration"]}
+    pull = dag.task_dict["pull_administrative_penalty"]
+    assert pull.upstream_task_ids == {"commit_enterprise_registration"}
+    # A registration commit skipped for want of new rows must not skip the penalties; a failed one must.
+    assert pull.trigger_rule == "none_failed"
+    for dataset in cfg.datasets:
+        if dataset != "administrative_penalty":
+            assert dag.task_dict[f"pull_{dataset}"].upstream_task_ids == set(), dataset
+            assert dag.task_dict[f"pull_{dataset}"].trigger_rule == "all_success"
+    assert "administrative_penalty starts after enterprise_registration committed" in (dag.doc_md or "")
+
+
+def test_ordering_is_read_from_the_yaml(tmp_path: Path) -> None:
+    (tmp_path / "jiangsu").mkdir()
+    (tmp_path / "jiangsu" / "province.yaml").write_text(yaml.safe_dump(
+        {**BASE, "depends_on": {"e_license": ["enterprise_registration", "administrative_penalty"]}}))
+    cfg = load_province("jiangsu", tmp_path)
+    assert cfg.depends_on == {"e_license": ["enterprise_registration", "administrative_penalty"]}
+    assert _config().depends_on == {}
+
+
+@pytest.mark.parametrize(("depends_on", "message"), [
+    ({"administrative_penalty": ["enterprise_registrations"]},
+     "'enterprise_registrations' is not one of this province's datasets"),
+    ({"provident_fund_transfer": ["e_license"]}, "'provident_fund_transfer' is not one of this province's datasets"),
+    ({"e_license": ["e_license"]}, "cycle: e_license -> e_license"),
+    ({"e_license": ["administrative_penalty"], "administrative_penalty": ["enterprise_registration"],
+      "enterprise_registration": ["e_license"]}, "cycle: e_license -> administrative_penalty -> "
+                                                 "enterprise_registration -> e_license"),
+])
+def test_unknown_datasets_and_cycles_are_refused_with_a_clear_error(depends_on: dict[str, list[str]],
+                                                                    message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as err:
+        _config(depends_on=depends_on)
+    assert "province.yaml depends_on" in str(err.value)
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_commits_and_only_commits_take_a_lake_commit_pool_slot(province: str) -> None:
+    dag = province_dag(province)
+    for task in dag.tasks:
+        assert (task.pool == LAKE_COMMIT_POOL) == task.task_id.startswith("commit_"), task.task_id
+
+
+def test_pool_size_follows_the_catalog_unless_the_operator_sets_it() -> None:
+    assert lake_commit_slots(ExchangeSettings(), PoolSettings()) == 1
+    assert lake_commit_slots(ExchangeSettings(lake_catalog="catalog.ducklake"), PoolSettings()) == 1
+    assert lake_commit_slots(ExchangeSettings(lake_catalog="postgres:dbname=lake"), PoolSettings()) == 4
+    assert lake_commit_slots(ExchangeSettings(), PoolSettings(lake_commit_slots=2)) == 2
+
+
+def test_pool_size_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXCHANGE_LAKE_COMMIT_SLOTS", "3")
+    assert lake_commit_slots(ExchangeSettings()) == 3
+    monkeypatch.setenv("EXCHANGE_LAKE_COMMIT_SLOTS", "0")
+    with pytest.raises(ValidationError):
+        lake_commit_slots(ExchangeSettings())
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("2h", 120), ("90m", 90), ("1h30m", 90), ("45min", 45)])
+def test_deadlines_are_written_as_hours_and_minutes(text: str, minutes: int) -> None:
+    assert parse_duration(text) == timedelta(minutes=minutes)
+    assert parse_duration(format_duration(timedelta(minutes=minutes))) == timedelta(minutes=minutes)
+    assert _config(deadline=text).deadline == timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize("text", ["2", "soon", "2d", "0m"])
+def test_a_malformed_or_empty_deadline_is_refused(text: str) -> None:
+    with pytest.raises(ValidationError, match="duration|deadline must be positive"):
+        _config(deadline=text)
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_the_deadline_is_measured_from_the_end_of_the_data_interval(province: str) -> None:
+    cfg = load_province(province)
+    assert cfg.deadline == timedelta(hours=2)
+    alerts = province_dag(province).deadline
+    assert isinstance(alerts, list) and len(alerts) == 1
+    alert = alerts[0]
+    # Daily schedule: logical date (= interval start) + 1 day (the interval) + 2 h = interval end + 2 h.
+    assert alert.reference.reference_name == "DagRunLogicalDateDeadline"
+    assert alert.interval == timedelta(days=1, hours=2)
+    assert alert.callback.path == "exchange.airflow.errors.record_deadline_miss"
+    assert alert.callback.kwargs == {"province": province, "deadline": "2h"}
+
+
+def test_an_irregular_schedule_falls_back_to_when_the_run_was_queued() -> None:
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    assert schedule_period("0 1 * * *", start) == timedelta(days=1)
+    assert schedule_period("0 */6 * * *", start) == timedelta(hours=6)
+    assert schedule_period("0 1 * * 1-5", start) is None  # Friday's interval runs to Monday
+    alert = deadline_alert(_config(schedule="0 1 * * 1-5", deadline="2h"), start)
+    assert alert is not None and alert.reference.reference_name == "DagRunQueuedAtDeadline"
+    assert alert.interval == timedelta(hours=2)
+    assert deadline_alert(_config(), start) is None
+
+
+def _airflow_context(run_type: str) -> dict[str, object]:
+    # The shape Airflow's scheduler passes (Deadline.handle_miss: the run as DAGRunResponse JSON).
+    return {"dag_run": {"dag_id": "exchange_jiangsu", "dag_run_id": f"{run_type}__2026-11-09T18:00:00+00:00",
+                        "run_type": run_type, "state": "running",
+                        "data_interval_start": "2026-11-09T18:00:00Z", "data_interval_end": "2026-11-10T18:00:00Z"},
+            "deadline": {"id": "d1", "deadline_time": "2026-11-10T20:00:00+00:00"}}
+
+
+def test_a_missed_deadline_writes_an_alert_naming_province_dag_interval_and_lateness(
+        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = record_deadline_miss(province="jiangsu", deadline="2h", context=_airflow_context("scheduled"),
+                                now=datetime(2026, 11, 10, 20, 45, tzinfo=UTC))
+    assert path is not None and path.parent == home.resolve() / "reports" / "alerts"
+    alert = json.loads(path.read_text(encoding="utf-8"))
+    assert alert["province"] == "jiangsu" and alert["dag_id"] == "exchange_jiangsu"
+    assert alert["data_interval_end"] == "2026-11-10T18:00:00Z"
+    assert alert["deadline"] == "2h after the data interval end"
+    assert alert["late_by_minutes"] == 45.0
+    assert "missed its deadline" in alert["summary"] and "late by 45.0 min" in caplog.text
+
+
+def test_a_backfill_run_is_late_by_construction_and_raises_no_alert(home: Path) -> None:
+    assert record_deadline_miss(province="jiangsu", deadline="2h", context=_airflow_context("backfill")) is None
+    assert not (home / "reports" / "alerts").exists()
+
+
+class _TI:
+    dag_id, task_id, run_id, try_number = "exchange_anhui", "commit_administrative_penalty", "scheduled__x", 2
+
+
+def test_a_failure_summary_names_province_dataset_interval_and_error(home: Path) -> None:
+    path = record_failure({"ti": _TI(), "exception": ValueError("boom"),
+                           "data_interval_start": date(2026, 11, 9), "data_interval_end": date(2026, 11, 10)})
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    assert summary["province"] == "anhui" and summary["dataset"] == "administrative_penalty"
+    assert summary["error"] == "ValueError: boom" and summary["try_number"] == 2
+    assert summary["data_interval_start"] == "2026-11-09"
+    assert (province_of("exchange_publish"), dataset_of("refresh_standing_extracts")) == (None, None)

@@ -84,9 +84,27 @@ def record_failure(context: Any) -> Path:
         "error": error,
     }
     path = _write("failures", f"{dag_id}.{task_id}.{run_id}", summary)
+    _lineage_failed(summary, context.get("data_interval_start"), context.get("data_interval_end"), exc)
     log.error("task %s.%s failed for [%s, %s): %s (summary: %s)", dag_id, task_id, summary["data_interval_start"],
               summary["data_interval_end"], error, path)
     return path
+
+
+def _lineage_failed(summary: Mapping[str, Any], start: Any, end: Any, exc: BaseException | None) -> None:
+    """The batch's OpenLineage run ends in FAIL once its task has failed for good (after retries)."""
+    if not (summary["province"] and summary["dataset"] and isinstance(start, datetime) and isinstance(end, datetime)):
+        return
+    from adapters.base import Window
+    from exchange import lineage
+    from exchange.config import settings
+    from exchange.pipeline import batch_id_for
+
+    try:
+        batch_id = batch_id_for(summary["province"], summary["dataset"], Window(start, end))
+    except ValueError:  # not a window a batch could have had: there is no run to close
+        return
+    lineage.failed(settings(), batch_id, summary["province"], summary["dataset"],
+                   exc or RuntimeError(str(summary["error"])))
 
 
 def _when(value: Any) -> datetime | None:

@@ -164,3 +164,15 @@ def test_a_failure_summary_names_province_dataset_interval_and_error(home: Path)
     assert summary["error"] == "ValueError: boom" and summary["try_number"] == 2
     assert summary["data_interval_start"] == "2026-11-09"
     assert (province_of("exchange_publish"), dataset_of("refresh_standing_extracts")) == (None, None)
+
+
+def test_a_failed_task_closes_its_batch_lineage_run_with_fail(home: Path) -> None:
+    from exchange import lineage
+    from exchange.config import settings
+
+    start, end = datetime(2026, 11, 9, 16, tzinfo=UTC), datetime(2026, 11, 10, 16, tzinfo=UTC)
+    record_failure({"ti": _TI(), "exception": ValueError("boom"), "data_interval_start": start,
+                    "data_interval_end": end})
+    (event,) = [json.loads(line) for line in lineage.events_file(settings()).read_text().splitlines()]
+    assert event["eventType"] == "FAIL" and event["job"]["name"] == "exchange_anhui.administrative_penalty"
+    assert event["run"]["facets"]["errorMessage"]["message"] == "ValueError: boom"

@@ -67,6 +67,16 @@ class ExchangeSettings(BaseSettings):
     jiangsu_sftp_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Connect and read timeout for Jiangsu's SFTP server, in seconds"
     )
+    api_rate_per_second: float = Field(
+        default=20.0, gt=0, description="Department API: sustained requests per second per department (token bucket)"
+    )
+    api_rate_burst: int = Field(
+        default=40, ge=1, description="Department API: requests a department may make at once before it is limited"
+    )
+    check_rate_per_second: float = Field(
+        default=50.0, gt=0, description="E-licence checks per second per department, sustained (a separate bucket)"
+    )
+    check_rate_burst: int = Field(default=100, ge=1, description="E-licence checks a department may make at once")
 
 
 class Layout:

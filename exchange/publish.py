@@ -25,6 +25,9 @@ def refresh_standing_extracts(hub: Hub | None = None) -> list[dict[str, Any]]:
         out = hub.layout.extracts / grant.department / "standing" / f"{grant.dataset}-s{snapshot}"
         if out.exists():  # this snapshot was published already: a retry or re-run is a no-op
             continue
-        signed_extract = extract_for_department(hub, grant.department, grant.dataset, out, snapshot)
-        cut.append({"grant": grant.id, "snapshot": snapshot, "rows": signed_extract.manifest.rows, "out": str(out)})
+        # A department that registered an extract key gets its standing extracts sealed to it.
+        encrypt = registry.department(grant.department).extract_public_key is not None
+        signed_extract = extract_for_department(hub, grant.department, grant.dataset, out, snapshot, encrypt=encrypt)
+        cut.append({"grant": grant.id, "snapshot": snapshot, "rows": signed_extract.manifest.rows, "out": str(out),
+                    "encrypted": encrypt})
     return cut

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from exchange.access.check import SignedLicenceCheck
 from exchange.access.extract import SignedExtractManifest
 from exchange.access.models import Department, Grant, SignedGrant, SignedGrantRevocation
 from exchange.provenance.archive import ArchiveHeader
@@ -29,6 +30,7 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "department": Department,
     "trust-bundle": TrustBundle,
     "provenance-archive-header": ArchiveHeader,
+    "licence-check": SignedLicenceCheck,
 }
 
 

@@ -8,8 +8,17 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import BaseModel, Field
 
+from exchange.access.envelope import (
+    ALGORITHM,
+    CHUNK_SIZE,
+    EncryptingWriter,
+    ExtractEncryption,
+    decrypt_file,
+    key_id,
+)
 from exchange.access.masking import masked_expression
 from exchange.access.models import Grant, RowCondition, SignedGrant
 from exchange.access.terms import contract_terms
@@ -36,8 +45,14 @@ class ExtractManifest(BaseModel, frozen=True):
     masking: dict[str, str] = Field(description="Masking rule applied per column ('none' = clear)")
     row_filter: list[RowCondition] = Field(description="Row conditions applied")
     rows: int = Field(description="Rows delivered")
-    files: list[FileDigest] = Field(description="Delivered files with SHA-256")
+    files: list[FileDigest] = Field(description="Delivered files with SHA-256 (of the ciphertext when encrypted, "
+                                                "so anyone can check them without the recipient's key)")
     created_at: datetime = Field(description="When the extract was cut")
+    encryption: ExtractEncryption | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Present when the files are encrypted to the recipient's X25519 key: envelope parameters "
+                    "and plaintext digests; absent for unencrypted extracts",
+    )
 
 
 class SignedExtractManifest(BaseModel, frozen=True):
@@ -87,19 +102,32 @@ def grant_query(grant: Grant, snapshot_id: int) -> tuple[str, list[Any], dict[st
 
 
 def cut_extract(
-    con: duckdb.DuckDBPyConnection, signed_grant: SignedGrant, snapshot_id: int, out_dir: Path, signer: Signer
+    con: duckdb.DuckDBPyConnection, signed_grant: SignedGrant, snapshot_id: int, out_dir: Path, signer: Signer,
+    recipient: X25519PublicKey | None = None,
 ) -> SignedExtractManifest:
-    """Write the grant's view at `snapshot_id` to `out_dir` as Parquet (streamed) and sign its manifest."""
+    """Write the grant's view at `snapshot_id` to `out_dir` as Parquet (streamed) and sign its manifest.
+
+    With `recipient`, the Parquet stream is encrypted as it is written (``<dataset>.parquet.enc``): the
+    clear extract never exists on the hub's disk.
+    """
     grant = signed_grant.grant
     sql, params, masking = grant_query(grant, snapshot_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data_file = out_dir / f"{grant.dataset}.parquet"
+    plain_name = f"{grant.dataset}.parquet"
+    data_file = out_dir / (f"{plain_name}.enc" if recipient else plain_name)
     reader = con.execute(sql, params).to_arrow_reader(100_000)
     rows = 0
-    with pq.ParquetWriter(data_file, reader.schema) as writer:
-        for batch in reader:
-            writer.write_batch(batch)
-            rows += batch.num_rows
+    encryption = None
+    with data_file.open("wb") as sink:
+        sealer = EncryptingWriter(sink, recipient, data_file.name, plain_name) if recipient else None
+        with pq.ParquetWriter(sealer if sealer is not None else sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        if sealer is not None and recipient is not None:
+            sealer.close()
+            encryption = ExtractEncryption(algorithm=ALGORITHM, recipient_key_id=key_id(recipient),
+                                           chunk_size=CHUNK_SIZE, files=[sealer.envelope()])
     created = datetime.now(UTC)
     grant_digest = document_digest(grant.model_dump(mode="json"))
     manifest = ExtractManifest(
@@ -115,6 +143,7 @@ def cut_extract(
         rows=rows,
         files=[FileDigest(name=data_file.name, sha256=file_sha256(data_file), size=data_file.stat().st_size)],
         created_at=created,
+        encryption=encryption,
     )
     signed = SignedExtractManifest(
         manifest=manifest, signature=signer.sign(canonical_bytes(manifest.model_dump(mode="json")))
@@ -129,7 +158,11 @@ def extract_digest(signed: SignedExtractManifest) -> str:
 
 
 def verify_extract(directory: Path, bundle: TrustBundle) -> SignedExtractManifest:
-    """Check an extract folder offline: the manifest's signature, then every file's size and SHA-256."""
+    """Check an extract folder offline: the manifest's signature, then every file's size and SHA-256.
+
+    For an encrypted extract this checks the ciphertext, which needs no private key; the row count is
+    checked by :func:`decrypt_extract`, since Parquet metadata is inside the ciphertext.
+    """
     path = directory / EXTRACT_MANIFEST
     if not path.exists():
         raise VerificationError(str(path), "no extract manifest")
@@ -142,7 +175,39 @@ def verify_extract(directory: Path, bundle: TrustBundle) -> SignedExtractManifes
             raise VerificationError(str(file), "listed in the extract manifest but missing")
         if file.stat().st_size != f.size or file_sha256(file) != f.sha256:
             raise VerificationError(str(file), "content differs from the extract manifest (SHA-256 mismatch)")
-    rows = sum(pq.ParquetFile(directory / f.name).metadata.num_rows for f in m.files)
-    if rows != m.rows:
-        raise VerificationError(str(directory), f"manifest says {m.rows} rows, files hold {rows}")
+    if m.encryption is None:
+        _check_rows(directory, [f.name for f in m.files], m.rows)
+    elif sorted(e.name for e in m.encryption.files) != sorted(f.name for f in m.files):
+        raise VerificationError(str(path), "encrypted files and envelopes do not correspond")
     return signed
+
+
+def decrypt_extract(directory: Path, signed: SignedExtractManifest, key: X25519PrivateKey,
+                    out_dir: Path | None = None) -> list[Path]:
+    """Decrypt a verified encrypted extract with the recipient's private key into `out_dir` (default: beside).
+
+    Checks that the key is the one the extract was sealed to, every chunk's tag, each file's plaintext
+    SHA-256 and size from the signed manifest, and the row count. Returns the decrypted files.
+    """
+    m = signed.manifest
+    if m.encryption is None:
+        raise VerificationError(str(directory), "the extract is not encrypted; there is nothing to decrypt")
+    mine = key_id(key.public_key())
+    if mine != m.encryption.recipient_key_id:
+        raise VerificationError(str(directory), f"the extract was encrypted to {m.encryption.recipient_key_id}, "
+                                f"this key is {mine}")
+    out_dir = out_dir or directory
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for envelope in m.encryption.files:
+        target = out_dir / envelope.plaintext_name
+        decrypt_file(directory / envelope.name, target, key, envelope, m.encryption.chunk_size)
+        written.append(target)
+    _check_rows(out_dir, [e.plaintext_name for e in m.encryption.files], m.rows)
+    return written
+
+
+def _check_rows(directory: Path, names: list[str], expected: int) -> None:
+    rows = sum(pq.ParquetFile(directory / name).metadata.num_rows for name in names)
+    if rows != expected:
+        raise VerificationError(str(directory), f"manifest says {expected} rows, files hold {rows}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from exchange.access.envelope import parse_public_key
 from exchange.signing.keys import Signature
 
 
@@ -16,6 +17,18 @@ class Department(BaseModel, frozen=True):
     id: str = Field(description="Province code, dot, short name, e.g. js.public_security")
     name: str = Field(description="Official name")
     province: str = Field(description="Province the department belongs to")
+    extract_public_key: str | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Base64 raw X25519 public key extracts are encrypted to (the department keeps the private "
+                    "key); absent: the department receives only unencrypted extracts",
+    )
+
+    @field_validator("extract_public_key")
+    @classmethod
+    def _x25519(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_public_key(value)  # ValueError (a validation error) unless 32 raw X25519 bytes in base64
+        return value
 
 
 class RowCondition(BaseModel, frozen=True):

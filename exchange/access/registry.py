@@ -73,6 +73,15 @@ class Registry:
             others = [d for d in self.departments() if d.id != department.id]
             self._write(self.departments_path, [d.model_dump(mode="json") for d in [*others, department]])
 
+    def set_extract_key(self, department_id: str, public_key: str) -> Department:
+        """Record the department's X25519 extract public key (base64 raw); later extracts can be sealed to it."""
+        with self._lock():
+            current = self.department(department_id)
+            updated = Department.model_validate({**current.model_dump(), "extract_public_key": public_key})
+            others = [d for d in self.departments() if d.id != department_id]
+            self._write(self.departments_path, [d.model_dump(mode="json") for d in [*others, updated]])
+        return updated
+
     # --- grants ------------------------------------------------------------------------------------
 
     def grants(self) -> list[SignedGrant]:

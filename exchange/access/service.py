@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from exchange.access.check import DATASET as CHECK_DATASET
+from exchange.access.check import SignedLicenceCheck, check_licence
+from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
 from exchange.access.query import (
@@ -30,7 +34,7 @@ from exchange.access.registry import Registry
 from exchange.errors import AccessDenied
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub
-from exchange.signing.canonical import sha256_hex
+from exchange.signing.canonical import document_digest, sha256_hex
 
 DENIED = "access_denied"
 
@@ -107,21 +111,24 @@ def query_for_department(
 
 def extract_for_department(
     hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None, *,
-    token_id: str | None = None,
+    token_id: str | None = None, encrypt: bool = False,
 ) -> SignedExtractManifest:
-    """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`."""
-    signed = _cut(hub, department, dataset, out_dir, snapshot, token_id)
+    """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`.
+
+    With `encrypt`, the files are sealed to the department's registered X25519 extract key.
+    """
+    signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt)
     _record_extract(hub, signed, out_dir, token_id)
     return signed
 
 
 def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
-                    token_id: str | None = None) -> tuple[SignedExtractManifest, Path]:
+                    token_id: str | None = None, encrypt: bool = False) -> tuple[SignedExtractManifest, Path]:
     """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename)."""
     base = hub.layout.extracts / department
     staging = base / f".partial-{uuid.uuid4().hex}"
     try:
-        signed = _cut(hub, department, dataset, staging, snapshot, token_id)
+        signed = _cut(hub, department, dataset, staging, snapshot, token_id, encrypt)
         final = base / signed.manifest.extract_id
         staging.rename(final)
     finally:
@@ -131,16 +138,26 @@ def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | Non
 
 
 def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,
-         token_id: str | None) -> SignedExtractManifest:
+         token_id: str | None, encrypt: bool = False) -> SignedExtractManifest:
     registry = Registry(hub.layout.access)
     try:
         grant = registry.active_grant(department, dataset)
+        recipient = extract_recipient(registry, department) if encrypt else None
         with connect(hub.settings, read_only=True) as con:
             snapshot = resolve_snapshot(con, snapshot)
-            return cut_extract(con, grant, snapshot, out_dir, hub.signer)
+            return cut_extract(con, grant, snapshot, out_dir, hub.signer, recipient)
     except (AccessDenied, BadQuery) as denied:
         record_denial(hub, department, "extract", dataset, str(denied), token_id=token_id, snapshot_id=snapshot)
         raise
+
+
+def extract_recipient(registry: Registry, department: str) -> X25519PublicKey:
+    """The department's registered X25519 extract key, or AccessDenied if it has none."""
+    key = registry.department(department).extract_public_key
+    if key is None:
+        raise AccessDenied(f"{department} has no extract public key to encrypt to; register one with "
+                           "`exchange departments set-key` (or `departments keygen` for a demo)")
+    return parse_public_key(key)
 
 
 def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, token_id: str | None) -> None:
@@ -149,5 +166,30 @@ def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, toke
         hub.signer, actor=m.department, action="extract", subject=m.extract_id,
         digests={"extract_manifest": extract_digest(signed), **{f.name: f.sha256 for f in m.files}},
         details={"grant": m.grant_id, "dataset": m.dataset, "snapshot_id": m.snapshot_id, "rows": m.rows,
-                 "columns": m.columns, "token_id": token_id, "out": str(out_dir)},
+                 "columns": m.columns, "token_id": token_id, "out": str(out_dir),
+                 **({"encrypted_to": m.encryption.recipient_key_id} if m.encryption else {})},
     )
+
+
+def check_licence_for_department(hub: Hub, department: str, license_id: str, holder_id: str | None = None, *,
+                                 token_id: str | None = None) -> SignedLicenceCheck:
+    """Answer a minimal-disclosure e-licence check at the latest snapshot, sign it and log it.
+
+    No grant is needed: the caller learns only the signed answer. The log holds the answer and its
+    digest, never the licence number or holder ID.
+    """
+    try:
+        Registry(hub.layout.access).department(department)
+        with connect(hub.settings, read_only=True) as con:
+            signed = check_licence(con, current_snapshot_id(con), department, license_id, holder_id, hub.signer)
+    except AccessDenied as denied:
+        record_denial(hub, department, "license_check", CHECK_DATASET, str(denied), token_id=token_id)
+        raise
+    c = signed.check
+    hub.log.append(
+        hub.signer, actor=department, action="license_check", subject=CHECK_DATASET,
+        digests={"answer": document_digest(c.model_dump(mode="json"))},
+        details={"token_id": token_id, "check_id": c.check_id, "snapshot_id": c.snapshot_id, "answer": c.answer,
+                 "holder_checked": c.holder_checked},
+    )
+    return signed

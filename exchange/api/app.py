@@ -2,8 +2,9 @@
 
 `create_app(hub)` builds the app (the OpenAPI document is generated from the routes and models in
 exchange/api/models.py). Endpoints are plain `def`, so FastAPI runs the DuckDB work in its thread
-pool. Every query, extract, download and refusal is appended to the provenance log by the access
-service or here, with the department as actor and the token id in the details.
+pool. Every authenticated request (query, extract, download, listing, e-licence check) and every
+refusal (bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the
+access service or here, with the department as actor and the token id in the details.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from exchange.access.check import SignedLicenceCheck
 from exchange.access.errors import (
     AuthenticationFailed,
     BadQuery,
@@ -30,7 +32,12 @@ from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, col
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
 from exchange.access.registry import TOKEN_FORMAT, Registry
-from exchange.access.service import publish_extract, query_for_department, record_denial
+from exchange.access.service import (
+    check_licence_for_department,
+    publish_extract,
+    query_for_department,
+    record_denial,
+)
 from exchange.api.models import (
     ColumnInfo,
     DatasetView,
@@ -38,10 +45,12 @@ from exchange.api.models import (
     ExtractRequest,
     ExtractResponse,
     GrantView,
+    LicenceCheckRequest,
     Me,
     QueryRequest,
     QueryResponse,
 )
+from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
 from exchange.datasets import DATASETS
 from exchange.errors import AccessDenied, ExchangeError
 from exchange.pipeline import Hub
@@ -54,6 +63,7 @@ ANONYMOUS = "anonymous"
 # Most specific first: ResultTooLarge etc. are AccessDenied subclasses.
 STATUS: list[tuple[type[ExchangeError], int, str]] = [
     (AuthenticationFailed, 401, "unauthenticated"),
+    (RateLimited, 429, "rate_limited"),
     (ResultTooLarge, 413, "too_large"),
     (QueryTimeout, 408, "timeout"),
     (QueryRejected, 403, "forbidden"),
@@ -63,8 +73,10 @@ STATUS: list[tuple[type[ExchangeError], int, str]] = [
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": name}
     for code, name in [(400, "bad query"), (401, "bad, expired, revoked or malformed token"),
-                       (403, "denied, with the reason"), (404, "not found"), (413, "result too large")]
+                       (403, "denied, with the reason"), (404, "not found"), (413, "result too large"),
+                       (429, "rate limit exceeded; retry after the Retry-After header's seconds")]
 }
+DATA, CHECK = "data", "check"
 
 
 @dataclass(frozen=True)
@@ -99,17 +111,38 @@ def authenticate(request: Request,
         claimed = match.group(1) if match else None  # only a well-formed id is safe to log, never the secret
         registry = Registry(hub.layout.access)
         token = registry.authenticate(credentials.credentials)
-        return Caller(department=registry.department(token.department), token=token)
+        caller = Caller(department=registry.department(token.department), token=token)
     except AuthenticationFailed as failed:
         record_denial(hub, ANONYMOUS, "authenticate", claimed or "token", str(failed), token_id=claimed)
         raise
+    request.state.caller = caller  # so a later 422 on the body is logged against the department
+    return caller
 
 
-Authenticated = Annotated[Caller, Depends(authenticate)]
+def _limited(kind: str) -> Any:
+    def limit(request: Request, who: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        buckets: TokenBuckets = request.app.state.buckets
+        try:
+            buckets.take(who.department.id, kind)
+        except RateLimited as limited:
+            record_denial(_hub(request), who.department.id, f"{kind} request", request.url.path, str(limited),
+                          token_id=who.token.id)
+            raise
+        return who
+    return limit
 
 
-def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
-    """The API bound to one hub (settings, registry, lake, signer, provenance log)."""
+# Authenticated and within the department's allowance for that kind of request.
+Authenticated = Annotated[Caller, Depends(_limited(DATA))]
+CheckCaller = Annotated[Caller, Depends(_limited(CHECK))]
+
+
+def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBuckets | None = None) -> FastAPI:
+    """The API bound to one hub (settings, registry, lake, signer, provenance log).
+
+    Rate limits come from the hub's settings (EXCHANGE_API_RATE_*, EXCHANGE_CHECK_RATE_*) unless
+    `buckets` is given.
+    """
     app = FastAPI(
         title="YRD Exchange Hub — department API",
         version="1",
@@ -118,6 +151,9 @@ def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
                     "(issued by `exchange departments token`).",
     )
     app.state.hub = hub
+    s = hub.settings
+    app.state.buckets = buckets or TokenBuckets({DATA: Rate(s.api_rate_per_second, s.api_rate_burst),
+                                                 CHECK: Rate(s.check_rate_per_second, s.check_rate_burst)})
     query_limits = limits or QueryLimits()
 
     def registry() -> Registry:
@@ -133,11 +169,17 @@ def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
                 status, code = kind_status, kind_code
                 break
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": exc.retry_after_header}
         return JSONResponse(ErrorBody(error=code, reason=str(exc)).model_dump(), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        caller: Caller | None = getattr(request.state, "caller", None)
+        if caller is not None:
+            # pydantic's messages name the field and the rule, not the value, so the reason is safe to log.
+            record_denial(hub, caller.department.id, "request", request.url.path, reason, token_id=caller.token.id)
         return JSONResponse(ErrorBody(error="invalid_request", reason=reason).model_dump(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -150,17 +192,20 @@ def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
     def me(who: Authenticated) -> Me:
         """The authenticated department, its token and its usable grants."""
         grants = [_grant_view(g.grant) for g in registry().active_grants(who.department.id)]
+        _log_listing(hub, who, "me", [g.id for g in grants])
         return Me(department=who.department, token_id=who.token.id, token_expires_at=who.token.expires_at,
                   grants=grants)
 
     @app.get("/v1/datasets", response_model=list[DatasetView], responses=ERRORS, tags=["department"])
     def datasets(who: Authenticated) -> list[DatasetView]:
         """The datasets you can query: one sandbox table each, with its visible columns and masking."""
-        return [
+        views = [
             DatasetView(dataset=g.grant.dataset, title=DATASETS[g.grant.dataset].title, grant_id=g.grant.id,
                         columns=g.grant.columns, masking=column_masking(g.grant), row_filter=g.grant.row_filter)
             for g in registry().active_grants(who.department.id)
         ]
+        _log_listing(hub, who, "datasets", [v.grant_id for v in views])
+        return views
 
     @app.post("/v1/query", response_model=QueryResponse, responses={**ERRORS, 408: ERRORS[403]},
               tags=["department"])
@@ -186,7 +231,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
             record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
         signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id)
+                                         token_id=who.token.id, encrypt=body.encrypt)
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,
@@ -201,7 +246,26 @@ def create_app(hub: Hub, limits: QueryLimits | None = None) -> FastAPI:
                        digests={file: sha256}, details={"token_id": who.token.id, "file": file})
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
+    @app.post("/v1/check/e-license", response_model=SignedLicenceCheck,
+              responses={k: v for k, v in ERRORS.items() if k in (401, 403, 429)}, tags=["e-licence check"])
+    def check_e_license(body: LicenceCheckRequest, who: CheckCaller) -> SignedLicenceCheck:
+        """Is licence X valid (for holder Y)? A hub-signed answer, no grant needed, no personal data returned.
+
+        The answer is valid, expired, revoked, unknown or holder_mismatch, with the issuing authority and
+        validity dates (none for unknown or holder_mismatch) and the snapshot it was read from. Verify it
+        offline against the trust bundle (`exchange verify-check`). Rate-limited separately from data
+        requests; every check is logged without the licence number or holder ID.
+        """
+        return check_licence_for_department(hub, who.department.id, body.license_id, body.holder_id,
+                                            token_id=who.token.id)
+
     return app
+
+
+def _log_listing(hub: Hub, who: Caller, what: str, grant_ids: list[str]) -> None:
+    # Grant metadata only, but still an access: the load test's "every request logged once" covers it.
+    hub.log.append(hub.signer, actor=who.department.id, action="list", subject=what,
+                   details={"token_id": who.token.id, "grants": grant_ids})
 
 
 def _grant_view(grant: Any) -> GrantView:

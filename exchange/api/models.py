@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from exchange.access.check import HOLDER_ID_PATTERN, LICENSE_ID_PATTERN
 from exchange.access.extract import SignedExtractManifest
 from exchange.access.models import Department, RowCondition
 
@@ -16,7 +17,7 @@ DATASET_PATTERN = r"^[a-z][a-z_]{0,63}$"
 class ErrorBody(BaseModel):
     """Every error the API returns: a stable code and a reason a person can act on."""
 
-    error: str = Field(description="unauthenticated, forbidden, bad_query, too_large, timeout, "
+    error: str = Field(description="unauthenticated, forbidden, bad_query, too_large, timeout, rate_limited, "
                                    "not_found, invalid_request or server_error")
     reason: str = Field(description="Why, in words; never contains a data value")
 
@@ -86,6 +87,8 @@ class ExtractRequest(BaseModel):
 
     dataset: str = Field(pattern=DATASET_PATTERN, description="Dataset the grant covers")
     snapshot: int | None = Field(default=None, ge=0, description="Lake snapshot (default: latest)")
+    encrypt: bool = Field(default=False, description="Encrypt the files to your registered X25519 extract key "
+                                                     "(decrypt with `exchange verify-extract --key`)")
 
 
 class ExtractResponse(BaseModel):
@@ -94,3 +97,12 @@ class ExtractResponse(BaseModel):
     extract_id: str = Field(description="Extract id (folder under the department's extracts)")
     manifest: SignedExtractManifest = Field(description="The hub-signed extract manifest")
     downloads: list[str] = Field(description="API paths of the manifest and every data file")
+
+
+class LicenceCheckRequest(BaseModel):
+    """Is this e-licence valid (and, optionally, held by this person)?"""
+
+    license_id: str = Field(pattern=LICENSE_ID_PATTERN, description="Licence number as printed on the licence")
+    holder_id: str | None = Field(default=None, pattern=HOLDER_ID_PATTERN,
+                                  description="Holder's resident ID (18 characters) to compare; never stored, "
+                                              "logged or returned")

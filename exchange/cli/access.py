@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -24,34 +25,49 @@ def extract(
     dataset: Annotated[str, typer.Option(help="Dataset the grant covers")],
     out: Annotated[Path, typer.Option(help="Folder to write the extract to")],
     snapshot: Annotated[int | None, typer.Option(help="Lake snapshot (default: latest)")] = None,
+    encrypt: Annotated[bool, typer.Option(help="Encrypt the files to the department's registered X25519 key")] = False,
 ) -> None:
     """Cut the department's grant into Parquet plus a signed extract manifest."""
     from exchange.access.service import extract_for_department
 
     try:
-        signed = extract_for_department(_hub(), department, dataset, out, snapshot)
+        signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt)
     except ExchangeError as exc:
         _fail(exc)
         return
     m = signed.manifest
-    console.print(f"{m.rows} rows of {m.dataset} at snapshot {m.snapshot_id} -> {out} (grant {m.grant_id})")
+    sealed = f", encrypted to {m.encryption.recipient_key_id}" if m.encryption else ""
+    console.print(f"{m.rows} rows of {m.dataset} at snapshot {m.snapshot_id} -> {out} (grant {m.grant_id}{sealed})")
 
 
 @app.command("verify-extract")
 def verify_extract_cmd(
     directory: Annotated[Path, typer.Argument(help="Extract folder")],
     trust_bundle: Annotated[Path, typer.Option(help="Trust bundle exported by the hub")],
+    key: Annotated[Path | None, typer.Option(help="Your department's X25519 private key (PEM): decrypt an "
+                                                  "encrypted extract and check the plaintext too")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write decrypted files (default: the extract folder)")]
+    = None,
 ) -> None:
-    """Check an extract offline against the hub's trust bundle."""
-    from exchange.access.extract import verify_extract
+    """Check an extract offline against the hub's trust bundle; with --key, decrypt it and check the plaintext."""
+    from exchange.access.envelope import load_private_key
+    from exchange.access.extract import decrypt_extract, verify_extract
     from exchange.signing.keys import TrustBundle
 
     try:
         signed = verify_extract(directory, TrustBundle.model_validate_json(trust_bundle.read_text()))
+        decrypted = decrypt_extract(directory, signed, load_private_key(key), out) \
+            if key is not None and signed.manifest.encryption else []
     except ExchangeError as exc:
         _fail(exc)
         return
-    console.print(f"[green]intact[/]: {signed.manifest.rows} rows, signed by {signed.signature.key_id}")
+    m = signed.manifest
+    console.print(f"[green]intact[/]: {m.rows} rows, signed by {signed.signature.key_id}")
+    if m.encryption and not decrypted:
+        console.print(f"ciphertext checked (encrypted to {m.encryption.recipient_key_id})")
+        console.print("pass --key to decrypt and check the plaintext")
+    for path in decrypted:
+        console.print(f"[green]decrypted[/]: {path} (plaintext SHA-256 and rows match the manifest)")
 
 
 @departments_app.command("add")
@@ -90,6 +106,75 @@ def departments_token(
     console.print("bearer token (shown once, store it now):")
     # Plain print: rich would wrap or style the secret, and scripts read this line.
     print(bearer)
+
+
+@departments_app.command("keygen")
+def departments_keygen(
+    department: Annotated[str, typer.Argument(help="Department id")],
+    private_key: Annotated[Path | None, typer.Option(help="Where to write the private key (default: "
+                                                          "EXCHANGE_HOME/keys/departments/<id>.x25519.pem)")] = None,
+) -> None:
+    """Make an X25519 extract key for a department (demo use) and register its public half.
+
+    In production the department runs this itself, keeps the private key and hands the hub only the
+    public key (`departments set-key`). The file is created 0600 and never overwritten.
+    """
+    from exchange.access.envelope import generate_private_key, key_id, public_key_b64, write_private_key
+    from exchange.access.registry import Registry
+
+    hub = _hub()
+    registry = Registry(hub.layout.access)
+    try:
+        registry.department(department)
+        path = private_key or _department_key_path(hub.layout.keys, department)
+        if path.exists():
+            raise ExchangeError(f"{path} exists; refusing to overwrite a key its extracts may need")
+        key = generate_private_key()
+        write_private_key(key, path)
+        registry.set_extract_key(department, public_key_b64(key.public_key()))
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    _log_extract_key(department, key_id(key.public_key()))
+    console.print(f"extract key {key_id(key.public_key())} for {department}; private key at {path} (0600)")
+
+
+@departments_app.command("set-key")
+def departments_set_key(
+    department: Annotated[str, typer.Argument(help="Department id")],
+    public_key: Annotated[str, typer.Argument(help="Base64 raw X25519 public key the department generated")],
+) -> None:
+    """Register the X25519 public key a department's extracts are encrypted to."""
+    from exchange.access.envelope import key_id, parse_public_key
+    from exchange.access.registry import Registry
+
+    try:
+        parsed = parse_public_key(public_key)
+    except ValueError as bad:
+        _fail(ExchangeError(str(bad)))
+        return
+    try:
+        Registry(_hub().layout.access).set_extract_key(department, public_key)
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    _log_extract_key(department, key_id(parsed))
+    console.print(f"extract key {key_id(parsed)} registered for {department}")
+
+
+def _department_key_path(keys: Path, department: str) -> Path:
+    # The id becomes a file name: the registry's ids are already this shape, but never trust that here.
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,79}", department):
+        raise ExchangeError(f"department id {department!r} cannot name a key file")
+    folder = keys / "departments"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / f"{department}.x25519.pem"
+
+
+def _log_extract_key(department: str, fingerprint: str) -> None:
+    hub = _hub()
+    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
+                   details={"key_id": fingerprint})
 
 
 @departments_app.command("tokens")
@@ -230,3 +315,38 @@ def serve(
     from exchange.api.app import create_app
 
     uvicorn.run(create_app(_hub()), host=host, port=port)
+
+
+@app.command("check-license")
+def check_license(
+    license_id: Annotated[str, typer.Argument(help="Licence number")],
+    department: Annotated[str, typer.Option(help="Department asking, e.g. js.public_security")],
+    holder_id: Annotated[str | None, typer.Option(help="Holder's resident ID to compare (never stored)")] = None,
+) -> None:
+    """Minimal-disclosure e-licence check: print the hub-signed answer as JSON (logged like the API's)."""
+    from exchange.access.service import check_licence_for_department
+
+    try:
+        signed = check_licence_for_department(_hub(), department, license_id, holder_id)
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    print(signed.model_dump_json(indent=2))  # plain: scripts keep the signed answer
+
+
+@app.command("verify-check")
+def verify_check(
+    answer: Annotated[Path, typer.Argument(help="Signed answer (JSON) from check-license or the API")],
+    trust_bundle: Annotated[Path, typer.Option(help="Trust bundle exported by the hub")],
+) -> None:
+    """Check an e-licence check answer's hub signature offline."""
+    from exchange.access.check import SignedLicenceCheck, verify_licence_check
+    from exchange.signing.keys import TrustBundle
+
+    try:
+        c = verify_licence_check(SignedLicenceCheck.model_validate_json(answer.read_text(encoding="utf-8")),
+                                 TrustBundle.model_validate_json(trust_bundle.read_text()))
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    console.print(f"[green]authentic[/]: licence {c.license_id} {c.answer} at snapshot {c.snapshot_id}")

@@ -147,7 +147,8 @@ def _carried(
     con: duckdb.DuckDBPyConnection, directory: Path, signed: SignedExtractManifest, key_column: str, key: str
 ) -> tuple[bool | None, str]:
     m = signed.manifest
-    if key_column in m.columns and m.masking.get(key_column) == "none":
+    # An encrypted extract cannot be read at the hub (only the recipient holds the key): re-evaluate instead.
+    if key_column in m.columns and m.masking.get(key_column) == "none" and m.encryption is None:
         hits = 0
         for f in m.files:
             table = pq.read_table(directory / f.name, columns=[key_column])

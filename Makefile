@@ -26,6 +26,7 @@ test-fast: install  ## the quick loop: everything but the slow scenarios
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/exchange contracts lint
 
 schemas: install  ## regenerate schemas/*.json from the pydantic models
 	$(BIN)/python -m exchange.schemas

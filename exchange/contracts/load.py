@@ -7,11 +7,13 @@ the load, not surface as a silently skipped check in the middle of a night's exc
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pydantic
 from open_data_contract_standard.model import (
     CustomProperty,
@@ -21,7 +23,7 @@ from open_data_contract_standard.model import (
     SchemaProperty,
 )
 
-from exchange.contracts import rules
+from exchange.contracts import reference, rules
 from exchange.contracts.model import (
     MASKINGS,
     REASON_SEPARATOR,
@@ -39,8 +41,12 @@ from exchange.reference import regions
 CONTRACTS_DIR_ENV = "EXCHANGE_CONTRACTS_DIR"
 GX_ENGINE = "greatExpectations"
 GRADES = ("general", "important", "core")  # GB/T 43697-2024 data grades
-# Values a rule may take from the run instead of the contract, written {$PARAMETER: name} as in GX.
-RUNTIME_PARAMETERS = ("province",)
+# Values a rule may take from the run instead of the contract, written {$PARAMETER: name} as in GX:
+# the providing province, the run's date (Asia/Shanghai), and lake references (see contracts/reference.py).
+RUNTIME_PARAMETERS = ("province", "today")
+# Stand-ins used to dry-run a parameterised rule at load, so a misfit (a date bound on a text column)
+# is refused now and not in the middle of a batch.
+_SAMPLE_PARAMETERS: dict[str, Any] = {"province": "shanghai", "today": dt.date(2000, 1, 1)}
 
 
 def default_contracts_dir() -> Path:
@@ -85,6 +91,8 @@ def parse_contract(document: bytes, path: Path, dataset: str) -> Contract:
     _check_columns(fields, schema_object, path, dataset)
     contract_rules = _rules(schema_object, fields, path)
     _check_rules_match_fields(fields, contract_rules, path)
+    _check_self_consistent(fields, key, contract_rules, path, dataset)
+    _check_run_parameters(contract_rules, path, dataset)
 
     sharing_type = str(props.get("sharingType", ""))
     if sharing_type not in SHARING_TYPES:
@@ -220,8 +228,16 @@ def _rule(quality: DataQuality, path: Path, column: str | None) -> Rule:
     for name, value in kwargs.items():
         if isinstance(value, dict):
             parameter = value.get("$PARAMETER")
-            if parameter not in RUNTIME_PARAMETERS:
+            if parameter in RUNTIME_PARAMETERS:
+                continue
+            try:
+                lake_parameter = reference.parse_lake_parameter(parameter) if isinstance(parameter, str) else None
+            except ValueError as exc:
+                raise ContractError(path, f"{where}: {name} refers to a bad lake parameter: {exc}") from None
+            if lake_parameter is None:
                 raise ContractError(path, f"{where}: {name} refers to unknown run parameter {parameter!r}")
+            if name != "value_set":
+                raise ContractError(path, f"{where}: lake parameter {parameter!r} can only supply a value_set")
     try:
         rules.check_kwargs(impl["type"], kwargs)
     except ValueError as exc:
@@ -252,3 +268,75 @@ def _check_rules_match_fields(
                 f"fields marked {flag} {sorted(flagged)} differ from those with an error rule {expectation} "
                 f"{sorted(enforced)}",
             )
+
+
+# Rules whose contract-supplied values (sets, bounds, patterns, column pairs) meet the column's Arrow type:
+# a bad value only surfaces when the predicate runs, so each is dry-run on one all-null row at load.
+_DRY_RUN = (rules.IN_SET, rules.BETWEEN, rules.MATCH_REGEX, rules.PAIR_A_GREATER_THAN_B)
+
+
+def _check_self_consistent(
+    fields: tuple[FieldSpec, ...], key: str, contract_rules: tuple[Rule, ...], path: Path, dataset: str
+) -> None:
+    """Refuse a contract no record could satisfy, or one whose rule values do not fit the column types."""
+    spec = next(f for f in fields if f.name == key)
+    if not (spec.required and spec.unique):
+        raise ContractError(path, f"primary key {key} must be required and unique")
+    one_null_row = pa.Table.from_pylist([{}], schema=canonical_dataset(dataset).schema)
+    for rule in contract_rules:
+        kwargs = rule.kwargs
+        where = f"rule {rule.id}"
+        if rule.expectation == rules.IN_SET and not kwargs["value_set"]:
+            raise ContractError(path, f"{where}: empty value_set rejects every value")
+        if rule.expectation == rules.BETWEEN:
+            low, high = kwargs.get("min_value"), kwargs.get("max_value")
+            if low is not None and high is not None:
+                try:
+                    empty = low > high or (low == high and bool(kwargs.get("strict_min") or kwargs.get("strict_max")))
+                except TypeError:
+                    problem = f"min_value {low!r} and max_value {high!r} differ in type"
+                    raise ContractError(path, f"{where}: {problem}") from None
+                if empty:
+                    raise ContractError(path, f"{where}: min_value {low!r} / max_value {high!r} admit no value")
+        if rule.expectation == rules.PAIR_A_GREATER_THAN_B and kwargs["column_A"] == kwargs["column_B"]:
+            raise ContractError(path, f"{where}: compares {kwargs['column_A']} with itself")
+        # A {$PARAMETER: ...} value is only known at run time.
+        if rule.expectation in _DRY_RUN and not any(isinstance(v, dict) for v in kwargs.values()):
+            try:
+                rules.failing_mask(rule.expectation, one_null_row, **kwargs)
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                raise ContractError(path, f"{where}: does not fit the column type: {exc}") from None
+
+
+def _check_run_parameters(contract_rules: tuple[Rule, ...], path: Path, dataset: str) -> None:
+    """Lake references must fit the rule's column, and every parameterised rule must fit its column type."""
+    schema = canonical_dataset(dataset).schema
+    one_null_row = pa.Table.from_pylist([{}], schema=schema)
+    for rule in contract_rules:
+        where = f"rule {rule.id}"
+        names = {k: reference.parameter_of(v) for k, v in rule.kwargs.items()}
+        if not any(names.values()):
+            continue
+        for name in names.values():
+            lake_parameter = reference.parse_lake_parameter(name) if name else None
+            if lake_parameter is None:
+                continue
+            column = str(rule.kwargs["column"])
+            if lake_parameter.kind == reference.LAKE_STALE and (
+                lake_parameter.dataset != dataset or column != lake_parameter.column
+            ):
+                raise ContractError(
+                    path, f"{where}: {name!r} can only check this dataset's own key {dataset}.{column}"
+                )
+            ours = schema.field(column).type
+            theirs = canonical_dataset(lake_parameter.dataset).schema.field(lake_parameter.column).type
+            if theirs != ours:
+                raise ContractError(path, f"{where}: {column} ({ours}) cannot match {name} ({theirs})")
+        sample = {
+            k: v if names[k] is None else _SAMPLE_PARAMETERS.get(str(names[k]), [])
+            for k, v in rule.kwargs.items()
+        }
+        try:
+            rules.failing_mask(rule.expectation, one_null_row, **sample)
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise ContractError(path, f"{where}: does not fit the column type with run parameters: {exc}") from None

@@ -48,6 +48,7 @@ IN_PROVINCE_REGIONS = "expect_column_values_to_be_in_province_regions"
 # GX built-ins the hub uses.
 NOT_NULL = "expect_column_values_to_not_be_null"
 IN_SET = "expect_column_values_to_be_in_set"
+NOT_IN_SET = "expect_column_values_to_not_be_in_set"
 MATCH_REGEX = "expect_column_values_to_match_regex"
 BETWEEN = "expect_column_values_to_be_between"
 PAIR_A_GREATER_THAN_B = "expect_column_pair_values_a_to_be_greater_than_b"
@@ -165,6 +166,14 @@ def in_set(data: Data, *, column: str, value_set: Sequence[Any]) -> Mask:
     values = column_values(data, column)
     allowed = pa.array(list(value_set)).cast(values.type)
     return _fails_where_present(values, pc.is_in(values, value_set=allowed))
+
+
+@_register(NOT_IN_SET)
+def not_in_set(data: Data, *, column: str, value_set: Sequence[Any]) -> Mask:
+    """Value is one of the excluded values (for example a key the lake already holds, see reference.py)."""
+    values = column_values(data, column)
+    excluded = pa.array(list(value_set)).cast(values.type)
+    return ~missing(values) & _np(pc.fill_null(pc.is_in(values, value_set=excluded), False), len(values))
 
 
 @_register(MATCH_REGEX)

@@ -28,6 +28,7 @@ from great_expectations.expectations.registry import get_expectation_impl
 
 from exchange.contracts import expectations as _custom_expectations  # noqa: F401 - registers the custom types
 from exchange.contracts.model import Contract, Rule
+from exchange.contracts.reference import PARAMETER, gx_parameter_name, parameter_of
 
 DATASOURCE = "exchange"
 RULE_ID_META = "rule_id"
@@ -57,7 +58,11 @@ def gx_lock() -> threading.RLock:
 def expectation_for(rule: Rule) -> Expectation:
     """The GX expectation a rule compiles to, tagged with the rule id and severity."""
     cls = get_expectation_impl(rule.expectation)
-    kwargs: dict[str, Any] = dict(rule.kwargs)
+    kwargs: dict[str, Any] = {}
+    for name, value in rule.kwargs.items():
+        parameter = parameter_of(value)
+        # GX only accepts identifier-like parameter names; validate() passes values under the same mapping.
+        kwargs[name] = value if parameter is None else {PARAMETER: gx_parameter_name(parameter)}
     return cls(
         **kwargs,
         meta={RULE_ID_META: rule.id},

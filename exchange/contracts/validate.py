@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,13 @@ from exchange.contracts.model import (
     Contract,
     Rule,
     ValidationMismatchError,
+)
+from exchange.contracts.reference import (
+    EmptyLake,
+    LakeReference,
+    gx_parameter_name,
+    parameter_of,
+    resolve_lake_parameters,
 )
 from exchange.contracts.suite import RULE_ID_META, compiled, gx_lock
 from exchange.datasets import PROVINCES
@@ -55,6 +64,8 @@ QUARANTINE_SCHEMA = pa.schema(
 # SUMMARY gives unexpected_count without COMPLETE's per-row index collection (a Python .loc loop).
 RESULT_FORMAT: Final = "SUMMARY"
 REASON_VALUE_MAX = 64  # characters of an offending value quoted in a reason; record_json has it all
+# "Not in the future" means by the calendar of the offices that send and use the data.
+RUN_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
 class BatchSchemaError(TerminalError):
@@ -92,8 +103,20 @@ class ValidationOutcome:
         return int(self.warnings.num_rows)
 
 
-def validate(table: pa.Table, contract: Contract, *, province: str, batch_id: str) -> ValidationOutcome:
+def validate(
+    table: pa.Table,
+    contract: Contract,
+    *,
+    province: str,
+    batch_id: str,
+    today: date | None = None,
+    lake: LakeReference | None = None,
+) -> ValidationOutcome:
     """Check `table` (canonical columns of ``contract.dataset``) against `contract` for `province`.
+
+    `today` is the run's date for "not in the future" rules (default: the current date in Asia/Shanghai;
+    a pipeline passes its window's date so a re-run judges alike). `lake` answers the rules that compare
+    with committed data (default: an empty lake, where nothing is registered and nothing is stale).
 
     Returns the accepted records (canonical schema, input order), one quarantine row per rejected record
     naming every error rule it broke and why, the warnings, per-rule GX outcomes, and whether the batch
@@ -103,7 +126,7 @@ def validate(table: pa.Table, contract: Contract, *, province: str, batch_id: st
     if province not in PROVINCES:
         raise ValueError(f"unknown province {province!r}; known: {', '.join(PROVINCES)}")
     data = conform(table, contract)
-    parameters = {"province": province}
+    parameters = run_parameters(contract, data, province=province, today=today, lake=lake)
     resolved = {rule.id: resolve_parameters(rule.kwargs, parameters) for rule in contract.rules}
 
     def predicate_masks() -> dict[str, rule_predicates.Mask]:
@@ -166,14 +189,27 @@ def conform(table: pa.Table, contract: Contract) -> pa.Table:
         ) from None
 
 
+def run_parameters(
+    contract: Contract,
+    data: pa.Table,
+    *,
+    province: str,
+    today: date | None = None,
+    lake: LakeReference | None = None,
+) -> dict[str, Any]:
+    """The value of every run parameter a contract may use, for this batch (lake questions asked once)."""
+    run_date = today if today is not None else datetime.now(RUN_TIMEZONE).date()
+    parameters: dict[str, Any] = {"province": province, "today": run_date}
+    parameters.update(resolve_lake_parameters(contract.rules, data, lake or EmptyLake()))
+    return parameters
+
+
 def resolve_parameters(kwargs: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     """Replace GX suite-parameter references ``{"$PARAMETER": name}`` with this run's values."""
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if isinstance(value, dict) and "$PARAMETER" in value:
-            out[name] = parameters[value["$PARAMETER"]]
-        else:
-            out[name] = value
+        parameter = parameter_of(value)
+        out[name] = value if parameter is None else parameters[parameter]
     return out
 
 
@@ -193,7 +229,11 @@ def run_gx(
     entry = compiled(contract)
     with gx_lock():
         batch = entry.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(entry.suite, result_format=RESULT_FORMAT, expectation_parameters=parameters)
+        result = batch.validate(
+            entry.suite,
+            result_format=RESULT_FORMAT,
+            expectation_parameters={gx_parameter_name(k): v for k, v in parameters.items()},
+        )
     return result
 
 

@@ -6,6 +6,7 @@ again, so retries and re-runs of a window add no rows and no snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,8 @@ import duckdb
 import pyarrow as pa
 
 from exchange.datasets import TIMESTAMP
-from exchange.lake.connect import LAKE, META, ensure_table
+from exchange.lake import files as lake_files
+from exchange.lake.connect import LAKE, META, duck_type, ensure_table
 
 LEDGER = "exchange_batches"
 QUARANTINE = "quarantine"
@@ -43,10 +45,15 @@ class DataFile:
     """A Parquet file a snapshot added to a lake table."""
 
     table: str
-    path: Path
+    location: str  # a local path or an s3:// URL
     relative: str
     rows: int
     size: int
+
+    @property
+    def path(self) -> Path:
+        """The file as a local path (meaningful when the data path is a folder, not s3://)."""
+        return Path(self.location)
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,11 @@ def commit_batch(
         con.register("incoming_rows", rows)
         con.register("incoming_quarantine", quarantined)
         con.register("incoming_ledger", ledger)
+        # Same transaction, same snapshot: the new column and the first rows that carry it appear together.
+        add_missing_columns(con, dataset, rows.schema)
         if rows.num_rows:
-            con.execute(f'INSERT INTO {LAKE}."{dataset}" SELECT * FROM incoming_rows')
+            # By name: after a column was added, older and newer batches differ in columns and order.
+            con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME SELECT * FROM incoming_rows')
         if quarantined.num_rows:
             con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} SELECT * FROM incoming_quarantine")
         con.execute(f"INSERT INTO {LAKE}.{LEDGER} SELECT * FROM incoming_ledger")
@@ -112,7 +122,9 @@ def commit_batch(
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT has already ended the transaction; a second error here would hide the first.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
     finally:
         for view in ("incoming_rows", "incoming_quarantine", "incoming_ledger"):
@@ -122,7 +134,25 @@ def commit_batch(
     return CommitResult(snapshot, written=True)
 
 
-def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path) -> list[DataFile]:
+def add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema) -> list[str]:
+    """Add to the lake table every column of `schema` it lacks (a newer contract's optional column).
+
+    DuckLake records an added column in the catalog only: existing Parquet files are not rewritten, their
+    rows read the new column as NULL, and snapshots before the change keep their old schema.
+    """
+    existing = {
+        str(row[0])
+        for row in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?", [LAKE, table]
+        ).fetchall()
+    }
+    added = [f for f in schema if f.name not in existing]
+    for field in added:
+        con.execute(f'ALTER TABLE {LAKE}."{table}" ADD COLUMN "{field.name}" {duck_type(field.type)}')
+    return [f.name for f in added]
+
+
+def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path | str) -> list[DataFile]:
     """Every data file the snapshot added, with its path resolved under `root` (the lake's data path)."""
     rows = con.execute(
         f"""
@@ -138,15 +168,10 @@ def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path) ->
     ).fetchall()
     files = []
     for table, s_path, s_rel, t_path, t_rel, f_path, f_rel, count, size in rows:
-        base = root
-        base = base / s_path if s_rel else Path(s_path)
-        base = base / t_path if t_rel else Path(t_path)
-        path = base / f_path if f_rel else Path(f_path)
-        try:
-            relative = str(path.relative_to(root))
-        except ValueError:
-            relative = str(path)
-        files.append(DataFile(str(table), path, relative, int(count), int(size)))
+        # Strings, not Paths: the data path may be s3://bucket/prefix/, which pathlib would mangle.
+        location = lake_files.resolve(str(root), [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
+        relative = lake_files.relative_to(str(root), location)
+        files.append(DataFile(str(table), location, relative, int(count), int(size)))
     return files
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from adapters.authenticity import VerifiedSource
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
@@ -63,6 +64,8 @@ class Landing:
 
     root: Path
     files: list[LandedFile] = field(default_factory=list)
+    # The province signatures the adapter verified over what it landed (recorded in provenance).
+    signatures: list[VerifiedSource] = field(default_factory=list)
 
     def write(self, name: str, payload: bytes) -> LandedFile:
         """Store `payload` under `name` and record its SHA-256."""
@@ -76,8 +79,20 @@ class Landing:
         return landed
 
     def copy(self, source: Path, name: str | None = None) -> LandedFile:
-        """Copy a delivered file into the landing folder, hashing it on the way."""
-        return self.write(name or source.name, source.read_bytes())
+        """Copy a delivered file into the landing folder, hashing it on the way (in blocks: exports can be GBs)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / (name or source.name)
+        tmp = path.with_name(path.name + ".part")
+        digest, size = hashlib.sha256(), 0
+        with source.open("rb") as src, tmp.open("wb") as out:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+                size += len(block)
+        tmp.replace(path)
+        landed = LandedFile(path.name, path, digest.hexdigest(), size)
+        self.files.append(landed)
+        return landed
 
 
 class SourceAdapter(Protocol):

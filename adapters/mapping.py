@@ -16,10 +16,19 @@ Each province keeps a ``mapping.yaml`` beside its adapter:
 
 A native code with no mapping is kept as-is, so the contract's enumeration rule quarantines the record
 with the offending value instead of the hub guessing.
+
+Schema drift: a native field the mapping does not know is reported (a logged warning and a
+:class:`Drift` in the active :func:`collect_drift` list, which the pull stage records in provenance) and
+ignored until mapped. A mapped field that is missing, or whose values no longer read as the mapped type
+(text in a number column, dates in another format), fails the pull naming the field and the mapping file.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,49 @@ import yaml
 
 from exchange.datasets import TIMESTAMP, Dataset, dataset
 from exchange.errors import SourceFormatError
+
+log = logging.getLogger(__name__)
+
+# Fewer values than this that all fail to parse may just be bad records (quarantined); more is a format change.
+DRIFT_MIN_VALUES = 3
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A native field the province sends that its mapping does not map (ignored until it is mapped)."""
+
+    province: str
+    dataset: str
+    field: str
+    source: str
+    mapping_file: str
+
+    @property
+    def message(self) -> str:
+        """The warning an operator reads."""
+        return (
+            f"{self.province} {self.dataset}: new native field {self.field!r} in {self.source} is not mapped and "
+            f"was ignored; map it in {self.mapping_file} to receive it"
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        """JSON-ready form for pull.json and the provenance entry."""
+        return {"province": self.province, "dataset": self.dataset, "field": self.field,
+                "source": self.source, "mapping_file": self.mapping_file}
+
+
+_DRIFT: ContextVar[list[Drift] | None] = ContextVar("adapters_mapping_drift", default=None)
+
+
+@contextmanager
+def collect_drift() -> Iterator[list[Drift]]:
+    """Collect the drift reported while the block runs (each new field once per dataset)."""
+    found: list[Drift] = []
+    token = _DRIFT.set(found)
+    try:
+        yield found
+    finally:
+        _DRIFT.reset(token)
 
 
 @dataclass(frozen=True)
@@ -61,10 +113,33 @@ class DatasetMapping:
     timezone: str
     fields: tuple[FieldMapping, ...]
     deleted: DeleteFlag | None = None
+    province: str = ""
+    mapping_file: str = "mapping.yaml"
 
     @property
     def native_columns(self) -> list[str]:
         return [f.native for f in self.fields]
+
+    def _update_hint(self) -> str:
+        return f"{self.province} {self.dataset.name}: update {self.mapping_file} if the province changed this field"
+
+    def report_drift(self, fields: Iterable[str], source: str) -> None:
+        """Report native fields the mapping does not know: logged, collected, and otherwise ignored."""
+        known = {*self.native_columns, *([self.deleted.native] if self.deleted else [])}
+        found = _DRIFT.get()
+        for name in fields:
+            if name in known:
+                continue
+            drift = Drift(self.province, self.dataset.name, name, source, self.mapping_file)
+            if found is not None:
+                if any(d.field == name and d.dataset == drift.dataset for d in found):
+                    continue
+                found.append(drift)
+            log.warning("schema drift: %s", drift.message)
+
+    def type_error(self, native: str, source: str, problem: str) -> SourceFormatError:
+        """A mapped field whose values no longer read as its mapped type: the pull fails, naming the mapping."""
+        return SourceFormatError(source, f"field {native}", problem, self._update_hint())
 
     def native_name(self, canonical: str) -> str:
         """The native field name that carries `canonical`."""
@@ -81,9 +156,10 @@ class DatasetMapping:
         missing = [c for c in self.native_columns if c not in native.column_names]
         if missing:
             raise SourceFormatError(
-                source, "header", f"missing column(s) {', '.join(missing)}",
-                f"expected the {self.source} columns {', '.join(self.native_columns)}",
+                source, "header", f"missing native field(s) {', '.join(missing)}",
+                f"expected the {self.source} columns {', '.join(self.native_columns)}; {self._update_hint()}",
             )
+        self.report_drift(native.column_names, source)
         columns = {f.canonical: self._read(f, native.column(f.native), source) for f in self.fields}
         return pa.table(
             [columns[field.name] for field in self.dataset.schema], schema=self.dataset.schema
@@ -104,9 +180,9 @@ class DatasetMapping:
         if f.codes is not None:
             column = _recode(column.cast(pa.string()), f.codes)
         if f.date is not None:
-            return _strict_dates(column, f.date, source, f.native)
+            return _strict_dates(column, self._parsed(f, column, f.date, source), f.date)
         if f.timestamp is not None:
-            parsed = _parse(column, f.timestamp, source, f.native)
+            parsed = self._parsed(f, column, f.timestamp, source)
             if parsed.type.tz is None:
                 parsed = pc.assume_timezone(parsed, self.timezone)
             return parsed.cast(TIMESTAMP)
@@ -115,7 +191,19 @@ class DatasetMapping:
         try:
             return column.cast(target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SourceFormatError(source, f"column {f.native}", f"cannot read as {target}: {exc}") from exc
+            raise self.type_error(f.native, source, f"values no longer read as {target} ({exc})") from exc
+
+    def _parsed(self, f: FieldMapping, column: pa.ChunkedArray, fmt: str, source: str) -> pa.ChunkedArray:
+        """Parse a date/time column; a column none of whose values parse changed format (the pull fails)."""
+        parsed, present = _parse(column, fmt)
+        unreadable = pc.and_(present, pc.is_null(parsed))
+        failed = pc.sum(unreadable).as_py() or 0
+        if failed >= DRIFT_MIN_VALUES and failed == (pc.sum(present).as_py() or 0):
+            example = column.filter(unreadable)[0].as_py()
+            raise self.type_error(
+                f.native, source, f"none of its {failed} values reads as {fmt!r} (e.g. {example!r}): format changed"
+            )
+        return parsed
 
     def _write(self, f: FieldMapping, column: pa.ChunkedArray) -> pa.ChunkedArray:
         if f.date is not None:
@@ -137,13 +225,12 @@ def _recode(column: pa.ChunkedArray, codes: dict[str, str]) -> pa.ChunkedArray:
     return pc.coalesce(pc.take(values, index), column)
 
 
-def _strict_dates(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:
-    """Parse dates, nulling impossible ones: Arrow's strptime rolls 2024-02-30 over to 2024-03-01.
+def _strict_dates(column: pa.ChunkedArray, parsed: pa.ChunkedArray, fmt: str) -> pa.ChunkedArray:
+    """Null impossible dates in `parsed`: Arrow's strptime rolls 2024-02-30 over to 2024-03-01.
 
     A rolled-over date always lands on day 1-3 of the next month, so only those rows are formatted back
     and compared with their text (formatting every row cost a fifth of a 1M-row pull).
     """
-    parsed = _parse(column, fmt, source, native)
     suspects = np.flatnonzero(pc.fill_null(pc.less_equal(pc.day(parsed), 3), False).to_numpy(zero_copy_only=False))
     if len(suspects):
         text = column if pa.types.is_string(column.type) else column.cast(pa.string())
@@ -157,13 +244,22 @@ def _strict_dates(column: pa.ChunkedArray, fmt: str, source: str, native: str) -
     return parsed.cast(pa.date32())
 
 
-def _parse(column: pa.ChunkedArray, fmt: str, source: str, native: str) -> pa.ChunkedArray:
-    """Parse date/time strings; an unparsable value becomes null, so the not-null rule quarantines it."""
+def _parse(column: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Parse date/time strings, and which values were present (not blank).
+
+    An unparsable value becomes null, so the not-null rule quarantines it.
+    """
     if not pa.types.is_string(column.type):
         column = column.cast(pa.string())
     blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True)
     cleaned = pc.if_else(blank, pa.scalar(None, pa.string()), column)
-    return pc.strptime(cleaned, format=fmt, unit="us", error_is_null=True)
+    return pc.strptime(cleaned, format=fmt, unit="us", error_is_null=True), pc.invert(blank)
+
+
+def _shown(path: Path) -> str:
+    """The mapping file as an office finds it in the repository (adapters/<province>/mapping.yaml)."""
+    parts = path.resolve().parts
+    return "/".join(parts[parts.index("adapters"):]) if "adapters" in parts else str(path)
 
 
 @dataclass(frozen=True)
@@ -198,7 +294,9 @@ class ProvinceMapping:
                 raise ValueError(f"{path}: {name} mapping: unmapped {sorted(unmapped)}, unknown {sorted(extra)}")
             flag = spec.get("deleted")
             deleted = DeleteFlag(str(flag["from"]), str(flag["value"])) if flag else None
-            mappings[name] = DatasetMapping(ds, str(spec["source"]), tz, fields, deleted)
+            mappings[name] = DatasetMapping(
+                ds, str(spec["source"]), tz, fields, deleted, province=str(doc["province"]), mapping_file=_shown(path)
+            )
         return cls(str(doc["province"]), tz, mappings)
 
     def dataset(self, name: str) -> DatasetMapping:

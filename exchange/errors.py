@@ -48,3 +48,12 @@ class VerificationError(TerminalError):
 
 class AccessDenied(TerminalError):
     """A department asked for data its grants do not cover."""
+
+
+class SourceAuthenticityError(VerificationError):
+    """A province's payload is unsigned, tampered, or signed by a key the hub does not trust for it."""
+
+    def __init__(self, province: str, item: str, problem: str, hint: str) -> None:
+        self.province = province
+        self.hint = hint
+        super().__init__(f"{province}: {item}", f"{problem} ({hint})")

@@ -2,11 +2,15 @@
 
 Each file is landed first and parsed from the landed copy, so what the hub read is exactly what it
 hashed. The XSD checks structure; value problems stay in the data for the contract to quarantine.
+A file is refused before parsing if it declares a DTD (:func:`export.refuse_hostile`), then streamed
+with lxml's iterparse and validated chunk by chunk with lxml's XMLSchema (libxml2, the same XSD 1.0
+engine the file-at-once check used), so memory is bounded by `chunk_rows`, not by the file.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -17,11 +21,12 @@ import pyarrow.compute as pc
 from lxml import etree
 
 from adapters.anhui import export
-from adapters.base import Landing, PullRequest
+from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, SourceVerifier, hub_trust, parse_statement
+from adapters.base import LandedFile, Landing, PullRequest
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import TIMESTAMP
-from exchange.errors import SourceFormatError, TerminalError
+from exchange.errors import SourceAuthenticityError, SourceFormatError, TerminalError
 
 MAPPING = Path(__file__).parent / "mapping.yaml"
 CHUNK_ROWS = 50_000
@@ -32,11 +37,13 @@ class AnhuiAdapter:
 
     province = "anhui"
 
-    def __init__(self, export_dir: Path, *, chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(self, export_dir: Path, *, chunk_rows: int = CHUNK_ROWS, trust: SourceTrust | None = None) -> None:
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
         self.export_dir = export_dir
         self.chunk_rows = chunk_rows
+        # Whose keys vouch for Anhui's export manifests: by default the trust bundle under EXCHANGE_HOME.
+        self.trust = trust or hub_trust()
         self.mapping = ProvinceMapping.load(MAPPING)
         self._schemas: dict[str, etree.XMLSchema] = {}
 
@@ -52,9 +59,11 @@ class AnhuiAdapter:
         """
         dm = self.mapping.dataset(request.dataset)
         schema = self._schema(request.dataset)
+        verifier = self.trust.verifier(self.province)
         for path, day in self._files(dm, request):
             landed = landing.copy(path)
-            yield from self._read(landed.path.read_bytes(), path.name, day, dm, schema, request)
+            _check_manifest(path, landed, landing, verifier)
+            yield from self._read(landed.path, path.name, day, dm, schema, request)
 
     def _schema(self, dataset: str) -> etree.XMLSchema:
         if dataset not in self._schemas:
@@ -87,29 +96,18 @@ class AnhuiAdapter:
 
     def _read(
         self,
-        payload: bytes,
+        path: Path,
         name: str,
         day: date,
         dm: DatasetMapping,
         schema: etree.XMLSchema,
         request: PullRequest,
     ) -> Iterator[pa.Table]:
-        root = _parse(payload, name, schema, export.schema_path(dm.dataset.name).name)
-        _check_header(root, name, day, dm)
-        records = list(root.iterchildren(export.RECORD))
-        declared = int(root.get(export.COUNT_ATTR))
-        if declared != len(records):
-            raise SourceFormatError(
-                name,
-                f"line {root.sourceline}",
-                f"{export.COUNT_ATTR}={declared} but the file holds {len(records)} records",
-                "the export is incomplete; re-export the file",
-            )
-        for start in range(0, len(records), self.chunk_rows):
-            part = records[start : start + self.chunk_rows]
-            native = _columns(part, dm.native_columns)
+        xsd = export.schema_path(dm.dataset.name).name
+        for records in _stream(path, name, day, dm, schema, xsd, self.chunk_rows):
+            native = _columns(records, dm, name)
             canonical = dm.to_canonical(native, name)
-            _check_times(canonical, native, part, name, dm)
+            _check_times(canonical, native, records, name, dm)
             selected = canonical.filter(_in_window(canonical.column("updated_at"), request))
             if selected.num_rows:
                 yield selected
@@ -120,31 +118,129 @@ def build(settings: ExchangeSettings) -> AnhuiAdapter:
     export_dir = settings.anhui_export_dir
     if export_dir is None:
         export_dir = Layout(settings.home).sandboxes / "anhui" / "exports"
-    return AnhuiAdapter(export_dir)
+    return AnhuiAdapter(export_dir, trust=hub_trust(settings.home))
 
 
-def _parse(payload: bytes, name: str, schema: etree.XMLSchema, xsd: str) -> etree._Element:
-    """Parse and validate one export; a broken or non-conforming file names its line."""
+def _check_manifest(path: Path, landed: LandedFile, landing: Landing, verifier: SourceVerifier) -> None:
+    """Verify the export against its manifest (file, SHA-256, record count) and the manifest against the
+    data office's detached signature; both are landed beside the export. The XML is parsed only after."""
+    manifest = path.with_name(export.manifest_name(path.name))
+    signature = manifest.with_name(manifest.name + SIGNATURE_SUFFIX)
+    where = f"export {path.name} (manifest {manifest.name})"
+    if not manifest.is_file() or not signature.is_file():
+        missing = manifest.name if not manifest.is_file() else signature.name
+        raise SourceAuthenticityError(
+            "anhui", where, f"unsigned: {missing} is missing",
+            "Anhui writes the signed manifest right after each export: if an export is running, retry later; "
+            "otherwise ask anhui.data_office to re-export the day",
+        )
+    manifest_bytes = landing.copy(manifest).path.read_bytes()
+    signed = parse_statement(landing.copy(signature).path.read_bytes(), "anhui", signature.name)
+    landing.signatures.append(
+        verifier.verify(signed, manifest.name, hashlib.sha256(manifest_bytes).hexdigest(), where)
+    )
     try:
-        tree = etree.parse(io.BytesIO(payload), export.parser())
-    except etree.XMLSyntaxError as exc:
-        line, column = exc.position
+        doc = json.loads(manifest_bytes)
+        listed, digest = str(doc["file"]), str(doc["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SourceFormatError(manifest.name, "manifest", f"not an export manifest: {exc!r}",
+                                'expected {"file": ..., "sha256": ..., "records": ...}') from None
+    if listed != path.name or digest != landed.sha256:
+        raise SourceAuthenticityError(
+            "anhui", where, f"the export (SHA-256 {landed.sha256}) is not the one its signed manifest lists "
+            f"({listed}, SHA-256 {digest})",
+            "the export was changed or replaced after it was signed; ask Anhui to re-deliver it",
+        )
+
+
+def _stream(
+    path: Path, name: str, day: date, dm: DatasetMapping, schema: etree.XMLSchema, xsd: str, chunk_rows: int
+) -> Iterator[list[etree._Element]]:
+    """Stream one export's records in XSD-valid chunks of at most `chunk_rows`, in constant memory.
+
+    lxml's iterparse builds only the records of the current chunk. Each chunk is validated (C speed, with
+    the records' source lines) as a document of its own: the root's tag and attributes, the chunk's
+    records and anything else found between them. The declared record count is checked at the end, so a
+    short file fails the pull after its earlier chunks were read: nothing of it is committed.
+    """
+    export.refuse_hostile(path, name)
+    root: etree._Element | None = None
+    count = 0
+    with path.open("rb") as source:
+        events = etree.iterparse(
+            source, events=("end",), tag=export.RECORD, remove_comments=True, remove_pis=True,
+            **export.PARSER_OPTIONS,
+        )
+        try:
+            pending = 0
+            for _, record in events:
+                if root is None:
+                    root = record.getroottree().getroot()
+                    _check_root(root, name, day, dm)
+                if record.getparent() is root:  # a nested record is left for its enclosing record's check
+                    pending += 1
+                if pending == chunk_rows:
+                    records = _validated_chunk(root, record, schema, name, xsd)
+                    count += len(records)
+                    pending = 0
+                    yield records
+            root = events.root
+            if root is None:
+                raise SourceFormatError(name, "line 1", "no root element", "the file is empty; re-export it")
+            if count == 0 and pending == 0:
+                _check_root(root, name, day, dm)
+            records = _validated_chunk(root, None, schema, name, xsd)
+            count += len(records)
+        except etree.XMLSyntaxError as exc:
+            line, column = exc.position
+            raise SourceFormatError(
+                name, f"line {line} column {column}", str(exc.msg), "the file is not well-formed XML; re-export it"
+            ) from None
+    declared = int(root.get(export.COUNT_ATTR, "-1"))
+    if declared != count:
         raise SourceFormatError(
             name,
-            f"line {line} column {column}",
-            str(exc.msg),
-            "the file is not well-formed XML; re-export it",
-        ) from None
-    if not schema.validate(tree):
+            f"line {root.sourceline}",
+            f"{export.COUNT_ATTR}={declared} but the file holds {count} records",
+            "the export is incomplete; re-export the file",
+        )
+    if records:
+        yield records
+
+
+def _validated_chunk(
+    root: etree._Element, last: etree._Element | None, schema: etree.XMLSchema, name: str, xsd: str
+) -> list[etree._Element]:
+    """Move `root`'s children up to `last` (None: all) into a stand-alone copy of the root and validate it.
+
+    The parser reads ahead, so children after `last` may still be incomplete. Moving the records out is
+    also what keeps memory constant: the parser's tree never holds more than about one chunk. An XInclude
+    element is refused, not just reported as an XSD violation.
+    """
+    chunk = etree.Element(root.tag, dict(root.attrib))
+    chunk.text, root.text = root.text, None  # stray text before the first record (the XSD forbids it)
+    for child in list(root):
+        chunk.append(child)  # its tail moves with it
+        if child is last:
+            break
+    export.refuse_xinclude(chunk, name)
+    if not schema.validate(chunk):
         error = schema.error_log[0]
         raise SourceFormatError(
             name,
-            f"line {error.line}",
+            f"line {error.line or root.sourceline}",
             str(error.message),
             f"the file does not conform to {xsd}",
         )
-    root: etree._Element = tree.getroot()
-    return root
+    return list(chunk)
+
+
+def _check_root(root: etree._Element, name: str, day: date, dm: DatasetMapping) -> None:
+    # Behind refuse_hostile: lxml must not have seen a DTD either (it would not expand it).
+    info = root.getroottree().docinfo
+    if info.internalDTD is not None or info.doctype:
+        raise SourceFormatError(name, "line 1", f"refused: the file declares a DTD {info.doctype}")
+    _check_header(root, name, day, dm)
 
 
 def _check_header(root: etree._Element, name: str, day: date, dm: DatasetMapping) -> None:
@@ -158,20 +254,26 @@ def _check_header(root: etree._Element, name: str, day: date, dm: DatasetMapping
         )
 
 
-def _columns(records: Sequence[etree._Element], names: Sequence[str]) -> pa.Table:
+def _columns(records: Sequence[etree._Element], dm: DatasetMapping, name: str) -> pa.Table:
     """One string column per native field; an absent or empty element is a null.
 
     Filled by position rather than by per-field XPath, which would misalign rows when an element is
-    absent. The XSD has already guaranteed every child is one of `names`, at most once per record.
+    absent. The XSD has already guaranteed every child is one of the mapped fields, at most once per
+    record, unless it admits other elements: those are reported as schema drift and ignored.
     """
+    names = dm.native_columns
     position = {n: i for i, n in enumerate(names)}
     columns: list[list[str | None]] = [[None] * len(records) for _ in names]
+    unknown: set[str] = set()
     for row, record in enumerate(records):
-        # Plain iteration is much faster than iterchildren(tag=...); comments (callable tags) fall out.
         for child in record:
             column = position.get(child.tag)
             if column is not None:
                 columns[column][row] = child.text
+            elif isinstance(child.tag, str):
+                unknown.add(child.tag)
+    if unknown:
+        dm.report_drift(sorted(unknown), name)
     return pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
 
 

@@ -13,7 +13,9 @@ from lxml import etree
 
 from adapters.anhui import export
 from adapters.anhui.adapter import MAPPING, AnhuiAdapter
+from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, office, sandbox_keyring, sign
 from adapters.mapping import DatasetMapping, ProvinceMapping
+from exchange.signing.keys import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 Record = dict[str, str | None]
@@ -24,10 +26,33 @@ class AnhuiSandbox:
 
     province = "anhui"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keyring | None = None) -> None:
         self.root = root
         self.exports = root / "exports"
         self.mapping = ProvinceMapping.load(MAPPING)
+        # Anhui's data office signs each export's manifest; its public key is in this keyring's trust bundle.
+        self.keyring = keyring or sandbox_keyring(root)
+
+    @property
+    def trust(self) -> SourceTrust:
+        """The trust bundle that holds this sandbox's signing key (what a hub reading it must trust)."""
+        return SourceTrust(self.keyring.dir)
+
+    def publish(self, path: Path, payload: bytes, records: int | None = None) -> None:
+        """(Re)deliver one export as Anhui does: withdraw its manifest, write the file, then the signed manifest.
+
+        `records` is the manifest's record count (default: the `<记录>` elements in `payload`).
+        """
+        if records is None:
+            records = payload.count(f"<{export.RECORD}>".encode())
+        manifest = path.with_name(export.manifest_name(path.name))
+        signature = manifest.with_name(manifest.name + SIGNATURE_SUFFIX)
+        manifest.unlink(missing_ok=True)
+        _atomic(path, payload)
+        rendered = export.render_manifest(path.name, payload, records)
+        _atomic(signature, sign(self.keyring.signer(office(self.province)), self.province, manifest.name,
+                                rendered).to_bytes())
+        _atomic(manifest, rendered)
 
     def seed(self, dataset: str, table: pa.Table) -> None:
         """Export canonical records in native form, one file per local day of update.
@@ -52,7 +77,9 @@ class AnhuiSandbox:
             path = self.exports / export.file_name(dm.source, day)
             records = _read(path) if path.exists() else []
             records.extend({name: texts[name][row] for name in dm.native_columns} for row in rows)
+            path.with_name(export.manifest_name(path.name)).unlink(missing_ok=True)
             _write(path, dm, day, records)
+            self.publish(path, path.read_bytes(), len(records))
 
     def start(self) -> None:
         """Nothing to serve: the adapter reads the export folder directly."""
@@ -67,12 +94,13 @@ class AnhuiSandbox:
 
     def adapter(self) -> AnhuiAdapter:
         """An adapter reading this sandbox's exports."""
-        return AnhuiAdapter(self.exports)
+        return AnhuiAdapter(self.exports, trust=self.trust)
 
 
-def create(root: Path) -> AnhuiSandbox:
-    """An Anhui sandbox under `root`, with an empty export folder."""
-    sandbox = AnhuiSandbox(root)
+def create(root: Path, keyring: Keyring | None = None) -> AnhuiSandbox:
+    """An Anhui sandbox under `root`, with an empty export folder, signing with the office key in `keyring`
+    (default: see :func:`adapters.authenticity.sandbox_keyring`)."""
+    sandbox = AnhuiSandbox(root, keyring)
     sandbox.start()
     return sandbox
 
@@ -119,4 +147,10 @@ def _write(path: Path, dm: DatasetMapping, day: date, records: Sequence[Record])
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    tmp.replace(path)
+
+
+def _atomic(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
     tmp.replace(path)

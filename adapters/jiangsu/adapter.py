@@ -7,6 +7,7 @@ present and lists the file with a matching SHA-256 (:mod:`adapters.jiangsu.manif
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, SourceVerifier, hub_trust, parse_statement
 from adapters.base import Landing, PullRequest
 from adapters.jiangsu import native
 from adapters.jiangsu.manifest import SUFFIX, DropManifest, manifest_name
@@ -41,6 +43,7 @@ class Drop:
     day: date
     data: str | None
     manifest: str | None
+    signature: str | None = None  # the office's detached signature over the manifest
 
     @property
     def complete(self) -> bool:
@@ -53,10 +56,14 @@ class JiangsuAdapter:
 
     province = "jiangsu"
 
-    def __init__(self, drop: Path | DropTransport, mapping: ProvinceMapping | None = None) -> None:
+    def __init__(
+        self, drop: Path | DropTransport, mapping: ProvinceMapping | None = None, *, trust: SourceTrust | None = None
+    ) -> None:
         self.transport: DropTransport = LocalDrop(drop, DROP_DIR_SETTING) if isinstance(drop, Path) else drop
         self.drop_dir = drop if isinstance(drop, Path) else None
         self.mapping = mapping or ProvinceMapping.load(MAPPING_FILE)
+        # Whose keys vouch for Jiangsu's manifests: by default the trust bundle under EXCHANGE_HOME.
+        self.trust = trust or hub_trust()
 
     def datasets(self) -> Sequence[str]:
         """The canonical datasets Jiangsu drops files for."""
@@ -74,6 +81,7 @@ class JiangsuAdapter:
             raise ValueError(f"since must be timezone-aware, got {request.since.isoformat()}")
         mapping = self.mapping.dataset(request.dataset)
         tz = ZoneInfo(mapping.timezone)
+        verifier = self.trust.verifier(self.province)
         try:
             for drop in self.drops(mapping, request.since, request.window.end):
                 if not drop.complete:
@@ -82,15 +90,31 @@ class JiangsuAdapter:
                         mapping.source, drop.day, drop.data or "missing", drop.manifest or "missing",
                     )
                     return
-                assert drop.data is not None and drop.manifest is not None
-                yield from self._read(drop.data, drop.manifest, drop.day, mapping, request, landing, tz)
+                yield from self._read(drop, mapping, request, landing, tz, verifier)
         finally:
             self.transport.close()
 
+    def _check_signature(
+        self, signature: str | None, manifest: str, manifest_bytes: bytes, landing: Landing, verifier: SourceVerifier
+    ) -> None:
+        """Verify the office's detached signature over the manifest's exact bytes; the manifest lists every
+        file's SHA-256, so this covers the whole drop. The signature file is landed beside the manifest."""
+        signed = None
+        if signature is not None:
+            payload = self.transport.read(signature)
+            landing.write(signature, payload)
+            signed = parse_statement(payload, self.province, self.transport.describe(signature))
+        where = f"drop manifest {self.transport.describe(manifest)}"
+        landing.signatures.append(
+            verifier.verify(signed, manifest, hashlib.sha256(manifest_bytes).hexdigest(), where)
+        )
+
     def _read(
-        self, data: str, manifest: str, day: date, mapping: DatasetMapping, request: PullRequest,
-        landing: Landing, tz: ZoneInfo,
+        self, drop: Drop, mapping: DatasetMapping, request: PullRequest, landing: Landing, tz: ZoneInfo,
+        verifier: SourceVerifier,
     ) -> Iterator[pa.Table]:
+        assert drop.data is not None and drop.manifest is not None
+        data, manifest, day = drop.data, drop.manifest, drop.day
         # Read once and land those very bytes, so the landed hash is of exactly what was parsed
         # even if the province replaces the file meanwhile.
         manifest_bytes = self.transport.read(manifest)
@@ -98,7 +122,9 @@ class JiangsuAdapter:
         landing.write(data, payload)
         landing.write(manifest, manifest_bytes)
         source = self.transport.describe(data)
-        DropManifest.parse(manifest_bytes, self.transport.describe(manifest)).verify(data, payload, source)
+        parsed = DropManifest.parse(manifest_bytes, self.transport.describe(manifest))
+        self._check_signature(drop.signature, manifest, manifest_bytes, landing, verifier)
+        parsed.verify(data, payload, source)
         day_start = datetime.combine(day, time(), tz)
         for batch in native.read_batches(native.decode(payload, source), source):
             canonical = mapping.to_canonical(pa.Table.from_batches([batch]), source)
@@ -117,8 +143,12 @@ class JiangsuAdapter:
         last = end.astimezone(tz).date()
         data_name = re.compile(re.escape(mapping.source) + r"_(\d{8})\.csv")
         days: dict[date, Drop] = {}
+        signatures: set[str] = set()
         for name in self.transport.list():
             if not name.startswith(f"{mapping.source}_") or name.endswith(".tmp"):
+                continue
+            if name.endswith(SUFFIX + SIGNATURE_SUFFIX):
+                signatures.add(name)
                 continue
             is_manifest = name.endswith(SUFFIX)
             if not (is_manifest or name.endswith(".csv")):
@@ -138,7 +168,11 @@ class JiangsuAdapter:
                 days[day] = Drop(day, drop.data, manifest_name(mapping.source, day))
             else:
                 days[day] = Drop(day, name, drop.manifest)
-        return [days[d] for d in sorted(days)]
+        return [
+            Drop(d.day, d.data, d.manifest, d.manifest + SIGNATURE_SUFFIX if d.manifest and
+                 d.manifest + SIGNATURE_SUFFIX in signatures else None)
+            for d in (days[day] for day in sorted(days))
+        ]
 
 
 def _day(text: str) -> date | None:
@@ -176,9 +210,9 @@ def build(settings: ExchangeSettings) -> JiangsuAdapter:
             key_file=settings.jiangsu_sftp_key_file,
             timeout=settings.jiangsu_sftp_timeout_seconds,
         )
-        return JiangsuAdapter(transport)
+        return JiangsuAdapter(transport, trust=hub_trust(settings.home))
     drop = settings.jiangsu_drop_dir
     if drop is None:
         sandboxes = settings.sandbox_dir or Layout(settings.home).sandboxes
         drop = sandboxes / "jiangsu" / "drop"
-    return JiangsuAdapter(drop)
+    return JiangsuAdapter(drop, trust=hub_trust(settings.home))

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pyarrow as pa
 
+from adapters.authenticity import SourceTrust, from_headers, hub_trust
 from adapters.base import Landing, PullRequest
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from adapters.shanghai.auth import (
@@ -54,8 +55,11 @@ class ShanghaiAdapter:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout = TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        trust: SourceTrust | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Whose keys vouch for Shanghai's pages: by default the trust bundle under EXCHANGE_HOME.
+        self.trust = trust or hub_trust()
         self.credentials: TokenSource = StaticToken(token) if isinstance(token, str) else token
         self.mapping = mapping or ProvinceMapping.load(MAPPING_FILE)
         self.page_size = page_size
@@ -82,14 +86,23 @@ class ShanghaiAdapter:
         if request.since is not None:
             params["updatedAfter"] = _iso(request.since, tz)
         cursor: str | None = None
+        followed: dict[str, int] = {}  # cursor -> the page it was first requested for
         page = 0
+        verifier = self.trust.verifier(self.province)
         with self._client() as client:
             while True:
                 page += 1
                 query = {**params, "cursor": cursor} if cursor else params
                 response = self._get(client, url, query)
-                landing.write(f"page-{page:05d}.json", response.content)
+                landed = landing.write(f"page-{page:05d}.json", response.content)
                 where = f"page {page} (cursor {cursor or 'start'})"
+                # The signature covers the exact body bytes and the request target (path and query), so
+                # neither a changed page nor a page replayed for another query verifies.
+                target = response.request.url.raw_path.decode("ascii")
+                item = f"{url} {where}"
+                signed = from_headers(response.headers, self.province, target, landed.sha256, item)
+                landing.signatures.append(verifier.verify(signed, target, landed.sha256, item))
+                _check_content_type(response, url, where)
                 rows, next_cursor = _parse_page(response.content, url, where)
                 if rows:
                     yield mapping.to_canonical(_native_table(rows, mapping, url, where), f"{url} {where}")
@@ -98,6 +111,12 @@ class ShanghaiAdapter:
                 if next_cursor == cursor:
                     # A server that hands back the cursor it was given would keep us here forever.
                     raise SourceFormatError(url, where, "nextCursor repeats the cursor just requested", _HINT)
+                if next_cursor in followed:
+                    # A longer cycle would too, and would deliver the same records again on every lap.
+                    raise SourceFormatError(
+                        url, where, f"nextCursor loops back to the cursor of page {followed[next_cursor]}", _HINT
+                    )
+                followed[next_cursor] = page + 1
                 cursor = next_cursor
 
     def _client(self) -> httpx.Client:
@@ -178,6 +197,15 @@ def _iso(moment: datetime, tz: ZoneInfo) -> str:
     return moment.astimezone(tz).isoformat()
 
 
+def _check_content_type(response: httpx.Response, url: str, where: str) -> None:
+    """A 200 that is not JSON (a gateway's HTML maintenance page, say) is refused before parsing."""
+    media = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise SourceFormatError(
+            url, where, f"Content-Type is {media or 'missing'!r}, not application/json: {response.text[:80]!r}", _HINT
+        )
+
+
 def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
     """The page's records and next cursor; anything else is a malformed payload."""
     try:
@@ -208,12 +236,21 @@ def _native_table(rows: list[dict[str, Any]], mapping: DatasetMapping, url: str,
     column; a field absent from some records only is null there, a bad record the contract catches.
     """
     present: set[str] = set().union(*rows)
+    mapping.report_drift(sorted(present), f"{url} {where}")  # unmapped fields are reported, then dropped here
     schema = pa.schema(
         [(f.native, _native_type(mapping, f.canonical)) for f in mapping.fields if f.native in present]
     )
     try:
         return pa.Table.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        # Name the field whose JSON type changed (e.g. a number now sent as text) and the mapping to update.
+        for spec in schema:
+            try:
+                pa.array([row.get(spec.name) for row in rows], spec.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as field_exc:
+                raise mapping.type_error(
+                    spec.name, f"{url} {where}", f"wrong JSON type, expected {spec.type}: {field_exc}"
+                ) from exc
         raise SourceFormatError(url, where, f"a field has the wrong JSON type: {exc}", _HINT) from exc
 
 
@@ -257,4 +294,5 @@ def build(settings: ExchangeSettings) -> ShanghaiAdapter:
         credentials,
         retry=RetryPolicy(max_retries=settings.shanghai_max_retries),
         timeout=httpx.Timeout(settings.shanghai_timeout_seconds, connect=min(5.0, settings.shanghai_timeout_seconds)),
+        trust=hub_trust(settings.home),
     )

@@ -34,11 +34,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from adapters.authenticity import SourceTrust, office, sandbox_keyring, sign, signature_headers
 from adapters.mapping import ProvinceMapping
 from adapters.shanghai.adapter import MAPPING_FILE, TOKEN_PATH, URL_SETTING, ShanghaiAdapter
 from adapters.shanghai.auth import CLIENT_ID_SETTING, CLIENT_SECRET_SETTING, TOKEN_SETTING, ClientCredentials
 from adapters.shanghai.retry import RetryPolicy
 from adapters.shanghai.store import Position, RecordStore
+from exchange.signing.keys import Keyring, KeySigner
 from exchange.synthetic import DEFECT_COLUMN
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class Fault:
     retry_after: str | None = None  # with this Retry-After header
     corrupt: bool = False  # answer 200 with a truncated body
     delay: float = 0.0  # wait this long before answering (to trip the client's timeout)
+    content_type: str | None = None  # answer 200 with this Content-Type and an HTML error page instead
+    next_cursor: str | None = None  # answer the page with this nextCursor (to make a pagination loop)
+    expire_tokens: bool = False  # expire every issued token now and answer 401, as a revocation would
 
 
 class ShanghaiSandbox:
@@ -65,9 +70,13 @@ class ShanghaiSandbox:
 
     province = "shanghai"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keyring: Keyring | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
+        # Shanghai's data office signs every page; its public key is in this keyring's trust bundle.
+        self.keyring = keyring or sandbox_keyring(root)
+        # Made (and trusted in the keyring's bundle) now, not at the first page a hub may already be reading.
+        self._signer: KeySigner = self.keyring.signer(office(self.province))
         self.mapping = ProvinceMapping.load(MAPPING_FILE)
         self.store = RecordStore(root / "shanghai.sqlite")
         self.token = _load_or_create_token(root / "api-token")
@@ -141,16 +150,25 @@ class ShanghaiSandbox:
         """Point the Shanghai adapter at this running sandbox with OAuth2 client credentials."""
         return {URL_SETTING: self.url, CLIENT_ID_SETTING: self.client_id, CLIENT_SECRET_SETTING: self.client_secret}
 
+    @property
+    def trust(self) -> SourceTrust:
+        """The trust bundle that holds this sandbox's signing key (what a hub reading it must trust)."""
+        return SourceTrust(self.keyring.dir)
+
+    def sign_page(self, target: str, body: bytes) -> dict[str, str]:
+        """The signature headers for a page served for request target `target` (path and query)."""
+        return signature_headers(sign(self._signer, self.province, target, body))
+
     def adapter(self) -> ShanghaiAdapter:
         """An adapter for this running sandbox (static token)."""
-        return ShanghaiAdapter(self.url, self.token, self.mapping)
+        return ShanghaiAdapter(self.url, self.token, self.mapping, trust=self.trust)
 
     def oauth_adapter(
         self, retry: RetryPolicy | None = None, clock: Callable[[], float] = time.monotonic
     ) -> ShanghaiAdapter:
         """An adapter for this running sandbox using its OAuth2 token endpoint."""
         source = ClientCredentials(self.url + TOKEN_PATH, self.client_id, self.client_secret, clock=clock)
-        return ShanghaiAdapter(self.url, source, self.mapping, retry=retry)
+        return ShanghaiAdapter(self.url, source, self.mapping, retry=retry, trust=self.trust)
 
     def corrupt_next_page(self) -> None:
         """Make the next records request answer 200 with a truncated JSON body (for error-path tests)."""
@@ -255,9 +273,21 @@ class _Handler(BaseHTTPRequestHandler):
         text = '{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(page.next_cursor) + "}"
         body = text.encode()
         fault = sandbox.next_fault()
+        content_type: str | None = None
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.expire_tokens:
+                sandbox.expire_tokens()
+                self._send(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                return
+            if fault.next_cursor is not None:
+                text = '{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(fault.next_cursor) + "}"
+                body = text.encode()
+            if fault.content_type is not None:
+                # A gateway's maintenance page: 200, but not the API's JSON.
+                content_type = fault.content_type
+                body = "<html><body><h1>系统维护中</h1></body></html>".encode()
             if fault.corrupt:
                 # Cut the body mid-way: valid UTF-8 up to there, then JSON that ends too early.
                 body = body[: max(1, len(body) // 2)].decode("utf-8", "ignore").encode()
@@ -265,7 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
                 self._send(fault.status, {"error": "injected failure"}, headers)
                 return
-        self._send_bytes(200, body)
+        # Signed last, over the bytes actually sent: a province that serves a broken page signs it too.
+        self._send_bytes(200, body, sandbox.sign_page(self.path, body), content_type)
 
     def _authorized(self, sandbox: ShanghaiSandbox) -> bool:
         header = self.headers.get("Authorization", "")
@@ -275,9 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, doc: dict[str, str], headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(doc).encode(), headers)
 
-    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    def _send_bytes(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, content_type: str | None = None
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", content_type or "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -336,6 +369,7 @@ def _load_or_create_token(path: Path) -> str:
     return token
 
 
-def create(root: Path) -> ShanghaiSandbox:
-    """A Shanghai sandbox keeping its SQLite store and API token under `root`."""
-    return ShanghaiSandbox(root)
+def create(root: Path, keyring: Keyring | None = None) -> ShanghaiSandbox:
+    """A Shanghai sandbox keeping its SQLite store and API token under `root`, signing pages with the office
+    key in `keyring` (default: see :func:`adapters.authenticity.sandbox_keyring`)."""
+    return ShanghaiSandbox(root, keyring)

@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from adapters.authenticity import SourceTrust, hub_trust
 from adapters.base import Landing, PullRequest, deletion_schema
 from adapters.mapping import DatasetMapping, FieldMapping, ProvinceMapping
-from adapters.zhejiang import ledger
+from adapters.zhejiang import batches, ledger
 from adapters.zhejiang.ledger import DeliveryLedger
 from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import TIMESTAMP
@@ -36,7 +37,10 @@ CHUNK_ROWS = 50_000
 # Identifiers from mapping.yaml are interpolated into SQL (they cannot be bound), so they must be plain.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # OperationalError texts that mean "try again later" rather than "the view is wrong".
-_TRANSIENT = ("locked", "timeout", "timed out", "too many connections", "server has gone away", "connection")
+_TRANSIENT = (
+    "locked", "timeout", "timed out", "too many connections", "server has gone away", "connection", "interrupted",
+    "shutdown",
+)
 
 
 class ZhejiangAdapter:
@@ -51,7 +55,10 @@ class ZhejiangAdapter:
         chunk_rows: int = CHUNK_ROWS,
         overlap: timedelta = timedelta(0),
         delivered: DeliveryLedger | None = None,
+        trust: SourceTrust | None = None,
     ) -> None:
+        # Whose keys vouch for Zhejiang's change batches: by default the trust bundle under EXCHANGE_HOME.
+        self.trust = trust or hub_trust()
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
         if overlap < timedelta(0):
@@ -138,11 +145,17 @@ class ZhejiangAdapter:
         view = dm.source
         lower = request.since - self.overlap if request.since is not None else None
         statement, params, columns = _query(dm, request, lower, deleted=deleted)
+        verifier = self.trust.verifier(self.province)
         with self._connect() as conn:
             done = 0
             try:
                 _check_view(conn, dm)
-                result = conn.execution_options(yield_per=self.chunk_rows).execute(statement, params)
+                # Every day the range touches is checked against Zhejiang's signature before a row is read.
+                upper = params["end"]
+                verified = batches.verify_days(conn, dm, params.get("since"), upper, verifier)
+                if landing is not None:
+                    landing.signatures.extend(verified)
+                result = conn.execute(statement, params, execution_options={"yield_per": self.chunk_rows})
                 for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
                     native = _native_table(dm, columns, rows, done)
                     if landing is not None:
@@ -189,7 +202,9 @@ def build(settings: ExchangeSettings) -> ZhejiangAdapter:
         url = "sqlite:///" + str(Layout(settings.home).sandboxes / "zhejiang" / "zhejiang.sqlite")
     state = settings.zhejiang_state_dir or Layout(settings.home).home / "adapters" / "zhejiang"
     overlap = timedelta(minutes=settings.zhejiang_overlap_minutes)
-    return ZhejiangAdapter(url, overlap=overlap, delivered=DeliveryLedger(state) if overlap else None)
+    return ZhejiangAdapter(
+        url, overlap=overlap, delivered=DeliveryLedger(state) if overlap else None, trust=hub_trust(settings.home)
+    )
 
 
 def _field(dm: DatasetMapping, canonical: str) -> FieldMapping:
@@ -261,9 +276,13 @@ def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
         raise SourceFormatError(
             dm.source,
             "columns",
-            f"missing column(s) {', '.join(missing)}",
-            f"the view must expose {', '.join(expected)}",
+            f"missing native field(s) {', '.join(missing)}",
+            f"the view must expose {', '.join(expected)}; {dm.province} {dm.dataset.name}: "
+            f"update {dm.mapping_file} if Zhejiang renamed or removed them",
         )
+    # Only mapped columns are selected, so a new column would go unnoticed: report it as drift.
+    known = {c.upper() for c in expected}
+    dm.report_drift(sorted(c for c in present if c not in known), f"view {dm.source}")
 
 
 def _native_table(dm: DatasetMapping, names: list[str], rows: Sequence[Sequence[Any]], done: int) -> pa.Table:

@@ -16,10 +16,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from adapters.authenticity import SourceTrust, office, sandbox_keyring, sign_digest
 from adapters.mapping import DatasetMapping, ProvinceMapping
+from adapters.zhejiang import batches
 from adapters.zhejiang.adapter import MAPPING, ZhejiangAdapter
+from exchange.signing.keys import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 # The base table behind each shared view (the view name lives in mapping.yaml).
@@ -36,8 +40,10 @@ class ZhejiangSandbox:
 
     province = "zhejiang"
 
-    def __init__(self, root: Path, url: str | None = None) -> None:
+    def __init__(self, root: Path, url: str | None = None, keyring: Keyring | None = None) -> None:
         self.root = root
+        # Zhejiang's data office signs each day's change batch; its public key is in this keyring's bundle.
+        self.keyring = keyring or sandbox_keyring(root)
         self.path = root / "zhejiang.sqlite"
         self.url = url or f"sqlite:///{self.path}"
         self.mapping = ProvinceMapping.load(MAPPING)
@@ -45,8 +51,35 @@ class ZhejiangSandbox:
         self._tables = {
             name: _base_table(self._metadata, BASE_TABLES[name], dm) for name, dm in self.mapping.datasets.items()
         }
+        self._signatures = batches.signature_table(self._metadata)
         self._engine: sa.Engine | None = None
         self._installed = False
+
+    @property
+    def trust(self) -> SourceTrust:
+        """The trust bundle that holds this sandbox's signing key (what a hub reading it must trust)."""
+        return SourceTrust(self.keyring.dir)
+
+    def resign(self, dataset: str) -> None:
+        """Re-sign every day of the dataset's view (after the province changed rows by hand)."""
+        dm = self.mapping.dataset(dataset)
+        with self._connect().begin() as conn:
+            table = self._signatures
+            signed = {str(d) for (d,) in conn.execute(sa.select(table.c.RQ).where(table.c["ST"] == dm.source))}
+            self.sign_days(conn, dataset, signed | set(batches.days_with_rows(conn, dm, None, "9999")))
+
+    def sign_days(self, conn: sa.Connection, dataset: str, days: set[str]) -> None:
+        """(Re)sign the view's change batch of each local day, in the transaction that changed it."""
+        dm = self.mapping.dataset(dataset)
+        signer = self.keyring.signer(office(self.province))
+        table = self._signatures
+        for day in sorted(days):
+            count, digest = batches.day_digest(conn, dm, day)
+            conn.execute(table.delete().where(table.c["ST"] == dm.source, table.c["RQ"] == day))
+            if count:
+                signed = sign_digest(signer, self.province, batches.subject(dm.source, day, count), digest)
+                conn.execute(table.insert().values(ST=dm.source, RQ=day, HS=count, ZY=digest,
+                                                   QM=signed.model_dump_json()))
 
     def install(self) -> None:
         """Create the base tables and views that do not exist yet (idempotent)."""
@@ -56,6 +89,8 @@ class ZhejiangSandbox:
             inspector = sa.inspect(conn)
             tables = {n.upper() for n in inspector.get_table_names()}
             views = {n.upper() for n in inspector.get_view_names()}
+            if batches.TABLE not in tables:
+                self._signatures.create(conn)
             for name, dm in self.mapping.datasets.items():
                 table = self._tables[name]
                 if table.name.upper() not in tables:
@@ -75,10 +110,13 @@ class ZhejiangSandbox:
         if dm.deleted is not None:
             native = native.append_column(dm.deleted.native, pa.repeat(pa.scalar(_LIVE), native.num_rows))
         target = self._tables[dataset]
+        stamps = native.column(batches.stamp(dm))
+        days = {d for d in pc.utf8_slice_codeunits(stamps, 0, 10).to_pylist() if d}
         with self._connect().begin() as conn:
             for batch in native.to_batches(max_chunksize=_INSERT_ROWS):
                 if batch.num_rows:
                     conn.execute(target.insert(), batch.to_pylist())
+            self.sign_days(conn, dataset, days)
 
     def delete(self, dataset: str, keys: Sequence[str], at: datetime) -> None:
         """Soft-delete records as Zhejiang does: set the delete flag and stamp the update time with `at`."""
@@ -96,7 +134,11 @@ class ZhejiangSandbox:
             .values({dm.deleted.native: dm.deleted.value, stamp.native: local})
         )
         with self._connect().begin() as conn:
+            # A deleted row moves to the deletion's day: re-sign the days it leaves and the day it joins.
+            before = sa.select(sa.func.substr(table.c[stamp.native], 1, 10)).where(key.in_(list(keys))).distinct()
+            days = {str(d) for (d,) in conn.execute(before) if d is not None} | {local[:10]}
             conn.execute(statement)
+            self.sign_days(conn, dataset, days)
 
     def start(self) -> None:
         """Nothing to serve: the adapter connects to the database directly."""
@@ -114,7 +156,7 @@ class ZhejiangSandbox:
 
     def adapter(self) -> ZhejiangAdapter:
         """An adapter reading this sandbox's views."""
-        return ZhejiangAdapter(self.url)
+        return ZhejiangAdapter(self.url, trust=self.trust)
 
     def _connect(self) -> sa.Engine:
         if self._engine is None:
@@ -124,9 +166,10 @@ class ZhejiangSandbox:
         return self._engine
 
 
-def create(root: Path, url: str | None = None) -> ZhejiangSandbox:
-    """A Zhejiang sandbox under `root` (or in the database at `url`), its tables and views created."""
-    sandbox = ZhejiangSandbox(root, url)
+def create(root: Path, url: str | None = None, keyring: Keyring | None = None) -> ZhejiangSandbox:
+    """A Zhejiang sandbox under `root` (or in the database at `url`), its tables and views created, signing
+    with the office key in `keyring` (default: see :func:`adapters.authenticity.sandbox_keyring`)."""
+    sandbox = ZhejiangSandbox(root, url, keyring)
     sandbox.install()
     return sandbox
 

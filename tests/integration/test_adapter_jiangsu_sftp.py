@@ -14,6 +14,7 @@ import paramiko
 import pyarrow as pa
 import pytest
 
+from adapters.authenticity import SourceTrust
 from adapters.base import Landing, PullRequest, Window, adapter_for
 from adapters.jiangsu.adapter import JiangsuAdapter
 from adapters.jiangsu.sandbox import JiangsuSandbox, create
@@ -60,7 +61,8 @@ def _records() -> pa.Table:
 
 def _adapter(server: SftpServer, known_hosts: Path | None, password: str | None = PASSWORD) -> JiangsuAdapter:
     drop = SftpDrop(SftpLocation.parse(server.url()), known_hosts=known_hosts, password=password, timeout=5)
-    return JiangsuAdapter(drop)
+    # The served sandbox signs its manifests with the office key in its own keyring (<root>/keys).
+    return JiangsuAdapter(drop, trust=SourceTrust(server.root / "keys"))
 
 
 def _pull(adapter: JiangsuAdapter, landing: Path) -> pa.Table:
@@ -82,7 +84,7 @@ def test_pull_over_sftp_equals_the_local_pull(
     assert pulled.equals(_pull(sandbox.adapter(), tmp_path / "local"))
     for landed in landing.files:
         assert landed.path.read_bytes() == (sandbox.drop / landed.name).read_bytes()
-    assert len(landing.files) == 6  # three day files and their manifests
+    assert len(landing.files) == 9  # three day files, their manifests and the manifests' signatures
 
 
 def test_public_key_login_from_settings(
@@ -95,7 +97,8 @@ def test_public_key_login_from_settings(
     monkeypatch.setenv("EXCHANGE_JIANGSU_SFTP_KEY_FILE", str(key_file))
     monkeypatch.setenv("EXCHANGE_JIANGSU_SFTP_KNOWN_HOSTS", str(server.write_known_hosts(tmp_path / "kh")))
 
-    adapter = adapter_for("jiangsu", ExchangeSettings(home=tmp_path / "home"))
+    # A hub whose trust bundle holds the sandbox's office key (a standalone sandbox keeps it in <root>/keys).
+    adapter = adapter_for("jiangsu", ExchangeSettings(home=server.root))
 
     assert isinstance(adapter, JiangsuAdapter) and isinstance(adapter.transport, SftpDrop)
     assert _pull(adapter, tmp_path / "l").num_rows == N

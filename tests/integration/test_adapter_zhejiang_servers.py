@@ -98,7 +98,7 @@ def adapters(sandbox: ZhejiangSandbox) -> Iterator[list[ZhejiangAdapter]]:
 
 
 def _adapter(made: list[ZhejiangAdapter], box: ZhejiangSandbox, **options: object) -> ZhejiangAdapter:
-    adapter = ZhejiangAdapter(box.url, **options)  # type: ignore[arg-type]
+    adapter = ZhejiangAdapter(box.url, trust=box.trust, **options)  # type: ignore[arg-type]
     made.append(adapter)
     return adapter
 
@@ -234,7 +234,7 @@ def test_a_connection_the_server_dropped_is_transient_and_the_retry_reconnects(
     tag = f"zj_adapter_{uuid.uuid4().hex[:12]}"
     if postgres:  # name the adapter's sessions so only they are killed (the server is shared)
         url = url.update_query_dict({"application_name": tag})
-    adapter = ZhejiangAdapter(url.render_as_string(hide_password=False))
+    adapter = ZhejiangAdapter(url.render_as_string(hide_password=False), trust=sandbox.trust)
     adapters.append(adapter)
     assert _pull(adapter, "e_license", tmp_path / "l1").num_rows == N  # leaves a pooled connection
     engine = sa.create_engine(sandbox.url, isolation_level="AUTOCOMMIT")

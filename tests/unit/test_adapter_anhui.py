@@ -78,7 +78,7 @@ def test_pull_returns_every_seeded_record_in_source_order(
 @pytest.mark.parametrize("name", DATASETS)
 def test_exports_follow_the_convention_and_conform_to_the_xsd(sandbox: AnhuiSandbox, name: str) -> None:
     source = sandbox.mapping.dataset(name).source
-    files = sorted(sandbox.exports.glob(f"{source}_*"))
+    files = sorted(sandbox.exports.glob(f"{source}_*.xml"))
     assert [f.name for f in files] == [f"{source}_{day}.xml" for day in DAYS]
     schema = etree.XMLSchema(etree.parse(str(export.schema_path(name))))
     total = 0
@@ -108,7 +108,7 @@ def test_the_xsd_declares_the_mapped_fields_in_order(sandbox: AnhuiSandbox, name
 def test_landing_keeps_each_file_read_with_its_sha256(sandbox: AnhuiSandbox, tmp_path: Path) -> None:
     _, landing = _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
 
-    assert [f.name for f in landing.files] == [f"电子证照_{day}.xml" for day in DAYS]
+    assert [f.name for f in landing.files if f.name.endswith(".xml")] == [f"电子证照_{day}.xml" for day in DAYS]
     for landed in landing.files:
         payload = landed.path.read_bytes()
         assert payload == (sandbox.exports / landed.name).read_bytes()
@@ -123,7 +123,7 @@ def test_pull_since_the_last_update_returns_nothing(sandbox: AnhuiSandbox, tmp_p
 
     assert pulled.num_rows == 0
     # Days that end before `since` are not even read.
-    assert [f.name for f in landing.files] == ["电子证照_20240504.xml"]
+    assert [f.name for f in landing.files if f.name.endswith(".xml")] == ["电子证照_20240504.xml"]
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -159,7 +159,7 @@ def test_window_bounds_are_exclusive(sandbox: AnhuiSandbox, tmp_path: Path) -> N
 
 
 def test_pull_reads_in_chunks(sandbox: AnhuiSandbox, tmp_path: Path) -> None:
-    adapter = AnhuiAdapter(sandbox.exports, chunk_rows=100)
+    adapter = AnhuiAdapter(sandbox.exports, chunk_rows=100, trust=sandbox.trust)
     landing = Landing(tmp_path / "landing")
 
     tables = list(adapter.pull(PullRequest("e_license", Window(START, LATER), None), landing))
@@ -171,7 +171,7 @@ def test_pull_reads_in_chunks(sandbox: AnhuiSandbox, tmp_path: Path) -> None:
 def test_a_truncated_file_names_the_file_and_line(sandbox: AnhuiSandbox, tmp_path: Path) -> None:
     path = _file(sandbox, "e_license", "20240502")
     payload = path.read_bytes()
-    path.write_bytes(payload[: len(payload) // 2])
+    sandbox.publish(path, payload[: len(payload) // 2])  # Anhui itself delivers (and signs) a broken file
 
     with pytest.raises(SourceFormatError) as caught:
         _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
@@ -186,7 +186,7 @@ def test_an_unknown_element_violates_the_xsd(sandbox: AnhuiSandbox, tmp_path: Pa
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     at = next(i for i, line in enumerate(lines) if "<持证人>" in line)
     lines.insert(at + 1, "    <备注>补录</备注>\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    sandbox.publish(path, "".join(lines).encode("utf-8"))
 
     with pytest.raises(SourceFormatError) as caught:
         _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
@@ -200,9 +200,7 @@ def test_a_record_count_mismatch_is_an_incomplete_export(sandbox: AnhuiSandbox, 
     path = _file(sandbox, "e_license", "20240501")
     text = path.read_text(encoding="utf-8")
     declared = etree.parse(str(path)).getroot().get("记录数")
-    path.write_text(
-        text.replace(f'记录数="{declared}"', f'记录数="{int(declared) + 1}"', 1), encoding="utf-8"
-    )
+    sandbox.publish(path, text.replace(f'记录数="{declared}"', f'记录数="{int(declared) + 1}"', 1).encode("utf-8"))
 
     with pytest.raises(SourceFormatError, match="记录数") as caught:
         _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
@@ -250,11 +248,10 @@ HAND_WRITTEN = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def test_absent_and_empty_elements_are_nulls_and_bad_values_pass_through(tmp_path: Path) -> None:
-    exports = tmp_path / "exports"
-    exports.mkdir()
-    (exports / "电子证照_20240601.xml").write_text(HAND_WRITTEN, encoding="utf-8")
+    box = create(tmp_path)
+    box.publish(box.exports / "电子证照_20240601.xml", HAND_WRITTEN.encode("utf-8"))
 
-    pulled, _ = _pull(AnhuiAdapter(exports), "e_license", tmp_path / "landing", end=JULY)
+    pulled, _ = _pull(AnhuiAdapter(box.exports, trust=box.trust), "e_license", tmp_path / "landing", end=JULY)
 
     rows = pulled.to_pylist()
     assert [r["license_id"] for r in rows] == ["DZZZ340000000001", "DZZZ340000000002"]
@@ -268,13 +265,12 @@ def test_absent_and_empty_elements_are_nulls_and_bad_values_pass_through(tmp_pat
 
 
 def test_an_unreadable_update_time_fails_the_file(tmp_path: Path) -> None:
-    exports = tmp_path / "exports"
-    exports.mkdir()
+    box = create(tmp_path)
     bad = HAND_WRITTEN.replace("2024-06-01 10:00:00", "2024-13-01 10:00:00")
-    (exports / "电子证照_20240601.xml").write_text(bad, encoding="utf-8")
+    box.publish(box.exports / "电子证照_20240601.xml", bad.encode("utf-8"))
 
     with pytest.raises(SourceFormatError, match="2024-13-01") as caught:
-        _pull(AnhuiAdapter(exports), "e_license", tmp_path / "landing", end=JULY)
+        _pull(AnhuiAdapter(box.exports, trust=box.trust), "e_license", tmp_path / "landing", end=JULY)
     assert caught.value.position == "line 12"  # the second record's <记录> line
 
 
@@ -284,6 +280,8 @@ def test_settings_and_registry_point_the_adapter_at_the_sandbox(
     assert sandbox.env() == {"EXCHANGE_ANHUI_EXPORT_DIR": str(tmp_path / "anhui" / "exports")}
     for key, value in sandbox.env().items():
         monkeypatch.setenv(key, value)
+    # A hub whose trust bundle holds the sandbox's office key (a standalone sandbox keeps it in <root>/keys).
+    monkeypatch.setenv("EXCHANGE_HOME", str(sandbox.keyring.dir.parent))
 
     adapter = adapter_for("anhui", ExchangeSettings())
     landing = Landing(tmp_path / "landing")

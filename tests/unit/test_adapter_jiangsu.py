@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from adapters.authenticity import sign
 from adapters.base import Landing, PullRequest, Window, adapter_for
 from adapters.jiangsu import native
 from adapters.jiangsu.adapter import build
@@ -20,6 +21,7 @@ from exchange.config import ExchangeSettings
 from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceFormatError
+from exchange.signing.keys import Keyring
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 CST = timezone(timedelta(hours=8))
@@ -97,7 +99,9 @@ def test_incremental_pulls(sandbox: JiangsuSandbox, tmp_path: Path, name: str) -
     landing = Landing(tmp_path / "l2")
     assert _pull(sandbox, name, landing, watermark).num_rows == 0
     # Files of days entirely before the watermark's day are not even read.
-    assert [f.name.rsplit("_", 1)[1] for f in landing.files] == ["20261103.csv", "20261103.manifest.json"]
+    assert [f.name.rsplit("_", 1)[1] for f in landing.files] == [
+        "20261103.csv", "20261103.manifest.json", "20261103.manifest.json.sig"
+    ]
 
     # More records, starting on the last seeded day (its file is rewritten) and going on a day later.
     later_end = END + timedelta(days=1)
@@ -215,6 +219,8 @@ def test_build_from_settings_and_env(
     default = build(ExchangeSettings(home=tmp_path / "home", jiangsu_drop_dir=None, sandbox_dir=None))
     assert default.drop_dir == (tmp_path / "home").resolve() / "sandboxes" / "jiangsu" / "drop"
 
+    # The hub at tmp_path/home trusts the sandbox's office key only if it is in that hub's keyring.
+    sandbox = JiangsuSandbox(sandbox.root, Keyring(tmp_path / "home" / "keys"))
     sandbox.seed("enterprise_registration", _records("enterprise_registration", n=30))
     for key, value in sandbox.env().items():
         monkeypatch.setenv(key, value)
@@ -253,7 +259,7 @@ def test_a_partial_drop_stops_the_pull_before_it(sandbox: JiangsuSandbox, tmp_pa
     day_one = pc.strftime(seeded.column("updated_at").cast(pa.timestamp("us", tz="Asia/Shanghai")), format="%d")
     assert pulled.equals(_canonical(seeded.filter(pc.equal(day_one, "01"))))
     # Neither the partial day nor the complete day after it was read: the watermark stays before the gap.
-    assert [f.name for f in landing.files] == [LICENSE_DAY_FILES[0], MANIFESTS[0]]
+    assert [f.name for f in landing.files] == [LICENSE_DAY_FILES[0], MANIFESTS[0], MANIFESTS[0] + ".sig"]
 
 
 def test_a_file_differing_from_its_manifest_is_an_error_naming_it(sandbox: JiangsuSandbox, tmp_path: Path) -> None:
@@ -278,6 +284,9 @@ def test_a_file_differing_from_its_manifest_is_an_error_naming_it(sandbox: Jiang
 def test_a_bad_manifest_is_an_error(sandbox: JiangsuSandbox, tmp_path: Path, body: bytes, problem: str) -> None:
     sandbox.seed("e_license", _records("e_license", n=200))
     (sandbox.drop / MANIFESTS[0]).write_bytes(body)
+    # Signed by Jiangsu itself: a bad manifest from the source, not one tampered with on the way.
+    signed = sign(sandbox.keyring.signer("jiangsu.data_office"), "jiangsu", MANIFESTS[0], body)
+    (sandbox.drop / (MANIFESTS[0] + ".sig")).write_bytes(signed.to_bytes())
 
     with pytest.raises(SourceFormatError, match=problem) as caught:
         _pull(sandbox, "e_license", tmp_path / "l", None)

@@ -144,7 +144,9 @@ def test_corrupt_page_names_the_page(sandbox: ShanghaiSandbox, tmp_path: Path) -
 def test_server_errors_and_unreachable_server_are_transient(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", _records("e_license", n=10))
     sleeps: list[float] = []
-    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=RetryPolicy(max_retries=2, sleep=sleeps.append))
+    adapter = ShanghaiAdapter(
+        sandbox.url, sandbox.token, trust=sandbox.trust, retry=RetryPolicy(max_retries=2, sleep=sleeps.append)
+    )
     request = PullRequest("e_license", Window(START, END), None)
     sandbox.fail_next_request(503, times=3)
     with pytest.raises(TransientError, match=r"503.*gave up after 3 attempts"):
@@ -182,7 +184,8 @@ def test_build_from_settings_and_env(
     sandbox.seed("enterprise_registration", _records("enterprise_registration", n=20))
     for key, value in sandbox.env().items():
         monkeypatch.setenv(key, value)
-    adapter = adapter_for("shanghai", ExchangeSettings(home=tmp_path))
+    # The hub's home is the sandbox root, whose keyring holds the office key the pages are signed with.
+    adapter = adapter_for("shanghai", ExchangeSettings(home=sandbox.root))
     assert set(adapter.datasets()) == set(DATASETS)
     request = PullRequest("enterprise_registration", Window(START, END), None)
     assert sum(t.num_rows for t in adapter.pull(request, Landing(tmp_path / "l"))) == 20
@@ -269,7 +272,7 @@ def test_wrong_client_secret_names_the_settings(sandbox: ShanghaiSandbox, tmp_pa
 def test_429_waits_at_least_retry_after(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", _records("e_license", n=10))
     sleeps: list[float] = []
-    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps))
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, trust=sandbox.trust, retry=_no_sleep(sleeps))
     sandbox.fail_next_request(429, retry_after="7")
 
     tables = list(adapter.pull(_request(), Landing(tmp_path / "l")))
@@ -280,7 +283,7 @@ def test_429_waits_at_least_retry_after(sandbox: ShanghaiSandbox, tmp_path: Path
 
 def test_a_retry_after_beyond_the_bound_fails_fast(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sleeps: list[float] = []
-    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps))
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, trust=sandbox.trust, retry=_no_sleep(sleeps))
     sandbox.fail_next_request(429, retry_after="3600")
 
     with pytest.raises(TransientError, match="retry after 3600 s"):
@@ -291,7 +294,7 @@ def test_a_retry_after_beyond_the_bound_fails_fast(sandbox: ShanghaiSandbox, tmp
 def test_5xx_backoff_is_exponential_jittered_and_bounded(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
     sandbox.seed("e_license", _records("e_license", n=10))
     sleeps: list[float] = []
-    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps, random=0.5))
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, trust=sandbox.trust, retry=_no_sleep(sleeps, random=0.5))
     for status in (503, 502, 500, 504):
         sandbox.fail_next_request(status)
 
@@ -307,7 +310,8 @@ def test_a_slow_answer_times_out_and_is_retried(sandbox: ShanghaiSandbox, tmp_pa
     sandbox.seed("e_license", _records("e_license", n=10))
     sleeps: list[float] = []
     adapter = ShanghaiAdapter(
-        sandbox.url, sandbox.token, retry=_no_sleep(sleeps, max_retries=1), timeout=httpx.Timeout(0.2)
+        sandbox.url, sandbox.token, retry=_no_sleep(sleeps, max_retries=1), timeout=httpx.Timeout(0.2),
+        trust=sandbox.trust,
     )
     sandbox.inject(Fault(delay=0.6))
     assert sum(t.num_rows for t in adapter.pull(_request(), Landing(tmp_path / "l1"))) == 10
@@ -337,7 +341,7 @@ def test_build_prefers_client_credentials(
     monkeypatch.setenv("EXCHANGE_SHANGHAI_MAX_RETRIES", "2")
     sandbox.seed("e_license", _records("e_license", n=20))
 
-    adapter = build(ExchangeSettings(home=tmp_path))
+    adapter = build(ExchangeSettings(home=sandbox.root))  # a hub trusting the sandbox's office key
 
     assert isinstance(adapter.credentials, ClientCredentials)
     assert adapter.credentials.token_url == sandbox.url + "/oauth/token"

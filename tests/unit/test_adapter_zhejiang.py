@@ -152,7 +152,7 @@ def test_sub_second_bounds_round_the_right_way(sandbox: ZhejiangSandbox, tmp_pat
 
 
 def test_pull_reads_in_chunks(sandbox: ZhejiangSandbox, tmp_path: Path) -> None:
-    adapter = ZhejiangAdapter(sandbox.url, chunk_rows=300)
+    adapter = ZhejiangAdapter(sandbox.url, chunk_rows=300, trust=sandbox.trust)
 
     tables, landing = _pull(adapter, "e_license", tmp_path / "landing")
 
@@ -198,6 +198,7 @@ def test_bad_records_pass_through_to_the_contract(sandbox: ZhejiangSandbox, tmp_
     with sqlite3.connect(sandbox.path) as conn:
         conn.execute("UPDATE T_DZZZ SET ZZZT = '9', CYRXM = NULL, FZRQ = '2024-13-01' WHERE ZZBH = ?", (key,))
     conn.close()
+    sandbox.resign("e_license")  # Zhejiang's own (signed) correction, not a change behind its back
 
     tables, _ = _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
 
@@ -242,6 +243,8 @@ def test_settings_and_registry_point_the_adapter_at_the_sandbox(
     for key, value in sandbox.env().items():
         monkeypatch.setenv(key, value)
 
+    # A hub whose trust bundle holds the sandbox's office key (a standalone sandbox keeps it in <root>/keys).
+    monkeypatch.setenv("EXCHANGE_HOME", str(sandbox.keyring.dir.parent))
     adapter = adapter_for("zhejiang", ExchangeSettings())
     tables, _ = _pull(adapter, "enterprise_registration", tmp_path / "landing")  # type: ignore[arg-type]
 
@@ -284,7 +287,9 @@ OVERLAP = timedelta(minutes=10)
 
 
 def _overlapping(sandbox: ZhejiangSandbox, state: Path, chunk_rows: int = 50_000) -> ZhejiangAdapter:
-    return ZhejiangAdapter(sandbox.url, chunk_rows=chunk_rows, overlap=OVERLAP, delivered=DeliveryLedger(state))
+    return ZhejiangAdapter(
+        sandbox.url, chunk_rows=chunk_rows, overlap=OVERLAP, delivered=DeliveryLedger(state), trust=sandbox.trust
+    )
 
 
 def _clean(table: pa.Table, n: int) -> pa.Table:
@@ -416,6 +421,7 @@ def test_a_null_delete_flag_is_a_live_record(sandbox: ZhejiangSandbox, tmp_path:
     with sqlite3.connect(sandbox.path) as conn:
         conn.execute("UPDATE T_DZZZ SET SCBZ = NULL")
     conn.close()
+    sandbox.resign("e_license")
 
     tables, _ = _pull(sandbox.adapter(), "e_license", tmp_path / "landing")
 

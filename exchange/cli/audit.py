@@ -111,13 +111,30 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")
     console.print(table)
 
 
+ALGORITHM_HELP = "Signature algorithm: ed25519 (default) or sm2 (SM2 signatures over SM3 digests, GB/T 32918)"
+
+
+def _algorithm(value: str | None) -> str | None:
+    from exchange.signing.keys import algorithm_name
+
+    try:
+        return None if value is None else algorithm_name(value)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
 @keys_app.command("create")
-def keys_create(owner: Annotated[list[str], typer.Argument(help="Owners, e.g. jiangsu.data_office")]) -> None:
+def keys_create(
+    owner: Annotated[list[str], typer.Argument(help="Owners, e.g. jiangsu.data_office")],
+    algorithm: Annotated[str | None, typer.Option(help=ALGORITHM_HELP + "; only for owners without a key")] = None,
+) -> None:
     """Create keys for owners that have none (the hub's key is created on first use)."""
     hub = _hub()
+    chosen = _algorithm(algorithm)
     for name in owner:
-        key = hub.keyring.create(name)
-        console.print(f"{name}: {key.key_id}")
+        key = hub.keyring.create(name, chosen)
+        console.print(f"{name}: {key.key_id} ({key.algorithm})")
 
 
 @keys_app.command("init")
@@ -134,17 +151,25 @@ def keys_init() -> None:
 
 
 @keys_app.command("rotate")
-def keys_rotate(owner: Annotated[str, typer.Argument(help="Owner whose key to replace, e.g. hub")]) -> None:
-    """Replace an owner's key: the new key takes over now; what the old key signed stays valid."""
+def keys_rotate(
+    owner: Annotated[str, typer.Argument(help="Owner whose key to replace, e.g. hub")],
+    algorithm: Annotated[str | None, typer.Option(help=ALGORITHM_HELP + "; default: the old key's")] = None,
+) -> None:
+    """Replace an owner's key: the new key takes over now; what the old key signed stays valid.
+
+    The old key endorses the new one, also across algorithms (ed25519 -> sm2 and back).
+    """
     hub = _hub()
+    chosen = _algorithm(algorithm)
     try:
-        key = hub.keyring.rotate(owner)
+        key = hub.keyring.rotate(owner, algorithm=chosen)
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     hub.log.append(hub.keyring.signer("hub"), actor="hub", action="key_rotate", subject=owner,
-                   details={"new_key": key.key_id, "endorsed_by": key.endorsement.key_id if key.endorsement else None})
-    console.print(f"{owner}: new key {key.key_id} from {key.not_before.isoformat()}")
+                   details={"new_key": key.key_id, "algorithm": key.algorithm,
+                            "endorsed_by": key.endorsement.key_id if key.endorsement else None})
+    console.print(f"{owner}: new {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
 @keys_app.command("revoke")
@@ -165,6 +190,23 @@ def keys_revoke(
                    details={"owner": key.owner, "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
                             "reason": reason})
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
+
+
+@keys_app.command("pem")
+def keys_pem(
+    key_id: Annotated[str, typer.Argument(help="Key id, as in the trust bundle")],
+    trust_bundle: Annotated[Path | None, typer.Option(help="Read the key from this exported bundle (offline) "
+                                                           "instead of the hub's keyring")] = None,
+) -> None:
+    """Print a trusted public key as SubjectPublicKeyInfo PEM, for checking a signature with openssl."""
+    from exchange.signing.keys import TrustBundle, public_pem
+
+    try:
+        bundle = (TrustBundle.model_validate_json(trust_bundle.read_text(encoding="utf-8")) if trust_bundle
+                  else _hub().keyring.trust_bundle())
+        print(public_pem(bundle.key(key_id)), end="")
+    except ExchangeError as exc:
+        _fail(exc)
 
 
 @keys_app.command("export-trust")

@@ -1,7 +1,10 @@
-"""Ed25519 signing keys under EXCHANGE_HOME/keys: a keyring with rotation and revocation, and the trust bundle.
+"""Signing keys under EXCHANGE_HOME/keys: a keyring with rotation and revocation, and the trust bundle.
 
-Every owner (the hub, each province data office, each department) has one current private key,
-``keys/<owner>.ed25519.pem`` (0600). The keyring's public half is ``keys/trust-bundle.json``: every key
+Every owner (the hub, each province data office, each department) has one current private key, PKCS#8 PEM
+(0600): ``keys/<owner>.ed25519.pem`` for Ed25519 (the default) or ``keys/<owner>.sm2.pem`` for the
+national suite SM2-SM3 (GB/T 32918 signatures over GB/T 32905 digests). The algorithm is chosen per key:
+an owner can rotate from one to the other, and every verifier dispatches on the key's algorithm in the
+trust bundle. The keyring's public half is ``keys/trust-bundle.json``: every key
 ever issued, with owner, algorithm, validity period and status, signed by the hub's current key, so a key
 slipped into the bundle breaks its signature. A verifier needs only that bundle, offline.
 
@@ -30,8 +33,15 @@ from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
 from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.sm2 import DEFAULT_USER_ID, SM2PrivateKey, SM2PublicKey
 
-ALGORITHM = "ed25519"
+ED25519 = "ed25519"
+SM2_SM3 = "SM2-SM3"
+ALGORITHM = ED25519  # the default for new keys
+ALGORITHMS = (ED25519, SM2_SM3)
+# What `--algorithm` accepts, and the file-name suffix of each algorithm's private keys.
+_ALIASES = {"ed25519": ED25519, "sm2": SM2_SM3, "sm2-sm3": SM2_SM3}
+_SUFFIX = {ED25519: "ed25519", SM2_SM3: "sm2"}
 HUB_OWNER = "hub"
 # Owners become file names: keep them to a safe alphabet (no path separators, no leading dot).
 _OWNER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
@@ -44,8 +54,15 @@ class Signature(BaseModel, frozen=True):
     """A detached signature over the canonical bytes of a document."""
 
     key_id: str = Field(description="Fingerprint of the signing public key (algorithm:sha256 prefix)")
-    algorithm: str = Field(description="Signature algorithm, e.g. ed25519")
-    value: str = Field(description="Base64 signature over the RFC 8785 canonical JSON of the document")
+    algorithm: str = Field(description="Signature algorithm: ed25519 or SM2-SM3")
+    value: str = Field(description="Base64 signature over the RFC 8785 canonical JSON of the document "
+                                   "(SM2-SM3: the DER SEQUENCE {r, s} of GM/T 0009)")
+    # Absent (not null) for Ed25519, so documents signed before SM2 existed keep their canonical bytes.
+    user_id: str | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="SM2-SM3 only: the signer's distinguishing identifier (UTF-8), hashed into Z_A; "
+                    "GM/T 0009's default is 1234567812345678",
+    )
 
 
 class TrustedKey(BaseModel, frozen=True):
@@ -53,8 +70,9 @@ class TrustedKey(BaseModel, frozen=True):
 
     key_id: str = Field(description="Fingerprint: algorithm + ':' + first 32 hex chars of SHA-256 of the raw key")
     owner: str = Field(description="Who holds the private key, e.g. 'hub' or 'jiangsu.data_office'")
-    algorithm: str = Field(description="Signature algorithm")
-    public_key: str = Field(description="Base64 raw public key")
+    algorithm: str = Field(description="Signature algorithm: ed25519 or SM2-SM3")
+    public_key: str = Field(description="Base64 raw public key (ed25519: 32 bytes; SM2-SM3: the uncompressed "
+                                        "point 04||x||y on the sm2p256v1 curve, 65 bytes)")
     not_before: datetime = Field(description="Start of validity")
     not_after: datetime = Field(description="End of validity (a rotated key's ends when its successor takes over)")
     status: str = Field(default="active", description="active, retired or revoked")
@@ -102,7 +120,7 @@ class TrustBundle(BaseModel):
 
 
 class Signer(Protocol):
-    """Anything that signs bytes (Ed25519 now; an SM2 signer can sit beside it)."""
+    """Anything that signs bytes: what the provenance log, manifests, grants and extracts need."""
 
     @property
     def key_id(self) -> str:
@@ -114,14 +132,62 @@ class Signer(Protocol):
         ...
 
 
+class KeySigner(Signer, Protocol):
+    """A keyring key: a Signer that also knows its owner, algorithm and public record."""
+
+    @property
+    def owner(self) -> str:
+        """Who holds the key."""
+        ...
+
+    @property
+    def algorithm(self) -> str:
+        """ed25519 or SM2-SM3."""
+        ...
+
+    def public_bytes(self) -> bytes:
+        """The raw public key the trust bundle carries."""
+        ...
+
+    def private_pem(self) -> bytes:
+        """The unencrypted PKCS#8 PEM of the private key (stored 0600)."""
+        ...
+
+    def trusted_key(self, not_before: datetime, years: int = DEFAULT_YEARS) -> TrustedKey:
+        """The public record of this key, valid from `not_before` for `years`."""
+        ...
+
+
 def _z(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def algorithm_name(value: str) -> str:
+    """The canonical name of a signature algorithm ('sm2', 'SM2-SM3' -> SM2-SM3); ValueError if unknown."""
+    try:
+        return _ALIASES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown signature algorithm {value!r}: use ed25519 or sm2") from None
+
+
+def _key_id(algorithm: str, raw: bytes) -> str:
+    return f"{algorithm.lower()}:{sha256_hex(raw)[:32]}"
+
+
 def key_id_for(public: Ed25519PublicKey) -> str:
-    """The fingerprint that names a public key."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return f"{ALGORITHM}:{sha256_hex(raw)[:32]}"
+    """The fingerprint that names an Ed25519 public key."""
+    return _key_id(ED25519, public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _trusted_key(signer: KeySigner, not_before: datetime, years: int) -> TrustedKey:
+    return TrustedKey(
+        key_id=signer.key_id,
+        owner=signer.owner,
+        algorithm=signer.algorithm,
+        public_key=base64.b64encode(signer.public_bytes()).decode(),
+        not_before=not_before,
+        not_after=not_before + timedelta(days=365 * years),
+    )
 
 
 @dataclass
@@ -132,71 +198,135 @@ class Ed25519Signer:
     owner: str
 
     @property
+    def algorithm(self) -> str:
+        """Always ed25519."""
+        return ED25519
+
+    @property
     def key_id(self) -> str:
         """Fingerprint of the public key."""
         return key_id_for(self.private.public_key())
 
+    def public_bytes(self) -> bytes:
+        """The 32-byte raw public key."""
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def private_pem(self) -> bytes:
+        """PKCS#8 PEM of the private key."""
+        return self.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
     def sign(self, data: bytes) -> Signature:
         """Sign `data` (Ed25519 is deterministic: no nonce to get wrong)."""
         value = base64.b64encode(self.private.sign(data)).decode()
-        return Signature(key_id=self.key_id, algorithm=ALGORITHM, value=value)
+        return Signature(key_id=self.key_id, algorithm=ED25519, value=value)
 
     def trusted_key(self, not_before: datetime, years: int = DEFAULT_YEARS) -> TrustedKey:
         """The public record of this key, valid from `not_before` for `years`."""
-        raw = self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return TrustedKey(
-            key_id=self.key_id,
-            owner=self.owner,
-            algorithm=ALGORITHM,
-            public_key=base64.b64encode(raw).decode(),
-            not_before=not_before,
-            not_after=not_before + timedelta(days=365 * years),
-        )
+        return _trusted_key(self, not_before, years)
+
+
+@dataclass
+class SM2Signer:
+    """Signs with an SM2 private key over SM3 (GB/T 32918.2), a fresh CSPRNG nonce per signature.
+
+    `user_id` is the distinguishing identifier hashed into Z_A; it travels in every signature so a verifier
+    can recompute Z_A without any other agreement.
+    """
+
+    private: SM2PrivateKey
+    owner: str
+    user_id: str = DEFAULT_USER_ID.decode()
+
+    @property
+    def algorithm(self) -> str:
+        """Always SM2-SM3."""
+        return SM2_SM3
+
+    @property
+    def key_id(self) -> str:
+        """Fingerprint of the public key."""
+        return _key_id(SM2_SM3, self.public_bytes())
+
+    def public_bytes(self) -> bytes:
+        """The uncompressed public point 04 || x || y."""
+        return self.private.public_key().to_bytes()
+
+    def private_pem(self) -> bytes:
+        """PKCS#8 PEM of the private key (the form `openssl genpkey -algorithm SM2` writes)."""
+        return self.private.to_pem().encode("ascii")
+
+    def sign(self, data: bytes) -> Signature:
+        """Sign `data`: DER (r, s) over SM3(Z_A || data)."""
+        der = self.private.sign_der(data, self.user_id.encode())
+        return Signature(key_id=self.key_id, algorithm=SM2_SM3, value=base64.b64encode(der).decode(),
+                         user_id=self.user_id)
+
+    def trusted_key(self, not_before: datetime, years: int = DEFAULT_YEARS) -> TrustedKey:
+        """The public record of this key, valid from `not_before` for `years`."""
+        return _trusted_key(self, not_before, years)
+
+
+def generate(algorithm: str, owner: str) -> KeySigner:
+    """A signer with a fresh key of `algorithm` (ed25519 or SM2-SM3, aliases accepted)."""
+    if algorithm_name(algorithm) == SM2_SM3:
+        return SM2Signer(SM2PrivateKey.generate(), owner)
+    return Ed25519Signer(Ed25519PrivateKey.generate(), owner)
 
 
 class Keyring:
     """The keys folder: each owner's current private key (0600) and the signed trust bundle (public).
 
     Every change happens under an exclusive lock on ``keys/.lock``, so four province workers creating
-    their keys at once neither overwrite a key nor lose a bundle entry.
+    their keys at once neither overwrite a key nor lose a bundle entry. `algorithm` is what new keys get
+    (ed25519 unless told otherwise); a rotation keeps the owner's algorithm unless it is asked for another.
     """
 
-    def __init__(self, keys_dir: Path) -> None:
+    def __init__(self, keys_dir: Path, algorithm: str = ED25519) -> None:
         self.dir = keys_dir
+        self.algorithm = algorithm_name(algorithm)
 
     @property
     def trust_bundle_path(self) -> Path:
         """Where the keyring's (signed) trust bundle lives."""
         return self.dir / "trust-bundle.json"
 
-    def key_path(self, owner: str) -> Path:
-        """The owner's current private key file."""
+    def key_path(self, owner: str, algorithm: str | None = None) -> Path:
+        """Where the owner's private key of `algorithm` (default: the keyring's) lives."""
         if not _OWNER.match(owner):
             raise ValueError(f"invalid key owner {owner!r}: use lower-case letters, digits, '.', '_' or '-'")
-        return self.dir / f"{owner}.ed25519.pem"
+        return self.dir / f"{owner}.{_SUFFIX[algorithm_name(algorithm or self.algorithm)]}.pem"
 
-    def signer(self, owner: str = HUB_OWNER) -> Ed25519Signer:
+    def signer(self, owner: str = HUB_OWNER) -> KeySigner:
         """The owner's current signer, generating its key (and trusting it) on first use."""
-        path = self.key_path(owner)
-        if path.exists():
-            signer = Ed25519Signer(_load(path), owner)
+        signer = self._current(owner)
+        if signer is not None:
             bundle = self.trust_bundle()
             if bundle.signature is not None and any(k.key_id == signer.key_id for k in bundle.keys):
                 return signer
         with self._locked():
             return self._signer_locked(owner)
 
-    def create(self, owner: str) -> TrustedKey:
-        """Make sure the owner has a key; return its public record."""
-        signer = self.signer(owner)
+    def create(self, owner: str, algorithm: str | None = None) -> TrustedKey:
+        """Make sure the owner has a key (of `algorithm` if it is new); return its public record."""
+        if algorithm is None or self._current(owner) is not None:
+            signer = self.signer(owner)
+        else:
+            with self._locked():
+                signer = self._signer_locked(owner, algorithm)
         return self.trust_bundle().key(signer.key_id)
 
-    def rotate(self, owner: str, at: datetime | None = None) -> TrustedKey:
-        """Replace the owner's key: the old one is retired at `at` (default now), the new one endorsed by it."""
+    def rotate(self, owner: str, at: datetime | None = None, algorithm: str | None = None) -> TrustedKey:
+        """Replace the owner's key: the old one is retired at `at` (default now), the new one endorsed by it.
+
+        `algorithm` (default: the old key's) may differ from the old key's: an Ed25519 key endorses its SM2
+        successor as well as the other way round, and what the old key signed stays valid either way.
+        """
         at = at or datetime.now(UTC)
         with self._locked():
             old = self._signer_locked(owner)
-            new = Ed25519Signer(Ed25519PrivateKey.generate(), owner)
+            new = generate(algorithm or old.algorithm, owner)
             record = new.trusted_key(at)
             record = record.model_copy(update={"endorsement": old.sign(record.identity())})
             bundle = self._read_bundle()
@@ -205,8 +335,13 @@ class Keyring:
                 if k.key_id == old.key_id else k
                 for k in bundle.keys
             ] + [record]
-            _write_private(self.key_path(owner), new.private, replace=True)
-            self._save(bundle)
+            old_path, new_path = self.key_path(owner, old.algorithm), self.key_path(owner, new.algorithm)
+            _write_private(new_path, new, replace=True)
+            # Until the old file goes, _current() tells the two apart by the bundle, so save the bundle
+            # (signed by the new key if this is the hub's) before removing it.
+            self._save(bundle, hub=new if owner == HUB_OWNER else None)
+            if old_path != new_path:
+                old_path.unlink(missing_ok=True)
             return record
 
     def revoke(self, key_id: str, at: datetime | None = None, reason: str = "") -> TrustedKey:
@@ -218,11 +353,11 @@ class Keyring:
             revoked = old.model_copy(update={"status": "revoked", "revoked_at": at,
                                              "revocation_reason": reason or None})
             bundle.keys = [revoked if k.key_id == key_id else k for k in bundle.keys]
-            path = self.key_path(old.owner)
             # A revoked key is presumed compromised: never sign with it again. The owner's next
             # signer() call makes a fresh key, deliberately without an endorsement by the revoked one.
-            if path.exists() and Ed25519Signer(_load(path), old.owner).key_id == key_id:
-                path.unlink()
+            for path, signer in self._files(old.owner):
+                if signer.key_id == key_id:
+                    path.unlink()
             self._save(bundle)
             return revoked
 
@@ -251,13 +386,33 @@ class Keyring:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _signer_locked(self, owner: str) -> Ed25519Signer:
-        path = self.key_path(owner)
-        if path.exists():
-            signer = Ed25519Signer(_load(path), owner)
-        else:
-            signer = Ed25519Signer(Ed25519PrivateKey.generate(), owner)
-            _write_private(path, signer.private, replace=False)
+    def _files(self, owner: str) -> list[tuple[Path, KeySigner]]:
+        """The owner's private key files, one per algorithm at most, loaded."""
+        found = []
+        for algorithm in ALGORITHMS:
+            path = self.key_path(owner, algorithm)
+            if path.exists():
+                found.append((path, _load(path, algorithm, owner)))
+        return found
+
+    def _current(self, owner: str) -> KeySigner | None:
+        """The owner's key in service. Two files exist only if a rotation between algorithms stopped
+        half-way: then the bundle decides (the active key, the newest if several); failing that, the key
+        of the keyring's algorithm."""
+        files = [signer for _, signer in self._files(owner)]
+        if len(files) <= 1:
+            return files[0] if files else None
+        records = {k.key_id: k for k in self._read_bundle().keys if k.status == "active"}
+        trusted = [s for s in files if s.key_id in records]
+        if trusted:
+            return max(trusted, key=lambda s: records[s.key_id].not_before)
+        return next((s for s in files if s.algorithm == self.algorithm), files[0])
+
+    def _signer_locked(self, owner: str, algorithm: str | None = None) -> KeySigner:
+        signer = self._current(owner)
+        if signer is None:
+            signer = generate(algorithm or self.algorithm, owner)
+            _write_private(self.key_path(owner, signer.algorithm), signer, replace=False)
         bundle = self._read_bundle()
         if not any(k.key_id == signer.key_id for k in bundle.keys):
             bundle.keys.append(signer.trusted_key(datetime.now(UTC) - _SKEW))
@@ -266,20 +421,24 @@ class Keyring:
             self._save(bundle)
         return signer
 
-    def _hub_signer_locked(self) -> Ed25519Signer:
-        return Ed25519Signer(_load(self.key_path(HUB_OWNER)), HUB_OWNER)
+    def _hub_signer_locked(self) -> KeySigner:
+        hub = self._current(HUB_OWNER)
+        if hub is None:
+            raise VerificationError(str(self.dir), "the hub has no private key")
+        return hub
 
     def _read_bundle(self) -> TrustBundle:
         if self.trust_bundle_path.exists():
             return TrustBundle.model_validate_json(self.trust_bundle_path.read_text(encoding="utf-8"))
         return TrustBundle(issued_at=datetime.now(UTC), keys=[])
 
-    def _save(self, bundle: TrustBundle) -> None:
+    def _save(self, bundle: TrustBundle, hub: KeySigner | None = None) -> None:
         """Sign the bundle with the hub's current key (making one if there is none yet) and write it."""
-        hub_path = self.key_path(HUB_OWNER)
-        if not hub_path.exists():  # first key of the keyring, or the hub key was just revoked
-            _write_private(hub_path, Ed25519PrivateKey.generate(), replace=False)
-        hub = self._hub_signer_locked()
+        if hub is None:
+            hub = self._current(HUB_OWNER)
+        if hub is None:  # first key of the keyring, or the hub key was just revoked
+            hub = generate(self.algorithm, HUB_OWNER)
+            _write_private(self.key_path(HUB_OWNER, hub.algorithm), hub, replace=False)
         if not any(k.key_id == hub.key_id for k in bundle.keys):
             bundle.keys.append(hub.trusted_key(datetime.now(UTC) - _SKEW))
         bundle.issued_at = datetime.now(UTC)
@@ -289,27 +448,30 @@ class Keyring:
         tmp.replace(self.trust_bundle_path)
 
 
-def _signed(bundle: TrustBundle, hub: Ed25519Signer) -> TrustBundle:
+def _signed(bundle: TrustBundle, hub: Signer) -> TrustBundle:
     unsigned = bundle.model_copy(update={"signature": None})
     return unsigned.model_copy(update={"signature": hub.sign(unsigned.signed_bytes())})
 
 
-def _load(path: Path) -> Ed25519PrivateKey:
-    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+def _load(path: Path, algorithm: str, owner: str) -> KeySigner:
+    pem = path.read_bytes()
+    if algorithm == SM2_SM3:
+        try:
+            return SM2Signer(SM2PrivateKey.from_pem(pem), owner)
+        except ValueError as exc:
+            raise VerificationError(str(path), f"not an SM2 private key: {exc}") from None
+    private = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(private, Ed25519PrivateKey):
         raise VerificationError(str(path), "not an Ed25519 private key")
-    return private
+    return Ed25519Signer(private, owner)
 
 
-def _write_private(path: Path, private: Ed25519PrivateKey, *, replace: bool) -> None:
+def _write_private(path: Path, signer: KeySigner, *, replace: bool) -> None:
     """Write a private key 0600: to a temp file first, so no reader ever sees a half-written key."""
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+        handle.write(signer.private_pem())
         handle.flush()
         os.fsync(handle.fileno())
     if replace:
@@ -321,25 +483,63 @@ def _write_private(path: Path, private: Ed25519PrivateKey, *, replace: bool) -> 
         tmp.unlink()
 
 
+def public_pem(key: TrustedKey) -> str:
+    """The trusted key as SubjectPublicKeyInfo PEM: what `openssl pkeyutl -verify -pubin` reads."""
+    raw = base64.b64decode(key.public_key)
+    if key.algorithm == SM2_SM3:
+        return SM2PublicKey.from_bytes(raw).to_pem()
+    if key.algorithm == ED25519:
+        return Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+    raise VerificationError(f"key {key.key_id}", f"unsupported algorithm {key.algorithm}")
+
+
+def _ed25519_valid(key: TrustedKey, signature: Signature, data: bytes) -> bool:
+    if signature.user_id is not None:  # Ed25519 has no user ID: one here was added after signing
+        return False
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key.public_key))
+    try:
+        public.verify(base64.b64decode(signature.value), data)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _sm2_valid(key: TrustedKey, signature: Signature, data: bytes) -> bool:
+    if signature.user_id is None:  # without it Z_A cannot be recomputed
+        return False
+    public = SM2PublicKey.from_bytes(base64.b64decode(key.public_key))
+    return public.verify_der(data, base64.b64decode(signature.value), signature.user_id.encode())
+
+
+# Verification dispatches on the algorithm the trust bundle records for the key, never on the signature's word.
+_VERIFIERS = {ED25519: _ed25519_valid, SM2_SM3: _sm2_valid}
+
+
 def verify_signature(bundle: TrustBundle, signature: Signature, data: bytes, at: datetime, item: str) -> None:
     """Check `signature` over `data` with the bundle's key valid at `at`; raise VerificationError naming `item`."""
     try:
         key = bundle.key(signature.key_id)
     except VerificationError:
         raise VerificationError(item, f"signed by key {signature.key_id}, which is not in the trust bundle") from None
-    if key.algorithm != ALGORITHM or signature.algorithm != ALGORITHM:
-        raise VerificationError(item, f"unsupported algorithm {signature.algorithm}")
+    valid = _VERIFIERS.get(key.algorithm)
+    if valid is None:
+        raise VerificationError(item, f"key {key.key_id} has unsupported algorithm {key.algorithm}")
+    if signature.algorithm != key.algorithm:
+        raise VerificationError(item, f"signature claims algorithm {signature.algorithm}, but key {key.key_id} is "
+                                      f"{key.algorithm}")
     if key.revoked_at is not None and at > key.revoked_at:
         raise VerificationError(item, f"signed at {_z(at)} with key {key.key_id} ({key.owner}), which was revoked "
                                       f"at {_z(key.revoked_at)}")
     if not key.not_before <= at <= key.not_after:
         raise VerificationError(item, f"signed at {_z(at)}, outside the validity of key {key.key_id} ({key.owner}: "
                                       f"{_z(key.not_before)} .. {_z(key.not_after)}, {key.status})")
-    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key.public_key))
     try:
-        public.verify(base64.b64decode(signature.value), data)
-    except (InvalidSignature, ValueError):
-        raise VerificationError(item, f"signature by {key.key_id} does not match the content") from None
+        ok = valid(key, signature, data)
+    except ValueError:  # bad base64, a malformed key or signature encoding
+        ok = False
+    if not ok:
+        raise VerificationError(item, f"signature by {key.key_id} does not match the content")
 
 
 def verify_bundle(bundle: TrustBundle, anchors: set[str] | None = None, item: str = "trust bundle") -> None:

@@ -6,6 +6,7 @@ Nothing is read at import time: call :func:`settings` when you need them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,10 +18,43 @@ class ExchangeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="forbid")
 
     home: Path = Field(default=Path("var"), description="Root of all runtime state")
+    key_algorithm: str = Field(
+        default="ed25519",
+        description="Signature algorithm of keys the hub creates: ed25519, or sm2 (SM2 with SM3, GM/T 0003/0004)",
+    )
     lake_catalog: str | None = Field(
         default=None, description="DuckLake catalog; default a DuckDB file under home/lake"
     )
-    lake_data: str | None = Field(default=None, description="Parquet data path; default home/lake/data")
+    lake_data: str | None = Field(
+        default=None, description="Parquet data path: a folder or s3://bucket/prefix/; default home/lake/data"
+    )
+    lake_s3_endpoint: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint, e.g. https://oss-cn-shanghai.aliyuncs.com or http://minio:9000; "
+        "unset means AWS S3. The scheme decides TLS unless lake_s3_use_ssl is set",
+    )
+    lake_s3_region: str | None = Field(default=None, description="Region of the lake bucket, e.g. cn-east-3")
+    lake_s3_access_key_id: str | None = Field(default=None, description="Access key id for the lake bucket")
+    lake_s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret access key for the lake bucket"
+    )
+    lake_s3_session_token: SecretStr | None = Field(
+        default=None, description="Session token of temporary (STS) credentials for the lake bucket"
+    )
+    lake_s3_url_style: Literal["vhost", "path"] = Field(
+        default="vhost", description="Bucket addressing: vhost (bucket.endpoint, AWS/OSS/OBS) or path (MinIO)"
+    )
+    lake_s3_use_ssl: bool | None = Field(
+        default=None, description="Use HTTPS for the lake bucket; default from the endpoint's scheme (HTTPS if none)"
+    )
+    lake_commit_retries: int = Field(
+        default=5, ge=0, description="Retries of a lake commit after a transaction conflict or a lost catalog/storage "
+        "connection; every retry first checks the ledger, so a batch is never written twice",
+    )
+    lake_commit_backoff_seconds: float = Field(
+        default=0.5, gt=0,
+        description="Wait before the first commit retry; doubles each time (with jitter), capped at 30 s",
+    )
     sandbox_dir: Path | None = Field(
         default=None, description="Where the embedded province sandboxes keep their data"
     )

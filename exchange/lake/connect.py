@@ -1,33 +1,91 @@
-"""Attach the DuckLake catalog, loading the extension offline from its wheel."""
+"""Attach the DuckLake catalog, loading the extensions offline from their wheels.
+
+Catalog (EXCHANGE_LAKE_CATALOG): a DuckDB file (default), or PostgreSQL when several writers or machines
+share the lake, written as a libpq URI (postgresql://user@host:5432/db) or as DuckLake spells it
+(postgres:dbname=db host=h user=u). Data (EXCHANGE_LAKE_DATA): a folder, or s3://bucket/prefix/ on any
+S3-compatible store, reached through httpfs with a DuckDB secret built from the EXCHANGE_LAKE_S3_* settings.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import importlib.util
+import os
+import shutil
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import duckdb
 import pyarrow as pa
 
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
+from exchange.lake.files import is_remote
 
 LAKE = "lake"
 META = f"__ducklake_metadata_{LAKE}"
+_SECRET = "exchange_lake_s3"
+
+
+def _wheel_extension(package: str, name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise TerminalError(f"{package.replace('_', '-')} is not installed; run `make install`")
+    path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        raise TerminalError(f"no {name} extension for duckdb {duckdb.__version__} at {path}")
+    return path
 
 
 def extension_path() -> Path:
     """The DuckLake extension file shipped by the duckdb-extension-ducklake wheel (INSTALL needs a network)."""
-    spec = importlib.util.find_spec("duckdb_extension_ducklake")
-    if spec is None or spec.origin is None:
-        raise TerminalError("duckdb-extension-ducklake is not installed; run `make install`")
-    path = Path(spec.origin).parent / "extensions" / f"v{duckdb.__version__}" / "ducklake.duckdb_extension"
-    if not path.exists():
-        raise TerminalError(f"no DuckLake extension for duckdb {duckdb.__version__} at {path}")
-    return path
+    return _wheel_extension("duckdb_extension_ducklake", "ducklake")
+
+
+def httpfs_extension_path() -> Path:
+    """The httpfs extension file (S3-compatible object storage) from the duckdb-extension-httpfs wheel."""
+    return _wheel_extension("duckdb_extension_httpfs", "httpfs")
+
+
+def postgres_extension_path() -> Path:
+    """The postgres extension from its wheel, copied to a cache under the name DuckDB requires.
+
+    DuckDB derives the init symbol from the file name, and the wheel's `postgres.duckdb_extension` is the
+    `postgres_scanner` extension, so it only loads as `postgres_scanner.duckdb_extension`.
+    """
+    source = _wheel_extension("duckdb_extension_postgres", "postgres")
+    cache = Path(tempfile.gettempdir()) / f"exchange-duckdb-{duckdb.__version__}-{os.getuid()}"
+    target = cache / "postgres_scanner.duckdb_extension"
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = cache / f".postgres_scanner.{os.getpid()}.tmp"
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)  # atomic: a concurrent process never loads a half-copied file
+    return target
+
+
+def is_postgres(catalog: str) -> bool:
+    """Whether the catalog setting names a PostgreSQL database."""
+    return catalog.startswith(("postgres:", "postgresql:"))
+
+
+def ducklake_catalog(catalog: str) -> str:
+    """The catalog as DuckLake's ATTACH takes it: `postgres:<libpq conninfo>` or a file path."""
+    if catalog.startswith(("postgresql://", "postgres://")):
+        return f"postgres:{catalog}"  # libpq accepts the URI form as conninfo
+    return catalog
+
+
+def libpq_conninfo(catalog: str) -> str:
+    """The PostgreSQL catalog's libpq connection string (URI or key=value), for clients other than DuckLake."""
+    if catalog.startswith(("postgresql://", "postgres://")):
+        return catalog
+    return catalog.removeprefix("postgres:")
 
 
 def catalog_and_data(settings: ExchangeSettings) -> tuple[str, str]:
@@ -35,7 +93,43 @@ def catalog_and_data(settings: ExchangeSettings) -> tuple[str, str]:
     layout = Layout(settings.home)
     catalog = settings.lake_catalog or str(layout.lake_catalog_file)
     data = settings.lake_data or str(layout.lake_data) + "/"
+    if is_remote(data) and not data.endswith("/"):
+        data += "/"  # DuckLake appends file names to the data path as given
     return catalog, data
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
+    """CREATE SECRET for the lake's bucket from the EXCHANGE_LAKE_S3_* settings (scoped to that bucket)."""
+    bucket = urlsplit(data)
+    options: dict[str, str] = {
+        "TYPE": "s3",
+        "URL_STYLE": _sql_literal(settings.lake_s3_url_style),
+        "SCOPE": _sql_literal(f"{bucket.scheme}://{bucket.netloc}"),
+    }
+    use_ssl = settings.lake_s3_use_ssl
+    if settings.lake_s3_endpoint:
+        endpoint = settings.lake_s3_endpoint
+        if "://" in endpoint:  # DuckDB wants host[:port]; the scheme only says whether to use TLS
+            parts = urlsplit(endpoint)
+            endpoint = parts.netloc
+            use_ssl = parts.scheme == "https" if use_ssl is None else use_ssl
+        options["ENDPOINT"] = _sql_literal(endpoint)
+    if use_ssl is not None:
+        options["USE_SSL"] = "true" if use_ssl else "false"
+    if settings.lake_s3_region:
+        options["REGION"] = _sql_literal(settings.lake_s3_region)
+    if settings.lake_s3_access_key_id:
+        options["KEY_ID"] = _sql_literal(settings.lake_s3_access_key_id)
+    if settings.lake_s3_secret_access_key:
+        options["SECRET"] = _sql_literal(settings.lake_s3_secret_access_key.get_secret_value())
+    if settings.lake_s3_session_token:
+        options["SESSION_TOKEN"] = _sql_literal(settings.lake_s3_session_token.get_secret_value())
+    body = ", ".join(f"{k} {v}" for k, v in options.items())
+    return f"CREATE OR REPLACE SECRET {_SECRET} ({body})"
 
 
 _process_lock = threading.Lock()
@@ -51,7 +145,7 @@ def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
     A PostgreSQL catalog needs no such lock.
     """
     global _depth
-    if catalog.startswith(("postgres:", "postgresql:")):
+    if is_postgres(catalog):
         yield
         return
     with _process_lock:
@@ -85,23 +179,43 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
     Inlining is off so every committed row lands in a Parquet file that manifests can hash.
     """
     catalog, data = catalog_and_data(settings)
-    if not catalog.startswith(("postgres:", "postgresql:")):
+    if not is_postgres(catalog):
         Path(catalog).parent.mkdir(parents=True, exist_ok=True)
+    if not is_remote(data):
         Path(data).mkdir(parents=True, exist_ok=True)
     with _catalog_lock(catalog, read_only):
         con = duckdb.connect()
         try:
             con.execute(f"LOAD '{extension_path()}'")
+            if is_postgres(catalog):
+                con.execute(f"LOAD '{postgres_extension_path()}'")
+            if is_remote(data):
+                con.execute(f"LOAD '{httpfs_extension_path()}'")
+                con.execute(s3_secret_sql(settings, data))
             # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
             # auditor's offline copy, a restored backup) must read the data where the settings say it is.
-            options = f"DATA_PATH '{data}', DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
+            options = f"DATA_PATH {_sql_literal(data)}, DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
             if read_only:
                 options += ", READ_ONLY"
-            con.execute(f"ATTACH 'ducklake:{catalog}' AS {LAKE} ({options})")
+            _attach(con, f"ATTACH {_sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
+                    retry=is_postgres(catalog))
             con.execute(f"USE {LAKE}")
             yield con
         finally:
             con.close()
+
+
+def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool) -> None:
+    # Several processes attaching a fresh PostgreSQL catalog at once race to create DuckLake's tables; the
+    # losers fail with a duplicate key and succeed on a second try, when the tables are there.
+    for attempt in range(4):
+        try:
+            con.execute(sql)
+            return
+        except duckdb.Error as exc:
+            if not retry or attempt == 3 or "Failed to initialize DuckLake" not in str(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 _DUCK_TYPES = {

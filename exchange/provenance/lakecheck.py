@@ -8,12 +8,13 @@ reading only catalog metadata and a directory listing (no hashing).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import duckdb
 
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import VerificationError
+from exchange.lake import files as lake_files
 from exchange.lake.connect import LAKE, META, connect
 from exchange.provenance.problems import Mismatch
 
@@ -29,17 +30,11 @@ class CatalogFile:
     end_snapshot: int | None
 
 
-def _resolve(root: Path, parts: list[tuple[str, bool]]) -> str:
-    path = root
-    for value, is_relative in parts:
-        path = path / value if is_relative else Path(value)
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path)
+def _resolve(root: str, parts: list[tuple[str, bool]]) -> str:
+    return lake_files.relative_to(root, lake_files.resolve(root, parts))
 
 
-def catalog_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[CatalogFile]:
+def catalog_files(con: duckdb.DuckDBPyConnection, root: Path | str) -> list[CatalogFile]:
     """Every data and delete file in the catalog, of every snapshot."""
     files: list[CatalogFile] = []
     for kind, table in (("data", "ducklake_data_file"), ("delete", "ducklake_delete_file")):
@@ -54,7 +49,7 @@ def catalog_files(con: duckdb.DuckDBPyConnection, root: Path) -> list[CatalogFil
             """
         ).fetchall()
         for name, s_path, s_rel, t_path, t_rel, f_path, f_rel, begin, end in rows:
-            relative = _resolve(root, [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
+            relative = _resolve(str(root), [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
             files.append(CatalogFile(kind, str(name), relative, int(begin), None if end is None else int(end)))
     return files
 
@@ -72,7 +67,9 @@ def lake_head(settings: ExchangeSettings) -> tuple[int | None, int]:
         head = head_snapshot(con)
     return head, len(list(Layout(settings.home).manifests.rglob("*.json")))
 
-def check_catalog(con: duckdb.DuckDBPyConnection, root: Path, in_manifests: set[str]) -> list[VerificationError]:
+def check_catalog(
+    con: duckdb.DuckDBPyConnection, root: Path | str, in_manifests: set[str]
+) -> list[VerificationError]:
     """Problems: live catalog files no manifest lists, and Parquet files in the data path the catalog does
     not know (an extra file an engine scanning the folder would pick up)."""
     problems: list[VerificationError] = []
@@ -91,10 +88,8 @@ def check_catalog(con: duckdb.DuckDBPyConnection, root: Path, in_manifests: set[
     known = {f.relative for f in files}
     scheduled = con.execute(f"SELECT path FROM {META}.ducklake_files_scheduled_for_deletion").fetchall()
     known |= {str(p) for (p,) in scheduled}
-    if root.is_dir():
-        for path in sorted(root.rglob("*.parquet")):
-            relative = str(path.relative_to(root))
-            if relative not in known and path.name not in known:
-                problems.append(Mismatch(f"lake file {relative}", "in the lake's data path but unknown to the catalog "
-                                         "(added from outside the hub?)", expected="no such file", found=relative))
+    for relative in lake_files.parquet_files(con, str(root)):  # a folder, or a bucket prefix listed by DuckDB
+        if relative not in known and PurePosixPath(relative).name not in known:
+            problems.append(Mismatch(f"lake file {relative}", "in the lake's data path but unknown to the catalog "
+                                     "(added from outside the hub?)", expected="no such file", found=relative))
     return problems

@@ -3,6 +3,10 @@
 Each entry names the previous entry's hash, so removing, reordering or editing any entry breaks the
 chain at that point. Appends hold an exclusive file lock, so concurrent writers (four provinces
 committing at once) serialize instead of forking the chain.
+
+The log stays a file even when the lake catalog is on PostgreSQL: auditors verify and archive it offline as
+a file. With writers on several hosts, EXCHANGE_HOME/provenance must be on a shared POSIX filesystem whose
+flock() is honoured across hosts (NFSv4, CephFS, a cloud NAS); see docs/operators.md.
 """
 
 from __future__ import annotations

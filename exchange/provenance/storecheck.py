@@ -13,6 +13,7 @@ import duckdb
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest, verify_extract
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
+from exchange.lake import files as lake_files
 from exchange.lake.commit import LEDGER, QUARANTINE, files_added, ledger_rows, snapshot_of
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.checkpoint import VerifiedState
@@ -70,7 +71,7 @@ def lake_exists(settings: ExchangeSettings) -> bool:
 
 
 def _verify_lake(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
-    lake_root = Path(catalog_and_data(src.settings)[1])
+    lake_root = catalog_and_data(src.settings)[1]  # a folder or s3://bucket/prefix/: kept a string
     known = src.state.manifests if src.state else {}
     skipped = 0
     with connect(src.settings, read_only=True) as con:
@@ -156,7 +157,7 @@ def _signed_by_hub(bundle: TrustBundle, key_id: str, item: str) -> None:
 
 
 def _verify_manifest(
-    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: Path, con: duckdb.DuckDBPyConnection,
+    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: str, con: duckdb.DuckDBPyConnection,
     report: VerifyReport,
 ) -> None:
     m = signed.manifest
@@ -167,13 +168,12 @@ def _verify_manifest(
         raise Mismatch(item, "counts not conserved: pulled != accepted + quarantined", expected=c.pulled,
                        found=f"{c.accepted} + {c.quarantined} = {c.accepted + c.quarantined}")
     for f in m.files:
-        path = lake_root / f.name
-        if not path.exists():
+        found = lake_files.digest(con, lake_files.join(lake_root, f.name))
+        if found is None:
             raise Mismatch(f"lake file {f.name}", f"listed in {item} but missing", expected=f.sha256, found="no file")
-        if path.stat().st_size != f.size:
-            raise Mismatch(f"lake file {f.name}", f"size differs from {item}", expected=f.size,
-                           found=path.stat().st_size)
-        actual = file_sha256(path)
+        actual, size = found
+        if size != f.size:
+            raise Mismatch(f"lake file {f.name}", f"size differs from {item}", expected=f.size, found=size)
         if actual != f.sha256:
             raise Mismatch(f"lake file {f.name}", f"content differs from {item} (SHA-256 mismatch)",
                            expected=f.sha256, found=actual)

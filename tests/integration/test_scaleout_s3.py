@@ -1,0 +1,125 @@
+"""Lake data on S3-compatible object storage (moto's standalone server on loopback): commit, verify,
+tamper detection, and storage errors failing a batch cleanly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.base import sandbox_for
+from exchange.config import ExchangeSettings
+from exchange.errors import ExchangeError, TerminalError
+from exchange.lake.connect import LAKE, connect
+from exchange.pipeline import Hub, run_exchange
+from exchange.provenance.log import ProvenanceLog
+from exchange.provenance.verify import verify_home
+from exchange.synthetic import generate
+from tests.integration.scaleout_servers import s3_server
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+MID = datetime(2026, 11, 4, tzinfo=UTC)
+END = datetime(2026, 11, 8, tzinfo=UTC)
+KEY = {"aws_access_key_id": "exchange-test", "aws_secret_access_key": "exchange-test-secret"}
+
+
+def _hub(home: Path, endpoint: str, data: str, **extra: Any) -> Hub:
+    drop = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    return Hub(ExchangeSettings(
+        home=home,
+        **{k.removeprefix("EXCHANGE_").lower(): v for k, v in drop.env().items()},
+        lake_data=data, lake_s3_endpoint=endpoint, lake_s3_region="us-east-1", lake_s3_url_style="path",
+        lake_s3_access_key_id=KEY["aws_access_key_id"], lake_s3_secret_access_key=KEY["aws_secret_access_key"],
+        **extra,
+    ))
+
+
+def _seed(home: Path, n: int, start: datetime, end: datetime, seed: int) -> None:
+    table = generate("e_license", "jiangsu", n, seed=seed, start=start, end=end)
+    sandbox_for("jiangsu", home / "sandboxes" / "jiangsu").seed("e_license", table)
+
+
+def _s3(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **KEY)
+
+
+def _committed_batches(settings: ExchangeSettings) -> list[str]:
+    """Batches with a snapshot, from catalog metadata only (readable while the storage is down)."""
+    with connect(settings, read_only=True) as con:
+        rows = con.execute(f"SELECT json_extract_string(commit_extra_info, '$.batch_id') FROM {LAKE}.snapshots() "
+                           "WHERE commit_extra_info IS NOT NULL ORDER BY snapshot_id").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_a_batch_committed_to_s3_verifies_and_a_changed_byte_is_detected(home: Path) -> None:
+    with s3_server() as (endpoint, _):
+        s3 = _s3(endpoint)
+        s3.create_bucket(Bucket="yrd-lake")
+        hub = _hub(home, endpoint, "s3://yrd-lake/hub")
+        _seed(home, 800, START, MID, seed=5)
+        result = run_exchange("jiangsu", "e_license", START, MID, hub)
+        assert result["status"] == "committed"
+
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="yrd-lake", Prefix="hub/")["Contents"]]
+        assert keys and all(k.endswith(".parquet") for k in keys)
+        assert not list((home / "lake" / "data").rglob("*.parquet")), "nothing of the lake's data is local"
+        with connect(hub.settings, read_only=True) as con:
+            row = con.execute(f"SELECT count(*) FROM {LAKE}.e_license").fetchone()
+        assert row is not None and row[0] == result["accepted"]
+        report = verify_home(hub.settings)
+        assert report.ok, report.problems
+        assert report.files == len(keys)
+
+        target = next(k for k in keys if "/e_license/" in k)
+        body = bytearray(s3.get_object(Bucket="yrd-lake", Key=target)["Body"].read())
+        body[len(body) // 2] ^= 0x01  # same size, one bit: only the hash can tell
+        s3.put_object(Bucket="yrd-lake", Key=target, Body=bytes(body))
+        report = verify_home(hub.settings)
+        assert not report.ok
+        assert any("SHA-256" in str(p) and target.removeprefix("hub/") in str(p) for p in report.problems), (
+            report.problems
+        )
+
+
+def test_storage_down_during_commit_fails_the_batch_cleanly(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import exchange.lake.retry as retry
+
+    with s3_server() as (endpoint, server):
+        _s3(endpoint).create_bucket(Bucket="yrd-lake")
+        hub = _hub(home, endpoint, "s3://yrd-lake/hub", lake_commit_retries=1, lake_commit_backoff_seconds=0.1)
+        _seed(home, 300, START, MID, seed=5)
+        first = run_exchange("jiangsu", "e_license", START, MID, hub)
+        assert first["status"] == "committed"
+
+        _seed(home, 300, MID, END, seed=6)
+        real = retry.commit_retrying
+
+        def storage_goes_down(*args: Any, **kwargs: Any) -> Any:
+            server.stop()  # every request from here on is refused
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr("exchange.pipeline.commit_retrying", storage_goes_down)
+        with pytest.raises(ExchangeError, match="a retry is safe"):
+            run_exchange("jiangsu", "e_license", MID, END, hub)
+
+        assert _committed_batches(hub.settings) == [first["batch_id"]]  # nothing of the second batch
+        assert len(list((home / "manifests").rglob("*.json"))) == 1
+        commits = [e.subject for e in ProvenanceLog(home / "provenance").read() if e.action == "commit"]
+        assert commits == [first["batch_id"]]
+
+
+def test_a_bucket_that_does_not_exist_fails_the_batch_cleanly(home: Path) -> None:
+    with s3_server() as (endpoint, _):
+        hub = _hub(home, endpoint, "s3://no-such-bucket/hub")
+        _seed(home, 200, START, MID, seed=5)
+        with pytest.raises(TerminalError, match="no-such-bucket|404|NoSuchBucket"):
+            run_exchange("jiangsu", "e_license", START, MID, hub)
+        assert _committed_batches(hub.settings) == []
+        assert not list((home / "manifests").rglob("*.json"))
+        assert not [e for e in ProvenanceLog(home / "provenance").read() if e.action == "commit"]

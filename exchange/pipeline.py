@@ -14,19 +14,25 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for
+from adapters.mapping import collect_drift
+from exchange import lineage
 from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
-from exchange.contracts.validate import QUARANTINE_SCHEMA
+from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
-from exchange.lake.commit import commit_batch, files_added, snapshot_of, watermark
+from exchange.lake import files as lake_files
+from exchange.lake.commit import CommitResult, commit_batch, files_added, snapshot_of, watermark
 from exchange.lake.connect import catalog_and_data, connect
+from exchange.lake.reference import DuckLakeReference
+from exchange.lake.retry import commit_retrying
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import (
     BatchManifest,
@@ -42,7 +48,7 @@ from exchange.provenance.manifest import (
 )
 from exchange.report.rejections import write_rejection_report
 from exchange.signing.canonical import file_sha256
-from exchange.signing.keys import Ed25519Signer, Keyring
+from exchange.signing.keys import Keyring, KeySigner
 
 HUB = "hub"
 
@@ -64,10 +70,11 @@ class Hub:
 
     @cached_property
     def keyring(self) -> Keyring:
-        return Keyring(self.layout.keys)
+        return Keyring(self.layout.keys, algorithm=self.settings.key_algorithm)
 
-    @cached_property
-    def signer(self) -> Ed25519Signer:
+    @property
+    def signer(self) -> KeySigner:
+        # Not cached: after a key rotation a long-lived process must sign with the new key at once.
         return self.keyring.signer(HUB)
 
     @cached_property
@@ -106,6 +113,7 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         if snapshot_of(con, batch_id) is not None:
             return {"batch_id": batch_id, "status": "already_committed", "pulled": 0}
         since = watermark(con, province, dataset)
+    lineage.started(hub.settings, batch_id, province, dataset, start, end)
     staging = hub.staging(batch_id)
     landing_dir = hub.layout.landing / province / dataset / batch_id
     for stale in (staging, landing_dir):  # a retried pull starts clean
@@ -116,7 +124,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     schema = canonical_dataset(dataset).schema
     pulled = 0
     latest: datetime | None = None
-    with pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
+    # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
+    with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
             chunk = chunk.cast(schema)
             writer.write_table(chunk)
@@ -134,6 +143,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         "watermark": _iso(latest),
         "pulled": pulled,
         "landing": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in landing.files],
+        "drift": [d.as_dict() for d in drift],
+        "source_signatures": [s.record() for s in landing.signatures],
     }
     (staging / "pull.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
     hub.log.append(
@@ -142,8 +153,12 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         action="pull",
         subject=batch_id,
         digests={f.name: f.sha256 for f in landing.files},
-        details={"pulled": pulled, "since": info["since"], "window_end": info["window_end"]},
+        # The province signatures the adapter verified: who vouched for which landed bytes.
+        details={"pulled": pulled, "since": info["since"], "window_end": info["window_end"],
+                 "source_signatures": info["source_signatures"], "drift": info["drift"]},
     )
+    if not pulled:
+        lineage.completed(hub.settings, batch_id, province, dataset, pulled=0, accepted=0, quarantined=0, rules=[])
     return {"batch_id": batch_id, "status": "pulled" if pulled else "empty", "pulled": pulled}
 
 
@@ -162,7 +177,12 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     staging = hub.staging(batch_id)
     contract = load_contract(info["dataset"])
     table = pq.read_table(staging / "pulled.parquet")
-    outcome = run_contract(table, contract, province=info["province"], batch_id=batch_id)
+    # "Not in the future" is judged on the window's last day, so a retry of this batch judges alike.
+    run_date = datetime.fromisoformat(info["window_end"]).astimezone(RUN_TIMEZONE).date()
+    outcome = run_contract(
+        table, contract, province=info["province"], batch_id=batch_id,
+        today=run_date, lake=DuckLakeReference(hub.settings),
+    )
     pq.write_table(outcome.accepted, staging / "accepted.parquet")
     pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
     result = {
@@ -249,16 +269,18 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         "contract_id": checked["contract_id"],
         "contract_version": checked["contract_version"],
     }
-    with connect(hub.settings) as con:
-        result = commit_batch(
-            con,
-            dataset=ds.name,
-            dataset_schema=ds.schema,
-            ledger_row=ledger_row,
-            accepted=pq.read_table(staging / "accepted.parquet"),
-            quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
-        )
-        files = files_added(con, result.snapshot_id, Path(catalog_and_data(hub.settings)[1]))
+    accepted = pq.read_table(staging / "accepted.parquet")
+    quarantined = pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA)
+    lake_root = catalog_and_data(hub.settings)[1]
+
+    def attempt(con: duckdb.DuckDBPyConnection) -> tuple[CommitResult, list[LakeFile]]:
+        result = commit_batch(con, dataset=ds.name, dataset_schema=ds.schema, ledger_row=ledger_row,
+                              accepted=accepted, quarantined=quarantined)
+        return result, _hashed_files(con, result.snapshot_id, lake_root)
+
+    # Conflicts and lost catalog/storage connections are retried on a fresh connection; the ledger keeps the
+    # batch exactly once, and the marker lets a retry after a killed writer remove what it left half-done.
+    result, hashed = commit_retrying(hub.settings, batch_id, attempt, marker=staging / "committing")
     # The manifest is written after the snapshot; if a crash fell between the two, this run writes it.
     manifest = BatchManifest(
         batch_id=batch_id,
@@ -279,10 +301,7 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         rules=[RuleCount(**r) for r in checked["rules"]],
         gx_success=checked["gx_success"],
         snapshot_id=result.snapshot_id,
-        files=[
-            LakeFile(table=f.table, name=f.relative, sha256=file_sha256(f.path), size=f.size, rows=f.rows)
-            for f in files
-        ],
+        files=hashed,
         created_at=datetime.now(UTC),
     )
     signed = sign_manifest(manifest, hub.signer)
@@ -294,15 +313,33 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
                  "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
     )
     shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
+    lineage.completed(
+        hub.settings, batch_id, province, dataset, pulled=checked["pulled"], accepted=checked["accepted"],
+        quarantined=checked["quarantined"], rules=checked["rules"],
+        contract={k: checked[k] for k in ("contract_id", "contract_version", "contract_sha256")},
+        manifest_sha256=signed.digest(), snapshot_id=result.snapshot_id,
+    )
     return _summary(signed, path, "committed")
+
+
+def _hashed_files(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: str) -> list[LakeFile]:
+    """The snapshot's data files with their SHA-256, read where they live (a folder or object storage)."""
+    listed = []
+    for f in files_added(con, snapshot_id, root):
+        found = lake_files.digest(con, f.location)
+        if found is None:
+            raise TerminalError(f"lake file {f.location} of snapshot {snapshot_id} is missing right after its commit")
+        listed.append(LakeFile(table=f.table, name=f.relative, sha256=found[0], size=f.size, rows=f.rows))
+    return listed
 
 
 def run_exchange(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> dict[str, Any]:
     """pull -> validate -> commit in one call (the CLI's path; Airflow runs them as separate tasks)."""
     hub = hub or Hub.current()
-    pulled = pull(province, dataset, start, end, hub)
-    if pulled["status"] != "pulled":
-        return pulled
-    validate(pulled["batch_id"], hub)
-    return commit(pulled["batch_id"], hub)
+    with lineage.failures(hub.settings, batch_id_for(province, dataset, Window(start, end))):
+        pulled = pull(province, dataset, start, end, hub)
+        if pulled["status"] != "pulled":
+            return pulled
+        validate(pulled["batch_id"], hub)
+        return commit(pulled["batch_id"], hub)
 

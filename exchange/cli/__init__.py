@@ -101,9 +101,49 @@ def quarantine_show(
         console.print_json(record)
 
 
+@quarantine_app.command("replay")
+def quarantine_replay(
+    batch_id: Annotated[str, typer.Argument(help="Origin batch whose quarantined records to re-check")],
+    rule: Annotated[str | None, typer.Option(help="Only records that failed this rule id")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would pass; commit nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Re-validate a batch's quarantined records with the current contract; commit those that now pass, once.
+
+    The passing records become batch <BATCH_ID>.replay-N with its own snapshot, signed manifest and provenance
+    entries naming the origin; the rest stay quarantined. Contracts are read from EXCHANGE_CONTRACTS_DIR.
+    """
+    from exchange.replay import replay
+
+    try:
+        result = replay(batch_id, _hub(), rule=rule, dry_run=dry_run)
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        console.print_json(json.dumps(result, default=str, ensure_ascii=False))
+        return
+    verdict = {
+        "dry_run": f"dry run: would commit {result['accepted']} as {result['replay_id']}",
+        "committed": f"committed {result['accepted']} as {result['replay_id']} (snapshot {result.get('snapshot_id')})",
+        "nothing_pending": "nothing pending: every quarantined record of this batch was replayed already",
+        "nothing_passes": "nothing committed: no pending record passes the current contract",
+    }[result["status"]]
+    console.print(
+        f"{result['origin']}: {result['replayed']} re-checked against contract {result['contract_version']} "
+        f"(origin {result['origin_contract_version']}), {result['accepted']} pass, "
+        f"{result['quarantined']} still quarantined, {result['already_replayed']} replayed before, "
+        f"{len(result['repeats_held_back'])} held back as repeats of a committed key\n{verdict}"
+    )
+    for item in result["rules"]:
+        console.print(f"  {item['rule_id']} ({item['severity']}): {item['unexpected']}")
+
+
 # Sub-command groups live beside this module; importing them registers their commands on `app`.
 from exchange.cli import access as _access  # noqa: E402, F401
 from exchange.cli import audit as _audit  # noqa: E402, F401
+from exchange.cli import backfill as _backfill  # noqa: E402, F401
+from exchange.cli import contracts as _contracts  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()

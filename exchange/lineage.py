@@ -1,0 +1,215 @@
+"""OpenLineage events for each exchange run (issue 5, item 7), through openlineage-python.
+
+One run per batch: START when the pull begins, COMPLETE when the batch is committed (or found empty),
+FAIL when a stage raises. The run id is derived from the batch id, so the three stages - separate Airflow
+tasks, possibly on separate workers - report one run. Inputs are the province's source, outputs the lake
+table under the same URI the Airflow Assets use (``ducklake://lake/<dataset>``); COMPLETE carries the
+contract's per-rule results as a data-quality assertions facet and the signed manifest's digest.
+
+Transport: OpenLineage's own configuration when one is given (``OPENLINEAGE_URL`` for HTTP, e.g. to
+Marquez; ``OPENLINEAGE_CONFIG`` / ``OPENLINEAGE__TRANSPORT__*``; ``OPENLINEAGE_DISABLED=true``), otherwise
+one JSON event per line appended to ``EXCHANGE_HOME/lineage/events.jsonl``. Lineage is a view for
+catalogues; the signed provenance log is the record, so a lineage outage is logged and never fails a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attr
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState, set_producer
+from openlineage.client.facet_v2 import (
+    DatasetFacet,
+    RunFacet,
+    data_quality_assertions_dataset,
+    data_quality_metrics_input_dataset,
+    error_message_run,
+    nominal_time_run,
+    output_statistics_output_dataset,
+)
+from openlineage.client.transport.file import FileConfig, FileTransport
+
+from exchange.config import ExchangeSettings, Layout
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "https://github.com/yrd-exchange/hub"
+JOB_NAMESPACE = "yrd-exchange"
+_RUN_NAMESPACE = uuid.UUID("6f1f3c1e-8f43-5d7a-9a35-2d1b8c0e4a11")  # fixed: run ids are stable per batch
+_CONFIG_VARIABLES = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED")
+set_producer(PRODUCER)  # facets name this hub as their producer, not the client library
+
+
+@attr.define
+class ExchangeRunFacet(RunFacet):
+    """What ties the lineage run to the hub's own signed records."""
+
+    batch_id: str
+    province: str
+    dataset: str
+    manifest_sha256: str | None = attr.field(default=None)
+    snapshot_id: int | None = attr.field(default=None)
+    accepted: int | None = attr.field(default=None)
+    quarantined: int | None = attr.field(default=None)
+
+    @staticmethod
+    def _get_schema() -> str:
+        return f"{PRODUCER}/blob/main/docs/auditors.md#openlineage"
+
+
+def run_id(batch_id: str) -> str:
+    """The lineage run id of a batch: the same in every process that handles it."""
+    return str(uuid.uuid5(_RUN_NAMESPACE, batch_id))
+
+
+def events_file(settings: ExchangeSettings) -> Path:
+    """Where the default file transport appends events."""
+    return Layout(settings.home).home / "lineage" / "events.jsonl"
+
+
+def client(settings: ExchangeSettings) -> OpenLineageClient:
+    """OpenLineage's configured transport if the operator set one, else the JSON-lines file under home."""
+    if any(os.environ.get(v) for v in _CONFIG_VARIABLES) or any(
+        k.startswith("OPENLINEAGE__TRANSPORT") for k in os.environ
+    ):
+        return OpenLineageClient()
+    path = events_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
+
+
+def _job(province: str, dataset: str) -> Job:
+    return Job(namespace=JOB_NAMESPACE, name=f"exchange_{province}.{dataset}")
+
+
+def _source(
+    province: str, dataset: str, input_facets: dict[str, Any] | None = None, facets: dict[str, Any] | None = None
+) -> InputDataset:
+    return InputDataset(
+        namespace=f"province://{province}", name=dataset, facets=facets or {}, inputFacets=input_facets or {}
+    )
+
+
+def _lake(dataset: str, facets: dict[str, Any] | None = None) -> OutputDataset:
+    return OutputDataset(namespace="ducklake://lake", name=dataset, outputFacets=facets or {})
+
+
+def _emit(settings: ExchangeSettings, event: RunEvent) -> None:
+    try:
+        client(settings).emit(event)
+    except Exception:  # noqa: BLE001 - lineage must never fail a batch; the provenance log is the record
+        log.warning("could not emit the OpenLineage %s event of run %s", event.eventType, event.run.runId,
+                    exc_info=True)
+
+
+def _event(state: RunState, batch_id: str, province: str, dataset: str, **kwargs: Any) -> RunEvent:
+    run_facets: dict[str, RunFacet] = kwargs.pop("run_facets", {})
+    return RunEvent(
+        eventType=state,
+        eventTime=datetime.now(UTC).isoformat(),
+        run=Run(runId=run_id(batch_id), facets=run_facets),
+        job=_job(province, dataset),
+        producer=PRODUCER,
+        **kwargs,
+    )
+
+
+def started(
+    settings: ExchangeSettings, batch_id: str, province: str, dataset: str, start: datetime, end: datetime
+) -> None:
+    """The pull of a batch begins."""
+    nominal = nominal_time_run.NominalTimeRunFacet(nominalStartTime=start.isoformat(), nominalEndTime=end.isoformat())
+    facets: dict[str, RunFacet] = {
+        "nominalTime": nominal,
+        "yrdExchange": ExchangeRunFacet(batch_id=batch_id, province=province, dataset=dataset),
+    }
+    _emit(settings, _event(RunState.START, batch_id, province, dataset, run_facets=facets,
+                           inputs=[_source(province, dataset)], outputs=[_lake(dataset)]))
+
+
+def completed(
+    settings: ExchangeSettings,
+    batch_id: str,
+    province: str,
+    dataset: str,
+    *,
+    pulled: int,
+    accepted: int,
+    quarantined: int,
+    rules: list[dict[str, Any]],
+    contract: dict[str, Any] | None = None,
+    manifest_sha256: str | None = None,
+    snapshot_id: int | None = None,
+) -> None:
+    """The batch is in the lake (or was empty): counts, per-rule results and the manifest digest."""
+    assertions = [
+        data_quality_assertions_dataset.Assertion(
+            assertion=r["rule_id"], success=int(r["unexpected"]) == 0, column=r.get("column"),
+            severity=r.get("severity"),
+        )
+        for r in rules
+    ]
+    input_facets: dict[str, Any] = {
+        "dataQualityMetrics": data_quality_metrics_input_dataset.DataQualityMetricsInputDatasetFacet(
+            columnMetrics={}, rowCount=pulled
+        ),
+    }
+    if assertions:
+        input_facets["dataQualityAssertions"] = data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(
+            assertions=assertions
+        )
+    output_facets = {
+        "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=accepted)
+    }
+    facet = ExchangeRunFacet(
+        batch_id=batch_id, province=province, dataset=dataset, manifest_sha256=manifest_sha256,
+        snapshot_id=snapshot_id, accepted=accepted, quarantined=quarantined,
+    )
+    source = _source(province, dataset, input_facets, {"contract": ContractFacet(**contract)} if contract else None)
+    _emit(settings, _event(RunState.COMPLETE, batch_id, province, dataset, run_facets={"yrdExchange": facet},
+                           inputs=[source], outputs=[_lake(dataset, output_facets)]))
+
+
+def failed(settings: ExchangeSettings, batch_id: str, province: str, dataset: str, error: BaseException) -> None:
+    """A stage of the batch raised."""
+    message = error_message_run.ErrorMessageRunFacet(
+        message=f"{type(error).__name__}: {error}", programmingLanguage="python"
+    )
+    facets: dict[str, RunFacet] = {
+        "errorMessage": message,
+        "yrdExchange": ExchangeRunFacet(batch_id=batch_id, province=province, dataset=dataset),
+    }
+    _emit(settings, _event(RunState.FAIL, batch_id, province, dataset, run_facets=facets,
+                           inputs=[_source(province, dataset)], outputs=[_lake(dataset)]))
+
+
+@contextmanager
+def failures(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
+    """Report a FAIL event for the batch if the enclosed stage raises, then re-raise."""
+    try:
+        yield
+    except Exception as exc:
+        province, dataset = batch_id.split(".")[:2]
+        failed(settings, batch_id, province, dataset, exc)
+        raise
+
+
+@attr.define
+class ContractFacet(DatasetFacet):
+    """The data contract the batch was checked against."""
+
+    contract_id: str
+    contract_version: str
+    contract_sha256: str
+
+    @staticmethod
+    def _get_schema() -> str:
+        return f"{PRODUCER}/blob/main/docs/auditors.md#openlineage"

@@ -1,0 +1,419 @@
+"""Replay quarantined records: re-validate them with the current contract and commit those that now pass.
+
+A replay of origin batch ``O`` is an ordinary batch with id ``O.replay-N``: its own DuckLake snapshot,
+ledger row, signed manifest and provenance entries, committed by :func:`exchange.pipeline.commit` from the
+same staging files the validate stage writes. Its "pulled" records are the origin's quarantined records it
+re-checked; those still failing are written again as the replay's own quarantine rows, so every replay
+conserves counts (replayed = accepted + quarantined) and ``verify`` treats it like any batch.
+
+What is still pending is derived from the lake alone, never from a side file: the origin's quarantine rows
+minus the records earlier replays of ``O`` committed (compared as canonical record JSON, as a multiset, so
+two identical rejected records are two records). A record therefore enters the lake at most once, and a
+replay that would accept nothing commits nothing. A pending record whose key its origin batch (or a replay
+of it) committed is held back: it was rejected as a repeat within that batch. The ledger row of a replay has
+no watermark: the province's incremental watermark is the maximum over pulls and must not move for a replay.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from exchange.contracts.load import load_contract
+from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
+from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, ValidationOutcome, conform, record_json
+from exchange.contracts.validate import validate as run_contract
+from exchange.datasets import dataset as canonical_dataset
+from exchange.errors import TerminalError
+from exchange.lake.commit import LEDGER, QUARANTINE, snapshot_of
+from exchange.lake.connect import LAKE, connect
+from exchange.lake.reference import DuckLakeReference
+from exchange.pipeline import HUB, Hub, commit
+from exchange.provenance.manifest import manifest_path, read_manifest
+from exchange.report.rejections import write_rejection_report
+
+REPLAY_MARK = ".replay-"
+_REPLAY_ID = re.compile(r"^(?P<origin>.+)\.replay-(?P<n>[1-9][0-9]*)$")
+
+
+class ReplayRebuildError(TerminalError):
+    """A quarantined record_json cannot be rebuilt into exactly the record that was quarantined."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure logic: ids, rebuilding records, choosing what is pending.
+
+
+def origin_of(batch_id: str) -> str:
+    """The origin batch of a replay id (``O.replay-2`` -> ``O``); any other id is its own origin."""
+    match = _REPLAY_ID.match(batch_id)
+    return match.group("origin") if match else batch_id
+
+
+def next_replay_id(origin: str, existing: list[str]) -> str:
+    """``<origin>.replay-N`` with N one past the highest replay of `origin` among `existing` batch ids."""
+    numbers = [int(m.group("n")) for b in existing if (m := _REPLAY_ID.match(b)) and m.group("origin") == origin]
+    return f"{origin}{REPLAY_MARK}{max(numbers, default=0) + 1}"
+
+
+def rebuild(quarantined: pa.Table, dataset: str) -> pa.Table:
+    """The canonical Arrow table of the records in `quarantined` (QUARANTINE_SCHEMA rows), in row order.
+
+    Parsed column-wise by Arrow's JSON reader. Columns the contract added since the record was quarantined
+    come back null; a field the canonical schema no longer has is an error. Every rebuilt record is checked
+    to serialize back to exactly the stored record_json, so what is replayed is what the province sent.
+    """
+    schema = canonical_dataset(dataset).schema
+    if quarantined.num_rows == 0:
+        return schema.empty_table()
+    stored = quarantined.column("record_json").combine_chunks()
+    if stored.null_count:
+        raise ReplayRebuildError(f"{dataset}: {stored.null_count} quarantine rows have no record_json")
+    # Arrow's JSON reader does not parse dates: read them as text, then cast (ISO 8601 both ways).
+    as_read = pa.schema([pa.field(f.name, pa.string()) if pa.types.is_date(f.type) else f for f in schema])
+    lines = "\n".join(stored.to_pylist()).encode("utf-8") + b"\n"
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(lines),
+            read_options=pa_json.ReadOptions(use_threads=False),
+            parse_options=pa_json.ParseOptions(explicit_schema=as_read, unexpected_field_behavior="error"),
+        ).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ReplayRebuildError(f"{dataset}: quarantined records do not fit the canonical schema: {exc}") from None
+    if table.num_rows != quarantined.num_rows:
+        raise ReplayRebuildError(f"{dataset}: {quarantined.num_rows} quarantine rows rebuilt as {table.num_rows}")
+    stored_columns = list(json.loads(stored[0].as_py()))  # one batch is quarantined under one schema
+    again = record_json(table.select(stored_columns))
+    if not again.equals(stored):
+        differs = [i for i, (a, b) in enumerate(zip(again.to_pylist(), stored.to_pylist(), strict=True)) if a != b]
+        keys = quarantined.column("record_key").take(pa.array(differs[:5])).to_pylist()
+        raise ReplayRebuildError(f"{dataset}: {len(differs)} records do not rebuild exactly (keys {keys} ...)")
+    return table
+
+
+def pending_rows(rebuilt: pa.Table, committed: pa.Table) -> pa.Array:
+    """Indices of (rebuilt) quarantined records not yet committed by an earlier replay.
+
+    Records are compared as canonical record JSON, as a multiset: if two identical records were
+    quarantined and one was replayed, the other is still pending.
+    """
+    taken = Counter(record_json(committed).to_pylist()) if committed.num_rows else Counter[str]()
+    keep: list[int] = []
+    for i, text in enumerate(record_json(rebuilt).to_pylist() if rebuilt.num_rows else []):
+        if taken[text] > 0:
+            taken[text] -= 1
+        else:
+            keep.append(i)
+    return pa.array(keep, pa.int64())
+
+
+def with_rule(quarantined: pa.Table, rule_id: str) -> pa.Array:
+    """Indices of quarantine rows that name `rule_id` among their failed rules."""
+    ids = quarantined.column("rule_id").to_pylist()
+    return pa.array([i for i, r in enumerate(ids) if r and rule_id in r.split(RULE_ID_SEPARATOR)], pa.int64())
+
+
+def records_digest(quarantined: pa.Table) -> str:
+    """SHA-256 over the replayed records' record_json, sorted and newline-joined.
+
+    Recomputable by an auditor from the lake's quarantine table, independent of Parquet bytes.
+    """
+    texts = sorted(str(t) for t in quarantined.column("record_json").to_pylist())
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lake I/O and the replay itself.
+
+
+@dataclass
+class ReplayPlan:
+    """What a replay of one origin batch would do, computed from the lake and the current contract."""
+
+    origin: str
+    replay_id: str
+    province: str
+    dataset: str
+    window_start: datetime | None
+    window_end: datetime | None
+    origin_manifest_sha256: str
+    origin_contract_version: str
+    contract: Contract
+    rule: str | None
+    quarantined_in_origin: int
+    already_replayed: int
+    replayed: pa.Table  # the origin's quarantine rows re-checked now (QUARANTINE_SCHEMA)
+    repeats: pa.Table  # pending rows whose key the origin (or a replay of it) committed: not replayed
+    outcome: ValidationOutcome | None
+    unfinished: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.outcome.accepted_count if self.outcome else 0
+
+    @property
+    def still_quarantined(self) -> int:
+        return self.outcome.quarantined_count if self.outcome else 0
+
+    def summary(self, status: str) -> dict[str, Any]:
+        """Small JSON for the CLI and callers."""
+        passing = self.outcome.accepted.column(self.contract.key).to_pylist() if self.outcome else []
+        return {
+            "status": status,
+            "origin": self.origin,
+            "replay_id": self.replay_id,
+            "contract_version": self.contract.version,
+            "origin_contract_version": self.origin_contract_version,
+            "rule": self.rule,
+            "quarantined_in_origin": self.quarantined_in_origin,
+            "already_replayed": self.already_replayed,
+            "replayed": self.replayed.num_rows,
+            "accepted": self.accepted,
+            "quarantined": self.still_quarantined,
+            "accepted_keys": passing,
+            "repeats_held_back": self.repeats.column("record_key").to_pylist(),
+            "rules": [
+                {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count}
+                for r in (self.outcome.rules if self.outcome else [])
+                if r.unexpected_count
+            ],
+        }
+
+
+def _query(con: Any, sql: str, params: list[Any]) -> pa.Table:
+    table: pa.Table = con.execute(sql, params).to_arrow_table()
+    return table
+
+
+def plan_replay(
+    batch_id: str, hub: Hub, *, rule: str | None = None, contracts_dir: Path | None = None
+) -> ReplayPlan:
+    """Read the origin's quarantine from the lake, drop what earlier replays committed, re-validate the rest."""
+    origin = origin_of(batch_id)
+    with connect(hub.settings, read_only=True) as con:
+        if snapshot_of(con, origin) is None:
+            raise TerminalError(
+                f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
+            )
+        ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
+        province, dataset = str(ledger["province"]), str(ledger["dataset"])
+        replays = _query(
+            con, f"SELECT batch_id FROM {LAKE}.{LEDGER} WHERE starts_with(batch_id, ?)", [origin + REPLAY_MARK]
+        ).column("batch_id").to_pylist()
+        replays = [b for b in replays if origin_of(b) == origin]
+        schema = canonical_dataset(dataset).schema
+        quarantined = QUARANTINE_SCHEMA.empty_table()
+        if ledger["quarantined"]:
+            quarantined = _query(
+                con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE batch_id = ? ORDER BY record_key, record_json",
+                [origin],
+            ).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+        committed = schema.empty_table()
+        if replays:
+            columns = ", ".join(f'"{n}"' for n in schema.names)
+            marks = ", ".join("?" for _ in replays)
+            committed = _query(
+                con, f'SELECT {columns} FROM {LAKE}."{dataset}" WHERE batch_id IN ({marks})', replays
+            ).cast(schema)
+        key = canonical_dataset(dataset).key
+        held = pa.array([], schema.field(key).type)  # keys the origin and its replays committed
+        if ledger["accepted"] or replays:
+            held = _query(
+                con, f'SELECT DISTINCT "{key}" AS k FROM {LAKE}."{dataset}" '
+                "WHERE batch_id = ? OR starts_with(batch_id, ?)", [origin, origin + REPLAY_MARK],
+            ).column("k").combine_chunks().cast(held.type)
+    origin_manifest = manifest_path(hub.layout.manifests, province, dataset, origin)
+    if not origin_manifest.exists():
+        raise TerminalError(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
+    contract = load_contract(dataset, contracts_dir)
+    rebuilt = rebuild(quarantined, dataset)
+    keep = pending_rows(rebuilt, committed)
+    pending, pending_records = quarantined.take(keep), rebuilt.take(keep)
+    if rule is not None:
+        chosen = with_rule(pending, rule)
+        pending, pending_records = pending.take(chosen), pending_records.take(chosen)
+    # A record whose key its own batch already committed was rejected as a repeat within that batch; checked
+    # alone it would pass the in-batch uniqueness rule and enter the lake as a second record, so it waits.
+    repeat = pc.fill_null(pc.is_in(pending_records.column(key), value_set=held), False)
+    blocked = pending.filter(repeat)
+    pending, pending_records = pending.filter(pc.invert(repeat)), pending_records.filter(pc.invert(repeat))
+    replay_id = next_replay_id(origin, replays)
+    outcome = None
+    if pending.num_rows:
+        outcome = _revalidate(pending_records, contract, province, replay_id, hub, ledger["window_end"])
+    return ReplayPlan(
+        origin=origin, replay_id=replay_id, province=province, dataset=dataset,
+        window_start=ledger["window_start"], window_end=ledger["window_end"],
+        origin_manifest_sha256=read_manifest(origin_manifest).digest(),
+        origin_contract_version=str(ledger["contract_version"]), contract=contract, rule=rule,
+        quarantined_in_origin=quarantined.num_rows, already_replayed=quarantined.num_rows - len(keep),
+        replayed=pending, repeats=blocked, outcome=outcome,
+        unfinished=[b for b in replays if not manifest_path(hub.layout.manifests, province, dataset, b).exists()],
+    )
+
+
+def _revalidate(
+    records: pa.Table, contract: Contract, province: str, replay_id: str, hub: Hub, window_end: datetime | None
+) -> ValidationOutcome:
+    """The contract check the validate stage runs, on the rebuilt records.
+
+    Lake rules see the lake as it is now (so a replayed record is judged against everything committed since,
+    including earlier replays); "not in the future" is judged by the origin window's date, as the origin was.
+    """
+    today = window_end.astimezone(RUN_TIMEZONE).date() if window_end else None  # as pipeline.validate does
+    return run_contract(
+        conform(records, contract), contract, province=province, batch_id=replay_id, today=today,
+        lake=DuckLakeReference(hub.settings),
+    )
+
+
+@contextmanager
+def _replay_lock(hub: Hub, origin: str) -> Iterator[None]:
+    """One replay of an origin at a time, so two concurrent replays cannot both take replay-N."""
+    hub.layout.staging.mkdir(parents=True, exist_ok=True)
+    with (hub.layout.staging / f"{origin}.replay.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finish_unfinished(plan: ReplayPlan, hub: Hub) -> None:
+    """A replay whose snapshot is in the lake but whose manifest is not (a crash between the two) is
+    completed from its staging files, exactly as the commit stage repairs an ordinary batch."""
+    for replay_id in plan.unfinished:
+        if not (hub.staging(replay_id) / "validation.json").exists():
+            raise TerminalError(
+                f"replay {replay_id} is in the lake without a manifest and its staging files are gone; "
+                "it cannot be signed after the fact"
+            )
+        commit(replay_id, hub)
+
+
+def _stage(plan: ReplayPlan, hub: Hub) -> None:
+    """Write the staging files the commit stage reads (pull.json, validation.json, the two Parquet files)."""
+    assert plan.outcome is not None
+    outcome, contract = plan.outcome, plan.contract
+    staging = hub.staging(plan.replay_id)
+    shutil.rmtree(staging, ignore_errors=True)  # a replay that crashed before its lake commit starts clean
+    staging.mkdir(parents=True)
+    pull_info = {
+        "batch_id": plan.replay_id,
+        "province": plan.province,
+        "dataset": plan.dataset,
+        "replay_of": plan.origin,
+        "window_start": plan.window_start.isoformat() if plan.window_start else None,
+        "window_end": plan.window_end.isoformat() if plan.window_end else None,
+        "since": None,
+        "watermark": None,  # a replay pulls nothing new: the province's watermark must not move
+        "pulled": plan.replayed.num_rows,
+        "landing": [],  # the raw payloads are the origin's, listed in its manifest
+        "drift": [],
+        "source_signatures": [],  # vouched for at the origin's pull; a replay lands no new bytes
+    }
+    rules = [
+        {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
+    ]
+    validation: dict[str, Any] = {
+        "batch_id": plan.replay_id,
+        "contract_id": contract.id,
+        "contract_version": contract.version,
+        "contract_sha256": contract.document_sha256,
+        "pulled": outcome.pulled,
+        "accepted": outcome.accepted_count,
+        "quarantined": outcome.quarantined_count,
+        "warned": outcome.warned_count,
+        "gx_success": outcome.gx_success,
+        "held": False,  # a replay re-checks rejects only: the hold threshold describes a source's batch
+        "rules": rules,
+    }
+    pq.write_table(outcome.accepted, staging / "accepted.parquet")
+    pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
+    (staging / "validation.json").write_text(json.dumps(validation, indent=2))
+    (staging / "pull.json").write_text(json.dumps(pull_info, indent=2, ensure_ascii=False))
+    write_rejection_report(
+        hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
+        rules=rules,
+        counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "held")},
+    )
+
+
+def replay(
+    batch_id: str,
+    hub: Hub | None = None,
+    *,
+    rule: str | None = None,
+    dry_run: bool = False,
+    contracts_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Re-validate the still-quarantined records of `batch_id` and commit those that now pass, once.
+
+    `rule` limits the replay to records that failed that rule. `dry_run` only reports what would pass.
+    Returns a summary whose status is dry_run, nothing_pending, nothing_passes or committed.
+    """
+    hub = hub or Hub.current()
+    origin = origin_of(batch_id)
+    if dry_run:
+        plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
+        return plan.summary("dry_run")
+    with _replay_lock(hub, origin):
+        plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
+        if plan.unfinished:
+            _finish_unfinished(plan, hub)
+            plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
+        if plan.outcome is None:
+            return plan.summary("nothing_pending")
+        if plan.accepted == 0:  # committing only the same rejections again would add rows, not information
+            return plan.summary("nothing_passes")
+        _stage(plan, hub)
+        hub.log.append(
+            hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
+            digests={
+                "origin_manifest": plan.origin_manifest_sha256,
+                "replayed_records": records_digest(plan.replayed),
+                "contract": plan.contract.document_sha256,
+            },
+            details={
+                "origin": plan.origin,
+                "rule": plan.rule,
+                "replayed": plan.replayed.num_rows,
+                "accepted": plan.accepted,
+                "quarantined": plan.still_quarantined,
+                "contract_version": plan.contract.version,
+                "origin_contract_version": plan.origin_contract_version,
+            },
+        )
+        committed = commit(plan.replay_id, hub)
+    return {**plan.summary("committed"), "snapshot_id": committed["snapshot_id"],
+            "manifest": committed["manifest"], "manifest_sha256": committed["manifest_sha256"]}
+
+
+__all__ = [
+    "ReplayPlan",
+    "ReplayRebuildError",
+    "next_replay_id",
+    "origin_of",
+    "pending_rows",
+    "plan_replay",
+    "rebuild",
+    "records_digest",
+    "replay",
+    "with_rule",
+]

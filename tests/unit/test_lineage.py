@@ -1,0 +1,136 @@
+"""OpenLineage events of exchange runs: START then COMPLETE/FAIL per batch, file transport by default,
+HTTP (as to Marquez) when OPENLINEAGE_URL is set."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.base import sandbox_for
+from adapters.jiangsu.sandbox import JiangsuSandbox
+from exchange import lineage
+from exchange.config import ExchangeSettings
+from exchange.errors import SourceFormatError
+from exchange.pipeline import Hub, run_exchange
+from exchange.provenance.manifest import read_manifest
+from exchange.synthetic import generate
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+MID = datetime(2026, 11, 4, tzinfo=UTC)
+END = datetime(2026, 11, 8, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _openlineage_environment() -> Iterator[None]:
+    """OpenLineage's client copies OPENLINEAGE_URL into further OPENLINEAGE__* variables of os.environ;
+    restore the environment so no configuration leaks into later tests."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("OPENLINEAGE")}
+    for name in before:
+        del os.environ[name]
+    yield
+    for name in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
+        del os.environ[name]
+    os.environ.update(before)
+
+
+@pytest.fixture
+def hub(home: Path) -> Hub:
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    sandbox.seed("e_license", generate("e_license", "jiangsu", 500, seed=3, start=START, end=MID))
+    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
+                                              for k, v in sandbox.env().items()}))
+
+
+def _events(hub: Hub) -> list[dict[str, Any]]:
+    path = lineage.events_file(hub.settings)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_committed_batch_reports_start_and_complete_with_its_quality_and_manifest(hub: Hub) -> None:
+    result = run_exchange("jiangsu", "e_license", START, MID, hub)
+
+    start, complete = _events(hub)
+    assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+    assert start["run"]["runId"] == complete["run"]["runId"] == lineage.run_id(result["batch_id"])
+    assert complete["job"] == {"namespace": "yrd-exchange", "name": "exchange_jiangsu.e_license", "facets": {}}
+    (source,) = complete["inputs"]
+    (table,) = complete["outputs"]
+    assert (source["namespace"], source["name"]) == ("province://jiangsu", "e_license")
+    assert (table["namespace"], table["name"]) == ("ducklake://lake", "e_license")  # the Airflow Asset URI
+
+    manifest = read_manifest(Path(result["manifest"])).manifest
+    assertions = {a["assertion"]: a for a in source["inputFacets"]["dataQualityAssertions"]["assertions"]}
+    assert set(assertions) == {r.rule_id for r in manifest.rules}
+    for rule in manifest.rules:
+        assert assertions[rule.rule_id]["success"] is (rule.unexpected == 0)
+    assert source["inputFacets"]["dataQualityMetrics"]["rowCount"] == manifest.counts.pulled
+    assert table["outputFacets"]["outputStatistics"]["rowCount"] == manifest.counts.accepted
+    run = complete["run"]["facets"]["yrdExchange"]
+    assert run["manifest_sha256"] == result["manifest_sha256"]
+    assert run["snapshot_id"] == manifest.snapshot_id
+    assert source["facets"]["contract"]["contract_version"] == manifest.contract_version
+    assert complete["producer"] == run["_producer"] == lineage.PRODUCER
+
+
+def test_a_failed_pull_reports_fail_with_the_error(hub: Hub) -> None:
+    run_exchange("jiangsu", "e_license", START, MID, hub)
+    drop = Path(hub.settings.jiangsu_drop_dir or "")
+    JiangsuSandbox(drop.parent).deliver("电子证照_20261105.csv", b"\xff\xfe\x00garbage\x81\x00")
+    with pytest.raises(SourceFormatError):
+        run_exchange("jiangsu", "e_license", MID, END, hub)
+
+    *_, start, fail = _events(hub)
+    assert (start["eventType"], fail["eventType"]) == ("START", "FAIL")
+    assert start["run"]["runId"] == fail["run"]["runId"]
+    assert "电子证照_20261105.csv" in fail["run"]["facets"]["errorMessage"]["message"]
+
+
+class _Collector(BaseHTTPRequestHandler):
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, json.loads(body)))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def marquez() -> Iterator[str]:
+    """A stand-in lineage server on loopback speaking OpenLineage's HTTP API (POST /api/v1/lineage)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    _Collector.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_openlineage_url_sends_the_events_over_http_instead(
+    hub: Hub, marquez: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENLINEAGE_URL", marquez)
+    run_exchange("jiangsu", "e_license", START, MID, hub)
+    assert [(path, event["eventType"]) for path, event in _Collector.received] == [
+        ("/api/v1/lineage", "START"), ("/api/v1/lineage", "COMPLETE"),
+    ]
+    assert not lineage.events_file(hub.settings).exists()
+
+
+def test_an_unreachable_lineage_server_never_fails_the_batch(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenLineage's structured configuration; no retries so the test does not wait out the backoff.
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__RETRY", '{"total": 0}')
+    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import pyarrow as pa
 
@@ -80,12 +80,17 @@ class Landing:
 
     def copy(self, source: Path, name: str | None = None) -> LandedFile:
         """Copy a delivered file into the landing folder, hashing it on the way (in blocks: exports can be GBs)."""
+        with source.open("rb") as stream:
+            return self.write_stream(name or source.name, stream)
+
+    def write_stream(self, name: str, stream: BinaryIO) -> LandedFile:
+        """Store what `stream` yields under `name`, hashing it in 1 MiB blocks (memory stays flat)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / (name or source.name)
+        path = self.root / name
         tmp = path.with_name(path.name + ".part")
         digest, size = hashlib.sha256(), 0
-        with source.open("rb") as src, tmp.open("wb") as out:
-            while block := src.read(1 << 20):
+        with tmp.open("wb") as out:
+            while block := stream.read(1 << 20):
                 digest.update(block)
                 out.write(block)
                 size += len(block)

@@ -101,7 +101,11 @@ def run_dags(dag_ids: list[str]) -> dict[str, str]:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     states: dict[str, str] = {}
     for dag_id in dag_ids:
-        states[dag_id] = str(bag.dags[dag_id].test(logical_date=datetime.now(UTC)).state)
+        dag = bag.dags[dag_id]
+        # dag.test() runs the DAG object unserialized, and Airflow 3.3's DagRun.update_state then looks its
+        # Deadline Alerts up by id and fails; deadlines only matter to a running scheduler anyway.
+        dag.deadline = None
+        states[dag_id] = str(dag.test(logical_date=datetime.now(UTC)).state)
     return states
 
 

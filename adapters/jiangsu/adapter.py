@@ -115,18 +115,18 @@ class JiangsuAdapter:
     ) -> Iterator[pa.Table]:
         assert drop.data is not None and drop.manifest is not None
         data, manifest, day = drop.data, drop.manifest, drop.day
-        # Read once and land those very bytes, so the landed hash is of exactly what was parsed
+        # Land the file once and parse the landed copy, so the landed hash is of exactly what was parsed
         # even if the province replaces the file meanwhile.
         manifest_bytes = self.transport.read(manifest)
-        payload = self.transport.read(data)
-        landing.write(data, payload)
+        with self.transport.open(data) as stream:  # landed in blocks: memory does not grow with the file
+            landed = landing.write_stream(data, stream)
         landing.write(manifest, manifest_bytes)
         source = self.transport.describe(data)
         parsed = DropManifest.parse(manifest_bytes, self.transport.describe(manifest))
         self._check_signature(drop.signature, manifest, manifest_bytes, landing, verifier)
-        parsed.verify(data, payload, source)
+        parsed.verify_digest(data, landed.sha256, landed.size, source)
         day_start = datetime.combine(day, time(), tz)
-        for batch in native.read_batches(native.decode(payload, source), source):
+        for batch in native.read_file_batches(landed.path, source):
             canonical = mapping.to_canonical(pa.Table.from_batches([batch]), source)
             selected = canonical.filter(_in_window(canonical, request, day_start))
             if selected.num_rows:

@@ -65,15 +65,18 @@ class DropManifest:
 
     def verify(self, name: str, payload: bytes, where: str) -> None:
         """Check a file's bytes against its entry; SourceFormatError naming the file (`where`) if they differ."""
+        self.verify_digest(name, hashlib.sha256(payload).hexdigest(), len(payload), where)
+
+    def verify_digest(self, name: str, digest: str, size: int, where: str) -> None:
+        """Check a file's SHA-256 and size (taken while landing it) against its entry."""
         entry = self.entry(name)
         if entry is None:
             raise SourceFormatError(where, "manifest", "the drop's manifest does not list this file")
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest != entry.sha256 or len(payload) != entry.size:
+        if digest != entry.sha256 or size != entry.size:
             raise SourceFormatError(
                 where,
                 "whole file",
-                f"SHA-256 {digest} ({len(payload)} bytes) differs from the manifest's {entry.sha256} "
+                f"SHA-256 {digest} ({size} bytes) differs from the manifest's {entry.sha256} "
                 f"({entry.size} bytes)",
                 "the file was changed or damaged after the manifest was written; ask Jiangsu to re-deliver",
             )

@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -20,6 +21,7 @@ from exchange.errors import SourceFormatError
 ENCODING = "gb18030"
 # Bounded chunks: each record batch the reader yields covers about this many bytes of (UTF-8) CSV.
 BLOCK_SIZE = 4 << 20
+_READ_BLOCK = 1 << 20
 _HINT = "Jiangsu drops must be GB18030 (UTF-8 is accepted too); re-export the file with that encoding"
 
 
@@ -67,17 +69,112 @@ def read_batches(text: str, source: str) -> Iterator[pa.RecordBatch]:
     names = header(text, source)
     # pyarrow.csv reads bytes; it only understands UTF-8, hence the re-encoding of the decoded text.
     data = io.BytesIO(text.encode("utf-8"))
-    convert = pacsv.ConvertOptions(
+    try:
+        options = pacsv.ReadOptions(block_size=BLOCK_SIZE)
+        yield from pacsv.open_csv(data, read_options=options, convert_options=_string_columns(names))
+    except pa.ArrowInvalid as exc:
+        hint = "each row needs one field per header column"
+        raise SourceFormatError(source, "csv", str(exc), hint) from exc
+
+
+def detect_encoding(path: Path, source: str) -> str:
+    """The encoding of a landed drop, read in blocks: UTF-8 with BOM, else strict UTF-8, else GB18030.
+
+    Raises SourceFormatError naming `source` and the byte offset of the first undecodable byte.
+    """
+    with path.open("rb") as f:
+        bom = f.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+    if bom:
+        offset = _first_undecodable(path, "utf-8", len(codecs.BOM_UTF8))
+        if offset is not None:
+            raise _decode_error_in_file(path, source, offset, "not valid UTF-8")
+        return "utf-8-sig"
+    if _first_undecodable(path, "utf-8", 0) is None:
+        return "utf-8"
+    offset = _first_undecodable(path, ENCODING, 0)
+    if offset is not None:
+        raise _decode_error_in_file(path, source, offset, "not valid GB18030")
+    return ENCODING
+
+
+def _first_undecodable(path: Path, encoding: str, start: int) -> int | None:
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    with path.open("rb") as f:
+        f.seek(start)
+        consumed = start
+        while True:
+            block = f.read(_READ_BLOCK)
+            pending = len(decoder.getstate()[0])  # bytes of a sequence split across blocks
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                return consumed - pending + exc.start
+            if not block:
+                return None
+            consumed += len(block)
+
+
+def _decode_error_in_file(path: Path, source: str, offset: int, problem: str) -> SourceFormatError:
+    with path.open("rb") as f:
+        head = f.read(offset)
+        bad = f.read(4).hex(" ")
+    line = head.count(b"\n") + 1
+    return SourceFormatError(source, f"byte {offset}", f"{problem} (line {line}, bytes {bad})", _HINT)
+
+
+class _Utf8Stream(io.RawIOBase):
+    """A drop file re-encoded to UTF-8 block by block, for pyarrow's CSV reader (which reads only UTF-8)."""
+
+    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(encoding)("strict")
+        self._buffer = b""
+        self._pos = 0
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while len(self._buffer) - self._pos < len(target) and not self._eof:
+            block = self._raw.read(_READ_BLOCK)
+            self._eof = not block
+            self._buffer = self._buffer[self._pos:] + self._decoder.decode(block, final=self._eof).encode("utf-8")
+            self._pos = 0
+        n = min(len(target), len(self._buffer) - self._pos)
+        target[:n] = self._buffer[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def read_file_batches(path: Path, source: str) -> Iterator[pa.RecordBatch]:
+    """Stream a landed drop file as record batches of strings; memory stays at a few blocks whatever its size.
+
+    Same semantics as :func:`read_batches` (nulls, errors), without holding the file or its text.
+    """
+    encoding = detect_encoding(path, source)
+    with path.open("rb") as raw:
+        if encoding == "utf-8-sig":
+            raw.seek(len(codecs.BOM_UTF8))
+        start = raw.tell()
+        first = raw.read(_READ_BLOCK)
+        names = header(first.decode(ENCODING if encoding == ENCODING else "utf-8", errors="ignore"), source)
+        raw.seek(start)
+        # UTF-8 needs no re-encoding: pyarrow reads the file itself.
+        stream = raw if encoding != ENCODING else cast(BinaryIO, io.BufferedReader(_Utf8Stream(raw, ENCODING)))
+        options = pacsv.ReadOptions(block_size=BLOCK_SIZE, column_names=names, skip_rows=1)
+        try:
+            yield from pacsv.open_csv(stream, read_options=options, convert_options=_string_columns(names))
+        except pa.ArrowInvalid as exc:
+            raise SourceFormatError(source, "csv", str(exc), "each row needs one field per header column") from exc
+
+
+def _string_columns(names: list[str]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(
         column_types={name: pa.string() for name in names},
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
     )
-    try:
-        options = pacsv.ReadOptions(block_size=BLOCK_SIZE)
-        yield from pacsv.open_csv(data, read_options=options, convert_options=convert)
-    except pa.ArrowInvalid as exc:
-        hint = "each row needs one field per header column"
-        raise SourceFormatError(source, "csv", str(exc), hint) from exc
 
 
 def read_table(payload: bytes, source: str) -> pa.Table:

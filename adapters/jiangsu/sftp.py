@@ -13,6 +13,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 import paramiko
@@ -103,6 +104,17 @@ class SftpDrop:
         except (OSError, paramiko.SSHException) as exc:
             raise self._transient(f"reading {name}", exc) from exc
 
+    def open(self, name: str) -> BinaryIO:
+        """One remote file as a stream, prefetching ahead of the reader."""
+        sftp = self._connect()
+        path = str(PurePosixPath(self.location.path) / name)
+        try:
+            handle = sftp.open(path, "rb")
+            handle.prefetch()
+        except (OSError, paramiko.SSHException) as exc:
+            raise self._transient(f"opening {name}", exc) from exc
+        return cast(BinaryIO, _RemoteFile(handle, lambda exc: self._transient(f"reading {name}", exc)))
+
     def close(self) -> None:
         """Close the SFTP session and the SSH connection."""
         if self._sftp is not None:
@@ -169,3 +181,26 @@ class SftpDrop:
     def _transient(self, doing: str, exc: BaseException) -> TransientError:
         self.close()  # a broken session is not reused by the retry
         return TransientError(f"Jiangsu's SFTP server {self.location}: {doing} failed: {exc!r}")
+
+
+class _RemoteFile:
+    """An SFTP file handle whose read errors surface as the transport's retryable errors."""
+
+    def __init__(self, handle: Any, transient: Any) -> None:
+        self._handle = handle
+        self._transient = transient
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._handle.read(size))
+        except (OSError, paramiko.SSHException) as exc:
+            raise self._transient(exc) from exc
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> _RemoteFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

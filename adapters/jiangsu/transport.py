@@ -7,7 +7,7 @@ are checked, is the adapter's business (:mod:`adapters.jiangsu.manifest`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from exchange.errors import TerminalError
 
@@ -24,7 +24,11 @@ class DropTransport(Protocol):
         ...
 
     def read(self, name: str) -> bytes:
-        """The bytes of one file, read in full."""
+        """The bytes of one file, read in full (small files: manifests, signatures)."""
+        ...
+
+    def open(self, name: str) -> BinaryIO:
+        """One file as a binary stream (data files, read in blocks so memory does not grow with them)."""
         ...
 
     def close(self) -> None:
@@ -55,6 +59,10 @@ class LocalDrop:
     def read(self, name: str) -> bytes:
         """The file's bytes."""
         return (self.path / name).read_bytes()
+
+    def open(self, name: str) -> BinaryIO:
+        """The file, opened for reading."""
+        return (self.path / name).open("rb")
 
     def close(self) -> None:
         """Nothing to release."""

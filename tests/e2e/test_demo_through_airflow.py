@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from exchange.datasets import DATASETS, PROVINCES
+
 EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 
 
@@ -48,8 +50,7 @@ def _manifests(home: Path) -> list[dict]:  # type: ignore[type-arg]
 def test_all_four_provinces_committed_with_conserved_counts(demo_home: Path) -> None:
     manifests = _manifests(demo_home)
     seen = {(m["manifest"]["province"], m["manifest"]["dataset"]) for m in manifests}
-    assert seen == {(p, d) for p in ("shanghai", "jiangsu", "zhejiang", "anhui")
-                    for d in ("e_license", "enterprise_registration")}
+    assert seen == {(p, d) for p in PROVINCES for d in DATASETS}, "every province, every dataset"
     for m in manifests:
         c = m["manifest"]["counts"]
         assert c["pulled"] == 1500

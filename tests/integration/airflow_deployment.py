@@ -1,0 +1,186 @@
+"""A real Airflow deployment made of subprocesses on a PostgreSQL metadata DB, shared by the Airflow tests.
+
+`deployed()` creates a database of its own, starts api-server, scheduler and dag-processor (plus any extra
+components), and always stops what it started and drops the database, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.integration.servers import require_server
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PG_HOST = os.environ.get("EXCHANGE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("EXCHANGE_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("EXCHANGE_TEST_PG_USER", "postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def psql(sql: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+    """Run one statement on the test PostgreSQL server; the rows it returns, if any."""
+    import psycopg
+
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True) as con:
+        cur = con.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+@dataclass
+class Deployment:
+    """An Airflow deployment made of subprocesses, with the environment to talk to it."""
+
+    tmp: Path
+    env: dict[str, str]
+    db: str = ""
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def airflow(self, *args: str, timeout: int = 180) -> str:
+        out = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True,
+                             timeout=timeout)
+        assert out.returncode == 0, f"airflow {' '.join(args)} failed:\n{out.stderr[-3000:]}"
+        return out.stdout
+
+    def start(self, name: str, *command: str, env: Mapping[str, str] | None = None) -> None:
+        """Start `airflow <command>` (default: `airflow <name>`) in a session of its own, logging to <name>.log."""
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([str(BIN / "airflow"), *(command or (name,))],
+                                            env=dict(self.env if env is None else env), stdout=log, stderr=log,
+                                            start_new_session=True)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        # The whole process group: task processes forked by a worker or the scheduler go with it.
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+    def runs(self, dag_id: str) -> list[dict[str, str]]:
+        text = self.airflow("dags", "list-runs", dag_id, "-o", "json")
+        line = next((ln for ln in reversed(text.splitlines()) if ln.startswith("[")), "[]")
+        runs: list[dict[str, str]] = json.loads(line)
+        return runs
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.tmp.glob("*.log"))
+
+    def wait_for(self, dag_id: str, states: set[str], timeout: float) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if dead := [name for name, proc in self.procs.items() if proc.poll() is not None]:
+                raise AssertionError(f"{', '.join(dead)} exited while waiting for {dag_id}:\n{self.logs()}")
+            runs = self.runs(dag_id)
+            if runs and all(r["state"] in states for r in runs):
+                return runs
+            time.sleep(5)
+        raise AssertionError(f"{dag_id} runs did not reach {states} within {timeout}s: {self.runs(dag_id)}\n"
+                             f"{self.logs()}")
+
+
+def deployment_env(tmp: Path, db: str) -> dict[str, str]:
+    """The environment of every process of a deployment on database `db`, with ports of its own."""
+    port = free_port()
+    url = f"{PG_USER}@{PG_HOST}:{PG_PORT}/{db}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
+    env.update({
+        "EXCHANGE_HOME": str(tmp / "home"),
+        "AIRFLOW_HOME": str(tmp / "airflow"),
+        "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{url}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{url}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__API__PORT": str(port),
+        # Every port of its own: several deployments (parallel test sessions) may share the machine.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # Notice a task whose scheduler (and worker) died within a minute rather than the default five.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
+    })
+    return env
+
+
+@contextmanager
+def deployed(tmp: Path, overrides: Mapping[str, str] | None = None,
+             components: Sequence[str] = ("api-server", "scheduler", "dag-processor")) -> Iterator[Deployment]:
+    """A migrated deployment with the lake_commits pool and `components` running; torn down on exit."""
+    require_server(PG_HOST, PG_PORT, "PostgreSQL")
+    db = f"exchange_af_{uuid.uuid4().hex[:10]}"
+    psql(f"CREATE DATABASE {db}")
+    dep = Deployment(tmp, {**deployment_env(tmp, db), **(overrides or {})}, db)
+    try:
+        dep.airflow("db", "migrate", timeout=300)
+        dep.airflow("pools", "set", "lake_commits", "1", "lake commits")  # commit tasks wait on this pool
+        for name in components:
+            dep.start(name)
+        yield dep
+    finally:
+        for name in list(dep.procs):
+            dep.stop(name)
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def seed_jiangsu(home: Path, start: datetime, end: datetime, n: int = 600) -> None:
+    """Seed the Jiangsu drop folder under `home` with `n` records per dataset updated in [start, end)."""
+    from adapters.base import sandbox_for
+    from exchange.config import Layout
+    from exchange.synthetic import generate
+
+    sandbox = sandbox_for("jiangsu", Layout(home).ensure().sandboxes / "jiangsu")
+    for dataset in ("e_license", "enterprise_registration"):
+        sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=5, start=start, end=end))
+
+
+def wait_parsed(dep: Deployment, dag_id: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dag_id in dep.airflow("dags", "list", "-o", "plain"):
+            return
+        time.sleep(3)
+    raise AssertionError(f"{dag_id} was not parsed within {timeout}s")
+
+
+def lake_batches(home: Path) -> list[dict[str, object]]:
+    manifests = sorted((home / "manifests").rglob("*.json"))
+    return [json.loads(p.read_text())["manifest"] for p in manifests]
+
+
+def recent_window() -> tuple[datetime, datetime]:
+    from exchange.demo import DemoWindow
+
+    window = DemoWindow.around(datetime.now(UTC))
+    return window.start, window.end
+
+
+def verify(env: dict[str, str]) -> None:
+    out = subprocess.run([str(BIN / "exchange"), "verify"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr

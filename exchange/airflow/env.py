@@ -43,3 +43,27 @@ def init_metadata_db(settings: ExchangeSettings, env: dict[str, str] | None = No
     subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, text=True,
                    timeout=600)
     ensure_commit_pool(AIRFLOW, env, lake_commit_slots(settings))
+
+
+def celery_env(broker_url: str, result_backend: str, *, concurrency: int | None = None,
+               queue: str | None = None) -> dict[str, str]:
+    """AIRFLOW__* variables that run tasks on Celery workers; give them to every Airflow process.
+
+    `broker_url`: `redis://host:6379/0` or `amqp://user:password@host:5672/vhost` (RabbitMQ).
+    `result_backend`: the SQLAlchemy URL of a database, e.g. `postgresql+psycopg://airflow@db/airflow`; the
+    `db+` prefix Celery needs for a database backend is added when missing. `concurrency` is the task slots
+    per worker; `queue` the default queue tasks are sent to and workers consume.
+    """
+    # Celery reads a bare postgresql:// URL as an unknown backend scheme, not as its database backend.
+    dialect = result_backend.split("://", 1)[0].split("+", 1)[0]
+    backend = f"db+{result_backend}" if dialect in {"postgresql", "mysql", "sqlite"} else result_backend
+    env = {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": backend,
+    }
+    if concurrency is not None:
+        env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(concurrency)
+    if queue is not None:
+        env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = queue
+    return env

@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--province", type=_provinces, default=["jiangsu"])
     verify.add_argument("--records", type=int, default=1_000_000, help="records per batch")
     verify.add_argument("--batches", type=int, default=2, help="batches (windows) committed before verifying")
+
+    query = sub.add_parser("query", parents=[common], help="scenario 3: department queries vs raw DuckDB, HTTP p50/p99")
+    query.add_argument("--rows", type=int, default=10_000_000, help="e-licences in the lake table")
+    query.add_argument("--repeat", type=int, default=5, help="timed runs per query (median kept)")
+    query.add_argument("--clients", type=int, default=20, help="concurrent HTTP clients (0: skip the HTTP part)")
+    query.add_argument("--http-seconds", type=float, default=15.0, help="duration of the HTTP load")
+    query.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows generated and committed per snapshot")
     return parser
 
 
@@ -102,6 +109,18 @@ def main(argv: list[str] | None = None) -> int:
             out.print(verified.table())
             out.print(targets_table(f"targets, {province} (issue 8, scenario 4)", verified.targets))
             doc["results"].append(verified.to_json())
+    elif args.scenario == "query":
+        from benchmarks.query import run_query_scenario
+
+        scenario = run_query_scenario(args.rows, repeat=args.repeat, clients=args.clients,
+                                      http_seconds=args.http_seconds, workdir=args.workdir, chunk_rows=args.chunk_rows)
+        out.print(scenario.table())
+        http_table = scenario.http_table()
+        if http_table is not None:
+            out.print(http_table)
+        out.print(f"lake built in {scenario.build_seconds:.1f} s; peak RSS MB: {scenario.peak_rss_mb}")
+        out.print(targets_table("targets (issue 8, scenario 3)", scenario.targets))
+        doc["results"].append(scenario.to_json())
     if args.json_out is not None:
         text = json.dumps(doc, indent=2, ensure_ascii=False)
         if str(args.json_out) == "-":

@@ -19,7 +19,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from benchmarks.harness import Stopwatch
-from benchmarks.sources import CANONICAL_FILE, WINDOW_END, WINDOW_START, canonical_tables, native_tables
+from benchmarks.sources import (
+    CANONICAL_FILE,
+    WINDOW_END,
+    WINDOW_START,
+    canonical_tables,
+    native_tables,
+    trust_provinces,
+)
 
 
 def run_limit(
@@ -41,7 +48,7 @@ def run_limit(
 
 
 def run_ours(
-    province: str, dataset: str, env: dict[str, str], out_dir: Path, profile: str | None = None
+    province: str, dataset: str, root: Path, env: dict[str, str], out_dir: Path, profile: str | None = None
 ) -> tuple[float, int, dict[str, Any]]:
     """run_exchange end to end on a fresh EXCHANGE_HOME; stage times come from wrapping the stages."""
     import os
@@ -63,6 +70,7 @@ def run_ours(
                 stages[_n] = round(time.perf_counter() - t0, 3)
 
         setattr(pipeline, name, timed)
+    trust_provinces(root, out_dir / "hub")
     hub = pipeline.Hub(ExchangeSettings(home=out_dir / "hub"))
     profiler = None
     if profile:
@@ -85,7 +93,9 @@ def run_ours(
     return watch.seconds, int(summary.get("pulled", 0)), details
 
 
-def run_pull(province: str, dataset: str, env: dict[str, str], out_dir: Path) -> tuple[float, int, dict[str, Any]]:
+def run_pull(
+    province: str, dataset: str, root: Path, env: dict[str, str], out_dir: Path
+) -> tuple[float, int, dict[str, Any]]:
     """Only the province adapter's pull over the whole window: chunks are counted and dropped."""
     import os
 
@@ -93,7 +103,8 @@ def run_pull(province: str, dataset: str, env: dict[str, str], out_dir: Path) ->
     from adapters.base import Landing, PullRequest, Window, adapter_for
     from exchange.config import ExchangeSettings
 
-    adapter = adapter_for(province, ExchangeSettings())
+    trust_provinces(root, out_dir / "hub")
+    adapter = adapter_for(province, ExchangeSettings(home=out_dir / "hub"))
     request = PullRequest(dataset, Window(WINDOW_START, WINDOW_END), None)
     rows = largest = 0
     with Stopwatch() as watch:

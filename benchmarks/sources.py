@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,8 +33,16 @@ CANONICAL_FILE = "canonical.parquet"
 
 
 def sandbox_root(root: Path, province: str) -> Path:
-    """Where a province's sandbox keeps its data under the benchmark's temporary root."""
-    return root / "sandbox" / province
+    """Where a province's sandbox keeps its data under the benchmark's temporary root.
+
+    Laid out as an EXCHANGE_HOME's sandboxes, so the sandboxes sign with the keyring beside them.
+    """
+    return root / "province-home" / "sandboxes" / province
+
+
+def trust_provinces(root: Path, home: Path) -> None:
+    """Give a hub home the keyring the sandboxes signed with, as an operator registers the offices' keys."""
+    shutil.copytree(root / "province-home" / "keys", home / "keys", dirs_exist_ok=True)
 
 
 def window(week: int = 0) -> tuple[datetime, datetime]:

@@ -112,7 +112,7 @@ def run_verify_scenario(
 ) -> VerifyResult:
     """Build a lake of `batches` batches, verify it fully, add one batch, verify incrementally."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-verify-{province}-", dir=workdir))
-    home = root / "hub"
+    home = root / "province-home"  # the sandboxes sign with this home's keyring, as in the embedded layout
     try:
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
         run_task("prepare", {**base, "weeks": batches + 1})

@@ -37,13 +37,13 @@ def _ours(spec: dict[str, Any]) -> Result:
     _preload_ours()
     from benchmarks.contenders import run_ours
 
-    return run_ours(spec["province"], spec["dataset"], spec["env"], _out(spec), spec.get("profile"))
+    return run_ours(spec["province"], spec["dataset"], Path(spec["root"]), spec["env"], _out(spec), spec.get("profile"))
 
 
 def _pull(spec: dict[str, Any]) -> Result:
     from benchmarks.contenders import run_pull
 
-    return run_pull(spec["province"], spec["dataset"], spec["env"], _out(spec))
+    return run_pull(spec["province"], spec["dataset"], Path(spec["root"]), spec["env"], _out(spec))
 
 
 def _peer(spec: dict[str, Any]) -> Result:
@@ -76,6 +76,31 @@ def _build_lake(spec: dict[str, Any]) -> Result:
     return build_lake(spec["province"], spec["dataset"], Path(spec["home"]), spec["env"], spec["weeks"])
 
 
+def _query_build(spec: dict[str, Any]) -> Result:
+    from benchmarks.query import build_home
+
+    return build_home(Path(spec["home"]), int(spec["rows"]), int(spec["chunk_rows"]))
+
+
+def _query_ours(spec: dict[str, Any]) -> Result:
+    import exchange.access.service  # noqa: F401 - imported before the clock starts
+    from benchmarks.query import run_ours
+
+    return run_ours(Path(spec["home"]), spec["sample"], int(spec["repeat"]), _out(spec))
+
+
+def _query_raw(spec: dict[str, Any]) -> Result:
+    from benchmarks.query import run_raw
+
+    return run_raw(spec["files"], spec["sample"], int(spec["repeat"]), _out(spec))
+
+
+def _query_http(spec: dict[str, Any]) -> Result:
+    from benchmarks.query import run_http
+
+    return run_http(Path(spec["home"]), spec["sample"], int(spec["clients"]), float(spec["seconds"]))
+
+
 def _out(spec: dict[str, Any]) -> Path:
     """A fresh output folder for this contender run (``out`` in the spec)."""
     out = Path(spec["out"])
@@ -100,6 +125,10 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "dictpath": _dictpath,
     "verify": _verify,
     "build_lake": _build_lake,
+    "query_build": _query_build,
+    "query_ours": _query_ours,
+    "query_raw": _query_raw,
+    "query_http": _query_http,
 }
 
 

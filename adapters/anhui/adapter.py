@@ -29,7 +29,7 @@ from exchange.datasets import TIMESTAMP
 from exchange.errors import SourceAuthenticityError, SourceFormatError, TerminalError
 
 MAPPING = Path(__file__).parent / "mapping.yaml"
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 10_000  # an lxml record tree costs ~20 KB: 10k records keep a chunk near 200 MB
 
 
 class AnhuiAdapter:

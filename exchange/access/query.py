@@ -8,10 +8,9 @@ never enter the sandbox. Defence in depth on top: one SELECT statement only (Duc
 decides), external access, extension loading and Python replacement scans disabled and the
 configuration locked at connect time, a row/byte limit on the result and a wall-clock limit.
 
-Cost: building the sandbox is O(size of the permitted views) per query. That is correct and fast for
-the hub's grant sizes (a province's e-licences), not for a lake of billions of rows; see
-docs/departments.md for the plan (cache a locked sandbox per grant and snapshot, or push the
-department's SQL down as a subquery over the grant view on a locked lake connection).
+Cost: building the sandbox is O(size of the permitted views). The CLI builds one per query; the API
+keeps built sandboxes per (grant views, snapshot) and runs each query on a cursor of its own
+(exchange/access/viewcache.py), so the copy is paid once per snapshot, not per query.
 """
 
 from __future__ import annotations
@@ -103,12 +102,12 @@ def load_views(lake: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyConnecti
     loaded: dict[str, str] = {}
     for signed in grants:
         grant = signed.grant
-        sql, params, _ = grant_query(grant, snapshot_id)
+        sql, params, _ = grant_query(grant, snapshot_id, ordered=False)
         try:
             reader = lake.execute(sql, params).to_arrow_reader(LOAD_BATCH_ROWS)
         except duckdb.CatalogException:
             # The table did not exist yet at that snapshot: the view is empty, with today's columns.
-            sql, params, _ = grant_query(grant, current_snapshot_id(lake))
+            sql, params, _ = grant_query(grant, current_snapshot_id(lake), ordered=False)
             reader = lake.execute(f"SELECT * FROM ({sql}) WHERE FALSE", params).to_arrow_reader(LOAD_BATCH_ROWS)
         sandbox.register("__grant_view", reader)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,17 @@ from exchange.access.check import SignedLicenceCheck, check_licence
 from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
+from exchange.access.lakeshare import LakeSource, per_call
 from exchange.access.query import (
     QueryLimits,
     QueryResult,
     check_statement,
     current_snapshot_id,
-    load_views,
-    open_sandbox,
     result_digest,
     run_in_sandbox,
 )
 from exchange.access.registry import Registry
+from exchange.access.viewcache import Sandbox, ViewCache, build_sandbox, sandbox_key
 from exchange.errors import AccessDenied
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub
@@ -65,10 +66,16 @@ def resolve_snapshot(con: duckdb.DuckDBPyConnection, snapshot: int | None) -> in
 
 def query_for_department(
     hub: Hub, department: str, sql: str, snapshot: int | None = None, *, token_id: str | None = None,
-    limits: QueryLimits | None = None,
+    limits: QueryLimits | None = None, lake: LakeSource | None = None, views: ViewCache | None = None,
 ) -> QueryResult:
-    """Run a department's SELECT over its permitted, masked views at `snapshot` (default: latest)."""
+    """Run a department's SELECT over its permitted, masked views at `snapshot` (default: latest).
+
+    `lake` lends the lake connection (default: a fresh one for this call; the API shares one per process,
+    see exchange/access/lakeshare.py). With `views`, sandboxes are reused across queries of the same grant
+    views and snapshot (exchange/access/viewcache.py); without, one is built for this query and dropped.
+    """
     limits = limits or QueryLimits()
+    open_lake = lake or per_call(hub.settings)
     sql_sha256 = sha256_hex(sql.encode())
     registry = Registry(hub.layout.access)
     context: dict[str, Any] = {"token_id": token_id, "sql_sha256": sql_sha256, "snapshot_id": snapshot}
@@ -79,15 +86,26 @@ def query_for_department(
         if not grants:
             raise AccessDenied(f"{department} holds no usable grant" + (f": {'; '.join(unusable)}" if unusable
                                                                         else ""))
-        with connect(hub.settings, read_only=True) as lake:
-            snapshot_id = resolve_snapshot(lake, snapshot)
-            context["snapshot_id"] = snapshot_id
-            sandbox = open_sandbox(limits)
-            loaded = load_views(lake, sandbox, grants, snapshot_id)
-        context["grants"] = loaded
-        # The lake connection is closed: from here on only the sandbox's masked copies exist.
-        with sandbox:
-            table = run_in_sandbox(sandbox, sql, limits)
+        with ExitStack() as stack:
+            with open_lake() as con:
+                snapshot_id = resolve_snapshot(con, snapshot)
+                context["snapshot_id"] = snapshot_id
+                box: Sandbox
+                if views is None:
+                    box = build_sandbox(con, grants, snapshot_id, limits)
+                    assert box.con is not None
+                    stack.callback(box.con.close)
+                else:
+                    key = sandbox_key(grants, snapshot_id, limits)
+                    box = stack.enter_context(views.sandbox(
+                        key, lambda: build_sandbox(con, grants, snapshot_id, limits)))
+            loaded = box.loaded
+            context["grants"] = loaded
+            # The lake cursor is gone: the department's SQL reaches only the sandbox's masked copies, on a
+            # cursor of its own (so a timeout interrupts this query only).
+            assert box.con is not None
+            cursor = stack.enter_context(box.con.cursor())
+            table = run_in_sandbox(cursor, sql, limits)
     except AccessDenied as denied:
         record_denial(hub, department, "query", "query", str(denied), **context)
         raise
@@ -111,24 +129,25 @@ def query_for_department(
 
 def extract_for_department(
     hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None, *,
-    token_id: str | None = None, encrypt: bool = False,
+    token_id: str | None = None, encrypt: bool = False, lake: LakeSource | None = None,
 ) -> SignedExtractManifest:
     """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`.
 
     With `encrypt`, the files are sealed to the department's registered X25519 extract key.
     """
-    signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt)
+    signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt, lake)
     _record_extract(hub, signed, out_dir, token_id)
     return signed
 
 
 def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
-                    token_id: str | None = None, encrypt: bool = False) -> tuple[SignedExtractManifest, Path]:
+                    token_id: str | None = None, encrypt: bool = False,
+                    lake: LakeSource | None = None) -> tuple[SignedExtractManifest, Path]:
     """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename)."""
     base = hub.layout.extracts / department
     staging = base / f".partial-{uuid.uuid4().hex}"
     try:
-        signed = _cut(hub, department, dataset, staging, snapshot, token_id, encrypt)
+        signed = _cut(hub, department, dataset, staging, snapshot, token_id, encrypt, lake)
         final = base / signed.manifest.extract_id
         staging.rename(final)
     finally:
@@ -138,12 +157,12 @@ def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | Non
 
 
 def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,
-         token_id: str | None, encrypt: bool = False) -> SignedExtractManifest:
+         token_id: str | None, encrypt: bool = False, lake: LakeSource | None = None) -> SignedExtractManifest:
     registry = Registry(hub.layout.access)
     try:
         grant = registry.active_grant(department, dataset)
         recipient = extract_recipient(registry, department) if encrypt else None
-        with connect(hub.settings, read_only=True) as con:
+        with (lake or per_call(hub.settings))() as con:
             snapshot = resolve_snapshot(con, snapshot)
             return cut_extract(con, grant, snapshot, out_dir, hub.signer, recipient)
     except (AccessDenied, BadQuery) as denied:
@@ -172,7 +191,7 @@ def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, toke
 
 
 def check_licence_for_department(hub: Hub, department: str, license_id: str, holder_id: str | None = None, *,
-                                 token_id: str | None = None) -> SignedLicenceCheck:
+                                 token_id: str | None = None, lake: LakeSource | None = None) -> SignedLicenceCheck:
     """Answer a minimal-disclosure e-licence check at the latest snapshot, sign it and log it.
 
     No grant is needed: the caller learns only the signed answer. The log holds the answer and its
@@ -180,7 +199,7 @@ def check_licence_for_department(hub: Hub, department: str, license_id: str, hol
     """
     try:
         Registry(hub.layout.access).department(department)
-        with connect(hub.settings, read_only=True) as con:
+        with (lake or per_call(hub.settings))() as con:
             signed = check_licence(con, current_snapshot_id(con), department, license_id, holder_id, hub.signer)
     except AccessDenied as denied:
         record_denial(hub, department, "license_check", CHECK_DATASET, str(denied), token_id=token_id)

@@ -2,14 +2,20 @@
 
 `create_app(hub)` builds the app (the OpenAPI document is generated from the routes and models in
 exchange/api/models.py). Endpoints are plain `def`, so FastAPI runs the DuckDB work in its thread
-pool. Every authenticated request (query, extract, download, listing, e-licence check) and every
-refusal (bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the
-access service or here, with the department as actor and the token id in the details.
+pool. The app shares one read-only lake attachment between requests for short leases
+(exchange/access/lakeshare.py) and keeps query sandboxes per grant views and snapshot
+(exchange/access/viewcache.py), so a request costs a cursor, not a lake connection and a copy.
+
+Every authenticated request (query, extract, download, listing, e-licence check) and every refusal
+(bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the access
+service or here, with the department as actor and the token id in the details.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +35,7 @@ from exchange.access.errors import (
     ResultTooLarge,
 )
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
+from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
 from exchange.access.registry import TOKEN_FORMAT, Registry
@@ -38,6 +45,7 @@ from exchange.access.service import (
     query_for_department,
     record_denial,
 )
+from exchange.access.viewcache import ViewCache
 from exchange.api.models import (
     ColumnInfo,
     DatasetView,
@@ -72,8 +80,10 @@ STATUS: list[tuple[type[ExchangeError], int, str]] = [
 ]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": name}
-    for code, name in [(400, "bad query"), (401, "bad, expired, revoked or malformed token"),
+    for code, name in [(400, "bad query, or a request body that is not JSON"),
+                       (401, "bad, expired, revoked or malformed token"),
                        (403, "denied, with the reason"), (404, "not found"), (413, "result too large"),
+                       (422, "invalid request: parameters or body do not match the schema"),
                        (429, "rate limit exceeded; retry after the Retry-After header's seconds")]
 }
 DATA, CHECK = "data", "check"
@@ -137,13 +147,25 @@ Authenticated = Annotated[Caller, Depends(_limited(DATA))]
 CheckCaller = Annotated[Caller, Depends(_limited(CHECK))]
 
 
-def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBuckets | None = None) -> FastAPI:
+def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBuckets | None = None,
+               lake: SharedLake | None = None, views: ViewCache | None = None) -> FastAPI:
     """The API bound to one hub (settings, registry, lake, signer, provenance log).
 
     Rate limits come from the hub's settings (EXCHANGE_API_RATE_*, EXCHANGE_CHECK_RATE_*) unless
-    `buckets` is given.
+    `buckets` is given. `lake` and `views` default to a fresh shared lake attachment and sandbox cache.
     """
+    shared_lake = lake or SharedLake(hub.settings)
+    sandboxes = views or ViewCache()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Release the catalog lock and the cached sandboxes' memory when the server stops.
+        shared_lake.close()
+        sandboxes.clear()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="YRD Exchange Hub — department API",
         version="1",
         description="Query shared government data you hold grants on, cut and download signed extracts. "
@@ -151,6 +173,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
                     "(issued by `exchange departments token`).",
     )
     app.state.hub = hub
+    app.state.lake = shared_lake
+    app.state.views = sandboxes
     s = hub.settings
     app.state.buckets = buckets or TokenBuckets({DATA: Rate(s.api_rate_per_second, s.api_rate_burst),
                                                  CHECK: Rate(s.check_rate_per_second, s.check_rate_burst)})
@@ -212,7 +236,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     def query(body: QueryRequest, who: Authenticated) -> QueryResponse:
         """Run one read-only SELECT over your masked, filtered views, optionally at an earlier snapshot."""
         result = query_for_department(hub, who.department.id, body.sql, body.snapshot, token_id=who.token.id,
-                                      limits=query_limits)
+                                      limits=query_limits, lake=shared_lake, views=sandboxes)
         table = result.table
         # Bounded by the row limit: turning rows into JSON lists in Python is cheap at that size.
         rows = [list(r) for r in zip(*(c.to_pylist() for c in table.columns), strict=True)]
@@ -231,7 +255,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
             record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
         signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id, encrypt=body.encrypt)
+                                         token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,
@@ -247,7 +271,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
     @app.post("/v1/check/e-license", response_model=SignedLicenceCheck,
-              responses={k: v for k, v in ERRORS.items() if k in (401, 403, 429)}, tags=["e-licence check"])
+              responses={k: v for k, v in ERRORS.items() if k in (400, 401, 403, 422, 429)},
+              tags=["e-licence check"])
     def check_e_license(body: LicenceCheckRequest, who: CheckCaller) -> SignedLicenceCheck:
         """Is licence X valid (for holder Y)? A hub-signed answer, no grant needed, no personal data returned.
 
@@ -257,7 +282,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         requests; every check is logged without the licence number or holder ID.
         """
         return check_licence_for_department(hub, who.department.id, body.license_id, body.holder_id,
-                                            token_id=who.token.id)
+                                            token_id=who.token.id, lake=shared_lake)
 
     return app
 

@@ -17,7 +17,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import duckdb
@@ -132,44 +134,66 @@ def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
     return f"CREATE OR REPLACE SECRET {_SECRET} ({body})"
 
 
-_process_lock = threading.Lock()
-_depth = 0
+@dataclass
+class _ProcessHold:
+    """This process's hold on one catalog's lock file: shared by its threads, released by the last one."""
+
+    holders: int = 0
+    acquiring: bool = False
+    handle: IO[str] | None = None
+
+
+_holds: dict[str, _ProcessHold] = {}
+_holds_changed = threading.Condition()
 
 
 @contextmanager
 def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
     """Serialize processes on a DuckDB-file catalog, which admits one writer process at a time.
 
-    Re-entrant within a process (DuckDB's own file lock is per process, so nested connections in one
-    process do not conflict); other processes wait instead of failing with "Could not set lock".
+    Re-entrant within a process (DuckDB's own file lock is per process, so connections of one process do
+    not conflict): the first thread takes the file lock, later ones wait until it is held, and the last to
+    leave releases it. Other processes wait instead of failing with "Could not set lock".
     A PostgreSQL catalog needs no such lock.
     """
-    global _depth
     if is_postgres(catalog):
         yield
         return
-    with _process_lock:
-        first = _depth == 0
-        _depth += 1
-    handle = None
+    lock_path = str(Path(catalog).with_name(Path(catalog).name + ".lock"))
+    with _holds_changed:
+        hold = _holds.setdefault(lock_path, _ProcessHold())
+        while hold.acquiring:
+            _holds_changed.wait()
+        take = hold.holders == 0
+        hold.holders += 1
+        hold.acquiring = take
     try:
-        if first:
-            lock_path = Path(catalog).with_name(Path(catalog).name + ".lock")
+        if take:
             try:
-                handle = lock_path.open("a")
-            except OSError:
-                if not read_only:
-                    raise
-                handle = None  # an auditor's read-only copy: nobody writes there, nothing to serialize
-            if handle is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                hold.handle = _lock_file(lock_path, read_only)
+            finally:
+                with _holds_changed:
+                    hold.acquiring = False
+                    _holds_changed.notify_all()
         yield
     finally:
-        if handle is not None:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-        with _process_lock:
-            _depth -= 1
+        with _holds_changed:
+            hold.holders -= 1
+            if hold.holders == 0 and hold.handle is not None:
+                fcntl.flock(hold.handle, fcntl.LOCK_UN)
+                hold.handle.close()
+                hold.handle = None
+
+
+def _lock_file(lock_path: str, read_only: bool) -> IO[str] | None:
+    try:
+        handle = open(lock_path, "a")  # noqa: SIM115 - held across the context, closed by the last holder
+    except OSError:
+        if not read_only:
+            raise
+        return None  # an auditor's read-only copy: nobody writes there, nothing to serialize
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 @contextmanager

@@ -57,3 +57,23 @@ def test_pull_memory_smoke(tmp_path: Path) -> None:
     assert [p["records"] for p in result["points"]] == [1000, 3000]
     assert all(p["peak_rss_mb"] > 0 and 0 < p["largest_chunk"] <= p["records"] for p in result["points"])
     assert result["targets"][0]["name"] == "peak RSS, largest / smallest pull"
+
+
+def test_query_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "query.json"
+    command = [
+        sys.executable, "-m", "benchmarks", "query", "--rows", "3000", "--chunk-rows", "1500", "--repeat", "1",
+        "--clients", "2", "--http-seconds", "1", "--json", str(out), "--workdir", str(tmp_path),
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "department queries: 3,000 e-licences" in done.stdout and "HTTP API" in done.stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["rows"] == 3000 and 0 < result["details"]["filtered_rows"] < 3000
+    for name in ("point", "aggregate", "extract"):
+        assert result["ours"][name]["median"] > 0 and result["raw"][name]["median"] > 0
+    assert result["ours"]["sandbox_rows"] == result["details"]["filtered_rows"]  # the grant's rows, no more
+    assert result["ours"]["sandbox_builds"] == 1 and result["ours"]["lake_attaches"] >= 1
+    assert result["http"]["requests"] > 0 and set(result["http"]["statuses"]) == {"200"}
+    assert {t["name"] for t in result["targets"]} >= {"point: ours / raw DuckDB", "extract: ours / raw DuckDB"}
+    assert not list(tmp_path.glob("bench-query-*")), "the harness must remove its temporary lake"

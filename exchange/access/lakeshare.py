@@ -1,0 +1,263 @@
+"""One read-only DuckLake attachment per API process, shared by concurrent requests for a short lease.
+
+Why: opening a lake connection per request cost ~150 ms on an idle machine and ~0.5 s under load, most
+of it `LOAD ducklake` (DuckDB verifies the 36 MB extension's signature on every load), then ATTACH and
+the catalog lock. Here the extensions are loaded once per process into one DuckDB instance; the lake is
+attached read-only for a lease and every request gets its own cursor (a cursor costs microseconds).
+
+Why the lease is short: a DuckDB-file catalog admits one writer process, and `connect()` serializes
+processes on the catalog's lock file, so an attachment held open would block Airflow's commits. The
+lake is detached (and the lock released) when no request has used it for `idle_seconds`, as soon as
+another process is seen waiting for the catalog lock (Linux /proc/locks, polled at most every
+`poll_seconds`), and in any case after `hold_seconds` (the fallback where waiters cannot be seen): new
+requests then wait for the running ones, and the lake is re-attached. After detaching for a waiting
+writer, the lake is not re-attached until the writer holds the lock, so a stream of requests cannot
+starve it. Only snapshot resolution, sandbox builds, e-licence checks and extract cuts hold a lease; a
+department's SQL runs on its sandbox, outside it. A PostgreSQL catalog needs no lock; the lease only
+bounds how long one attachment lives. A writer in this same process must `close()` the shared lake
+first: DuckDB refuses to open a catalog file that another instance in the process has attached.
+
+Consistency: each request resolves its snapshot id once and reads `AT (VERSION => n)`. Snapshots are
+immutable, and with a DuckDB-file catalog nobody can commit while the lease holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import duckdb
+
+from exchange.config import ExchangeSettings
+from exchange.lake.connect import (
+    LAKE,
+    _catalog_lock,  # the lock writers take; re-entrant per process, so other lake use in this process works
+    catalog_and_data,
+    connect,
+    ducklake_catalog,
+    extension_path,
+    httpfs_extension_path,
+    is_postgres,
+    postgres_extension_path,
+    s3_secret_sql,
+)
+from exchange.lake.files import is_remote
+
+LakeSource = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+def per_call(settings: ExchangeSettings) -> LakeSource:
+    """A fresh read-only lake connection per use (the CLI's way: one process, one request)."""
+    return lambda: connect(settings, read_only=True)
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def lock_waiters(path: Path, proc_locks: Path = Path("/proc/locks")) -> int:
+    """How many other processes are blocked waiting for a lock on `path` (0 where /proc/locks is absent)."""
+    try:
+        inode = path.stat().st_ino
+        text = proc_locks.read_text()
+    except OSError:
+        return 0
+    waiting = 0
+    me = str(os.getpid())
+    for line in text.splitlines():
+        # "12: -> FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF": a blocked request on inode 123456.
+        fields = line.split()
+        if len(fields) < 7 or fields[1] != "->":
+            continue
+        pid, where = fields[5], fields[6]
+        if pid != me and where.rsplit(":", 1)[-1] == str(inode):
+            waiting += 1
+    return waiting
+
+
+class SharedLake:
+    """The process's read-only lake attachment, lent to requests as cursors (see the module docstring)."""
+
+    def __init__(self, settings: ExchangeSettings, *, hold_seconds: float = 10.0, idle_seconds: float = 0.5,
+                 writer_grace_seconds: float = 2.0, poll_seconds: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.hold_seconds = hold_seconds
+        self.idle_seconds = idle_seconds
+        self.writer_grace_seconds = writer_grace_seconds
+        self.poll_seconds = poll_seconds
+        self._clock = clock
+        self._catalog, self._data = catalog_and_data(settings)
+        self._lock_path = None if is_postgres(self._catalog) else \
+            Path(self._catalog).with_name(Path(self._catalog).name + ".lock")
+        self._cond = threading.Condition()
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._catalog_hold: AbstractContextManager[None] | None = None
+        self._attached_at: float | None = None
+        self._users = 0
+        self._draining = False
+        self._yield_to_writer = False
+        self._last_used = 0.0
+        self._reaper: threading.Thread | None = None
+        self.attaches = 0  # how many leases were opened (for tests and the benchmark)
+
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the attached lake (`USE lake` done), valid until the block ends."""
+        db = self._acquire()
+        try:
+            cur = db.cursor()
+        except BaseException:
+            self._release()
+            raise
+        try:
+            cur.execute(f"USE {LAKE}")
+            yield cur
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
+            self._release()
+
+    def __call__(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return self.cursor()
+
+    def close(self) -> None:
+        """Detach now (waiting for running requests) and drop the DuckDB instance."""
+        with self._cond:
+            self._draining = True
+            while self._users:
+                self._cond.wait()
+            self._detach()
+            self._draining = False
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._cond.notify_all()
+
+    @property
+    def attached(self) -> bool:
+        """Whether the lake is attached (and, for a DuckDB-file catalog, its lock held) right now."""
+        return self._attached_at is not None
+
+    # --- lease ---------------------------------------------------------------------------------------
+
+    def _acquire(self) -> duckdb.DuckDBPyConnection:
+        with self._cond:
+            while True:
+                if self._attached_at is not None and not self._draining and self._should_end():
+                    self._draining = True
+                if self._draining:
+                    if self._users:
+                        self._cond.wait()
+                        continue
+                    self._detach()
+                    self._draining = False
+                    self._cond.notify_all()
+                if self._attached_at is None:
+                    self._attach()
+                self._users += 1
+                assert self._db is not None
+                return self._db
+
+    def _release(self) -> None:
+        with self._cond:
+            self._users -= 1
+            if self._users:
+                return
+            self._last_used = self._clock()
+            if self._draining or (self._attached_at is not None and self._should_end()):
+                self._detach()
+                self._draining = False
+                self._cond.notify_all()
+
+    def _reap(self) -> None:
+        # One thread per lease (not a timer per request): detaches once the lake has been idle long enough,
+        # and looks for processes waiting on the catalog lock. /proc/locks is read outside the condition
+        # (it can take milliseconds), so requests never wait for it.
+        while True:
+            with self._cond:
+                if self._attached_at is None:
+                    self._reaper = None
+                    return
+                idle = self._clock() - self._last_used
+                if self._users == 0 and not self._draining and idle >= self.idle_seconds:
+                    self._detach()
+                    self._reaper = None
+                    return
+                timeout = self.poll_seconds if self._lock_path is not None else self.idle_seconds
+                if self._users == 0:
+                    timeout = min(timeout, self.idle_seconds - idle + 0.01)
+                self._cond.wait(timeout=timeout)
+                watch = self._lock_path if self._attached_at is not None and not self._draining else None
+            if watch is not None and lock_waiters(watch):
+                with self._cond:
+                    if self._attached_at is not None and not self._draining:
+                        self._yield_to_writer = True
+                        if self._users:
+                            self._draining = True  # new requests wait; the last running one detaches
+                        else:
+                            self._detach()
+                            self._cond.notify_all()
+
+    def _should_end(self) -> bool:
+        assert self._attached_at is not None
+        return self._clock() - self._attached_at >= self.hold_seconds
+
+    def _attach(self) -> None:
+        # Called with the condition held: other requests wait here rather than attach a second time.
+        if self._yield_to_writer and self._lock_path is not None:
+            # The lock was released because another process waited for it: let it take the lock first.
+            deadline = self._clock() + self.writer_grace_seconds
+            while lock_waiters(self._lock_path) and self._clock() < deadline:
+                time.sleep(0.005)
+        self._yield_to_writer = False
+        if self._db is None:
+            self._db = self._open_instance()
+        hold = _catalog_lock(self._catalog, True)
+        hold.__enter__()
+        try:
+            options = f"DATA_PATH {_literal(self._data)}, DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE, READ_ONLY"
+            self._db.execute(f"ATTACH {_literal('ducklake:' + ducklake_catalog(self._catalog))} AS {LAKE} ({options})")
+        except BaseException:
+            hold.__exit__(None, None, None)
+            raise
+        self._catalog_hold = hold
+        self._attached_at = self._last_used = self._clock()
+        self.attaches += 1
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="shared-lake-reaper", daemon=True)
+            self._reaper.start()
+
+    def _detach(self) -> None:
+        if self._attached_at is None:
+            return
+        try:
+            assert self._db is not None
+            self._db.execute(f"DETACH {LAKE}")
+        except duckdb.Error:
+            # A DuckDB instance that cannot detach is dropped whole, which closes the catalog file too.
+            with contextlib.suppress(duckdb.Error):
+                assert self._db is not None
+                self._db.close()
+            self._db = None
+        finally:
+            self._attached_at = None
+            hold, self._catalog_hold = self._catalog_hold, None
+            if hold is not None:
+                hold.__exit__(None, None, None)
+
+    def _open_instance(self) -> duckdb.DuckDBPyConnection:
+        """One DuckDB instance with the extensions loaded (the expensive part, done once per process)."""
+        db = duckdb.connect()
+        db.execute(f"LOAD '{extension_path()}'")
+        if is_postgres(self._catalog):
+            db.execute(f"LOAD '{postgres_extension_path()}'")
+        if is_remote(self._data):
+            db.execute(f"LOAD '{httpfs_extension_path()}'")
+            db.execute(s3_secret_sql(self.settings, self._data))
+        return db

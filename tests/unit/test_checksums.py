@@ -203,3 +203,35 @@ def test_birth_date_window_matches_python_dates() -> None:
     values = [b + ric.calc_check_digit(b + "0") for b in bodies]
     expected = [dt.date.fromisoformat(str(d)).year >= 1900 for d in days]
     assert resident_id_valid(pa.array(values)).tolist() == expected
+
+
+# Property tests: Hypothesis searches (and shrinks to a minimal counterexample) beyond the seeded samples.
+from hypothesis import given, settings  # noqa: E402 - grouped with the property tests they serve
+from hypothesis import strategies as st  # noqa: E402
+
+_RIC_TEXT = st.text(alphabet="0123456789Xx", min_size=17, max_size=19)
+_USCC_TEXT = st.text(alphabet=USCC_CHARSET + "IOSVZa", min_size=17, max_size=19)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_RIC_TEXT, min_size=1, max_size=50))
+def test_resident_id_rule_agrees_with_the_stdnum_oracle_on_any_input(values: list[str]) -> None:
+    assert resident_id_valid(pa.array(values)).tolist() == [_ric_oracle(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31)), min_size=1, max_size=20),
+       st.sampled_from(regions.all_codes()), st.integers(0, 999))
+def test_any_real_birth_date_with_its_check_character_is_valid(
+    births: list[dt.date], region: str, serial: int
+) -> None:
+    bodies = [f"{region}{b:%Y%m%d}{serial:03d}" for b in births]
+    values = [b + ric.calc_check_digit(b + "0") for b in bodies]
+    assert resident_id_valid(pa.array(values)).all()
+    assert all(_ric_oracle(v) for v in values)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_USCC_TEXT, min_size=1, max_size=50))
+def test_uscc_rule_agrees_with_the_oracle_on_any_input(values: list[str]) -> None:
+    assert uscc_valid(pa.array(values)).tolist() == [_uscc_oracle(v) for v in values]

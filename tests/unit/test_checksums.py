@@ -19,6 +19,8 @@ import datetime as dt
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
 
 from exchange.reference import regions
@@ -206,8 +208,6 @@ def test_birth_date_window_matches_python_dates() -> None:
 
 
 # Property tests: Hypothesis searches (and shrinks to a minimal counterexample) beyond the seeded samples.
-from hypothesis import given, settings  # noqa: E402 - grouped with the property tests they serve
-from hypothesis import strategies as st  # noqa: E402
 
 _RIC_TEXT = st.text(alphabet="0123456789Xx", min_size=17, max_size=19)
 _USCC_TEXT = st.text(alphabet=USCC_CHARSET + "IOSVZa", min_size=17, max_size=19)

@@ -12,6 +12,10 @@ two identical rejected records are two records). A record therefore enters the l
 replay that would accept nothing commits nothing. A pending record whose key its origin batch (or a replay
 of it) committed is held back: it was rejected as a repeat within that batch. The ledger row of a replay has
 no watermark: the province's incremental watermark is the maximum over pulls and must not move for a replay.
+
+The status of a quarantine row (`quarantine_status`) is derived the same way: a row is ``resolved`` once a later
+replay of its origin committed its record, ``rechecked`` when a later replay re-checked it and rejected it again
+(that replay's row carries the current reason and status), and ``open`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ import fcntl
 import hashlib
 import io
 import json
-import re
 import shutil
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,21 +38,20 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
 from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, ValidationOutcome, conform, record_json
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
-from exchange.lake.commit import LEDGER, QUARANTINE, snapshot_of
+from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.pipeline import HUB, Hub, commit
+from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
-
-REPLAY_MARK = ".replay-"
-_REPLAY_ID = re.compile(r"^(?P<origin>.+)\.replay-(?P<n>[1-9][0-9]*)$")
 
 
 class ReplayRebuildError(TerminalError):
@@ -60,15 +62,9 @@ class ReplayRebuildError(TerminalError):
 # Pure logic: ids, rebuilding records, choosing what is pending.
 
 
-def origin_of(batch_id: str) -> str:
-    """The origin batch of a replay id (``O.replay-2`` -> ``O``); any other id is its own origin."""
-    match = _REPLAY_ID.match(batch_id)
-    return match.group("origin") if match else batch_id
-
-
 def next_replay_id(origin: str, existing: list[str]) -> str:
     """``<origin>.replay-N`` with N one past the highest replay of `origin` among `existing` batch ids."""
-    numbers = [int(m.group("n")) for b in existing if (m := _REPLAY_ID.match(b)) and m.group("origin") == origin]
+    numbers = [replay_number(b) for b in existing if origin_of(b) == origin and b != origin]
     return f"{origin}{REPLAY_MARK}{max(numbers, default=0) + 1}"
 
 
@@ -127,6 +123,149 @@ def with_rule(quarantined: pa.Table, rule_id: str) -> pa.Array:
     """Indices of quarantine rows that name `rule_id` among their failed rules."""
     ids = quarantined.column("rule_id").to_pylist()
     return pa.array([i for i, r in enumerate(ids) if r and rule_id in r.split(RULE_ID_SEPARATOR)], pa.int64())
+
+
+OPEN, RESOLVED, RECHECKED = "open", "resolved", "rechecked"
+
+
+@dataclass(frozen=True)
+class RowStatus:
+    """Where a quarantined record stands: open, resolved (by the replay that committed it) or rechecked (by
+    the replay that rejected it again, whose own row says more)."""
+
+    status: str
+    by: str | None = None
+
+
+def resolve_family(
+    generations: Sequence[tuple[str, Sequence[str]]], committed: dict[str, Sequence[str]]
+) -> dict[str, list[RowStatus]]:
+    """Status of every quarantine row of one origin batch and its replays, from canonical record texts.
+
+    `generations`: (batch id, record text per quarantine row) for the origin, then its replays in order;
+    `committed`: replay batch id -> record texts it committed. Each row is linked to the next occurrence of
+    its record in a later generation (a commit resolves it, a quarantine row re-checks it), matched as a
+    multiset so two identical records stay two; the status follows the chain to its end.
+    """
+    later_rows: list[dict[str, deque[int]]] = []
+    later_commits: list[Counter[str]] = []
+    for batch, texts in generations:
+        rows: dict[str, deque[int]] = defaultdict(deque)
+        for i, text in enumerate(texts):
+            rows[text].append(i)
+        later_rows.append(rows)
+        later_commits.append(Counter(committed.get(batch, ())))
+    later_commits[0] = Counter()  # the origin's own accepted rows resolve nothing it rejected
+    successor: list[list[tuple[int, int | None] | None]] = []  # (generation, row or None for a commit)
+    for g, (_, texts) in enumerate(generations):
+        links: list[tuple[int, int | None] | None] = []
+        for text in texts:
+            link: tuple[int, int | None] | None = None
+            for j in range(g + 1, len(generations)):
+                if later_commits[j][text] > 0:
+                    later_commits[j][text] -= 1
+                    link = (j, None)
+                    break
+                if later_rows[j][text]:
+                    link = (j, later_rows[j][text].popleft())
+                    break
+            links.append(link)
+        successor.append(links)
+    status: list[list[RowStatus]] = [[] for _ in generations]
+    for g in range(len(generations) - 1, -1, -1):  # a row's successor is always in a later generation
+        for link in successor[g]:
+            if link is None:
+                status[g].append(RowStatus(OPEN))
+            elif link[1] is None:
+                status[g].append(RowStatus(RESOLVED, generations[link[0]][0]))
+            else:
+                after = status[link[0]][link[1]]
+                status[g].append(after if after.status == RESOLVED else
+                                 RowStatus(RECHECKED, after.by if after.status == RECHECKED else
+                                           generations[link[0]][0]))
+    return {batch: status[g] for g, (batch, _) in enumerate(generations)}
+
+
+def quarantine_status(
+    settings: ExchangeSettings, *, province: str | None = None, record_key: str | None = None,
+    include_closed: bool = True, limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Quarantine rows (batch_id, province, dataset, record_key, rule_id, reason, record_json) with their
+    status and `by`, ordered by batch and record key, read from the lake alone.
+
+    Rows of batches never replayed are open; only the families of replayed origins are re-derived.
+    """
+    columns = "batch_id, province, dataset, record_key, rule_id, reason, severity, record_json"
+    with connect(settings, read_only=True) as con:
+        ledger = ledger_rows(con)
+        if not ledger:
+            return []
+        replays: dict[str, list[str]] = defaultdict(list)
+        for row in ledger:
+            batch = str(row["batch_id"])
+            if origin_of(batch) != batch:
+                replays[origin_of(batch)].append(batch)
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("province", province), ("record_key", record_key)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        families = [*replays, *(b for batches in replays.values() for b in batches)]
+        outside = ["NOT list_contains(?, batch_id)"] if families else []
+        conditions = " AND ".join([*outside, *where]) or "true"
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""  # rows outside families are all open
+        found = _query(con, f"SELECT {columns} FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
+                       f"ORDER BY batch_id, record_key{tail}", ([families] if families else []) + params).to_pylist()
+        rows = [{**r, "status": OPEN, "by": None} for r in found]
+        for origin, batches in replays.items():
+            rows += _family_status(con, origin, sorted(batches, key=replay_number), where, params)
+    if not include_closed:
+        rows = [r for r in rows if r["status"] == OPEN]
+    rows.sort(key=lambda r: (r["batch_id"], r["record_key"]))
+    return rows[:limit] if limit is not None else rows
+
+
+def _family_status(
+    con: Any, origin: str, replays: list[str], where: list[str], params: list[Any]
+) -> list[dict[str, Any]]:
+    """The quarantine rows of one replayed origin (under the same filters) with their status.
+
+    Filtering by province or record key keeps every row a status depends on: records are matched by their
+    full text, which holds both.
+    """
+    family = [origin, *replays]
+    conditions = " AND ".join(["list_contains(?, batch_id)", *where])
+    table = _query(con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
+                   "ORDER BY batch_id, record_key, record_json", [family, *params])
+    if table.num_rows == 0:
+        return []
+    table = table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+    dataset = str(table.column("dataset")[0].as_py())
+    spec = canonical_dataset(dataset)
+    by_batch = {b: table.filter(pc.equal(table.column("batch_id"), b)) for b in family}
+    generations: list[tuple[str, list[str]]] = []
+    for batch in family:
+        try:
+            texts = record_json(rebuild(by_batch[batch], dataset)).to_pylist()
+        except ReplayRebuildError:
+            texts = by_batch[batch].column("record_json").to_pylist()  # still listed; matched on the raw text
+        generations.append((batch, texts))
+    names = ", ".join(f'"{n}"' for n in spec.schema.names)
+    key_filter = f' AND CAST("{spec.key}" AS VARCHAR) = ?' if "record_key = ?" in where else ""
+    key_params = [params[where.index("record_key = ?")]] if key_filter else []
+    committed = {
+        b: record_json(_query(con, f'SELECT {names} FROM {LAKE}."{dataset}" WHERE batch_id = ?{key_filter}',
+                              [b, *key_params]).cast(spec.schema)).to_pylist()
+        for b in replays
+    }
+    statuses = resolve_family(generations, committed)
+    out: list[dict[str, Any]] = []
+    for batch in family:
+        for row, st in zip(by_batch[batch].to_pylist(), statuses[batch], strict=True):
+            out.append({k: row[k] for k in ("batch_id", "province", "dataset", "record_key", "rule_id", "reason",
+                                            "severity", "record_json")} | {"status": st.status, "by": st.by})
+    return out
 
 
 def records_digest(quarantined: pa.Table) -> str:
@@ -406,14 +545,20 @@ def replay(
 
 
 __all__ = [
+    "RECHECKED",
+    "RESOLVED",
+    "OPEN",
     "ReplayPlan",
+    "RowStatus",
     "ReplayRebuildError",
     "next_replay_id",
     "origin_of",
     "pending_rows",
     "plan_replay",
+    "quarantine_status",
     "rebuild",
     "records_digest",
     "replay",
+    "resolve_family",
     "with_rule",
 ]

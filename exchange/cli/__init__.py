@@ -63,22 +63,30 @@ def run(
         _fail(exc)
 
 
+def _status_text(status: str, by: str | None) -> str:
+    return {"resolved": f"resolved by {by}", "rechecked": f"re-checked in {by}"}.get(status, status)
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     province: Annotated[str | None, typer.Option(help="Only this province")] = None,
     limit: Annotated[int, typer.Option(help="Rows to show")] = 50,
+    open_only: Annotated[bool, typer.Option("--open/--all", help="Only records still awaiting a fix (default), "
+                                                                 "or also those a replay committed or re-checked")]
+    = True,
 ) -> None:
-    """Show quarantined records: batch, record key, rule and the reason to act on."""
-    from exchange.lake.connect import LAKE, connect
+    """Show quarantined records: batch, record key, rule, the reason to act on, and status.
 
-    with connect(_hub().settings, read_only=True) as con:
-        where, params = ("WHERE province = ?", [province]) if province else ("", [])
-        rows = con.execute(
-            f"SELECT batch_id, record_key, rule_id, reason FROM {LAKE}.quarantine {where} "
-            f"ORDER BY batch_id, record_key LIMIT {int(limit)}", params).fetchall()
-    table = Table("batch", "record", "rule", "reason")
+    A record a replay committed is "resolved by" that replay; one a replay re-checked and rejected again is
+    "re-checked in" it (that replay's row is the one to act on). Derived from the lake alone.
+    """
+    from exchange.replay import quarantine_status
+
+    rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
+    table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[str(row[k]) for k in ("batch_id", "record_key", "rule_id", "reason")],
+                      _status_text(row["status"], row["by"]))
     console.print(table)
 
 
@@ -86,19 +94,19 @@ def quarantine_list(
 def quarantine_show(
     record_key: Annotated[str, typer.Argument(help="Key of the rejected record (licence id, USCC, ...)")],
 ) -> None:
-    """Show every rejection of one record with the full record as the province sent it (after mapping)."""
-    from exchange.lake.connect import LAKE, connect
+    """Show every rejection of one record with its status and the full record as the province sent it (after
+    mapping)."""
+    from exchange.replay import quarantine_status
 
-    with connect(_hub().settings, read_only=True) as con:
-        rows = con.execute(
-            f"SELECT batch_id, province, dataset, rule_id, reason, record_json FROM {LAKE}.quarantine "
-            "WHERE record_key = ? ORDER BY batch_id", [record_key]).fetchall()
+    rows = quarantine_status(_hub().settings, record_key=record_key)
     if not rows:
         console.print(f"no quarantined record with key {record_key!r}")
         raise typer.Exit(1)
-    for batch_id, province, dataset, rule_id, reason, record in rows:
-        console.print(f"[bold]{province} {dataset}[/] batch {batch_id}\n  rules:  {rule_id}\n  reason: {reason}")
-        console.print_json(record)
+    for row in rows:
+        console.print(f"[bold]{row['province']} {row['dataset']}[/] batch {row['batch_id']}\n"
+                      f"  rules:  {row['rule_id']}\n  reason: {row['reason']}\n"
+                      f"  status: {_status_text(row['status'], row['by'])}")
+        console.print_json(row["record_json"])
 
 
 @quarantine_app.command("replay")

@@ -234,9 +234,18 @@ def provenance_checkpoint() -> None:
 
 
 @provenance_app.command("archive")
-def provenance_archive() -> None:
-    """Close the current segment with a checkpoint and write it as a signed, chained archive."""
-    from exchange.provenance.archive import read_header, write_archive
+def provenance_archive(
+    truncate: Annotated[bool, typer.Option("--truncate", help="Then cut the live log back to the last archive's "
+                                                              "closing checkpoint (the archives hold the rest)")]
+    = False,
+) -> None:
+    """Close the current segment with a checkpoint and write it as a signed, chained archive.
+
+    With --truncate the live log keeps only that checkpoint and what follows, after checking byte for byte
+    that the archives hold every entry dropped; a signed truncate entry names the archive. verify reads the
+    chain across the archives and the live log.
+    """
+    from exchange.provenance.archive import read_header, truncate_to_archive, write_archive
     from exchange.provenance.lakecheck import lake_head
 
     hub = _hub()
@@ -244,9 +253,21 @@ def provenance_archive() -> None:
     path = write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=head, manifests=count)
     if path is None:
         console.print("nothing new since the last archive")
+    else:
+        h = read_header(path)
+        console.print(f"archive {h.segment}: seq {h.first_seq}..{h.last_seq}, {len(h.manifests)} manifests -> {path}")
+    if not truncate:
         return
-    h = read_header(path)
-    console.print(f"archive {h.segment}: seq {h.first_seq}..{h.last_seq}, {len(h.manifests)} manifests -> {path}")
+    try:
+        cut = truncate_to_archive(hub.log, hub.signer)
+    except ExchangeError as exc:
+        _fail(exc)
+        return
+    if cut is None:
+        console.print("live log already starts at the last archive's checkpoint")
+    else:
+        console.print(f"live log truncated: {cut.removed} entries before seq {cut.entry.details['first_seq']} are "
+                      f"kept in the archives up to {cut.archive.name} (truncate entry seq {cut.entry.seq})")
 
 
 # -- trace ------------------------------------------------------------------------------------------------------

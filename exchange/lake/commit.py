@@ -2,6 +2,11 @@
 
 The ledger table (exchange_batches) makes a commit idempotent: a batch already in it is never written
 again, so retries and re-runs of a window add no rows and no snapshot.
+
+The snapshot's commit info names the batch and carries ``batch_sha256``, the digest of the batch's ledger row
+(window, watermark, counts, contract id and version). The signed manifest cannot be digested into the snapshot
+(it names the snapshot id, known only after the commit), but it records every field of the ledger row, so
+verify recomputes the digest from the manifest and checks snapshot and manifest against each other.
 """
 
 from __future__ import annotations
@@ -9,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -19,6 +24,7 @@ import pyarrow as pa
 from exchange.datasets import TIMESTAMP
 from exchange.lake import files as lake_files
 from exchange.lake.connect import LAKE, META, duck_type, ensure_table
+from exchange.signing.canonical import document_digest
 
 LEDGER = "exchange_batches"
 QUARANTINE = "quarantine"
@@ -49,6 +55,7 @@ class DataFile:
     relative: str
     rows: int
     size: int
+    kind: Literal["data", "delete"] = "data"  # delete: a DuckLake delete file (rows = the rows it deletes)
 
     @property
     def path(self) -> Path:
@@ -71,6 +78,43 @@ def with_lineage(table: pa.Table, province: str, batch_id: str) -> pa.Table:
     return table.append_column("batch_id", pa.array([batch_id] * n, pa.string()) if n else pa.array([], pa.string()))
 
 
+def _claimed(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # one spelling, whatever the source
+    return value
+
+
+# Fixed, not LEDGER_SCHEMA.names: a ledger column added later must not change what older snapshots claim.
+CLAIM_FIELDS = ("batch_id", "province", "dataset", "window_start", "window_end", "watermark", "pulled",
+                "accepted", "quarantined", "contract_id", "contract_version")
+
+
+def batch_claim(ledger_row: dict[str, Any]) -> dict[str, object]:
+    """The claimed ledger-row fields as JSON values (UTC timestamps with microseconds)."""
+    return {name: _claimed(ledger_row[name]) for name in CLAIM_FIELDS}
+
+
+def batch_digest(ledger_row: dict[str, Any]) -> str:
+    """SHA-256 of the RFC 8785 canonical JSON of the batch's ledger row: what its snapshot's commit info carries."""
+    return document_digest(batch_claim(ledger_row))
+
+
+def commit_infos(con: duckdb.DuckDBPyConnection) -> dict[int, dict[str, Any]]:
+    """snapshot id -> parsed commit extra info, for every snapshot whose commit info names a batch."""
+    rows = con.execute(
+        f"SELECT snapshot_id, commit_extra_info FROM {LAKE}.snapshots() WHERE commit_extra_info IS NOT NULL"
+    ).fetchall()
+    infos: dict[int, dict[str, Any]] = {}
+    for snapshot, raw in rows:
+        try:
+            info = json.loads(raw)
+        except (TypeError, ValueError):
+            info = None
+        if isinstance(info, dict) and "batch_id" in info:
+            infos[int(snapshot)] = info
+    return infos
+
+
 def snapshot_of(con: duckdb.DuckDBPyConnection, batch_id: str) -> int | None:
     """The snapshot whose commit info names this batch, if it was committed."""
     row = con.execute(
@@ -89,6 +133,7 @@ def commit_batch(
     ledger_row: dict[str, Any],
     accepted: pa.Table,
     quarantined: pa.Table,
+    deletions: pa.Table | None = None,
 ) -> CommitResult:
     """Write the batch in one transaction (one snapshot), unless it is already in the lake."""
     batch_id = str(ledger_row["batch_id"])
@@ -114,8 +159,11 @@ def commit_batch(
             con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME SELECT * FROM incoming_rows')
         if quarantined.num_rows:
             con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} SELECT * FROM incoming_quarantine")
+        if deletions is not None and deletions.num_rows:
+            _apply_deletions(con, dataset, province, deletions)
         con.execute(f"INSERT INTO {LAKE}.{LEDGER} SELECT * FROM incoming_ledger")
-        info = json.dumps({"batch_id": batch_id, "province": province, "dataset": dataset}, sort_keys=True)
+        info = json.dumps({"batch_id": batch_id, "province": province, "dataset": dataset,
+                           "batch_sha256": batch_digest(ledger_row)}, sort_keys=True)
         con.execute(
             f"CALL {LAKE}.set_commit_message('exchange-hub', ?, extra_info => ?)",
             [f"batch {batch_id}", info],
@@ -132,6 +180,23 @@ def commit_batch(
     snapshot = snapshot_of(con, batch_id)
     assert snapshot is not None, "a committed batch must have a snapshot"
     return CommitResult(snapshot, written=True)
+
+
+def _apply_deletions(con: duckdb.DuckDBPyConnection, dataset: str, province: str, deletions: pa.Table) -> None:
+    """Remove the province's rows of records it deleted (a DuckLake delete file in the batch's snapshot).
+
+    Only versions updated at or before the deletion go: a record re-issued after its deletion stays.
+    """
+    key, deleted_at = deletions.schema.names
+    con.register("incoming_deletions", deletions)
+    try:
+        con.execute(
+            f'DELETE FROM {LAKE}."{dataset}" AS t USING incoming_deletions AS d '
+            f'WHERE t."{key}" = d."{key}" AND t.province = ? AND t.updated_at <= d."{deleted_at}"',
+            [province],
+        )
+    finally:
+        con.unregister("incoming_deletions")
 
 
 def add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema) -> list[str]:
@@ -153,25 +218,28 @@ def add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, schema: pa.S
 
 
 def files_added(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: Path | str) -> list[DataFile]:
-    """Every data file the snapshot added, with its path resolved under `root` (the lake's data path)."""
-    rows = con.execute(
-        f"""
-        SELECT t.table_name, s.path, s.path_is_relative, t.path, t.path_is_relative,
-               f.path, f.path_is_relative, f.record_count, f.file_size_bytes
-        FROM {META}.ducklake_data_file f
-        JOIN {META}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
-        JOIN {META}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
-        WHERE f.begin_snapshot = ?
-        ORDER BY t.table_name, f.path
-        """,
-        [snapshot_id],
-    ).fetchall()
+    """Every data and delete file the snapshot added, with its path resolved under `root` (the data path)."""
     files = []
-    for table, s_path, s_rel, t_path, t_rel, f_path, f_rel, count, size in rows:
-        # Strings, not Paths: the data path may be s3://bucket/prefix/, which pathlib would mangle.
-        location = lake_files.resolve(str(root), [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
-        relative = lake_files.relative_to(str(root), location)
-        files.append(DataFile(str(table), location, relative, int(count), int(size)))
+    sources: tuple[tuple[Literal["data", "delete"], str, str], ...] = (
+        ("data", "ducklake_data_file", "record_count"), ("delete", "ducklake_delete_file", "delete_count"))
+    for kind, table, count_column in sources:
+        rows = con.execute(
+            f"""
+            SELECT t.table_name, s.path, s.path_is_relative, t.path, t.path_is_relative,
+                   f.path, f.path_is_relative, f.{count_column}, f.file_size_bytes
+            FROM {META}.{table} f
+            JOIN {META}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
+            JOIN {META}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+            WHERE f.begin_snapshot = ?
+            ORDER BY t.table_name, f.path
+            """,
+            [snapshot_id],
+        ).fetchall()
+        for name, s_path, s_rel, t_path, t_rel, f_path, f_rel, count, size in rows:
+            # Strings, not Paths: the data path may be s3://bucket/prefix/, which pathlib would mangle.
+            location = lake_files.resolve(str(root), [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
+            relative = lake_files.relative_to(str(root), location)
+            files.append(DataFile(str(name), location, relative, int(count), int(size), kind))
     return files
 
 

@@ -12,8 +12,11 @@ entry since the previous archive, up to and including that checkpoint, to
 - ``manifests/...``: the batch manifests the segment's commit entries name, so an auditor needs only
   the archives, a lake copy and the trust bundle.
 
-The live log is never rewritten (appenders need not know about archiving); archives are copies an
-auditor can take away.
+Archives are copies an auditor can take away. By default the live log keeps everything; with
+``--truncate`` (:func:`truncate_to_archive`) it is cut back to the last archive's closing checkpoint, after
+checking byte for byte that signed archives hold every entry it drops, and a signed ``truncate`` entry
+records the archive's linking digest. verify then reads the chain from the archives up to that checkpoint
+and from the live log after it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import re
 import tarfile
 from collections.abc import Callable, Iterator
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from exchange.errors import VerificationError
+from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.checkpoint import append_checkpoint
 from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import FileDigest
@@ -101,10 +105,11 @@ def read_header(path: Path) -> ArchiveHeader:
 
 
 @contextmanager
-def _lock(directory: Path) -> Iterator[None]:
+def archives_locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
+    """The archives folder's lock: exclusive while archiving or truncating, shared while verify reads the chain."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -116,7 +121,7 @@ def write_archive(
 ) -> Path | None:
     """Close the current segment with a checkpoint and archive it; None if nothing was logged since the last."""
     out_dir = log.dir / ARCHIVES
-    with _lock(out_dir):
+    with archives_locked(out_dir):
         existing = archive_paths(out_dir)
         previous = read_header(existing[-1]) if existing else None
         last_seq = previous.last_seq if previous else 0
@@ -167,6 +172,108 @@ def write_archive(
         tmp_entries.unlink()
         tmp_tar.replace(target)
         return target
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """What truncate_to_archive did: the archive that now holds the dropped entries, and the logged entry."""
+
+    archive: Path
+    entry: ProvenanceEntry
+    removed: int
+
+
+def truncate_to_archive(log: ProvenanceLog, signer: Signer) -> Truncation | None:
+    """Drop from the live log every entry the archives hold, keeping the last archive's closing checkpoint.
+
+    Refuses (TerminalError) unless each dropped entry is, byte for byte, in the archive whose signed header
+    covers its seq. None when there are no archives or the log already starts at the last one's checkpoint.
+    """
+    out_dir = log.dir / ARCHIVES
+    with archives_locked(out_dir):  # no archive is written while the log is cut
+        paths = archive_paths(out_dir)
+        if not paths:
+            return None
+        headers = [read_header(p) for p in paths]
+        last = headers[-1]
+        _check_archived(log, list(zip(paths, headers, strict=True)), last.last_seq)
+        entry = log.truncate_before(last.last_seq, signer, digests={"archive": last.digest()},
+                                    details={"archive": paths[-1].name, "segment": last.segment})
+    if entry is None:
+        return None
+    return Truncation(paths[-1], entry, int(entry.details["removed_entries"]))
+
+
+def _check_archived(log: ProvenanceLog, archives: list[tuple[Path, ArchiveHeader]], boundary: int) -> None:
+    """Every live entry up to `boundary` is in its archive on disk: whole segments by SHA-256 and count (of the
+    live lines, the signed header and the archive's own entries), and the one closing checkpoint an earlier
+    truncation kept by its entry hash."""
+    by_seq = iter(archives)
+    path: Path | None = None
+    header: ArchiveHeader | None = None
+    digest, count, partial = hashlib.sha256(), 0, False
+
+    def close() -> None:
+        if header is None or path is None or count == 0:
+            return  # an archive wholly before the live log's start: cut earlier, verified by verify
+        expected = (header.entries, header.entries_sha256)
+        if not partial and not ((count, digest.hexdigest()) == expected == _entries_digest(path)):
+            raise TerminalError(f"not truncating: the live log's seq {header.first_seq}..{header.last_seq} differ "
+                                f"from archive {header.file_name()}")
+
+    for _, _, line in log.lines():
+        entry = ProvenanceEntry.model_validate_json(line)
+        if entry.seq > boundary:
+            break
+        while header is None or entry.seq > header.last_seq:
+            close()
+            path, header = next(by_seq, (None, None))
+            if header is None:
+                raise TerminalError(f"not truncating: no archive holds live entry seq {entry.seq}")
+            digest, count, partial = hashlib.sha256(), 0, False
+        if entry.seq < header.first_seq:
+            raise TerminalError(f"not truncating: no archive holds live entry seq {entry.seq}")
+        if count == 0 and entry.seq != header.first_seq:
+            # A log cut before starts with the previous archive's closing checkpoint, and only with that.
+            if entry.seq != header.last_seq or entry.entry_hash != header.last_entry_hash:
+                raise TerminalError(f"not truncating: live entry seq {entry.seq} is not in archive "
+                                    f"{header.file_name()}")
+            partial = True
+        digest.update(line)
+        count += 1
+    close()
+
+
+def _entries_digest(path: Path) -> tuple[int, str]:
+    """(count, SHA-256) of an archive's entries.jsonl as stored; (-1, "") when unreadable."""
+    digest, count = hashlib.sha256(), 0
+    try:
+        with tarfile.open(path, "r:") as tar:
+            member = tar.extractfile(ENTRIES)
+            if member is None:
+                return -1, ""
+            for line in member:
+                digest.update(line)
+                count += 1
+    except (tarfile.TarError, EOFError, OSError):
+        return -1, ""
+    return count, digest.hexdigest()
+
+
+def history_lines(log: ProvenanceLog) -> Iterator[bytes]:
+    """Every entry line, oldest first: what a truncation cut from the live log (read from the archives), then
+    the live log. For readers such as trace; verify checks the same chain with signatures."""
+    first = log.first()
+    base = first.seq if first is not None else 1
+    if base > 1:
+        for path in archive_paths(log.dir / ARCHIVES):
+            with tarfile.open(path, "r:") as tar:
+                member = tar.extractfile(ENTRIES)
+                for line in member if member is not None else []:
+                    if json.loads(line)["seq"] < base:
+                        yield line
+    for _, _, line in log.lines():
+        yield line
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from exchange.signing.keys import TrustBundle
 
 def verify_log(
     log: ProvenanceLog, bundle: TrustBundle, report: VerifyReport, facts: ChainFacts,
-    start: VerifiedState | None = None,
+    start: VerifiedState | None = None, chain: ChainVerifier | None = None,
 ) -> ChainVerifier:
-    """Verify the log (from `start`'s checkpoint, if given); after the first break, keep reading facts only."""
-    chain = ChainVerifier(bundle)
+    """Verify the log (from `start`'s checkpoint, if given, else from `chain`'s position: a truncated log
+    starts after seq 1); after the first break, keep reading facts only."""
+    chain = chain or ChainVerifier(bundle)
     offset, first_line = 0, 1
     if start is not None and start.checkpoint_seq:
         chain = ChainVerifier(bundle, seq=start.checkpoint_seq - 1)
@@ -70,14 +72,116 @@ def _parse(raw: bytes | str) -> ProvenanceEntry | None:
         return None
 
 
-def verify_archives_against_log(
-    paths: list[Path], bundle: TrustBundle, report: VerifyReport, facts: ChainFacts,
-    known: dict[str, str] | None = None,
-) -> list[ArchiveContents]:
-    """Each archive on its own (signed header, links, its entries' chain) and against the live log."""
+@dataclass
+class LogCheck:
+    """What verifying the live log and its archives found: where the chain ends, the archives' contents, and
+    the seq the live log starts at (1 unless it was truncated)."""
+
+    chain: ChainVerifier
+    archives: list[ArchiveContents]
+    first_seq: int
+
+
+def verify_log_and_archives(
+    log: ProvenanceLog, list_archives: Callable[[], list[Path]], bundle: TrustBundle, report: VerifyReport,
+    facts: ChainFacts, start: VerifiedState | None = None, known: dict[str, str] | None = None,
+) -> LogCheck:
+    """The live log and the archives beside it, as one chain.
+
+    An untruncated log holds every entry: it is verified on its own and each archive against it. A log
+    truncated at archive k (its first entry is archive k's closing checkpoint) leaves entries only in
+    archives 1..k: those are verified end to end as the chain (their facts feed the cross-checks), the log
+    continues from that checkpoint, and archives after k are checked against the log as usual.
+    """
+    first = log.first()
+    paths = list_archives()  # listed after reading the log's start: a truncation writes its archive first
+    base = first.seq if first is not None and first.seq > 1 else 0
+    if not base:
+        chain = verify_log(log, bundle, report, facts, start)
+        return LogCheck(chain, verify_archives_against_log(paths, bundle, report, facts, known), 1)
+    assert first is not None
+    headers = [_header_or_none(p) for p in paths]
+    cut = max((i + 1 for i, h in enumerate(headers) if h is not None and h.first_seq <= base), default=0)
+    contents, last = _verify_archived_prefix(paths[:cut], bundle, report, facts, base, known)
+    item = f"provenance log {log.path.name}"
+    if last is None or last.last_seq != base:
+        report.problems.append(Mismatch(item, f"starts at seq {base}, but no archive ends there (entries before it "
+                                        "are lost)", expected=f"an archive ending at seq {base}",
+                                        found=f"archives up to seq {last.last_seq}" if last else "no archive"))
+    elif first.entry_hash != last.last_entry_hash:
+        report.problems.append(Mismatch(item, f"its first entry (seq {base}) differs from the last entry of "
+                                        f"archive {last.file_name()}", expected=last.last_entry_hash,
+                                        found=first.entry_hash))
+    if start is not None and start.log_first_seq != base:
+        start = start.model_copy(update={"checkpoint_seq": 0})  # byte offsets from before a truncation are void
+    resumed = start is not None and start.checkpoint_seq > 0
+    chain = verify_log(log, bundle, report, facts, start, ChainVerifier(bundle, seq=base - 1, head=first.prev_hash))
+    if last is not None and not resumed:
+        _check_truncation_logged(item, base, last, facts, report)
+    contents += verify_archives_against_log(paths[cut:], bundle, report, facts, known, previous=last,
+                                            first_number=cut + 1)
+    return LogCheck(chain, contents, base)
+
+
+def _header_or_none(path: Path) -> ArchiveHeader | None:
+    try:
+        return read_header(path)
+    except (tarfile.TarError, EOFError, OSError, ValueError, KeyError, VerificationError):
+        return None
+
+
+def _verify_archived_prefix(
+    paths: list[Path], bundle: TrustBundle, report: VerifyReport, facts: ChainFacts, base: int,
+    known: dict[str, str] | None,
+) -> tuple[list[ArchiveContents], ArchiveHeader | None]:
+    """Archives 1..k of a truncated log: numbered without gaps, linked, their entries chained across them."""
     previous: ArchiveHeader | None = None
+    chain: ChainVerifier | None = None
     contents: list[ArchiveContents] = []
     for number, path in enumerate(paths, start=1):
+        if not _numbered(path, number, report):
+            previous, chain = None, None
+            continue
+        try:
+            if known is not None:
+                header = read_header(path)
+                if known.get(path.name) == header.digest():
+                    report.skipped["archives"] = report.skipped.get("archives", 0) + 1
+                    previous, chain = header, ChainVerifier(bundle, seq=header.last_seq, head=header.last_entry_hash)
+                    continue
+            got = check_archive(path, bundle, previous, chain, _Counter(report, facts, below=base))
+        except VerificationError as exc:
+            report.problems.append(exc)
+            previous, chain = None, None
+            continue
+        report.archives += 1
+        contents.append(got)
+        previous = got.header
+        chain = ChainVerifier(bundle, seq=got.header.last_seq, head=got.header.last_entry_hash)
+    return contents, previous
+
+
+def _check_truncation_logged(
+    item: str, base: int, last: ArchiveHeader, facts: ChainFacts, report: VerifyReport
+) -> None:
+    """A log cut at seq `base` carries a signed truncate entry naming the archive that holds what was cut."""
+    logged = [t for t in facts.truncations if t.details.get("first_seq") == base]
+    if not logged:
+        report.problems.append(Mismatch(item, f"starts at seq {base} but no signed truncate entry records the cut",
+                                        expected=f"a truncate entry naming {last.file_name()}", found="none"))
+    elif logged[-1].digests.get("archive") != last.digest():
+        report.problems.append(Mismatch(item, f"the truncate entry seq {logged[-1].seq} names another archive than "
+                                        f"{last.file_name()}", expected=last.digest(),
+                                        found=logged[-1].digests.get("archive")))
+
+
+def verify_archives_against_log(
+    paths: list[Path], bundle: TrustBundle, report: VerifyReport, facts: ChainFacts,
+    known: dict[str, str] | None = None, previous: ArchiveHeader | None = None, first_number: int = 1,
+) -> list[ArchiveContents]:
+    """Each archive on its own (signed header, links, its entries' chain) and against the live log."""
+    contents: list[ArchiveContents] = []
+    for number, path in enumerate(paths, start=first_number):
         if not _numbered(path, number, report):
             previous = None
             continue
@@ -146,8 +250,11 @@ def verify_archive_chain(
 class _Counter:
     report: VerifyReport
     facts: ChainFacts
+    below: int = 0  # entries from this seq on are read from the live log instead
 
     def __call__(self, entry: ProvenanceEntry) -> None:
+        if self.below and entry.seq >= self.below:
+            return
         self.report.entries += 1
         self.facts.observe(entry)
 

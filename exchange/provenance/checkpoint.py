@@ -43,6 +43,8 @@ class VerifiedState(BaseModel):
     manifests: dict[str, str] = Field(default_factory=dict, description="batch id -> verified manifest digest")
     extracts: list[str] = Field(default_factory=list, description="Digests of verified extract manifests")
     archives: dict[str, str] = Field(default_factory=dict, description="archive name -> verified header digest")
+    log_first_seq: int = Field(default=1, description="seq the live log started at (more than 1 after a truncation): "
+                               "the checkpoint offset is only valid while it is unchanged")
 
 
 def load_state(directory: Path) -> VerifiedState | None:

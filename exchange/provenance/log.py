@@ -7,6 +7,11 @@ committing at once) serialize instead of forking the chain.
 The log stays a file even when the lake catalog is on PostgreSQL: auditors verify and archive it offline as
 a file. With writers on several hosts, EXCHANGE_HOME/provenance must be on a shared POSIX filesystem whose
 flock() is honoured across hosts (NFSv4, CephFS, a cloud NAS); see docs/operators.md.
+
+Truncation (``exchange provenance archive --truncate``) replaces the file by its tail under the same lock,
+with an atomic rename, so an appender that was waiting on the old file notices (its inode is gone from the
+path), re-opens and appends to the new one: no entry is lost or forked. The tail starts with the checkpoint
+that closed the last archive and gets a signed ``truncate`` entry carrying that archive's linking digest.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
@@ -27,6 +33,7 @@ from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
 
 GENESIS = "0" * 64
+TRUNCATE = "truncate"
 
 
 class ProvenanceEntry(BaseModel, frozen=True):
@@ -71,37 +78,92 @@ class ProvenanceLog:
         at: datetime | None = None,
     ) -> ProvenanceEntry:
         """Append one signed entry, chained to the current head, under an exclusive lock."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                last = _last_line(handle)
-                prev = ProvenanceEntry.model_validate_json(last) if last else None
-                body: dict[str, Any] = {
-                    "seq": (prev.seq + 1) if prev else 1,
-                    "at": (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
-                    "actor": actor,
-                    "action": action,
-                    "subject": subject,
-                    "digests": digests or {},
-                    "details": details or {},
-                    "prev_hash": prev.entry_hash if prev else GENESIS,
-                }
-                # Round-trip through the model so the hashed body is exactly what a reader re-derives.
-                draft = ProvenanceEntry.model_validate(
-                    {**body, "entry_hash": GENESIS, "signature": Signature(key_id="", algorithm="", value="")}
-                )
-                entry_hash = _hash(draft.body())
-                entry = draft.model_copy(
-                    update={"entry_hash": entry_hash, "signature": signer.sign(entry_hash.encode())}
-                )
-                handle.seek(0, os.SEEK_END)
-                handle.write(entry.model_dump_json().encode() + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with self._locked() as handle:
+            last = _last_line(handle)
+            prev = ProvenanceEntry.model_validate_json(last) if last else None
+            entry = _next_entry(signer, prev, actor, action, subject, digests, details, at)
+            handle.seek(0, os.SEEK_END)
+            handle.write(entry.model_dump_json().encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
         return entry
+
+    @contextmanager
+    def _locked(self) -> Iterator[IO[bytes]]:
+        """The log file, opened for append and exclusively locked; re-opened if a truncation replaced it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = self.path.open("a+b")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                if _same_file(handle, self.path):
+                    break
+            except BaseException:
+                handle.close()
+                raise
+            handle.close()  # closing releases the lock on the replaced file; try the current one
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def truncate_before(
+        self, seq: int, signer: Signer, *, digests: dict[str, str], details: dict[str, Any]
+    ) -> ProvenanceEntry | None:
+        """Drop the entries before `seq` (the caller checked an archive holds them) and log that it did.
+
+        The new file (kept entries plus a signed ``truncate`` entry) is written beside the log, synced, and
+        renamed over it while the lock is held. None if the log already starts at or after `seq`.
+        """
+        with self._locked() as handle:
+            handle.seek(0)
+            first = handle.readline()
+            if not first.strip() or ProvenanceEntry.model_validate_json(first).seq >= seq:
+                return None
+            tmp = self.path.with_name(self.path.name + ".truncating")
+            removed = 0
+            last = b""
+            with tmp.open("wb") as out:
+                handle.seek(0)
+                kept = False
+                for line in handle:
+                    if not line.strip():
+                        continue
+                    if not kept:
+                        at_seq = ProvenanceEntry.model_validate_json(line).seq
+                        if at_seq > seq:
+                            raise ValueError(f"the log jumps from before seq {seq} to seq {at_seq}; not truncating")
+                        kept = at_seq == seq
+                    if kept:
+                        out.write(line)
+                        last = line
+                    else:
+                        removed += 1
+                if not kept:
+                    raise ValueError(f"the log has no entry seq {seq} to keep; refusing to truncate it all")
+                prev = ProvenanceEntry.model_validate_json(last)
+                entry = _next_entry(signer, prev, "hub", TRUNCATE, "provenance", digests,
+                                    {**details, "first_seq": seq, "removed_entries": removed}, None)
+                out.write(entry.model_dump_json().encode() + b"\n")
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(self.path)
+            _fsync_dir(self.dir)
+        return entry
+
+    def first(self) -> ProvenanceEntry | None:
+        """The first entry (None if the log is empty or its first line unreadable): seq > 1 means truncated."""
+        if not self.path.exists():
+            return None
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if line.strip():
+                    try:
+                        return ProvenanceEntry.model_validate_json(line)
+                    except ValueError:
+                        return None
+        return None
 
     def entries(self) -> Iterator[tuple[int, str]]:
         """(line number, raw line) for every entry, in order."""
@@ -136,6 +198,47 @@ class ProvenanceLog:
     def read(self) -> list[ProvenanceEntry]:
         """All entries, parsed (no verification)."""
         return [ProvenanceEntry.model_validate_json(line) for _, line in self.entries()]
+
+
+def _next_entry(
+    signer: Signer, prev: ProvenanceEntry | None, actor: str, action: str, subject: str,
+    digests: dict[str, str] | None, details: dict[str, Any] | None, at: datetime | None,
+) -> ProvenanceEntry:
+    """The signed entry that follows `prev`."""
+    body: dict[str, Any] = {
+        "seq": (prev.seq + 1) if prev else 1,
+        "at": (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "digests": digests or {},
+        "details": details or {},
+        "prev_hash": prev.entry_hash if prev else GENESIS,
+    }
+    # Round-trip through the model so the hashed body is exactly what a reader re-derives.
+    draft = ProvenanceEntry.model_validate(
+        {**body, "entry_hash": GENESIS, "signature": Signature(key_id="", algorithm="", value="")}
+    )
+    entry_hash = _hash(draft.body())
+    return draft.model_copy(update={"entry_hash": entry_hash, "signature": signer.sign(entry_hash.encode())})
+
+
+def _same_file(handle: IO[bytes], path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _last_line(handle: Any) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +24,12 @@ class LakeFile(FileDigest, frozen=True):
     """A Parquet file the batch's snapshot added to a lake table."""
 
     table: str = Field(description="Lake table the file belongs to")
-    rows: int = Field(description="Row count recorded by the catalog")
+    rows: int = Field(description="Row count recorded by the catalog (for a delete file: rows it deletes)")
+    # Left out of the signed form when "data", so manifests signed before deletions existed stay valid.
+    kind: Literal["data", "delete"] = Field(
+        default="data", exclude_if=lambda v: v == "data",
+        description="data: rows added; delete: a DuckLake delete file removing rows the province deleted",
+    )
 
 
 class Counts(BaseModel, frozen=True):
@@ -33,6 +39,10 @@ class Counts(BaseModel, frozen=True):
     accepted: int = Field(description="Records that passed every error-severity rule and entered the lake")
     quarantined: int = Field(description="Records that failed at least one error-severity rule")
     warned: int = Field(default=0, description="Accepted records flagged by warning-severity rules")
+    deleted: int = Field(
+        default=0, exclude_if=lambda v: v == 0,
+        description="Lake rows removed because the province deleted the record (soft-delete flag)",
+    )
 
 
 class RuleCount(BaseModel, frozen=True):

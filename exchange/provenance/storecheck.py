@@ -14,11 +14,12 @@ from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, ext
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
 from exchange.lake import files as lake_files
-from exchange.lake.commit import LEDGER, QUARANTINE, files_added, ledger_rows, snapshot_of
+from exchange.lake.commit import LEDGER, QUARANTINE, commit_infos, files_added, ledger_rows, snapshot_of
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.checkpoint import VerifiedState
 from exchange.provenance.lakecheck import check_catalog, head_snapshot
-from exchange.provenance.manifest import SignedManifest, manifest_bytes
+from exchange.provenance.links import check_replay_link, check_snapshot_claim, origin_of, snapshots_without_manifest
+from exchange.provenance.manifest import BatchManifest, SignedManifest, manifest_bytes
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
 from exchange.signing.canonical import file_sha256
@@ -77,6 +78,10 @@ def _verify_lake(src: Sources, facts: ChainFacts, report: VerifyReport, state: V
     with connect(src.settings, read_only=True) as con:
         seen: set[str] = set()
         listed: set[str] = set()
+        infos = commit_infos(con)
+        digests: dict[str, str] = {}  # every manifest read, checked now or skipped: for the replay links
+        snapshots: dict[str, int] = {}
+        replays: list[tuple[BatchManifest, str]] = []
         for item, read in src.manifests:
             try:
                 signed = SignedManifest.model_validate_json(read())
@@ -90,22 +95,35 @@ def _verify_lake(src: Sources, facts: ChainFacts, report: VerifyReport, state: V
             listed |= {f.name for f in m.files}
             digest = signed.digest()
             state.manifests[m.batch_id] = digest
+            digests[m.batch_id], snapshots[m.batch_id] = digest, m.snapshot_id
             if known.get(m.batch_id) == digest:
                 skipped += 1
                 continue
             report.manifests += 1
             before = len(report.problems)
             check(report, partial(_verify_manifest, signed, item, src.bundle, lake_root, con, report))
+            check(report, partial(check_snapshot_claim, m, item, infos))
             check(report, partial(_cross_links, signed, item, digest, facts))
             check(report, partial(_verify_landing, signed, item, src.landing, report))
+            if origin_of(m.batch_id) != m.batch_id:
+                replays.append((m, item))
             if len(report.problems) > before:
                 state.manifests.pop(m.batch_id, None)
+        # After the loop: a replay's origin manifest may come later in the listing (archives, other folders).
+        for replayed, item in replays:
+            count = len(report.problems)
+            check(report, partial(check_replay_link, replayed, item, digests, facts))
+            if len(report.problems) > count:
+                state.manifests.pop(replayed.batch_id, None)
         if src.state is not None:
             report.skipped["manifests"] = skipped
+        unsigned: list[str] = []
         for row in ledger_rows(con):
             if row["batch_id"] not in seen:
+                unsigned.append(row["batch_id"])
                 report.problems.append(Mismatch(f"lake batch {row['batch_id']}", f"committed to {LEDGER} but has "
                                                 "no signed manifest", expected="a manifest", found="none"))
+        report.problems += snapshots_without_manifest(infos, snapshots, unsigned)
         report.problems += check_catalog(con, lake_root, listed)
         head = head_snapshot(con)
         state.lake_snapshot = head
@@ -188,8 +206,15 @@ def _verify_manifest(
         raise Mismatch(item, f"snapshot {snapshot}'s files differ from the manifest",
                        expected=sorted(in_manifest - in_lake), found=sorted(in_lake - in_manifest))
     rows = {t: 0 for t in (m.dataset, QUARANTINE)}
+    deleted = 0
     for f in m.files:
-        rows[f.table] = rows.get(f.table, 0) + f.rows
+        if f.kind == "delete":
+            deleted += f.rows
+        else:
+            rows[f.table] = rows.get(f.table, 0) + f.rows
+    if deleted != c.deleted:
+        raise Mismatch(item, "the lake's delete files differ from the manifest's deletions",
+                       expected=f"{c.deleted} deleted", found=f"{deleted} deleted")
     if rows[m.dataset] != c.accepted or rows[QUARANTINE] != c.quarantined:
         raise Mismatch(item, "lake rows differ from the manifest's counts",
                        expected=f"{c.accepted} accepted / {c.quarantined} quarantined",

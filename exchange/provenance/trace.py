@@ -24,6 +24,7 @@ from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import dataset as canonical_dataset
 from exchange.lake.commit import QUARANTINE
 from exchange.lake.connect import LAKE, connect
+from exchange.provenance.archive import history_lines
 from exchange.provenance.lakecheck import head_snapshot
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import manifest_path, read_manifest
@@ -127,7 +128,7 @@ def _batch(layout: Layout, batch_id: str, entries: dict[str, list[str]]) -> Trac
 
 def _provenance_about(log: ProvenanceLog, subjects: set[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for _, line in log.entries():  # streamed: the log can be long, the answer is small
+    for line in history_lines(log):  # streamed: the log can be long, the answer is small; archives after a cut
         entry = ProvenanceEntry.model_validate_json(line)
         if entry.subject in subjects:
             found.setdefault(entry.subject, []).append(f"{entry.seq} {entry.action} {entry.at.isoformat()}")

@@ -22,6 +22,8 @@ a trust bundle; no EXCHANGE_HOME needed).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 from exchange.config import ExchangeSettings, Layout
@@ -29,9 +31,10 @@ from exchange.provenance.archive import (
     ARCHIVES,
     ArchiveContents,
     archive_paths,
+    archives_locked,
     read_header,
 )
-from exchange.provenance.chaincheck import verify_archive_chain, verify_archives_against_log, verify_log
+from exchange.provenance.chaincheck import verify_archive_chain, verify_log_and_archives
 from exchange.provenance.checkpoint import VerifiedState, load_state, save_state
 from exchange.provenance.log import ChainVerifier, ProvenanceLog
 from exchange.provenance.problems import Mismatch
@@ -59,16 +62,20 @@ def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record
     start = previous if incremental else None
     if incremental and previous is None:
         report.notes.append("no earlier verify recorded: checked everything")
-    chain = verify_log(log, bundle, report, facts, start)
+    archives = layout.provenance / ARCHIVES
+    # Shared: `provenance archive --truncate` (exclusive) waits until the chain is read.
+    with archives_locked(archives, shared=True) if archives.is_dir() else nullcontext():
+        checked = verify_log_and_archives(log, partial(archive_paths, archives), bundle, report, facts,
+                                          start, start.archives if start else None)
     if previous is not None:
-        _check_not_truncated(previous, chain, facts, report, log)
-    verify_archives_against_log(archive_paths(layout.provenance / ARCHIVES), bundle, report, facts,
-                                 start.archives if start else None)
+        _check_not_truncated(previous, checked.chain, facts, report, log)
     src = Sources(bundle, settings, manifest_files(layout.manifests, layout.home),
                    extract_dirs(layout.extracts), layout.landing, start)
     state = verify_store(src, facts, report)
     if report.ok and record:
-        _record(layout.provenance, state, chain, facts, previous if start else None, layout)
+        state.log_first_seq = checked.first_seq
+        resumable = previous if start and start.log_first_seq == checked.first_seq else None
+        _record(layout.provenance, state, checked.chain, facts, resumable, layout)
     return report
 
 
@@ -135,8 +142,7 @@ def verify_offline(
         paths = archive_paths(provenance) + archive_paths(provenance / ARCHIVES)
         log = ProvenanceLog(provenance)
         if log.path.exists():
-            verify_log(log, bundle, report, facts)
-            archives = verify_archives_against_log(paths, bundle, report, facts)
+            archives = verify_log_and_archives(log, lambda: paths, bundle, report, facts).archives
         else:
             archives = verify_archive_chain(paths, bundle, report, facts)
     carried: list[tuple[str, Callable[[], bytes]]] = [

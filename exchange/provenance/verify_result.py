@@ -8,7 +8,7 @@ from typing import Any
 
 from exchange.errors import VerificationError
 from exchange.provenance.checkpoint import CHECKPOINT
-from exchange.provenance.log import ProvenanceEntry
+from exchange.provenance.log import TRUNCATE, ProvenanceEntry
 from exchange.provenance.problems import problem_json
 
 
@@ -78,6 +78,8 @@ class ChainFacts:
     checkpoints: list[tuple[ProvenanceEntry, int, int]] = field(default_factory=list)
     watch: set[int] = field(default_factory=set)
     lake_floor: int | None = None
+    replays: dict[str, ProvenanceEntry] = field(default_factory=dict)
+    truncations: list[ProvenanceEntry] = field(default_factory=list)
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
@@ -85,6 +87,10 @@ class ChainFacts:
             self.commits[entry.subject] = entry
         elif entry.action == "pull":
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
+        elif entry.action == "replay":
+            self.replays[entry.subject] = entry  # a replay retried after a crash logs again: the last one counts
+        elif entry.action == TRUNCATE:
+            self.truncations.append(entry)
         elif entry.action == "extract" and "extract_manifest" in entry.digests:
             self.extracts.add(entry.digests["extract_manifest"])
         elif entry.action == CHECKPOINT:

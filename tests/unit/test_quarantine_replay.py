@@ -27,13 +27,19 @@ from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import (
+    OPEN,
+    RECHECKED,
+    RESOLVED,
     ReplayRebuildError,
+    RowStatus,
     next_replay_id,
     origin_of,
     pending_rows,
+    quarantine_status,
     rebuild,
     records_digest,
     replay,
+    resolve_family,
     with_rule,
 )
 from exchange.synthetic import DEFECT_COLUMN, generate
@@ -290,3 +296,59 @@ def test_cli_replay_dry_run_then_commit(hub: Hub, relaxed: Path, monkeypatch: py
     assert "nothing" in human.output
     missing = runner.invoke(app, ["quarantine", "replay", "jiangsu.e_license.nope"])
     assert missing.exit_code == 2 and "not in the lake" in missing.output
+
+
+# --- status of quarantine rows after replays ----------------------------------------------------------
+
+
+def test_resolve_family_follows_each_record_to_its_latest_replay() -> None:
+    origin, r1, r2 = "o", "o.replay-1", "o.replay-2"
+    statuses = resolve_family(
+        [(origin, ["A", "B", "C", "D", "A"]), (r1, ["B", "D"]), (r2, ["D"])],
+        {origin: ["A", "B"], r1: ["A"], r2: ["B"]},  # the origin's own accepted rows resolve nothing
+    )
+    assert statuses[origin] == [
+        RowStatus(RESOLVED, r1),  # A committed by replay-1
+        RowStatus(RESOLVED, r2),  # B re-rejected by replay-1, committed by replay-2
+        RowStatus(OPEN),  # C never re-checked
+        RowStatus(RECHECKED, r2),  # D re-rejected twice: replay-2's row is the one to act on
+        RowStatus(OPEN),  # the second, identical A: only one A was committed
+    ]
+    assert statuses[r1] == [RowStatus(RESOLVED, r2), RowStatus(RECHECKED, r2)]
+    assert statuses[r2] == [RowStatus(OPEN)]
+
+
+def test_quarantine_list_and_show_mark_what_a_replay_resolved(
+    hub: Hub, relaxed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin_id = str(_origin(hub, 400)["batch_id"])
+    expected = _only_checksum_keys(hub, origin_id)
+    before = quarantine_status(hub.settings)
+    assert before and all(r["status"] == OPEN for r in before)
+    done = replay(origin_id, hub, contracts_dir=relaxed)
+    replay_id = done["replay_id"]
+    rows = quarantine_status(hub.settings)
+    origin_rows = [r for r in rows if r["batch_id"] == origin_id]
+    resolved = sorted(r["record_key"] for r in origin_rows if r["status"] == RESOLVED)
+    assert resolved == expected and {r["by"] for r in origin_rows if r["status"] == RESOLVED} == {replay_id}
+    # Re-rejected by the replay: the replay's own row (current contract, current reason) is the open one.
+    rechecked = [r for r in origin_rows if r["status"] == RECHECKED]
+    assert len(rechecked) == done["quarantined"] and {r["by"] for r in rechecked} == {replay_id}
+    assert all(r["status"] == OPEN for r in rows if r["batch_id"] == replay_id)
+    held = [r for r in origin_rows if r["status"] == OPEN]  # repeats of a committed key were not replayed
+    assert sorted(r["record_key"] for r in held) == sorted(done["repeats_held_back"])
+    open_rows = quarantine_status(hub.settings, include_closed=False)
+    assert len(open_rows) == done["quarantined"] + len(held)
+
+    monkeypatch.setenv("EXCHANGE_HOME", str(hub.layout.home))
+    monkeypatch.setenv("COLUMNS", "400")
+    runner = CliRunner()
+    default = runner.invoke(app, ["quarantine", "list", "--limit", "1000"])
+    assert default.exit_code == 0, default.output
+    assert "resolved by" not in default.output and expected[0] not in default.output
+    everything = runner.invoke(app, ["quarantine", "list", "--all", "--limit", "1000"])
+    assert everything.exit_code == 0, everything.output
+    assert f"resolved by {replay_id}" in everything.output and expected[0] in everything.output
+    shown = runner.invoke(app, ["quarantine", "show", expected[0]])
+    assert shown.exit_code == 0, shown.output
+    assert f"status: resolved by {replay_id}" in shown.output

@@ -1,0 +1,251 @@
+"""`exchange provenance archive --truncate`: the live log keeps only the tail after the last archive, verify
+still checks the whole chain across archives and log, and a damaged archive (now the only copy) is named."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import shutil
+import tarfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.base import sandbox_for
+from exchange.cli import app
+from exchange.config import ExchangeSettings
+from exchange.errors import TerminalError
+from exchange.pipeline import Hub, run_exchange
+from exchange.provenance.archive import (
+    ENTRIES,
+    archive_paths,
+    history_lines,
+    truncate_to_archive,
+    write_archive,
+)
+from exchange.provenance.log import TRUNCATE, ProvenanceEntry, ProvenanceLog
+from exchange.provenance.trace import trace_record
+from exchange.provenance.verify import VerifyReport, verify_home, verify_offline
+from exchange.signing.keys import Keyring
+from exchange.synthetic import generate
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+MID = datetime(2026, 11, 4, tzinfo=UTC)
+END = datetime(2026, 11, 8, tzinfo=UTC)
+
+
+def _hub(home: Path) -> Hub:
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
+                                              for k, v in sandbox.env().items()}))
+
+
+def _batch(hub: Hub, start: datetime, end: datetime, seed: int) -> str:
+    sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
+        "e_license", generate("e_license", "jiangsu", 150, seed=seed, start=start, end=end))
+    result = run_exchange("jiangsu", "e_license", start, end, hub)
+    assert result["status"] == "committed"
+    return str(result["batch_id"])
+
+
+def _archive_and_truncate(hub: Hub) -> None:
+    assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=0) is not None
+    assert truncate_to_archive(hub.log, hub.signer) is not None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Batch 1, archive 1 + truncate, batch 2, archive 2 + truncate, then one more entry in the live tail."""
+    hub = _hub(tmp_path_factory.mktemp("truncate") / "home")
+    _batch(hub, START, MID, 7)
+    _archive_and_truncate(hub)
+    _batch(hub, MID, END, 8)
+    _archive_and_truncate(hub)
+    hub.log.append(hub.signer, actor="hub", action="checkpoint", subject="provenance", details={})
+    return hub.layout.home
+
+
+@pytest.fixture
+def home(built: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def _verify(home: Path) -> VerifyReport:
+    return verify_home(ExchangeSettings(home=home), record=False)
+
+
+def _assert_named(report: VerifyReport, item: str, problem: str) -> None:
+    assert not report.ok, "verify passed a tampered home"
+    hits = [p for p in report.problems if item in p.item and problem in p.problem]
+    assert hits, f"expected a problem naming {item!r} with {problem!r}; got {[str(p) for p in report.problems]}"
+
+
+def _entries(home: Path) -> list[ProvenanceEntry]:
+    return ProvenanceLog(home / "provenance").read()
+
+
+def test_the_live_log_keeps_the_tail_and_verify_checks_the_whole_chain(built: Path) -> None:
+    live = _entries(built)
+    second = archive_paths(built / "provenance" / "archives")[-1]
+    # The tail starts at archive 2's closing checkpoint, then the signed truncate entry naming archive 2.
+    assert live[0].action == "checkpoint" and live[0].seq > 1 and second.name.find(f"{live[0].seq:08d}") > 0
+    cut = live[1]
+    assert cut.action == TRUNCATE and cut.details["archive"] == second.name and cut.details["first_seq"] == live[0].seq
+    history = [ProvenanceEntry.model_validate_json(line) for line in history_lines(ProvenanceLog(built / "provenance"))]
+    assert [e.seq for e in history] == list(range(1, live[-1].seq + 1))
+    report = _verify(built)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.entries == live[-1].seq and report.archives == 2 and report.manifests == 2
+
+
+def test_trace_still_finds_the_provenance_the_log_no_longer_holds(built: Path) -> None:
+    first_batch = json.loads(next(iter(sorted((built / "manifests").rglob("*.json")))).read_text())["manifest"]
+    key = None
+    from exchange.lake.connect import LAKE, connect
+
+    with connect(ExchangeSettings(home=built), read_only=True) as con:
+        row = con.execute(f"SELECT license_id FROM {LAKE}.e_license WHERE batch_id = ? LIMIT 1",
+                          [first_batch["batch_id"]]).fetchone()
+        assert row is not None
+        key = str(row[0])
+    result = trace_record(ExchangeSettings(home=built), "e_license", key)
+    batch = next(b for b in result.batches if b.batch_id == first_batch["batch_id"])
+    assert {p.split()[1] for p in batch.provenance} >= {"pull", "validate", "commit"}
+
+
+def test_an_auditor_verifies_the_truncated_log_with_its_archives_offline(built: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "provenance"
+    shutil.copytree(built / "provenance", copy)
+    trust = tmp_path / "trust.json"
+    trust.write_text(Keyring(built / "keys").export_trust().model_dump_json())
+    report = verify_offline(copy, trust, built / "lake", manifests=built / "manifests")
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.archives == 2 and report.manifests == 2
+
+
+def test_an_archive_truncated_after_the_log_was_cut(home: Path) -> None:
+    first = archive_paths(home / "provenance" / "archives")[0]
+    first.write_bytes(first.read_bytes()[:4096])
+    _assert_named(_verify(home), f"provenance archive {first.name}", "truncated")
+
+
+def _rewrite_entries(archive: Path, edit: bytes, replacement: bytes) -> None:
+    """Re-pack an archive with one entry's bytes changed, keeping its signed header."""
+    with tarfile.open(archive, "r:") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    with tarfile.open(archive, "w:", format=tarfile.PAX_FORMAT) as tar:
+        for member, data in members:
+            if member.name == ENTRIES:
+                assert edit in data
+                data = data.replace(edit, replacement, 1)
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_an_entry_edited_in_an_archive_the_log_no_longer_holds(home: Path) -> None:
+    first = archive_paths(home / "provenance" / "archives")[0]
+    _rewrite_entries(first, b'"action":"pull"', b'"action":"pulL"')
+    _assert_named(_verify(home), f"provenance archive {first.name}", "entry was altered")
+
+
+def test_an_archive_removed_after_the_log_was_cut(home: Path) -> None:
+    archive_paths(home / "provenance" / "archives")[-1].unlink()
+    _assert_named(_verify(home), "provenance log log.jsonl", "no archive ends there")
+
+
+def test_the_live_tail_cut_further_by_hand(home: Path) -> None:
+    log = home / "provenance" / "log.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[1:]) + "\n")  # drop the kept checkpoint: the log starts mid-segment
+    _assert_named(_verify(home), "provenance log log.jsonl", "no archive ends there")
+
+
+def test_the_truncate_entry_removed_with_the_hub_key(home: Path) -> None:
+    # A cut at an archive boundary with no signed record of it is named, even when the rest re-chains.
+    signer = Keyring(home / "keys").signer()
+    log = home / "provenance" / "log.jsonl"
+    entries = [ProvenanceEntry.model_validate_json(line) for line in log.read_text().splitlines()]
+    kept = [entries[0]]
+    for entry in entries[2:]:
+        body = {**entry.body(), "seq": kept[-1].seq + 1, "prev_hash": kept[-1].entry_hash}
+        from exchange.signing.canonical import canonical_bytes, sha256_hex
+
+        digest = sha256_hex(canonical_bytes(body))
+        kept.append(ProvenanceEntry.model_validate(
+            {**body, "entry_hash": digest, "signature": signer.sign(digest.encode()).model_dump()}))
+    log.write_text("".join(e.model_dump_json() + "\n" for e in kept))
+    _assert_named(_verify(home), "provenance log log.jsonl", "no signed truncate entry")
+
+
+def test_incremental_verify_resumes_across_a_truncation(home: Path) -> None:
+    hub = _hub(home)
+    assert verify_home(hub.settings).ok  # recorded: offsets into the live log as it is now
+    _archive_and_truncate(hub)  # the recorded offsets are void now
+    report = verify_home(hub.settings, incremental=True)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.skipped.get("manifests") == 2
+    assert verify_home(hub.settings, incremental=True).ok
+
+
+def test_truncation_refuses_when_an_archive_does_not_hold_the_live_entries(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    for i in range(3):
+        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}")
+    archive = write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0)
+    assert archive is not None
+    _rewrite_entries(archive, b'"subject":"b1"', b'"subject":"bX"')
+    before = log.path.read_bytes()
+    with pytest.raises(TerminalError, match="differ from archive"):
+        truncate_to_archive(log, keyring.signer())
+    assert log.path.read_bytes() == before
+
+
+def _append_many(home: str, worker: int, n: int) -> None:
+    keyring = Keyring(Path(home) / "keys")
+    log = ProvenanceLog(Path(home) / "provenance")
+    for i in range(n):
+        log.append(keyring.signer(), actor=f"worker-{worker}", action="pull", subject=f"b{worker}-{i}")
+
+
+def test_appenders_racing_a_truncation_lose_nothing(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    log.append(keyring.signer(), actor="hub", action="pull", subject="first")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 40)) for w in range(3)]
+    for p in workers:
+        p.start()
+    cuts = 0
+    while any(p.is_alive() for p in workers) or cuts == 0:
+        if write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0) is not None:
+            cuts += truncate_to_archive(log, keyring.signer()) is not None
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    entries = [ProvenanceEntry.model_validate_json(line) for line in history_lines(log)]
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    assert sum(e.action == "pull" for e in entries) == 1 + 3 * 40
+    assert log.first() is not None and log.first().seq > 1  # type: ignore[union-attr]
+    report = verify_home(ExchangeSettings(home=tmp_path), record=False)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.entries == len(entries)
+
+
+def test_cli_archive_truncate(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXCHANGE_HOME", str(home))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    out = runner.invoke(app, ["provenance", "archive", "--truncate"])
+    assert out.exit_code == 0, out.output
+    assert "archive 3" in out.output and "live log truncated" in out.output
+    again = runner.invoke(app, ["provenance", "archive", "--truncate"])
+    assert again.exit_code == 0, again.output
+    assert "archive 4" in again.output  # the truncate entry of the first run is new since archive 3
+    verified = runner.invoke(app, ["verify"])
+    assert verified.exit_code == 0, verified.output

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--province", type=_provinces, default=["jiangsu"])
     pull.add_argument("--records", type=_sizes, default=[250_000, 1_000_000])
 
+    four = sub.add_parser("concurrent", parents=[common], help="scenario 5: four provinces at once vs each alone")
+    four.add_argument("--records", type=int, default=1_000_000, help="records per province")
+
     verify = sub.add_parser("verify", parents=[common], help="scenario 4: full verify vs sha256sum")
     verify.add_argument("--province", type=_provinces, default=["jiangsu"])
     verify.add_argument("--records", type=int, default=1_000_000, help="records per batch")
@@ -91,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             out.print(pulled.table())
             out.print(targets_table(f"targets, {province} (issue 3, bounded pull memory)", pulled.targets))
             doc["results"].append(pulled.to_json())
+    elif args.scenario == "concurrent":
+        from benchmarks.concurrent import run_concurrent
+
+        four = run_concurrent(args.dataset, args.records, workdir=args.workdir)
+        out.print(four.table())
+        out.print(targets_table("targets (issue 8, scenario 5)", four.targets))
+        doc["results"].append(four.to_json())
     elif args.scenario == "scaling":
         from benchmarks.scaling import run_scaling
 

@@ -41,8 +41,12 @@ def sandbox_root(root: Path, province: str) -> Path:
 
 
 def trust_provinces(root: Path, home: Path) -> None:
-    """Give a hub home the keyring the sandboxes signed with, as an operator registers the offices' keys."""
-    shutil.copytree(root / "province-home" / "keys", home / "keys", dirs_exist_ok=True)
+    """Give a hub home the keyring the sandboxes signed with, as an operator registers the offices' keys.
+
+    Once: a home shared by concurrent exchanges gets its keys before they start.
+    """
+    if not (home / "keys").exists():
+        shutil.copytree(root / "province-home" / "keys", home / "keys")
 
 
 def window(week: int = 0) -> tuple[datetime, datetime]:

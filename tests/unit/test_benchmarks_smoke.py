@@ -77,3 +77,16 @@ def test_query_smoke(tmp_path: Path) -> None:
     assert result["http"]["requests"] > 0 and set(result["http"]["statuses"]) == {"200"}
     assert {t["name"] for t in result["targets"]} >= {"point: ours / raw DuckDB", "extract: ours / raw DuckDB"}
     assert not list(tmp_path.glob("bench-query-*")), "the harness must remove its temporary lake"
+
+
+@pytest.mark.slow  # eight fresh interpreters, each importing GX
+def test_concurrent_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "four.json"
+    command = [sys.executable, "-m", "benchmarks", "concurrent", "--records", "500", "--json", str(out),
+               "--workdir", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert set(result["single"]) == set(result["together"]) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
+    assert set(result["committed"].values()) == {"committed"}, "all four commit into the one shared hub"
+    assert result["targets"][0]["name"] == "wall time together / slowest alone"

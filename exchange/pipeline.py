@@ -18,7 +18,7 @@ import duckdb
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from adapters.base import Landing, PullRequest, Window, adapter_for
+from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
 from exchange import lineage
 from exchange.config import ExchangeSettings, Layout
@@ -46,11 +46,12 @@ from exchange.provenance.manifest import (
     sign_manifest,
     write_manifest,
 )
-from exchange.report.rejections import write_rejection_report
+from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
 from exchange.signing.keys import Keyring, KeySigner
 
 HUB = "hub"
+DELETIONS_FILE = "deleted.parquet"
 
 
 @dataclass
@@ -133,6 +134,7 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None
             if chunk_max is not None and (latest is None or chunk_max > latest):
                 latest = chunk_max
+    deleted = _pull_deletions(adapter, PullRequest(dataset, window, since), landing, staging / DELETIONS_FILE)
     info = {
         "batch_id": batch_id,
         "province": province,
@@ -142,6 +144,7 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         "since": _iso(since),
         "watermark": _iso(latest),
         "pulled": pulled,
+        "deleted": deleted,
         "landing": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in landing.files],
         "drift": [d.as_dict() for d in drift],
         "source_signatures": [s.record() for s in landing.signatures],
@@ -154,12 +157,25 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         subject=batch_id,
         digests={f.name: f.sha256 for f in landing.files},
         # The province signatures the adapter verified: who vouched for which landed bytes.
-        details={"pulled": pulled, "since": info["since"], "window_end": info["window_end"],
+        details={"pulled": pulled, "deleted": deleted, "since": info["since"], "window_end": info["window_end"],
                  "source_signatures": info["source_signatures"], "drift": info["drift"]},
     )
-    if not pulled:
+    if not pulled and not deleted:
         lineage.completed(hub.settings, batch_id, province, dataset, pulled=0, accepted=0, quarantined=0, rules=[])
-    return {"batch_id": batch_id, "status": "pulled" if pulled else "empty", "pulled": pulled}
+    status = "pulled" if pulled or deleted else "empty"
+    return {"batch_id": batch_id, "status": status, "pulled": pulled, "deleted": deleted}
+
+
+def _pull_deletions(adapter: Any, request: PullRequest, landing: Landing, path: Path) -> int:
+    """Stage the records the province deleted in the window (adapters that report deletions); their count."""
+    if not hasattr(adapter, "deletions"):
+        return 0
+    count = 0
+    with pq.ParquetWriter(path, deletion_schema(request.dataset)) as writer:
+        for chunk in adapter.deletions(request, landing):
+            writer.write_table(chunk)
+            count += chunk.num_rows
+    return count
 
 
 def _pull_info(hub: Hub, batch_id: str) -> dict[str, Any]:
@@ -201,10 +217,13 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         ],
     }
     (staging / "validation.json").write_text(json.dumps(result, indent=2))
-    report = write_rejection_report(
+    window = (datetime.fromisoformat(info["window_start"]), datetime.fromisoformat(info["window_end"]))
+    write_rejection_report(
         hub.layout.reports, province=info["province"], batch_id=batch_id, quarantined=outcome.quarantined,
-        rules=result["rules"], counts={k: result[k] for k in ("pulled", "accepted", "quarantined", "held")},
+        rules=result["rules"], counts={k: result[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
+        contract=contract, window=window,
     )
+    report = html_path(hub.layout.reports, info["province"], batch_id)
     details = {k: result[k] for k in ("pulled", "accepted", "quarantined", "gx_success", "held")}
     hub.log.append(
         hub.signer, actor=HUB, action="validate", subject=batch_id,
@@ -221,7 +240,7 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         raise TerminalError(
             f"batch {batch_id} held: {outcome.quarantined_count} of {outcome.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
-            f"See the rejection report {report} and fix the source before re-running."
+            f"See the report {report} (all records in its .csv beside it) and fix the source before re-running."
         )
     return {k: result[k] for k in ("batch_id", "pulled", "accepted", "quarantined")}
 
@@ -250,7 +269,7 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         return _summary(read_manifest(path), path, "already_committed")
     info = _pull_info(hub, batch_id)
     staging = hub.staging(batch_id)
-    if info["pulled"] == 0:
+    if info["pulled"] == 0 and not info.get("deleted"):
         return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
     if not (staging / "validation.json").exists():
         raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
@@ -271,11 +290,12 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     }
     accepted = pq.read_table(staging / "accepted.parquet")
     quarantined = pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA)
+    deletions = pq.read_table(staging / DELETIONS_FILE) if (staging / DELETIONS_FILE).exists() else None
     lake_root = catalog_and_data(hub.settings)[1]
 
     def attempt(con: duckdb.DuckDBPyConnection) -> tuple[CommitResult, list[LakeFile]]:
         result = commit_batch(con, dataset=ds.name, dataset_schema=ds.schema, ledger_row=ledger_row,
-                              accepted=accepted, quarantined=quarantined)
+                              accepted=accepted, quarantined=quarantined, deletions=deletions)
         return result, _hashed_files(con, result.snapshot_id, lake_root)
 
     # Conflicts and lost catalog/storage connections are retried on a fresh connection; the ledger keeps the
@@ -297,6 +317,7 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         counts=Counts(
             pulled=checked["pulled"], accepted=checked["accepted"],
             quarantined=checked["quarantined"], warned=checked["warned"],
+            deleted=sum(f.rows for f in hashed if f.kind == "delete"),
         ),
         rules=[RuleCount(**r) for r in checked["rules"]],
         gx_success=checked["gx_success"],
@@ -329,7 +350,8 @@ def _hashed_files(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: str) -
         found = lake_files.digest(con, f.location)
         if found is None:
             raise TerminalError(f"lake file {f.location} of snapshot {snapshot_id} is missing right after its commit")
-        listed.append(LakeFile(table=f.table, name=f.relative, sha256=found[0], size=f.size, rows=f.rows))
+        listed.append(LakeFile(table=f.table, name=f.relative, sha256=found[0], size=f.size, rows=f.rows,
+                               kind=f.kind))
     return listed
 
 

@@ -19,19 +19,11 @@ from exchange.config import Layout
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import BatchManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
+from exchange.report.html import page, table, write_atomically
 from exchange.signing.keys import TrustBundle
 
 ACCESS_ACTIONS = ("grant", "grant_revoke", "extract", "query", "access_denied")
 _COLORS = {"shanghai": "#1f77b4", "jiangsu": "#2ca02c", "zhejiang": "#ff7f0e", "anhui": "#9467bd"}
-_CSS = """
-body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:2em;color:#222;max-width:1200px}
-h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .5em}
-th{background:#f3f3f3;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
-.verdict{font-size:1.4em;font-weight:bold;padding:.5em 1em;display:inline-block;border-radius:4px}
-.intact{background:#e6f4ea;color:#137333} .broken{background:#fce8e6;color:#a50e0e}
-code{font-size:.85em}
-"""
 
 
 @dataclass
@@ -70,18 +62,6 @@ def collect(layout: Layout, verify: VerifyReport, bundle: TrustBundle) -> Report
             access.append(entry)
     manifests.sort(key=lambda m: (m.province, m.dataset, m.window_end))
     return ReportData(datetime.now(UTC), verify, manifests, bundle, extracts, access)
-
-
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None, cls: str = "") -> str:
-    numeric = numeric or set()
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="n">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    empty = f'<tr><td colspan="{len(headers)}">none</td></tr>' if not rows else ""
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody></table>'
 
 
 def _rate(m: BatchManifest) -> float:
@@ -164,34 +144,28 @@ def render(data: ReportData, home: str = "") -> str:
         f'<h2 id="verdict">Verification</h2><div class="verdict {verdict_cls}" id="verdict-value">'
         f"{escape(v.verdict)}</div><p>Checked: {escape(counts)}; {len(v.problems)} problem(s).</p>{first}",
         '<h2 id="batches">Batches per province and dataset</h2>'
-        + _table(["province", "dataset", "batches", "pulled", "accepted", "quarantined", "rejection rate"], per_pd,
+        + table(["province", "dataset", "batches", "pulled", "accepted", "quarantined", "rejection rate"], per_pd,
                  {2, 3, 4, 5, 6}, "per-dataset"),
         '<h3>Rejection rate per batch, over time</h3>' + rejection_chart(data.manifests),
-        _table(["province", "dataset", "batch", "window (UTC)", "pulled", "accepted", "quarantined", "rejection rate",
+        table(["province", "dataset", "batch", "window (UTC)", "pulled", "accepted", "quarantined", "rejection rate",
                 "snapshot", "contract"], batches, {4, 5, 6, 7, 8}, "batches"),
         '<h2 id="contracts">Contract versions in force</h2>'
-        + _table(["dataset", "contract", "version", "SHA-256"], contracts, cls="contracts"),
+        + table(["dataset", "contract", "version", "SHA-256"], contracts, cls="contracts"),
         '<h2 id="keys">Keys and rotations</h2>'
-        + _table(["owner", "key id", "algorithm", "valid from", "valid until", "status", "endorsed by"], keys,
+        + table(["owner", "key id", "algorithm", "valid from", "valid until", "status", "endorsed by"], keys,
                  cls="keys"),
         '<h2 id="extracts">Extracts issued per department</h2>'
-        + _table(["department", "extract", "grant", "dataset", "snapshot", "rows", "cut at (UTC)"], extracts, {4, 5},
+        + table(["department", "extract", "grant", "dataset", "snapshot", "rows", "cut at (UTC)"], extracts, {4, 5},
                  "extracts"),
         '<h2 id="access">Access and denial log</h2>'
-        + _table(["actor", "action", "entries"], access, {2}, "access")
-        + "<h3>Denials</h3>" + _table(["at (UTC)", "who", "what", "reason"], denials, cls="denials"),
+        + table(["actor", "action", "entries"], access, {2}, "access")
+        + "<h3>Denials</h3>" + table(["at (UTC)", "who", "what", "reason"], denials, cls="denials"),
         '<h2 id="lineage">Lineage: provinces → lake tables → departments</h2>'
-        + _table(["province", "lake table", "departments that received extracts"], lineage, cls="lineage"),
+        + table(["province", "lake table", "departments that received extracts"], lineage, cls="lineage"),
     ]
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>YRD exchange: auditor report"
-            f"</title><style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n")
+    return page("YRD exchange: auditor report", "".join(sections))
 
 
 def write_report(out: Path, layout: Layout, verify: VerifyReport, bundle: TrustBundle) -> Path:
     """Collect, render and write the report atomically."""
-    html = render(collect(layout, verify, bundle), str(layout.home))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return write_atomically(out, render(collect(layout, verify, bundle), str(layout.home)))

@@ -1,15 +1,18 @@
-"""The demo's closing summary: one row per province and dataset, where everything is, verify's verdict."""
+"""The demo's closing summary: one row per province and dataset, records per contract rule, where everything is,
+verify's verdict."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from exchange.access.extract import SignedExtractManifest
 from exchange.datasets import PROVINCES
 from exchange.pipeline import Hub
-from exchange.provenance.manifest import read_manifest
+from exchange.provenance.manifest import SignedManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
+from exchange.report.rejections import html_path
 
 
 def print_summary(
@@ -28,15 +31,22 @@ def print_summary(
                       str(m.manifest.counts.pulled), str(m.manifest.counts.accepted),
                       str(m.manifest.counts.quarantined), str(m.manifest.snapshot_id), m.signature.key_id)
     console.print(table)
+    console.print(rule_table(manifests))
     e = extract.manifest
     layout = hub.layout
     console.print(f"Extract for [bold]{e.department}[/] (grant {e.grant_id}): {e.rows} rows of {e.dataset} at "
                   f"snapshot {e.snapshot_id}, columns {', '.join(e.columns)}")
     console.print(f"  lake        {layout.lake}\n  manifests   {layout.manifests}\n"
                   f"  provenance  {hub.log.path}\n  quarantine  lake table `quarantine` "
-                  f"(exchange quarantine list)\n  rejections  {layout.reports} (one CSV per batch for the province)\n"
+                  f"(exchange quarantine list)\n  rejections  {layout.reports}/<province> (per batch: an HTML "
+                  f"report for the office, a CSV of every rejected record)\n"
                   f"  extracts    {layout.extracts}\n  trust       "
                   f"{hub.keyring.trust_bundle_path}")
+    example = next((html_path(layout.reports, m.manifest.province, m.manifest.batch_id) for m in manifests
+                    if m.manifest.counts.quarantined), None)
+    if example is not None and example.exists():
+        console.print(f"Province office report of one batch: [link={example.as_uri()}]{escape(str(example))}[/link]",
+                      soft_wrap=True)
     failed = [dag_id for dag_id, state in states.items() if state != "success"]
     if failed:
         console.print(f"[red]DAG runs not successful: {', '.join(failed)}[/]")
@@ -46,3 +56,20 @@ def print_summary(
     else:
         console.print(f"[red]verify: BROKEN[/] - first: {report.problems[0]}")
     return 0 if report.ok and not failed else 1
+
+
+def rule_table(manifests: list[SignedManifest]) -> Table:
+    """Records each contract rule rejected (error) or flagged (warning), per province and in total."""
+    provinces = [p for p in PROVINCES if any(m.manifest.province == p for m in manifests)]
+    counts: dict[tuple[str, str, str], dict[str, int]] = {}
+    for m in manifests:
+        for rule in m.manifest.rules:
+            if rule.unexpected:
+                per = counts.setdefault((m.manifest.dataset, rule.rule_id, rule.severity), {})
+                per[m.manifest.province] = per.get(m.manifest.province, 0) + rule.unexpected
+    table = Table(title="Records per contract rule (error: rejected, warning: kept and flagged)")
+    for column in ("dataset", "rule", "severity", *provinces, "total"):
+        table.add_column(column, justify="left" if column in ("dataset", "rule", "severity") else "right")
+    for (dataset, rule_id, severity), per in sorted(counts.items(), key=lambda kv: (kv[0][0], -sum(kv[1].values()))):
+        table.add_row(dataset, rule_id, severity, *(str(per.get(p, 0)) for p in provinces), str(sum(per.values())))
+    return table

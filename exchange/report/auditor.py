@@ -16,6 +16,7 @@ from pathlib import Path
 
 from exchange.access.extract import EXTRACT_MANIFEST, ExtractManifest, SignedExtractManifest
 from exchange.config import Layout
+from exchange.provenance.archive import history_lines
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import BatchManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
@@ -53,7 +54,8 @@ def collect(layout: Layout, verify: VerifyReport, bundle: TrustBundle) -> Report
         except ValueError:
             continue
     access: list[ProvenanceEntry] = []
-    for _, line in ProvenanceLog(layout.provenance).entries():
+    # The whole history: entries a truncation moved into the archives count as much as the live log's.
+    for line in history_lines(ProvenanceLog(layout.provenance)):
         try:
             entry = ProvenanceEntry.model_validate_json(line)
         except ValueError:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.config import ExchangeSettings
+from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
 from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.archive import (
@@ -61,6 +61,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Batch 1, archive 1 + truncate, batch 2, archive 2 + truncate, then one more entry in the live tail."""
     hub = _hub(tmp_path_factory.mktemp("truncate") / "home")
     _batch(hub, START, MID, 7)
+    hub.log.append(hub.signer, actor="js.public_security", action="query", subject="e_license", details={})
     _archive_and_truncate(hub)
     _batch(hub, MID, END, 8)
     _archive_and_truncate(hub)
@@ -249,3 +250,12 @@ def test_cli_archive_truncate(home: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert "archive 4" in again.output  # the truncate entry of the first run is new since archive 3
     verified = runner.invoke(app, ["verify"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_the_auditor_report_counts_access_entries_the_log_no_longer_holds(built: Path) -> None:
+    from exchange.report.auditor import collect
+
+    layout = Layout(built)
+    data = collect(layout, _verify(built), Keyring(layout.keys).export_trust())
+    assert [(e.actor, e.action) for e in data.access if e.action == "query"] == [("js.public_security", "query")]
+    assert all(e.action != "query" for e in _entries(built)), "the query entry lives only in archive 1"

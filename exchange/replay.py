@@ -489,8 +489,9 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     (staging / "pull.json").write_text(json.dumps(pull_info, indent=2, ensure_ascii=False))
     write_rejection_report(
         hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
-        rules=rules,
-        counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "held")},
+        rules=rules, contract=contract,
+        counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
+        window=(plan.window_start, plan.window_end) if plan.window_start and plan.window_end else None,
     )
 
 

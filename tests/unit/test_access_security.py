@@ -25,12 +25,12 @@ from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
 from exchange.api.app import create_app
-from exchange.config import ExchangeSettings
 from exchange.contracts.load import default_contracts_dir
 from exchange.lake.connect import LAKE, connect, extension_path
 from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.log import ProvenanceEntry
 from exchange.synthetic import generate
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 8, tzinfo=UTC)
@@ -65,8 +65,7 @@ def _grant(gid: str, department: str, columns: list[str], prefix: str, expires: 
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("access") / "home"
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                             for k, v in sandbox.env().items()}))
+    hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 400, seed=11, start=START, end=END))
     assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
 

@@ -17,11 +17,11 @@ import pytest
 from adapters.base import sandbox_for
 from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange import lineage
-from exchange.config import ExchangeSettings
 from exchange.errors import SourceFormatError
 from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.synthetic import generate
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -45,8 +45,7 @@ def _openlineage_environment() -> Iterator[None]:
 def hub(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 500, seed=3, start=START, end=MID))
-    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                              for k, v in sandbox.env().items()}))
+    return sandbox_hub(home, sandbox)
 
 
 def _events(hub: Hub) -> list[dict[str, Any]]:

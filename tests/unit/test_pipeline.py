@@ -16,6 +16,7 @@ from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import DEFECT_COLUMN, generate
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -25,8 +26,7 @@ END = datetime(2026, 11, 8, tzinfo=UTC)
 @pytest.fixture
 def hub(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                              for k, v in sandbox.env().items()}))
+    return sandbox_hub(home, sandbox)
 
 
 def _seed(hub: Hub, n: int, start: datetime, end: datetime, seed: int = 7) -> int:

@@ -24,11 +24,12 @@ from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.links import ledger_row_of, origin_of
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import read_manifest
-from exchange.provenance.verify import VerifyReport, verify_home
+from exchange.provenance.verify import verify_home
 from exchange.replay import replay
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keys import Keyring
 from exchange.synthetic import generate
+from tests.hubs import assert_named, sandbox_hub, verify_copy
 
 START_END = ("2026-11-01T00:00:00+00:00", "2026-11-04T00:00:00+00:00")
 CHECKSUM = "holder_id.resident_id_checksum"
@@ -36,8 +37,7 @@ CHECKSUM = "holder_id.resident_id_checksum"
 
 def _hub(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                              for k, v in sandbox.env().items()}))
+    return sandbox_hub(home, sandbox)
 
 
 def _relaxed(folder: Path) -> Path:
@@ -79,8 +79,6 @@ def home(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _verify(home: Path) -> VerifyReport:
-    return verify_home(ExchangeSettings(home=home), record=False)
 
 
 def _manifests(home: Path) -> tuple[Path, Path]:
@@ -91,10 +89,6 @@ def _manifests(home: Path) -> tuple[Path, Path]:
     return next(p for p in paths if p not in replays), replays[0]
 
 
-def _assert_named(report: VerifyReport, item: str, problem: str) -> None:
-    assert not report.ok, "verify passed a tampered home"
-    hits = [p for p in report.problems if item in p.item and problem in p.problem]
-    assert hits, f"expected a problem naming {item!r} with {problem!r}; got {[str(p) for p in report.problems]}"
 
 
 def _reforge_log(home: Path, edit_seq: int, edit: dict[str, object] | None) -> None:
@@ -153,23 +147,23 @@ def test_a_replay_entry_links_the_replay_to_its_origins_manifest(built: Path) ->
 
 def test_the_replay_entry_removed(home: Path) -> None:
     _reforge_log(home, _replay_entry(home).seq, None)
-    report = _verify(home)
-    _assert_named(report, _manifests(home)[1].name, "no provenance replay entry")
+    report = verify_copy(home)
+    assert_named(report, _manifests(home)[1].name, "no provenance replay entry")
     assert len(report.problems) == 1  # the re-signed chain itself is intact: only the missing link names it
 
 
 def test_the_replay_entrys_origin_digest_edited(home: Path) -> None:
     entry = _replay_entry(home)
     _reforge_log(home, entry.seq, {"digests": {**entry.digests, "origin_manifest": "0" * 64}})
-    report = _verify(home)
-    _assert_named(report, _manifests(home)[1].name, "another digest than the origin's signed manifest")
+    report = verify_copy(home)
+    assert_named(report, _manifests(home)[1].name, "another digest than the origin's signed manifest")
     assert report.problems[0].found == "0" * 64  # type: ignore[attr-defined]
 
 
 def test_the_replay_entrys_origin_renamed(home: Path) -> None:
     entry = _replay_entry(home)
     _reforge_log(home, entry.seq, {"details": {**entry.details, "origin": "jiangsu.e_license.elsewhere"}})
-    _assert_named(_verify(home), _manifests(home)[1].name, "names another origin batch")
+    assert_named(verify_copy(home), _manifests(home)[1].name, "names another origin batch")
 
 
 def test_the_replay_entry_edited_without_the_key(home: Path) -> None:
@@ -180,17 +174,17 @@ def test_the_replay_entry_edited_without_the_key(home: Path) -> None:
     doc["digests"]["origin_manifest"] = "f" * 64
     lines[index] = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     path.write_text("\n".join(lines) + "\n")
-    report = _verify(home)
-    _assert_named(report, f"log.jsonl:{index + 1}", "entry was altered")
-    _assert_named(report, _manifests(home)[1].name, "another digest than the origin's signed manifest")
+    report = verify_copy(home)
+    assert_named(report, f"log.jsonl:{index + 1}", "entry was altered")
+    assert_named(report, _manifests(home)[1].name, "another digest than the origin's signed manifest")
 
 
 def test_the_origin_manifest_removed(home: Path) -> None:
     origin, replayed = _manifests(home)
     origin.unlink()
-    report = _verify(home)
-    _assert_named(report, replayed.name, "origin missing")
-    _assert_named(report, f"lake batch {origin.stem}", "no signed manifest")
+    report = verify_copy(home)
+    assert_named(report, replayed.name, "origin missing")
+    assert_named(report, f"lake batch {origin.stem}", "no signed manifest")
 
 
 # -- snapshot commit info <-> manifest ---------------------------------------------------------------------
@@ -209,8 +203,8 @@ def _edit_commit_info(home: Path, snapshot: int, edit: dict[str, object]) -> Non
 def test_a_snapshots_batch_digest_edited(home: Path) -> None:
     path = _manifests(home)[0]
     _edit_commit_info(home, read_manifest(path).manifest.snapshot_id, {"batch_sha256": "1" * 64})
-    report = _verify(home)
-    _assert_named(report, path.name, "commit info carries another batch digest")
+    report = verify_copy(home)
+    assert_named(report, path.name, "commit info carries another batch digest")
     assert report.problems[0].found == "1" * 64  # type: ignore[attr-defined]
 
 
@@ -219,7 +213,7 @@ def test_a_snapshot_relabelled_as_another_batch(home: Path) -> None:
     origin, replayed = read_manifest(origin_path).manifest, read_manifest(replay_path).manifest
     # The origin's snapshot now claims to hold the replay (an older snapshot re-labelled, as a second commit would).
     _edit_commit_info(home, origin.snapshot_id, {"batch_id": replayed.batch_id})
-    report = _verify(home)
-    _assert_named(report, f"lake snapshot {origin.snapshot_id}", f"names batch {replayed.batch_id}, whose signed "
+    report = verify_copy(home)
+    assert_named(report, f"lake snapshot {origin.snapshot_id}", f"names batch {replayed.batch_id}, whose signed "
                   "manifest names another snapshot")
-    _assert_named(report, origin_path.name, "snapshot")
+    assert_named(report, origin_path.name, "snapshot")

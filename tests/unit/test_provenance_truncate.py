@@ -28,9 +28,10 @@ from exchange.provenance.archive import (
 )
 from exchange.provenance.log import TRUNCATE, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.trace import trace_record
-from exchange.provenance.verify import VerifyReport, verify_home, verify_offline
+from exchange.provenance.verify import verify_home, verify_offline
 from exchange.signing.keys import Keyring
 from exchange.synthetic import generate
+from tests.hubs import assert_named, sandbox_hub, verify_copy
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -39,8 +40,7 @@ END = datetime(2026, 11, 8, tzinfo=UTC)
 
 def _hub(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                              for k, v in sandbox.env().items()}))
+    return sandbox_hub(home, sandbox)
 
 
 def _batch(hub: Hub, start: datetime, end: datetime, seed: int) -> str:
@@ -76,14 +76,8 @@ def home(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _verify(home: Path) -> VerifyReport:
-    return verify_home(ExchangeSettings(home=home), record=False)
 
 
-def _assert_named(report: VerifyReport, item: str, problem: str) -> None:
-    assert not report.ok, "verify passed a tampered home"
-    hits = [p for p in report.problems if item in p.item and problem in p.problem]
-    assert hits, f"expected a problem naming {item!r} with {problem!r}; got {[str(p) for p in report.problems]}"
 
 
 def _entries(home: Path) -> list[ProvenanceEntry]:
@@ -99,7 +93,7 @@ def test_the_live_log_keeps_the_tail_and_verify_checks_the_whole_chain(built: Pa
     assert cut.action == TRUNCATE and cut.details["archive"] == second.name and cut.details["first_seq"] == live[0].seq
     history = [ProvenanceEntry.model_validate_json(line) for line in history_lines(ProvenanceLog(built / "provenance"))]
     assert [e.seq for e in history] == list(range(1, live[-1].seq + 1))
-    report = _verify(built)
+    report = verify_copy(built)
     assert report.ok, [str(p) for p in report.problems]
     assert report.entries == live[-1].seq and report.archives == 2 and report.manifests == 2
 
@@ -132,7 +126,7 @@ def test_an_auditor_verifies_the_truncated_log_with_its_archives_offline(built: 
 def test_an_archive_truncated_after_the_log_was_cut(home: Path) -> None:
     first = archive_paths(home / "provenance" / "archives")[0]
     first.write_bytes(first.read_bytes()[:4096])
-    _assert_named(_verify(home), f"provenance archive {first.name}", "truncated")
+    assert_named(verify_copy(home), f"provenance archive {first.name}", "truncated")
 
 
 def _rewrite_entries(archive: Path, edit: bytes, replacement: bytes) -> None:
@@ -151,19 +145,19 @@ def _rewrite_entries(archive: Path, edit: bytes, replacement: bytes) -> None:
 def test_an_entry_edited_in_an_archive_the_log_no_longer_holds(home: Path) -> None:
     first = archive_paths(home / "provenance" / "archives")[0]
     _rewrite_entries(first, b'"action":"pull"', b'"action":"pulL"')
-    _assert_named(_verify(home), f"provenance archive {first.name}", "entry was altered")
+    assert_named(verify_copy(home), f"provenance archive {first.name}", "entry was altered")
 
 
 def test_an_archive_removed_after_the_log_was_cut(home: Path) -> None:
     archive_paths(home / "provenance" / "archives")[-1].unlink()
-    _assert_named(_verify(home), "provenance log log.jsonl", "no archive ends there")
+    assert_named(verify_copy(home), "provenance log log.jsonl", "no archive ends there")
 
 
 def test_the_live_tail_cut_further_by_hand(home: Path) -> None:
     log = home / "provenance" / "log.jsonl"
     lines = log.read_text().splitlines()
     log.write_text("\n".join(lines[1:]) + "\n")  # drop the kept checkpoint: the log starts mid-segment
-    _assert_named(_verify(home), "provenance log log.jsonl", "no archive ends there")
+    assert_named(verify_copy(home), "provenance log log.jsonl", "no archive ends there")
 
 
 def test_the_truncate_entry_removed_with_the_hub_key(home: Path) -> None:
@@ -180,7 +174,7 @@ def test_the_truncate_entry_removed_with_the_hub_key(home: Path) -> None:
         kept.append(ProvenanceEntry.model_validate(
             {**body, "entry_hash": digest, "signature": signer.sign(digest.encode()).model_dump()}))
     log.write_text("".join(e.model_dump_json() + "\n" for e in kept))
-    _assert_named(_verify(home), "provenance log log.jsonl", "no signed truncate entry")
+    assert_named(verify_copy(home), "provenance log log.jsonl", "no signed truncate entry")
 
 
 def test_incremental_verify_resumes_across_a_truncation(home: Path) -> None:
@@ -256,6 +250,6 @@ def test_the_auditor_report_counts_access_entries_the_log_no_longer_holds(built:
     from exchange.report.auditor import collect
 
     layout = Layout(built)
-    data = collect(layout, _verify(built), Keyring(layout.keys).export_trust())
+    data = collect(layout, verify_copy(built), Keyring(layout.keys).export_trust())
     assert [(e.actor, e.action) for e in data.access if e.action == "query"] == [("js.public_security", "query")]
     assert all(e.action != "query" for e in _entries(built)), "the query entry lives only in archive 1"

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.config import ExchangeSettings
 from exchange.contracts.load import CONTRACTS_DIR_ENV, contract_path, load_contract
 from exchange.contracts.validate import QUARANTINE_SCHEMA, record_json
 from exchange.datasets import E_LICENSE
@@ -43,6 +42,7 @@ from exchange.replay import (
     with_rule,
 )
 from exchange.synthetic import DEFECT_COLUMN, generate
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -108,8 +108,7 @@ def test_pending_is_a_multiset_difference_and_rules_select_rows() -> None:
 @pytest.fixture
 def hub(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    return Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                              for k, v in sandbox.env().items()}))
+    return sandbox_hub(home, sandbox)
 
 
 @pytest.fixture

@@ -24,10 +24,11 @@ from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest
-from exchange.provenance.verify import VerifyReport, verify_home, verify_offline
+from exchange.provenance.verify import verify_home, verify_offline
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keys import Keyring
 from exchange.synthetic import generate
+from tests.hubs import assert_named, verify_copy
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -70,8 +71,6 @@ def home(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _verify(home: Path) -> VerifyReport:
-    return verify_home(ExchangeSettings(home=home), record=False)
 
 
 def _manifests(home: Path) -> list[Path]:
@@ -84,10 +83,6 @@ def _lake_file(home: Path, manifest: Path, table: str = "e_license") -> tuple[st
     return name, home / "lake" / "data" / name
 
 
-def _assert_named(report: VerifyReport, item: str, problem: str) -> None:
-    assert not report.ok, "verify passed a tampered home"
-    hits = [p for p in report.problems if item in p.item and problem in p.problem]
-    assert hits, f"expected a problem naming {item!r} with {problem!r}; got {[str(p) for p in report.problems]}"
 
 
 def _rewrite_log(home: Path, edit: Callable[[list[str]], list[str]]) -> None:
@@ -96,7 +91,7 @@ def _rewrite_log(home: Path, edit: Callable[[list[str]], list[str]]) -> None:
 
 
 def test_the_untouched_copy_verifies(home: Path) -> None:
-    assert _verify(home).ok
+    assert verify_copy(home).ok
 
 
 # -- lake data files ---------------------------------------------------------------------------------------
@@ -107,22 +102,22 @@ def test_a_byte_flipped_in_a_data_file(home: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    report = _verify(home)
-    _assert_named(report, f"lake file {name}", "SHA-256 mismatch")
+    report = verify_copy(home)
+    assert_named(report, f"lake file {name}", "SHA-256 mismatch")
     assert report.problems[0].found != report.problems[0].expected  # type: ignore[attr-defined]
 
 
 def test_a_data_file_deleted(home: Path) -> None:
     name, path = _lake_file(home, _manifests(home)[1])
     path.unlink()
-    _assert_named(_verify(home), f"lake file {name}", "missing")
+    assert_named(verify_copy(home), f"lake file {name}", "missing")
 
 
 def test_a_data_file_added(home: Path) -> None:
     _, path = _lake_file(home, _manifests(home)[0])
     extra = path.with_name("ducklake-extra-rows.parquet")
     shutil.copy(path, extra)
-    _assert_named(_verify(home), "ducklake-extra-rows.parquet", "unknown to the catalog")
+    assert_named(verify_copy(home), "ducklake-extra-rows.parquet", "unknown to the catalog")
 
 
 def test_a_data_file_swapped_with_another_batchs(home: Path) -> None:
@@ -132,7 +127,7 @@ def test_a_data_file_swapped_with_another_batchs(home: Path) -> None:
     a.rename(tmp)
     b.rename(a)
     tmp.rename(b)
-    _assert_named(_verify(home), f"lake file {first}", "differs")
+    assert_named(verify_copy(home), f"lake file {first}", "differs")
 
 
 # -- manifests ----------------------------------------------------------------------------------------------
@@ -144,7 +139,7 @@ def test_a_manifest_edited(home: Path) -> None:
     doc["manifest"]["counts"]["quarantined"] -= 1
     doc["manifest"]["counts"]["accepted"] += 1
     path.write_text(json.dumps(doc, indent=2))
-    _assert_named(_verify(home), path.name, "does not match the content")
+    assert_named(verify_copy(home), path.name, "does not match the content")
 
 
 @pytest.mark.parametrize("who", ["a key outside the bundle", "a province key in the bundle"])
@@ -158,7 +153,7 @@ def test_a_manifest_re_signed_with_another_key(home: Path, tmp_path: Path, who: 
         signer = Keyring(home / "keys").signer("jiangsu.data_office")
         expected = "not the hub's"
     path.write_text(sign_manifest(signed.manifest, signer).model_dump_json(indent=2))
-    _assert_named(_verify(home), path.name, expected)
+    assert_named(verify_copy(home), path.name, expected)
 
 
 # -- provenance log ---------------------------------------------------------------------------------------
@@ -172,19 +167,19 @@ def test_a_provenance_entry_edited(home: Path) -> None:
         return lines
 
     _rewrite_log(home, edit)
-    _assert_named(_verify(home), "log.jsonl:3", "entry was altered")
+    assert_named(verify_copy(home), "log.jsonl:3", "entry was altered")
 
 
 def test_a_provenance_entry_deleted(home: Path) -> None:
     _rewrite_log(home, lambda lines: lines[:3] + lines[4:])
-    report = _verify(home)
-    _assert_named(report, "log.jsonl:4", "sequence gap")
+    report = verify_copy(home)
+    assert_named(report, "log.jsonl:4", "sequence gap")
     assert report.problems[0].expected == "seq 4"  # type: ignore[attr-defined]
 
 
 def test_provenance_entries_reordered(home: Path) -> None:
     _rewrite_log(home, lambda lines: [*lines[:2], lines[3], lines[2], *lines[4:]])
-    _assert_named(_verify(home), "log.jsonl:3", "sequence gap")
+    assert_named(verify_copy(home), "log.jsonl:3", "sequence gap")
 
 
 def test_a_provenance_entry_inserted_even_with_the_hub_key(home: Path) -> None:
@@ -201,12 +196,12 @@ def test_a_provenance_entry_inserted_even_with_the_hub_key(home: Path) -> None:
         return [*lines[:2], json.dumps(forged, ensure_ascii=False), *lines[2:]]
 
     _rewrite_log(home, insert)
-    _assert_named(_verify(home), "log.jsonl:4", "sequence gap")
+    assert_named(verify_copy(home), "log.jsonl:4", "sequence gap")
 
 
 def test_the_log_truncated_after_a_verify(home: Path) -> None:
     _rewrite_log(home, lambda lines: lines[:-3])
-    _assert_named(_verify(home), "provenance log", "truncated")
+    assert_named(verify_copy(home), "provenance log", "truncated")
 
 
 # -- archives ---------------------------------------------------------------------------------------------
@@ -215,7 +210,7 @@ def test_the_log_truncated_after_a_verify(home: Path) -> None:
 def test_an_archive_truncated(home: Path) -> None:
     archive = archive_paths(home / "provenance" / "archives")[0]
     archive.write_bytes(archive.read_bytes()[:4096])
-    _assert_named(_verify(home), f"provenance archive {archive.name}", "truncated")
+    assert_named(verify_copy(home), f"provenance archive {archive.name}", "truncated")
 
 
 # -- the lake catalog ---------------------------------------------------------------------------------------
@@ -227,9 +222,9 @@ def test_a_ducklake_snapshot_rolled_back_in_the_catalog(home: Path) -> None:
         last = con.execute("SELECT max(snapshot_id) FROM ducklake_snapshot").fetchone()[0]  # type: ignore[index]
         con.execute("DELETE FROM ducklake_snapshot WHERE snapshot_id = ?", [last])
         con.execute("DELETE FROM ducklake_snapshot_changes WHERE snapshot_id = ?", [last])
-    report = _verify(home)
-    _assert_named(report, _manifests(home)[1].name, "snapshot")
-    _assert_named(report, "lake catalog", "rolled back")
+    report = verify_copy(home)
+    assert_named(report, _manifests(home)[1].name, "snapshot")
+    assert_named(report, "lake catalog", "rolled back")
 
 
 # -- extracts, keys, trust bundle ----------------------------------------------------------------------------
@@ -240,7 +235,7 @@ def test_an_extract_file_edited(home: Path) -> None:
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
-    _assert_named(_verify(home), "e_license.parquet", "SHA-256 mismatch")
+    assert_named(verify_copy(home), "e_license.parquet", "SHA-256 mismatch")
 
 
 def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> None:
@@ -248,8 +243,8 @@ def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> Non
     stolen = keyring.signer()
     keyring.revoke(stolen.key_id, at=datetime.now(UTC) - timedelta(seconds=1), reason="key compromised")
     entry = ProvenanceLog(home / "provenance").append(stolen, actor="hub", action="commit", subject="forged")
-    report = _verify(home)
-    _assert_named(report, f"seq {entry.seq}", "revoked at")
+    report = verify_copy(home)
+    assert_named(report, f"seq {entry.seq}", "revoked at")
 
 
 def test_a_key_added_to_the_trust_bundle(home: Path, tmp_path: Path) -> None:
@@ -258,7 +253,7 @@ def test_a_key_added_to_the_trust_bundle(home: Path, tmp_path: Path) -> None:
     forged = Keyring(tmp_path / "evil").signer().trusted_key(datetime.now(UTC) - timedelta(days=1))
     doc["keys"].append(json.loads(forged.model_dump_json()))
     path.write_text(json.dumps(doc))
-    _assert_named(_verify(home), "trust bundle", "does not match")
+    assert_named(verify_copy(home), "trust bundle", "does not match")
 
 
 # -- offline -----------------------------------------------------------------------------------------------
@@ -275,7 +270,7 @@ def test_offline_copy_verifies_and_names_a_key_added_to_the_exported_bundle(buil
     doc["keys"].append(json.loads(forged.model_dump_json()))
     tampered = tmp_path / "trust.json"
     tampered.write_text(json.dumps(doc))
-    _assert_named(verify_offline(archives, tampered, built / "lake"), "trust bundle trust.json", "does not match")
+    assert_named(verify_offline(archives, tampered, built / "lake"), "trust bundle trust.json", "does not match")
 
 
 def test_offline_names_a_truncated_archive(built: Path, tmp_path: Path) -> None:
@@ -283,5 +278,5 @@ def test_offline_names_a_truncated_archive(built: Path, tmp_path: Path) -> None:
     shutil.copytree(built / "provenance" / "archives", copy)
     archive = archive_paths(copy)[0]
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    _assert_named(verify_offline(copy, built.parent / "trust.json", built / "lake"),
+    assert_named(verify_offline(copy, built.parent / "trust.json", built / "lake"),
                   f"provenance archive {archive.name}", "truncated")

@@ -13,13 +13,13 @@ from adapters.base import sandbox_for
 from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.cli import app
-from exchange.config import ExchangeSettings
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub, run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
 from exchange.synthetic import generate
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -30,8 +30,7 @@ DEPARTMENT = "js.public_security"
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
     home = tmp_path_factory.mktemp("trace") / "home"
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                             for k, v in sandbox.env().items()}))
+    hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=END))
     assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
     registry = Registry(hub.layout.access)

@@ -24,7 +24,8 @@ from exchange import lineage
 from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
-from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE
+from exchange.contracts.model import Contract
+from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, ValidationOutcome
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
@@ -186,6 +187,25 @@ def _pull_info(hub: Hub, batch_id: str) -> dict[str, Any]:
     return info
 
 
+def validation_record(batch_id: str, contract: Contract, outcome: ValidationOutcome, *, held: bool) -> dict[str, Any]:
+    """What the validate stage records in validation.json (and the commit stage reads back)."""
+    return {
+        "batch_id": batch_id,
+        "contract_id": contract.id,
+        "contract_version": contract.version,
+        "contract_sha256": contract.document_sha256,
+        "pulled": outcome.pulled,
+        "accepted": outcome.accepted_count,
+        "quarantined": outcome.quarantined_count,
+        "warned": outcome.warned_count,
+        "gx_success": outcome.gx_success,
+        "held": held,
+        "rules": [
+            {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
+        ],
+    }
+
+
 def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     """Check the staged batch against its contract; split accepted and quarantined records."""
     hub = hub or Hub.current()
@@ -201,21 +221,7 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     )
     pq.write_table(outcome.accepted, staging / "accepted.parquet")
     pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
-    result = {
-        "batch_id": batch_id,
-        "contract_id": contract.id,
-        "contract_version": contract.version,
-        "contract_sha256": contract.document_sha256,
-        "pulled": outcome.pulled,
-        "accepted": outcome.accepted_count,
-        "quarantined": outcome.quarantined_count,
-        "warned": outcome.warnings.num_rows,
-        "gx_success": outcome.gx_success,
-        "held": outcome.held,
-        "rules": [
-            {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
-        ],
-    }
+    result = validation_record(batch_id, contract, outcome, held=outcome.held)
     (staging / "validation.json").write_text(json.dumps(result, indent=2))
     window = (datetime.fromisoformat(info["window_start"]), datetime.fromisoformat(info["window_end"]))
     write_rejection_report(

@@ -48,7 +48,7 @@ from exchange.errors import TerminalError
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
-from exchange.pipeline import HUB, Hub, commit
+from exchange.pipeline import HUB, Hub, commit, validation_record
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
@@ -467,29 +467,15 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
         "drift": [],
         "source_signatures": [],  # vouched for at the origin's pull; a replay lands no new bytes
     }
-    rules = [
-        {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
-    ]
-    validation: dict[str, Any] = {
-        "batch_id": plan.replay_id,
-        "contract_id": contract.id,
-        "contract_version": contract.version,
-        "contract_sha256": contract.document_sha256,
-        "pulled": outcome.pulled,
-        "accepted": outcome.accepted_count,
-        "quarantined": outcome.quarantined_count,
-        "warned": outcome.warned_count,
-        "gx_success": outcome.gx_success,
-        "held": False,  # a replay re-checks rejects only: the hold threshold describes a source's batch
-        "rules": rules,
-    }
+    # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
+    validation = validation_record(plan.replay_id, contract, outcome, held=False)
     pq.write_table(outcome.accepted, staging / "accepted.parquet")
     pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
     (staging / "validation.json").write_text(json.dumps(validation, indent=2))
     (staging / "pull.json").write_text(json.dumps(pull_info, indent=2, ensure_ascii=False))
     write_rejection_report(
         hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
-        rules=rules, contract=contract,
+        rules=validation["rules"], contract=contract,
         counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
         window=(plan.window_start, plan.window_end) if plan.window_start and plan.window_end else None,
     )

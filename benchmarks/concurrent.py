@@ -19,10 +19,9 @@ from typing import Any
 
 from rich.table import Table
 
-from adapters.base import sandbox_for
 from benchmarks.harness import run_task
 from benchmarks.report import Target, ratio
-from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import PROVINCES, sandbox_root, trust_provinces
 
 LIMIT = 1.3
@@ -72,10 +71,7 @@ def run_concurrent(dataset: str, records: int, *, workdir: Path | None = None) -
         with ExitStack() as stack:
             envs: dict[str, dict[str, str]] = {}
             for province in PROVINCES:
-                if province == "shanghai":
-                    envs[province] = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
-                else:
-                    envs[province] = sandbox_for(province, sandbox_root(root, province)).env()
+                envs[province] = sandbox_env(stack, sandbox_root(root, province), province)
 
             def spec(province: str, out: Path) -> dict[str, Any]:
                 return {"province": province, "dataset": dataset, "root": str(root), "records": records,

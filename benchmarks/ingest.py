@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.base import sandbox_for
 from benchmarks.harness import Measurement, run_task
 from benchmarks.report import Target, ratio
-from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root
 
 DICT_SAMPLE = 50_000
@@ -80,10 +79,7 @@ def run_ingest(
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
         prepared = run_task("prepare", base)
         with ExitStack() as stack:
-            if province == "shanghai":
-                env = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
-            else:
-                env = sandbox_for(province, sandbox_root(root, province)).env()
+            env = sandbox_env(stack, sandbox_root(root, province), province)
             spec = {**base, "env": env}
             runs = root / "runs"
             limit = best_of("limit: native -> Arrow -> Parquet", "limit", spec, repeat, runs)

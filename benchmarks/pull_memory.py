@@ -17,10 +17,9 @@ from typing import Any
 
 from rich.table import Table
 
-from adapters.base import sandbox_for
 from benchmarks.harness import run_task
 from benchmarks.report import Target, ratio
-from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root
 
 GROWTH_LIMIT = 1.3
@@ -69,10 +68,7 @@ def measure_pull(province: str, dataset: str, records: int, workdir: Path | None
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
         run_task("prepare", base)
         with ExitStack() as stack:
-            if province == "shanghai":
-                env = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
-            else:
-                env = sandbox_for(province, sandbox_root(root, province)).env()
+            env = sandbox_env(stack, sandbox_root(root, province), province)
             result = run_task("pull", {**base, "env": env, "out": str(root / "pull")})
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -16,10 +16,9 @@ from typing import Any
 
 from rich.table import Table
 
-from adapters.base import sandbox_for
 from benchmarks.harness import run_task
 from benchmarks.report import Target, ratio
-from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root
 
 RSS_LIMIT_MB = 2048.0
@@ -83,10 +82,7 @@ def measure_size(province: str, dataset: str, records: int, workdir: Path | None
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
         run_task("prepare", base)
         with ExitStack() as stack:
-            if province == "shanghai":
-                env = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
-            else:
-                env = sandbox_for(province, sandbox_root(root, province)).env()
+            env = sandbox_env(stack, sandbox_root(root, province), province)
             limit = run_task("limit", {**base, "env": env, "out": str(root / "limit")})
             ours = run_task("ours", {**base, "env": env, "out": str(root / "ours")})
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -43,6 +44,14 @@ class ShanghaiServer:
             assert self._proc.stdin is not None
             self._proc.stdin.close()
             self._proc.wait(timeout=30)
+
+
+def sandbox_env(stack: ExitStack, root: Path, province: str) -> dict[str, str]:
+    """The EXCHANGE_ settings pointing at a province's sandbox under `root`; Shanghai's API is served from its
+    own process until `stack` closes (the others are files or a database)."""
+    if province == "shanghai":
+        return dict(stack.enter_context(ShanghaiServer(root)).env)
+    return sandbox_for(province, root).env()
 
 
 def main(root: str) -> int:

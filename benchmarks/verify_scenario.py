@@ -20,10 +20,9 @@ from typing import Any
 
 from rich.table import Table
 
-from adapters.base import sandbox_for
 from benchmarks.harness import Stopwatch, run_task
 from benchmarks.report import Target, ratio
-from benchmarks.shanghai_server import ShanghaiServer
+from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root, window
 
 HASHED_FOLDERS = ("lake/data", "landing", "manifests", "provenance")
@@ -117,10 +116,7 @@ def run_verify_scenario(
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
         run_task("prepare", {**base, "weeks": batches + 1})
         with ExitStack() as stack:
-            if province == "shanghai":
-                env = stack.enter_context(ShanghaiServer(sandbox_root(root, province))).env
-            else:
-                env = sandbox_for(province, sandbox_root(root, province)).env()
+            env = sandbox_env(stack, sandbox_root(root, province), province)
             lake = {**base, "env": env, "home": str(home)}
             run_task("build_lake", {**lake, "weeks": list(range(batches))})
             files = hashed_files(home)

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.config import ExchangeSettings
 from exchange.pipeline import Hub, run_exchange
 from exchange.synthetic import generate
+from tests.hubs import sandbox_hub
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
     env = sandbox.env()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v for k, v in env.items()}))
+    hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=11, start=START, end=END))
     assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
     return hub

@@ -40,6 +40,7 @@ from exchange.signing.sm2 import (
 )
 from exchange.signing.sm3 import sm3, sm3_pure
 from exchange.synthetic import generate
+from tests.hubs import sandbox_hub
 
 DATA = b"canonical bytes of some manifest"
 
@@ -353,9 +354,7 @@ END = datetime(2026, 11, 8, tzinfo=UTC)
 
 
 def _hub(home: Path) -> Hub:
-    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
-    return Hub(ExchangeSettings.model_validate({"home": home, **env}))
+    return sandbox_hub(home, sandbox_for("jiangsu", home / "sandboxes" / "jiangsu"))
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,11 @@ class ExchangeSettings(BaseSettings):
         default=0.5, gt=0,
         description="Wait before the first commit retry; doubles each time (with jitter), capped at 30 s",
     )
+    validate_part_rows: int = Field(
+        default=500_000, ge=1_000,
+        description="Largest number of records checked against a contract at once: a larger batch is checked "
+        "in parts grouped by key (same result, bounded memory; about 1 KB of memory per record in a part)",
+    )
     sandbox_dir: Path | None = Field(
         default=None, description="Where the embedded province sandboxes keep their data"
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.compute as pc
+import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
@@ -25,7 +26,8 @@ from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
-from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, ValidationOutcome
+from exchange.contracts.parts import key_parts
+from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, Verdict
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
@@ -187,45 +189,57 @@ def _pull_info(hub: Hub, batch_id: str) -> dict[str, Any]:
     return info
 
 
-def validation_record(batch_id: str, contract: Contract, outcome: ValidationOutcome, *, held: bool) -> dict[str, Any]:
+def validation_record(batch_id: str, contract: Contract, verdict: Verdict, *, held: bool) -> dict[str, Any]:
     """What the validate stage records in validation.json (and the commit stage reads back)."""
     return {
         "batch_id": batch_id,
         "contract_id": contract.id,
         "contract_version": contract.version,
         "contract_sha256": contract.document_sha256,
-        "pulled": outcome.pulled,
-        "accepted": outcome.accepted_count,
-        "quarantined": outcome.quarantined_count,
-        "warned": outcome.warned_count,
-        "gx_success": outcome.gx_success,
+        "pulled": verdict.pulled,
+        "accepted": verdict.accepted_count,
+        "quarantined": verdict.quarantined_count,
+        "warned": verdict.warned_count,
+        "gx_success": verdict.gx_success,
         "held": held,
         "rules": [
-            {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in outcome.rules
+            {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count} for r in verdict.rules
         ],
     }
 
 
 def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
-    """Check the staged batch against its contract; split accepted and quarantined records."""
+    """Check the staged batch against its contract; split accepted and quarantined records.
+
+    A batch larger than ``settings.validate_part_rows`` is checked in parts grouped by key (memory stays
+    bounded; the result is the whole batch's, see contracts/parts.py).
+    """
     hub = hub or Hub.current()
     info = _pull_info(hub, batch_id)
     staging = hub.staging(batch_id)
     contract = load_contract(info["dataset"])
-    table = pq.read_table(staging / "pulled.parquet")
     # "Not in the future" is judged on the window's last day, so a retry of this batch judges alike.
     run_date = datetime.fromisoformat(info["window_end"]).astimezone(RUN_TIMEZONE).date()
-    outcome = run_contract(
-        table, contract, province=info["province"], batch_id=batch_id,
-        today=run_date, lake=DuckLakeReference(hub.settings),
-    )
-    pq.write_table(outcome.accepted, staging / "accepted.parquet")
-    pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
-    result = validation_record(batch_id, contract, outcome, held=outcome.held)
+    lake = DuckLakeReference(hub.settings)
+    verdict: Verdict | None = None
+    parts = key_parts(staging / "pulled.parquet", contract.key, hub.settings.validate_part_rows, staging / "parts")
+    with (pq.ParquetWriter(staging / "accepted.parquet", canonical_dataset(contract.dataset).schema) as accepted,
+          pq.ParquetWriter(staging / "quarantined.parquet", QUARANTINE_SCHEMA) as quarantined):
+        for part in parts:
+            outcome = run_contract(part, contract, province=info["province"], batch_id=batch_id,
+                                   today=run_date, lake=lake)
+            accepted.write_table(outcome.accepted)
+            quarantined.write_table(outcome.quarantined)
+            verdict = Verdict.of(outcome) if verdict is None else verdict.plus(Verdict.of(outcome))
+            del part, outcome  # let the part go before the next one is read
+    assert verdict is not None, "a staged batch has at least one part, possibly empty"
+    held = verdict.held(contract.batch_hold_threshold)
+    result = validation_record(batch_id, contract, verdict, held=held)
     (staging / "validation.json").write_text(json.dumps(result, indent=2))
     window = (datetime.fromisoformat(info["window_start"]), datetime.fromisoformat(info["window_end"]))
     write_rejection_report(
-        hub.layout.reports, province=info["province"], batch_id=batch_id, quarantined=outcome.quarantined,
+        hub.layout.reports, province=info["province"], batch_id=batch_id,
+        quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
         rules=result["rules"], counts={k: result[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
         contract=contract, window=window,
     )
@@ -235,16 +249,16 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         hub.signer, actor=HUB, action="validate", subject=batch_id,
         digests={"contract": contract.document_sha256}, details=details,
     )
-    if outcome.quarantined_count:
+    if verdict.quarantined_count:
         hub.log.append(
             hub.signer, actor=HUB, action="quarantine", subject=batch_id,
             digests={"quarantined.parquet": file_sha256(staging / "quarantined.parquet")},
-            details={"quarantined": outcome.quarantined_count},
+            details={"quarantined": verdict.quarantined_count},
         )
-    if outcome.held:
+    if held:
         hub.log.append(hub.signer, actor=HUB, action="hold", subject=batch_id, details=details)
         raise TerminalError(
-            f"batch {batch_id} held: {outcome.quarantined_count} of {outcome.pulled} records failed, more than "
+            f"batch {batch_id} held: {verdict.quarantined_count} of {verdict.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
             f"See the report {report} (all records in its .csv beside it) and fix the source before re-running."
         )
@@ -294,8 +308,9 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         "contract_id": checked["contract_id"],
         "contract_version": checked["contract_version"],
     }
-    accepted = pq.read_table(staging / "accepted.parquet")
-    quarantined = pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA)
+    # Datasets, not tables: DuckDB streams the staged files into the lake without loading the batch.
+    accepted = pa_dataset.dataset(staging / "accepted.parquet")
+    quarantined = pa_dataset.dataset(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA)
     deletions = pq.read_table(staging / DELETIONS_FILE) if (staging / DELETIONS_FILE).exists() else None
     lake_root = catalog_and_data(hub.settings)[1]
 

@@ -41,7 +41,14 @@ import pyarrow.parquet as pq
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
-from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, ValidationOutcome, conform, record_json
+from exchange.contracts.validate import (
+    QUARANTINE_SCHEMA,
+    RUN_TIMEZONE,
+    ValidationOutcome,
+    Verdict,
+    conform,
+    record_json,
+)
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
@@ -468,7 +475,7 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
         "source_signatures": [],  # vouched for at the origin's pull; a replay lands no new bytes
     }
     # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
-    validation = validation_record(plan.replay_id, contract, outcome, held=False)
+    validation = validation_record(plan.replay_id, contract, Verdict.of(outcome), held=False)
     pq.write_table(outcome.accepted, staging / "accepted.parquet")
     pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
     (staging / "validation.json").write_text(json.dumps(validation, indent=2))

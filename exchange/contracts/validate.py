@@ -103,6 +103,38 @@ class ValidationOutcome:
         return int(self.warnings.num_rows)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """A batch's result without its records: counts and per-rule GX outcomes, summed over its parts."""
+
+    rules: list[RuleOutcome]
+    gx_success: bool
+    pulled: int
+    accepted_count: int
+    quarantined_count: int
+    warned_count: int
+
+    @classmethod
+    def of(cls, outcome: ValidationOutcome) -> Verdict:
+        return cls(outcome.rules, outcome.gx_success, outcome.pulled, outcome.accepted_count,
+                   outcome.quarantined_count, outcome.warned_count)
+
+    def plus(self, other: Verdict) -> Verdict:
+        """Both parts' results (same contract, so the rules line up): counts add, a rule fails if either fails."""
+        rules = [
+            RuleOutcome(a.rule_id, a.severity, a.expectation, a.unexpected_count + b.unexpected_count,
+                        a.success and b.success)
+            for a, b in zip(self.rules, other.rules, strict=True)
+        ]
+        return Verdict(rules, self.gx_success and other.gx_success, self.pulled + other.pulled,
+                       self.accepted_count + other.accepted_count,
+                       self.quarantined_count + other.quarantined_count, self.warned_count + other.warned_count)
+
+    def held(self, threshold: float) -> bool:
+        """More of the batch quarantined than the contract's hold threshold allows."""
+        return self.pulled > 0 and self.quarantined_count / self.pulled > threshold
+
+
 def validate(
     table: pa.Table,
     contract: Contract,

@@ -16,10 +16,11 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as pa_dataset
 
 from exchange.datasets import TIMESTAMP
 from exchange.lake import files as lake_files
@@ -71,11 +72,12 @@ class CommitResult:
     written: bool
 
 
-def with_lineage(table: pa.Table, province: str, batch_id: str) -> pa.Table:
-    """Add the lake's lineage columns (province, batch_id)."""
-    n = table.num_rows
-    table = table.append_column("province", pa.array([province] * n, pa.string()) if n else pa.array([], pa.string()))
-    return table.append_column("batch_id", pa.array([batch_id] * n, pa.string()) if n else pa.array([], pa.string()))
+Rows: TypeAlias = pa.Table | pa_dataset.Dataset
+"""Records to commit: in memory, or a Parquet dataset DuckDB streams from disk (memory stays bounded)."""
+
+
+def _count(rows: Rows) -> int:
+    return rows.num_rows if isinstance(rows, pa.Table) else rows.count_rows()
 
 
 def _claimed(value: object) -> object:
@@ -131,8 +133,8 @@ def commit_batch(
     dataset: str,
     dataset_schema: pa.Schema,
     ledger_row: dict[str, Any],
-    accepted: pa.Table,
-    quarantined: pa.Table,
+    accepted: Rows,
+    quarantined: Rows,
     deletions: pa.Table | None = None,
 ) -> CommitResult:
     """Write the batch in one transaction (one snapshot), unless it is already in the lake."""
@@ -145,19 +147,21 @@ def commit_batch(
     ensure_table(con, dataset, lake_schema)
     ensure_table(con, QUARANTINE, quarantined.schema)
     ensure_table(con, LEDGER, LEDGER_SCHEMA)
-    rows = with_lineage(accepted, province, batch_id)
     ledger = pa.Table.from_pylist([ledger_row], schema=LEDGER_SCHEMA)
     con.execute("BEGIN TRANSACTION")
     try:
-        con.register("incoming_rows", rows)
+        con.register("incoming_rows", accepted)
         con.register("incoming_quarantine", quarantined)
         con.register("incoming_ledger", ledger)
         # Same transaction, same snapshot: the new column and the first rows that carry it appear together.
-        add_missing_columns(con, dataset, rows.schema)
-        if rows.num_rows:
+        add_missing_columns(con, dataset, accepted.schema.append(lake_schema.field("province"))
+                            .append(lake_schema.field("batch_id")))
+        if _count(accepted):
             # By name: after a column was added, older and newer batches differ in columns and order.
-            con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME SELECT * FROM incoming_rows')
-        if quarantined.num_rows:
+            con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME '
+                        "SELECT *, ?::VARCHAR AS province, ?::VARCHAR AS batch_id FROM incoming_rows",
+                        [province, batch_id])
+        if _count(quarantined):
             con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} SELECT * FROM incoming_quarantine")
         if deletions is not None and deletions.num_rows:
             _apply_deletions(con, dataset, province, deletions)

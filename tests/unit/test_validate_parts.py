@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adapters.base import sandbox_for
-from exchange.contracts.parts import key_parts
+from exchange.contracts.parts import key_hash, key_parts
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub, pull, validate
 from exchange.pipeline import commit as commit_stage
@@ -39,6 +39,15 @@ def test_parts_keep_every_copy_of_a_key_together_in_input_order(tmp_path: Path) 
         assert not here & seen, "a key's copies are all in one part"
         seen |= here
     assert not (tmp_path / "parts").exists(), "the scattered files are removed"
+
+
+def test_equal_keys_hash_alike_wherever_they_sit() -> None:
+    keys = pa.array(["DZZZ3200001", "", None, "DZZZ3200002", "DZZZ3200001", "王五", None, "DZZZ3200002"])
+    hashes = key_hash(keys)
+    assert hashes[0] == hashes[4] and hashes[3] == hashes[7] and hashes[2] == hashes[6] == 0
+    assert len({int(h) for h in hashes[[0, 1, 3, 5]]}) == 4
+    assert list(key_hash(keys.slice(3))) == list(hashes[3:]), "a slice of a batch hashes as the whole"
+    assert list(key_hash(pa.chunked_array([keys.slice(0, 3), keys.slice(3)]))) == list(hashes)
 
 
 def test_a_small_file_is_one_part_read_as_it_is(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import duckdb
 import pyarrow.compute as pc
-import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
@@ -308,9 +307,8 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
         "contract_id": checked["contract_id"],
         "contract_version": checked["contract_version"],
     }
-    # Datasets, not tables: DuckDB streams the staged files into the lake without loading the batch.
-    accepted = pa_dataset.dataset(staging / "accepted.parquet")
-    quarantined = pa_dataset.dataset(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA)
+    # Paths, not tables: DuckDB streams the staged files into the lake without loading the batch.
+    accepted, quarantined = staging / "accepted.parquet", staging / "quarantined.parquet"
     deletions = pq.read_table(staging / DELETIONS_FILE) if (staging / DELETIONS_FILE).exists() else None
     lake_root = catalog_and_data(hub.settings)[1]
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, Field
@@ -177,6 +177,21 @@ def _key_id(algorithm: str, raw: bytes) -> str:
 def key_id_for(public: Ed25519PublicKey) -> str:
     """The fingerprint that names an Ed25519 public key."""
     return _key_id(ED25519, public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def public_key_from_pem(pem: bytes) -> tuple[str, bytes]:
+    """(algorithm, raw public key) of a SubjectPublicKeyInfo PEM holding an Ed25519 or SM2 key."""
+    try:
+        return SM2_SM3, SM2PublicKey.from_pem(pem).to_bytes()
+    except ValueError:
+        pass  # not SM2: cryptography reads the other kinds
+    try:
+        public = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(f"not a PEM public key ({exc})") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise ValueError(f"an {type(public).__name__.removeprefix('_')} key: the hub trusts Ed25519 and SM2 keys only")
+    return ED25519, public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _trusted_key(signer: KeySigner, not_before: datetime, years: int) -> TrustedKey:
@@ -361,6 +376,38 @@ class Keyring:
             self._save(bundle)
             return revoked
 
+    def trust(self, owner: str, pem: bytes, at: datetime | None = None) -> TrustedKey:
+        """Trust a public key another party holds the private half of (e.g. a province office's, sent out of
+        band) for `owner`, from `at` (default now). The owner's active key, if any, retires at `at`: what it
+        signed before stays valid; a private key the hub held for `owner` is deleted. Importing a key already
+        trusted for `owner` changes nothing."""
+        if owner == HUB_OWNER:
+            raise ValueError("the hub's own key is made here: use `exchange keys rotate hub`")
+        self.key_path(owner)  # checks the owner's name
+        algorithm, raw = public_key_from_pem(pem)
+        key_id, at = _key_id(algorithm, raw), at or datetime.now(UTC)
+        with self._locked():
+            bundle = self._read_bundle()
+            known = next((k for k in bundle.keys if k.key_id == key_id), None)
+            if known is not None:
+                if known.owner != owner or known.status == "revoked":
+                    raise ValueError(f"key {key_id} is already in the trust bundle ({known.owner}, {known.status})")
+                return known
+            record = TrustedKey(key_id=key_id, owner=owner, algorithm=algorithm,
+                                public_key=base64.b64encode(raw).decode(), not_before=at,
+                                not_after=at + timedelta(days=365 * DEFAULT_YEARS))
+            bundle.keys = [
+                k.model_copy(update={"status": "retired", "not_after": min(k.not_after, at)})
+                if k.owner == owner and k.status == "active" else k
+                for k in bundle.keys
+            ] + [record]
+            self._save(bundle)
+            # A private key the hub kept for this owner (the embedded default's) could sign, backdated, what
+            # the retired key still vouches for: from now on only the owner holds a key.
+            for path, _ in self._files(owner):
+                path.unlink()
+            return record
+
     def trust_bundle(self) -> TrustBundle:
         """The keyring's trust bundle (empty if no key exists yet)."""
         return self._read_bundle()
@@ -410,6 +457,10 @@ class Keyring:
 
     def _signer_locked(self, owner: str, algorithm: str | None = None) -> KeySigner:
         signer = self._current(owner)
+        if signer is None and owner != HUB_OWNER and (held := self._read_bundle().current(owner)) is not None:
+            # A key imported with trust(): its owner holds the private half, the hub must never sign as them.
+            raise ValueError(f"{owner}'s key {held.key_id} is held by {owner} (imported); the hub has no "
+                             "private key for it and makes none")
         if signer is None:
             signer = generate(algorithm or self.algorithm, owner)
             _write_private(self.key_path(owner, signer.algorithm), signer, replace=False)

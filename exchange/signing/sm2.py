@@ -197,6 +197,14 @@ class SM2PublicKey:
         bits = _tlv(0x03, b"\x00" + self.to_bytes())
         return _pem("PUBLIC KEY", _tlv(0x30, _ALGORITHM_ID + bits))
 
+    @classmethod
+    def from_pem(cls, pem: str | bytes) -> SM2PublicKey:
+        """Read SubjectPublicKeyInfo PEM of an SM2 key (ours or `openssl pkey -pubout`'s)."""
+        info = _children(_expect(_unpem(pem, "PUBLIC KEY"), 0x30))
+        if len(info) != 2 or info[0] != (0x30, _ALGORITHM_ID[2:]) or info[1][0] != 0x03 or info[1][1][:1] != b"\x00":
+            raise ValueError("not an SM2 public key (algorithm must be id-ecPublicKey with curve sm2)")
+        return cls.from_bytes(info[1][1][1:])
+
 
 def _random_nonce(n: int) -> int:
     return secrets.randbelow(n - 1) + 1  # uniform in [1, n-1], from the OS CSPRNG

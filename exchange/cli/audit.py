@@ -147,7 +147,33 @@ def keys_init() -> None:
     owners = ["hub", *(f"{p}.data_office" for p in PROVINCES),
               *(d.id for d in Registry(hub.layout.access).departments())]
     for name in owners:
-        console.print(f"{name}: {hub.keyring.create(name).key_id}")
+        try:
+            console.print(f"{name}: {hub.keyring.create(name).key_id}")
+        except ValueError as exc:  # an office whose own key was imported with `keys trust`
+            console.print(f"{name}: {exc}")
+
+
+@keys_app.command("trust")
+def keys_trust(
+    owner: Annotated[str, typer.Argument(help="Who holds the private key, e.g. jiangsu.data_office")],
+    public_key: Annotated[Path, typer.Argument(help="The owner's public key, SubjectPublicKeyInfo PEM "
+                                                    "(openssl pkey -pubout), Ed25519 or SM2")],
+    at: Annotated[str | None, typer.Option(help="Trusted from (ISO 8601; default now); the owner's "
+                                                "previous key retires then")] = None,
+) -> None:
+    """Trust a key someone else holds: a province office's signing key, received out of band.
+
+    Compare the printed key id with the one the office gives you by another channel before relying on it.
+    """
+    hub = _hub()
+    try:
+        key = hub.keyring.trust(owner, public_key.read_bytes(), _at(at))
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/] {public_key}: {exc}")
+        raise typer.Exit(2) from None
+    hub.log.append(hub.signer, actor="hub", action="key_trust", subject=owner,
+                   details={"key": key.key_id, "algorithm": key.algorithm, "from": key.not_before.isoformat()})
+    console.print(f"{owner}: trusting {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
 @keys_app.command("rotate")

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from adapters.base import Sandbox, sandbox_for
@@ -20,6 +21,12 @@ from exchange.access.models import Department, Grant, RowCondition
 from exchange.config import Layout
 from exchange.datasets import DATASETS, PROVINCES
 from exchange.synthetic import generate
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from exchange.access.registry import Registry
+    from exchange.pipeline import Hub
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
 DEMO_RECORDS = 5_000
@@ -148,13 +155,46 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
     hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
                    details={"department": grant.grant.department, "dataset": grant.grant.dataset})
-    console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish)")
+    department_key = extract_key(hub, registry, grant.grant.department)
+    console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish), encrypted to the "
+                  "department's key")
     states.update(run_dags(["exchange_publish"]))
     standing = sorted((hub.layout.extracts / grant.grant.department / "standing").glob("*/" + EXTRACT_MANIFEST))
     if not standing:
         raise RuntimeError(f"exchange_publish cut no extract for {grant.grant.department}")
     extract = SignedExtractManifest.model_validate_json(standing[-1].read_text(encoding="utf-8"))
+    opened = open_as_department(standing[-1].parent, hub, department_key)
     from exchange.provenance.verify import verify_home
 
     report = verify_home(hub.settings)
-    return print_summary(console, hub, states, extract, report)
+    return print_summary(console, hub, states, extract, report, opened)
+
+
+def extract_key(hub: Hub, registry: Registry, department: str) -> X25519PrivateKey:
+    """Give the sample department an extract key, as `exchange departments keygen` does (a real department
+    makes its own and hands over only the public half)."""
+    from exchange.access.envelope import generate_private_key, key_id, public_key_b64, write_private_key
+
+    key = generate_private_key()
+    write_private_key(key, hub.layout.keys / "departments" / f"{department}.x25519.pem")
+    registry.set_extract_key(department, public_key_b64(key.public_key()))
+    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
+                   details={"key_id": key_id(key.public_key())})
+    return key
+
+
+def open_as_department(directory: Path, hub: Hub, key: X25519PrivateKey) -> str:
+    """What the department does on receipt: verify the signed manifest and ciphertext, decrypt, and check each
+    file's plaintext digest and the row count; the plaintext goes to a scratch folder, never the hub's home."""
+    import tempfile
+
+    from exchange.access.extract import decrypt_extract, verify_extract
+
+    signed = verify_extract(directory, hub.keyring.export_trust())
+    with tempfile.TemporaryDirectory() as scratch:
+        files = decrypt_extract(directory, signed, key, Path(scratch))
+        size = sum(f.stat().st_size for f in files)
+    encryption = signed.manifest.encryption
+    assert encryption is not None, "the department has an extract key, so its extract is encrypted"
+    return (f"encrypted to {encryption.recipient_key_id} ({encryption.algorithm}); opened with the department's "
+            f"key: {signed.manifest.rows} rows, {size} bytes, plaintext digests match")

@@ -16,7 +16,8 @@ from exchange.report.rejections import html_path
 
 
 def print_summary(
-    console: Console, hub: Hub, states: dict[str, str], extract: SignedExtractManifest, report: VerifyReport
+    console: Console, hub: Hub, states: dict[str, str], extract: SignedExtractManifest, report: VerifyReport,
+    opened: str | None = None,
 ) -> int:
     """Print the summary; return 0 if every DAG succeeded and verify found nothing broken, else 1."""
     table = Table(title="Exchange summary (one row per province and dataset)")
@@ -36,6 +37,8 @@ def print_summary(
     layout = hub.layout
     console.print(f"Extract for [bold]{e.department}[/] (grant {e.grant_id}): {e.rows} rows of {e.dataset} at "
                   f"snapshot {e.snapshot_id}, columns {', '.join(e.columns)}")
+    if opened:
+        console.print(f"  {opened}", soft_wrap=True)
     console.print(f"  lake        {layout.lake}\n  manifests   {layout.manifests}\n"
                   f"  provenance  {hub.log.path}\n  quarantine  lake table `quarantine` "
                   f"(exchange quarantine list)\n  rejections  {layout.reports}/<province> (per batch: an HTML "

@@ -33,6 +33,7 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = _run(["demo", "--home", str(home), "--records", "1500"], home)
     assert out.returncode == 0, f"demo failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
     assert "verify: intact" in out.stdout
+    assert "opened with the department's key" in out.stdout
     return home
 
 
@@ -69,17 +70,22 @@ def test_verify_passes_on_the_untouched_home(demo_home: Path) -> None:
 def test_extract_is_masked_filtered_and_verifiable(demo_home: Path, tmp_path: Path) -> None:
     # Published by the exchange_publish DAG, which runs on the lake tables' Asset events.
     extract_dir = next((demo_home / "extracts" / "js.public_security" / "standing").glob("e_license-s*"))
-    table = pq.read_table(extract_dir / "e_license.parquet")
+    assert not (extract_dir / "e_license.parquet").exists(), "delivered encrypted to the department's key"
+    bundle = tmp_path / "trust.json"
+    assert _run(["keys", "export-trust", "--out", str(bundle)], demo_home).returncode == 0
+    assert _run(["verify-extract", str(extract_dir), "--trust-bundle", str(bundle)], demo_home).returncode == 0
+    key = demo_home / "keys" / "departments" / "js.public_security.x25519.pem"
+    opened = tmp_path / "opened"
+    out = _run(["verify-extract", str(extract_dir), "--trust-bundle", str(bundle), "--key", str(key),
+                "--out", str(opened)], demo_home)
+    assert out.returncode == 0, out.stdout + out.stderr
+    table = pq.read_table(opened / "e_license.parquet")
     assert table.num_rows > 0
     rows = table.to_pylist()
     assert all(r["region_code"].startswith("32") and r["status"] == "valid" for r in rows)
     assert all(r["holder_id"][6:14] == "********" for r in rows)
     assert all(set(r["holder_name"][1:]) <= {"*"} for r in rows if r["holder_name"])
     assert "issuing_authority" not in table.column_names
-    bundle = tmp_path / "trust.json"
-    assert _run(["keys", "export-trust", "--out", str(bundle)], demo_home).returncode == 0
-    out = _run(["verify-extract", str(extract_dir), "--trust-bundle", str(bundle)], demo_home)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_rerunning_a_committed_window_adds_nothing(copy_of: Path) -> None:

@@ -14,15 +14,16 @@ from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, ext
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
 from exchange.lake import files as lake_files
-from exchange.lake.commit import LEDGER, QUARANTINE, commit_infos, files_added, ledger_rows, snapshot_of
+from exchange.lake.commit import LEDGER, QUARANTINE
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.checkpoint import VerifiedState
-from exchange.provenance.lakecheck import check_catalog, head_snapshot
+from exchange.provenance.hashing import Prefetcher
+from exchange.provenance.lakecheck import LakeCatalog, check_catalog, read_catalog
 from exchange.provenance.links import check_replay_link, check_snapshot_claim, origin_of, snapshots_without_manifest
 from exchange.provenance.manifest import BatchManifest, SignedManifest, manifest_bytes
+from exchange.provenance.manifeststream import ListedManifests, Locations, ManifestStream
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
-from exchange.signing.canonical import file_sha256
 from exchange.signing.keys import HUB_OWNER, TrustBundle, verify_signature
 
 
@@ -36,6 +37,23 @@ class Sources:
     extracts: list[Path]
     landing: Path | None = None
     state: VerifiedState | None = None
+    stream: ManifestStream | None = None  # opened early by the caller to hash beside the chain check
+
+
+def open_stream(src: Sources) -> ManifestStream:
+    """The manifests of `src`, to be walked once, with their local files hashed ahead (see manifeststream.py)."""
+    lake_root = catalog_and_data(src.settings)[1]
+    where = Locations(None if lake_files.is_remote(lake_root) else lake_root, src.landing)
+    return ManifestStream(src.manifests, src.state.manifests if src.state else {}, where, Prefetcher())
+
+
+@dataclass
+class LakeView:
+    """The open lake as the manifest checks see it: the connection, its data path and its catalog facts."""
+
+    con: duckdb.DuckDBPyConnection
+    root: str
+    catalog: LakeCatalog
 
 
 def manifest_files(home_manifests: Path, label_root: Path) -> list[tuple[str, Callable[[], bytes]]]:
@@ -73,64 +91,70 @@ def lake_exists(settings: ExchangeSettings) -> bool:
 
 def _verify_lake(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
     lake_root = catalog_and_data(src.settings)[1]  # a folder or s3://bucket/prefix/: kept a string
-    known = src.state.manifests if src.state else {}
+    stream = src.stream or open_stream(src)
+    try:
+        with connect(src.settings, read_only=True) as con:
+            catalog = read_catalog(con, lake_root)
+            _verify_manifests(src, stream, LakeView(con, lake_root, catalog), facts, report, state)
+            _verify_catalog(catalog, con, lake_root, stream.listed, facts, report, state)
+    finally:
+        stream.close()
+
+
+def _verify_manifests(
+    src: Sources, stream: ManifestStream, lake: LakeView, facts: ChainFacts, report: VerifyReport,
+    state: VerifiedState,
+) -> None:
+    digests: dict[str, str] = {}  # every manifest read, checked now or skipped: for the replay links
+    replays: list[tuple[BatchManifest, str]] = []
     skipped = 0
-    with connect(src.settings, read_only=True) as con:
-        seen: set[str] = set()
-        listed: set[str] = set()
-        infos = commit_infos(con)
-        digests: dict[str, str] = {}  # every manifest read, checked now or skipped: for the replay links
-        snapshots: dict[str, int] = {}
-        replays: list[tuple[BatchManifest, str]] = []
-        for item, read in src.manifests:
-            try:
-                signed = SignedManifest.model_validate_json(read())
-            except ValueError as exc:
-                report.problems.append(VerificationError(item, f"unreadable manifest: {exc}"))
-                continue
-            m = signed.manifest
-            if m.batch_id in seen:
-                continue  # the same manifest from an archive and from the manifests folder
-            seen.add(m.batch_id)
-            listed |= {f.name for f in m.files}
-            digest = signed.digest()
-            state.manifests[m.batch_id] = digest
-            digests[m.batch_id], snapshots[m.batch_id] = digest, m.snapshot_id
-            if known.get(m.batch_id) == digest:
-                skipped += 1
-                continue
-            report.manifests += 1
-            before = len(report.problems)
-            check(report, partial(_verify_manifest, signed, item, src.bundle, lake_root, con, report))
-            check(report, partial(check_snapshot_claim, m, item, infos))
-            check(report, partial(_cross_links, signed, item, digest, facts))
-            check(report, partial(_verify_landing, signed, item, src.landing, report))
-            if origin_of(m.batch_id) != m.batch_id:
-                replays.append((m, item))
-            if len(report.problems) > before:
-                state.manifests.pop(m.batch_id, None)
-        # After the loop: a replay's origin manifest may come later in the listing (archives, other folders).
-        for replayed, item in replays:
-            count = len(report.problems)
-            check(report, partial(check_replay_link, replayed, item, digests, facts))
-            if len(report.problems) > count:
-                state.manifests.pop(replayed.batch_id, None)
-        if src.state is not None:
-            report.skipped["manifests"] = skipped
-        unsigned: list[str] = []
-        for row in ledger_rows(con):
-            if row["batch_id"] not in seen:
-                unsigned.append(row["batch_id"])
-                report.problems.append(Mismatch(f"lake batch {row['batch_id']}", f"committed to {LEDGER} but has "
-                                                "no signed manifest", expected="a manifest", found="none"))
-        report.problems += snapshots_without_manifest(infos, snapshots, unsigned)
-        report.problems += check_catalog(con, lake_root, listed)
-        head = head_snapshot(con)
-        state.lake_snapshot = head
-        if facts.lake_floor is not None and (head is None or head < facts.lake_floor):
-            report.problems.append(Mismatch("lake catalog", "rolled back: its newest snapshot is older than one a "
-                                            "signed checkpoint recorded", expected=f"snapshot >= {facts.lake_floor}",
-                                            found=f"snapshot {head}"))
+    for doc in stream:
+        if doc.error is not None:
+            report.problems.append(doc.error)
+            continue
+        state.manifests[doc.batch_id] = digests[doc.batch_id] = doc.digest
+        if doc.signed is None:
+            skipped += 1
+            continue
+        signed, item, m = doc.signed, doc.item, doc.signed.manifest
+        report.manifests += 1
+        before = len(report.problems)
+        check(report, partial(_verify_manifest, signed, item, src.bundle, lake, stream.hashes, report))
+        check(report, partial(check_snapshot_claim, m, item, lake.catalog.infos))
+        check(report, partial(_cross_links, signed, item, doc.digest, facts))
+        check(report, partial(_verify_landing, signed, item, src.landing, stream.hashes, report))
+        if origin_of(m.batch_id) != m.batch_id:
+            replays.append((m, item))
+        if len(report.problems) > before:
+            state.manifests.pop(m.batch_id, None)
+    # After the loop: a replay's origin manifest may come later in the listing (archives, other folders).
+    for replayed, item in replays:
+        count = len(report.problems)
+        check(report, partial(check_replay_link, replayed, item, digests, facts))
+        if len(report.problems) > count:
+            state.manifests.pop(replayed.batch_id, None)
+    if src.state is not None:
+        report.skipped["manifests"] = skipped
+
+
+def _verify_catalog(
+    catalog: LakeCatalog, con: duckdb.DuckDBPyConnection, lake_root: str, listed: ListedManifests,
+    facts: ChainFacts, report: VerifyReport, state: VerifiedState,
+) -> None:
+    """The lake as a whole: ledger and snapshots against the manifests, stray files, rollbacks."""
+    unsigned: list[str] = []
+    for batch in catalog.batches:
+        if batch not in listed.batches:
+            unsigned.append(batch)
+            report.problems.append(Mismatch(f"lake batch {batch}", f"committed to {LEDGER} but has "
+                                            "no signed manifest", expected="a manifest", found="none"))
+    report.problems += snapshots_without_manifest(catalog.infos, listed.snapshots, unsigned)
+    report.problems += check_catalog(con, lake_root, catalog, listed.files)
+    state.lake_snapshot = catalog.head
+    if facts.lake_floor is not None and (catalog.head is None or catalog.head < facts.lake_floor):
+        report.problems.append(Mismatch("lake catalog", "rolled back: its newest snapshot is older than one a "
+                                        "signed checkpoint recorded", expected=f"snapshot >= {facts.lake_floor}",
+                                        found=f"snapshot {catalog.head}"))
 
 
 def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
@@ -175,8 +199,7 @@ def _signed_by_hub(bundle: TrustBundle, key_id: str, item: str) -> None:
 
 
 def _verify_manifest(
-    signed: SignedManifest, item: str, bundle: TrustBundle, lake_root: str, con: duckdb.DuckDBPyConnection,
-    report: VerifyReport,
+    signed: SignedManifest, item: str, bundle: TrustBundle, lake: LakeView, hashes: Prefetcher, report: VerifyReport,
 ) -> None:
     m = signed.manifest
     verify_signature(bundle, signed.signature, manifest_bytes(m), m.created_at, item)
@@ -186,7 +209,9 @@ def _verify_manifest(
         raise Mismatch(item, "counts not conserved: pulled != accepted + quarantined", expected=c.pulled,
                        found=f"{c.accepted} + {c.quarantined} = {c.accepted + c.quarantined}")
     for f in m.files:
-        found = lake_files.digest(con, lake_files.join(lake_root, f.name))
+        location = lake_files.join(lake.root, f.name)
+        found = (lake_files.digest(lake.con, location) if lake_files.is_remote(location)
+                 else hashes.digest(Path(location)))
         if found is None:
             raise Mismatch(f"lake file {f.name}", f"listed in {item} but missing", expected=f.sha256, found="no file")
         actual, size = found
@@ -196,11 +221,11 @@ def _verify_manifest(
             raise Mismatch(f"lake file {f.name}", f"content differs from {item} (SHA-256 mismatch)",
                            expected=f.sha256, found=actual)
         report.files += 1
-    snapshot = snapshot_of(con, m.batch_id)
+    snapshot = lake.catalog.snapshot_of(m.batch_id)
     if snapshot != m.snapshot_id:
         raise Mismatch(item, "the lake's snapshot for this batch differs from the manifest (catalog rolled back "
                              "or rewritten?)", expected=f"snapshot {m.snapshot_id}", found=f"snapshot {snapshot}")
-    in_lake = {(f.table, f.relative, f.rows) for f in files_added(con, snapshot, lake_root)}
+    in_lake = {(f.table, f.relative, f.rows) for f in lake.catalog.added_by(snapshot)}
     in_manifest = {(f.table, f.name, f.rows) for f in m.files}
     if in_lake != in_manifest:
         raise Mismatch(item, f"snapshot {snapshot}'s files differ from the manifest",
@@ -237,7 +262,9 @@ def _cross_links(signed: SignedManifest, item: str, digest: str, facts: ChainFac
                        expected=landing, found=pulls[-1] if pulls else "no pull entry")
 
 
-def _verify_landing(signed: SignedManifest, item: str, landing_root: Path | None, report: VerifyReport) -> None:
+def _verify_landing(
+    signed: SignedManifest, item: str, landing_root: Path | None, hashes: Prefetcher, report: VerifyReport
+) -> None:
     m = signed.manifest
     if landing_root is None:
         return
@@ -249,7 +276,8 @@ def _verify_landing(signed: SignedManifest, item: str, landing_root: Path | None
         if not path.exists():
             raise Mismatch(f"landing file {m.batch_id}/{f.name}", f"listed in {item} but missing",
                            expected=f.sha256, found="no file")
-        actual = file_sha256(path)
+        found = hashes.digest(path)
+        actual = found[0] if found else "no file"
         if actual != f.sha256:
             raise Mismatch(f"landing file {m.batch_id}/{f.name}", f"differs from what the province delivered "
                            f"({item})", expected=f.sha256, found=actual)

@@ -21,8 +21,8 @@ a trust bundle; no EXCHANGE_HOME needed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -38,7 +38,15 @@ from exchange.provenance.chaincheck import verify_archive_chain, verify_log_and_
 from exchange.provenance.checkpoint import VerifiedState, load_state, save_state
 from exchange.provenance.log import ChainVerifier, ProvenanceLog
 from exchange.provenance.problems import Mismatch
-from exchange.provenance.storecheck import Sources, extract_dirs, label, lake_exists, manifest_files, verify_store
+from exchange.provenance.storecheck import (
+    Sources,
+    extract_dirs,
+    label,
+    lake_exists,
+    manifest_files,
+    open_stream,
+    verify_store,
+)
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
 from exchange.signing.keys import Keyring, TrustBundle, verify_bundle
 
@@ -62,21 +70,37 @@ def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record
     start = previous if incremental else None
     if incremental and previous is None:
         report.notes.append("no earlier verify recorded: checked everything")
-    archives = layout.provenance / ARCHIVES
-    # Shared: `provenance archive --truncate` (exclusive) waits until the chain is read.
-    with archives_locked(archives, shared=True) if archives.is_dir() else nullcontext():
-        checked = verify_log_and_archives(log, partial(archive_paths, archives), bundle, report, facts,
-                                          start, start.archives if start else None)
-    if previous is not None:
-        _check_not_truncated(previous, checked.chain, facts, report, log)
     src = Sources(bundle, settings, manifest_files(layout.manifests, layout.home),
-                   extract_dirs(layout.extracts), layout.landing, start)
-    state = verify_store(src, facts, report)
+                  extract_dirs(layout.extracts), layout.landing, start)
+    with _early_stream(src):
+        archives = layout.provenance / ARCHIVES
+        # Shared: `provenance archive --truncate` (exclusive) waits until the chain is read.
+        with archives_locked(archives, shared=True) if archives.is_dir() else nullcontext():
+            checked = verify_log_and_archives(log, partial(archive_paths, archives), bundle, report, facts,
+                                              start, start.archives if start else None)
+        if previous is not None:
+            _check_not_truncated(previous, checked.chain, facts, report, log)
+        state = verify_store(src, facts, report)
     if report.ok and record:
         state.log_first_seq = checked.first_seq
         resumable = previous if start and start.log_first_seq == checked.first_seq else None
         _record(layout.provenance, state, checked.chain, facts, resumable, layout)
     return report
+
+
+@contextmanager
+def _early_stream(src: Sources) -> Iterator[None]:
+    """Read the first manifests and start hashing their files before the chain check, which then runs beside
+    the hashing (hashlib releases the GIL); the hashing threads stop on the way out, whatever happened."""
+    if not lake_exists(src.settings):
+        yield
+        return
+    src.stream = open_stream(src)
+    try:
+        src.stream.prime()
+        yield
+    finally:
+        src.stream.close()
 
 
 def _check_not_truncated(

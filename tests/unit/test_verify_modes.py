@@ -3,10 +3,12 @@ offline mode, and the auditor CLI around keys and provenance."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -14,9 +16,14 @@ from typer.testing import CliRunner
 from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
+from exchange.lake.commit import files_added, ledger_rows, snapshot_of
+from exchange.lake.connect import catalog_and_data, connect
 from exchange.pipeline import Hub, run_exchange
+from exchange.provenance import manifeststream
 from exchange.provenance.archive import archive_paths, read_header, write_archive
 from exchange.provenance.checkpoint import append_checkpoint, load_state
+from exchange.provenance.hashing import Prefetcher
+from exchange.provenance.lakecheck import read_catalog
 from exchange.provenance.verify import verify_home, verify_offline
 from exchange.synthetic import generate
 
@@ -237,3 +244,80 @@ def test_keys_cli_rotate_revoke_list_and_export(hub: Hub, tmp_path: Path) -> Non
     assert out.exit_code == 0 and "checkpoint seq" in out.output
     out = runner.invoke(app, ["provenance", "archive"])
     assert out.exit_code == 0 and "archive 1" in out.output
+
+
+def _new_manifest(hub: Hub) -> dict[str, Any]:
+    """The manifest of the batch committed after the last recorded verify."""
+    state = load_state(hub.layout.provenance)
+    assert state is not None
+    docs = [json.loads(p.read_text())["manifest"] for p in sorted(hub.layout.manifests.rglob("*.json"))]
+    (new,) = [m for m in docs if m["batch_id"] not in state.manifests]
+    return new
+
+
+@pytest.mark.parametrize("kind", ["lake", "landing", "lake missing"])
+def test_incremental_hashes_every_file_the_new_batch_added(hub2: Hub, kind: str) -> None:
+    hub = hub2
+    m = _new_manifest(hub)
+    if kind == "landing":
+        f = m["landing"][0]
+        path = hub.layout.landing / m["province"] / m["dataset"] / m["batch_id"] / f["name"]
+        item = f"landing file {m['batch_id']}/{f['name']}"
+    else:
+        f = m["files"][0]
+        path, item = hub.layout.lake_data / f["name"], f"lake file {f['name']}"
+    if kind == "lake missing":
+        path.unlink()
+    else:
+        _flip(path)
+    report = verify_home(hub.settings, incremental=True)
+    assert [p.item for p in report.problems] == [item], [str(p) for p in report.problems]
+    assert getattr(report.problems[0], "expected", None) == f["sha256"]
+    assert report.skipped["manifests"] == 1  # the old batch stayed skipped; the new one was checked
+
+
+def test_the_catalog_read_once_answers_as_the_commit_helpers(hub2: Hub) -> None:
+    """verify reads the catalog in one pass without bound parameters; it must agree with lake/commit.py."""
+    root = catalog_and_data(hub2.settings)[1]
+    with connect(hub2.settings, read_only=True) as con:
+        catalog = read_catalog(con, root)
+        ledger = [str(r["batch_id"]) for r in ledger_rows(con)]
+        assert catalog.batches == ledger and len(ledger) == 2
+        for batch in ledger:
+            snapshot = catalog.snapshot_of(batch)
+            assert snapshot is not None and snapshot == snapshot_of(con, batch)
+            ours = {(f.kind, f.table, f.relative, f.rows, f.size) for f in catalog.added_by(snapshot)}
+            theirs = {(f.kind, f.table, f.relative, f.rows, f.size) for f in files_added(con, snapshot, root)}
+            assert ours == theirs and ours
+    assert catalog.snapshot_of("no.such.batch") is None and catalog.added_by(None) == []
+
+
+def test_the_manifest_stream_reads_ahead_within_its_bound(hub2: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = hub2
+    monkeypatch.setattr(manifeststream, "LOOKAHEAD_BYTES", 1)  # one manifest with files fills the look-ahead
+    paths = sorted(hub.layout.manifests.rglob("*.json"))
+    listing = [(p.name, p.read_bytes) for p in paths] * 2  # every manifest twice: the repeats are dropped
+    where = manifeststream.Locations(str(hub.layout.lake_data), hub.layout.landing)
+    with Prefetcher(workers=1) as hashes:
+        stream = manifeststream.ManifestStream(listing, {}, where, hashes)
+        stream.prime()
+        assert len(stream._ahead) == 1 and stream.listed.batches == {stream._ahead[0][0].batch_id}
+        docs = list(stream)
+        assert [d.item for d in docs] == [p.name for p in paths]
+        assert all(d.signed is not None and d.error is None for d in docs)
+        first = docs[0].signed
+        assert first is not None
+        f = first.manifest.files[0]
+        assert hashes.digest(hub.layout.lake_data / f.name) == (f.sha256, f.size)
+    assert len(stream.listed.batches) == len(paths) and len(stream.listed.files) >= len(paths)
+
+
+def test_the_prefetcher_hashes_like_sha256sum(tmp_path: Path) -> None:
+    data = tmp_path / "data.bin"
+    data.write_bytes(bytes(range(256)) * 10_000)
+    with Prefetcher() as hashes:
+        hashes.want(data)
+        hashes.want(tmp_path / "missing")
+        assert hashes.digest(data) == (hashlib.sha256(data.read_bytes()).hexdigest(), data.stat().st_size)
+        assert hashes.digest(tmp_path / "missing") is None
+        assert hashes.digest(data) == hashes.digest(data)  # asked again: hashed again, same answer

@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--records", type=int, default=1_000_000)
     ingest.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest is kept")
     ingest.add_argument("--dict-sample", type=int, default=50_000, help="records the dlt dict path really loads")
-    ingest.add_argument("--profile", type=Path, help="write a cProfile of ours (pstats) to this file")
+    ingest.add_argument("--profile", type=Path, metavar="PREFIX",
+                        help="one more, unmeasured run of ours under pyinstrument: PREFIX.txt and PREFIX.html "
+                             "(PREFIX-<province>.* for several provinces)")
 
     scaling = sub.add_parser("scaling", parents=[common], help="scenario 2: time per record and peak RSS vs size")
     scaling.add_argument("--province", type=_provinces, default=["jiangsu"])
@@ -58,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--province", type=_provinces, default=["jiangsu"])
     verify.add_argument("--records", type=int, default=1_000_000, help="records per batch")
     verify.add_argument("--batches", type=int, default=2, help="batches (windows) committed before verifying")
+    verify.add_argument("--lake-gb", type=float, help="instead of --batches: commit synthetic batches (records "
+                        "generated once, re-sent weekly, through the real validate and commit stages) until the "
+                        "lake holds this many GiB of Parquet; --records is then the size of the one new batch")
+    verify.add_argument("--batch-records", type=int, default=2_000_000, help="records per synthetic batch")
 
     query = sub.add_parser("query", parents=[common], help="scenario 3: department queries vs raw DuckDB, HTTP p50/p99")
     query.add_argument("--rows", type=int, default=10_000_000, help="e-licences in the lake table")
@@ -75,16 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"scenario": args.scenario, "machine": machine(), "results": []}
     out.print(f"machine: {doc['machine']}")
     if args.scenario == "ingest":
-        from benchmarks.ingest import run_ingest
+        from benchmarks.ingest import profile_prefix, run_ingest
 
         for province in args.province:
+            prefix = None if args.profile is None else profile_prefix(args.profile, province, len(args.province) > 1)
             result = run_ingest(
                 province, args.dataset, args.records, repeat=args.repeat, dict_sample=args.dict_sample,
-                workdir=args.workdir, profile=args.profile,
+                workdir=args.workdir, profile=prefix,
             )
             title = f"ingest {province} {args.dataset}: {args.records:,} records ({result.defects:,} defective)"
             out.print(contenders_table(title, result.contenders, args.records))
             out.print(targets_table(f"targets, {province} (issue 8, scenario 1)", result.targets))
+            if result.profile:
+                reports = result.profile
+                out.print(f"pyinstrument profile of ours ({reports['seconds']} s, unmeasured run): "
+                          f"{reports['text']} (call tree), {reports['html']}, {reports['session']}")
             doc["results"].append(result.to_json())
     elif args.scenario == "pull":
         from benchmarks.pull_memory import run_pull_memory
@@ -114,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for province in args.province:
             verified = run_verify_scenario(
-                province, args.dataset, args.records, args.batches, workdir=args.workdir
+                province, args.dataset, args.records, args.batches, workdir=args.workdir, lake_gb=args.lake_gb,
+                batch_records=args.batch_records,
             )
             out.print(verified.table())
             out.print(targets_table(f"targets, {province} (issue 8, scenario 4)", verified.targets))

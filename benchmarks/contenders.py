@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from benchmarks.sources import (
     native_tables,
     trust_provinces,
 )
+
+FLAT_LINES = 40  # functions listed by own time under the call tree
 
 
 def run_limit(
@@ -72,25 +76,69 @@ def run_ours(
         setattr(pipeline, name, timed)
     trust_provinces(root, out_dir / "hub")
     hub = pipeline.Hub(ExchangeSettings(home=out_dir / "hub"))
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    with Stopwatch() as watch:
+    with _profiled(profile) as reports, Stopwatch() as watch:
         summary = pipeline.run_exchange(province, dataset, WINDOW_START, WINDOW_END, hub)
-    if profiler is not None and profile:
-        profiler.disable()
-        profiler.dump_stats(profile)
     details = {
         "stages": stages,
         "accepted": summary.get("accepted"),
         "quarantined": summary.get("quarantined"),
         "snapshot_id": summary.get("snapshot_id"),
         "status": summary.get("status"),
+        **({"profile": reports} if reports else {}),
     }
     return watch.seconds, int(summary.get("pulled", 0)), details
+
+
+@contextmanager
+def _profiled(prefix: str | None) -> Iterator[dict[str, str]]:
+    """Sample the block with pyinstrument (a 1 ms sampler of the main thread: far less skew than cProfile's
+    per-call hooks) and write the reports of :func:`write_profile`; the yielded dict names them once written."""
+    reports: dict[str, str] = {}
+    if not prefix:
+        yield reports
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    try:
+        yield reports
+    finally:
+        profiler.stop()
+    reports.update(write_profile(profiler, Path(prefix)))
+
+
+def write_profile(profiler: Any, prefix: Path) -> dict[str, str]:
+    """The call tree (time-ordered, frames under 1 % folded) and the hottest functions by own time as
+    text, pyinstrument's interactive HTML, and the session (``pyinstrument --load=<prefix>.pyisession``)."""
+    text, html, session = (Path(f"{prefix}.{ext}") for ext in ("txt", "html", "pyisession"))
+    tree = profiler.output_text(unicode=True, color=False, show_all=False)
+    hottest = "\n".join(f"{seconds:8.3f}  {label}" for label, seconds in own_times(profiler.last_session.root_frame()))
+    text.write_text(f"{tree}\n\nThe {FLAT_LINES} hottest functions by own time (s, summed over the call tree):\n"
+                    f"{hottest}\n")
+    profiler.write_html(html)
+    profiler.last_session.save(session)
+    return {"text": str(text), "html": str(html), "session": str(session)}
+
+
+def own_times(root: Any, top: int = FLAT_LINES) -> list[tuple[str, float]]:
+    """Seconds sampled in each function itself (not its callees), summed wherever it was called from.
+
+    Walks the unprocessed frame tree, where a frame's own samples are its synthetic ``[self]`` leaves
+    (pyinstrument's flat renderer merged every library's ``[self]`` into one row, hence this).
+    """
+    totals: dict[str, float] = {}
+    stack = [root]
+    while stack:
+        frame = stack.pop()
+        for child in frame.children:
+            if child.is_synthetic_leaf:
+                name = f"{frame.class_name}.{frame.function}" if frame.class_name else frame.function
+                label = f"{name}  {frame.file_path_short}:{frame.line_no}"
+                totals[label] = totals.get(label, 0.0) + float(child.time)
+            else:
+                stack.append(child)
+    return sorted(totals.items(), key=lambda item: -item[1])[:top]
 
 
 def run_pull(

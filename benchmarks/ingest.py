@@ -30,6 +30,7 @@ class IngestResult:
     contenders: list[Measurement]
     ratios: dict[str, float | None] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
+    profile: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -42,6 +43,7 @@ class IngestResult:
             "contenders": {m.name: m.to_json() for m in self.contenders},
             "ratios": self.ratios,
             "targets": [t.to_json() for t in self.targets],
+            "profile": self.profile,
         }
 
 
@@ -73,7 +75,10 @@ def run_ingest(
     profile: Path | None = None,
     keep: bool = False,
 ) -> IngestResult:
-    """Prepare the province's sandbox with `records` records and run every contender against it."""
+    """Prepare the province's sandbox with `records` records and run every contender against it.
+
+    With `profile`, one more run of ours under pyinstrument writes ``<profile>.txt``, ``.html`` and ``.pyisession``.
+    """
     root = Path(tempfile.mkdtemp(prefix=f"bench-{province}-", dir=workdir))
     try:
         base = {"province": province, "dataset": dataset, "root": str(root), "records": records}
@@ -84,8 +89,10 @@ def run_ingest(
             runs = root / "runs"
             limit = best_of("limit: native -> Arrow -> Parquet", "limit", spec, repeat, runs)
             ours = best_of("ours: run_exchange", "ours", spec, repeat, runs)
-            if profile is not None:  # an extra, unmeasured run: cProfile's overhead must not skew the figure
-                run_task("ours", {**spec, "profile": str(profile), "out": str(runs / "ours-profiled")})
+            reports: dict[str, str] = {}
+            if profile is not None:  # an extra, unmeasured run: the sampler's overhead must not skew the figure
+                profiled = run_task("ours", {**spec, "profile": str(profile), "out": str(runs / "ours-profiled")})
+                reports = {**profiled["details"]["profile"], "seconds": f"{float(profiled['seconds']):.2f}"}
             peer = best_of("peer: dlt(Arrow) + GX COMPLETE + SHA-256", "peer", spec, repeat, runs)
         sample = min(dict_sample, records)
         dict_run = best_of("dlt dict path", "dictpath", {**base, "sample": sample}, 1, runs)
@@ -104,6 +111,7 @@ def run_ingest(
         defects=int(prepared["details"]["defects"]),
         prepare_seconds=float(prepared["seconds"]),
         contenders=[limit, ours, peer, dict_run],
+        profile=reports,
     )
     result.ratios = {
         "ours/limit": ratio(ours.seconds, limit.seconds),
@@ -119,3 +127,10 @@ def run_ingest(
         Target("pulled = accepted + quarantined = records", 1.0 if conserved else 0.0, 1.0, at_most=False),
     ]
     return result
+
+
+def profile_prefix(given: Path, province: str, several: bool) -> Path:
+    """Where a province's profile goes: `given` without a .txt/.html suffix, plus ``-<province>`` when
+    several provinces run, so one --profile serves them all without overwriting."""
+    prefix = given.with_suffix("") if given.suffix in (".txt", ".html") else given
+    return prefix.with_name(f"{prefix.name}-{province}") if several else prefix

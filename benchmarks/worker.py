@@ -76,6 +76,14 @@ def _build_lake(spec: dict[str, Any]) -> Result:
     return build_lake(spec["province"], spec["dataset"], Path(spec["home"]), spec["env"], spec["weeks"])
 
 
+def _build_synthetic_lake(spec: dict[str, Any]) -> Result:
+    _preload_ours()
+    from benchmarks.verify_scenario import build_synthetic_lake
+
+    return build_synthetic_lake(spec["province"], spec["dataset"], Path(spec["home"]), float(spec["lake_gb"]),
+                                int(spec["batch_records"]), int(spec["records"]))
+
+
 def _query_build(spec: dict[str, Any]) -> Result:
     from benchmarks.query import build_home
 
@@ -125,6 +133,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "dictpath": _dictpath,
     "verify": _verify,
     "build_lake": _build_lake,
+    "build_synthetic_lake": _build_synthetic_lake,
     "query_build": _query_build,
     "query_ours": _query_ours,
     "query_raw": _query_raw,

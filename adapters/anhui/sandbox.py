@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lxml import etree
@@ -19,6 +19,11 @@ from exchange.signing.keys import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 Record = dict[str, str | None]
+_DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>"
+_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
+# What lxml refuses in text: C0 controls other than tab, LF and CR, and the non-characters U+FFFE/U+FFFF.
+_NOT_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{fffe}\x{ffff}]"
+_RENDER_ROWS = 50_000
 
 
 class AnhuiSandbox:
@@ -66,20 +71,17 @@ class AnhuiSandbox:
         if updated.null_count:
             raise ValueError("every seeded record needs updated_at: it decides the export file")
         native = dm.from_canonical(table)
-        texts = {name: _texts(native.column(name)) for name in dm.native_columns}
-        local = updated.cast(pa.timestamp("s", tz=dm.timezone))
-        rows_by_day: dict[str, list[int]] = {}
-        for row, day in enumerate(pc.strftime(local, format="%Y%m%d").to_pylist()):
-            rows_by_day.setdefault(day, []).append(row)
+        texts = pa.table({name: _texts(native.column(name)) for name in dm.native_columns})
+        days = pc.strftime(updated.cast(pa.timestamp("s", tz=dm.timezone)), format="%Y%m%d")
         self.exports.mkdir(parents=True, exist_ok=True)
-        for key, rows in sorted(rows_by_day.items()):
+        for key in sorted(pc.unique(days).to_pylist()):
             day = datetime.strptime(key, "%Y%m%d").date()
             path = self.exports / export.file_name(dm.source, day)
-            records = _read(path) if path.exists() else []
-            records.extend({name: texts[name][row] for name in dm.native_columns} for row in rows)
+            rows = texts.filter(pc.equal(days, key))  # keeps the records' order within the day
+            if path.exists():
+                rows = pa.concat_tables([_columns(_read(path), dm.native_columns), rows])
             path.with_name(export.manifest_name(path.name)).unlink(missing_ok=True)
-            _write(path, dm, day, records)
-            self.publish(path, path.read_bytes(), len(records))
+            self.publish(path, _render(dm, day, rows), rows.num_rows)
 
     def start(self) -> None:
         """Nothing to serve: the adapter reads the export folder directly."""
@@ -105,11 +107,11 @@ def create(root: Path, keyring: Keyring | None = None) -> AnhuiSandbox:
     return sandbox
 
 
-def _texts(column: pa.ChunkedArray) -> list[str | None]:
+def _texts(column: pa.ChunkedArray) -> pa.Array:
     """Element texts; floats use Python's shortest round-trip form so the hub reads back the same value."""
     if pa.types.is_floating(column.type):
-        return [None if v is None else repr(v) for v in column.to_pylist()]
-    return list(column.cast(pa.string()).to_pylist())
+        return pa.array([None if v is None else repr(v) for v in column.to_pylist()], pa.string())
+    return column.cast(pa.string()).combine_chunks()
 
 
 def _read(path: Path) -> list[Record]:
@@ -120,34 +122,49 @@ def _read(path: Path) -> list[Record]:
     ]
 
 
-def _write(path: Path, dm: DatasetMapping, day: date, records: Sequence[Record]) -> None:
-    """Write the day's export as ``<name>.tmp`` and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    header = {
-        export.PROVINCE_ATTR: export.PROVINCE_NAME,
-        export.DAY_ATTR: day.isoformat(),
-        export.COUNT_ATTR: str(len(records)),
-    }
-    try:
-        with tmp.open("wb") as out:
-            with etree.xmlfile(out, encoding="UTF-8") as xf:
-                xf.write_declaration()
-                with xf.element(export.root_element(dm.source), header):
-                    for record in records:
-                        element = etree.Element(export.RECORD)
-                        for name in dm.native_columns:
-                            # A null is an empty element; the XSD also accepts it absent.
-                            etree.SubElement(element, name).text = record.get(name)
-                        etree.indent(element, space="  ", level=1)
-                        xf.write("\n  ", element)
-                    xf.write("\n")
-            out.write(b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+def _columns(records: Sequence[Record], names: Sequence[str]) -> pa.Table:
+    """A day file's records (as :func:`_read` returns them) as string columns; absent elements are null."""
+    return pa.table({name: pa.array([r.get(name) for r in records], pa.string()) for name in names})
+
+
+def _render(dm: DatasetMapping, day: date, rows: pa.Table) -> bytes:
+    """The day's export, byte for byte what lxml's xmlfile wrote for it with ``etree.indent(space="  ")``:
+    single-quoted declaration, one record per ``\n  <记录>``, one field per ``\n    <名>text</名>`` (a null is
+    ``<名/>``), text escaped as libxml2 does (& < > and CR). Built column-wise with Arrow string kernels
+    and joined in chunks: an lxml element per field cost ~1.3 s per 100k records.
+    """
+    header = (
+        f'{_DECLARATION}\n<{export.root_element(dm.source)} {export.PROVINCE_ATTR}="{export.PROVINCE_NAME}" '
+        f'{export.DAY_ATTR}="{day.isoformat()}" {export.COUNT_ATTR}="{rows.num_rows}">'
+    )
+    parts = [header.encode()]
+    for batch in rows.to_batches(max_chunksize=_RENDER_ROWS):
+        fields = [_field(name, batch.column(name)) for name in dm.native_columns]
+        records = pc.binary_join_element_wise(f"\n  <{export.RECORD}>", *fields, f"\n  </{export.RECORD}>", "")
+        parts.append(_joined(records))
+    parts.append(f"\n</{export.root_element(dm.source)}>\n".encode())
+    return b"".join(parts)
+
+
+def _field(name: str, texts: pa.Array) -> pa.Array:
+    """``\n    <name>escaped</name>`` per record, ``\n    <name/>`` for a null."""
+    if pc.any(pc.match_substring_regex(texts, _NOT_XML)).as_py():
+        # lxml refuses such text when the element is built; a file must not silently carry it either.
+        raise ValueError(f"{name}: All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control "
+                         "characters")
+    if pc.any(pc.match_substring_regex(texts, "[&<>\r]")).as_py():  # rare: skip four copies of the column
+        for char, entity in _ESCAPES:  # & first, so the entities' own & are not escaped again
+            texts = pc.replace_substring(texts, char, entity)
+    element = pc.binary_join_element_wise(f"\n    <{name}>", texts, f"</{name}>", "")
+    return pc.fill_null(element, f"\n    <{name}/>")
+
+
+def _joined(strings: pa.Array) -> bytes:
+    """The UTF-8 bytes of every string of `strings` (no nulls) back to back, straight from Arrow's buffer."""
+    array = strings.cast(pa.large_string())
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    data = array.buffers()[2]
+    return b"" if data is None else data[int(offsets[0]) : int(offsets[-1])].to_pybytes()
 
 
 def _atomic(path: Path, payload: bytes) -> None:

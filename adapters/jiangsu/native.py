@@ -54,10 +54,22 @@ def _decode_error(payload: bytes, source: str, offset: int, problem: str) -> Sou
 
 def header(text: str, source: str) -> list[str]:
     """The column names of a decoded CSV (its first record)."""
-    first = next(csv.reader(io.StringIO(text)), None)
+    first = next(csv.reader(_lines(text)), None)
     if not first:
         raise SourceFormatError(source, "byte 0", "empty file: no header row", "drops start with a header")
     return first
+
+
+def _lines(text: str) -> Iterator[str]:
+    """`text` line by line, as io.StringIO iterates it (split after each LF only), without copying it whole:
+    csv.reader asks for a further line only inside a quoted field, so the header costs its own length
+    (a StringIO of a whole decoded day file cost ~40 ms per 19 MB file)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 def read_batches(text: str, source: str) -> Iterator[pa.RecordBatch]:

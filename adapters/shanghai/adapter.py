@@ -35,7 +35,7 @@ from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, T
 MAPPING_FILE = Path(__file__).parent / "mapping.yaml"
 URL_SETTING = "EXCHANGE_SHANGHAI_API_URL"
 TOKEN_PATH = "/oauth/token"
-PAGE_SIZE = 500
+PAGE_SIZE = 1000  # the API's maximum `limit`: half the round trips, landings and signature checks of 500
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _HINT = "the API must answer {\"data\": [records], \"nextCursor\": string or null}"
 

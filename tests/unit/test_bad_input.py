@@ -38,6 +38,7 @@ from adapters.anhui.sandbox import AnhuiSandbox
 from adapters.base import sandbox_for
 from adapters.jiangsu import native as jiangsu_native
 from adapters.jiangsu.sandbox import JiangsuSandbox
+from adapters.shanghai.adapter import PAGE_SIZE as SH_PAGE
 from adapters.shanghai.sandbox import Fault, ShanghaiSandbox
 from adapters.shanghai.store import Position
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox
@@ -142,7 +143,7 @@ def _sh_cursor_cycle(w: World) -> None:
 
 def _sh_token_expires_mid_run(w: World) -> None:
     """OAuth2: the page 2 request meets a revoked token; the adapter fetches a new one and carries on."""
-    _sh_seed(w, n=520)  # two pages of 500
+    _sh_seed(w, n=SH_PAGE + 20)  # two pages
     w.shanghai.inject(Fault())  # page 1 as usual
     w.shanghai.inject(Fault(expire_tokens=True))
     w.hub.settings.shanghai_api_token = None
@@ -535,7 +536,7 @@ CASES = [
          SourceFormatError, SH + r" at page 1.*Content-Type is 'text/html', not application/json"),
     Case("sh-endless-pagination-loop", "shanghai", _sh_cursor_cycle, SourceFormatError,
          SH + r" at page 3 .*nextCursor loops back to the cursor of page 2"),
-    Case("sh-expired-token-mid-run", "shanghai", _sh_token_expires_mid_run, check=_expect_all(520)),
+    Case("sh-expired-token-mid-run", "shanghai", _sh_token_expires_mid_run, check=_expect_all(SH_PAGE + 20)),
     Case("sh-static-token-revoked", "shanghai", _sh_faults(Fault(expire_tokens=True)), SourceAuthError,
          r"refused the token \(HTTP 401\); check EXCHANGE_SHANGHAI_API_TOKEN"),
     Case("sh-429-storm", "shanghai", _sh_faults(*[Fault(status=429, retry_after="0")] * 2), TransientError,

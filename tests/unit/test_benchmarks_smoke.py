@@ -90,3 +90,18 @@ def test_concurrent_smoke(tmp_path: Path) -> None:
     assert set(result["single"]) == set(result["together"]) == {"shanghai", "jiangsu", "zhejiang", "anhui"}
     assert set(result["committed"].values()) == {"committed"}, "all four commit into the one shared hub"
     assert result["targets"][0]["name"] == "wall time together / slowest alone"
+
+
+def test_verify_synthetic_lake_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "verify.json"
+    command = [sys.executable, "-m", "benchmarks", "verify", "--records", "1000", "--lake-gb", "0.0005",
+               "--batch-records", "5000", "--json", str(out), "--workdir", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "synthetic batches" in done.stdout and "load average" in done.stdout
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["ok"] is True and result["batches"] >= 2 and result["lake_mb"] >= 0.5
+    counts = result["incremental_counts"]
+    assert counts["manifests"] == 1 and counts["lake_files"] >= 1 and counts["landing_files"] >= 1
+    assert {t["name"] for t in result["targets"]} >= {"incremental verify after one batch, s"}
+    assert not list(tmp_path.glob("bench-verify-*")), "the harness must remove its temporary lake"

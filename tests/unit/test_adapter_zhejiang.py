@@ -435,3 +435,29 @@ def test_build_configures_the_overlap_and_ledger(tmp_path: Path) -> None:
     assert build(ExchangeSettings(home=tmp_path, zhejiang_overlap_minutes=0)).delivered is None
     with pytest.raises(ValueError, match="DeliveryLedger"):
         ZhejiangAdapter("sqlite://", overlap=OVERLAP)
+
+
+def test_deletions_after_a_pull_reuse_its_day_signatures_and_nothing_else_does(
+    sandbox: ZhejiangSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.zhejiang import batches
+
+    checked: list[str | None] = []
+    real = batches.verify_days
+
+    def counting(conn: sa.Connection, dm: object, lower: str | None, upper: str, verifier: object) -> list[object]:
+        checked.append(upper)
+        return real(conn, dm, lower, upper, verifier)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batches, "verify_days", counting)
+    adapter = sandbox.adapter()
+    request = PullRequest("e_license", Window(START - timedelta(days=1), LATER), None)
+    list(adapter.pull(request, Landing(tmp_path / "l1")))
+    list(adapter.deletions(request, Landing(tmp_path / "l1")))
+    assert len(checked) == 1, "one window, one check of its days (a day's signature covers its deleted rows)"
+    list(adapter.deletions(request))  # not right after a pull: checked again
+    later = PullRequest("e_license", Window(START - timedelta(days=1), LATER + timedelta(days=1)), None)
+    list(adapter.pull(request, Landing(tmp_path / "l2")))
+    list(adapter.deletions(later))  # another range than the pull's
+    list(adapter.pull(request, Landing(tmp_path / "l3")))  # every pull checks afresh
+    assert len(checked) == 5

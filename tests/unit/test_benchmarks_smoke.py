@@ -45,6 +45,22 @@ def test_ingest_smoke(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("bench-*")), "the harness must remove its temporary sandboxes"
 
 
+def test_scaling_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    command = [sys.executable, "-m", "benchmarks", "scaling", "--province", "jiangsu", "--records", "1000,3000",
+               "--json", str(out), "--workdir", str(tmp_path)]
+    # Parts of 1,000 records: the larger run is validated in parts, as a batch above the default 500k is.
+    env = {**os.environ, "EXCHANGE_VALIDATE_PART_ROWS": "1000"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert [p["records"] for p in result["points"]] == [1000, 3000]
+    for point in result["points"]:
+        assert point["ours_rss_mb"] > 0 and set(point["stages"]) == {"pull", "validate", "commit"}
+    assert [t["name"] for t in result["targets"]] == [
+        "time per record, max/min", "peak RSS, largest / reference", "peak RSS of the largest, MB"]
+
+
 def test_pull_memory_smoke(tmp_path: Path) -> None:
     out = tmp_path / "pull.json"
     command = [

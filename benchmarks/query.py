@@ -7,8 +7,12 @@ each in a fresh subprocess:
 
 - ours: ``query_for_department`` with the API's shared lake lease and sandbox cache. The first query
   at the snapshot builds the department's sandbox (copies its masked, filtered view): reported as
-  "cold"; the repeated queries are "warm". The full extract is ``extract_for_department`` (masked,
-  filtered, sorted Parquet, SHA-256, signed manifest).
+  "cold" (the process's first query). The repeated queries are "warm". The full extract is
+  ``extract_for_department`` (masked, filtered, sorted Parquet, SHA-256, signed manifest). Then, `repeat`
+  times, a nightly batch (1 % of the rows) is committed through the same insert path as the lake and
+  the first query at the new snapshot is timed: the realistic case, where the API advances the previous
+  snapshot's sandbox by the change feed. Raw's same aggregate over the same files (then one file more
+  per batch) is timed in that process afterwards.
 - raw: the same SQL text on plain DuckDB over ``read_parquet`` of the same lake files (no grant, no
   masking, no filter), and for the extract a ``COPY`` of the grant's columns and rows, sorted the same way.
 - http: ``exchange serve`` in its own process, 20 concurrent clients (point lookups and aggregates).
@@ -46,6 +50,7 @@ COLUMNS = ["license_id", "license_type", "holder_id", "holder_name", "region_cod
 PREFIXES = ["3202", "3204"]  # Wuxi and Changzhou (~29 % of the generated rows): the grant's row filter
 TARGET_RATIO = 1.5
 CHUNK_ROWS = 1_000_000
+BATCH_FRACTION = 0.01  # a nightly batch adds about 1 % of the rows
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -63,34 +68,46 @@ AGGREGATE_SQL = ("SELECT status, count(*) AS n, min(issued_on) AS first_issued, 
 # --- subprocess tasks (called from benchmarks.worker) ------------------------------------------------
 
 
-def build_home(home: Path, rows: int, chunk_rows: int = CHUNK_ROWS) -> tuple[float, int, dict[str, Any]]:
-    """Fill the lake with `rows` e-licences and register the department, grant and a token."""
+def lake_chunk(rows: int, seed: int, batch_id: str) -> Any:
+    """`rows` generated e-licences with the lake's lineage columns (a pyarrow Table)."""
     import pyarrow as pa
 
+    from exchange.datasets import dataset as canonical_dataset
+    from exchange.synthetic import generate
+
+    schema = canonical_dataset("e_license").schema
+    table = generate("e_license", "jiangsu", rows, seed=seed, start=START, end=END, defect_rate=0.0)
+    table = table.select(schema.names)
+    return table.append_column("province", pa.array(["jiangsu"] * rows, pa.string())) \
+        .append_column("batch_id", pa.array([batch_id] * rows, pa.string()))
+
+
+def insert_chunk(home: Path, table: Any) -> None:
+    """Append `table` to the lake's e_license table as one snapshot (how the lake is built, and each new batch)."""
+    from exchange.config import ExchangeSettings
+    from exchange.lake.connect import LAKE, connect, ensure_table
+
+    with connect(ExchangeSettings(home=home)) as con:
+        ensure_table(con, "e_license", table.schema)
+        con.register("incoming_rows", table)
+        con.execute(f"INSERT INTO {LAKE}.e_license BY NAME SELECT * FROM incoming_rows")
+        con.unregister("incoming_rows")
+
+
+def build_home(home: Path, rows: int, chunk_rows: int = CHUNK_ROWS) -> tuple[float, int, dict[str, Any]]:
+    """Fill the lake with `rows` e-licences and register the department, grant and a token."""
     from exchange.access.models import Department, Grant, RowCondition
     from exchange.access.registry import Registry
     from exchange.config import ExchangeSettings
-    from exchange.datasets import dataset as canonical_dataset
-    from exchange.lake.connect import LAKE, connect, ensure_table
+    from exchange.lake.connect import LAKE, connect
     from exchange.pipeline import Hub
-    from exchange.synthetic import generate
 
     hub = Hub(ExchangeSettings(home=home))
-    schema = canonical_dataset("e_license").schema
-    lake_schema = schema.append(pa.field("province", pa.string())).append(pa.field("batch_id", pa.string()))
     with Stopwatch() as watch:
         done = 0
         for i in range(0, rows, chunk_rows):
             n = min(chunk_rows, rows - i)
-            table = generate("e_license", "jiangsu", n, seed=1000 + i // chunk_rows, start=START, end=END,
-                             defect_rate=0.0).select(schema.names)
-            table = table.append_column("province", pa.array(["jiangsu"] * n, pa.string())) \
-                .append_column("batch_id", pa.array([f"bench-{i // chunk_rows}"] * n, pa.string()))
-            with connect(hub.settings) as con:
-                ensure_table(con, "e_license", lake_schema)
-                con.register("incoming_rows", table)
-                con.execute(f"INSERT INTO {LAKE}.e_license BY NAME SELECT * FROM incoming_rows")
-                con.unregister("incoming_rows")
+            insert_chunk(home, lake_chunk(n, seed=1000 + i // chunk_rows, batch_id=f"bench-{i // chunk_rows}"))
             done += n
     registry = Registry(hub.layout.access)
     registry.add_department(Department(id=DEPARTMENT, name="江苏省公安厅", province="jiangsu"))
@@ -145,24 +162,65 @@ def run_ours(home: Path, sample: list[str], repeat: int, out: Path) -> tuple[flo
     details["extract"] = _timed(
         lambda: extract_for_department(hub, DEPARTMENT, "e_license", out / f"extract-{next(counter)}", lake=lake),
         repeat)
+    details["after_snapshot"] = _after_new_snapshots(hub, lake, views, repeat)
+    files = sorted(str(p) for p in hub.layout.lake_data.rglob("*.parquet"))
+    raw = _raw_view(files)
+    details["raw_aggregate_after"] = _timed(lambda: raw.execute(AGGREGATE_SQL).to_arrow_table(), repeat)
+    raw.close()
     details["lake_attaches"] = lake.attaches
-    details["sandbox_builds"] = views.builds
+    details["sandbox_builds"] = views.builds - views.advanced  # full copies
+    details["sandbox_advanced"] = views.advanced  # advanced from the previous snapshot's sandbox
     lake.close()
     views.clear()
     return details["aggregate"]["median"], details["sandbox_rows"], details
 
 
-def run_raw(files: list[str], sample: list[str], repeat: int, out: Path) -> tuple[float, int, dict[str, Any]]:
-    """The same SQL on plain DuckDB over the lake's Parquet files; the extract as a sorted COPY."""
+def _after_new_snapshots(hub: Any, lake: Any, views: Any, batches: int) -> dict[str, Any]:
+    """`batches` times: commit a nightly batch (BATCH_FRACTION of the rows), time the first query after it.
+
+    The batch goes through the lake build's own insert path, from this process once the API's lease is
+    released (idle), as Airflow's commit would get the catalog; the first query then re-attaches the lake
+    and finds the previous snapshot's sandbox to advance. Generating the batch is outside the clock.
+    """
+    from exchange.access.service import query_for_department
+    from exchange.lake.connect import LAKE
+
+    with lake.cursor() as con:
+        row = con.execute(f"SELECT count(*) FROM {LAKE}.e_license").fetchone()
+    batch_rows = max(1, int(int(row[0]) * BATCH_FRACTION))
+    advanced = views.advanced
+    times: list[float] = []
+    for k in range(batches):
+        table = lake_chunk(batch_rows, seed=5000 + k, batch_id=f"nightly-{k}")
+        deadline = time.monotonic() + 60
+        while lake.attached and time.monotonic() < deadline:
+            time.sleep(0.05)
+        insert_chunk(hub.settings.home, table)
+        os.sync()  # the batch lands at night, long before the first query: its writeback is not that query's
+        with Stopwatch() as first:
+            query_for_department(hub, DEPARTMENT, AGGREGATE_SQL, lake=lake, views=views)
+        times.append(first.seconds)
+    return {"median": statistics.median(times), "min": min(times), "runs": times, "batch_rows": batch_rows,
+            "advanced": views.advanced - advanced}
+
+
+def _raw_view(files: list[str]) -> Any:
+    """Plain DuckDB with view e_license over the Parquet files (no grant, masking or filter)."""
     import duckdb
 
     con = duckdb.connect()
     listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     con.execute(f"CREATE VIEW e_license AS SELECT * FROM read_parquet([{listing}])")
+    return con
+
+
+def run_raw(files: list[str], sample: list[str], repeat: int, out: Path) -> tuple[float, int, dict[str, Any]]:
+    """The same SQL on plain DuckDB over the lake's Parquet files; the extract as a sorted COPY."""
+    con = _raw_view(files)
     details: dict[str, Any] = {}
     ids = iter(sample * (repeat + 2))
-    details["point"] = _timed(lambda: con.execute(point_sql(next(ids))).fetch_arrow_table(), repeat)
-    details["aggregate"] = _timed(lambda: con.execute(AGGREGATE_SQL).fetch_arrow_table(), repeat)
+    details["point"] = _timed(lambda: con.execute(point_sql(next(ids))).to_arrow_table(), repeat)
+    details["aggregate"] = _timed(lambda: con.execute(AGGREGATE_SQL).to_arrow_table(), repeat)
     condition = " OR ".join(f"starts_with(region_code, '{p}')" for p in PREFIXES)
     counter = iter(range(repeat + 2))
 
@@ -269,9 +327,21 @@ class QueryScenario:
         for name in ("point", "aggregate", "extract"):
             raw, ours = self.raw[name]["median"], self.ours[name]["median"]
             table.add_row(name, f"{raw:.4f}", f"{ours:.4f}", f"{ratio(ours, raw) or 0:.2f}", notes[name])
-        table.add_row("first query at a snapshot (cold: builds the sandbox)", "-", f"{self.ours['cold']:.2f}", "-",
-                      f"copies {self.ours['sandbox_rows']:,} masked rows; later queries reuse it")
+        after, raw_after = self.ours["after_snapshot"], self.raw_after
+        table.add_row("first query after a new snapshot", f"{raw_after:.4f}", f"{after['median']:.4f}",
+                      f"{ratio(after['median'], raw_after) or 0:.2f}",
+                      f"nightly batch of {after['batch_rows']:,} rows; advances the sandbox "
+                      f"({after['advanced']} of {len(after['runs'])} advanced); raw: same aggregate, same files")
+        cold = self.ours["cold"]
+        table.add_row("first query of the process (cold)", f"{self.raw['aggregate']['median']:.4f}", f"{cold:.2f}",
+                      f"{ratio(cold, self.raw['aggregate']['median']) or 0:.2f}",
+                      f"copies {self.ours['sandbox_rows']:,} masked rows; later snapshots advance it")
         return table
+
+    @property
+    def raw_after(self) -> float:
+        """Raw DuckDB's aggregate over the lake's files after the new batches (median)."""
+        return float(self.ours["raw_aggregate_after"]["median"])
 
     def http_table(self) -> Table | None:
         """Throughput and latency of the HTTP API under concurrent clients."""
@@ -322,9 +392,9 @@ def run_query_scenario(rows: int, *, repeat: int = 5, clients: int = 20, http_se
                 f"{name}: ours / raw DuckDB", ratio(scenario.ours[name]["median"], scenario.raw[name]["median"]),
                 TARGET_RATIO, note="warm sandbox" if name != "extract" else "straight from the lake"))
         scenario.targets.append(Target(
-            "first query at a snapshot: ours (cold) / raw aggregate", ratio(scenario.ours["cold"],
-                                                                          scenario.raw["aggregate"]["median"]),
-            TARGET_RATIO, note="pays the sandbox copy once per snapshot and grant set"))
+            "first query after a new snapshot: ours / raw aggregate",
+            ratio(scenario.ours["after_snapshot"]["median"], scenario.raw_after), TARGET_RATIO,
+            note=f"a nightly batch of {scenario.ours['after_snapshot']['batch_rows']:,} rows; advances the sandbox"))
         return scenario
     finally:
         shutil.rmtree(root, ignore_errors=True)

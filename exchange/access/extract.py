@@ -90,15 +90,25 @@ def column_masking(grant: Grant) -> dict[str, str]:
     return {c: ("none" if c in grant.unmasked else contract.field(c).masking) for c in grant.columns}
 
 
+def grant_select(grant: Grant) -> tuple[str, str, list[Any], dict[str, str]]:
+    """The grant's view as parts: masked select list, row-filter WHERE clause, its parameters, masking per column.
+
+    The full view (:func:`grant_query`) and the view of a snapshot's changes (exchange/access/changefeed.py)
+    apply the same parts, so both yield the same rows for the same lake rows.
+    """
+    masking = column_masking(grant)
+    select = ", ".join(masked_expression(c, masking[c], unmasked=c in grant.unmasked) for c in grant.columns)
+    where, params = row_filter_sql(grant.row_filter, grant.dataset)
+    return select, where, params, masking
+
+
 def grant_query(grant: Grant, snapshot_id: int, *, ordered: bool = True) -> tuple[str, list[Any], dict[str, str]]:
     """The SELECT that yields exactly the grant's columns and rows, masked, at a snapshot.
 
     `ordered` sorts by the dataset's key (an extract's bytes must be reproducible); a query sandbox's
     copy needs no order, and sorting doubles the cost of building it.
     """
-    masking = column_masking(grant)
-    select = ", ".join(masked_expression(c, masking[c], unmasked=c in grant.unmasked) for c in grant.columns)
-    where, params = row_filter_sql(grant.row_filter, grant.dataset)
+    select, where, params, masking = grant_select(grant)
     key = canonical_dataset(grant.dataset).key
     sql = (f'SELECT {select} FROM {LAKE}."{grant.dataset}" AT (VERSION => {int(snapshot_id)}) '
            f'WHERE {where}' + (f' ORDER BY "{key}", batch_id' if ordered else ''))

@@ -10,7 +10,8 @@ configuration locked at connect time, a row/byte limit on the result and a wall-
 
 Cost: building the sandbox is O(size of the permitted views). The CLI builds one per query; the API
 keeps built sandboxes per (grant views, snapshot) and runs each query on a cursor of its own
-(exchange/access/viewcache.py), so the copy is paid once per snapshot, not per query.
+(exchange/access/viewcache.py), so the copy is paid once, not per query, and a new snapshot advances the
+older snapshot's sandbox by what changed (exchange/access/changefeed.py) instead of copying it again.
 """
 
 from __future__ import annotations

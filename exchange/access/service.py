@@ -31,7 +31,7 @@ from exchange.access.query import (
     run_in_sandbox,
 )
 from exchange.access.registry import Registry
-from exchange.access.viewcache import Sandbox, ViewCache, build_sandbox, sandbox_key
+from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.errors import AccessDenied
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import Hub
@@ -72,7 +72,8 @@ def query_for_department(
 
     `lake` lends the lake connection (default: a fresh one for this call; the API shares one per process,
     see exchange/access/lakeshare.py). With `views`, sandboxes are reused across queries of the same grant
-    views and snapshot (exchange/access/viewcache.py); without, one is built for this query and dropped.
+    views and snapshot, and an older snapshot's sandbox is advanced to a new snapshot by the lake's change
+    feed (exchange/access/viewcache.py); without, one is built for this query and dropped.
     """
     limits = limits or QueryLimits()
     open_lake = lake or per_call(hub.settings)
@@ -98,7 +99,8 @@ def query_for_department(
                 else:
                     key = sandbox_key(grants, snapshot_id, limits)
                     box = stack.enter_context(views.sandbox(
-                        key, lambda: build_sandbox(con, grants, snapshot_id, limits)))
+                        key, lambda: build_sandbox(con, grants, snapshot_id, limits),
+                        lambda older, at: advance_sandbox(con, older, grants, at, snapshot_id)))
             loaded = box.loaded
             context["grants"] = loaded
             # The lake cursor is gone: the department's SQL reaches only the sandbox's masked copies, on a

@@ -4,7 +4,8 @@
 exchange/api/models.py). Endpoints are plain `def`, so FastAPI runs the DuckDB work in its thread
 pool. The app shares one read-only lake attachment between requests for short leases
 (exchange/access/lakeshare.py) and keeps query sandboxes per grant views and snapshot
-(exchange/access/viewcache.py), so a request costs a cursor, not a lake connection and a copy.
+(exchange/access/viewcache.py), so a request costs a cursor, not a lake connection and a copy; a new
+snapshot advances the previous snapshot's sandbox by what changed rather than copying it again.
 
 Every authenticated request (query, extract, download, listing, e-licence check) and every refusal
 (bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the access

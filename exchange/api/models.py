@@ -56,11 +56,16 @@ class DatasetView(BaseModel):
     row_filter: list[RowCondition] = Field(description="Conditions every visible row meets")
 
 
+# The access log records the requested snapshot in RFC 8785 JSON, which admits integers up to 2**53 - 1 only.
+MAX_SNAPSHOT = 2**53 - 1
+
+
 class QueryRequest(BaseModel):
     """One read-only SELECT over the caller's permitted views."""
 
     sql: str = Field(min_length=1, max_length=20_000, description="A single SELECT statement")
-    snapshot: int | None = Field(default=None, ge=0, description="Lake snapshot to query (default: latest)")
+    snapshot: int | None = Field(default=None, ge=0, le=MAX_SNAPSHOT,
+                                 description="Lake snapshot to query (default: latest)")
 
 
 class ColumnInfo(BaseModel):
@@ -86,7 +91,7 @@ class ExtractRequest(BaseModel):
     """Cut an extract of one granted dataset."""
 
     dataset: str = Field(pattern=DATASET_PATTERN, description="Dataset the grant covers")
-    snapshot: int | None = Field(default=None, ge=0, description="Lake snapshot (default: latest)")
+    snapshot: int | None = Field(default=None, ge=0, le=MAX_SNAPSHOT, description="Lake snapshot (default: latest)")
     encrypt: bool = Field(default=False, description="Encrypt the files to your registered X25519 extract key "
                                                      "(decrypt with `exchange verify-extract --key`)")
 

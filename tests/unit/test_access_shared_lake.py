@@ -71,7 +71,7 @@ def test_requests_share_one_attachment_and_one_sandbox_with_the_same_answers(hub
     assert not lake.attached
 
 
-def test_a_changed_or_revoked_grant_or_a_new_snapshot_never_reuses_a_sandbox(hub: Hub) -> None:
+def test_a_changed_or_revoked_grant_never_reuses_a_sandbox_and_a_new_snapshot_advances_it(hub: Hub) -> None:
     lake, views = SharedLake(hub.settings, idle_seconds=30), ViewCache()
     registry = Registry(hub.layout.access)
     try:
@@ -83,9 +83,13 @@ def test_a_changed_or_revoked_grant_or_a_new_snapshot_never_reuses_a_sandbox(hub
         lake.close()  # a writer in this same process needs the catalog file to itself
         seed_lake(hub, clean_e_licenses(50, seed=4), batch_id="second")
         later = query_for_department(hub, DEP, COUNT, lake=lake, views=views)
-        assert later.snapshot_id > narrow.snapshot_id and views.builds == 3
+        # The same grant's sandbox is advanced to the new snapshot (never the wide grant's older one).
+        assert later.snapshot_id > narrow.snapshot_id and views.builds == 3 and views.advanced == 1
         again = query_for_department(hub, DEP, COUNT, snapshot=narrow.snapshot_id, lake=lake, views=views)
-        assert again.result_sha256 == narrow.result_sha256 and views.builds == 3  # time travel hits the cache
+        # Time travel to the snapshot that was advanced copies it again; a second time hits the cache.
+        assert again.result_sha256 == narrow.result_sha256 and views.builds == 4
+        query_for_department(hub, DEP, COUNT, snapshot=narrow.snapshot_id, lake=lake, views=views)
+        assert views.builds == 4
 
         registry.revoke_grant("g-1", "jiangsu.data_office", "done", hub.signer)
         with pytest.raises(AccessDenied, match="revoked"):

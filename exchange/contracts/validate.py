@@ -132,7 +132,12 @@ class Verdict:
 
     def held(self, threshold: float) -> bool:
         """More of the batch quarantined than the contract's hold threshold allows."""
-        return self.pulled > 0 and self.quarantined_count / self.pulled > threshold
+        return over_threshold(self.pulled, self.quarantined_count, threshold)
+
+
+def over_threshold(pulled: int, quarantined: int, threshold: float) -> bool:
+    """Whether a batch is held: more of it quarantined than the contract's `batch_hold_threshold`."""
+    return pulled > 0 and quarantined / pulled > threshold
 
 
 def validate(
@@ -196,7 +201,7 @@ def validate(
         warnings=warnings,
         rules=outcomes,
         gx_success=bool(gx_result.success),
-        held=n > 0 and quarantined_count / n > contract.batch_hold_threshold,
+        held=over_threshold(n, quarantined_count, contract.batch_hold_threshold),
         pulled=n,
         accepted_count=int(accepted.num_rows),
         quarantined_count=quarantined_count,

@@ -98,11 +98,11 @@ def verify_log_and_archives(
     base = first.seq if first is not None and first.seq > 1 else 0
     if not base:
         chain = verify_log(log, bundle, report, facts, start)
-        return LogCheck(chain, verify_archives_against_log(paths, bundle, report, facts, known), 1)
+        return LogCheck(chain, check_numbered_archives(paths, bundle, report, facts, known)[0], 1)
     assert first is not None
     headers = [_header_or_none(p) for p in paths]
     cut = max((i + 1 for i, h in enumerate(headers) if h is not None and h.first_seq <= base), default=0)
-    contents, last = _verify_archived_prefix(paths[:cut], bundle, report, facts, base, known)
+    contents, last = check_numbered_archives(paths[:cut], bundle, report, facts, known, chain_below=base)
     item = f"provenance log {log.path.name}"
     if last is None or last.last_seq != base:
         report.problems.append(Mismatch(item, f"starts at seq {base}, but no archive ends there (entries before it "
@@ -118,8 +118,8 @@ def verify_log_and_archives(
     chain = verify_log(log, bundle, report, facts, start, ChainVerifier(bundle, seq=base - 1, head=first.prev_hash))
     if last is not None and not resumed:
         _check_truncation_logged(item, base, last, facts, report)
-    contents += verify_archives_against_log(paths[cut:], bundle, report, facts, known, previous=last,
-                                            first_number=cut + 1)
+    contents += check_numbered_archives(paths[cut:], bundle, report, facts, known, previous=last,
+                                        first_number=cut + 1)[0]
     return LogCheck(chain, contents, base)
 
 
@@ -128,37 +128,6 @@ def _header_or_none(path: Path) -> ArchiveHeader | None:
         return read_header(path)
     except (tarfile.TarError, EOFError, OSError, ValueError, KeyError, VerificationError):
         return None
-
-
-def _verify_archived_prefix(
-    paths: list[Path], bundle: TrustBundle, report: VerifyReport, facts: ChainFacts, base: int,
-    known: dict[str, str] | None,
-) -> tuple[list[ArchiveContents], ArchiveHeader | None]:
-    """Archives 1..k of a truncated log: numbered without gaps, linked, their entries chained across them."""
-    previous: ArchiveHeader | None = None
-    chain: ChainVerifier | None = None
-    contents: list[ArchiveContents] = []
-    for number, path in enumerate(paths, start=1):
-        if not _numbered(path, number, report):
-            previous, chain = None, None
-            continue
-        try:
-            if known is not None:
-                header = read_header(path)
-                if known.get(path.name) == header.digest():
-                    report.skipped["archives"] = report.skipped.get("archives", 0) + 1
-                    previous, chain = header, ChainVerifier(bundle, seq=header.last_seq, head=header.last_entry_hash)
-                    continue
-            got = check_archive(path, bundle, previous, chain, _Counter(report, facts, below=base))
-        except VerificationError as exc:
-            report.problems.append(exc)
-            previous, chain = None, None
-            continue
-        report.archives += 1
-        contents.append(got)
-        previous = got.header
-        chain = ChainVerifier(bundle, seq=got.header.last_seq, head=got.header.last_entry_hash)
-    return contents, previous
 
 
 def _check_truncation_logged(
@@ -175,36 +144,53 @@ def _check_truncation_logged(
                                         found=logged[-1].digests.get("archive")))
 
 
-def verify_archives_against_log(
+def check_numbered_archives(
     paths: list[Path], bundle: TrustBundle, report: VerifyReport, facts: ChainFacts,
     known: dict[str, str] | None = None, previous: ArchiveHeader | None = None, first_number: int = 1,
-) -> list[ArchiveContents]:
-    """Each archive on its own (signed header, links, its entries' chain) and against the live log."""
+    *, chain_below: int | None = None,
+) -> tuple[list[ArchiveContents], ArchiveHeader | None]:
+    """Archives numbered from `first_number` without gaps, each signed and linked to the one before.
+
+    Beside an untruncated log (`chain_below` None) each is checked on its own and against the live log.
+    Before a log truncated at seq `chain_below`, their entries *are* the chain: carried across archives and
+    counted (entries from `chain_below` on are read from the log). Returns what was read and the last header.
+    """
+    chained = chain_below is not None
+    chain: ChainVerifier | None = None
     contents: list[ArchiveContents] = []
     for number, path in enumerate(paths, start=first_number):
         if not _numbered(path, number, report):
-            previous = None
+            previous, chain = None, None
             continue
         try:
             if known is not None:
                 header = read_header(path)
                 if known.get(path.name) == header.digest():
                     report.skipped["archives"] = report.skipped.get("archives", 0) + 1
-                    previous = header
+                    previous, chain = header, _continuing(bundle, header) if chained else None
                     continue
-            got = check_archive(path, bundle, previous)
+            counter = _Counter(report, facts, below=chain_below) if chain_below is not None else None
+            got = check_archive(path, bundle, previous, chain, counter)
         except VerificationError as exc:
             report.problems.append(exc)
-            previous = None
+            previous, chain = None, None
             continue
         report.archives += 1
         contents.append(got)
         previous = got.header
+        if chained:
+            chain = _continuing(bundle, got.header)
+            continue
         logged = facts.hashes.get(got.header.last_seq)
         if logged is not None and logged != got.header.last_entry_hash:
             report.problems.append(Mismatch(f"provenance archive {path.name}", "differs from the live log",
                                             expected=logged, found=got.header.last_entry_hash))
-    return contents
+    return contents, previous
+
+
+def _continuing(bundle: TrustBundle, header: ArchiveHeader) -> ChainVerifier:
+    """A chain verifier that expects the entry after `header`'s last."""
+    return ChainVerifier(bundle, seq=header.last_seq, head=header.last_entry_hash)
 
 
 def _numbered(path: Path, number: int, report: VerifyReport) -> bool:
@@ -239,7 +225,7 @@ def verify_archive_chain(
             if got.header.first_seq != 1:
                 report.notes.append(f"{path.name} starts at seq {got.header.first_seq}: earlier entries are not "
                                     "in this copy and were not checked")
-            chain = ChainVerifier(bundle, seq=got.header.last_seq, head=got.header.last_entry_hash)
+            chain = _continuing(bundle, got.header)
         report.archives += 1
         contents.append(got)
         previous = got.header

@@ -20,7 +20,6 @@ replay of its origin committed its record, ``rechecked`` when a later replay re-
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -55,6 +54,7 @@ from exchange.errors import TerminalError
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
+from exchange.locking import file_lock
 from exchange.pipeline import HUB, Hub, commit, validation_record
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import manifest_path, read_manifest
@@ -432,13 +432,8 @@ def _revalidate(
 @contextmanager
 def _replay_lock(hub: Hub, origin: str) -> Iterator[None]:
     """One replay of an origin at a time, so two concurrent replays cannot both take replay-N."""
-    hub.layout.staging.mkdir(parents=True, exist_ok=True)
-    with (hub.layout.staging / f"{origin}.replay.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(hub.layout.staging / f"{origin}.replay.lock"):
+        yield
 
 
 def _finish_unfinished(plan: ReplayPlan, hub: Hub) -> None:

@@ -7,14 +7,12 @@ lock on `.lock`, so the CLI and a running API server never lose each other's cha
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from exchange.access.models import (
 from exchange.access.terms import contract_terms
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import AccessDenied
+from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes
 from exchange.signing.keys import Signer
 
@@ -250,15 +249,8 @@ class Registry:
         payload: list[dict[str, object]] = json.loads(path.read_text(encoding="utf-8"))
         return payload
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> AbstractContextManager[None]:
+        return file_lock(self.dir / ".lock")
 
     def _write(self, path: Path, payload: object) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

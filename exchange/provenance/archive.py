@@ -21,7 +21,6 @@ and from the live log after it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -36,6 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from exchange.errors import TerminalError, VerificationError
+from exchange.locking import file_lock
 from exchange.provenance.checkpoint import append_checkpoint
 from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import FileDigest
@@ -107,13 +107,8 @@ def read_header(path: Path) -> ArchiveHeader:
 @contextmanager
 def archives_locked(directory: Path, *, shared: bool = False) -> Iterator[None]:
     """The archives folder's lock: exclusive while archiving or truncating, shared while verify reads the chain."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with (directory / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(directory / ".lock", shared=shared):
+        yield
 
 
 def write_archive(

@@ -16,7 +16,6 @@ old fingerprint can follow the hand-over. Revocation at T invalidates every sign
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
+from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.sm2 import DEFAULT_USER_ID, SM2PrivateKey, SM2PublicKey
 
@@ -426,12 +426,8 @@ class Keyring:
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        with (self.dir / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.dir / ".lock"):
+            yield
 
     def _files(self, owner: str) -> list[tuple[Path, KeySigner]]:
         """The owner's private key files, one per algorithm at most, loaded."""

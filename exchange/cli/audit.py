@@ -195,7 +195,7 @@ def keys_rotate(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    hub.log.append(hub.keyring.signer("hub"), actor="hub", action="key_rotate", subject=owner,
+    hub.log.append(hub.signer, actor="hub", action="key_rotate", subject=owner,
                    details={"new_key": key.key_id, "algorithm": key.algorithm,
                             "endorsed_by": key.endorsement.key_id if key.endorsement else None})
     console.print(f"{owner}: new {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
@@ -215,7 +215,7 @@ def keys_revoke(
     except ExchangeError as exc:
         _fail(exc)
         return
-    hub.log.append(hub.keyring.signer("hub"), actor="hub", action="key_revoke", subject=key_id,
+    hub.log.append(hub.signer, actor="hub", action="key_revoke", subject=key_id,
                    details={"owner": key.owner, "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
                             "reason": reason})
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")

@@ -153,6 +153,22 @@ def test_undecodable_file_names_file_and_byte_offset(sandbox: JiangsuSandbox, tm
     assert path.name in [f.name for f in landing.files]  # landed before it was parsed
 
 
+def test_an_undecodable_byte_deep_in_a_large_file_is_named_too(sandbox: JiangsuSandbox, tmp_path: Path) -> None:
+    # GB18030 is decoded once, while parsing: a bad byte after the first block is found there, not up front.
+    sandbox.seed("e_license", _records("e_license", n=40_000))
+    path = max((sandbox.drop / f for f in LICENSE_DAY_FILES), key=lambda p: p.stat().st_size)
+    good = path.read_bytes()
+    assert len(good) > 1_300_000, "the day file must span several read blocks"
+    offset = good.index(b"\n", 1_200_000) + 1
+    sandbox.deliver(path.name, good[:offset] + b"\"M\xfcller\xff\xff\"," + good[offset:])
+    with pytest.raises(SourceFormatError) as caught:
+        _pull(sandbox, "e_license", tmp_path / "l", None)
+    bad = path.read_bytes()
+    at, line = bad.index(b"\xff"), bad[:offset].count(b"\n") + 1
+    assert caught.value.position == f"byte {at}"
+    assert f"not valid GB18030 (line {line}, bytes ff ff" in str(caught.value)
+
+
 @pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8], ids=["utf8", "utf8-bom"])
 def test_utf8_files_read_like_gb18030(sandbox: JiangsuSandbox, tmp_path: Path, bom: bytes) -> None:
     seeded = _records("e_license", n=300)

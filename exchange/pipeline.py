@@ -43,6 +43,7 @@ from exchange.provenance.manifest import (
     LakeFile,
     RuleCount,
     SignedManifest,
+    landing_dir,
     manifest_path,
     read_manifest,
     sign_manifest,
@@ -118,11 +119,11 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         since = watermark(con, province, dataset)
     lineage.started(hub.settings, batch_id, province, dataset, start, end)
     staging = hub.staging(batch_id)
-    landing_dir = hub.layout.landing / province / dataset / batch_id
-    for stale in (staging, landing_dir):  # a retried pull starts clean
+    landing_folder = landing_dir(hub.layout.landing, province, dataset, batch_id)
+    for stale in (staging, landing_folder):  # a retried pull starts clean
         shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
-    landing = Landing(landing_dir)
+    landing = Landing(landing_folder)
     adapter = adapter_for(province, hub.settings)
     schema = canonical_dataset(dataset).schema
     pulled = 0

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from exchange.datasets import TIMESTAMP
 from exchange.lake import files as lake_files
-from exchange.lake.connect import LAKE, META, duck_type, ensure_table
+from exchange.lake.connect import LAKE, META, duck_type, ensure_table, sql_literal
 from exchange.signing.canonical import document_digest
 
 LEDGER = "exchange_batches"
@@ -91,7 +91,7 @@ def _source(con: duckdb.DuckDBPyConnection, name: str, rows: Rows) -> str:
     if isinstance(rows, pa.Table):
         con.register(name, rows)
         return name
-    return "read_parquet('" + str(rows).replace("'", "''") + "')"
+    return f"read_parquet({sql_literal(str(rows))})"
 
 
 def _claimed(value: object) -> object:

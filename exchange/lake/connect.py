@@ -100,7 +100,8 @@ def catalog_and_data(settings: ExchangeSettings) -> tuple[str, str]:
     return catalog, data
 
 
-def _sql_literal(value: str) -> str:
+def sql_literal(value: str) -> str:
+    """`value` as a SQL string literal (single quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -109,8 +110,8 @@ def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
     bucket = urlsplit(data)
     options: dict[str, str] = {
         "TYPE": "s3",
-        "URL_STYLE": _sql_literal(settings.lake_s3_url_style),
-        "SCOPE": _sql_literal(f"{bucket.scheme}://{bucket.netloc}"),
+        "URL_STYLE": sql_literal(settings.lake_s3_url_style),
+        "SCOPE": sql_literal(f"{bucket.scheme}://{bucket.netloc}"),
     }
     use_ssl = settings.lake_s3_use_ssl
     if settings.lake_s3_endpoint:
@@ -119,17 +120,17 @@ def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
             parts = urlsplit(endpoint)
             endpoint = parts.netloc
             use_ssl = parts.scheme == "https" if use_ssl is None else use_ssl
-        options["ENDPOINT"] = _sql_literal(endpoint)
+        options["ENDPOINT"] = sql_literal(endpoint)
     if use_ssl is not None:
         options["USE_SSL"] = "true" if use_ssl else "false"
     if settings.lake_s3_region:
-        options["REGION"] = _sql_literal(settings.lake_s3_region)
+        options["REGION"] = sql_literal(settings.lake_s3_region)
     if settings.lake_s3_access_key_id:
-        options["KEY_ID"] = _sql_literal(settings.lake_s3_access_key_id)
+        options["KEY_ID"] = sql_literal(settings.lake_s3_access_key_id)
     if settings.lake_s3_secret_access_key:
-        options["SECRET"] = _sql_literal(settings.lake_s3_secret_access_key.get_secret_value())
+        options["SECRET"] = sql_literal(settings.lake_s3_secret_access_key.get_secret_value())
     if settings.lake_s3_session_token:
-        options["SESSION_TOKEN"] = _sql_literal(settings.lake_s3_session_token.get_secret_value())
+        options["SESSION_TOKEN"] = sql_literal(settings.lake_s3_session_token.get_secret_value())
     body = ", ".join(f"{k} {v}" for k, v in options.items())
     return f"CREATE OR REPLACE SECRET {_SECRET} ({body})"
 
@@ -218,10 +219,10 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
                 con.execute(s3_secret_sql(settings, data))
             # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
             # auditor's offline copy, a restored backup) must read the data where the settings say it is.
-            options = f"DATA_PATH {_sql_literal(data)}, DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
+            options = f"DATA_PATH {sql_literal(data)}, DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
             if read_only:
                 options += ", READ_ONLY"
-            _attach(con, f"ATTACH {_sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
+            _attach(con, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
                     retry=is_postgres(catalog))
             con.execute(f"USE {LAKE}")
             yield con

@@ -46,6 +46,13 @@ def resolve(root: str, parts: Sequence[tuple[str, bool]]) -> str:
     return location
 
 
+def local_digest(path: Path) -> tuple[str, int] | None:
+    """(SHA-256 hex, size in bytes) of a local file, streamed, or None if there is no such file."""
+    if not path.is_file():
+        return None
+    return file_sha256(path), path.stat().st_size
+
+
 def digest(con: duckdb.DuckDBPyConnection, location: str) -> tuple[str, int] | None:
     """(SHA-256 hex, size in bytes) of a lake file, or None if there is no such file.
 
@@ -53,10 +60,7 @@ def digest(con: duckdb.DuckDBPyConnection, location: str) -> tuple[str, int] | N
     is bounded by the largest data file (DuckLake's target file size), not by the lake.
     """
     if not is_remote(location):
-        path = Path(location)
-        if not path.is_file():
-            return None
-        return file_sha256(path), path.stat().st_size
+        return local_digest(Path(location))
     try:
         row = con.execute("SELECT sha256(content), size FROM read_blob(?)", [location]).fetchone()
     except duckdb.HTTPException as exc:

@@ -14,16 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from exchange.signing.canonical import file_sha256
+from exchange.lake.files import local_digest
 
 MAX_WORKERS = 4  # more threads than this only contend for the same disk
-
-
-def local_digest(path: Path) -> tuple[str, int] | None:
-    """(SHA-256 hex, size in bytes) of a file, or None if there is no such file."""
-    if not path.is_file():
-        return None
-    return file_sha256(path), path.stat().st_size
 
 
 class Prefetcher:

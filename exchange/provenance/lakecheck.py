@@ -22,7 +22,7 @@ from exchange.config import ExchangeSettings, Layout
 from exchange.errors import VerificationError
 from exchange.lake import files as lake_files
 from exchange.lake.commit import LEDGER, commit_infos
-from exchange.lake.connect import LAKE, META, connect
+from exchange.lake.connect import LAKE, META, connect, sql_literal
 from exchange.provenance.problems import Mismatch
 
 
@@ -99,14 +99,11 @@ def catalog_files(con: duckdb.DuckDBPyConnection, root: Path | str) -> list[Cata
     return files
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def ledger_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
     """The batch id of every ledger row (empty before the first commit)."""
     found = con.execute(
-        f"SELECT count(*) FROM duckdb_tables() WHERE database_name = {_quoted(LAKE)} AND table_name = {_quoted(LEDGER)}"
+        "SELECT count(*) FROM duckdb_tables() "
+        f"WHERE database_name = {sql_literal(LAKE)} AND table_name = {sql_literal(LEDGER)}"
     ).fetchone()
     if not found or not found[0]:
         return []

@@ -101,6 +101,11 @@ def manifest_path(manifests_dir: Path, province: str, dataset: str, batch_id: st
     return manifests_dir / province / dataset / f"{batch_id}.json"
 
 
+def landing_dir(landing_root: Path, province: str, dataset: str, batch_id: str) -> Path:
+    """Where a batch's landing copies (the province's raw payloads) live."""
+    return landing_root / province / dataset / batch_id
+
+
 def write_manifest(path: Path, signed: SignedManifest) -> None:
     """Write atomically (temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

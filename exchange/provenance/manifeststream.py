@@ -17,7 +17,7 @@ from pathlib import Path
 from exchange.errors import VerificationError
 from exchange.lake import files as lake_files
 from exchange.provenance.hashing import Prefetcher
-from exchange.provenance.manifest import SignedManifest
+from exchange.provenance.manifest import SignedManifest, landing_dir
 
 LOOKAHEAD_BYTES = 1 << 30  # files being hashed ahead of the checks: enough to keep the threads busy
 LOOKAHEAD_MANIFESTS = 256  # whole manifests held ahead: bounds memory when the files are small
@@ -123,7 +123,7 @@ class ManifestStream:
                 self.hashes.want(Path(lake_files.join(self._where.lake_root, f.name)))
                 wanted += max(f.size, 0)  # a claimed size: a tampered one must not unbound the look-ahead
         if self._where.landing is not None:
-            folder = self._where.landing / m.province / m.dataset / m.batch_id
+            folder = landing_dir(self._where.landing, m.province, m.dataset, m.batch_id)
             for d in m.landing:
                 self.hashes.want(folder / d.name)
                 wanted += max(d.size, 0)

@@ -20,7 +20,7 @@ from exchange.provenance.checkpoint import VerifiedState
 from exchange.provenance.hashing import Prefetcher
 from exchange.provenance.lakecheck import LakeCatalog, check_catalog, read_catalog
 from exchange.provenance.links import check_replay_link, check_snapshot_claim, origin_of, snapshots_without_manifest
-from exchange.provenance.manifest import BatchManifest, SignedManifest, manifest_bytes
+from exchange.provenance.manifest import BatchManifest, SignedManifest, landing_dir, manifest_bytes
 from exchange.provenance.manifeststream import ListedManifests, Locations, ManifestStream
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
@@ -268,7 +268,7 @@ def _verify_landing(
     m = signed.manifest
     if landing_root is None:
         return
-    folder = landing_root / m.province / m.dataset / m.batch_id
+    folder = landing_dir(landing_root, m.province, m.dataset, m.batch_id)
     if not folder.is_dir():
         return  # landing copies may be retained elsewhere; the digests stay in the manifest and the log
     for f in m.landing:

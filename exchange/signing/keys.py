@@ -195,14 +195,23 @@ def public_key_from_pem(pem: bytes) -> tuple[str, bytes]:
 
 
 def _trusted_key(signer: KeySigner, not_before: datetime, years: int) -> TrustedKey:
+    return _public_record(signer.owner, signer.algorithm, signer.public_bytes(), not_before, years)
+
+
+def _public_record(owner: str, algorithm: str, raw: bytes, not_before: datetime, years: int) -> TrustedKey:
     return TrustedKey(
-        key_id=signer.key_id,
-        owner=signer.owner,
-        algorithm=signer.algorithm,
-        public_key=base64.b64encode(signer.public_bytes()).decode(),
+        key_id=_key_id(algorithm, raw),
+        owner=owner,
+        algorithm=algorithm,
+        public_key=base64.b64encode(raw).decode(),
         not_before=not_before,
         not_after=not_before + timedelta(days=365 * years),
     )
+
+
+def _retired(key: TrustedKey, at: datetime) -> TrustedKey:
+    """`key` handed over at `at`: what it signed before stays valid."""
+    return key.model_copy(update={"status": "retired", "not_after": min(key.not_after, at)})
 
 
 @dataclass
@@ -346,8 +355,7 @@ class Keyring:
             record = record.model_copy(update={"endorsement": old.sign(record.identity())})
             bundle = self._read_bundle()
             bundle.keys = [
-                k.model_copy(update={"status": "retired", "not_after": min(k.not_after, at)})
-                if k.key_id == old.key_id else k
+                _retired(k, at) if k.key_id == old.key_id else k
                 for k in bundle.keys
             ] + [record]
             old_path, new_path = self.key_path(owner, old.algorithm), self.key_path(owner, new.algorithm)
@@ -393,12 +401,9 @@ class Keyring:
                 if known.owner != owner or known.status == "revoked":
                     raise ValueError(f"key {key_id} is already in the trust bundle ({known.owner}, {known.status})")
                 return known
-            record = TrustedKey(key_id=key_id, owner=owner, algorithm=algorithm,
-                                public_key=base64.b64encode(raw).decode(), not_before=at,
-                                not_after=at + timedelta(days=365 * DEFAULT_YEARS))
+            record = _public_record(owner, algorithm, raw, at, DEFAULT_YEARS)
             bundle.keys = [
-                k.model_copy(update={"status": "retired", "not_after": min(k.not_after, at)})
-                if k.owner == owner and k.status == "active" else k
+                _retired(k, at) if k.owner == owner and k.status == "active" else k
                 for k in bundle.keys
             ] + [record]
             self._save(bundle)

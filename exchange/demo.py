@@ -25,7 +25,6 @@ from exchange.synthetic import generate
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from exchange.access.registry import Registry
     from exchange.pipeline import Hub
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
@@ -121,6 +120,7 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     from rich.console import Console
 
     from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
+    from exchange.access.extractkeys import issue_extract_key
     from exchange.access.registry import Registry
     from exchange.pipeline import Hub
     from exchange.report.summary import print_summary
@@ -155,7 +155,8 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
     hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
                    details={"department": grant.grant.department, "dataset": grant.grant.dataset})
-    department_key = extract_key(hub, registry, grant.grant.department)
+    # As `exchange departments keygen` does; a real department makes its own and hands over the public half.
+    department_key, _ = issue_extract_key(hub, registry, grant.grant.department)
     console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish), encrypted to the "
                   "department's key")
     states.update(run_dags(["exchange_publish"]))
@@ -168,19 +169,6 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
 
     report = verify_home(hub.settings)
     return print_summary(console, hub, states, extract, report, opened)
-
-
-def extract_key(hub: Hub, registry: Registry, department: str) -> X25519PrivateKey:
-    """Give the sample department an extract key, as `exchange departments keygen` does (a real department
-    makes its own and hands over only the public half)."""
-    from exchange.access.envelope import generate_private_key, key_id, public_key_b64, write_private_key
-
-    key = generate_private_key()
-    write_private_key(key, hub.layout.keys / "departments" / f"{department}.x25519.pem")
-    registry.set_extract_key(department, public_key_b64(key.public_key()))
-    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
-                   details={"key_id": key_id(key.public_key())})
-    return key
 
 
 def open_as_department(directory: Path, hub: Hub, key: X25519PrivateKey) -> str:

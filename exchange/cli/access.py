@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -119,23 +118,16 @@ def departments_keygen(
     In production the department runs this itself, keeps the private key and hands the hub only the
     public key (`departments set-key`). The file is created 0600 and never overwritten.
     """
-    from exchange.access.envelope import generate_private_key, key_id, public_key_b64, write_private_key
+    from exchange.access.envelope import key_id
+    from exchange.access.extractkeys import issue_extract_key
     from exchange.access.registry import Registry
 
     hub = _hub()
-    registry = Registry(hub.layout.access)
     try:
-        registry.department(department)
-        path = private_key or _department_key_path(hub.layout.keys, department)
-        if path.exists():
-            raise ExchangeError(f"{path} exists; refusing to overwrite a key its extracts may need")
-        key = generate_private_key()
-        write_private_key(key, path)
-        registry.set_extract_key(department, public_key_b64(key.public_key()))
+        key, path = issue_extract_key(hub, Registry(hub.layout.access), department, private_key)
     except ExchangeError as exc:
         _fail(exc)
         return
-    _log_extract_key(department, key_id(key.public_key()))
     console.print(f"extract key {key_id(key.public_key())} for {department}; private key at {path} (0600)")
 
 
@@ -145,36 +137,19 @@ def departments_set_key(
     public_key: Annotated[str, typer.Argument(help="Base64 raw X25519 public key the department generated")],
 ) -> None:
     """Register the X25519 public key a department's extracts are encrypted to."""
-    from exchange.access.envelope import key_id, parse_public_key
+    from exchange.access.extractkeys import register_extract_key
     from exchange.access.registry import Registry
 
+    hub = _hub()
     try:
-        parsed = parse_public_key(public_key)
+        fingerprint = register_extract_key(hub, Registry(hub.layout.access), department, public_key)
     except ValueError as bad:
         _fail(ExchangeError(str(bad)))
         return
-    try:
-        Registry(_hub().layout.access).set_extract_key(department, public_key)
     except ExchangeError as exc:
         _fail(exc)
         return
-    _log_extract_key(department, key_id(parsed))
-    console.print(f"extract key {key_id(parsed)} registered for {department}")
-
-
-def _department_key_path(keys: Path, department: str) -> Path:
-    # The id becomes a file name: the registry's ids are already this shape, but never trust that here.
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,79}", department):
-        raise ExchangeError(f"department id {department!r} cannot name a key file")
-    folder = keys / "departments"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / f"{department}.x25519.pem"
-
-
-def _log_extract_key(department: str, fingerprint: str) -> None:
-    hub = _hub()
-    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
-                   details={"key_id": fingerprint})
+    console.print(f"extract key {fingerprint} registered for {department}")
 
 
 @departments_app.command("tokens")

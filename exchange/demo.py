@@ -25,7 +25,7 @@ from exchange.synthetic import generate
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
 DEMO_RECORDS = 5_000
@@ -122,7 +122,7 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
     from exchange.access.extractkeys import issue_extract_key
     from exchange.access.registry import Registry
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
     from exchange.report.summary import print_summary
 
     # Wide enough for the summary table when the output goes to a file or CI log.

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,6 @@ import pyarrow.parquet as pq
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
 from exchange import lineage
-from exchange.config import ExchangeSettings, Layout
-from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
 from exchange.contracts.parts import key_parts
@@ -30,12 +26,12 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, Verdict
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.hub import HUB, Hub, batch_id_for
 from exchange.lake import files as lake_files
 from exchange.lake.commit import CommitResult, commit_batch, files_added, snapshot_of, watermark
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.lake.retry import commit_retrying
-from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
@@ -51,50 +47,8 @@ from exchange.provenance.manifest import (
 )
 from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
-from exchange.signing.keys import Keyring, KeySigner
 
-HUB = "hub"
 DELETIONS_FILE = "deleted.parquet"
-
-
-@dataclass
-class Hub:
-    """The runtime context every stage shares: settings, paths, keys, provenance."""
-
-    settings: ExchangeSettings
-
-    @classmethod
-    def current(cls) -> Hub:
-        """The hub configured by the environment (EXCHANGE_*)."""
-        return cls(current_settings())
-
-    @cached_property
-    def layout(self) -> Layout:
-        return Layout(self.settings.home).ensure()
-
-    @cached_property
-    def keyring(self) -> Keyring:
-        return Keyring(self.layout.keys, algorithm=self.settings.key_algorithm)
-
-    @property
-    def signer(self) -> KeySigner:
-        # Not cached: after a key rotation a long-lived process must sign with the new key at once.
-        return self.keyring.signer(HUB)
-
-    @cached_property
-    def log(self) -> ProvenanceLog:
-        return ProvenanceLog(self.layout.provenance)
-
-    def staging(self, batch_id: str) -> Path:
-        return self.layout.staging / batch_id
-
-
-def batch_id_for(province: str, dataset: str, window: Window) -> str:
-    """Deterministic batch id: a retry or re-run of the same window gets the same id."""
-    fmt = "%Y%m%dT%H%M%SZ"
-    start = window.start.astimezone(UTC).strftime(fmt)
-    end = window.end.astimezone(UTC).strftime(fmt)
-    return f"{province}.{dataset}.{start}-{end}"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -51,11 +51,12 @@ from exchange.contracts.validate import (
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.locking import file_lock
-from exchange.pipeline import HUB, Hub, commit, validation_record
+from exchange.pipeline import commit, validation_record
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report

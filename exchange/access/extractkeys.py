@@ -13,7 +13,7 @@ from exchange.access.registry import Registry
 from exchange.errors import ExchangeError
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 
 def department_key_path(keys: Path, department: str) -> Path:

@@ -33,8 +33,8 @@ from exchange.access.query import (
 from exchange.access.registry import Registry
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.errors import AccessDenied
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub
 from exchange.signing.canonical import document_digest, sha256_hex
 
 DENIED = "access_denied"

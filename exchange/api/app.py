@@ -62,7 +62,7 @@ from exchange.api.models import (
 from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
 from exchange.datasets import DATASETS
 from exchange.errors import AccessDenied, ExchangeError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.signing.canonical import file_sha256
 
 # Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.

@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import (
     ENTRIES,
     archive_paths,

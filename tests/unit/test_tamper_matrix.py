@@ -20,7 +20,8 @@ from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.config import ExchangeSettings
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest

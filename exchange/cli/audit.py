@@ -78,7 +78,7 @@ def verify(
     else:
         from exchange.config import settings as current_settings
 
-        # Settings only: building a Hub imports the pipeline, i.e. Great Expectations (seconds), for nothing.
+        # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
         report = verify_home(current_settings(), incremental=incremental)
     _print_report(report, as_json)
 

@@ -51,7 +51,8 @@ from exchange.provenance.manifest import (
 )
 from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
-from exchange.signing.keys import Keyring, KeySigner
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import KeySigner
 
 HUB = "hub"
 DELETIONS_FILE = "deleted.parquet"

@@ -12,11 +12,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 
 from adapters.authenticity import VerifiedSource
+from adapters.connection import ConnectionLike
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
@@ -175,3 +176,20 @@ def sandbox_for(province: str, root: Path) -> Sandbox:
     module = importlib.import_module(f"adapters.{province}.sandbox")
     sandbox: Sandbox = module.create(root)
     return sandbox
+
+
+def connection_overrides(province: str, conn: ConnectionLike) -> dict[str, Any]:
+    """ExchangeSettings values from the province's Airflow Connection (adapters/<province>/connection.py).
+
+    KeyError for a province with no such module; importing it loads only what that province's mapping needs.
+    """
+    if not province.isidentifier():
+        raise KeyError(f"no connection mapping for province {province!r}")
+    try:
+        module = importlib.import_module(f"adapters.{province}.connection")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"adapters.{province}", f"adapters.{province}.connection"):
+            raise  # a dependency of the province's module is missing: not an unknown province
+        raise KeyError(f"no connection mapping for province {province!r}") from None
+    overrides: dict[str, Any] = module.overrides(conn)
+    return overrides

@@ -30,7 +30,7 @@ from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import AccessDenied
 from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 TOKEN_PREFIX = "yrd_"
 # A bearer token is "<id>.<secret>": the id finds the record, the secret is compared by digest.

@@ -51,7 +51,7 @@ def verify_extract_cmd(
     """Check an extract offline against the hub's trust bundle; with --key, decrypt it and check the plaintext."""
     from exchange.access.envelope import load_private_key
     from exchange.access.extract import decrypt_extract, verify_extract
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
     try:
         signed = verify_extract(directory, TrustBundle.model_validate_json(trust_bundle.read_text()))
@@ -316,7 +316,7 @@ def verify_check(
 ) -> None:
     """Check an e-licence check answer's hub signature offline."""
     from exchange.access.check import SignedLicenceCheck, verify_licence_check
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
     try:
         c = verify_licence_check(SignedLicenceCheck.model_validate_json(answer.read_text(encoding="utf-8")),

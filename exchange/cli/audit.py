@@ -118,7 +118,7 @@ ALGORITHM_HELP = "Signature algorithm: ed25519 (default) or sm2 (SM2 signatures 
 
 
 def _algorithm(value: str | None) -> str | None:
-    from exchange.signing.keys import algorithm_name
+    from exchange.signing.signers import algorithm_name
 
     try:
         return None if value is None else algorithm_name(value)
@@ -168,9 +168,11 @@ def keys_trust(
 
     Compare the printed key id with the one the office gives you by another channel before relying on it.
     """
+    from exchange.signing.rotation import trust
+
     hub = _hub()
     try:
-        key = hub.keyring.trust(owner, public_key.read_bytes(), _at(at))
+        key = trust(hub.keyring, owner, public_key.read_bytes(), _at(at))
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/] {public_key}: {exc}")
         raise typer.Exit(2) from None
@@ -188,10 +190,12 @@ def keys_rotate(
 
     The old key endorses the new one, also across algorithms (ed25519 -> sm2 and back).
     """
+    from exchange.signing.rotation import rotate
+
     hub = _hub()
     chosen = _algorithm(algorithm)
     try:
-        key = hub.keyring.rotate(owner, algorithm=chosen)
+        key = rotate(hub.keyring, owner, algorithm=chosen)
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -209,9 +213,11 @@ def keys_revoke(
     reason: Annotated[str, typer.Option(help="Why, e.g. 'key compromised'")] = "",
 ) -> None:
     """Revoke a key: every signature it made after --at fails verification."""
+    from exchange.signing.rotation import revoke
+
     hub = _hub()
     try:
-        key = hub.keyring.revoke(key_id, _at(at), reason)
+        key = revoke(hub.keyring, key_id, _at(at), reason)
     except ExchangeError as exc:
         _fail(exc)
         return
@@ -228,7 +234,7 @@ def keys_pem(
                                                            "instead of the hub's keyring")] = None,
 ) -> None:
     """Print a trusted public key as SubjectPublicKeyInfo PEM, for checking a signature with openssl."""
-    from exchange.signing.keys import TrustBundle, public_pem
+    from exchange.signing.trust import TrustBundle, public_pem
 
     try:
         bundle = (TrustBundle.model_validate_json(trust_bundle.read_text(encoding="utf-8")) if trust_bundle

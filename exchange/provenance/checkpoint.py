@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 CHECKPOINT = "checkpoint"
 STATE_FILE = "verified.json"

@@ -30,7 +30,8 @@ from pydantic import BaseModel, Field
 from exchange.errors import VerificationError
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 GENESIS = "0" * 64
 TRUNCATE = "truncate"

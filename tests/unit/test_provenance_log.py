@@ -10,7 +10,7 @@ import pytest
 
 from exchange.errors import VerificationError
 from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 
 
 def _append_many(home: str, worker: int, n: int) -> None:

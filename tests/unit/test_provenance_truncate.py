@@ -30,7 +30,7 @@ from exchange.provenance.archive import (
 from exchange.provenance.log import TRUNCATE, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home, verify_offline
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 

@@ -77,9 +77,9 @@ class Subject(StrEnum):
 
     BATCH = "batch id"
     EXTRACT = "extract id"
-    GRANTS = "the grant ids read, comma-separated ('query' when none)"
+    DATASETS = "the datasets read, comma-separated ('query' when none)"
     REQUEST = "'query'"
-    ATTEMPT = "what was asked for: a dataset, 'query' or an extract id"
+    ATTEMPT = "what was asked for: a dataset, 'query', an extract id, a token id or a request path"
     LISTING = "what was listed: 'me' or 'datasets'"
     DATASET = "dataset"
     GRANT = "grant id"
@@ -308,12 +308,12 @@ class Query(Event):
 
     kind = Kind.QUERY
     roles = _DEPARTMENT
-    subject = Subject.GRANTS
+    subject = Subject.DATASETS
     section = Section.ACCESS
     digests = ("sql", "result")
 
     token_id: str | None = _f("API token used (null from the CLI)")
-    grants: list[str] = _f("Grants whose views the query could read")
+    grants: dict[str, str] = _f("Dataset -> grant id, for the views the query could read")
     snapshot_id: int = _f("Lake snapshot read")
     columns: list[str] = _f("Result columns")
     rows: int = _f("Result rows")
@@ -323,7 +323,7 @@ class _AccessContext(Event):
     token_id: str = _f("API token used (absent from the CLI)", None)
     sql_sha256: str = _f("SHA-256 of the SQL (queries)", None)
     snapshot_id: int = _f("Lake snapshot asked for or resolved", None)
-    grants: list[str] = _f("Grants the query could read", None)
+    grants: dict[str, str] = _f("Dataset -> grant id, for the views the query could read", None)
 
 
 class QueryFailed(_AccessContext):
@@ -346,7 +346,8 @@ class AccessDenied(_AccessContext):
     subject = Subject.ATTEMPT
     section = Section.ACCESS
 
-    attempt: Kind = _f("The kind of access attempted (query, extract, download, license_check)")
+    attempt: str = _f("What was attempted: an event kind (query, extract, download, license_check), "
+                      "authenticate, request (a malformed one) or '<limit> request' (rate-limited)")
     reason: str = _f("Why it was refused (the hub's words: no values from the data)")
 
 

@@ -20,6 +20,7 @@ from adapters.base import Sandbox, sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.config import Layout
 from exchange.datasets import DATASETS, PROVINCES
+from exchange.provenance.events import GrantEvent
 from exchange.synthetic import generate
 
 if TYPE_CHECKING:
@@ -153,8 +154,8 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     for department in SAMPLE_DEPARTMENTS:
         registry.add_department(department)
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
-    hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
-                   details={"department": grant.grant.department, "dataset": grant.grant.dataset})
+    hub.log.append(hub.signer, GrantEvent(department=grant.grant.department, dataset=grant.grant.dataset),
+                   actor=grant.grant.approved_by, subject=grant.grant.id)
     # As `exchange departments keygen` does; a real department makes its own and hands over the public half.
     department_key, _ = issue_extract_key(hub, registry, grant.grant.department)
     console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish), encrypted to the "

@@ -32,6 +32,7 @@ from exchange.lake.commit import CommitResult, commit_batch, files_added, snapsh
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.lake.retry import commit_retrying
+from exchange.provenance import events
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
@@ -109,13 +110,12 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     (staging / "pull.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
     hub.log.append(
         hub.signer,
+        # The province signatures the adapter verified: who vouched for which landed bytes.
+        events.Pull.model_validate({k: info[k] for k in ("pulled", "deleted", "since", "window_end",
+                                                         "source_signatures", "drift")}),
         actor=f"adapter:{province}",
-        action="pull",
         subject=batch_id,
         digests={f.name: f.sha256 for f in landing.files},
-        # The province signatures the adapter verified: who vouched for which landed bytes.
-        details={"pulled": pulled, "deleted": deleted, "since": info["since"], "window_end": info["window_end"],
-                 "source_signatures": info["source_signatures"], "drift": info["drift"]},
     )
     if not pulled and not deleted:
         lineage.completed(hub.settings, batch_id, province, dataset, pulled=0, accepted=0, quarantined=0, rules=[])
@@ -200,17 +200,16 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     report = html_path(hub.layout.reports, info["province"], batch_id)
     details = {k: result[k] for k in ("pulled", "accepted", "quarantined", "gx_success", "held")}
     hub.log.append(
-        hub.signer, actor=HUB, action="validate", subject=batch_id,
-        digests={"contract": contract.document_sha256}, details=details,
+        hub.signer, events.Validate(**details), actor=HUB, subject=batch_id,
+        digests={"contract": contract.document_sha256},
     )
     if verdict.quarantined_count:
         hub.log.append(
-            hub.signer, actor=HUB, action="quarantine", subject=batch_id,
+            hub.signer, events.Quarantine(quarantined=verdict.quarantined_count), actor=HUB, subject=batch_id,
             digests={"quarantined.parquet": file_sha256(staging / "quarantined.parquet")},
-            details={"quarantined": verdict.quarantined_count},
         )
     if held:
-        hub.log.append(hub.signer, actor=HUB, action="hold", subject=batch_id, details=details)
+        hub.log.append(hub.signer, events.Hold(**details), actor=HUB, subject=batch_id)
         raise TerminalError(
             f"batch {batch_id} held: {verdict.quarantined_count} of {verdict.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
@@ -302,10 +301,11 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     signed = sign_manifest(manifest, hub.signer)
     write_manifest(path, signed)
     hub.log.append(
-        hub.signer, actor=HUB, action="commit", subject=batch_id,
+        hub.signer,
+        events.Commit(snapshot_id=result.snapshot_id, accepted=checked["accepted"],
+                      quarantined=checked["quarantined"], manifest=str(path.relative_to(hub.layout.home))),
+        actor=HUB, subject=batch_id,
         digests={"manifest": signed.digest()},
-        details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
-                 "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
     )
     shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
     lineage.completed(

@@ -21,6 +21,8 @@ from adapters.connection import ConnectionLike
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
+from exchange.datasets import province as known_province
+from exchange.errors import BadWindow
 
 DELETED_AT = "deleted_at"
 
@@ -33,10 +35,12 @@ class Window:
     end: datetime
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
+        for name, bound in (("start", self.start), ("end", self.end)):
+            if bound.tzinfo is None:
+                raise BadWindow(f"window {name} {bound.isoformat()} has no UTC offset; give one, "
+                                f"e.g. {bound.isoformat()}+08:00")
         if self.end <= self.start:
-            raise ValueError(f"empty window: {self.start.isoformat()} .. {self.end.isoformat()}")
+            raise BadWindow(f"empty window: end {self.end.isoformat()} is not after start {self.start.isoformat()}")
 
 
 @dataclass(frozen=True)
@@ -166,14 +170,14 @@ class Sandbox(Protocol):
 
 def adapter_for(province: str, settings: ExchangeSettings) -> SourceAdapter:
     """Build the province's adapter from settings, importing its drivers only now."""
-    module = importlib.import_module(f"adapters.{province}.adapter")
+    module = importlib.import_module(f"adapters.{known_province(province)}.adapter")
     adapter: SourceAdapter = module.build(settings)
     return adapter
 
 
 def sandbox_for(province: str, root: Path) -> Sandbox:
     """Import and build the province's sandbox lazily, so importing this module loads no drivers."""
-    module = importlib.import_module(f"adapters.{province}.sandbox")
+    module = importlib.import_module(f"adapters.{known_province(province)}.sandbox")
     sandbox: Sandbox = module.create(root)
     return sandbox
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from exchange.errors import BadFile, validation_summary
 
 ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
 
@@ -98,7 +100,16 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def load_province(province: str, adapters_dir: Path = ADAPTERS_DIR) -> ProvinceConfig:
-    """Parse adapters/<province>/province.yaml."""
-    path = adapters_dir / province / "province.yaml"
-    return ProvinceConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+def load_province(province: str, adapters_dir: Path | None = None) -> ProvinceConfig:
+    """Parse adapters/<province>/province.yaml; BadFile naming the file (and line) when it is not valid."""
+    from exchange.datasets import province as known_province
+
+    path = (adapters_dir or ADAPTERS_DIR) / known_province(province) / "province.yaml"
+    try:
+        return ProvinceConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadFile(path, f"cannot read it: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise BadFile(path, f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        raise BadFile(path, f"not a valid province configuration: {validation_summary(exc)}") from None

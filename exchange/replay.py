@@ -50,7 +50,7 @@ from exchange.contracts.validate import (
 )
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import CheckFailed, InternalError, NotFound, TerminalError
 from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
@@ -63,7 +63,7 @@ from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
 
 
-class ReplayRebuildError(TerminalError):
+class ReplayRebuildError(InternalError):
     """A quarantined record_json cannot be rebuilt into exactly the record that was quarantined."""
 
 
@@ -356,7 +356,7 @@ def plan_replay(
     origin = origin_of(batch_id)
     with connect(hub.settings, read_only=True) as con:
         if snapshot_of(con, origin) is None:
-            raise TerminalError(
+            raise NotFound(
                 f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
             )
         ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
@@ -388,7 +388,7 @@ def plan_replay(
             ).column("k").combine_chunks().cast(held.type)
     origin_manifest = manifest_path(hub.layout.manifests, province, dataset, origin)
     if not origin_manifest.exists():
-        raise TerminalError(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
+        raise CheckFailed(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
     contract = load_contract(dataset, contracts_dir)
     rebuilt = rebuild(quarantined, dataset)
     keep = pending_rows(rebuilt, committed)

@@ -10,7 +10,7 @@ import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -20,8 +20,16 @@ from adapters.authenticity import VerifiedSource
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
+from exchange.errors import TerminalError
 
 DELETED_AT = "deleted_at"
+
+
+class WindowError(TerminalError, ValueError):
+    """A window no run may pull: bounds without an offset, an end not after the start, or an end in the future.
+
+    Also a ValueError, so callers that validated windows before there was a hub error for it keep working.
+    """
 
 
 @dataclass(frozen=True)
@@ -32,10 +40,30 @@ class Window:
     end: datetime
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
+        for name, bound in (("start", self.start), ("end", self.end)):
+            if bound.tzinfo is None or bound.utcoffset() is None:
+                raise WindowError(
+                    f"window {name} {bound.isoformat()} has no UTC offset; give one, e.g. "
+                    f"{bound.replace(microsecond=0).isoformat()}+08:00"
+                )
         if self.end <= self.start:
-            raise ValueError(f"empty window: {self.start.isoformat()} .. {self.end.isoformat()}")
+            raise WindowError(
+                f"empty window: the end {self.end.isoformat()} is not after the start {self.start.isoformat()}"
+            )
+
+    def pullable(self, now: datetime, skew: timedelta) -> Window:
+        """This window, if a run may pull it at `now`: it must end no later than `now` plus `skew`.
+
+        A window ending in the future would commit records that are still pending at the province and move
+        the watermark past them, so the real window later finds nothing. `skew` tolerates clocks that
+        differ a little between the hub and the scheduler. Raises WindowError otherwise.
+        """
+        if self.end > now + skew:
+            raise WindowError(
+                f"window end {self.end.isoformat()} is in the future (now {now.isoformat()}, allowed skew "
+                f"{skew.total_seconds():.0f} s, EXCHANGE_WINDOW_FUTURE_SKEW_SECONDS): pull a window that has ended"
+            )
+        return self
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,7 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
     """
     hub = hub or Hub.current()
-    window = Window(start, end)
+    window = Window(start, end).pullable(datetime.now(UTC), timedelta(seconds=hub.settings.window_future_skew_seconds))
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:
         if snapshot_of(con, batch_id) is not None:

@@ -111,6 +111,7 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
     """
     hub = hub or Hub.current()
+    load_contract(dataset)  # a contract `exchange contracts lint` refuses stops the run before anything is read
     window = Window(start, end).pullable(datetime.now(UTC), timedelta(seconds=hub.settings.window_future_skew_seconds))
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:

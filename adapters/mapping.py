@@ -40,6 +40,7 @@ import yaml
 
 from exchange.datasets import TIMESTAMP, Dataset, dataset
 from exchange.errors import SourceFormatError
+from exchange.province_config import adapters_path
 
 log = logging.getLogger(__name__)
 
@@ -256,12 +257,6 @@ def _parse(column: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.Chunk
     return pc.strptime(cleaned, format=fmt, unit="us", error_is_null=True), pc.invert(blank)
 
 
-def _shown(path: Path) -> str:
-    """The mapping file as an office finds it in the repository (adapters/<province>/mapping.yaml)."""
-    parts = path.resolve().parts
-    return "/".join(parts[parts.index("adapters"):]) if "adapters" in parts else str(path)
-
-
 @dataclass(frozen=True)
 class ProvinceMapping:
     """All dataset mappings of one province, loaded from its mapping.yaml."""
@@ -295,7 +290,8 @@ class ProvinceMapping:
             flag = spec.get("deleted")
             deleted = DeleteFlag(str(flag["from"]), str(flag["value"])) if flag else None
             mappings[name] = DatasetMapping(
-                ds, str(spec["source"]), tz, fields, deleted, province=str(doc["province"]), mapping_file=_shown(path)
+                ds, str(spec["source"]), tz, fields, deleted, province=str(doc["province"]),
+                mapping_file=adapters_path(path),
             )
         return cls(str(doc["province"]), tz, mappings)
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
-from exchange import lineage
+from exchange import intake, lineage
 from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
@@ -126,13 +126,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     staging.mkdir(parents=True)
     landing = Landing(landing_folder)
     adapter = adapter_for(province, hub.settings)
-    schema = canonical_dataset(dataset).schema
+    schema = intake.staged_schema(dataset)  # the canonical columns, and what could not be read as sent
     pulled = 0
     latest: datetime | None = None
     # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
     with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
-            chunk = chunk.cast(schema)
+            chunk = intake.staged(chunk, schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None

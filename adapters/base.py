@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from adapters.authenticity import VerifiedSource
 from exchange.config import ExchangeSettings
@@ -144,6 +145,20 @@ class SourceAdapter(Protocol):
         raises SourceFormatError naming the source and position. The same request yields the same rows.
         """
         ...
+
+
+def in_window(updated: pa.ChunkedArray | pa.Array, request: PullRequest, stand_in: datetime) -> pa.ChunkedArray:
+    """Which records a pull takes: since < updated_at < end, vectorized.
+
+    A record whose update time is missing or unreadable (null) cannot be placed by it, yet must reach the
+    contract, which quarantines it with what was sent: it is taken as updated at `stand_in` (its file's
+    local midnight, or when the province signed it), so it is pulled by the window holding that moment.
+    """
+    effective = pc.fill_null(updated, pa.scalar(stand_in, TIMESTAMP))
+    keep = pc.less(effective, pa.scalar(request.window.end, TIMESTAMP))
+    if request.since is not None:
+        keep = pc.and_(keep, pc.greater(effective, pa.scalar(request.since, TIMESTAMP)))
+    return keep
 
 
 def deletion_schema(dataset: str) -> pa.Schema:

@@ -73,7 +73,11 @@ def problem(field: str, where: Text, sent: Text, why: str | Text) -> Text:
     `sent` is the value as the province sent it (any Arrow type: rendered as a JSON literal); `why` one
     text for all rows or one per row.
     """
-    literal = json_literals(sent)
+    return problem_literal(field, where, json_literals(sent), why)
+
+
+def problem_literal(field: str, where: Text, literal: Text, why: str | Text) -> Text:
+    """Like :func:`problem`, with the value as sent already a JSON literal per row (e.g. ``[1,2]``)."""
     why_json = json.dumps(why, ensure_ascii=False) if isinstance(why, str) else json_string(why)
     entry = pc.binary_join_element_wise(
         json.dumps(field) + ':{"sent":', literal, ',"problem":', why_json, "}", ""

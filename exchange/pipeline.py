@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
-from exchange import lineage
+from exchange import intake, lineage
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
 from exchange.contracts.parts import key_parts
@@ -66,7 +66,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
     """
     hub = hub or Hub.current()
-    window = Window(start, end)
+    load_contract(dataset)  # a contract `exchange contracts lint` refuses stops the run before anything is read
+    window = Window(start, end).pullable(datetime.now(UTC), timedelta(seconds=hub.settings.window_future_skew_seconds))
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:
         if snapshot_of(con, batch_id) is not None:
@@ -80,13 +81,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     staging.mkdir(parents=True)
     landing = Landing(landing_folder)
     adapter = adapter_for(province, hub.settings)
-    schema = canonical_dataset(dataset).schema
+    schema = intake.staged_schema(dataset)  # the canonical columns, and what could not be read as sent
     pulled = 0
     latest: datetime | None = None
     # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
     with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
-            chunk = chunk.cast(schema)
+            chunk = intake.staged(chunk, schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None

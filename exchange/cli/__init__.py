@@ -153,6 +153,15 @@ def run(
     console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
 
 
+def record_label(row: dict[str, Any]) -> str:
+    """A quarantine row's record as an office finds it: its key, or which key is missing (never "None")."""
+    from exchange.datasets import dataset as canonical_dataset
+
+    if row.get("record_key") is not None:
+        return str(row["record_key"])
+    return f"(no {canonical_dataset(str(row['dataset'])).key})"
+
+
 def _status_text(status: str, by: str | None) -> str:
     return {"resolved": f"resolved by {by}", "rechecked": f"re-checked in {by}"}.get(status, status)
 
@@ -175,7 +184,7 @@ def quarantine_list(
     rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
     table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:
-        table.add_row(*[str(row[k]) for k in ("batch_id", "record_key", "rule_id", "reason")],
+        table.add_row(row["batch_id"], record_label(row), row["rule_id"], row["reason"],
                       _status_text(row["status"], row["by"]))
     console.print(table)
 
@@ -196,6 +205,9 @@ def quarantine_show(
         console.print(f"{row['province']} {row['dataset']}", style="bold", end="")
         console.print(f" batch {row['batch_id']}\n  rules:  {row['rule_id']}\n  reason: {row['reason']}\n"
                       f"  status: {_status_text(row['status'], row['by'])}")
+        if row.get("as_sent"):  # the values that could not be read, exactly as the province sent them
+            console.print("  as sent (unreadable fields):")
+            console.print_json(row["as_sent"])
         console.print_json(row["record_json"])
 
 

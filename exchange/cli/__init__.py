@@ -3,7 +3,6 @@ exchange/cli/access.py and exchange/cli/audit.py."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,7 +57,7 @@ def run(
     from exchange.pipeline import run_exchange
 
     try:
-        console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
+        console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
     except ExchangeError as exc:
         _fail(exc)
 
@@ -129,22 +128,22 @@ def quarantine_replay(
         _fail(exc)
         return
     if as_json:
-        console.print_json(json.dumps(result, default=str, ensure_ascii=False))
+        console.print_json(result.model_dump_json())
         return
     verdict = {
-        "dry_run": f"dry run: would commit {result['accepted']} as {result['replay_id']}",
-        "committed": f"committed {result['accepted']} as {result['replay_id']} (snapshot {result.get('snapshot_id')})",
+        "dry_run": f"dry run: would commit {result.accepted} as {result.replay_id}",
+        "committed": f"committed {result.accepted} as {result.replay_id} (snapshot {result.snapshot_id})",
         "nothing_pending": "nothing pending: every quarantined record of this batch was replayed already",
         "nothing_passes": "nothing committed: no pending record passes the current contract",
-    }[result["status"]]
+    }[result.status]
     console.print(
-        f"{result['origin']}: {result['replayed']} re-checked against contract {result['contract_version']} "
-        f"(origin {result['origin_contract_version']}), {result['accepted']} pass, "
-        f"{result['quarantined']} still quarantined, {result['already_replayed']} replayed before, "
-        f"{len(result['repeats_held_back'])} held back as repeats of a committed key\n{verdict}"
+        f"{result.origin}: {result.replayed} re-checked against contract {result.contract_version} "
+        f"(origin {result.origin_contract_version}), {result.accepted} pass, "
+        f"{result.quarantined} still quarantined, {result.already_replayed} replayed before, "
+        f"{len(result.repeats_held_back)} held back as repeats of a committed key\n{verdict}"
     )
-    for item in result["rules"]:
-        console.print(f"  {item['rule_id']} ({item['severity']}): {item['unexpected']}")
+    for item in result.rules:
+        console.print(f"  {item.rule_id} ({item.severity}): {item.unexpected}")
 
 
 # Sub-command groups live beside this module; importing them registers their commands on `app`.

@@ -30,7 +30,7 @@ def extract(
     from exchange.access.service import extract_for_department
 
     try:
-        signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt)
+        signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt).signed
     except ExchangeError as exc:
         _fail(exc)
         return

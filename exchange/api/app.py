@@ -239,8 +239,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
             reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
             record_denial(hub, who.department.id, Kind.EXTRACT, body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
-        signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
+        signed = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
+                                 token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake).signed
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,

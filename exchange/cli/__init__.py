@@ -3,7 +3,6 @@ exchange/cli/access.py and exchange/cli/audit.py."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -150,7 +149,7 @@ def run(
     known_province(province)
     known_dataset(dataset)
     Window(start, end)
-    console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
+    console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
 
 
 def record_label(row: dict[str, Any]) -> str:
@@ -227,22 +226,22 @@ def quarantine_replay(
 
     result = replay(batch_id, _hub(), rule=rule, dry_run=dry_run)
     if as_json:
-        console.print_json(json.dumps(result, default=str, ensure_ascii=False))
+        console.print_json(result.model_dump_json())
         return
     verdict = {
-        "dry_run": f"dry run: would commit {result['accepted']} as {result['replay_id']}",
-        "committed": f"committed {result['accepted']} as {result['replay_id']} (snapshot {result.get('snapshot_id')})",
+        "dry_run": f"dry run: would commit {result.accepted} as {result.replay_id}",
+        "committed": f"committed {result.accepted} as {result.replay_id} (snapshot {result.snapshot_id})",
         "nothing_pending": "nothing pending: every quarantined record of this batch was replayed already",
         "nothing_passes": "nothing committed: no pending record passes the current contract",
-    }[result["status"]]
+    }[result.status]
     console.print(
-        f"{result['origin']}: {result['replayed']} re-checked against contract {result['contract_version']} "
-        f"(origin {result['origin_contract_version']}), {result['accepted']} pass, "
-        f"{result['quarantined']} still quarantined, {result['already_replayed']} replayed before, "
-        f"{len(result['repeats_held_back'])} held back as repeats of a committed key\n{verdict}"
+        f"{result.origin}: {result.replayed} re-checked against contract {result.contract_version} "
+        f"(origin {result.origin_contract_version}), {result.accepted} pass, "
+        f"{result.quarantined} still quarantined, {result.already_replayed} replayed before, "
+        f"{len(result.repeats_held_back)} held back as repeats of a committed key\n{verdict}"
     )
-    for item in result["rules"]:
-        console.print(f"  {item['rule_id']} ({item['severity']}): {item['unexpected']}")
+    for item in result.rules:
+        console.print(f"  {item.rule_id} ({item.severity}): {item.unexpected}")
 
 
 # Sub-command groups live beside this module; importing them registers their commands on `app`.

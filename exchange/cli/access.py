@@ -29,7 +29,7 @@ def extract(
     """Cut the department's grant into Parquet plus a signed extract manifest."""
     from exchange.access.service import extract_for_department
 
-    signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt)
+    signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt).signed
     m = signed.manifest
     sealed = f", encrypted to {m.encryption.recipient_key_id}" if m.encryption else ""
     console.print(f"{m.rows} rows of {m.dataset} at snapshot {m.snapshot_id} -> {out} (grant {m.grant_id}{sealed})")

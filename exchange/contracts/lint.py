@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from exchange.access.masking import MASKS
+from exchange.access.policy import MASKS
 from exchange.contracts import rules
 from exchange.contracts.load import GX_ENGINE, default_contracts_dir, parse_contract
 from exchange.contracts.model import SEVERITIES, ContractError, Rule
@@ -45,7 +45,7 @@ SEMVER = re.compile(
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
 # Sensitivity levels whose values identify a person: sharing them in clear needs a grant, never the contract.
 MUST_MASK = ("L3", "L4")
-# "withhold" is not an SQL mask: masked_expression keeps such a column out unless a grant names it.
+# "withhold" is not an SQL mask: exchange.access.policy.masked_column keeps such a column out unless a grant names it.
 KNOWN_MASKS = (*MASKS, "withhold")
 CONTRACT_GLOB = "*.odcs.yaml"
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,6 @@ import pyarrow.parquet as pq
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
 from exchange import lineage
-from exchange.config import ExchangeSettings, Layout
-from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
 from exchange.contracts.parts import key_parts
@@ -30,12 +26,13 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, Verdict
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.hub import HUB, Hub, batch_id_for
 from exchange.lake import files as lake_files
 from exchange.lake.commit import CommitResult, commit_batch, files_added, snapshot_of, watermark
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.lake.retry import commit_retrying
-from exchange.provenance.log import ProvenanceLog
+from exchange.provenance import events
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
@@ -51,51 +48,8 @@ from exchange.provenance.manifest import (
 )
 from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
-from exchange.signing.keyring import Keyring
-from exchange.signing.signers import KeySigner
 
-HUB = "hub"
 DELETIONS_FILE = "deleted.parquet"
-
-
-@dataclass
-class Hub:
-    """The runtime context every stage shares: settings, paths, keys, provenance."""
-
-    settings: ExchangeSettings
-
-    @classmethod
-    def current(cls) -> Hub:
-        """The hub configured by the environment (EXCHANGE_*)."""
-        return cls(current_settings())
-
-    @cached_property
-    def layout(self) -> Layout:
-        return Layout(self.settings.home).ensure()
-
-    @cached_property
-    def keyring(self) -> Keyring:
-        return Keyring(self.layout.keys, algorithm=self.settings.key_algorithm)
-
-    @property
-    def signer(self) -> KeySigner:
-        # Not cached: after a key rotation a long-lived process must sign with the new key at once.
-        return self.keyring.signer(HUB)
-
-    @cached_property
-    def log(self) -> ProvenanceLog:
-        return ProvenanceLog(self.layout.provenance)
-
-    def staging(self, batch_id: str) -> Path:
-        return self.layout.staging / batch_id
-
-
-def batch_id_for(province: str, dataset: str, window: Window) -> str:
-    """Deterministic batch id: a retry or re-run of the same window gets the same id."""
-    fmt = "%Y%m%dT%H%M%SZ"
-    start = window.start.astimezone(UTC).strftime(fmt)
-    end = window.end.astimezone(UTC).strftime(fmt)
-    return f"{province}.{dataset}.{start}-{end}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -156,13 +110,12 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     (staging / "pull.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
     hub.log.append(
         hub.signer,
+        # The province signatures the adapter verified: who vouched for which landed bytes.
+        events.Pull.model_validate({k: info[k] for k in ("pulled", "deleted", "since", "window_end",
+                                                         "source_signatures", "drift")}),
         actor=f"adapter:{province}",
-        action="pull",
         subject=batch_id,
         digests={f.name: f.sha256 for f in landing.files},
-        # The province signatures the adapter verified: who vouched for which landed bytes.
-        details={"pulled": pulled, "deleted": deleted, "since": info["since"], "window_end": info["window_end"],
-                 "source_signatures": info["source_signatures"], "drift": info["drift"]},
     )
     if not pulled and not deleted:
         lineage.completed(hub.settings, batch_id, province, dataset, pulled=0, accepted=0, quarantined=0, rules=[])
@@ -247,17 +200,16 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     report = html_path(hub.layout.reports, info["province"], batch_id)
     details = {k: result[k] for k in ("pulled", "accepted", "quarantined", "gx_success", "held")}
     hub.log.append(
-        hub.signer, actor=HUB, action="validate", subject=batch_id,
-        digests={"contract": contract.document_sha256}, details=details,
+        hub.signer, events.Validate(**details), actor=HUB, subject=batch_id,
+        digests={"contract": contract.document_sha256},
     )
     if verdict.quarantined_count:
         hub.log.append(
-            hub.signer, actor=HUB, action="quarantine", subject=batch_id,
+            hub.signer, events.Quarantine(quarantined=verdict.quarantined_count), actor=HUB, subject=batch_id,
             digests={"quarantined.parquet": file_sha256(staging / "quarantined.parquet")},
-            details={"quarantined": verdict.quarantined_count},
         )
     if held:
-        hub.log.append(hub.signer, actor=HUB, action="hold", subject=batch_id, details=details)
+        hub.log.append(hub.signer, events.Hold(**details), actor=HUB, subject=batch_id)
         raise TerminalError(
             f"batch {batch_id} held: {verdict.quarantined_count} of {verdict.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
@@ -349,10 +301,11 @@ def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     signed = sign_manifest(manifest, hub.signer)
     write_manifest(path, signed)
     hub.log.append(
-        hub.signer, actor=HUB, action="commit", subject=batch_id,
+        hub.signer,
+        events.Commit(snapshot_id=result.snapshot_id, accepted=checked["accepted"],
+                      quarantined=checked["quarantined"], manifest=str(path.relative_to(hub.layout.home))),
+        actor=HUB, subject=batch_id,
         digests={"manifest": signed.digest()},
-        details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
-                 "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
     )
     shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
     lineage.completed(

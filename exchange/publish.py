@@ -7,7 +7,7 @@ from typing import Any
 
 from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department, latest_snapshot
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 
 
 def refresh_standing_extracts(hub: Hub | None = None) -> list[dict[str, Any]]:

@@ -51,11 +51,13 @@ from exchange.contracts.validate import (
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.locking import file_lock
-from exchange.pipeline import HUB, Hub, commit, validation_record
+from exchange.pipeline import commit, validation_record
+from exchange.provenance import events
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
@@ -512,20 +514,21 @@ def replay(
             return plan.summary("nothing_passes")
         _stage(plan, hub)
         hub.log.append(
-            hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
+            hub.signer,
+            events.Replay(
+                origin=plan.origin,
+                rule=plan.rule,
+                replayed=plan.replayed.num_rows,
+                accepted=plan.accepted,
+                quarantined=plan.still_quarantined,
+                contract_version=plan.contract.version,
+                origin_contract_version=plan.origin_contract_version,
+            ),
+            actor=HUB, subject=plan.replay_id,
             digests={
                 "origin_manifest": plan.origin_manifest_sha256,
                 "replayed_records": records_digest(plan.replayed),
                 "contract": plan.contract.document_sha256,
-            },
-            details={
-                "origin": plan.origin,
-                "rule": plan.rule,
-                "replayed": plan.replayed.num_rows,
-                "accepted": plan.accepted,
-                "quarantined": plan.still_quarantined,
-                "contract_version": plan.contract.version,
-                "origin_contract_version": plan.origin_contract_version,
             },
         )
         committed = commit(plan.replay_id, hub)

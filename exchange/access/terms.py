@@ -1,6 +1,7 @@
 """A dataset's sharing terms (sharing type, masking per field) from its contract, cached by file state.
 
-The policy decided on them is exchange/access/policy.py; this module only reads the contract.
+The decisions taken on these terms are exchange/access/policy.py's; this module reads the contract and hands
+its terms to the policy.
 
 Parsing an ODCS YAML contract costs ~0.2 s; a department's request needs the terms several times. The
 cache key includes the file's path, size and modification time, so an edited or swapped contract (a
@@ -12,16 +13,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.access.models import Grant, RowCondition
 from exchange.access.policy import RowFilter, Terms, View, column_masks, require, row_filter, view
-from exchange.contracts.load import contract_path, load_contract
-from exchange.contracts.model import Contract
 from exchange.datasets import dataset as canonical_dataset
+
+if TYPE_CHECKING:
+    from exchange.contracts.model import Contract
 
 
 def contract_terms(dataset: str) -> Contract:
     """The dataset's current contract (reloaded when the file changes)."""
+    # Imported here: the ODCS loader costs ~0.1-0.3 s of imports, and verify and an API start reach this
+    # module (through access.extract) without ever asking for a contract.
+    from exchange.contracts.load import contract_path, load_contract
+
     path = contract_path(dataset)
     try:
         stat = path.stat()
@@ -32,6 +39,8 @@ def contract_terms(dataset: str) -> Contract:
 
 @lru_cache(maxsize=32)
 def _load(dataset: str, path: Path, size: int, mtime_ns: int) -> Contract:
+    from exchange.contracts.load import load_contract
+
     return load_contract(dataset, path.parent)
 
 

@@ -111,7 +111,7 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.airflow.connections import settings_overrides
         from exchange.config import ExchangeSettings
-        from exchange.pipeline import Hub
+        from exchange.hub import Hub
         from exchange.pipeline import pull as pull_stage
 
         assert data_interval_start is not None and data_interval_end is not None

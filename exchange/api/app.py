@@ -63,7 +63,9 @@ from exchange.api.models import (
 from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
 from exchange.datasets import DATASETS
 from exchange.errors import AccessDenied, ExchangeError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
+from exchange.provenance import events
+from exchange.provenance.events import Kind
 from exchange.signing.canonical import file_sha256
 
 # Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.
@@ -254,7 +256,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """Cut your grant's view of a dataset into a signed extract and return its manifest."""
         if body.dataset not in DATASETS:
             reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
-            record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
+            record_denial(hub, who.department.id, Kind.EXTRACT, body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
         signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
                                          token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
@@ -268,8 +270,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     def download(extract_id: str, file: str, who: Authenticated) -> FileResponse:
         """Download the manifest or a data file of one of your extracts."""
         path, sha256 = _extract_file(hub, who, extract_id, file)
-        hub.log.append(hub.signer, actor=who.department.id, action="download", subject=extract_id,
-                       digests={file: sha256}, details={"token_id": who.token.id, "file": file})
+        hub.log.append(hub.signer, events.Download(token_id=who.token.id, file=file), actor=who.department.id,
+                       subject=extract_id, digests={file: sha256})
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
     @app.post("/v1/check/e-license", response_model=SignedLicenceCheck,
@@ -291,8 +293,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
 def _log_listing(hub: Hub, who: Caller, what: str, grant_ids: list[str]) -> None:
     # Grant metadata only, but still an access: the load test's "every request logged once" covers it.
-    hub.log.append(hub.signer, actor=who.department.id, action="list", subject=what,
-                   details={"token_id": who.token.id, "grants": grant_ids})
+    hub.log.append(hub.signer, events.Listing(token_id=who.token.id, grants=grant_ids), actor=who.department.id,
+                   subject=what)
 
 
 def _grant_view(grant: Any) -> GrantView:
@@ -330,6 +332,6 @@ def _extract_file(hub: Hub, who: Caller, extract_id: str, file: str) -> tuple[Pa
     except (QueryRejected, NotFound) as refused:
         # Caller-chosen names are only logged once they passed the plain-name check.
         safe = extract_id if SAFE_NAME.match(extract_id) else "(invalid name)"
-        record_denial(hub, department, "download", safe, str(refused), token_id=who.token.id)
+        record_denial(hub, department, Kind.DOWNLOAD, safe, str(refused), token_id=who.token.id)
         raise
     return path, listed.get(file) or file_sha256(path)

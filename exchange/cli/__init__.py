@@ -15,7 +15,7 @@ from rich.table import Table
 from exchange.errors import ExchangeError
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 app = typer.Typer(help="Yangtze River Delta government data-exchange hub.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Records the contracts rejected, with reasons.", no_args_is_help=True)
@@ -25,7 +25,7 @@ console = Console()
 
 def _hub() -> Hub:
     # Imported lazily: `exchange --help` should not load DuckDB, GX and the adapters.
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
     return Hub.current()
 

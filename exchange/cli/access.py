@@ -11,6 +11,7 @@ from rich.table import Table
 
 from exchange.cli import _fail, _hub, app, console
 from exchange.errors import ExchangeError
+from exchange.provenance import events
 
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants: what a department may see, why, until when.", no_args_is_help=True)
@@ -81,7 +82,7 @@ def departments_add(
 
     hub = _hub()
     Registry(hub.layout.access).add_department(Department(id=id, name=name, province=province))
-    hub.log.append(hub.signer, actor="hub", action="department_add", subject=id, details={"name": name})
+    hub.log.append(hub.signer, events.DepartmentAdd(name=name), actor=events.HUB, subject=id)
     console.print(f"registered {id}")
 
 
@@ -99,8 +100,8 @@ def departments_token(
     except ExchangeError as exc:
         _fail(exc)
         return
-    hub.log.append(hub.signer, actor="hub", action="token_issue", subject=record.id,
-                   details={"department": department, "expires_at": record.expires_at.isoformat()})
+    hub.log.append(hub.signer, events.TokenIssue(department=department, expires_at=record.expires_at.isoformat()),
+                   actor=events.HUB, subject=record.id)
     console.print(f"token {record.id} for {department}, expires {record.expires_at:%Y-%m-%d %H:%M} UTC")
     console.print("bearer token (shown once, store it now):")
     # Plain print: rich would wrap or style the secret, and scripts read this line.
@@ -178,8 +179,7 @@ def departments_revoke_token(
     except ExchangeError as exc:
         _fail(exc)
         return
-    hub.log.append(hub.signer, actor="hub", action="token_revoke", subject=token_id,
-                   details={"department": record.department})
+    hub.log.append(hub.signer, events.TokenRevoke(department=record.department), actor=events.HUB, subject=token_id)
     console.print(f"revoked token {token_id} of {record.department}")
 
 
@@ -202,12 +202,14 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
 
     hub = _hub()
     try:
-        signed = Registry(hub.layout.access).add_grant(Grant.model_validate_json(file.read_text()), hub.signer)
+        grant = Grant.model_validate_json(file.read_text())
+        events.may_record(events.Kind.GRANT, grant.approved_by)  # before it is registered: it must be loggable
+        signed = Registry(hub.layout.access).add_grant(grant, hub.signer)
     except ExchangeError as exc:
         _fail(exc)
         return
-    hub.log.append(hub.signer, actor=signed.grant.approved_by, action="grant", subject=signed.grant.id,
-                   details={"department": signed.grant.department, "dataset": signed.grant.dataset})
+    hub.log.append(hub.signer, events.GrantEvent(department=signed.grant.department, dataset=signed.grant.dataset),
+                   actor=signed.grant.approved_by, subject=signed.grant.id)
     console.print(f"recorded grant {signed.grant.id}")
 
 
@@ -240,15 +242,15 @@ def grants_revoke(
     registry = Registry(hub.layout.access)
     try:
         revoked_by = by or registry.grant(grant_id).grant.approved_by
+        events.may_record(events.Kind.GRANT_REVOKE, revoked_by)
         signed = registry.revoke_grant(grant_id, revoked_by, reason, hub.signer)
     except ExchangeError as exc:
         _fail(exc)
         return
     from exchange.signing.canonical import document_digest
 
-    hub.log.append(hub.signer, actor=revoked_by, action="grant_revoke", subject=grant_id,
-                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))},
-                   details={"reason": reason})
+    hub.log.append(hub.signer, events.GrantRevoke(reason=reason), actor=revoked_by, subject=grant_id,
+                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))})
     console.print(f"revoked grant {grant_id}")
 
 

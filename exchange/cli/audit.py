@@ -12,6 +12,7 @@ from rich.table import Table
 
 from exchange.cli import _fail, _hub, app, console
 from exchange.errors import ExchangeError
+from exchange.provenance import events
 
 if TYPE_CHECKING:
     from exchange.provenance.verify import VerifyReport
@@ -78,7 +79,7 @@ def verify(
     else:
         from exchange.config import settings as current_settings
 
-        # Settings only: building a Hub imports the pipeline, i.e. Great Expectations (seconds), for nothing.
+        # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
         report = verify_home(current_settings(), incremental=incremental)
     _print_report(report, as_json)
 
@@ -176,8 +177,9 @@ def keys_trust(
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/] {public_key}: {exc}")
         raise typer.Exit(2) from None
-    hub.log.append(hub.signer, actor="hub", action="key_trust", subject=owner,
-                   details={"key": key.key_id, "algorithm": key.algorithm, "from": key.not_before.isoformat()})
+    trusted = events.KeyTrust.model_validate({"key": key.key_id, "algorithm": key.algorithm,
+                                               "from": key.not_before.isoformat()})
+    hub.log.append(hub.signer, trusted, actor=events.HUB, subject=owner)
     console.print(f"{owner}: trusting {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -199,9 +201,9 @@ def keys_rotate(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    hub.log.append(hub.signer, actor="hub", action="key_rotate", subject=owner,
-                   details={"new_key": key.key_id, "algorithm": key.algorithm,
-                            "endorsed_by": key.endorsement.key_id if key.endorsement else None})
+    hub.log.append(hub.signer, events.KeyRotate(new_key=key.key_id, algorithm=key.algorithm,
+                                                endorsed_by=key.endorsement.key_id if key.endorsement else None),
+                   actor=events.HUB, subject=owner)
     console.print(f"{owner}: new {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -221,9 +223,9 @@ def keys_revoke(
     except ExchangeError as exc:
         _fail(exc)
         return
-    hub.log.append(hub.signer, actor="hub", action="key_revoke", subject=key_id,
-                   details={"owner": key.owner, "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-                            "reason": reason})
+    hub.log.append(hub.signer, events.KeyRevoke(owner=key.owner, reason=reason,
+                                                revoked_at=key.revoked_at.isoformat() if key.revoked_at else None),
+                   actor=events.HUB, subject=key_id)
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
 
 
@@ -352,8 +354,8 @@ def _trace_subject(subject: str, as_json: bool) -> None:
     hub = _hub()
     resident_id = sys.stdin.readline().strip() if subject == "-" else subject
     result = trace_subject(hub.settings, resident_id)
-    hub.log.append(hub.signer, actor="auditor", action="subject_trace", subject=result.subject,
-                   details={"disclosures": len(result.disclosures)})
+    hub.log.append(hub.signer, events.SubjectTrace(disclosures=len(result.disclosures)), actor="auditor",
+                   subject=result.subject)
     if as_json:
         print(result.model_dump_json(indent=2))
         return

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
 

@@ -12,8 +12,9 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError, TerminalError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import generate

@@ -33,7 +33,7 @@ from exchange.access.registry import Registry
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.publish import refresh_standing_extracts
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 

@@ -26,9 +26,10 @@ from exchange.access.service import query_for_department
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.config import ExchangeSettings
 from exchange.errors import AccessDenied
+from exchange.hub import Hub
 from exchange.lake.commit import add_missing_columns
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 

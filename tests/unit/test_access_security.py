@@ -26,8 +26,9 @@ from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
 from exchange.api.app import create_app
 from exchange.contracts.load import default_contracts_dir
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, extension_path
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceEntry
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub

@@ -44,8 +44,9 @@ from adapters.shanghai.store import Position
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceAuthError, SourceFormatError, TransientError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, commit, pull, run_exchange, validate
+from exchange.pipeline import commit, pull, run_exchange, validate
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)  # 08:00 on 2026-11-01 in Shanghai

@@ -291,7 +291,8 @@ def test_a_redelivered_record_is_quarantined_and_a_newer_version_passes(settings
 def test_the_pipeline_checks_penalties_against_committed_registrations(home: Path) -> None:
     from adapters.base import sandbox_for
     from exchange.errors import TerminalError
-    from exchange.pipeline import Hub, run_exchange
+    from exchange.hub import Hub
+    from exchange.pipeline import run_exchange
 
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}

@@ -13,8 +13,9 @@ import pytest
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home

@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange import lineage
 from exchange.errors import SourceFormatError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub

@@ -27,8 +27,9 @@ from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.validate import validate
 from exchange.errors import TerminalError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.masked import WITHHELD, masked_columns

@@ -12,8 +12,9 @@ from adapters.base import sandbox_for
 from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceFormatError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import DEFECT_COLUMN, generate
 from tests.hubs import sandbox_hub

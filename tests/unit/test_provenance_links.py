@@ -18,9 +18,10 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import contract_path, load_contract
+from exchange.hub import Hub
 from exchange.lake.commit import batch_digest, commit_infos
 from exchange.lake.connect import connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.links import ledger_row_of, origin_of
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import read_manifest

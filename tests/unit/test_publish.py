@@ -9,7 +9,8 @@ from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.registry import Registry
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.publish import refresh_standing_extracts
 from exchange.synthetic import generate
 

@@ -20,9 +20,10 @@ from exchange.cli import app
 from exchange.contracts.load import CONTRACTS_DIR_ENV, contract_path, load_contract
 from exchange.contracts.validate import QUARANTINE_SCHEMA, record_json
 from exchange.datasets import E_LICENSE
+from exchange.hub import Hub
 from exchange.lake.commit import watermark
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import (

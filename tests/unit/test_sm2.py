@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.signing import sm2 as sm2_module
 from exchange.signing.keyring import Keyring

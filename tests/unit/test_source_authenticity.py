@@ -20,7 +20,8 @@ from adapters.shanghai.sandbox import ShanghaiSandbox
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import SourceAuthenticityError
-from exchange.pipeline import Hub, pull
+from exchange.hub import Hub
+from exchange.pipeline import pull
 from exchange.signing.keyring import Keyring
 from exchange.signing.rotation import revoke
 from exchange.synthetic import generate

@@ -20,8 +20,10 @@ from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.config import ExchangeSettings
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
+from exchange.provenance.events import Commit
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest
 from exchange.provenance.verify import verify_home, verify_offline
@@ -244,7 +246,9 @@ def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> Non
     keyring = Keyring(home / "keys")
     stolen = keyring.signer()
     revoke(keyring, stolen.key_id, at=datetime.now(UTC) - timedelta(seconds=1), reason="key compromised")
-    entry = ProvenanceLog(home / "provenance").append(stolen, actor="hub", action="commit", subject="forged")
+    entry = ProvenanceLog(home / "provenance").append(
+        stolen, Commit(snapshot_id=1, accepted=0, quarantined=0, manifest="forged.json"), actor="hub",
+        subject="forged", digests={"manifest": "0" * 64})
     report = verify_copy(home)
     assert_named(report, f"seq {entry.seq}", "revoked at")
 

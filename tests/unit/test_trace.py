@@ -14,8 +14,9 @@ from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.cli import app
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
 from exchange.synthetic import generate

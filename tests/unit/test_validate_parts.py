@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 
 from adapters.base import sandbox_for
 from exchange.contracts.parts import key_hash, key_parts
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, pull, validate
 from exchange.pipeline import commit as commit_stage
+from exchange.pipeline import pull, validate
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub

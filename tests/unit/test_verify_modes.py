@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
+from exchange.hub import Hub
 from exchange.lake.commit import files_added, ledger_rows, snapshot_of
 from exchange.lake.connect import catalog_and_data, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance import manifeststream
 from exchange.provenance.archive import archive_paths, read_header, write_archive
 from exchange.provenance.checkpoint import append_checkpoint, load_state

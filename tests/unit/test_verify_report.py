@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -20,7 +20,7 @@ What the rules are:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, TypeVar
@@ -168,6 +168,16 @@ def review_grant(grant: Grant, terms: Terms, known_columns: Sequence[str], revok
     return None
 
 
+GrantStatus = Literal["active", "revoked", "expired"]
+
+
+def grant_status(grant: Grant, revoked: Container[str], today: date) -> GrantStatus:
+    """Whether a grant is in force `today`: revoked (ids in `revoked`) beats expired (after its last day)."""
+    if grant.id in revoked:
+        return "revoked"
+    return "expired" if grant.expires_on < today else "active"
+
+
 def usable_grant(department: str, dataset: str, grants: Sequence[SignedGrant],
                  revoked: Mapping[str, GrantRevocation], terms: Terms, today: date) -> SignedGrant | Denial:
     """The department's grant on `dataset` it may use `today` (the latest recorded), or why there is none.
@@ -178,12 +188,13 @@ def usable_grant(department: str, dataset: str, grants: Sequence[SignedGrant],
     mine = [g for g in grants if g.grant.department == department and g.grant.dataset == dataset]
     if not mine:
         return Denial("no_grant", f"{department} holds no grant on {dataset}")
-    unrevoked = [g for g in mine if g.grant.id not in revoked]
+    status = {g.grant.id: grant_status(g.grant, revoked, today) for g in mine}
+    unrevoked = [g for g in mine if status[g.grant.id] != "revoked"]
     if not unrevoked:
         last = revoked[mine[-1].grant.id]
         return Denial("grant_revoked", f"{department}'s grant {last.grant_id} on {dataset} was revoked on "
                                        f"{last.revoked_at:%Y-%m-%d} by {last.revoked_by}")
-    live = [g for g in unrevoked if g.grant.expires_on >= today]
+    live = [g for g in unrevoked if status[g.grant.id] == "active"]
     if not live:
         return Denial("grant_expired", f"{department}'s grant {unrevoked[-1].grant.id} on {dataset} expired on "
                                        f"{unrevoked[-1].grant.expires_on}")

@@ -102,6 +102,22 @@ def test_usable_grant(case: str, held: list[Grant], revoked: dict[str, GrantRevo
             policy.require(decision)
 
 
+STATUS = [
+    ("in force", grant(), [], "active"),
+    ("on its last day", grant(expires_on=TODAY), [], "active"),
+    ("the day after", grant(expires_on=date(2026, 12, 5)), [], "expired"),
+    ("revoked", grant("r1"), ["r1"], "revoked"),
+    ("revoked beats expired", grant("r1", expires_on=date(2020, 1, 1)), ["r1"], "revoked"),
+    ("another grant revoked", grant("g1"), ["r1"], "active"),
+]
+
+
+@pytest.mark.parametrize(("case", "g", "revoked", "expected"), STATUS, ids=[r[0] for r in STATUS])
+def test_grant_status(case: str, g: Grant, revoked: list[str], expected: str) -> None:
+    """The one status that usable_grant, standing extracts and `grants list` all go by."""
+    assert policy.grant_status(g, revoked, TODAY) == expected
+
+
 # --- masks per classification: each rule run in DuckDB over real-looking values -----------------------------
 
 MASKED = [

@@ -151,7 +151,8 @@ def _unknown_columns(grant: Grant, named: Sequence[str], known: Sequence[str]) -
     return None
 
 
-def review_grant(grant: Grant, terms: Terms, known_columns: Sequence[str], revoked_ids: Sequence[str]) -> Denial | None:
+def review_grant(grant: Grant, terms: Terms, known_columns: Sequence[str],
+                 revoked_ids: Container[str]) -> Denial | None:
     """Whether a grant may be recorded: its columns exist, the sharing type admits it, unmasked columns are
     justified and its id is not a revoked grant's. None when it may."""
     refused = (_unknown_columns(grant, [*grant.columns, *(r.column for r in grant.row_filter)], known_columns)

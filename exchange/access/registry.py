@@ -100,7 +100,7 @@ class Registry:
         and record it."""
         self.department(grant.department)
         require(review_grant(grant, sharing_terms(grant.dataset), canonical_dataset(grant.dataset).schema.names,
-                             list(self.revoked_grants())))
+                             self.revoked_grants()))
         signed = SignedGrant(grant=grant, signature=signer.sign(canonical_bytes(grant.model_dump(mode="json"))))
         with self._lock():
             others = [g for g in self.grants() if g.grant.id != grant.id]

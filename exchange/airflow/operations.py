@@ -32,7 +32,7 @@ def publish_dag() -> DAG:
             from exchange.airflow.errors import run_stage
             from exchange.publish import refresh_standing_extracts as refresh
 
-            return run_stage(refresh)
+            return [cut.model_dump(mode="json") for cut in run_stage(refresh)]
 
         refresh_standing_extracts()
 

@@ -56,8 +56,12 @@ def load_state(directory: Path) -> VerifiedState | None:
 
 
 def save_state(directory: Path, state: VerifiedState) -> None:
-    """Write the state atomically."""
+    """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE_FILE + ".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(directory / STATE_FILE)
+    try:
+        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(directory / STATE_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

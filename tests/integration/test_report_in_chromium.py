@@ -58,7 +58,7 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
         monkeypatch.setenv(key, value)
     hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=11, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     return hub
 
 

@@ -66,7 +66,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, pa.Ta
         hub = _hub(home)
         source = _seed(hub, RECORDS)
         result = run_exchange("jiangsu", "e_license", START, END, hub)
-        assert result["status"] == "committed" and result["quarantined"] > 0
+        assert result.status == "committed" and result.quarantined > 0
         yield hub, source, result
 
 

@@ -64,9 +64,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
         "e_license", generate("e_license", "jiangsu", 600, seed=7, start=start, end=end))
     origin = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert origin["status"] == "committed" and origin["quarantined"]
-    done = replay(str(origin["batch_id"]), hub, contracts_dir=_relaxed(root / "contracts"))
-    assert done["status"] == "committed", done
+    assert origin.status == "committed" and origin.quarantined
+    done = replay(str(origin.batch_id), hub, contracts_dir=_relaxed(root / "contracts"))
+    assert done.status == "committed", done
     report = verify_home(hub.settings, record=False)
     assert report.ok, [str(p) for p in report.problems]
     assert report.manifests == 2

@@ -50,8 +50,8 @@ def _batch(hub: Hub, start: datetime, end: datetime, seed: int) -> str:
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
         "e_license", generate("e_license", "jiangsu", 150, seed=seed, start=start, end=end))
     result = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert result["status"] == "committed"
-    return str(result["batch_id"])
+    assert result.status == "committed"
+    return str(result.batch_id)
 
 
 def _archive_and_truncate(hub: Hub) -> None:

@@ -40,6 +40,6 @@ def test_each_live_grant_is_published_once_per_snapshot(home: Path) -> None:
     registry.revoke_grant("revoked", "jiangsu.data_office", "purpose ended", hub.signer)
 
     cut = refresh_standing_extracts(hub)
-    assert [c["grant"] for c in cut] == ["live"]
-    assert cut[0]["rows"] > 0
+    assert [c.grant for c in cut] == ["live"]
+    assert cut[0].rows > 0
     assert refresh_standing_extracts(hub) == [], "the same snapshot is not published twice"

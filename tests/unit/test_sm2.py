@@ -360,7 +360,7 @@ def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXCHANGE_HOME", str(home))
         for owner in ("hub", "jiangsu.data_office"):
@@ -369,7 +369,7 @@ def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert "new SM2-SM3 key sm2-sm3:" in out.output
     # The same Hub signs on with the new key (it does not cache its signer across a rotation).
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
     return home
 
 
@@ -458,5 +458,5 @@ def test_a_hub_set_to_sm2_creates_sm2_keys_and_verifies(tmp_path: Path) -> None:
     hub = Hub(ExchangeSettings.model_validate({"home": home, "key_algorithm": "sm2", **env}))
     assert hub.signer.algorithm == "SM2-SM3"
     sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     assert verify_home(hub.settings).ok

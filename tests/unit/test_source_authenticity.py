@@ -181,7 +181,7 @@ def test_the_pull_provenance_entry_records_the_verified_signatures(hub_home: Pat
 
     result = pull("jiangsu", "e_license", START, END + timedelta(days=1), hub)
 
-    assert result["pulled"] == N
+    assert result.pulled == N
     key = hub.keyring.trust_bundle().current("jiangsu.data_office")
     assert key is not None
     entries = [json.loads(line) for line in (hub.layout.provenance / "log.jsonl").read_text().splitlines()]

@@ -53,9 +53,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
     registry = Registry(hub.layout.access)
     registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
     registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)

@@ -33,7 +33,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     registry = Registry(hub.layout.access)
     registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
     registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)

@@ -62,7 +62,7 @@ def _run(home: Path, sandbox_dir: Path, part_rows: int) -> tuple[dict[str, objec
     shutil.copytree(sandbox_dir / "keys", home / "keys")  # the hub trusts the office key the sandbox signs with
     hub = sandbox_hub(home, sandbox_for("jiangsu", sandbox_dir))
     hub.settings.validate_part_rows = part_rows
-    batch = pull("jiangsu", "e_license", START, END, hub)["batch_id"]
+    batch = pull("jiangsu", "e_license", START, END, hub).batch_id
     validate(batch, hub)
     checked = json.loads((hub.staging(batch) / "validation.json").read_text())
     commit_stage(batch, hub)

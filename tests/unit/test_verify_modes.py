@@ -42,7 +42,7 @@ def _hub(home: Path) -> Hub:
 def _second_batch(hub: Hub) -> None:
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 150, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def one_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     return home
 
 

@@ -71,7 +71,7 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
         monkeypatch.setenv(key, value)
     hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v for k, v in env.items()}))
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=7, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     return hub
 
 

@@ -179,7 +179,8 @@ def run_in_sandbox(sandbox: duckdb.DuckDBPyConnection, sql: str, limits: QueryLi
 _MISSING_COLUMN = re.compile(r'(?:column "([^"]+)" not found|does not have a column named "([^"]+)")')
 _MISSING_TABLE = re.compile(r'Table with name "?([^"!]+?)"? does not exist')
 _MISSING_ELSE = re.compile(r'(?:Referenced table "[^"]*" not found|Catalog "[^"]*" does not exist|'
-                           r'Catalog with name [^ ]+ does not exist|Schema with name [^ ]+ does not exist)')
+                           r'Catalog with name [^ ]+ does not exist|Schema with name [^ ]+ does not exist|'
+                           r'Table Function with name [^ ]+ does not exist)')  # e.g. lake.snapshots()
 _ALL_COLUMNS = {name for d in DATASETS.values() for name in d.schema.names} | {"province", "batch_id"}
 # Latin look-alikes NFKC leaves alone (Cyrillic and Greek letters): only used to name, in the refusal, the
 # column or dataset a spelling aims at; whether it is refused never depends on it.

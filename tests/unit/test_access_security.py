@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fastapi.testclient import TestClient
 
 from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition

@@ -379,15 +379,20 @@ def _print_trace(result: object) -> None:
                     "provenance (seq action)", title="Batches that carried it")
     for b in result.batches:
         landing = "\n".join(f"{n} {d[:16]}…" for n, d in b.landing.items())
-        entries = "\n".join(" ".join(p.split()[:2]) for p in b.provenance)
         batches.add_row(b.batch_id, b.province, b.contract, landing, (b.manifest_sha256 or "-")[:16] + "…",
-                        str(b.snapshot_id), entries)
+                        str(b.snapshot_id), _seq_actions(b.provenance))
     console.print(batches)
-    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", title="Extracts")
+    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", "provenance (seq action)",
+                     title="Extracts")
     for x in result.extracts:
         carried = {True: "yes", False: "no", None: "unknown"}[x.carried]
-        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried)
+        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried,
+                         _seq_actions(x.provenance))
     console.print(extracts)
+
+
+def _seq_actions(entries: list[str]) -> str:
+    return "\n".join(" ".join(p.split()[:2]) for p in entries)
 
 
 # -- report -----------------------------------------------------------------------------------------------------

@@ -577,3 +577,51 @@ def event_from(kind: str, details: dict[str, Any]) -> Event:
         return cls.model_validate(details)
     except ValidationError as exc:
         raise UnrecordableEvent(f"{kind} details do not fit {cls.__name__}: {exc}") from None
+
+
+def _details_cell(cls: type[Event]) -> str:
+    fields = [f"{info.alias or name}{'' if info.is_required() else '?'}" for name, info in cls.model_fields.items()]
+    return ", ".join(f"`{f}`" for f in fields) or "-"
+
+
+def _digests_cell(cls: type[Event]) -> str:
+    named = [f"`{d}`" for d in cls.digests]
+    return ", ".join(named + ([cls.more_digests] if cls.more_digests else [])) or "-"
+
+
+def event_table() -> str:
+    """The vocabulary as the Markdown table docs/auditors.md shows (`python -m exchange.schemas` writes it)."""
+    lines = ["| kind | actor's role | subject | details (`?`: may be absent) | digests | report section | meaning |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, cls in VOCABULARY.items():
+        roles = ", ".join(r.value for r in Role if r in cls.roles)
+        lines.append(f"| `{kind.value}` | {roles} | {cls.subject.value} | {_details_cell(cls)} | "
+                     f"{_digests_cell(cls)} | {cls.section.value} | {cls.meaning()} |")
+    return "\n".join(lines) + "\n"
+
+
+def entry_conditions() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """JSON Schema pieces for a version-2 entry: the details models ($defs) and, per kind, what it requires.
+
+    Version-1 entries (no `version`) match no condition: they were written before the vocabulary.
+    """
+    defs: dict[str, Any] = {}
+    rules: list[dict[str, Any]] = [{
+        "if": {"properties": {"version": {"const": 2}}, "required": ["version"]},
+        "then": {"properties": {"action": {"enum": [k.value for k in VOCABULARY]}}},
+    }]
+    for kind, cls in VOCABULARY.items():
+        schema = cls.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        schema["x-recorded-by"] = [r.value for r in Role if r in cls.roles]
+        schema["x-subject"] = cls.subject.value
+        defs[cls.__name__] = schema
+        digests: dict[str, Any] = {"required": list(cls.digests)}
+        if not cls.more_digests:
+            digests["propertyNames"] = {"enum": list(cls.digests)}
+        rules.append({
+            "if": {"properties": {"version": {"const": 2}, "action": {"const": kind.value}},
+                   "required": ["version", "action"]},
+            "then": {"properties": {"details": {"$ref": f"#/$defs/{cls.__name__}"}, "digests": digests}},
+        })
+    return defs, rules

@@ -24,7 +24,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from exchange.errors import SourceAuthenticityError, VerificationError
 from exchange.signing.canonical import canonical_bytes
-from exchange.signing.keys import Keyring, Signature, Signer, TrustBundle, verify_bundle, verify_signature
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_bundle, verify_signature
 
 SIGNATURE_SUFFIX = ".sig"
 # Shanghai's API signs each page: "<key id>:<base64 signature>" and the signing time (ISO 8601).

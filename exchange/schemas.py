@@ -20,7 +20,7 @@ from exchange.provenance.archive import ArchiveHeader
 from exchange.provenance.events import entry_conditions, event_table
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
-from exchange.signing.keys import TrustBundle
+from exchange.signing.trust import TrustBundle
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 AUDITORS_DOC = Path(__file__).resolve().parents[1] / "docs" / "auditors.md"

@@ -25,7 +25,8 @@ from exchange.access.terms import contract_terms
 from exchange.errors import AccessDenied, VerificationError
 from exchange.lake.connect import LAKE
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import HUB_OWNER, Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
 
 DATASET = "e_license"
 LICENSE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

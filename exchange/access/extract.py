@@ -27,7 +27,8 @@ from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE, duck_type
 from exchange.provenance.manifest import FileDigest
 from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 EXTRACT_MANIFEST = "extract-manifest.json"
 

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from exchange.access.errors import AuthenticationFailed
+from exchange.access.errors import AuthenticationFailed, UnknownName
 from exchange.access.models import (
     ApiToken,
     Department,
@@ -30,7 +30,7 @@ from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import AccessDenied
 from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 TOKEN_PREFIX = "yrd_"
 # A bearer token is "<id>.<secret>": the id finds the record, the secret is compared by digest.
@@ -60,11 +60,11 @@ class Registry:
         return [Department.model_validate(d) for d in self._read(self.departments_path)]
 
     def department(self, department_id: str) -> Department:
-        """One department, or AccessDenied naming the unknown id."""
+        """One department, or UnknownName (a denial, and not found) naming the unknown id."""
         for d in self.departments():
             if d.id == department_id:
                 return d
-        raise AccessDenied(f"unknown department {department_id!r}; register it with `exchange departments add`")
+        raise UnknownName(f"unknown department {department_id!r}; register it with `exchange departments add`")
 
     def add_department(self, department: Department) -> None:
         """Register (or update) a department."""
@@ -88,11 +88,11 @@ class Registry:
         return [SignedGrant.model_validate(g) for g in self._read(self.grants_path)]
 
     def grant(self, grant_id: str) -> SignedGrant:
-        """One grant by id, or AccessDenied naming the unknown id."""
+        """One grant by id, or UnknownName naming the unknown id."""
         for g in self.grants():
             if g.grant.id == grant_id:
                 return g
-        raise AccessDenied(f"unknown grant {grant_id!r}")
+        raise UnknownName(f"unknown grant {grant_id!r}; `exchange grants list` shows the recorded ones")
 
     def add_grant(self, grant: Grant, signer: Signer) -> SignedGrant:
         """Check the grant against the contract's sharing terms, sign it and record it."""

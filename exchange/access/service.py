@@ -33,11 +33,12 @@ from exchange.access.query import (
 from exchange.access.registry import Registry
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.errors import AccessDenied
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub
 from exchange.provenance import events
 from exchange.provenance.events import Kind
 from exchange.signing.canonical import document_digest, sha256_hex
+from exchange.stages import ExtractResult
 
 
 def record_denial(hub: Hub, actor: str, attempt: str, subject: str, reason: str, **details: Any) -> None:
@@ -133,19 +134,19 @@ def query_for_department(
 def extract_for_department(
     hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None, *,
     token_id: str | None = None, encrypt: bool = False, lake: LakeSource | None = None,
-) -> SignedExtractManifest:
+) -> ExtractResult:
     """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`.
 
     With `encrypt`, the files are sealed to the department's registered X25519 extract key.
     """
     signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt, lake)
     _record_extract(hub, signed, out_dir, token_id)
-    return signed
+    return ExtractResult(signed=signed, folder=str(out_dir))
 
 
 def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
                     token_id: str | None = None, encrypt: bool = False,
-                    lake: LakeSource | None = None) -> tuple[SignedExtractManifest, Path]:
+                    lake: LakeSource | None = None) -> ExtractResult:
     """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename)."""
     base = hub.layout.extracts / department
     staging = base / f".partial-{uuid.uuid4().hex}"
@@ -156,7 +157,7 @@ def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | Non
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _record_extract(hub, signed, final, token_id)
-    return signed, final
+    return ExtractResult(signed=signed, folder=str(final))
 
 
 def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,

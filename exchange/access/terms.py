@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from exchange.contracts.load import contract_path, load_contract
-from exchange.contracts.model import Contract
+if TYPE_CHECKING:
+    from exchange.contracts.model import Contract
 
 
 def contract_terms(dataset: str) -> Contract:
     """The dataset's current contract (reloaded when the file changes)."""
+    # Imported here: the ODCS loader costs ~0.1-0.3 s of imports, and verify and an API start reach this
+    # module (through access.extract) without ever asking for a contract.
+    from exchange.contracts.load import contract_path, load_contract
+
     path = contract_path(dataset)
     try:
         stat = path.stat()
@@ -26,4 +31,6 @@ def contract_terms(dataset: str) -> Contract:
 
 @lru_cache(maxsize=32)
 def _load(dataset: str, path: Path, size: int, mtime_ns: int) -> Contract:
+    from exchange.contracts.load import load_contract
+
     return load_contract(dataset, path.parent)

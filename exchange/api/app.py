@@ -28,13 +28,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.check import SignedLicenceCheck
-from exchange.access.errors import (
-    AuthenticationFailed,
-    BadQuery,
-    QueryRejected,
-    QueryTimeout,
-    ResultTooLarge,
-)
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
 from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
@@ -59,10 +52,18 @@ from exchange.api.models import (
     QueryRequest,
     QueryResponse,
 )
-from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
+from exchange.api.ratelimit import Rate, TokenBuckets
 from exchange.datasets import DATASETS
-from exchange.errors import AccessDenied, ExchangeError
-from exchange.pipeline import Hub
+from exchange.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    ExchangeError,
+    NotFound,
+    QueryRejected,
+    RateLimited,
+    outcome,
+)
+from exchange.hub import Hub
 from exchange.provenance import events
 from exchange.provenance.events import Kind
 from exchange.signing.canonical import file_sha256
@@ -71,16 +72,6 @@ from exchange.signing.canonical import file_sha256
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 ANONYMOUS = "anonymous"
 
-# Most specific first: ResultTooLarge etc. are AccessDenied subclasses.
-STATUS: list[tuple[type[ExchangeError], int, str]] = [
-    (AuthenticationFailed, 401, "unauthenticated"),
-    (RateLimited, 429, "rate_limited"),
-    (ResultTooLarge, 413, "too_large"),
-    (QueryTimeout, 408, "timeout"),
-    (QueryRejected, 403, "forbidden"),
-    (AccessDenied, 403, "forbidden"),
-    (BadQuery, 400, "bad_query"),
-]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": name}
     for code, name in [(400, "bad query, or a request body that is not JSON"),
@@ -98,10 +89,6 @@ class Caller:
 
     department: Department
     token: ApiToken
-
-
-class NotFound(ExchangeError):
-    """The requested extract or file does not exist for this department (HTTP 404)."""
 
 
 BEARER = HTTPBearer(auto_error=False, description="<token id>.<secret>")
@@ -188,13 +175,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
     @app.exception_handler(ExchangeError)
     def exchange_error(request: Request, exc: ExchangeError) -> JSONResponse:
-        status, code = 500, "server_error"
-        if isinstance(exc, NotFound):
-            status, code = 404, "not_found"
-        for kind, kind_status, kind_code in STATUS:
-            if isinstance(exc, kind):
-                status, code = kind_status, kind_code
-                break
+        # The status and code come from the one error table (exchange/errors.py), as the CLI's exit codes do.
+        status, code = outcome(exc).http_status, outcome(exc).code
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": exc.retry_after_header}
@@ -257,8 +239,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
             reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
             record_denial(hub, who.department.id, Kind.EXTRACT, body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
-        signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
+        signed = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
+                                 token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake).signed
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,

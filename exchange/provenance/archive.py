@@ -42,7 +42,8 @@ from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, Pro
 from exchange.provenance.manifest import FileDigest
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 ARCHIVE_FORMAT = "yrd-provenance-archive/1"
 ARCHIVES = "archives"

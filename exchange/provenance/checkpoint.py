@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 STATE_FILE = "verified.json"
 
@@ -56,8 +56,12 @@ def load_state(directory: Path) -> VerifiedState | None:
 
 
 def save_state(directory: Path, state: VerifiedState) -> None:
-    """Write the state atomically."""
+    """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE_FILE + ".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(directory / STATE_FILE)
+    try:
+        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(directory / STATE_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

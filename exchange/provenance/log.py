@@ -35,7 +35,8 @@ from exchange.errors import VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 GENESIS = "0" * 64
 # Entry format: 1 = before the event vocabulary (no `version` key at all), 2 = a vocabulary event.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.errors import VerificationError
 from exchange.provenance.events import Kind
 from exchange.provenance.log import ProvenanceEntry
-from exchange.provenance.problems import problem_json
+from exchange.provenance.problems import Mismatch, problem_json
 
 
 @dataclass
@@ -111,3 +112,13 @@ def check(report: VerifyReport, fn: Callable[[], None]) -> None:
         report.problems.append(exc)
 
 
+@contextmanager
+def unreadable_as_problem(report: VerifyReport, item: str) -> Iterator[None]:
+    """Whatever a check did not foresee (a malformed file, a DuckDB read error, a full disk) ends verify as a
+    problem naming `item`, so there is always a verdict, and it is BROKEN, never a traceback or "intact"."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - verify's promise is a verdict; the problem carries the error
+        report.problems.append(Mismatch(item, f"verify could not read it: {type(exc).__name__}: "
+                                        f"{' '.join(str(exc).split())}", expected="a readable file",
+                                        found="unreadable"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from exchange.airflow.connections import overrides_for
+from adapters.base import connection_overrides as overrides_for
 from exchange.config import ExchangeSettings
 
 

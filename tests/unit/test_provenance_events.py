@@ -27,7 +27,8 @@ from exchange.provenance.events import (
 )
 from exchange.provenance.log import LEGACY_VERSION, VERSION, ProvenanceEntry, ProvenanceLog, verify_chain
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Keyring, TrustBundle
+from exchange.signing.keyring import Keyring
+from exchange.signing.trust import TrustBundle
 from tests.unit.sample_events import SAMPLES, Sample, pull
 
 FIXTURE = Path(__file__).parent / "fixtures" / "provenance_v1"

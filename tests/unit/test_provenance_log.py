@@ -11,7 +11,7 @@ import pytest
 from exchange.errors import VerificationError
 from exchange.provenance.events import Commit
 from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from tests.unit.sample_events import H, pull
 
 

@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import (
     ENTRIES,
     archive_paths,
@@ -30,7 +31,7 @@ from exchange.provenance.events import Checkpoint, Query
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home, verify_offline
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 from tests.unit.sample_events import H, pull
@@ -49,8 +50,8 @@ def _batch(hub: Hub, start: datetime, end: datetime, seed: int) -> str:
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
         "e_license", generate("e_license", "jiangsu", 150, seed=seed, start=start, end=end))
     result = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert result["status"] == "committed"
-    return str(result["batch_id"])
+    assert result.status == "committed"
+    return str(result.batch_id)
 
 
 def _archive_and_truncate(hub: Hub) -> None:

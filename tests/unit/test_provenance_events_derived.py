@@ -17,7 +17,7 @@ from exchange.provenance.trace import provenance_about
 from exchange.provenance.verify_result import VerifyReport
 from exchange.report.auditor import collect, render
 from exchange.schemas import SCHEMAS_DIR
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from tests.unit.sample_events import SAMPLES, Sample
 
 FIXTURE = Path(__file__).parent / "fixtures" / "provenance_v1" / "log.jsonl"

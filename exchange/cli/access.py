@@ -184,6 +184,7 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
 @grants_app.command("list")
 def grants_list() -> None:
     """List grants with their expiry and revocation."""
+    from exchange.access.policy import grant_status
     from exchange.access.registry import Registry
 
     registry = Registry(_hub().layout.access)
@@ -191,9 +192,8 @@ def grants_list() -> None:
     table = Table("id", "department", "dataset", "columns", "expires", "approved by", "status")
     today = date.today()
     for g in registry.grants():
-        status = "revoked" if g.grant.id in revoked else "expired" if g.grant.expires_on < today else "active"
         table.add_row(g.grant.id, g.grant.department, g.grant.dataset, ", ".join(g.grant.columns),
-                      str(g.grant.expires_on), g.grant.approved_by, status)
+                      str(g.grant.expires_on), g.grant.approved_by, grant_status(g.grant, revoked, today))
     console.print(table)
 
 

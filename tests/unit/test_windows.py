@@ -62,4 +62,4 @@ def test_the_skew_is_a_setting(home: Path) -> None:
         pull("jiangsu", "e_license", end - timedelta(days=1), end, Hub(ExchangeSettings(home=home)))
     (home / "sandboxes" / "jiangsu" / "drop").mkdir(parents=True)
     lenient = Hub(ExchangeSettings(home=home, window_future_skew_seconds=3600))
-    assert pull("jiangsu", "e_license", end - timedelta(days=1), end, lenient)["status"] == "empty"
+    assert pull("jiangsu", "e_license", end - timedelta(days=1), end, lenient).status == "empty"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exchange.errors import TerminalError
+from exchange.errors import InternalError, Refused
 
 
 class Kind(StrEnum):
@@ -91,8 +91,14 @@ class Subject(StrEnum):
     LOG = "'provenance'"
 
 
-class UnrecordableEvent(TerminalError):
-    """An event the vocabulary does not allow: unknown kind, details not fitting its model, wrong role."""
+class UnrecordableEvent(InternalError):
+    """The hub tried to write an event the vocabulary does not allow (unknown kind, details not fitting its
+    model, an actor whose role may not record it, a required digest missing): a bug, nothing is written."""
+
+
+class RoleRefused(Refused):
+    """An actor whose role may not record this kind of event, e.g. a grant revoked by someone other than a
+    data office: callers check it before acting on a user's word (`exchange grants revoke --by`)."""
 
 
 HUB = "hub"  # the hub's own actor name
@@ -536,12 +542,12 @@ def kinds(*, section: Section | None = None, subject: Subject | None = None) -> 
 
 
 def may_record(kind: Kind, actor: str) -> None:
-    """Raise UnrecordableEvent unless `actor`'s role may record `kind` (callers check before acting)."""
+    """Raise RoleRefused unless `actor`'s role may record `kind` (callers check before acting)."""
     cls = VOCABULARY[kind]
     role = role_of(actor)
     if role not in cls.roles:
         allowed = ", ".join(sorted(r.value for r in cls.roles))
-        raise UnrecordableEvent(f"{actor!r} ({role.value}) may not record {kind.value}: only {allowed} may")
+        raise RoleRefused(f"{actor!r} ({role.value}) may not record {kind.value}: only {allowed} may")
 
 
 def admit(event: Event, actor: str, digests: dict[str, str]) -> tuple[Kind, dict[str, Any]]:
@@ -560,7 +566,10 @@ def admit(event: Event, actor: str, digests: dict[str, str]) -> tuple[Kind, dict
         cls.model_validate(details)
     except ValidationError as exc:
         raise UnrecordableEvent(f"{kind.value} details do not fit {cls.__name__}: {exc}") from None
-    may_record(kind, actor)
+    try:
+        may_record(kind, actor)
+    except RoleRefused as refused:
+        raise UnrecordableEvent(str(refused)) from None
     missing = [k for k in cls.digests if k not in digests]
     extra = [k for k in digests if k not in cls.digests]
     if missing or (extra and not cls.more_digests):

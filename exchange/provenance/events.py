@@ -10,6 +10,11 @@ the provenance entry, the auditor report and ``trace`` are derived from it (and 
 Writing is strict (:meth:`exchange.provenance.log.ProvenanceLog.append` takes only these events); reading is
 lenient: entries written before the vocabulary existed, or of kinds since retired, keep verifying and are
 read as plain action + details.
+
+To add a kind: a :class:`Kind` member, its class here (in the same order), a sample in
+tests/unit/sample_events.py (a test asks for one per kind), then ``make schemas`` (python -m exchange.schemas)
+to regenerate the entry's JSON Schema and the table in docs/auditors.md. Changing a kind's details changes
+what new entries carry; entries already written keep verifying whatever their details say.
 """
 
 from __future__ import annotations

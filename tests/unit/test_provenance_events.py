@@ -187,3 +187,14 @@ def test_refusals_survive_pickling_and_map_to_their_outcome(error: Exception, ex
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is type(error) and str(again) == str(error)
     assert (outcome(error).exit_code, outcome(error).http_status, outcome(error).retry) == (exit_code, status, False)
+
+
+@given(st.text(max_size=40), st.sampled_from(SAMPLES))
+def test_any_actor_has_one_role_and_may_record_a_kind_exactly_when_the_role_may(actor: str, sample: Sample) -> None:
+    role = role_of(actor)
+    assert role in Role
+    if role in sample.event.roles:
+        assert admit(sample.event, actor, sample.digests) == (sample.event.kind, sample.event.details())
+    else:
+        with pytest.raises(UnrecordableEvent, match="may not record"):
+            admit(sample.event, actor, sample.digests)

@@ -1,4 +1,5 @@
-"""Generate schemas/*.schema.json from the pydantic models of every document the hub publishes.
+"""Generate schemas/*.schema.json from the pydantic models of every document the hub publishes, and of the
+stage records its stages hand each other (schemas/stage-*.schema.json, see exchange/stages.py).
 
 Run `make schemas` (python -m exchange.schemas) after changing a model; a test fails if they differ.
 """
@@ -17,6 +18,16 @@ from exchange.provenance.archive import ArchiveHeader
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
 from exchange.signing.keys import TrustBundle
+from exchange.stages import (
+    CommitSummary,
+    ExtractResult,
+    LedgerRow,
+    PullRecord,
+    PullResult,
+    ReplayResult,
+    StandingExtract,
+    ValidationRecord,
+)
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -31,6 +42,14 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "trust-bundle": TrustBundle,
     "provenance-archive-header": ArchiveHeader,
     "licence-check": SignedLicenceCheck,
+    "stage-pull": PullRecord,
+    "stage-pull-result": PullResult,
+    "stage-validation": ValidationRecord,
+    "stage-ledger-row": LedgerRow,
+    "stage-commit-result": CommitSummary,
+    "stage-extract-result": ExtractResult,
+    "stage-standing-extract": StandingExtract,
+    "stage-replay-result": ReplayResult,
 }
 
 

@@ -263,8 +263,9 @@ def read_record(path: Path, model: type[R]) -> R:
         return model.model_validate_json(text)
     except ValidationError as exc:
         problems = _problems(exc)
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            problems = [f"not complete JSON ({problems[0]})", *_partial_problems(text, model)]
+        invalid = [e for e in exc.errors() if e["type"] == "json_invalid"]
+        if invalid:
+            problems = [f"not complete JSON ({invalid[0]['msg']})", *_partial_problems(text, model)]
         raise TerminalError(f"{path}: not a valid {model.__name__}: {'; '.join(problems)}") from exc
 
 
@@ -275,7 +276,8 @@ def _problems(exc: ValidationError) -> list[str]:
 def _partial_problems(text: str, model: type[StageRecord]) -> list[str]:
     """The field-level problems of the part of a truncated document that parses."""
     try:
-        partial = pydantic_core.from_json(text, allow_partial=True)
+        # An empty file (a crash before anything was written) is missing every field.
+        partial = pydantic_core.from_json(text, allow_partial=True) if text.strip() else {}
     except ValueError:
         return []
     if not isinstance(partial, Mapping):

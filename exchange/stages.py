@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias, TypeVar
 
 import pydantic_core
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exchange.access.extract import SignedExtractManifest
 from exchange.errors import TerminalError
@@ -90,6 +90,12 @@ class PullRecord(StageRecord):
     landing: list[FileDigest] = Field(description="Raw payloads landed, with their SHA-256 and size")
     drift: list[DriftRecord] = Field(description="Native fields the mapping ignored (schema drift)")
     source_signatures: list[SourceSignatureRecord] = Field(description="Province signatures the adapter verified")
+
+    @field_validator("window_start", "window_end", "since", "watermark")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # One spelling on disk whatever zone the scheduler or the lake handed over.
+        return value.astimezone(UTC) if value is not None else None
 
 
 PullStatus: TypeAlias = Literal["pulled", "empty", "already_committed"]

@@ -126,8 +126,10 @@ def test_records_round_trip_through_their_files(
     tmp_path_factory: pytest.TempPathFactory, stamps: list[datetime], counts: tuple[int, int]
 ) -> None:
     folder = tmp_path_factory.mktemp("round")
-    pulled = PULL.model_copy(update={"window_start": stamps[0], "window_end": stamps[1], "watermark": stamps[2],
-                                     "pulled": counts[0] + counts[1]})
+    pulled = PullRecord.model_validate({**PULL.model_dump(), "window_start": stamps[0], "window_end": stamps[1],
+                                        "watermark": stamps[2], "pulled": counts[0] + counts[1]})
+    assert all(t is not None and t.utcoffset() == timedelta(0)
+               for t in (pulled.window_start, pulled.window_end, pulled.watermark)), "stored in UTC"
     write_record(folder / PULL_FILE, pulled)
     assert read_record(folder / PULL_FILE, PullRecord) == pulled
     row = LedgerRow(batch_id="b", province="p", dataset="d", window_start=stamps[0], window_end=stamps[1],

@@ -162,7 +162,7 @@ def checkpoint(home: Path) -> int:
     from exchange.provenance.checkpoint import append_checkpoint
     from exchange.provenance.lakecheck import lake_head
     from exchange.provenance.log import ProvenanceLog
-    from exchange.signing.keys import Keyring
+    from exchange.signing.keyring import Keyring
 
     settings = ExchangeSettings(home=home)
     layout = Layout(home)

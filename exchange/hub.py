@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.provenance.log import ProvenanceLog
-from exchange.signing.keys import Keyring, KeySigner
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import KeySigner
 
 if TYPE_CHECKING:
     from adapters.base import Window

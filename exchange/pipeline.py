@@ -8,7 +8,7 @@ EXCHANGE_HOME/staging, never through Airflow.
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
-from exchange import lineage
+from exchange import intake, lineage
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
 from exchange.contracts.parts import key_parts
@@ -32,6 +32,7 @@ from exchange.lake.commit import CommitResult, commit_batch, files_added, snapsh
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.lake.retry import commit_retrying
+from exchange.provenance import events
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
@@ -73,7 +74,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
     """
     hub = hub or Hub.current()
-    window = Window(start, end)
+    load_contract(dataset)  # a contract `exchange contracts lint` refuses stops the run before anything is read
+    window = Window(start, end).pullable(datetime.now(UTC), timedelta(seconds=hub.settings.window_future_skew_seconds))
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:
         if snapshot_of(con, batch_id) is not None:
@@ -87,13 +89,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     staging.mkdir(parents=True)
     landing = Landing(landing_folder)
     adapter = adapter_for(province, hub.settings)
-    schema = canonical_dataset(dataset).schema
+    schema = intake.staged_schema(dataset)  # the canonical columns, and what could not be read as sent
     pulled = 0
     latest: datetime | None = None
     # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
     with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
-            chunk = chunk.cast(schema)
+            chunk = intake.staged(chunk, schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None
@@ -117,15 +119,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     write_record(staging / PULL_FILE, info)
     hub.log.append(
         hub.signer,
+        # The province signatures the adapter verified: who vouched for which landed bytes.
+        events.Pull(pulled=pulled, deleted=deleted, since=iso_utc(info.since), window_end=info.window_end.isoformat(),
+                    source_signatures=[s.model_dump() for s in info.source_signatures],
+                    drift=[d.model_dump() for d in info.drift]),
         actor=f"adapter:{province}",
-        action="pull",
         subject=batch_id,
         digests={f.name: f.sha256 for f in landing.files},
-        # The province signatures the adapter verified: who vouched for which landed bytes.
-        details={"pulled": pulled, "deleted": deleted, "since": iso_utc(info.since),
-                 "window_end": iso_utc(info.window_end),
-                 "source_signatures": [s.model_dump() for s in info.source_signatures],
-                 "drift": [d.model_dump() for d in info.drift]},
     )
     if not pulled and not deleted:
         lineage.completed(hub.settings, batch_id, province, dataset, pulled=0, accepted=0, quarantined=0, rules=[])
@@ -207,17 +207,16 @@ def validate(batch_id: str, hub: Hub | None = None) -> ValidationRecord:
     report = html_path(hub.layout.reports, info.province, batch_id)
     details = result.model_dump(include={"pulled", "accepted", "quarantined", "gx_success", "held"})
     hub.log.append(
-        hub.signer, actor=HUB, action="validate", subject=batch_id,
-        digests={"contract": contract.document_sha256}, details=details,
+        hub.signer, events.Validate(**details), actor=HUB, subject=batch_id,
+        digests={"contract": contract.document_sha256},
     )
     if verdict.quarantined_count:
         hub.log.append(
-            hub.signer, actor=HUB, action="quarantine", subject=batch_id,
+            hub.signer, events.Quarantine(quarantined=verdict.quarantined_count), actor=HUB, subject=batch_id,
             digests={"quarantined.parquet": file_sha256(staging / "quarantined.parquet")},
-            details={"quarantined": verdict.quarantined_count},
         )
     if held:
-        hub.log.append(hub.signer, actor=HUB, action="hold", subject=batch_id, details=details)
+        hub.log.append(hub.signer, events.Hold(**details), actor=HUB, subject=batch_id)
         raise TerminalError(
             f"batch {batch_id} held: {verdict.quarantined_count} of {verdict.pulled} records failed, more than "
             f"the contract's threshold of {contract.batch_hold_threshold:.0%}; nothing was committed. "
@@ -309,10 +308,11 @@ def commit(batch_id: str, hub: Hub | None = None) -> CommitSummary:
     signed = sign_manifest(manifest, hub.signer)
     write_manifest(path, signed)
     hub.log.append(
-        hub.signer, actor=HUB, action="commit", subject=batch_id,
+        hub.signer,
+        events.Commit(snapshot_id=result.snapshot_id, accepted=checked.accepted, quarantined=checked.quarantined,
+                      manifest=str(path.relative_to(hub.layout.home))),
+        actor=HUB, subject=batch_id,
         digests={"manifest": signed.digest()},
-        details={"snapshot_id": result.snapshot_id, "accepted": checked.accepted,
-                 "quarantined": checked.quarantined, "manifest": str(path.relative_to(hub.layout.home))},
     )
     shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
     lineage.completed(

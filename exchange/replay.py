@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from exchange import intake
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
@@ -50,13 +51,14 @@ from exchange.contracts.validate import (
 )
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import CheckFailed, InternalError, NotFound, TerminalError
 from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.locking import file_lock
 from exchange.pipeline import commit, validation_record
+from exchange.provenance import events
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
 from exchange.provenance.manifest import RuleCount, manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
@@ -71,7 +73,7 @@ from exchange.stages import (
 )
 
 
-class ReplayRebuildError(TerminalError):
+class ReplayRebuildError(InternalError):
     """A quarantined record_json cannot be rebuilt into exactly the record that was quarantined."""
 
 
@@ -83,6 +85,14 @@ def next_replay_id(origin: str, existing: list[str]) -> str:
     """``<origin>.replay-N`` with N one past the highest replay of `origin` among `existing` batch ids."""
     numbers = [replay_number(b) for b in existing if origin_of(b) == origin and b != origin]
     return f"{origin}{REPLAY_MARK}{max(numbers, default=0) + 1}"
+
+
+def as_quarantine(table: pa.Table) -> pa.Table:
+    """Lake quarantine rows in QUARANTINE_SCHEMA; a lake from before a column was added reads it as null."""
+    for column in QUARANTINE_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
+    return table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
 
 
 def rebuild(quarantined: pa.Table, dataset: str) -> pa.Table:
@@ -207,12 +217,11 @@ def quarantine_status(
     settings: ExchangeSettings, *, province: str | None = None, record_key: str | None = None,
     include_closed: bool = True, limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Quarantine rows (batch_id, province, dataset, record_key, rule_id, reason, record_json) with their
-    status and `by`, ordered by batch and record key, read from the lake alone.
+    """Quarantine rows (every QUARANTINE_SCHEMA column: key, rules, reason, record_json, as_sent, ...) with
+    their status and `by`, ordered by batch and record key (missing keys last), read from the lake alone.
 
     Rows of batches never replayed are open; only the families of replayed origins are re-derived.
     """
-    columns = "batch_id, province, dataset, record_key, rule_id, reason, severity, record_json"
     with connect(settings, read_only=True) as con:
         ledger = ledger_rows(con)
         if not ledger:
@@ -232,14 +241,15 @@ def quarantine_status(
         outside = ["NOT list_contains(?, batch_id)"] if families else []
         conditions = " AND ".join([*outside, *where]) or "true"
         tail = f" LIMIT {int(limit)}" if limit is not None else ""  # rows outside families are all open
-        found = _query(con, f"SELECT {columns} FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
-                       f"ORDER BY batch_id, record_key{tail}", ([families] if families else []) + params).to_pylist()
-        rows = [{**r, "status": OPEN, "by": None} for r in found]
+        found = as_quarantine(_query(con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
+                                     f"ORDER BY batch_id, record_key{tail}",
+                                     ([families] if families else []) + params))
+        rows = [{**r, "status": OPEN, "by": None} for r in found.to_pylist()]
         for origin, batches in replays.items():
             rows += _family_status(con, origin, sorted(batches, key=replay_number), where, params)
     if not include_closed:
         rows = [r for r in rows if r["status"] == OPEN]
-    rows.sort(key=lambda r: (r["batch_id"], r["record_key"]))
+    rows.sort(key=lambda r: (r["batch_id"], r["record_key"] is None, r["record_key"] or ""))
     return rows[:limit] if limit is not None else rows
 
 
@@ -257,7 +267,7 @@ def _family_status(
                    "ORDER BY batch_id, record_key, record_json", [family, *params])
     if table.num_rows == 0:
         return []
-    table = table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+    table = as_quarantine(table)
     dataset = str(table.column("dataset")[0].as_py())
     spec = canonical_dataset(dataset)
     by_batch = {b: table.filter(pc.equal(table.column("batch_id"), b)) for b in family}
@@ -280,8 +290,7 @@ def _family_status(
     out: list[dict[str, Any]] = []
     for batch in family:
         for row, st in zip(by_batch[batch].to_pylist(), statuses[batch], strict=True):
-            out.append({k: row[k] for k in ("batch_id", "province", "dataset", "record_key", "rule_id", "reason",
-                                            "severity", "record_json")} | {"status": st.status, "by": st.by})
+            out.append({k: row[k] for k in QUARANTINE_SCHEMA.names} | {"status": st.status, "by": st.by})
     return out
 
 
@@ -367,7 +376,7 @@ def plan_replay(
     origin = origin_of(batch_id)
     with connect(hub.settings, read_only=True) as con:
         if snapshot_of(con, origin) is None:
-            raise TerminalError(
+            raise NotFound(
                 f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
             )
         ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
@@ -379,10 +388,10 @@ def plan_replay(
         schema = canonical_dataset(dataset).schema
         quarantined = QUARANTINE_SCHEMA.empty_table()
         if ledger["quarantined"]:
-            quarantined = _query(
+            quarantined = as_quarantine(_query(
                 con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE batch_id = ? ORDER BY record_key, record_json",
                 [origin],
-            ).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+            ))
         committed = schema.empty_table()
         if replays:
             columns = ", ".join(f'"{n}"' for n in schema.names)
@@ -399,7 +408,7 @@ def plan_replay(
             ).column("k").combine_chunks().cast(held.type)
     origin_manifest = manifest_path(hub.layout.manifests, province, dataset, origin)
     if not origin_manifest.exists():
-        raise TerminalError(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
+        raise CheckFailed(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
     contract = load_contract(dataset, contracts_dir)
     rebuilt = rebuild(quarantined, dataset)
     keep = pending_rows(rebuilt, committed)
@@ -415,7 +424,9 @@ def plan_replay(
     replay_id = next_replay_id(origin, replays)
     outcome = None
     if pending.num_rows:
-        outcome = _revalidate(pending_records, contract, province, replay_id, hub, ledger["window_end"])
+        # What was unreadable as sent stays unreadable: the record stays quarantined, saying what was sent.
+        records = intake.attach(pending_records, pending.column("as_sent").combine_chunks())
+        outcome = _revalidate(records, contract, province, replay_id, hub, ledger["window_end"])
     return ReplayPlan(
         origin=origin, replay_id=replay_id, province=province, dataset=dataset,
         window_start=ledger["window_start"], window_end=ledger["window_end"],
@@ -526,20 +537,21 @@ def replay(
             return plan.summary("nothing_passes")
         _stage(plan, hub)
         hub.log.append(
-            hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
+            hub.signer,
+            events.Replay(
+                origin=plan.origin,
+                rule=plan.rule,
+                replayed=plan.replayed.num_rows,
+                accepted=plan.accepted,
+                quarantined=plan.still_quarantined,
+                contract_version=plan.contract.version,
+                origin_contract_version=plan.origin_contract_version,
+            ),
+            actor=HUB, subject=plan.replay_id,
             digests={
                 "origin_manifest": plan.origin_manifest_sha256,
                 "replayed_records": records_digest(plan.replayed),
                 "contract": plan.contract.document_sha256,
-            },
-            details={
-                "origin": plan.origin,
-                "rule": plan.rule,
-                "replayed": plan.replayed.num_rows,
-                "accepted": plan.accepted,
-                "quarantined": plan.still_quarantined,
-                "contract_version": plan.contract.version,
-                "origin_contract_version": plan.origin_contract_version,
             },
         )
         committed = commit(plan.replay_id, hub)

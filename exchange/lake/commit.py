@@ -177,8 +177,10 @@ def commit_batch(
             con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME '
                         f"SELECT *, ?::VARCHAR AS province, ?::VARCHAR AS batch_id FROM {incoming_rows}",
                         [province, batch_id])
+        # A lake made before the quarantine gained a column (as_sent) gets it here, in the same snapshot.
+        add_missing_columns(con, QUARANTINE, _schema(quarantined))
         if _count(quarantined):
-            con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} SELECT * FROM {incoming_quarantine}")
+            con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} BY NAME SELECT * FROM {incoming_quarantine}")
         if deletions is not None and deletions.num_rows:
             _apply_deletions(con, dataset, province, deletions)
         con.execute(f"INSERT INTO {LAKE}.{LEDGER} SELECT * FROM incoming_ledger")

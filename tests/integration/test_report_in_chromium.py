@@ -40,7 +40,7 @@ def browser() -> Iterator[object]:
     if not shutil.which(CHROMIUM):
         message = f"Chromium is not installed at {CHROMIUM} (Debian package chromium)"
         if os.environ.get("CI"):
-            pytest.fail(message + " - .ci/run installs it")
+            pytest.fail(message + " - `make test` installs it")
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 

@@ -28,7 +28,7 @@ from exchange.provenance.manifest import read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import replay
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 

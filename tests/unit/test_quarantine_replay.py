@@ -60,6 +60,7 @@ def _quarantine_rows(records: pa.Table, rule_ids: list[str]) -> pa.Table:
             "batch_id": ["b"] * n, "province": ["jiangsu"] * n, "dataset": ["e_license"] * n,
             "record_key": records.column("license_id").to_pylist(), "rule_id": rule_ids,
             "reason": ["r"] * n, "severity": ["error"] * n, "record_json": record_json(records),
+            "as_sent": [None] * n,
         },
         schema=QUARANTINE_SCHEMA,
     )

@@ -22,15 +22,9 @@ from exchange.hub import Hub
 from exchange.pipeline import run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.signing import sm2 as sm2_module
-from exchange.signing.keys import (
-    SM2_SM3,
-    Keyring,
-    SM2Signer,
-    algorithm_name,
-    public_pem,
-    verify_bundle,
-    verify_signature,
-)
+from exchange.signing.keyring import Keyring
+from exchange.signing.rotation import revoke, rotate
+from exchange.signing.signers import SM2_SM3, SM2Signer, algorithm_name
 from exchange.signing.sm2 import (
     SM2P256,
     Curve,
@@ -40,6 +34,7 @@ from exchange.signing.sm2 import (
     encode_signature,
 )
 from exchange.signing.sm3 import sm3, sm3_pure
+from exchange.signing.trust import public_pem, verify_bundle, verify_signature
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
 
@@ -307,14 +302,14 @@ def test_rotation_across_algorithms_both_ways(tmp_path: Path) -> None:
     first = keyring.signer()
     t0 = datetime.now(UTC)
     first_signature = first.sign(DATA)
-    to_sm2 = keyring.rotate("hub", algorithm="sm2")
+    to_sm2 = rotate(keyring, "hub", algorithm="sm2")
     sm2_signer = keyring.signer()
     assert sm2_signer.algorithm == SM2_SM3 and sm2_signer.key_id == to_sm2.key_id
     assert not (tmp_path / "keys" / "hub.ed25519.pem").exists()
     assert to_sm2.endorsement is not None and to_sm2.endorsement.key_id == first.key_id  # Ed25519 endorses SM2
     t1 = datetime.now(UTC)
     sm2_signature = sm2_signer.sign(DATA)
-    back = keyring.rotate("hub", algorithm="ed25519")
+    back = rotate(keyring, "hub", algorithm="ed25519")
     assert back.endorsement is not None and back.endorsement.algorithm == SM2_SM3  # SM2 endorses Ed25519
     assert not (tmp_path / "keys" / "hub.sm2.pem").exists()
     bundle = keyring.export_trust()
@@ -324,14 +319,14 @@ def test_rotation_across_algorithms_both_ways(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="outside the validity"):
         verify_signature(bundle, sm2_signature, DATA, datetime.now(UTC) + timedelta(seconds=1), "sm2 after")
     # Same-algorithm rotation keeps SM2 unless told otherwise.
-    keyring.rotate("jiangsu.data_office", algorithm="sm2")
-    assert keyring.rotate("jiangsu.data_office").algorithm == SM2_SM3
+    rotate(keyring, "jiangsu.data_office", algorithm="sm2")
+    assert rotate(keyring, "jiangsu.data_office").algorithm == SM2_SM3
 
 
 def test_a_rotation_interrupted_between_files_picks_the_trusted_key(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     keyring.signer("anhui.data_office")
-    new = keyring.rotate("anhui.data_office", algorithm="sm2")
+    new = rotate(keyring, "anhui.data_office", algorithm="sm2")
     # Simulate a crash after the bundle was saved but before the old file was removed.
     stale = Keyring(tmp_path / "other").signer("anhui.data_office")
     (tmp_path / "keys" / "anhui.data_office.ed25519.pem").write_bytes(stale.private_pem())
@@ -340,8 +335,8 @@ def test_a_rotation_interrupted_between_files_picks_the_trusted_key(tmp_path: Pa
 
 def test_revoking_an_sm2_key_removes_it(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
-    stolen = keyring.rotate("anhui.data_office", algorithm="sm2")
-    revoked = keyring.revoke(stolen.key_id, reason="key compromised")
+    stolen = rotate(keyring, "anhui.data_office", algorithm="sm2")
+    revoked = revoke(keyring, stolen.key_id, reason="key compromised")
     assert revoked.status == "revoked"
     assert not (tmp_path / "keys" / "anhui.data_office.sm2.pem").exists()
     assert keyring.signer("anhui.data_office").key_id != stolen.key_id

@@ -22,7 +22,8 @@ from exchange.config import ExchangeSettings, Layout
 from exchange.errors import SourceAuthenticityError
 from exchange.hub import Hub
 from exchange.pipeline import pull
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
+from exchange.signing.rotation import revoke
 from exchange.synthetic import generate
 
 CST = timezone(timedelta(hours=8))
@@ -167,7 +168,7 @@ def test_a_key_revoked_before_signing_is_refused(box: object, tmp_path: Path) ->
     keyring: Keyring = box.keyring  # type: ignore[attr-defined]
     key = keyring.trust_bundle().current(office(province))
     assert key is not None
-    keyring.revoke(key.key_id, at=datetime(2020, 1, 1, tzinfo=CST), reason="test: compromised")
+    revoke(keyring, key.key_id, at=datetime(2020, 1, 1, tzinfo=CST), reason="test: compromised")
 
     with pytest.raises(SourceAuthenticityError, match="revoked"):
         _pull(box, tmp_path / "l")

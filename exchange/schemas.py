@@ -1,4 +1,5 @@
-"""Generate schemas/*.schema.json from the pydantic models of every document the hub publishes, and the
+"""Generate schemas/*.schema.json from the pydantic models of every document the hub publishes and of the
+stage records its stages hand each other (schemas/stage-*.schema.json, see exchange/stages.py), and the
 provenance event table of docs/auditors.md from the event vocabulary.
 
 Run `make schemas` (python -m exchange.schemas) after changing a model or an event kind; tests fail if the
@@ -21,6 +22,16 @@ from exchange.provenance.events import entry_conditions, event_table
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
 from exchange.signing.trust import TrustBundle
+from exchange.stages import (
+    CommitSummary,
+    ExtractResult,
+    LedgerRow,
+    PullRecord,
+    PullResult,
+    ReplayResult,
+    StandingExtract,
+    ValidationRecord,
+)
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 AUDITORS_DOC = Path(__file__).resolve().parents[1] / "docs" / "auditors.md"
@@ -38,6 +49,14 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "trust-bundle": TrustBundle,
     "provenance-archive-header": ArchiveHeader,
     "licence-check": SignedLicenceCheck,
+    "stage-pull": PullRecord,
+    "stage-pull-result": PullResult,
+    "stage-validation": ValidationRecord,
+    "stage-ledger-row": LedgerRow,
+    "stage-commit-result": CommitSummary,
+    "stage-extract-result": ExtractResult,
+    "stage-standing-extract": StandingExtract,
+    "stage-replay-result": ReplayResult,
 }
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exchange.cli import _hub, app, console, read_model
+from exchange.cli import _hub, app, console, read_model, write_text
 from exchange.errors import BadFile, BadInput
 from exchange.provenance import events
 
@@ -253,7 +253,7 @@ def keys_pem(
 def keys_export_trust(out: Annotated[Path, typer.Option(help="Where to write the trust bundle")]) -> None:
     """Export the public trust bundle (signed by the hub) that verifiers need offline."""
     bundle = _hub().keyring.export_trust()
-    out.write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
+    write_text(out, bundle.model_dump_json(indent=2))
     signer = bundle.signature.key_id if bundle.signature else "-"
     console.print(f"trust bundle ({len(bundle.keys)} keys, signed by {signer}) -> {out}")
 
@@ -403,10 +403,13 @@ def _seq_actions(entries: list[str]) -> str:
 @app.command()
 def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> None:
     """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page)."""
+    from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home
     from exchange.report.auditor import write_report
 
+    if not out.parent.is_dir():
+        raise BadFile(out, f"cannot write it: no folder {out.parent}")
+    result = verify_home(current_settings())  # first: a missing home is an error, not a new empty hub
     hub = _hub()
-    result = verify_home(hub.settings)
     write_report(out, hub.layout, result, hub.keyring.trust_bundle())
     console.print(f"report ({result.verdict}) -> {out}")

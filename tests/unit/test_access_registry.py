@@ -113,7 +113,7 @@ def test_cli_tokens_and_grant_revocation_are_recorded_in_provenance(hub: Hub, tm
     listed = runner.invoke(app, ["departments", "tokens"])
     assert token_id[:8] in listed.output and bearer.split(".")[1] not in listed.output
     assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 0
-    assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 2
+    assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 1  # refused: already revoked
 
     grant_file = tmp_path / "grant.json"
     grant_file.write_text(json.dumps(_grant().model_dump(mode="json")))

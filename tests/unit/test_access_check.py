@@ -245,7 +245,8 @@ def test_cli_check_and_offline_verification(world: World, tmp_path: Path) -> Non
     answer.write_text(json.dumps(doc))
     # A failed check exits 1; 2 is for usage errors (exchange/errors.py OUTCOMES).
     assert runner.invoke(app, ["verify-check", str(answer), "--trust-bundle", str(bundle)]).exit_code == 1
-    unknown = runner.invoke(app, ["check-license", "X1", "--department", "nobody.here"])
+    unknown = runner.invoke(app, ["check-license", "X1", "--department", "nobody.here",
+                                  "--holder-id", world.lic.valid["holder_id"]])
     assert unknown.exit_code == 2 and "unknown department" in unknown.output
     assert world.hub.log.read()[-1].action == "access_denied"
 

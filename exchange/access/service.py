@@ -227,7 +227,7 @@ def check_licence_for_department(hub: Hub, department: str, license_id: str, hol
     if not checked.matched:
         # The caller sees an ordinary not_valid; the log and the counter know it was a failed holder check.
         record_denial(hub, department, Kind.LICENSE_CHECK, CHECK_DATASET, FAILED_CHECK, token_id=token_id,
-                      snapshot_id=c.snapshot_id)
+                      snapshot_id=c.snapshot_id, check_id=c.check_id)
         if failures is not None and token_id is not None:
             for lock in failures.failed(department, token_id):
                 _lockout(hub, department, token_id, lock)

@@ -369,6 +369,7 @@ class AccessDenied(_AccessContext):
     reasons: dict[str, int] = _f("Aggregated refusals per reason (at most 20 distinct reasons kept)", None)
     first_at: str = _f("First aggregated refusal (ISO 8601)", None)
     last_at: str = _f("Last aggregated refusal (ISO 8601)", None)
+    check_id: str = _f("Id of the signed not_valid answer a failed e-licence holder check received", None)
 
 
 class Lockout(Event):

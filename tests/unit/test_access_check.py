@@ -150,6 +150,7 @@ def test_answers_are_valid_or_not_valid_for_the_pair_signed_and_logged(world: Wo
         else:
             assert entries[0].details["attempt"] == "license_check"
             assert "failed holder check" in entries[0].details["reason"]
+            assert entries[0].details["check_id"] == c.check_id  # the signed answer it got is on record
         answers.append(c)
         if not c.valid:
             refused = signed

@@ -7,9 +7,12 @@ pool. The app shares one read-only lake attachment between requests for short le
 (exchange/access/viewcache.py), so a request costs a cursor, not a lake connection and a copy; a new
 snapshot advances the previous snapshot's sandbox by what changed rather than copying it again.
 
-Every authenticated request (query, extract, download, listing, e-licence check) and every refusal
-(bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the access
-service or here, with the department as actor and the token id in the details.
+Every authenticated request (query, extract, download, listing, e-licence check) and every refusal of
+one (policy, rate limit, lockout, invalid or non-JSON body) appends exactly one provenance entry, by the
+access service or here, with the department as actor and the token id in the details. Refusals of a
+missing or bad token are limited per client address and aggregated before the log (the first at once,
+then at most one entry per client per interval with the count; the rest when the server stops), so
+anonymous traffic cannot flood the log (exchange/api/ratelimit.py: RejectedClients).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
-from exchange.api.app import create_app
-from exchange.api.ratelimit import Rate, RejectedClients
+from exchange.api.app import CHECK, DATA, create_app
+from exchange.api.ratelimit import Rate, RejectedClients, TokenBuckets
 from exchange.contracts.load import default_contracts_dir
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, extension_path
@@ -103,7 +103,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # aggregation of unauthenticated refusals is tested in test_access_hardening.py.
     rejected = RejectedClients(Rate(hub.settings.api_reject_rate_per_second, hub.settings.api_reject_burst),
                                interval=0)
-    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5), rejected=rejected))
+    # The matrix sends a few hundred requests in seconds; the per-department limits are tested in
+    # test_access_check.py, so here they are out of the way.
+    generous = TokenBuckets({DATA: Rate(1000.0, 1000), CHECK: Rate(1000.0, 1000)})
+    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5), buckets=generous,
+                                   rejected=rejected))
     yield World(
         hub=hub, client=client, tokens=tokens,
         raw_ids={r[1] for r in raw if r[1]}, raw_names={r[2] for r in raw if r[2] and len(r[2]) > 1},

@@ -76,6 +76,14 @@ class ExchangeSettings(BaseSettings):
     sandbox_dir: Path | None = Field(
         default=None, description="Where the embedded province sandboxes keep their data"
     )
+    witness_tsa_url: str | None = Field(
+        default=None, description="RFC 3161 time-stamping authority that witnesses log heads (none: `exchange "
+        "witness` runs a local one under EXCHANGE_HOME/tsa, for tests and the demo)",
+    )
+    witness_tsa_root: Path | None = Field(
+        default=None, description="The pinned root certificate (PEM) of that authority; default "
+        "EXCHANGE_HOME/tsa/ca.crt, the local authority's",
+    )
     shanghai_api_url: str | None = Field(default=None, description="Base URL of Shanghai's REST API")
     shanghai_api_token: str | None = Field(default=None, description="Bearer token for Shanghai's API")
     zhejiang_db_url: str | None = Field(default=None, description="SQLAlchemy URL of Zhejiang's views")

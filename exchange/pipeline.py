@@ -33,6 +33,7 @@ from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.lake.retry import commit_retrying
 from exchange.provenance import events
+from exchange.provenance.accounted import report_digests
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
@@ -206,9 +207,11 @@ def validate(batch_id: str, hub: Hub | None = None) -> ValidationRecord:
     )
     report = html_path(hub.layout.reports, info.province, batch_id)
     details = result.model_dump(include={"pulled", "accepted", "quarantined", "gx_success", "held"})
+    # The office report's files are recorded too, so a deleted or edited report is named by verify.
     hub.log.append(
         hub.signer, events.Validate(**details), actor=HUB, subject=batch_id,
-        digests={"contract": contract.document_sha256},
+        digests={"contract": contract.document_sha256,
+                 **report_digests(hub.layout.reports, info.province, batch_id)},
     )
     if verdict.quarantined_count:
         hub.log.append(

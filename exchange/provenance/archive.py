@@ -124,7 +124,8 @@ def write_archive(
         last_seq = previous.last_seq if previous else 0
         if _head_seq(log) <= last_seq:
             return None
-        checkpoint = append_checkpoint(log, signer, lake_snapshot=lake_snapshot, manifests=manifests)
+        checkpoint = append_checkpoint(log, signer, lake_snapshot=lake_snapshot, manifests=manifests,
+                                       archive_segment=(previous.segment + 1) if previous else 1)
         tmp_entries = out_dir / (ENTRIES + ".tmp")
         digest = hashlib.sha256()
         count = 0

@@ -5,7 +5,10 @@ A checkpoint is an ordinary signed entry (action ``checkpoint``) appended under 
 It also records the lake's newest snapshot, so a catalog rolled back behind a checkpoint is caught.
 
 ``verified.json`` (beside the log) remembers where the last successful verify ended and which
-manifests and extracts it checked; ``exchange verify --incremental`` starts from there.
+manifests and extracts it checked; ``exchange verify --incremental`` starts from there. It is signed by the
+hub, so an edited one is named; a checkpoint entry records the head the last verify covered
+(``verified_seq``), so a deleted or replayed older ``verified.json`` is named while that checkpoint is in the
+log. Only witnessed heads (witness.py) hold against someone who also cuts those checkpoints with the hub's key.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from pydantic import BaseModel, Field
 
 from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.signers import Signer
+from exchange.signing.canonical import canonical_bytes
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 STATE_FILE = "verified.json"
 
 
 def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int | None,
-                      manifests: int) -> ProvenanceEntry:
-    """Append a signed checkpoint of the current chain head (the entry before it)."""
-    return log.append(signer, Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests), actor=HUB,
-                      subject="provenance")
+                      manifests: int, archive_segment: int | None = None) -> ProvenanceEntry:
+    """Append a signed checkpoint of the current chain head (the entry before it), naming the head the last
+    recorded verify covered (from verified.json, when there is one) and the archive segment it closes."""
+    state = load_state(log.path.parent)
+    optional: dict[str, int] = {}  # set only when known: an unset optional fact stays out of the entry
+    if state is not None:
+        optional["verified_seq"] = state.head_seq
+    if archive_segment is not None:
+        optional["archive_segment"] = archive_segment
+    event = Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests, **optional)
+    return log.append(signer, event, actor=HUB, subject="provenance")
 
 
 class VerifiedState(BaseModel):
@@ -47,20 +59,44 @@ class VerifiedState(BaseModel):
                                "the checkpoint offset is only valid while it is unchanged")
 
 
-def load_state(directory: Path) -> VerifiedState | None:
-    """The last verified state, or None if verify never passed here."""
+class SignedState(BaseModel):
+    """verified.json as written: the state and the hub's signature over its canonical JSON."""
+
+    state: VerifiedState = Field(description="What the last successful verify covered")
+    signature: Signature = Field(description="The hub's signature over the canonical state")
+
+
+def _signed_bytes(state: VerifiedState) -> bytes:
+    return canonical_bytes(state.model_dump(mode="json"))
+
+
+def load_state(directory: Path, bundle: TrustBundle | None = None) -> VerifiedState | None:
+    """The last verified state, or None if verify never passed here (or only an unsigned, pre-signing record
+    exists). With `bundle`, its signature is checked: Mismatch naming verified.json when it does not match."""
     path = directory / STATE_FILE
     if not path.exists():
         return None
-    return VerifiedState.model_validate_json(path.read_text(encoding="utf-8"))
+    doc = path.read_text(encoding="utf-8")
+    try:
+        signed = SignedState.model_validate_json(doc)
+    except ValueError:
+        VerifiedState.model_validate_json(doc)  # a record from before signing: readable, but not trusted
+        return None
+    if bundle is not None:
+        # A VerificationError naming the file: edited, or signed by a key the bundle does not hold.
+        verify_signature(bundle, signed.signature, _signed_bytes(signed.state), signed.state.verified_at,
+                         f"provenance/{STATE_FILE} (the last verify's record)")
+    return signed.state
 
 
-def save_state(directory: Path, state: VerifiedState) -> None:
-    """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
+def save_state(directory: Path, state: VerifiedState, signer: Signer) -> None:
+    """Sign and write the state atomically; a failed write (a full disk) leaves the previous state and no
+    partial file."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE_FILE + ".tmp")
+    signed = SignedState(state=state, signature=signer.sign(_signed_bytes(state)))
     try:
-        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+        tmp.write_text(signed.model_dump_json(indent=2), encoding="utf-8")
         tmp.replace(directory / STATE_FILE)
     except OSError:
         tmp.unlink(missing_ok=True)

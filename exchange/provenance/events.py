@@ -57,6 +57,8 @@ class Kind(StrEnum):
     KEY_REVOKE = "key_revoke"
     CHECKPOINT = "checkpoint"
     TRUNCATE = "truncate"
+    COUNTERSIGN = "countersign"
+    WITNESS = "witness"
 
 
 class Role(StrEnum):
@@ -210,6 +212,7 @@ class Validate(_Verdict):
     subject = Subject.BATCH
     section = Section.BATCHES
     digests = ("contract",)
+    more_digests = "SHA-256 of the office rejection report files (CSV, HTML, summary JSON), by file name"
 
 
 class Quarantine(Event):
@@ -542,6 +545,9 @@ class Checkpoint(Event):
 
     lake_snapshot: int | None = _f("The lake's newest snapshot then (null: no lake yet)")
     manifests: int = _f("Batch manifests on the hub then")
+    verified_seq: int | None = _f("The head seq the last recorded verify covered (its signed verified.json)",
+                                  None)
+    archive_segment: int | None = _f("The archive segment this checkpoint closes (its archive must exist)", None)
 
 
 class Truncate(Event):
@@ -557,6 +563,38 @@ class Truncate(Event):
     segment: int = _f("Its segment number")
     first_seq: int = _f("The seq the live log now starts at")
     removed_entries: int = _f("Entries dropped from the live log")
+
+
+class Countersign(Event):
+    """A province data office countersigned the log head (seq, entry hash, time) with its office key: the
+    document an office signs when asked to witness; the hub carries it in a witness entry and receipt."""
+
+    kind = Kind.COUNTERSIGN
+    roles = _OFFICES  # only an office key may sign it (what the province vouches for), never the hub's
+    subject = Subject.LOG
+    section = Section.CHAIN
+
+    seq: int = _f("seq of the head entry countersigned")
+    entry_hash: str = _f("Its entry_hash")
+    time: str = _f("When the office countersigned (ISO 8601)")
+
+
+class Witness(Event):
+    """Parties other than the hub countersigned the head (the entry named): province offices with their keys
+    and RFC 3161 time-stamping authorities; from then on nothing up to it can be rewritten unnoticed."""
+
+    kind = Kind.WITNESS
+    roles = _HUB
+    subject = Subject.LOG
+    section = Section.CHAIN
+    digests = ("receipt",)
+    more_digests = "SHA-256 of each time-stamp token, by `tsa:<authority>`"
+
+    head_seq: int = _f("seq of the witnessed head")
+    head_hash: str = _f("Its entry_hash")
+    witnesses: list[str] = _f("Who countersigned: office actors and `tsa:<authority>`")
+    countersignatures: list[dict[str, Any]] = _f("Each office's signature over the head: witness, key id, "
+                                                 "algorithm, value, time")
 
 
 def spec(kind: str) -> type[Event] | None:

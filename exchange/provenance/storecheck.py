@@ -16,6 +16,7 @@ from exchange.errors import VerificationError
 from exchange.lake import files as lake_files
 from exchange.lake.commit import LEDGER, QUARANTINE
 from exchange.lake.connect import catalog_and_data, connect
+from exchange.provenance.accounted import committed_without_manifest, missing_extracts
 from exchange.provenance.checkpoint import VerifiedState
 from exchange.provenance.hashing import Prefetcher
 from exchange.provenance.lakecheck import LakeCatalog, check_catalog, read_catalog
@@ -38,6 +39,7 @@ class Sources:
     landing: Path | None = None
     state: VerifiedState | None = None
     stream: ManifestStream | None = None  # opened early by the caller to hash beside the chain check
+    account_extracts: bool = True  # every logged extract must be among `extracts` (an offline copy may omit them)
 
 
 def open_stream(src: Sources) -> ManifestStream:
@@ -151,6 +153,7 @@ def _verify_catalog(
             report.problems.append(Mismatch(f"lake batch {batch}", f"committed to {LEDGER} but has "
                                             "no signed manifest", expected="a manifest", found="none"))
     report.problems += snapshots_without_manifest(catalog.infos, listed.snapshots, unsigned)
+    report.problems += committed_without_manifest(facts, listed.batches, catalog.head)
     report.problems += check_catalog(con, lake_root, catalog, listed.files)
     state.lake_snapshot = catalog.head
     if facts.lake_floor is not None and (catalog.head is None or catalog.head < facts.lake_floor):
@@ -162,6 +165,7 @@ def _verify_catalog(
 def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, state: VerifiedState) -> None:
     done = set(src.state.extracts) if src.state else set()
     skipped = 0
+    seen: set[str] = set()  # every extract manifest found, checked now or before
     for directory in src.extracts:
         item = str(directory / EXTRACT_MANIFEST)
         try:
@@ -170,6 +174,7 @@ def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, stat
             report.problems.append(VerificationError(item, f"unreadable extract manifest: {exc}"))
             continue
         digest = extract_digest(signed)
+        seen.add(digest)
         if digest in done:
             skipped += 1
             state.extracts.append(digest)
@@ -185,6 +190,8 @@ def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, stat
             state.extracts.append(digest)
     if src.state is not None:
         report.skipped["extracts"] = skipped
+    if src.account_extracts:
+        report.problems += missing_extracts(facts, seen)
 
 
 def _verify_extract(directory: Path, bundle: TrustBundle) -> None:

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from exchange.config import ExchangeSettings, Layout, existing_home
+from exchange.errors import VerificationError
+from exchange.provenance.accounted import missing_archives, office_reports, verified_record
 from exchange.provenance.archive import (
     ARCHIVES,
     ArchiveContents,
@@ -47,7 +50,9 @@ from exchange.provenance.storecheck import (
     open_stream,
     verify_store,
 )
+from exchange.provenance.tsa import TSA_DIR, LocalTsa
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
+from exchange.provenance.witness import RECEIPTS, WitnessCheck, check_witnessed, load_receipts, office_journals
 from exchange.signing.keyring import Keyring
 from exchange.signing.trust import TrustBundle, verify_bundle
 
@@ -82,8 +87,13 @@ def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyRepor
     log = ProvenanceLog(layout.provenance)
     previous = None
     with unreadable_as_problem(report, f"provenance/{STATE_FILE} (the last verify's record)"):
-        previous = load_state(layout.provenance)
-    facts = ChainFacts(watch={previous.head_seq} if previous else set())
+        try:
+            previous = load_state(layout.provenance, bundle)
+        except VerificationError as exc:  # edited or forged: named, and not trusted as a starting point
+            report.problems.append(exc)
+    witnessing = WitnessCheck(bundle, load_receipts(layout.provenance / RECEIPTS), office_journals(layout.sandboxes),
+                              _tsa_root(settings, layout))
+    facts = ChainFacts(watch=({previous.head_seq} if previous else set()) | witnessing.seqs())
     if previous is not None and previous.lake_snapshot is not None:
         facts.lake_floor = previous.lake_snapshot
     start = previous if incremental else None
@@ -99,12 +109,16 @@ def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyRepor
                                               start, start.archives if start else None)
         if previous is not None:
             _check_not_truncated(previous, checked.chain, facts, report, log)
+        report.problems += verified_record(facts, previous)
+        report.problems += missing_archives(facts, len(archive_paths(archives)))
+        _check_witnessed(report, witnessing, facts, checked.chain.seq, start.checkpoint_seq if start else 0)
         state = verify_store(src, facts, report)
+        report.problems += office_reports(facts, layout.reports)
     if report.ok and record:
         state.log_first_seq = checked.first_seq
         resumable = previous if start and start.log_first_seq == checked.first_seq else None
         try:
-            _record(layout.provenance, state, checked.chain, facts, resumable, layout)
+            _record(layout.provenance, state, checked.chain, facts, resumable, layout, keyring)
         except OSError as exc:
             # The verdict stands without the record (a full disk, a read-only copy): only --incremental loses it.
             report.notes.append(f"this verify was not recorded ({exc.strerror or exc}); the next --incremental "
@@ -142,7 +156,7 @@ def _check_not_truncated(
 
 def _record(
     directory: Path, state: VerifiedState, chain: ChainVerifier, facts: ChainFacts,
-    previous: VerifiedState | None, layout: Layout,
+    previous: VerifiedState | None, layout: Layout, keyring: Keyring,
 ) -> None:
     state.head_seq, state.head_hash = chain.seq, chain.head
     if facts.checkpoints:
@@ -154,7 +168,23 @@ def _record(
         state.checkpoint_offset, state.checkpoint_line = previous.checkpoint_offset, previous.checkpoint_line
     for path in archive_paths(layout.provenance / ARCHIVES):
         state.archives[path.name] = read_header(path).digest()
-    save_state(directory, state)
+    save_state(directory, state, keyring.signer())
+
+
+def _tsa_root(settings: ExchangeSettings, layout: Layout) -> bytes | None:
+    """The pinned root of the time-stamping authority: the operator's setting, else the local authority's."""
+    path = settings.witness_tsa_root or LocalTsa(layout.home / TSA_DIR).root_pem
+    return path.read_bytes() if path.is_file() else None
+
+
+def _check_witnessed(report: VerifyReport, witnessing: WitnessCheck, facts: ChainFacts, last_seq: int,
+                     floor: int) -> None:
+    problems, newest = check_witnessed(witnessing, facts.hashes, facts.witnesses, last_seq, floor)
+    report.problems += problems
+    report.witnessed = newest
+    if newest is None and not witnessing.receipts and not witnessing.journals:
+        report.notes.append("no witnessed head yet: run `exchange witness` so the log cannot be cut or rewritten "
+                            "unnoticed")
 
 
 def load_trust_bundle(path: Path) -> TrustBundle:
@@ -170,6 +200,9 @@ def verify_offline(
     manifests: Path | None = None,
     extracts: Path | None = None,
     anchors: set[str] | None = None,
+    witnesses: Path | None = None,
+    tsa_root: Path | None = None,
+    reports: Path | None = None,
 ) -> VerifyReport:
     """Verify an auditor's copy: `provenance` is one archive, a folder of archives, or a folder with log.jsonl
     (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME.
@@ -177,12 +210,22 @@ def verify_offline(
     Any file verify cannot read ends as a named problem in the report, never as an exception."""
     report = VerifyReport(mode="offline")
     with unreadable_as_problem(report, f"auditor's copy ({provenance}, {lake})"):
-        _verify_offline(report, provenance, trust_bundle, lake, manifests, extracts, anchors)
+        _verify_offline(report, provenance, trust_bundle, lake, manifests, extracts, anchors,
+                        _Kept(witnesses, tsa_root, reports))
     return report
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What else an auditor kept beside the chain and the lake."""
+
+    witnesses: Path | None
+    tsa_root: Path | None
+    reports: Path | None
+
+
 def _verify_offline(report: VerifyReport, provenance: Path, trust_bundle: Path, lake: Path, manifests: Path | None,
-                    extracts: Path | None, anchors: set[str] | None) -> None:
+                    extracts: Path | None, anchors: set[str] | None, kept: _Kept) -> None:
     try:
         bundle = load_trust_bundle(trust_bundle)
     except (OSError, ValueError) as exc:
@@ -190,17 +233,28 @@ def _verify_offline(report: VerifyReport, provenance: Path, trust_bundle: Path, 
                                         expected="the hub's exported trust bundle", found="unreadable"))
         return
     check(report, lambda: verify_bundle(bundle, anchors, item=f"trust bundle {trust_bundle.name}"))
-    facts = ChainFacts()
+    receipts = kept.witnesses or (provenance / RECEIPTS if provenance.is_dir() else None)
+    witnessing = WitnessCheck(bundle, load_receipts(receipts) if receipts else [], [],
+                              kept.tsa_root.read_bytes() if kept.tsa_root else None, label=str(receipts))
+    facts = ChainFacts(watch=witnessing.seqs())
     archives: list[ArchiveContents]
+    last_seq = 0
     if provenance.is_file():
         archives = verify_archive_chain([provenance], bundle, report, facts)
     else:
         paths = archive_paths(provenance) + archive_paths(provenance / ARCHIVES)
         log = ProvenanceLog(provenance)
         if log.path.exists():
-            archives = verify_log_and_archives(log, lambda: paths, bundle, report, facts).archives
+            checked = verify_log_and_archives(log, lambda: paths, bundle, report, facts)
+            archives, last_seq = checked.archives, checked.chain.seq
+            report.problems += missing_archives(facts, len(archive_paths(provenance / ARCHIVES)))
         else:
             archives = verify_archive_chain(paths, bundle, report, facts)
+    if archives:
+        last_seq = max(last_seq, archives[-1].header.last_seq)
+    _check_witnessed(report, witnessing, facts, last_seq, 0)
+    if kept.reports is not None:
+        report.problems += office_reports(facts, kept.reports)
     carried: list[tuple[str, Callable[[], bytes]]] = [
         (f"{a.path.name}:{name}", _const(data)) for a in archives for name, data in a.manifests.items()
     ]
@@ -215,7 +269,7 @@ def _verify_offline(report: VerifyReport, provenance: Path, trust_bundle: Path, 
         report.problems.append(Mismatch(f"lake copy {lake}", "no catalog.ducklake (wrong path?)",
                                         expected=str(lake / "catalog.ducklake"), found="no file"))
         return
-    src = Sources(bundle, settings, carried, extract_dirs(extracts))
+    src = Sources(bundle, settings, carried, extract_dirs(extracts), account_extracts=extracts is not None)
     verify_store(src, facts, report)
 
 

@@ -11,6 +11,7 @@ from exchange.errors import VerificationError
 from exchange.provenance.events import Kind
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.problems import Mismatch, problem_json
+from exchange.provenance.witness import WitnessedHead
 
 
 @dataclass
@@ -27,6 +28,7 @@ class VerifyReport:
     mode: str = "full"
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    witnessed: WitnessedHead | None = None  # the newest head parties other than the hub countersigned
 
     @property
     def ok(self) -> bool:
@@ -49,6 +51,8 @@ class VerifyReport:
                 f"{self.files} lake files, {self.extracts} extracts")
         if self.archives:
             text += f", {self.archives} archives"
+        if self.witnessed is not None:
+            text += f"; latest witnessed head {self.witnessed.describe()}"
         if self.mode == "incremental":
             already = ", ".join(f"{v} {k}" for k, v in self.skipped.items() if v)
             text += f" (incremental; already verified: {already or 'nothing'})"
@@ -65,6 +69,8 @@ class VerifyReport:
             "first_problem": problem_json(self.problems[0]) if self.problems else None,
             "problems": [problem_json(p) for p in self.problems],
             "notes": self.notes,
+            "witnessed": None if self.witnessed is None else {
+                "seq": self.witnessed.seq, "time": self.witnessed.time, "witnesses": self.witnessed.witnesses},
         }
 
 
@@ -81,6 +87,12 @@ class ChainFacts:
     lake_floor: int | None = None
     replays: dict[str, ProvenanceEntry] = field(default_factory=dict)
     truncations: list[ProvenanceEntry] = field(default_factory=list)
+    witnesses: list[ProvenanceEntry] = field(default_factory=list)
+    verified_seq: int = 0  # the newest head a checkpoint says a recorded verify covered
+    archive_segments: dict[int, int] = field(default_factory=dict)  # segment -> seq of its closing checkpoint
+    extract_entries: dict[str, ProvenanceEntry] = field(default_factory=dict)  # extract manifest digest -> entry
+    validations: dict[str, ProvenanceEntry] = field(default_factory=dict)  # batch -> its last validate entry
+    _previous: tuple[int, str] = (0, "")
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
@@ -94,14 +106,28 @@ class ChainFacts:
             self.truncations.append(entry)
         elif entry.action == Kind.EXTRACT and "extract_manifest" in entry.digests:
             self.extracts.add(entry.digests["extract_manifest"])
+            self.extract_entries[entry.digests["extract_manifest"]] = entry
+        elif entry.action == Kind.VALIDATE:
+            self.validations[entry.subject] = entry  # a retried validate rewrites the reports: the last counts
+        elif entry.action == Kind.WITNESS:
+            self.witnesses.append(entry)
+            if self._previous[0] == entry.details.get("head_seq"):  # the usual case: the head just before
+                self.hashes[self._previous[0]] = self._previous[1]
         elif entry.action == Kind.CHECKPOINT:
             self.hashes[entry.seq] = entry.entry_hash
             self.checkpoints.append((entry, offset, line))
             snap = entry.details.get("lake_snapshot")
             if isinstance(snap, int):
                 self.lake_floor = max(self.lake_floor or snap, snap)
+            verified = entry.details.get("verified_seq")
+            if isinstance(verified, int):
+                self.verified_seq = max(self.verified_seq, verified)
+            segment = entry.details.get("archive_segment")
+            if isinstance(segment, int):
+                self.archive_segments[segment] = entry.seq
         if entry.seq in self.watch:
             self.hashes[entry.seq] = entry.entry_hash
+        self._previous = (entry.seq, entry.entry_hash)
 
 
 def check(report: VerifyReport, fn: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from exchange.provenance.events import (
     AccessDenied,
     Checkpoint,
     Commit,
+    Countersign,
     DepartmentAdd,
     DepartmentExtractKey,
     Download,
@@ -36,6 +37,7 @@ from exchange.provenance.events import (
     TokenRevoke,
     Truncate,
     Validate,
+    Witness,
 )
 
 H = "ab" * 32
@@ -99,4 +101,8 @@ SAMPLES: list[Sample] = [
     Sample(Checkpoint(lake_snapshot=2, manifests=1), "hub", "provenance", {}),
     Sample(Truncate(archive="provenance-1.tar", segment=1, first_seq=5, removed_entries=4), "hub", "provenance",
            {"archive": H}),
+    Sample(Countersign(seq=9, entry_hash=H, time="2026-12-06T00:00:00+00:00"), OFFICE, "provenance", {}),
+    Sample(Witness(head_seq=9, head_hash=H, witnesses=[OFFICE, "tsa:local"],
+                   countersignatures=[{"witness": OFFICE, "key_id": "ed25519:ab", "value": "c2ln"}]),
+           "hub", "provenance", {"receipt": H, "tsa:local": H}),
 ]

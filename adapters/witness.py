@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.authenticity import office, sandbox_keyring
 from exchange.errors import Refused
 from exchange.provenance.events import Countersign
-from exchange.provenance.witness import JOURNAL, Countersignature, countersign_bytes, now_iso, read_journal
+from exchange.provenance.log import ProvenanceEntry
+from exchange.provenance.tsa import TSA_DIR, LocalTsa
+from exchange.provenance.witness import (
+    JOURNAL,
+    Authority,
+    Countersignature,
+    WitnessReceipt,
+    countersign_bytes,
+    now_iso,
+    read_journal,
+    witness_head,
+)
 from exchange.signing.keyring import Keyring
+
+if TYPE_CHECKING:
+    from exchange.hub import Hub
 
 COUNTERSIGN_DIR = "countersign"
 
@@ -29,6 +44,7 @@ class OfficeWitness:
         self.name = office(province)
         self.dir = root / COUNTERSIGN_DIR
         self.keyring = keyring or sandbox_keyring(root)
+        self.keyring.signer(self.name)  # made (and trusted) now, before the hub reads the bundle to check answers
 
     @property
     def journal(self) -> Path:
@@ -77,3 +93,21 @@ def office_witnesses(sandboxes: Path, provinces: list[str] | None = None) -> lis
     """The offices whose sandboxes live under `sandboxes` (or the named provinces), in name order."""
     names = provinces if provinces is not None else sorted(p.name for p in sandboxes.iterdir() if p.is_dir())
     return [OfficeWitness(p, sandboxes / p) for p in names]
+
+
+def witness_hub(hub: Hub, provinces: list[str] | None = None) -> tuple[WitnessReceipt, ProvenanceEntry]:
+    """Witness the hub's current log head: every province office under the sandboxes folder (or the named
+    provinces) countersigns it and the time-stamping authority stamps it (the operator's
+    ``EXCHANGE_WITNESS_TSA_URL``, else a local one under EXCHANGE_HOME/tsa for the call's duration)."""
+    offices = office_witnesses(hub.layout.sandboxes, provinces) if hub.layout.sandboxes.is_dir() else []
+    url = hub.settings.witness_tsa_url
+    local = None if url else LocalTsa(hub.layout.home / TSA_DIR)
+    try:
+        if local is not None:
+            url = local.start()
+        assert url is not None
+        authority = Authority("local" if local is not None else url, url)
+        return witness_head(hub.log, hub.signer, hub.keyring.trust_bundle(), offices, [authority])
+    finally:
+        if local is not None:
+            local.stop()

@@ -65,6 +65,11 @@ def verify(
     extracts: Annotated[Path | None, typer.Option(help="Offline: extracts folder")] = None,
     anchor: Annotated[list[str] | None, typer.Option(help="Offline: pinned hub key id the bundle must chain "
                                                           "to (repeatable)")] = None,
+    witnesses: Annotated[Path | None, typer.Option(help="Offline: the kept witness receipts (default: "
+                                                        "<provenance>/witness)")] = None,
+    tsa_root: Annotated[Path | None, typer.Option(help="Offline: the time-stamping authority's pinned root "
+                                                       "certificate (PEM)")] = None,
+    reports: Annotated[Path | None, typer.Option(help="Offline: the office reports folder to account for")] = None,
 ) -> None:
     """Re-check the provenance chain, every signature, manifest, lake file, count and extract.
 
@@ -77,13 +82,31 @@ def verify(
         if provenance is None or trust_bundle is None or lake is None:
             raise typer.BadParameter("--offline needs --provenance, --trust-bundle and --lake")
         report = verify_offline(provenance, trust_bundle, lake, manifests=manifests, extracts=extracts,
-                                anchors=set(anchor) if anchor else None)
+                                anchors=set(anchor) if anchor else None, witnesses=witnesses, tsa_root=tsa_root,
+                                reports=reports)
     else:
         from exchange.config import settings as current_settings
 
         # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
         report = verify_home(current_settings(), incremental=incremental)
     _print_report(report, as_json)
+
+
+@app.command()
+def witness(
+    province: Annotated[list[str] | None, typer.Option(help="Only this province's office (repeatable; default: "
+                                                            "every office with a sandbox)")] = None,
+) -> None:
+    """Have the log head countersigned by the province offices and an RFC 3161 time-stamping authority.
+
+    Stores the receipt under provenance/witness/ and a `witness` entry in the log. From then on verify names
+    any deletion or rewrite of entries up to that head, even one made with the hub's own key.
+    """
+    from adapters.witness import witness_hub
+
+    receipt, entry = witness_hub(_hub(), province)
+    console.print(f"witnessed head seq {receipt.head_seq} ({receipt.head_hash[:16]}...) by "
+                  f"{', '.join(receipt.witnesses())}; witness entry seq {entry.seq}")
 
 
 # -- keys ------------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Steps: seed the four province sandboxes (and start Shanghai's API server on 127.0.0.1), run each
 province's DAG with Airflow's dag.test() against a SQLite metadata DB under EXCHANGE_HOME, register the
-sample department and grant, cut its extract, verify everything, print a summary.
+sample department and grant, cut its extract, have the log head witnessed by the four province offices
+and a local RFC 3161 time-stamping authority, verify everything, print a summary.
 """
 
 from __future__ import annotations
@@ -167,7 +168,12 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
         raise RuntimeError(f"exchange_publish cut no extract for {grant.grant.department}")
     extract = SignedExtractManifest.model_validate_json(standing[-1].read_text(encoding="utf-8"))
     opened = open_as_department(standing[-1].parent, hub, department_key)
+    from adapters.witness import witness_hub
     from exchange.provenance.verify import verify_home
+
+    console.print(Text.assemble(("Witnessing the log head", "bold"), " (the four province offices countersign it, "
+                                "a local RFC 3161 time-stamping authority stamps it)"))
+    witness_hub(hub, list(PROVINCES))
 
     report = verify_home(hub.settings)
     return print_summary(console, hub, states, extract, report, opened)

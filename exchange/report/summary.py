@@ -60,6 +60,8 @@ def print_summary(
         console.print(Text.assemble(("verify: intact", "green"), f" - {report.entries} provenance entries, "
                                     f"{report.manifests} manifests, {report.files} lake files, {report.extracts} "
                                     "extracts checked"))
+        if report.witnessed is not None:
+            console.print(f"  latest witnessed head: {report.witnessed.describe()}", soft_wrap=True)
     else:
         console.print(Text.assemble(("verify: BROKEN", "red"), f" - first: {report.problems[0]}"))
     return 0 if report.ok and not failed else 1

@@ -42,7 +42,8 @@ def publish_dag() -> DAG:
 
 
 def audit_dag() -> DAG:
-    """`exchange_audit`: nightly incremental verify, the auditor's HTML report, then a signed checkpoint.
+    """`exchange_audit`: nightly incremental verify, the auditor's HTML report, a signed checkpoint, and the
+    head witnessed by the province offices and the time-stamping authority.
 
     A broken chain, manifest or file fails the run loudly (and no checkpoint is written past it).
     """
@@ -71,10 +72,17 @@ def audit_dag() -> DAG:
                                            f"{report.problems[0]} (report: {page})")
             head, manifests = lake_head(hub.settings)
             append_checkpoint(hub.log, hub.signer, lake_snapshot=head, manifests=manifests)
+            # Nightly, the verified head is witnessed by the offices and the TSA: from then on not even the
+            # hub's own key can rewrite or cut it unnoticed.
+            from adapters.witness import witness_hub
+
+            receipt, _ = witness_hub(hub)
+            result["witnessed"] = {"seq": receipt.head_seq, "witnesses": receipt.witnesses()}
             return result
 
         verify()
 
     built: DAG = exchange_audit()
-    built.doc_md = "Nightly incremental `exchange verify`, the auditor report under reports/, a signed checkpoint."
+    built.doc_md = ("Nightly incremental `exchange verify`, the auditor report under reports/, a signed checkpoint, "
+                     "and the head witnessed by the province offices and the time-stamping authority.")
     return built

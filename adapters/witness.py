@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from adapters.authenticity import office, sandbox_keyring
 from exchange.errors import Refused
-from exchange.provenance.events import Countersign
+from exchange.provenance.events import Countersign, Kind
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.tsa import TSA_DIR, LocalTsa
 from exchange.provenance.witness import (
@@ -33,7 +33,7 @@ from exchange.signing.keyring import Keyring
 if TYPE_CHECKING:
     from exchange.hub import Hub
 
-COUNTERSIGN_DIR = "countersign"
+COUNTERSIGN_DIR = Kind.COUNTERSIGN.value  # <sandbox>/countersign/: the office's inbox, outbox and journal
 
 
 class OfficeWitness:

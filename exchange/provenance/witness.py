@@ -26,7 +26,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
-from exchange.provenance.events import HUB, Countersign, Witness
+from exchange.provenance.events import HUB, Countersign, Kind, Witness
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.tsa import check_stamp, request_stamp, stamp_time
@@ -34,7 +34,7 @@ from exchange.signing.canonical import canonical_bytes
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
-RECEIPTS = "witness"  # provenance/witness/: one receipt per witnessed head
+RECEIPTS = Kind.WITNESS.value  # provenance/witness/: one receipt per witnessed head
 JOURNAL = "journal.jsonl"  # an office's own record of the heads it countersigned
 
 
@@ -184,7 +184,7 @@ def office_journals(sandboxes: Path) -> list[tuple[str, Countersignature]]:
     """The newest head each office countersigned, from the journals the embedded sandboxes keep (the stand-in
     for asking each office; an office a hub reaches remotely is asked over its own transport)."""
     found: list[tuple[str, Countersignature]] = []
-    for path in sorted(sandboxes.glob(f"*/countersign/{JOURNAL}")) if sandboxes.is_dir() else []:
+    for path in sorted(sandboxes.glob(f"*/{Kind.COUNTERSIGN.value}/{JOURNAL}")) if sandboxes.is_dir() else []:
         newest = read_journal(path)
         if newest is not None:
             found.append((newest.witness, newest))

@@ -103,7 +103,12 @@ def witness(
     any deletion or rewrite of entries up to that head, even one made with the hub's own key.
     """
     from adapters.witness import witness_hub
+    from exchange.datasets import PROVINCES
 
+    for name in province or []:
+        if name not in PROVINCES:
+            raise typer.BadParameter(f"unknown province {name!r}; one of {', '.join(PROVINCES)}",
+                                     param_hint="--province")
     receipt, entry = witness_hub(_hub(), province)
     console.print(f"witnessed head seq {receipt.head_seq} ({receipt.head_hash[:16]}...) by "
                   f"{', '.join(receipt.witnesses())}; witness entry seq {entry.seq}")

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from exchange.errors import VerificationError
+from exchange.errors import BadInput, VerificationError
 from exchange.provenance.events import HUB, Countersign, Kind, Witness
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.problems import Mismatch
@@ -115,7 +115,7 @@ def witness_head(log: ProvenanceLog, signer: Signer, bundle: TrustBundle, witnes
     receipt never carries a signature verify would reject."""
     head = log.head()
     if head is None:
-        raise ValueError("the provenance log is empty: nothing to witness")
+        raise BadInput(f"the provenance log {log.path} is empty: nothing to witness yet")
     signatures = [w.countersign(head.seq, head.entry_hash) for w in witnesses]
     for answer in signatures:
         check_countersignature(answer, bundle, head.seq, head.entry_hash, f"countersignature by {answer.witness}")

@@ -96,6 +96,9 @@ CASES: list[Case] = [
     # verify: F7, a home that does not exist is an error (and stays absent: see the test below)
     Case("verify", (), 2, "does not exist"),
     Case("verify", ("--offline",), 2, "--offline needs --provenance, --trust-bundle and --lake"),
+    Case("witness", ("--province", "hubei"), 2, "unknown province 'hubei'"),
+    Case("witness", (), 2, "is a file, not a folder", home="file"),
+    Case("witness", (), 2, "is empty: nothing to witness yet"),
     Case("keys list", (), 2, "is a file, not a folder", home="file"),
     Case("keys create", ("hub", "--algorithm", "rsa"), 2, "unknown signature algorithm 'rsa'"),
     Case("keys init", (), 2, "is a file, not a folder", home="file"),

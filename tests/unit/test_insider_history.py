@@ -9,6 +9,7 @@ exported trust bundle, the witness receipts, the TSA's root certificate).
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable
@@ -238,3 +239,28 @@ def test_an_edited_verified_record_is_named(case: dict[str, object]) -> None:
     doc["state"]["head_seq"] += 5
     state.write_text(json.dumps(doc))
     _assert_named(_verify("plain", home, case["kept"]), "verified.json", "does not match")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("what", "item", "problem"), [
+    ("office signature", "countersignature by anhui.data_office", "does not match"),
+    ("time-stamp token", "time stamp by local", "does not verify"),
+    ("head hash", "countersignature by anhui.data_office", "countersigns another head"),
+])
+def test_a_forged_receipt(case: dict[str, object], what: str, item: str, problem: str) -> None:
+    """A receipt the insider edits (it holds no office key and no TSA key) is named, and so is the edit."""
+    home = case["home"]
+    assert isinstance(home, Path)
+    path = sorted((home / "provenance" / "witness").glob("*.json"))[-1]
+    doc = json.loads(path.read_text())
+    if what == "office signature":
+        doc["countersignatures"][0]["signature"]["value"] = doc["countersignatures"][1]["signature"]["value"]
+    elif what == "time-stamp token":
+        token = bytearray(base64.b64decode(doc["stamps"][0]["token"]))
+        token[-40] ^= 0x01
+        doc["stamps"][0]["token"] = base64.b64encode(bytes(token)).decode()
+    else:
+        doc["head_hash"] = "0" * 64
+    path.write_text(json.dumps(doc, indent=2))
+    found = _verify("plain", home, case["kept"])  # type: ignore[arg-type]
+    _assert_named(found, item, problem)
+    _assert_named(found, "witness entry", "its receipt was changed")

@@ -40,6 +40,8 @@ from adapters.shanghai.adapter import MAPPING_FILE, TOKEN_PATH, URL_SETTING, Sha
 from adapters.shanghai.auth import CLIENT_ID_SETTING, CLIENT_SECRET_SETTING, TOKEN_SETTING, ClientCredentials
 from adapters.shanghai.retry import RetryPolicy
 from adapters.shanghai.store import Position, RecordStore
+from adapters.witness import CONFLICT, COUNTERSIGN_PATH, OfficeWitness
+from exchange.errors import Refused
 from exchange.signing.keyring import Keyring
 from exchange.signing.signers import KeySigner
 from exchange.synthetic import DEFECT_COLUMN
@@ -236,7 +238,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
         sandbox = self.server.sandbox
         length = int(self.headers.get("Content-Length") or 0)
-        form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode("utf-8", "replace")).items()}
+        body = self.rfile.read(length)
+        if urlsplit(self.path).path == COUNTERSIGN_PATH:
+            self._countersign(sandbox, body)
+            return
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if urlsplit(self.path).path != TOKEN_PATH:
             self._send(404, {"error": f"no such endpoint: {self.path}"})
             return
@@ -252,6 +258,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         doc = {"access_token": token, "token_type": "Bearer", "expires_in": int(sandbox.token_ttl)}
         self._send_bytes(200, json.dumps(doc).encode(), {"Cache-Control": "no-store"})
+
+    def _countersign(self, sandbox: ShanghaiSandbox, body: bytes) -> None:
+        """Shanghai's data office countersigns the hub's log head (adapters/witness.py), behind the API's auth."""
+        if not self._authorized(sandbox):
+            self._send(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="shanghai"'})
+            return
+        try:
+            asked = json.loads(body)
+            seq, entry_hash = int(asked["seq"]), str(asked["entry_hash"])
+        except (ValueError, KeyError, TypeError):
+            self._send(400, {"error": "expected JSON {seq, entry_hash}"})
+            return
+        try:
+            signed = OfficeWitness(sandbox.province, sandbox.root, sandbox.keyring).sign_head(seq, entry_hash)
+        except Refused as exc:
+            self._send(CONFLICT, {"error": str(exc)})
+            return
+        self._send_bytes(200, signed.model_dump_json().encode())
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         sandbox = self.server.sandbox

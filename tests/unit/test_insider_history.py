@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -264,3 +265,27 @@ def test_a_forged_receipt(case: dict[str, object], what: str, item: str, problem
     found = _verify("plain", home, case["kept"])  # type: ignore[arg-type]
     _assert_named(found, item, problem)
     _assert_named(found, "witness entry", "its receipt was changed")
+
+
+def test_shanghai_countersigns_over_its_api_and_refuses_a_cut_head(case: dict[str, object]) -> None:
+    """Shanghai's office answers over its REST API (bearer token), the others through their inboxes."""
+    home = case["home"]
+    assert isinstance(home, Path)
+    hub = Hub(ExchangeSettings(home=home))
+    receipt, _ = witness_hub(hub, ["shanghai", "jiangsu"])
+    assert receipt.witnesses() == ["shanghai.data_office", "jiangsu.data_office", "tsa:local"]
+    report = verify_copy(home)
+    assert report.ok and report.witnessed is not None and "shanghai.data_office" in report.witnessed.witnesses
+    from adapters.shanghai.sandbox import ShanghaiSandbox
+    from adapters.witness import COUNTERSIGN_PATH, HttpWitness, OfficeWitness
+
+    api = ShanghaiSandbox(home / "sandboxes" / "shanghai")
+    api.start()
+    try:
+        assert httpx.post(api.url + COUNTERSIGN_PATH, json={"seq": 1, "entry_hash": "0" * 64}).status_code == 401
+        office = HttpWitness(OfficeWitness("shanghai", home / "sandboxes" / "shanghai"), api.url, api.token)
+        with pytest.raises(Refused, match="older head"):
+            office.countersign(receipt.head_seq - 1, "0" * 64)
+        assert office.latest() is not None and office.latest().statement.seq == receipt.head_seq  # type: ignore[union-attr]
+    finally:
+        api.stop()

@@ -112,7 +112,7 @@ def _pull(
 ) -> pa.Table:
     request = PullRequest(name, Window(START - timedelta(days=1), end), since)
     tables = list(adapter.pull(request, Landing(landing)))
-    return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()
 
 
 def _ordered(table: pa.Table, name: str) -> pa.Table:

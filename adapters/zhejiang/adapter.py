@@ -183,8 +183,8 @@ class ZhejiangAdapter:
 
         Such rows fit no day and no window by themselves, and must not be skipped: Zhejiang signs them as one
         batch (batches.UNDATED), re-signed when it changes, and the pull whose range (since, end) holds that
-        signing time delivers them, once per version. They come with update time null and, in AS_SENT, the
-        GXSJ as sent, so the contract quarantines each with its reason. Landed as ``undated-00001.parquet``.
+        signing time delivers them, once per version. They come stamped with that time and, in AS_SENT, the
+        GXSJ as sent, so the validate stage quarantines each with its reason. Landed as ``undated-00001.parquet``.
         """
         stamp = batches.stamp(dm)
         with self._connect() as conn:
@@ -213,11 +213,15 @@ class ZhejiangAdapter:
         landing.write("undated-00001.parquet", _parquet(native))
         sent = native.column(stamp)
         why = (f"{stamp} is not a time in the format {_field(dm, 'updated_at').timestamp}: the row fits no window; "
-               f"taken by the window holding Zhejiang's signature of such rows ({at.isoformat()})")
+               f"placed at Zhejiang's signature of such rows, {at.isoformat()}")
         as_sent = intake.column([intake.problem("updated_at", pa.repeat(True, len(rows)), sent, why)], len(rows))
         stripped = native.set_column(native.schema.get_field_index(stamp), stamp,
                                      pa.nulls(len(rows), pa.string()))
-        yield dm.to_canonical(stripped, dm.source, as_sent)
+        canonical = dm.to_canonical(stripped, dm.source, as_sent)
+        # Stamped with their place, so the batch's watermark passes it and a later window does not report
+        # them again; AS_SENT keeps what was sent, and the readable rule quarantines them whatever the stamp.
+        at_column = pa.repeat(pa.scalar(at, TIMESTAMP), len(rows))
+        yield canonical.set_column(canonical.schema.get_field_index("updated_at"), "updated_at", at_column)
 
     def _verified_days(self, conn: sa.Connection, dm: DatasetMapping, span: tuple[str, str | None, str],
                        verifier: SourceVerifier, *, deleted: bool) -> list[VerifiedSource]:

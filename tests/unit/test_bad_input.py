@@ -944,3 +944,60 @@ def test_an_undeclared_xml_entity_is_reported_where_lxml_found_it(world: World) 
         run_exchange("anhui", E_LICENSE, START, END, world.hub)
     assert re.fullmatch(rf"line {world.notes['line']} column [1-9]\d*", raised.value.position), raised.value.position
     assert "Entity '未声明' not defined" in raised.value.problem
+
+
+HOLDER_ID = {"shanghai": "holderIdNo", "jiangsu": "持证人身份证号", "zhejiang": "CYRZJHM", "anhui": "身份证件号码"}
+HOLDER_NAME = {"shanghai": "holderName", "jiangsu": "持证人姓名", "zhejiang": "CYRXM", "anhui": "持证人"}
+LICENSE_ID = {"shanghai": "licenseNo", "jiangsu": "证照编号", "zhejiang": "ZZBH", "anhui": "证照编号"}
+FULL_WIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+
+
+def _id_ending_in_x(region: str) -> str:
+    from stdnum.iso7064 import mod_11_2  # GB 11643's check character (the oracle the checksum tests use)
+
+    for sequence in range(1000):
+        first = f"{region}19900101{sequence:03d}"
+        if mod_11_2.calc_check_digit(first) == "X":
+            return first + "X"
+    raise AssertionError("no ID with check character X")
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_identifiers_are_stored_in_their_one_standard_spelling_with_a_warning(world: World, province: str) -> None:
+    """B-9: lower-case x, full-width digits, NBSP and spaces were stored as sent or rejected as a wrong check
+    character; they are one resident ID, stored once as GB 11643 writes it."""
+    table = _records(E_LICENSE, province)
+    keys = table.column("license_id").to_pylist()
+    standard = _id_ending_in_x(table.column("region_code")[0].as_py())
+    spellings = [standard[:-1] + "x", standard.translate(FULL_WIDTH), f"\u00a0{standard}  ", f" {standard[:-1]}ｘ"]
+    native = HOLDER_ID[province]
+    _publish_with(world, province, table, {keys[i + 2]: {native: s} for i, s in enumerate(spellings)})
+    result = run_exchange(province, E_LICENSE, START, END, world.hub)
+    assert (result["pulled"], result["accepted"], result["quarantined"]) == (N, N, 0)
+    stored = _rows(world, f"SELECT license_id, holder_id FROM {LAKE}.e_license WHERE batch_id = ?", result["batch_id"])
+    by_key = dict(stored)
+    assert [by_key[keys[i + 2]] for i in range(len(spellings))] == [standard] * len(spellings)
+    validation = read_manifest_counts(world, result)
+    assert validation >= len(spellings)
+
+
+def read_manifest_counts(w: World, result: dict[str, Any]) -> int:
+    from exchange.provenance.manifest import read_manifest
+
+    return int(read_manifest(Path(result["manifest"])).manifest.counts.warned)
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_the_contract_lengths_are_enforced(world: World, province: str) -> None:
+    """B-9: 10,000 characters in a 255-character field and a 300-character key used to be committed."""
+    table = _records(E_LICENSE, province)
+    keys = table.column("license_id").to_pylist()
+    long_key = "K" * 300
+    _publish_with(world, province, table, {keys[2]: {HOLDER_NAME[province]: "名" * 10_000},
+                                           keys[5]: {LICENSE_ID[province]: long_key}})
+    result = run_exchange(province, E_LICENSE, START, END, world.hub)
+    assert (result["accepted"], result["quarantined"]) == (N - 2, 2)
+    rows = _quarantine_rows(world, result["batch_id"])
+    assert rows[keys[2]]["rule_id"] == "holder_name.max_length"
+    assert rows[long_key]["rule_id"] == "license_id.max_length"
+    assert "longer than 64 characters" in rows[long_key]["reason"]

@@ -292,14 +292,14 @@ def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]]
     if found:  # rare: only then are the records searched for the marked ones
         records = {id(row): index for index, row in enumerate(rows)}
         for obj in found:
-            index = records.get(id(obj))
-            if index is None:  # the page object itself, or an object nested in a record
+            at = records.get(id(obj))
+            if at is None:  # the page object itself, or an object nested in a record
                 keys = ", ".join(repr(k) for k in obj.duplicates)
                 raise SourceFormatError(
                     url, where, f"the key {keys} is given more than once in one JSON object that is not a record; "
                     "which value counts is undefined", _HINT,
                 )
-            duplicated.append(index)
+            duplicated.append(at)
     return rows, next_cursor, sorted(duplicated)
 
 

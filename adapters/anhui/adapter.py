@@ -163,6 +163,7 @@ def _stream(
     short file fails the pull after its earlier chunks were read: nothing of it is committed.
     """
     export.refuse_hostile(path, name)
+    etree.clear_error_log()  # so a syntax error's log holds this file's errors only (see syntax_error_at)
     root: etree._Element | None = None
     count = 0
     with path.open("rb") as source:
@@ -213,7 +214,9 @@ def syntax_error_at(exc: etree.XMLSyntaxError) -> tuple[int, int, str]:
     The exception's own position can be a follow-on error's (an undeclared entity ends iterparse with
     "no element found" at line 0 column 0); the first fatal error in its log is where the file went wrong.
     """
-    for entry in exc.error_log:
+    # The log can still hold an earlier parse's errors on this thread (_stream clears it first); the last
+    # fatal error with a place is this parse's.
+    for entry in reversed(list(exc.error_log)):
         if entry.level == etree.ErrorLevels.FATAL and entry.line > 0:
             return entry.line, entry.column, str(entry.message)
     line, column = exc.position

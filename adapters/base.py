@@ -12,25 +12,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from adapters.authenticity import VerifiedSource
+from adapters.connection import ConnectionLike
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.datasets import province as known_province
+from exchange.errors import BadWindow
 
 DELETED_AT = "deleted_at"
 
-
-class WindowError(TerminalError, ValueError):
-    """A window no run may pull: bounds without an offset, an end not after the start, or an end in the future.
-
-    Also a ValueError, so callers that validated windows before there was a hub error for it keep working.
-    """
 
 
 @dataclass(frozen=True)
@@ -43,12 +39,12 @@ class Window:
     def __post_init__(self) -> None:
         for name, bound in (("start", self.start), ("end", self.end)):
             if bound.tzinfo is None or bound.utcoffset() is None:
-                raise WindowError(
+                raise BadWindow(
                     f"window {name} {bound.isoformat()} has no UTC offset; give one, e.g. "
                     f"{bound.replace(microsecond=0).isoformat()}+08:00"
                 )
         if self.end <= self.start:
-            raise WindowError(
+            raise BadWindow(
                 f"empty window: the end {self.end.isoformat()} is not after the start {self.start.isoformat()}"
             )
 
@@ -57,10 +53,10 @@ class Window:
 
         A window ending in the future would commit records that are still pending at the province and move
         the watermark past them, so the real window later finds nothing. `skew` tolerates clocks that
-        differ a little between the hub and the scheduler. Raises WindowError otherwise.
+        differ a little between the hub and the scheduler. Raises BadWindow otherwise.
         """
         if self.end > now + skew:
-            raise WindowError(
+            raise BadWindow(
                 f"window end {self.end.isoformat()} is in the future (now {now.isoformat()}, allowed skew "
                 f"{skew.total_seconds():.0f} s, EXCHANGE_WINDOW_FUTURE_SKEW_SECONDS): pull a window that has ended"
             )
@@ -208,13 +204,30 @@ class Sandbox(Protocol):
 
 def adapter_for(province: str, settings: ExchangeSettings) -> SourceAdapter:
     """Build the province's adapter from settings, importing its drivers only now."""
-    module = importlib.import_module(f"adapters.{province}.adapter")
+    module = importlib.import_module(f"adapters.{known_province(province)}.adapter")
     adapter: SourceAdapter = module.build(settings)
     return adapter
 
 
 def sandbox_for(province: str, root: Path) -> Sandbox:
     """Import and build the province's sandbox lazily, so importing this module loads no drivers."""
-    module = importlib.import_module(f"adapters.{province}.sandbox")
+    module = importlib.import_module(f"adapters.{known_province(province)}.sandbox")
     sandbox: Sandbox = module.create(root)
     return sandbox
+
+
+def connection_overrides(province: str, conn: ConnectionLike) -> dict[str, Any]:
+    """ExchangeSettings values from the province's Airflow Connection (adapters/<province>/connection.py).
+
+    KeyError for a province with no such module; importing it loads only what that province's mapping needs.
+    """
+    if not province.isidentifier():
+        raise KeyError(f"no connection mapping for province {province!r}")
+    try:
+        module = importlib.import_module(f"adapters.{province}.connection")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"adapters.{province}", f"adapters.{province}.connection"):
+            raise  # a dependency of the province's module is missing: not an unknown province
+        raise KeyError(f"no connection mapping for province {province!r}") from None
+    overrides: dict[str, Any] = module.overrides(conn)
+    return overrides

@@ -11,7 +11,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from exchange.errors import TerminalError
+from exchange.errors import BadFile, validation_summary
 
 ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
 
@@ -111,21 +111,24 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
     return []
 
 
-class ProvinceConfigError(TerminalError, ValueError):
-    """A province.yaml that cannot be used; the message names the file and each problem."""
+class ProvinceConfigError(BadFile):
+    """A province.yaml that cannot be used; names the file as an office finds it and each problem."""
 
 
-def load_province(province: str, adapters_dir: Path = ADAPTERS_DIR) -> ProvinceConfig:
-    """Parse adapters/<province>/province.yaml; ProvinceConfigError naming the file and field if it is wrong."""
-    path = adapters_dir / province / "province.yaml"
+def load_province(province: str, adapters_dir: Path | None = None) -> ProvinceConfig:
+    """Parse adapters/<province>/province.yaml; ProvinceConfigError naming the file (and field) if it is wrong."""
+    from exchange.datasets import province as known_province
+
+    path = (adapters_dir or ADAPTERS_DIR) / known_province(province) / "province.yaml"
+    shown = adapters_path(path)
     try:
         return ProvinceConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvinceConfigError(shown, f"cannot read it: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ProvinceConfigError(shown, f"not valid YAML: {' '.join(str(exc).split())}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ProvinceConfigError(f"{adapters_path(path)}: {problems}") from None
+        raise ProvinceConfigError(shown, validation_summary(exc)) from None
 
 
 def adapters_path(path: Path) -> str:

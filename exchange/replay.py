@@ -51,18 +51,29 @@ from exchange.contracts.validate import (
 )
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import CheckFailed, InternalError, NotFound, TerminalError
+from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.locking import file_lock
-from exchange.pipeline import HUB, Hub, commit, validation_record
+from exchange.pipeline import commit, validation_record
+from exchange.provenance import events
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
-from exchange.provenance.manifest import manifest_path, read_manifest
+from exchange.provenance.manifest import RuleCount, manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
+from exchange.stages import (
+    PULL_FILE,
+    VALIDATION_FILE,
+    CommitSummary,
+    PullRecord,
+    ReplayResult,
+    ReplayStatus,
+    write_record,
+)
 
 
-class ReplayRebuildError(TerminalError):
+class ReplayRebuildError(InternalError):
     """A quarantined record_json cannot be rebuilt into exactly the record that was quarantined."""
 
 
@@ -325,29 +336,32 @@ class ReplayPlan:
     def still_quarantined(self) -> int:
         return self.outcome.quarantined_count if self.outcome else 0
 
-    def summary(self, status: str) -> dict[str, Any]:
-        """Small JSON for the CLI and callers."""
+    def summary(self, status: ReplayStatus, committed: CommitSummary | None = None) -> ReplayResult:
+        """What the replay did (with the commit's snapshot and manifest when it committed)."""
         passing = self.outcome.accepted.column(self.contract.key).to_pylist() if self.outcome else []
-        return {
-            "status": status,
-            "origin": self.origin,
-            "replay_id": self.replay_id,
-            "contract_version": self.contract.version,
-            "origin_contract_version": self.origin_contract_version,
-            "rule": self.rule,
-            "quarantined_in_origin": self.quarantined_in_origin,
-            "already_replayed": self.already_replayed,
-            "replayed": self.replayed.num_rows,
-            "accepted": self.accepted,
-            "quarantined": self.still_quarantined,
-            "accepted_keys": passing,
-            "repeats_held_back": self.repeats.column("record_key").to_pylist(),
-            "rules": [
-                {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count}
+        return ReplayResult(
+            status=status,
+            origin=self.origin,
+            replay_id=self.replay_id,
+            contract_version=self.contract.version,
+            origin_contract_version=self.origin_contract_version,
+            rule=self.rule,
+            quarantined_in_origin=self.quarantined_in_origin,
+            already_replayed=self.already_replayed,
+            replayed=self.replayed.num_rows,
+            accepted=self.accepted,
+            quarantined=self.still_quarantined,
+            accepted_keys=passing,
+            repeats_held_back=self.repeats.column("record_key").to_pylist(),
+            rules=[
+                RuleCount(rule_id=r.rule_id, severity=r.severity, unexpected=r.unexpected_count)
                 for r in (self.outcome.rules if self.outcome else [])
                 if r.unexpected_count
             ],
-        }
+            snapshot_id=committed.snapshot_id if committed else None,
+            manifest=committed.manifest if committed else None,
+            manifest_sha256=committed.manifest_sha256 if committed else None,
+        )
 
 
 def _query(con: Any, sql: str, params: list[Any]) -> pa.Table:
@@ -362,7 +376,7 @@ def plan_replay(
     origin = origin_of(batch_id)
     with connect(hub.settings, read_only=True) as con:
         if snapshot_of(con, origin) is None:
-            raise TerminalError(
+            raise NotFound(
                 f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
             )
         ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
@@ -394,7 +408,7 @@ def plan_replay(
             ).column("k").combine_chunks().cast(held.type)
     origin_manifest = manifest_path(hub.layout.manifests, province, dataset, origin)
     if not origin_manifest.exists():
-        raise TerminalError(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
+        raise CheckFailed(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
     contract = load_contract(dataset, contracts_dir)
     rebuilt = rebuild(quarantined, dataset)
     keep = pending_rows(rebuilt, committed)
@@ -450,7 +464,7 @@ def _finish_unfinished(plan: ReplayPlan, hub: Hub) -> None:
     """A replay whose snapshot is in the lake but whose manifest is not (a crash between the two) is
     completed from its staging files, exactly as the commit stage repairs an ordinary batch."""
     for replay_id in plan.unfinished:
-        if not (hub.staging(replay_id) / "validation.json").exists():
+        if not (hub.staging(replay_id) / VALIDATION_FILE).exists():
             raise TerminalError(
                 f"replay {replay_id} is in the lake without a manifest and its staging files are gone; "
                 "it cannot be signed after the fact"
@@ -462,34 +476,35 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     """Write the staging files the commit stage reads (pull.json, validation.json, the two Parquet files)."""
     assert plan.outcome is not None
     outcome, contract = plan.outcome, plan.contract
+    if plan.window_start is None or plan.window_end is None:
+        raise TerminalError(f"batch {plan.origin}'s ledger row has no window; its replay cannot be staged")
     staging = hub.staging(plan.replay_id)
     shutil.rmtree(staging, ignore_errors=True)  # a replay that crashed before its lake commit starts clean
     staging.mkdir(parents=True)
-    pull_info = {
-        "batch_id": plan.replay_id,
-        "province": plan.province,
-        "dataset": plan.dataset,
-        "replay_of": plan.origin,
-        "window_start": plan.window_start.isoformat() if plan.window_start else None,
-        "window_end": plan.window_end.isoformat() if plan.window_end else None,
-        "since": None,
-        "watermark": None,  # a replay pulls nothing new: the province's watermark must not move
-        "pulled": plan.replayed.num_rows,
-        "landing": [],  # the raw payloads are the origin's, listed in its manifest
-        "drift": [],
-        "source_signatures": [],  # vouched for at the origin's pull; a replay lands no new bytes
-    }
+    pull_info = PullRecord(
+        batch_id=plan.replay_id,
+        province=plan.province,
+        dataset=plan.dataset,
+        replay_of=plan.origin,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        since=None,
+        watermark=None,  # a replay pulls nothing new: the province's watermark must not move
+        pulled=plan.replayed.num_rows,
+        landing=[],  # the raw payloads are the origin's, listed in its manifest
+        drift=[],
+        source_signatures=[],  # vouched for at the origin's pull; a replay lands no new bytes
+    )
     # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
     validation = validation_record(plan.replay_id, contract, Verdict.of(outcome), held=False)
     pq.write_table(outcome.accepted, staging / "accepted.parquet")
     pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
-    (staging / "validation.json").write_text(json.dumps(validation, indent=2))
-    (staging / "pull.json").write_text(json.dumps(pull_info, indent=2, ensure_ascii=False))
+    write_record(staging / VALIDATION_FILE, validation)
+    write_record(staging / PULL_FILE, pull_info)
     write_rejection_report(
         hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
-        rules=validation["rules"], contract=contract,
-        counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
-        window=(plan.window_start, plan.window_end) if plan.window_start and plan.window_end else None,
+        rules=validation.rule_counts(), contract=contract, counts=validation.counts(),
+        window=(plan.window_start, plan.window_end),
     )
 
 
@@ -500,7 +515,7 @@ def replay(
     rule: str | None = None,
     dry_run: bool = False,
     contracts_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> ReplayResult:
     """Re-validate the still-quarantined records of `batch_id` and commit those that now pass, once.
 
     `rule` limits the replay to records that failed that rule. `dry_run` only reports what would pass.
@@ -522,25 +537,25 @@ def replay(
             return plan.summary("nothing_passes")
         _stage(plan, hub)
         hub.log.append(
-            hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
+            hub.signer,
+            events.Replay(
+                origin=plan.origin,
+                rule=plan.rule,
+                replayed=plan.replayed.num_rows,
+                accepted=plan.accepted,
+                quarantined=plan.still_quarantined,
+                contract_version=plan.contract.version,
+                origin_contract_version=plan.origin_contract_version,
+            ),
+            actor=HUB, subject=plan.replay_id,
             digests={
                 "origin_manifest": plan.origin_manifest_sha256,
                 "replayed_records": records_digest(plan.replayed),
                 "contract": plan.contract.document_sha256,
             },
-            details={
-                "origin": plan.origin,
-                "rule": plan.rule,
-                "replayed": plan.replayed.num_rows,
-                "accepted": plan.accepted,
-                "quarantined": plan.still_quarantined,
-                "contract_version": plan.contract.version,
-                "origin_contract_version": plan.origin_contract_version,
-            },
         )
         committed = commit(plan.replay_id, hub)
-    return {**plan.summary("committed"), "snapshot_id": committed["snapshot_id"],
-            "manifest": committed["manifest"], "manifest_sha256": committed["manifest_sha256"]}
+    return plan.summary("committed", committed)
 
 
 __all__ = [

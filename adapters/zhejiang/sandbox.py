@@ -23,7 +23,7 @@ from adapters.authenticity import SourceTrust, office, sandbox_keyring, sign_dig
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from adapters.zhejiang import batches
 from adapters.zhejiang.adapter import MAPPING, ZhejiangAdapter
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 # The base table behind each shared view (the view name lives in mapping.yaml).

@@ -12,10 +12,10 @@ from typing import Any
 
 from open_data_contract_standard.model import OpenDataContractStandard
 
-from exchange.errors import TerminalError
+from exchange.errors import BadFile, InternalError
 
 SEVERITIES = ("error", "warning")
-# Masking rules exchange.access.masking knows; "withhold" keeps the column out unless a grant names it.
+# Masking rules exchange.access.policy knows; "withhold" keeps the column out unless a grant names it.
 MASKINGS = ("none", "resident_id", "name", "mobile", "withhold")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 # How a quarantine row lists several broken rules; ids and descriptions must not contain these.
@@ -25,16 +25,11 @@ REASON_SEPARATOR = "; "
 READABLE_SUFFIX = ".readable"
 
 
-class ContractError(TerminalError):
+class ContractError(BadFile):
     """A contract file is malformed or does not fit its canonical dataset; names the file and the problem."""
 
-    def __init__(self, path: Path | str, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
-
-class ValidationMismatchError(TerminalError):
+class ValidationMismatchError(InternalError):
     """Great Expectations and the hub's own predicate disagree about a rule: a bug, never a data problem.
 
     Raised rather than guessed around, because a quarantine reason that does not match the GX result

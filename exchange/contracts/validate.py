@@ -47,7 +47,7 @@ from exchange.contracts.reference import (
 from exchange.contracts.suite import RULE_ID_META, compiled, gx_lock
 from exchange.datasets import PROVINCES
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import InternalError
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -71,7 +71,7 @@ REASON_VALUE_MAX = 64  # characters of an offending value quoted in a reason; re
 RUN_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
-class BatchSchemaError(TerminalError):
+class BatchSchemaError(InternalError):
     """The table handed to validate() does not have the dataset's canonical columns (an adapter bug)."""
 
 

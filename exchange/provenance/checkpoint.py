@@ -15,18 +15,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
-CHECKPOINT = "checkpoint"
 STATE_FILE = "verified.json"
 
 
 def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int | None,
                       manifests: int) -> ProvenanceEntry:
     """Append a signed checkpoint of the current chain head (the entry before it)."""
-    return log.append(signer, actor="hub", action=CHECKPOINT, subject="provenance",
-                      details={"lake_snapshot": lake_snapshot, "manifests": manifests})
+    return log.append(signer, Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests), actor=HUB,
+                      subject="provenance")
 
 
 class VerifiedState(BaseModel):
@@ -56,8 +56,12 @@ def load_state(directory: Path) -> VerifiedState | None:
 
 
 def save_state(directory: Path, state: VerifiedState) -> None:
-    """Write the state atomically."""
+    """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (STATE_FILE + ".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(directory / STATE_FILE)
+    try:
+        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+        tmp.replace(directory / STATE_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise

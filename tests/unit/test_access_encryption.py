@@ -33,7 +33,7 @@ from exchange.access.registry import Registry
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.publish import refresh_standing_extracts
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
@@ -119,7 +119,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     # Encrypting before the department has a key is refused, with the reason, and on record.
     refused = runner.invoke(app, ["extract", "--department", DEPARTMENT, "--dataset", "e_license",
                                   "--out", str(tmp_path / "none"), "--encrypt"])
-    assert refused.exit_code == 2 and "no extract public key" in refused.output
+    assert refused.exit_code == 1 and "no extract public key" in refused.output  # a refusal: exit 1
     assert hub.log.read()[-1].action == "access_denied"
 
     made = runner.invoke(app, ["departments", "keygen", DEPARTMENT])
@@ -127,7 +127,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     key_file = hub.layout.keys / "departments" / f"{DEPARTMENT}.x25519.pem"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert (hub.layout.keys / "departments").stat().st_mode & 0o077 == 0
-    assert runner.invoke(app, ["departments", "keygen", DEPARTMENT]).exit_code == 2, "never overwrite a key"
+    assert runner.invoke(app, ["departments", "keygen", DEPARTMENT]).exit_code == 1, "never overwrite a key"
     key = load_private_key(key_file)
     assert Registry(hub.layout.access).department(DEPARTMENT).extract_public_key == public_key_b64(key.public_key())
 
@@ -163,7 +163,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     assert runner.invoke(app, ["departments", "keygen", "sh.public_security", "--private-key", str(other)]).exit_code \
         == 0
     wrong = runner.invoke(app, ["verify-extract", str(sealed_dir), "--trust-bundle", str(bundle), "--key", str(other)])
-    assert wrong.exit_code == 2 and "encrypted to" in wrong.output
+    assert wrong.exit_code == 1 and "encrypted to" in wrong.output  # a failed check: exit 1
 
 
 def test_tampered_encrypted_extracts_do_not_verify(hub: Hub, tmp_path: Path) -> None:
@@ -199,8 +199,8 @@ def test_standing_extracts_are_sealed_for_departments_with_a_key(hub: Hub, tmp_p
     key = X25519PrivateKey.generate()
     Registry(hub.layout.access).set_extract_key(DEPARTMENT, public_key_b64(key.public_key()))
     cut = refresh_standing_extracts(hub)
-    assert [c["encrypted"] for c in cut] == [True]
-    folder = Path(cut[0]["out"])
+    assert [c.encrypted for c in cut] == [True]
+    folder = Path(cut[0].out)
     signed = verify_extract(folder, hub.keyring.export_trust())
     assert [p.name for p in decrypt_extract(folder, signed, key, tmp_path / "o")] == ["e_license.parquet"]
     assert not (folder / "e_license.parquet").exists()

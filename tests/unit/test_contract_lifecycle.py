@@ -23,6 +23,7 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA
 from exchange.datasets import E_LICENSE
 from exchange.lake.commit import LEDGER, commit_batch, files_added, ledger_rows
 from exchange.lake.connect import LAKE, catalog_and_data, connect
+from exchange.stages import LedgerRow
 
 runner = CliRunner()
 
@@ -381,11 +382,11 @@ def _licences(n: int, start: int, qr_code: bool = False) -> pa.Table:
     return table
 
 
-def _ledger_row(batch_id: str, version: str, n: int) -> dict[str, Any]:
+def _ledger_row(batch_id: str, version: str, n: int) -> LedgerRow:
     t = datetime(2026, 11, 2, tzinfo=UTC)
-    return {"batch_id": batch_id, "province": "shanghai", "dataset": "e_license", "window_start": t,
-            "window_end": t, "watermark": t, "pulled": n, "accepted": n, "quarantined": 0,
-            "contract_id": "urn:yrd:contract:e_license", "contract_version": version}
+    return LedgerRow(batch_id=batch_id, province="shanghai", dataset="e_license", window_start=t,
+                     window_end=t, watermark=t, pulled=n, accepted=n, quarantined=0,
+                     contract_id="urn:yrd:contract:e_license", contract_version=version)
 
 
 def _commit(con: Any, batch_id: str, version: str, table: pa.Table) -> int:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.base import Window, WindowError
+from adapters.base import BadWindow, Window
 from exchange.config import ExchangeSettings
 from exchange.errors import TerminalError
 from exchange.pipeline import Hub, pull
@@ -27,7 +27,7 @@ def test_a_window_is_pullable_exactly_when_it_ends_by_now_plus_the_skew(start: d
     if window.end <= NOW + SKEW:
         assert window.pullable(NOW, SKEW) is window
     else:
-        with pytest.raises(WindowError, match="is in the future"):
+        with pytest.raises(BadWindow, match="is in the future"):
             window.pullable(NOW, SKEW)
 
 
@@ -43,7 +43,7 @@ def test_bounds_without_an_offset_are_refused_naming_the_bound(naive: str) -> No
     start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
     bounds = {"start": start, "end": end}
     bounds[naive] = bounds[naive].replace(tzinfo=None)
-    with pytest.raises(WindowError, match=f"window {naive} .* has no UTC offset"):
+    with pytest.raises(BadWindow, match=f"window {naive} .* has no UTC offset"):
         Window(**bounds)
 
 
@@ -52,7 +52,7 @@ def test_pull_refuses_a_far_future_window_before_reading_the_province(province: 
     """A 2099 window would commit the records still pending and leave the real window empty (B-7)."""
     hub = Hub(ExchangeSettings(home=home, shanghai_api_url="http://127.0.0.1:9", shanghai_api_token="t"))
     start = datetime(2099, 1, 1, tzinfo=UTC)
-    with pytest.raises(WindowError, match="EXCHANGE_WINDOW_FUTURE_SKEW_SECONDS"):
+    with pytest.raises(BadWindow, match="EXCHANGE_WINDOW_FUTURE_SKEW_SECONDS"):
         pull(province, "e_license", start, start + timedelta(days=1), hub)
     assert not (hub.layout.landing / province).exists(), "nothing was read"
 
@@ -60,8 +60,8 @@ def test_pull_refuses_a_far_future_window_before_reading_the_province(province: 
 def test_the_skew_is_a_setting(home: Path) -> None:
     """A window ending 30 minutes ahead is refused by default (5 min) and pulled with an hour's skew."""
     end = datetime.now(UTC) + timedelta(minutes=30)
-    with pytest.raises(WindowError):
+    with pytest.raises(BadWindow):
         pull("jiangsu", "e_license", end - timedelta(days=1), end, Hub(ExchangeSettings(home=home)))
     (home / "sandboxes" / "jiangsu" / "drop").mkdir(parents=True)
     lenient = Hub(ExchangeSettings(home=home, window_future_skew_seconds=3600))
-    assert pull("jiangsu", "e_license", end - timedelta(days=1), end, lenient)["status"] == "empty"
+    assert pull("jiangsu", "e_license", end - timedelta(days=1), end, lenient).status == "empty"

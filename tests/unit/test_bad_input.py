@@ -773,8 +773,8 @@ def test_an_unreadable_date_is_quarantined_with_the_value_as_sent(world: World, 
     required, optional = keys[3], keys[with_expiry[0]]
     _publish_with(world, province, table, {required: {issued: impossible}, optional: {valid: impossible}})
     result = run_exchange(province, E_LICENSE, START, END, world.hub)
-    assert (result["pulled"], result["accepted"], result["quarantined"]) == (N, N - 2, 2)
-    rows = _quarantine_rows(world, result["batch_id"])
+    assert (result.pulled, result.accepted, result.quarantined) == (N, N - 2, 2)
+    rows = _quarantine_rows(world, result.batch_id)
     assert rows[required]["rule_id"] == "issued_on.not_null"
     assert rows[optional]["rule_id"] == "valid_until.readable"
     for key, field_name in ((required, "issued_on"), (optional, "valid_until")):
@@ -807,18 +807,18 @@ def test_a_zhejiang_row_without_update_time_is_pulled_once_signed_and_quarantine
     null_key, bad_key = _zj_undated(world)
     now = datetime.now(UTC)
     result = run_exchange("zhejiang", E_LICENSE, START, now, world.hub)
-    assert (result["pulled"], result["quarantined"]) == (N, 2)
-    rows = _quarantine_rows(world, result["batch_id"])
+    assert (result.pulled, result.quarantined) == (N, 2)
+    rows = _quarantine_rows(world, result.batch_id)
     assert rows[null_key]["rule_id"] == rows[bad_key]["rule_id"] == "updated_at.readable"
     assert json.loads(rows[null_key]["as_sent"])["updated_at"]["sent"] is None
     assert json.loads(rows[bad_key]["as_sent"])["updated_at"]["sent"] == "2026/11/01 09:00"
     assert "GXSJ sent null" in rows[null_key]["reason"] or "updated_at sent null" in rows[null_key]["reason"]
-    pulls = [e for e in world.hub.log.read() if e.action == "pull" and e.subject == result["batch_id"]]
+    pulls = [e for e in world.hub.log.read() if e.action == "pull" and e.subject == result.batch_id]
     subjects = [s["subject"] for s in pulls[-1].details["source_signatures"]]
     assert "V_DZZZ_GX/undated/2 rows" in subjects, subjects
     # Reported once: the next window (allowed a few minutes ahead by the clock skew) does not repeat them.
     later = run_exchange("zhejiang", E_LICENSE, now, now + timedelta(minutes=4), world.hub)
-    assert later["status"] == "empty" and later["pulled"] == 0
+    assert later.status == "empty" and later.pulled == 0
 
 
 @pytest.mark.parametrize(("change", "match"), [
@@ -852,8 +852,8 @@ def test_a_repeated_json_key_quarantines_the_record_and_no_value_wins(world: Wor
     updated = table.column("updated_at").cast(pa.int64()).to_pylist()
     world.shanghai.store.append(dm.source, zip(updated, table.column("license_id").to_pylist(), bodies, strict=True))
     result = run_exchange("shanghai", E_LICENSE, START, END, world.hub)
-    assert (result["pulled"], result["quarantined"]) == (N, 2)
-    rows = _quarantine_rows(world, result["batch_id"])
+    assert (result.pulled, result.quarantined) == (N, 2)
+    rows = _quarantine_rows(world, result.batch_id)
     first = table.column("license_id")[3].as_py()
     assert None in rows and first not in rows, "the licence number is neither value: it is null, and named"
     sent = json.loads(rows[None]["as_sent"])["license_id"]
@@ -889,8 +889,8 @@ def test_a_wrong_json_type_in_one_record_quarantines_that_record(world: World, n
         pytest.skip(f"{native} is not mapped")
     _sh_mutated(ENTERPRISE, _put(native, value), slice(7, 8))(world)
     result = run_exchange("shanghai", ENTERPRISE, START, END, world.hub)
-    assert (result["pulled"], result["quarantined"]) == (N, 1)
-    [row] = _quarantine_rows(world, result["batch_id"]).values()
+    assert (result.pulled, result.quarantined) == (N, 1)
+    [row] = _quarantine_rows(world, result.batch_id).values()
     canonical = next(f.canonical for f in dm.fields if f.native == native)
     entry = json.loads(row["as_sent"])[canonical]
     assert entry["sent"] == value and entry["problem"] == f"wrong JSON type: {kind}"
@@ -975,8 +975,8 @@ def test_identifiers_are_stored_in_their_one_standard_spelling_with_a_warning(wo
     native = HOLDER_ID[province]
     _publish_with(world, province, table, {keys[i + 2]: {native: s} for i, s in enumerate(spellings)})
     result = run_exchange(province, E_LICENSE, START, END, world.hub)
-    assert (result["pulled"], result["accepted"], result["quarantined"]) == (N, N, 0)
-    stored = _rows(world, f"SELECT license_id, holder_id FROM {LAKE}.e_license WHERE batch_id = ?", result["batch_id"])
+    assert (result.pulled, result.accepted, result.quarantined) == (N, N, 0)
+    stored = _rows(world, f"SELECT license_id, holder_id FROM {LAKE}.e_license WHERE batch_id = ?", result.batch_id)
     by_key = dict(stored)
     assert [by_key[keys[i + 2]] for i in range(len(spellings))] == [standard] * len(spellings)
     validation = read_manifest_counts(world, result)
@@ -986,7 +986,7 @@ def test_identifiers_are_stored_in_their_one_standard_spelling_with_a_warning(wo
 def read_manifest_counts(w: World, result: dict[str, Any]) -> int:
     from exchange.provenance.manifest import read_manifest
 
-    return int(read_manifest(Path(result["manifest"])).manifest.counts.warned)
+    return int(read_manifest(Path(result.manifest)).manifest.counts.warned)
 
 
 @pytest.mark.parametrize("province", PROVINCES)
@@ -998,8 +998,8 @@ def test_the_contract_lengths_are_enforced(world: World, province: str) -> None:
     _publish_with(world, province, table, {keys[2]: {HOLDER_NAME[province]: "名" * 10_000},
                                            keys[5]: {LICENSE_ID[province]: long_key}})
     result = run_exchange(province, E_LICENSE, START, END, world.hub)
-    assert (result["accepted"], result["quarantined"]) == (N - 2, 2)
-    rows = _quarantine_rows(world, result["batch_id"])
+    assert (result.accepted, result.quarantined) == (N - 2, 2)
+    rows = _quarantine_rows(world, result.batch_id)
     assert rows[keys[2]]["rule_id"] == "holder_name.max_length"
     assert rows[long_key]["rule_id"] == "license_id.max_length"
     assert "longer than 64 characters" in rows[long_key]["reason"]

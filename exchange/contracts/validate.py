@@ -196,9 +196,8 @@ def validate(
             flagged |= masks[rule.id]
     # A record with a value that could not be read as sent is never accepted, whatever the rules say of the
     # null it became; its own rule (<field>.readable) names it where no contract rule on that field fired.
-    unreadable = unreadable_rules(contract, as_sent, masks)
-    for hub_rule in unreadable:
-        rejected |= hub_rule.mask
+    unreadable, unread = unreadable_rules(contract, as_sent, masks)
+    rejected |= unread
     for hub_rule in normalised:
         flagged |= hub_rule.mask
     flagged &= ~rejected
@@ -206,7 +205,7 @@ def validate(
     context = {"batch_id": batch_id, "province": province, "dataset": contract.dataset}
     accepted = data.filter(pa.array(~rejected))
     quarantined = flag_records(data, np.flatnonzero(rejected), contract, masks, severity="error",
-                               as_sent=as_sent, extra=[r for r in unreadable if r.rule_id], **context)
+                               as_sent=as_sent, extra=unreadable, **context)
     warnings = flag_records(data, np.flatnonzero(flagged), contract, masks, severity="warning",
                             as_sent=as_sent, extra=normalised, **context)
     quarantined_count = int(quarantined.num_rows)
@@ -242,29 +241,28 @@ class HubRule:
 
 def unreadable_rules(
     contract: Contract, as_sent: pa.Array, masks: dict[str, rule_predicates.Mask]
-) -> list[HubRule]:
-    """Per field, the records quarantined only because the field was unreadable as sent (``<field>.readable``).
+) -> tuple[list[HubRule], rule_predicates.Mask]:
+    """The ``<field>.readable`` rules, and every record with a value that could not be read as sent.
 
     A record whose unreadable field already fails an error rule on that field (a required date that became
-    null) is named by that rule, with the reason saying what was sent (see :func:`flag_records`); its
-    mask here still holds, so :func:`validate` never accepts it.
+    null) is named by that rule, with the reason saying what was sent (see :func:`flag_records`); the
+    readable rule names the others. Every such record is rejected either way (the returned mask).
     """
+    unreadable = np.zeros(len(as_sent), dtype=np.bool_)
     if as_sent.null_count == len(as_sent):
-        return []
+        return [], unreadable
     out: list[HubRule] = []
     for spec in contract.fields:
         present = intake.has(as_sent, spec.name).to_numpy(zero_copy_only=False)
         if not present.any():
             continue
+        unreadable |= present
         alone = present.copy()
         for rule in contract.rules:
             if rule.severity == "error" and spec.name in rule.columns:
                 alone &= ~masks[rule.id]
-        reasons = intake.describe(as_sent, spec.name)
-        out.append(HubRule(spec.name + intake.READABLE_SUFFIX, alone, _flat(reasons)))
-        if not np.array_equal(alone, present):  # rejected by a contract rule too: rejected either way
-            out.append(HubRule("", present & ~alone, pa.nulls(len(as_sent), pa.string())))
-    return out
+        out.append(HubRule(spec.name + intake.READABLE_SUFFIX, alone, _flat(intake.describe(as_sent, spec.name))))
+    return out, unreadable
 
 
 def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:

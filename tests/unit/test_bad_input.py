@@ -782,7 +782,7 @@ def test_an_unreadable_date_is_quarantined_with_the_value_as_sent(world: World, 
         assert sent[field_name]["sent"] == impossible
         assert f"sent \"{impossible}\"" in rows[key]["reason"] and "missing" not in rows[key]["reason"]
     # The office's report and `exchange quarantine show` carry it too.
-    report = (world.hub.layout.reports / province / f"{result['batch_id']}.rejections.csv").read_text("utf-8-sig")
+    report = (world.hub.layout.reports / province / f"{result.batch_id}.rejections.csv").read_text("utf-8-sig")
     assert report.count(impossible) >= 2
     from typer.testing import CliRunner
 

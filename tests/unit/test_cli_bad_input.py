@@ -23,6 +23,7 @@ import pytest
 import typer.main
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from exchange.cli import app
@@ -89,7 +90,8 @@ CASES: list[Case] = [
     Case("grants revoke", ("g9", "--reason", "done"), 2, "unknown grant 'g9'"),
     Case("query", ("SELECT 1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
     Case("serve", ("--port", "70000"), 2, "Invalid value for '--port'"),
-    Case("check-license", ("X1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
+    Case("check-license", ("X1", "--department", "nobody.here", "--holder-id", "320102199001011237"), 2,
+         "unknown department 'nobody.here'"),
     Case("verify-check", ("{missing}", "--trust-bundle", "{garbage}"), 2, "cannot read a signed licence-check"),
     # verify: F7, a home that does not exist is an error (and stays absent: see the test below)
     Case("verify", (), 2, "does not exist"),
@@ -185,7 +187,8 @@ def test_the_console_script_fails_the_same_way(case: Case, tmp_path: Path, monke
 def test_verify_on_a_missing_home_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "nowhere"
     monkeypatch.setenv("EXCHANGE_HOME", str(home))
-    for argv in (["verify"], ["verify", "--json"], ["verify", "--incremental"], ["report", "--out", str(tmp_path / "r")]):
+    argvs = (["verify"], ["verify", "--json"], ["verify", "--incremental"], ["report", "--out", str(tmp_path / "r")])
+    for argv in argvs:
         result = CliRunner().invoke(app, argv)
         assert result.exit_code == 2 and "does not exist" in result.output, result.output
     assert not home.exists()
@@ -266,11 +269,17 @@ def test_query_results_are_printed_as_data(monkeypatch: pytest.MonkeyPatch) -> N
     assert "5 rows at snapshot 4" in done.output
 
 
+class _Held(BaseModel):
+    """A stage result whose text looks like Rich markup."""
+
+    status: str
+    reason: str
+
+
 def test_json_output_is_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`--json` and the console both print data verbatim (no markup), so scripts can parse what they read."""
     monkeypatch.setattr("exchange.cli._hub", lambda: None)
-    monkeypatch.setattr("exchange.pipeline.run_exchange",
-                        lambda *_: {"status": "held", "reason": "[/b] [records] :cn:"})
+    monkeypatch.setattr("exchange.pipeline.run_exchange", lambda *_: _Held(status="held", reason="[/b] [records] :cn:"))
     done = CliRunner().invoke(app, ["run", "--province", "jiangsu", "--dataset", "e_license", *WINDOW])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["reason"] == "[/b] [records] :cn:"

@@ -866,6 +866,8 @@ def test_a_repeated_json_key_quarantines_the_record_and_no_value_wins(world: Wor
     from exchange.cli import record_label
 
     assert record_label(rows[None]) == "(no license_id)"
+    report = (world.hub.layout.reports / "shanghai" / f"{result.batch_id}.rejections.csv").read_text("utf-8-sig")
+    assert "(no license_id)" in report and "None" not in report
 
 
 def test_a_repeated_key_outside_a_record_refuses_the_page(world: World) -> None:

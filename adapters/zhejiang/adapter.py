@@ -161,7 +161,7 @@ class ZhejiangAdapter:
                     landing.signatures.extend(verified)
                 result = conn.execute(statement, params, execution_options={"yield_per": self.chunk_rows})
                 for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
-                    native = _native_table(dm, columns, rows, done)
+                    native = _native_table(columns, rows)
                     if landing is not None:
                         landing.write(f"{prefix}-{number:05d}.parquet", _parquet(native))
                     done += len(rows)
@@ -209,7 +209,7 @@ class ZhejiangAdapter:
                 raise _map_error(exc, dm.source, "rows without a readable update time") from exc
         if not rows:
             return
-        native = _native_table(dm, columns, rows, 0)
+        native = _native_table(columns, rows)
         landing.write("undated-00001.parquet", _parquet(native))
         sent = native.column(stamp)
         why = (f"{stamp} is not a time in the format {_field(dm, 'updated_at').timestamp}: the row fits no window; "
@@ -348,17 +348,21 @@ def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
     dm.report_drift(sorted(c for c in present if c not in known), f"view {dm.source}")
 
 
-def _native_table(dm: DatasetMapping, names: list[str], rows: Sequence[Sequence[Any]], done: int) -> pa.Table:
-    """The chunk's rows as Arrow columns with the types the driver returned (the raw copy)."""
+def _native_table(names: list[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
+    """The chunk's rows as Arrow columns with the types the driver returned (the raw copy).
+
+    A column whose values come in mixed types (SQLite keeps '壹佰万元' in a REAL column) is kept as text, so
+    the mapping reads each value on its own: one that is no number is that record's problem (quarantined
+    with the value as sent), not the window's; a column of text alone is a changed field (the pull fails).
+    """
     columns = list(zip(*rows, strict=True))
     arrays: dict[str, pa.Array] = {}
     for name, values in zip(names, columns, strict=True):
         try:
             arrays[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SourceFormatError(
-                dm.source, f"rows {done + 1}-{done + len(rows)}, column {name}", f"mixed value types: {exc}"
-            ) from exc
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Only a chunk with such a column pays for this look at each value.
+            arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
     return pa.table(arrays)
 
 

@@ -1005,3 +1005,17 @@ def test_the_contract_lengths_are_enforced(world: World, province: str) -> None:
     assert rows[keys[2]]["rule_id"] == "holder_name.max_length"
     assert rows[long_key]["rule_id"] == "license_id.max_length"
     assert "longer than 64 characters" in rows[long_key]["reason"]
+
+
+def test_one_text_value_in_a_zhejiang_number_column_is_that_records_problem(world: World) -> None:
+    """B-6 over SQL: SQLite keeps '壹佰万元' in a REAL column; one such row failed the window ("mixed value
+    types"), now it is quarantined with the value as sent (every row text still fails: zj-number-column-as-text)."""
+    table = _records(ENTERPRISE, "zhejiang")
+    world.zhejiang.seed(ENTERPRISE, table)
+    key = table.column("uscc")[6].as_py()
+    _zj_sql(world, ENTERPRISE, f"UPDATE {BASE_TABLES[ENTERPRISE]} SET ZCZB = '壹佰万元' WHERE TYSHXYDM = '{key}'")
+    result = run_exchange("zhejiang", ENTERPRISE, START, END, world.hub)
+    assert (result.pulled, result.quarantined) == (N, 1)
+    row = _quarantine_rows(world, result.batch_id)[key]
+    assert json.loads(row["as_sent"])["registered_capital"]["sent"] == "壹佰万元"
+    assert 'registered_capital sent "壹佰万元": not a number' in row["reason"]

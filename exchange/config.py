@@ -64,6 +64,15 @@ class ExchangeSettings(BaseSettings):
         description="Largest number of records checked against a contract at once: a larger batch is checked "
         "in parts grouped by key (same result, bounded memory; about 1 KB of memory per record in a part)",
     )
+    window_future_skew_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How far in the future a pulled window may end (clock differences between scheduler and hub); "
+        "a window ending later is refused, since it would commit records the province has not finished",
+    )
+    shanghai_max_pages: int = Field(
+        default=100_000, ge=1,
+        description="Most pages of Shanghai's API one window may read; more means the API's pagination does not end",
+    )
     sandbox_dir: Path | None = Field(
         default=None, description="Where the embedded province sandboxes keep their data"
     )

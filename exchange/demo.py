@@ -20,12 +20,13 @@ from adapters.base import Sandbox, sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.config import Layout
 from exchange.datasets import DATASETS, PROVINCES
+from exchange.provenance.events import GrantEvent
 from exchange.synthetic import generate
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
 DEMO_RECORDS = 5_000
@@ -123,7 +124,7 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     from exchange.access.extractkeys import issue_extract_key
     from exchange.access.registry import Registry
     from exchange.cli import plain_console
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
     from exchange.report.summary import print_summary
 
     # Wide enough for the summary table when the output goes to a file or CI log.
@@ -154,8 +155,8 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     for department in SAMPLE_DEPARTMENTS:
         registry.add_department(department)
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
-    hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
-                   details={"department": grant.grant.department, "dataset": grant.grant.dataset})
+    hub.log.append(hub.signer, GrantEvent(department=grant.grant.department, dataset=grant.grant.dataset),
+                   actor=grant.grant.approved_by, subject=grant.grant.id)
     # As `exchange departments keygen` does; a real department makes its own and hands over the public half.
     department_key, _ = issue_extract_key(hub, registry, grant.grant.department)
     console.print(Text.assemble(("Publishing standing extracts through Airflow", "bold"),

@@ -248,7 +248,8 @@ OUTCOMES: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (
 
 def validation_summary(exc: Any, limit: int = 3) -> str:
     """One line from a pydantic ValidationError: `where: what` for its first `limit` problems (never the value)."""
-    problems = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors()]
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()]
     more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
     return "; ".join(problems[:limit]) + more
 

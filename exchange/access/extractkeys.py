@@ -11,9 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from exchange.access.envelope import generate_private_key, key_id, parse_public_key, public_key_b64, write_private_key
 from exchange.access.registry import Registry
 from exchange.errors import BadInput, Refused
+from exchange.provenance.events import HUB, DepartmentExtractKey
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 
 def department_key_path(keys: Path, department: str) -> Path:
@@ -36,8 +37,7 @@ def register_extract_key(hub: Hub, registry: Registry, department: str, public_k
     except ValueError as exc:
         raise BadInput(f"not a base64 raw X25519 public key: {exc}") from None
     registry.set_extract_key(department, public_key)
-    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
-                   details={"key_id": fingerprint})
+    hub.log.append(hub.signer, DepartmentExtractKey(key_id=fingerprint), actor=HUB, subject=department)
     return fingerprint
 
 

@@ -100,7 +100,7 @@ def _lineage_failed(summary: Mapping[str, Any], start: Any, end: Any, exc: BaseE
     from adapters.base import Window
     from exchange import lineage
     from exchange.config import settings
-    from exchange.pipeline import batch_id_for
+    from exchange.hub import batch_id_for
 
     try:
         batch_id = batch_id_for(summary["province"], summary["dataset"], Window(start, end))

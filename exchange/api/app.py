@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.check import SignedLicenceCheck
-from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
@@ -39,6 +39,7 @@ from exchange.access.service import (
     query_for_department,
     record_denial,
 )
+from exchange.access.terms import grant_masking
 from exchange.access.viewcache import ViewCache
 from exchange.api.models import (
     ColumnInfo,
@@ -63,7 +64,9 @@ from exchange.errors import (
     RateLimited,
     outcome,
 )
-from exchange.pipeline import Hub
+from exchange.hub import Hub
+from exchange.provenance import events
+from exchange.provenance.events import Kind
 from exchange.signing.canonical import file_sha256
 
 # Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.
@@ -208,7 +211,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """The datasets you can query: one sandbox table each, with its visible columns and masking."""
         views = [
             DatasetView(dataset=g.grant.dataset, title=DATASETS[g.grant.dataset].title, grant_id=g.grant.id,
-                        columns=g.grant.columns, masking=column_masking(g.grant), row_filter=g.grant.row_filter)
+                        columns=g.grant.columns, masking=grant_masking(g.grant), row_filter=g.grant.row_filter)
             for g in registry().active_grants(who.department.id)
         ]
         _log_listing(hub, who, "datasets", [v.grant_id for v in views])
@@ -235,10 +238,10 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """Cut your grant's view of a dataset into a signed extract and return its manifest."""
         if body.dataset not in DATASETS:
             reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
-            record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
+            record_denial(hub, who.department.id, Kind.EXTRACT, body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
-        signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
+        signed = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
+                                 token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake).signed
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,
@@ -249,8 +252,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     def download(extract_id: str, file: str, who: Authenticated) -> FileResponse:
         """Download the manifest or a data file of one of your extracts."""
         path, sha256 = _extract_file(hub, who, extract_id, file)
-        hub.log.append(hub.signer, actor=who.department.id, action="download", subject=extract_id,
-                       digests={file: sha256}, details={"token_id": who.token.id, "file": file})
+        hub.log.append(hub.signer, events.Download(token_id=who.token.id, file=file), actor=who.department.id,
+                       subject=extract_id, digests={file: sha256})
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
     @app.post("/v1/check/e-license", response_model=SignedLicenceCheck,
@@ -272,12 +275,12 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
 def _log_listing(hub: Hub, who: Caller, what: str, grant_ids: list[str]) -> None:
     # Grant metadata only, but still an access: the load test's "every request logged once" covers it.
-    hub.log.append(hub.signer, actor=who.department.id, action="list", subject=what,
-                   details={"token_id": who.token.id, "grants": grant_ids})
+    hub.log.append(hub.signer, events.Listing(token_id=who.token.id, grants=grant_ids), actor=who.department.id,
+                   subject=what)
 
 
 def _grant_view(grant: Any) -> GrantView:
-    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=column_masking(grant),
+    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=grant_masking(grant),
                      row_filter=grant.row_filter, purpose=grant.purpose, legal_basis=grant.legal_basis,
                      approved_by=grant.approved_by, expires_on=grant.expires_on)
 
@@ -311,6 +314,6 @@ def _extract_file(hub: Hub, who: Caller, extract_id: str, file: str) -> tuple[Pa
     except (QueryRejected, NotFound) as refused:
         # Caller-chosen names are only logged once they passed the plain-name check.
         safe = extract_id if SAFE_NAME.match(extract_id) else "(invalid name)"
-        record_denial(hub, department, "download", safe, str(refused), token_id=who.token.id)
+        record_denial(hub, department, Kind.DOWNLOAD, safe, str(refused), token_id=who.token.id)
         raise
     return path, listed.get(file) or file_sha256(path)

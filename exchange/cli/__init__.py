@@ -3,7 +3,6 @@ exchange/cli/access.py and exchange/cli/audit.py."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -22,7 +21,7 @@ from typer.exceptions import Abort
 from exchange.errors import BadFile, BadInput, ExchangeError, outcome, validation_summary
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 M = TypeVar("M", bound=BaseModel)
 _debug: ContextVar[bool] = ContextVar("exchange_cli_debug", default=False)
@@ -106,7 +105,7 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full tra
 
 def _hub() -> Hub:
     # Imported lazily: `exchange --help` should not load DuckDB, GX and the adapters.
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
     return Hub.current()
 
@@ -161,7 +160,16 @@ def run(
     known_province(province)
     known_dataset(dataset)
     Window(start, end)
-    console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
+    console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
+
+
+def record_label(row: dict[str, Any]) -> str:
+    """A quarantine row's record as an office finds it: its key, or which key is missing (never "None")."""
+    from exchange.datasets import dataset as canonical_dataset
+
+    if row.get("record_key") is not None:
+        return str(row["record_key"])
+    return f"(no {canonical_dataset(str(row['dataset'])).key})"
 
 
 def _status_text(status: str, by: str | None) -> str:
@@ -189,7 +197,7 @@ def quarantine_list(
     rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
     table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:
-        table.add_row(*[str(row[k]) for k in ("batch_id", "record_key", "rule_id", "reason")],
+        table.add_row(row["batch_id"], record_label(row), row["rule_id"], row["reason"],
                       _status_text(row["status"], row["by"]))
     console.print(table)
 
@@ -210,6 +218,9 @@ def quarantine_show(
         console.print(f"{row['province']} {row['dataset']}", style="bold", end="")
         console.print(f" batch {row['batch_id']}\n  rules:  {row['rule_id']}\n  reason: {row['reason']}\n"
                       f"  status: {_status_text(row['status'], row['by'])}")
+        if row.get("as_sent"):  # the values that could not be read, exactly as the province sent them
+            console.print("  as sent (unreadable fields):")
+            console.print_json(row["as_sent"])
         console.print_json(row["record_json"])
 
 
@@ -229,22 +240,22 @@ def quarantine_replay(
 
     result = replay(batch_id, _hub(), rule=rule, dry_run=dry_run)
     if as_json:
-        console.print_json(json.dumps(result, default=str, ensure_ascii=False))
+        console.print_json(result.model_dump_json())
         return
     verdict = {
-        "dry_run": f"dry run: would commit {result['accepted']} as {result['replay_id']}",
-        "committed": f"committed {result['accepted']} as {result['replay_id']} (snapshot {result.get('snapshot_id')})",
+        "dry_run": f"dry run: would commit {result.accepted} as {result.replay_id}",
+        "committed": f"committed {result.accepted} as {result.replay_id} (snapshot {result.snapshot_id})",
         "nothing_pending": "nothing pending: every quarantined record of this batch was replayed already",
         "nothing_passes": "nothing committed: no pending record passes the current contract",
-    }[result["status"]]
+    }[result.status]
     console.print(
-        f"{result['origin']}: {result['replayed']} re-checked against contract {result['contract_version']} "
-        f"(origin {result['origin_contract_version']}), {result['accepted']} pass, "
-        f"{result['quarantined']} still quarantined, {result['already_replayed']} replayed before, "
-        f"{len(result['repeats_held_back'])} held back as repeats of a committed key\n{verdict}"
+        f"{result.origin}: {result.replayed} re-checked against contract {result.contract_version} "
+        f"(origin {result.origin_contract_version}), {result.accepted} pass, "
+        f"{result.quarantined} still quarantined, {result.already_replayed} replayed before, "
+        f"{len(result.repeats_held_back)} held back as repeats of a committed key\n{verdict}"
     )
-    for item in result["rules"]:
-        console.print(f"  {item['rule_id']} ({item['severity']}): {item['unexpected']}")
+    for item in result.rules:
+        console.print(f"  {item.rule_id} ({item.severity}): {item.unexpected}")
 
 
 # Sub-command groups live beside this module; importing them registers their commands on `app`.

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from exchange.cli import _hub, app, console, read_model
+from exchange.provenance import events
 
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants: what a department may see, why, until when.", no_args_is_help=True)
@@ -28,7 +29,7 @@ def extract(
     """Cut the department's grant into Parquet plus a signed extract manifest."""
     from exchange.access.service import extract_for_department
 
-    signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt)
+    signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt).signed
     m = signed.manifest
     sealed = f", encrypted to {m.encryption.recipient_key_id}" if m.encryption else ""
     console.print(f"{m.rows} rows of {m.dataset} at snapshot {m.snapshot_id} -> {out} (grant {m.grant_id}{sealed})")
@@ -46,7 +47,7 @@ def verify_extract_cmd(
     """Check an extract offline against the hub's trust bundle; with --key, decrypt it and check the plaintext."""
     from exchange.access.envelope import load_private_key
     from exchange.access.extract import decrypt_extract, verify_extract
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
     signed = verify_extract(directory, read_model(trust_bundle, TrustBundle, "a trust bundle"))
     decrypted = decrypt_extract(directory, signed, load_private_key(key), out) \
@@ -74,7 +75,7 @@ def departments_add(
     known_province(province)
     hub = _hub()
     Registry(hub.layout.access).add_department(Department(id=id, name=name, province=province))
-    hub.log.append(hub.signer, actor="hub", action="department_add", subject=id, details={"name": name})
+    hub.log.append(hub.signer, events.DepartmentAdd(name=name), actor=events.HUB, subject=id)
     console.print(f"registered {id}")
 
 
@@ -88,8 +89,8 @@ def departments_token(
 
     hub = _hub()
     record, bearer = Registry(hub.layout.access).issue_token(department, days)
-    hub.log.append(hub.signer, actor="hub", action="token_issue", subject=record.id,
-                   details={"department": department, "expires_at": record.expires_at.isoformat()})
+    hub.log.append(hub.signer, events.TokenIssue(department=department, expires_at=record.expires_at.isoformat()),
+                   actor=events.HUB, subject=record.id)
     console.print(f"token {record.id} for {department}, expires {record.expires_at:%Y-%m-%d %H:%M} UTC")
     console.print("bearer token (shown once, store it now):")
     # Plain print: rich would wrap or style the secret, and scripts read this line.
@@ -152,8 +153,7 @@ def departments_revoke_token(
 
     hub = _hub()
     record = Registry(hub.layout.access).revoke_token(token_id)
-    hub.log.append(hub.signer, actor="hub", action="token_revoke", subject=token_id,
-                   details={"department": record.department})
+    hub.log.append(hub.signer, events.TokenRevoke(department=record.department), actor=events.HUB, subject=token_id)
     console.print(f"revoked token {token_id} of {record.department}")
 
 
@@ -175,15 +175,18 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
     from exchange.access.registry import Registry
 
     hub = _hub()
-    signed = Registry(hub.layout.access).add_grant(read_model(file, Grant, "a grant"), hub.signer)
-    hub.log.append(hub.signer, actor=signed.grant.approved_by, action="grant", subject=signed.grant.id,
-                   details={"department": signed.grant.department, "dataset": signed.grant.dataset})
+    grant = read_model(file, Grant, "a grant")
+    events.may_record(events.Kind.GRANT, grant.approved_by)  # before it is registered: it must be loggable
+    signed = Registry(hub.layout.access).add_grant(grant, hub.signer)
+    hub.log.append(hub.signer, events.GrantEvent(department=signed.grant.department, dataset=signed.grant.dataset),
+                   actor=signed.grant.approved_by, subject=signed.grant.id)
     console.print(f"recorded grant {signed.grant.id}")
 
 
 @grants_app.command("list")
 def grants_list() -> None:
     """List grants with their expiry and revocation."""
+    from exchange.access.policy import grant_status
     from exchange.access.registry import Registry
 
     registry = Registry(_hub().layout.access)
@@ -191,9 +194,8 @@ def grants_list() -> None:
     table = Table("id", "department", "dataset", "columns", "expires", "approved by", "status")
     today = date.today()
     for g in registry.grants():
-        status = "revoked" if g.grant.id in revoked else "expired" if g.grant.expires_on < today else "active"
         table.add_row(g.grant.id, g.grant.department, g.grant.dataset, ", ".join(g.grant.columns),
-                      str(g.grant.expires_on), g.grant.approved_by, status)
+                      str(g.grant.expires_on), g.grant.approved_by, grant_status(g.grant, revoked, today))
     console.print(table)
 
 
@@ -209,12 +211,12 @@ def grants_revoke(
     hub = _hub()
     registry = Registry(hub.layout.access)
     revoked_by = by or registry.grant(grant_id).grant.approved_by
+    events.may_record(events.Kind.GRANT_REVOKE, revoked_by)
     signed = registry.revoke_grant(grant_id, revoked_by, reason, hub.signer)
     from exchange.signing.canonical import document_digest
 
-    hub.log.append(hub.signer, actor=revoked_by, action="grant_revoke", subject=grant_id,
-                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))},
-                   details={"reason": reason})
+    hub.log.append(hub.signer, events.GrantRevoke(reason=reason), actor=revoked_by, subject=grant_id,
+                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))})
     console.print(f"revoked grant {grant_id}")
 
 
@@ -274,7 +276,7 @@ def verify_check(
 ) -> None:
     """Check an e-licence check answer's hub signature offline."""
     from exchange.access.check import SignedLicenceCheck, verify_licence_check
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
     c = verify_licence_check(read_model(answer, SignedLicenceCheck, "a signed licence-check answer"),
                              read_model(trust_bundle, TrustBundle, "a trust bundle"))

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from exchange.cli import _hub, app, console, read_model, write_text
 from exchange.errors import BadFile, BadInput
+from exchange.provenance import events
 
 if TYPE_CHECKING:
     from exchange.provenance.verify import VerifyReport
@@ -80,7 +81,7 @@ def verify(
     else:
         from exchange.config import settings as current_settings
 
-        # Settings only: building a Hub imports the pipeline, i.e. Great Expectations (seconds), for nothing.
+        # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
         report = verify_home(current_settings(), incremental=incremental)
     _print_report(report, as_json)
 
@@ -133,7 +134,7 @@ ALGORITHM_HELP = "Signature algorithm: ed25519 (default) or sm2 (SM2 signatures 
 
 
 def _algorithm(value: str | None) -> str | None:
-    from exchange.signing.keys import algorithm_name
+    from exchange.signing.signers import algorithm_name
 
     with _keyring_input():
         return None if value is None else algorithm_name(value)
@@ -181,15 +182,18 @@ def keys_trust(
 
     Compare the printed key id with the one the office gives you by another channel before relying on it.
     """
+    from exchange.signing.rotation import trust
+
     hub = _hub()
     try:
         pem = public_key.read_bytes()
     except OSError as exc:
         raise BadFile(public_key, f"cannot read the public key: {exc.strerror or exc}") from None
     with _keyring_input():
-        key = hub.keyring.trust(owner, pem, _at(at))
-    hub.log.append(hub.signer, actor="hub", action="key_trust", subject=owner,
-                   details={"key": key.key_id, "algorithm": key.algorithm, "from": key.not_before.isoformat()})
+        key = trust(hub.keyring, owner, pem, _at(at))
+    trusted = events.KeyTrust.model_validate({"key": key.key_id, "algorithm": key.algorithm,
+                                               "from": key.not_before.isoformat()})
+    hub.log.append(hub.signer, trusted, actor=events.HUB, subject=owner)
     console.print(f"{owner}: trusting {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -202,13 +206,15 @@ def keys_rotate(
 
     The old key endorses the new one, also across algorithms (ed25519 -> sm2 and back).
     """
+    from exchange.signing.rotation import rotate
+
     hub = _hub()
     chosen = _algorithm(algorithm)
     with _keyring_input():
-        key = hub.keyring.rotate(owner, algorithm=chosen)
-    hub.log.append(hub.signer, actor="hub", action="key_rotate", subject=owner,
-                   details={"new_key": key.key_id, "algorithm": key.algorithm,
-                            "endorsed_by": key.endorsement.key_id if key.endorsement else None})
+        key = rotate(hub.keyring, owner, algorithm=chosen)
+    hub.log.append(hub.signer, events.KeyRotate(new_key=key.key_id, algorithm=key.algorithm,
+                                                endorsed_by=key.endorsement.key_id if key.endorsement else None),
+                   actor=events.HUB, subject=owner)
     console.print(f"{owner}: new {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -220,11 +226,13 @@ def keys_revoke(
     reason: Annotated[str, typer.Option(help="Why, e.g. 'key compromised'")] = "",
 ) -> None:
     """Revoke a key: every signature it made after --at fails verification."""
+    from exchange.signing.rotation import revoke
+
     hub = _hub()
-    key = hub.keyring.revoke(key_id, _at(at), reason)
-    hub.log.append(hub.signer, actor="hub", action="key_revoke", subject=key_id,
-                   details={"owner": key.owner, "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-                            "reason": reason})
+    key = revoke(hub.keyring, key_id, _at(at), reason)
+    hub.log.append(hub.signer, events.KeyRevoke(owner=key.owner, reason=reason,
+                                                revoked_at=key.revoked_at.isoformat() if key.revoked_at else None),
+                   actor=events.HUB, subject=key_id)
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
 
 
@@ -235,7 +243,7 @@ def keys_pem(
                                                            "instead of the hub's keyring")] = None,
 ) -> None:
     """Print a trusted public key as SubjectPublicKeyInfo PEM, for checking a signature with openssl."""
-    from exchange.signing.keys import TrustBundle, public_pem
+    from exchange.signing.trust import TrustBundle, public_pem
 
     bundle = read_model(trust_bundle, TrustBundle, "a trust bundle") if trust_bundle else _hub().keyring.trust_bundle()
     print(public_pem(bundle.key(key_id)), end="")
@@ -342,8 +350,8 @@ def _trace_subject(subject: str, as_json: bool) -> None:
     hub = _hub()
     resident_id = sys.stdin.readline().strip() if subject == "-" else subject
     result = trace_subject(hub.settings, resident_id)
-    hub.log.append(hub.signer, actor="auditor", action="subject_trace", subject=result.subject,
-                   details={"disclosures": len(result.disclosures)})
+    hub.log.append(hub.signer, events.SubjectTrace(disclosures=len(result.disclosures)), actor="auditor",
+                   subject=result.subject)
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -373,15 +381,20 @@ def _print_trace(result: object) -> None:
                     "provenance (seq action)", title="Batches that carried it")
     for b in result.batches:
         landing = "\n".join(f"{n} {d[:16]}…" for n, d in b.landing.items())
-        entries = "\n".join(" ".join(p.split()[:2]) for p in b.provenance)
         batches.add_row(b.batch_id, b.province, b.contract, landing, (b.manifest_sha256 or "-")[:16] + "…",
-                        str(b.snapshot_id), entries)
+                        str(b.snapshot_id), _seq_actions(b.provenance))
     console.print(batches)
-    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", title="Extracts")
+    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", "provenance (seq action)",
+                     title="Extracts")
     for x in result.extracts:
         carried = {True: "yes", False: "no", None: "unknown"}[x.carried]
-        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried)
+        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried,
+                         _seq_actions(x.provenance))
     console.print(extracts)
+
+
+def _seq_actions(entries: list[str]) -> str:
+    return "\n".join(" ".join(p.split()[:2]) for p in entries)
 
 
 # -- report -----------------------------------------------------------------------------------------------------

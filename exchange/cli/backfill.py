@@ -208,7 +208,10 @@ def backfill(
                                  param_hint="--province")
     if end.date() < start.date():
         raise typer.BadParameter(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}", param_hint="--end")
-    cfg = load_province(province)
+    try:
+        cfg = load_province(province)  # the current schedule: a broken province.yaml stops here, named
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--province") from None
     if start.date() < cfg.start_date:
         raise typer.BadParameter(f"{province}'s DAG starts on {cfg.start_date} (province.yaml start_date); "
                                  "there are no intervals before it", param_hint="--start")

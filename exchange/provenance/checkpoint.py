@@ -15,18 +15,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
-CHECKPOINT = "checkpoint"
 STATE_FILE = "verified.json"
 
 
 def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int | None,
                       manifests: int) -> ProvenanceEntry:
     """Append a signed checkpoint of the current chain head (the entry before it)."""
-    return log.append(signer, actor="hub", action=CHECKPOINT, subject="provenance",
-                      details={"lake_snapshot": lake_snapshot, "manifests": manifests})
+    return log.append(signer, Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests), actor=HUB,
+                      subject="provenance")
 
 
 class VerifiedState(BaseModel):

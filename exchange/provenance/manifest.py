@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer
+from exchange.signing.signers import Signature, Signer
 
 
 class FileDigest(BaseModel, frozen=True):

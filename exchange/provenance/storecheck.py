@@ -24,7 +24,7 @@ from exchange.provenance.manifest import BatchManifest, SignedManifest, landing_
 from exchange.provenance.manifeststream import ListedManifests, Locations, ManifestStream
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
-from exchange.signing.keys import HUB_OWNER, TrustBundle, verify_signature
+from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
 
 
 @dataclass

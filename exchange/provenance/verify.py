@@ -48,7 +48,8 @@ from exchange.provenance.storecheck import (
     verify_store,
 )
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
-from exchange.signing.keys import Keyring, TrustBundle, verify_bundle
+from exchange.signing.keyring import Keyring
+from exchange.signing.trust import TrustBundle, verify_bundle
 
 __all__ = ["VerifyReport", "lake_exists", "load_trust_bundle", "verify_home", "verify_offline"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.errors import VerificationError
-from exchange.provenance.checkpoint import CHECKPOINT
-from exchange.provenance.log import TRUNCATE, ProvenanceEntry
+from exchange.provenance.events import Kind
+from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.problems import Mismatch, problem_json
 
 
@@ -84,17 +84,17 @@ class ChainFacts:
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
-        if entry.action == "commit":
+        if entry.action == Kind.COMMIT:
             self.commits[entry.subject] = entry
-        elif entry.action == "pull":
+        elif entry.action == Kind.PULL:
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
-        elif entry.action == "replay":
+        elif entry.action == Kind.REPLAY:
             self.replays[entry.subject] = entry  # a replay retried after a crash logs again: the last one counts
-        elif entry.action == TRUNCATE:
+        elif entry.action == Kind.TRUNCATE:
             self.truncations.append(entry)
-        elif entry.action == "extract" and "extract_manifest" in entry.digests:
+        elif entry.action == Kind.EXTRACT and "extract_manifest" in entry.digests:
             self.extracts.add(entry.digests["extract_manifest"])
-        elif entry.action == CHECKPOINT:
+        elif entry.action == Kind.CHECKPOINT:
             self.hashes[entry.seq] = entry.entry_hash
             self.checkpoints.append((entry, offset, line))
             snap = entry.details.get("lake_snapshot")

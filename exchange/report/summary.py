@@ -9,7 +9,7 @@ from rich.text import Text
 
 from exchange.access.extract import SignedExtractManifest
 from exchange.datasets import PROVINCES
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.provenance.manifest import SignedManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.rejections import html_path

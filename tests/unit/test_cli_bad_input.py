@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from exchange.cli import app
 from exchange.errors import SourceFormatError
+from exchange.stages import PullResult
 from tests.conftest import REPO
 
 EXCHANGE = Path(sys.executable).parent / "exchange"
@@ -269,9 +270,10 @@ def test_query_results_are_printed_as_data(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_json_output_is_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`--json` and the console both print data verbatim (no markup), so scripts can parse what they read."""
+    odd = "jiangsu.e_license.[/b] [records] :cn:"
     monkeypatch.setattr("exchange.cli._hub", lambda: None)
     monkeypatch.setattr("exchange.pipeline.run_exchange",
-                        lambda *_: {"status": "held", "reason": "[/b] [records] :cn:"})
+                        lambda *_: PullResult(batch_id=odd, status="empty", pulled=0))
     done = CliRunner().invoke(app, ["run", "--province", "jiangsu", "--dataset", "e_license", *WINDOW])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["reason"] == "[/b] [records] :cn:"
+    assert json.loads(done.output)["batch_id"] == odd

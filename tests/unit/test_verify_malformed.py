@@ -45,7 +45,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = sandbox_hub(home, sandbox)
     for dataset, n in (("e_license", 120), ("enterprise_registration", 80)):
         sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=3, start=START, end=END))
-        assert run_exchange("jiangsu", dataset, START, END, hub)["status"] == "committed"
+        assert run_exchange("jiangsu", dataset, START, END, hub).status == "committed"
     assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=2) is not None
     return home
 

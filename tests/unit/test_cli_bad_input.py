@@ -64,6 +64,8 @@ CASES: list[Case] = [
                  "--end", "2026-11-02T00:00:00+08:00"), 2, "window start 2026-11-01T00:00:00 has no UTC offset"),
     Case("run", ("--province", "jiangsu", "--dataset", "e_license", "--start", "2026-11-02T00:00:00+08:00",
                  "--end", "2026-11-02T00:00:00+08:00"), 2, "empty window"),
+    Case("run", ("--province", "jiangsu", "--dataset", "e_license", "--start", "2099-01-01T00:00:00+08:00",
+                 "--end", "2099-01-02T00:00:00+08:00"), 2, "is in the future"),
     Case("run", ("--province", "hubei", "--dataset", "e_license", *WINDOW), 2, "unknown province 'hubei'"),
     Case("run", ("--province", "jiangsu", "--dataset", "licences", *WINDOW), 2, "unknown dataset 'licences'"),
     Case("run", ("--province", "jiangsu", "--dataset", "e_license", *WINDOW), 2, "is a file, not a folder",

@@ -24,6 +24,9 @@ EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 def _run(args: list[str], home: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
     env.update({"EXCHANGE_HOME": str(home), "COLUMNS": "200"})
+    anchor = home.parent / f"{home.name}.trust-anchor"  # where the demo pins its root key, outside the home
+    if anchor.exists():
+        env["EXCHANGE_TRUST_ANCHOR"] = str(anchor)
     return subprocess.run([EXCHANGE, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -41,6 +44,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_of(demo_home: Path, tmp_path: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(demo_home, home, symlinks=True)
+    # The operator's pin is not part of the home: an attacker copying or editing the home does not touch it.
+    shutil.copy(demo_home.parent / "home.trust-anchor", tmp_path / "home.trust-anchor")
     return home
 
 

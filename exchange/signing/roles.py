@@ -67,7 +67,8 @@ def signer_roles(thing: Signed | str) -> frozenset[Role]:
 
 def describe(thing: Signed | str) -> str:
     """How a problem names `thing`: 'a batch manifest', 'an access_denied entry'."""
-    return f"a {thing.value}" if isinstance(thing, Signed) else f"a {thing} entry"
+    name = thing.value if isinstance(thing, Signed) else f"{thing} entry"
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 def check_signer(bundle: TrustBundle, signature: Signature, thing: Signed | str, item: str) -> TrustedKey:

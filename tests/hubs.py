@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.base import Sandbox
@@ -16,6 +17,28 @@ def sandbox_hub(home: Path, sandbox: Sandbox) -> Hub:
     """A hub under `home` whose adapter settings point at `sandbox` (its EXCHANGE_* variables as settings)."""
     env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
     return Hub(ExchangeSettings(home=home, **env))
+
+
+def extract_home(home: Path, records: int, seed: int, start: datetime, end: datetime,
+                 department: str = "js.public_security") -> Hub:
+    """A demo-like home: one committed Jiangsu e-licence batch (signed by the province's office key), the sample
+    department, its sample grant and its extract under extracts/<department>."""
+    from adapters.base import sandbox_for
+    from exchange.access.registry import Registry
+    from exchange.access.service import extract_for_department
+    from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
+    from exchange.pipeline import run_exchange
+    from exchange.synthetic import generate
+
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    hub = sandbox_hub(home, sandbox)
+    sandbox.seed("e_license", generate("e_license", "jiangsu", records, seed=seed, start=start, end=end))
+    assert run_exchange("jiangsu", "e_license", start, end, hub).status == "committed"
+    registry = Registry(hub.layout.access)
+    registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == department))
+    registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
+    extract_for_department(hub, department, "e_license", hub.layout.extracts / department)
+    return hub
 
 
 def pin_root(home: Path, anchor: Path | None = None) -> Path:

@@ -16,16 +16,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from adapters.base import sandbox_for
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.models import SignedGrant
 from exchange.access.registry import Registry
-from exchange.access.service import extract_for_department
 from exchange.cli import app
 from exchange.config import ExchangeSettings
-from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
 from exchange.errors import VerificationError
-from exchange.pipeline import run_exchange
 from exchange.provenance.events import VOCABULARY, AccessDenied, Checkpoint, Kind, Role, role_of
 from exchange.provenance.log import ChainVerifier, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest
@@ -37,8 +33,7 @@ from exchange.signing.roles import SIGNERS, Signed, check_signer, signer_roles
 from exchange.signing.rotation import revoke, rotate
 from exchange.signing.signers import ED25519, KeySigner, generate
 from exchange.signing.trust import TrustBundle, record_of, signed, verify_bundle
-from exchange.synthetic import generate as records
-from tests.hubs import sandbox_hub
+from tests.hubs import extract_home
 from tests.unit.sample_events import SAMPLES, Sample
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -54,14 +49,7 @@ OWNERS = {Role.HUB: "hub", Role.PROVINCE_OFFICE: OFFICE, Role.DEPARTMENT: DEPART
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo-like home: one Jiangsu batch (signed by the province's office key), a grant, an extract."""
     home = tmp_path_factory.mktemp("insider") / "home"
-    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    hub = sandbox_hub(home, sandbox)
-    sandbox.seed("e_license", records("e_license", "jiangsu", 200, seed=11, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
-    registry = Registry(hub.layout.access)
-    registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
-    registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
-    extract_for_department(hub, DEPARTMENT, "e_license", hub.layout.extracts / DEPARTMENT)
+    extract_home(home, 200, 11, START, END, DEPARTMENT)
     assert Keyring(home / "keys").trust_bundle().current(OFFICE) is not None, "the office key is in the bundle"
     return home
 

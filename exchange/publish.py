@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from exchange.access.policy import grant_status
 from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department, latest_snapshot
 from exchange.hub import Hub
@@ -20,7 +21,7 @@ def refresh_standing_extracts(hub: Hub | None = None) -> list[StandingExtract]:
     cut: list[StandingExtract] = []
     for signed in registry.grants():
         grant = signed.grant
-        if grant.expires_on < today or grant.id in revoked:
+        if grant_status(grant, revoked, today) != "active":
             continue
         out = hub.layout.extracts / grant.department / "standing" / f"{grant.dataset}-s{snapshot}"
         if out.exists():  # this snapshot was published already: a retry or re-run is a no-op

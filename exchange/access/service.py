@@ -22,6 +22,7 @@ from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
 from exchange.access.lakeshare import LakeSource, per_call
+from exchange.access.policy import extract_key, query_scope, require
 from exchange.access.query import (
     QueryLimits,
     QueryResult,
@@ -85,9 +86,7 @@ def query_for_department(
         check_statement(sql)
         registry.department(department)
         grants, unusable = registry.usable_grants(department)
-        if not grants:
-            raise AccessDenied(f"{department} holds no usable grant" + (f": {'; '.join(unusable)}" if unusable
-                                                                        else ""))
+        require(query_scope(department, grants, unusable))
         with ExitStack() as stack:
             with open_lake() as con:
                 snapshot_id = resolve_snapshot(con, snapshot)
@@ -176,11 +175,7 @@ def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int |
 
 def extract_recipient(registry: Registry, department: str) -> X25519PublicKey:
     """The department's registered X25519 extract key, or AccessDenied if it has none."""
-    key = registry.department(department).extract_public_key
-    if key is None:
-        raise AccessDenied(f"{department} has no extract public key to encrypt to; register one with "
-                           "`exchange departments set-key` (or `departments keygen` for a demo)")
-    return parse_public_key(key)
+    return parse_public_key(require(extract_key(department, registry.department(department).extract_public_key)))
 
 
 def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, token_id: str | None) -> None:

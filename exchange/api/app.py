@@ -28,7 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.check import SignedLicenceCheck
-from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
@@ -39,6 +39,7 @@ from exchange.access.service import (
     query_for_department,
     record_denial,
 )
+from exchange.access.terms import grant_masking
 from exchange.access.viewcache import ViewCache
 from exchange.api.models import (
     ColumnInfo,
@@ -210,7 +211,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """The datasets you can query: one sandbox table each, with its visible columns and masking."""
         views = [
             DatasetView(dataset=g.grant.dataset, title=DATASETS[g.grant.dataset].title, grant_id=g.grant.id,
-                        columns=g.grant.columns, masking=column_masking(g.grant), row_filter=g.grant.row_filter)
+                        columns=g.grant.columns, masking=grant_masking(g.grant), row_filter=g.grant.row_filter)
             for g in registry().active_grants(who.department.id)
         ]
         _log_listing(hub, who, "datasets", [v.grant_id for v in views])
@@ -279,7 +280,7 @@ def _log_listing(hub: Hub, who: Caller, what: str, grant_ids: list[str]) -> None
 
 
 def _grant_view(grant: Any) -> GrantView:
-    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=column_masking(grant),
+    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=grant_masking(grant),
                      row_filter=grant.row_filter, purpose=grant.purpose, legal_basis=grant.legal_basis,
                      approved_by=grant.approved_by, expires_on=grant.expires_on)
 

@@ -99,7 +99,9 @@ def departments_add(
     """Register a department."""
     from exchange.access.models import Department
     from exchange.access.registry import Registry
+    from exchange.datasets import province as known_province
 
+    known_province(province)
     hub = _hub()
     Registry(hub.layout.access).add_department(Department(id=id, name=name, province=province))
     hub.log.append(hub.signer, events.DepartmentAdd(name=name), actor=events.HUB, subject=id)
@@ -213,6 +215,7 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
 @grants_app.command("list")
 def grants_list() -> None:
     """List grants with their expiry and revocation."""
+    from exchange.access.policy import grant_status
     from exchange.access.registry import Registry
 
     registry = Registry(_hub().layout.access)
@@ -220,9 +223,8 @@ def grants_list() -> None:
     table = Table("id", "department", "dataset", "columns", "expires", "approved by", "status")
     today = date.today()
     for g in registry.grants():
-        status = "revoked" if g.grant.id in revoked else "expired" if g.grant.expires_on < today else "active"
         table.add_row(g.grant.id, g.grant.department, g.grant.dataset, ", ".join(g.grant.columns),
-                      str(g.grant.expires_on), g.grant.approved_by, status)
+                      str(g.grant.expires_on), g.grant.approved_by, grant_status(g.grant, revoked, today))
     console.print(table)
 
 
@@ -273,7 +275,7 @@ def query(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8750,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8750,
 ) -> None:
     """Start the department API (OpenAPI document at /openapi.json, docs at /docs)."""
     import uvicorn

@@ -9,7 +9,7 @@ person editing the contract. Lint reports every problem it can find, each as fil
 * the version is a semantic version (``MAJOR.MINOR.PATCH``), which ``contracts diff`` relies on;
 * every quality rule is a Great Expectations rule the hub has a predicate for and compiles to a GX
   expectation (``exchange.contracts.suite.expectation_for``);
-* every property carries a classification and an explicit masking rule that ``exchange.access.masking``
+* every property carries a classification and an explicit masking rule that ``exchange.access.policy``
   knows, and personal levels (L3, L4) are never left unmasked;
 * the contract loads: every check ``load_contract`` makes (canonical columns, rule/flag agreement,
   self-contradictions) passes.
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from exchange.access.masking import MASKS
+from exchange.access.policy import MASKS
 from exchange.contracts import rules
 from exchange.contracts.load import GX_ENGINE, default_contracts_dir, parse_contract
 from exchange.contracts.model import SEVERITIES, ContractError, Rule
@@ -45,7 +45,7 @@ SEMVER = re.compile(
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
 # Sensitivity levels whose values identify a person: sharing them in clear needs a grant, never the contract.
 MUST_MASK = ("L3", "L4")
-# "withhold" is not an SQL mask: masked_expression keeps such a column out unless a grant names it.
+# "withhold" is not an SQL mask: exchange.access.policy.masked_column keeps such a column out unless a grant names it.
 KNOWN_MASKS = (*MASKS, "withhold")
 CONTRACT_GLOB = "*.odcs.yaml"
 ODCS_PREFIX = "not valid ODCS v3: "

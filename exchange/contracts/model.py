@@ -15,7 +15,7 @@ from open_data_contract_standard.model import OpenDataContractStandard
 from exchange.errors import BadFile, InternalError
 
 SEVERITIES = ("error", "warning")
-# Masking rules exchange.access.masking knows; "withhold" keeps the column out unless a grant names it.
+# Masking rules exchange.access.policy knows; "withhold" keeps the column out unless a grant names it.
 MASKINGS = ("none", "resident_id", "name", "mobile", "withhold")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 # How a quarantine row lists several broken rules; ids and descriptions must not contain these.

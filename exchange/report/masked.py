@@ -1,7 +1,7 @@
 """Offending values of rejected records, masked by their field's classification before any report shows them.
 
 A rejection report leaves the hub's controlled storage (it is mailed, opened in spreadsheets, printed), so
-it gets the masking a department gets: the same SQL templates from ``exchange.access.masking``, run here
+it gets the masking a department gets: the same SQL templates from ``exchange.access.policy``, run here
 by DuckDB over the quarantine rows' ``record_json``. Rejected values are often malformed (a resident ID of
 9 digits), and keeping "the first 6 and last 4" of those would show all of them, so a value too short to
 hide anything under its rule is starred out completely.
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange import intake
-from exchange.access.masking import MASKS
+from exchange.access.policy import MASKS
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract, Rule
 from exchange.contracts.validate import display_values, reason_text
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
 from exchange.provenance.problems import Mismatch
-from exchange.signing.canonical import canonical_bytes
+from exchange.signing.canonical import canonical_bytes, utc_z
 from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import (
     ALGORITHMS,
@@ -33,10 +33,6 @@ from exchange.signing.signers import (
 
 HUB_OWNER = "hub"
 DEFAULT_YEARS = 5
-
-
-def _z(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class TrustedKey(BaseModel, frozen=True):
@@ -62,7 +58,7 @@ class TrustedKey(BaseModel, frozen=True):
         """The bytes a predecessor endorses: what names this key, not its (changeable) status."""
         return canonical_bytes({
             "key_id": self.key_id, "owner": self.owner, "algorithm": self.algorithm,
-            "public_key": self.public_key, "not_before": _z(self.not_before),
+            "public_key": self.public_key, "not_before": utc_z(self.not_before),
         })
 
 
@@ -145,11 +141,11 @@ def verify_signature(bundle: TrustBundle, signature: Signature, data: bytes, at:
         raise VerificationError(item, f"signature claims algorithm {signature.algorithm}, but key {key.key_id} is "
                                       f"{key.algorithm}")
     if key.revoked_at is not None and at > key.revoked_at:
-        raise VerificationError(item, f"signed at {_z(at)} with key {key.key_id} ({key.owner}), which was revoked "
-                                      f"at {_z(key.revoked_at)}")
+        raise VerificationError(item, f"signed at {utc_z(at)} with key {key.key_id} ({key.owner}), which was revoked "
+                                      f"at {utc_z(key.revoked_at)}")
     if not key.not_before <= at <= key.not_after:
-        raise VerificationError(item, f"signed at {_z(at)}, outside the validity of key {key.key_id} ({key.owner}: "
-                                      f"{_z(key.not_before)} .. {_z(key.not_after)}, {key.status})")
+        raise VerificationError(item, f"signed at {utc_z(at)}, outside the validity of key {key.key_id} ({key.owner}: "
+                                      f"{utc_z(key.not_before)} .. {utc_z(key.not_after)}, {key.status})")
     try:
         ok = signature_valid(key.algorithm, base64.b64decode(key.public_key), signature, data)
     except ValueError:  # bad base64, a malformed key or signature encoding
@@ -214,7 +210,7 @@ def check_history(bundle: TrustBundle, anchors: Collection[str], item: str = "tr
         if k.key_id in anchors:
             chained.add(k.key_id)
             continue
-        where = f"{item}: hub key {k.key_id} (from {_z(k.not_before)})"
+        where = f"{item}: hub key {k.key_id} (from {utc_z(k.not_before)})"
         if k.endorsement is None:
             raise Mismatch(where, "neither a pinned hub key nor endorsed by its predecessor (a rotated key "
                                   "missing its predecessor's signature, or a key slipped in)",

@@ -309,8 +309,9 @@ def verify_check(
     from exchange.access.check import SignedLicenceCheck, verify_licence_check
     from exchange.signing.trust import TrustBundle
 
+    signed = read_model(answer, SignedLicenceCheck, "a signed licence-check answer")
     bundle = read_model(trust_bundle, TrustBundle, "a trust bundle")
     pinned = _anchored(bundle, anchor, trust_bundle)
-    c = verify_licence_check(read_model(answer, SignedLicenceCheck, "a signed licence-check answer"), bundle)
+    c = verify_licence_check(signed, bundle)
     console.print(f"authentic: licence {c.license_id} {c.answer} at snapshot {c.snapshot_id}", style="green")
     _unanchored_exit(pinned, bundle)

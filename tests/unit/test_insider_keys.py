@@ -365,6 +365,15 @@ def test_without_an_anchor_verify_names_the_root_key_and_is_not_intact(copy: Cop
     assert pinned.exit_code == 0, pinned.output
 
 
+@pytest.mark.usefixtures("unpinned")
+def test_the_auditor_report_names_the_root_key_to_pin(copy: Copy, tmp_path: Path) -> None:
+    out = tmp_path / "audit.html"
+    done = CliRunner().invoke(app, ["report", "--out", str(out)], env={"EXCHANGE_HOME": str(copy.home)})
+    assert done.exit_code == 0 and "UNANCHORED" in done.output, done.output
+    page = out.read_text()
+    assert "No trust anchor pinned" in page and root_ids(copy.keyring.trust_bundle())[0] in page
+
+
 def test_an_anchor_file_inside_the_home_is_refused(copy: Copy) -> None:
     inside = copy.home / "trust-anchor"
     shutil.copy(copy.anchor, inside)

@@ -260,6 +260,10 @@ def keys_revoke(
                                                 revoked_at=key.revoked_at.isoformat() if key.revoked_at else None),
                    actor=events.HUB, subject=key_id)
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
+    if key.owner == events.HUB:
+        # The successor is deliberately not endorsed by a compromised key: only a new pin makes verify trust it.
+        console.print(f"the hub's new key {hub.signer.key_id} is not endorsed by the revoked one: pin it too "
+                      "(`exchange keys anchor --out FILE`, EXCHANGE_TRUST_ANCHOR) and tell auditors", style="yellow")
 
 
 @keys_app.command("pem")

@@ -186,7 +186,8 @@ def test_the_console_script_fails_the_same_way(case: Case, tmp_path: Path, monke
 def test_verify_on_a_missing_home_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "nowhere"
     monkeypatch.setenv("EXCHANGE_HOME", str(home))
-    for argv in (["verify"], ["verify", "--json"], ["verify", "--incremental"], ["report", "--out", str(tmp_path / "r")]):
+    for argv in (["verify"], ["verify", "--json"], ["verify", "--incremental"],
+                 ["report", "--out", str(tmp_path / "r")]):
         result = CliRunner().invoke(app, argv)
         assert result.exit_code == 2 and "does not exist" in result.output, result.output
     assert not home.exists()

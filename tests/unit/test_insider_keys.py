@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
@@ -31,8 +33,8 @@ from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.signing.roles import SIGNERS, Signed, check_signer, signer_roles
 from exchange.signing.rotation import revoke, rotate
-from exchange.signing.signers import ED25519, KeySigner, generate
-from exchange.signing.trust import TrustBundle, record_of, signed, verify_bundle
+from exchange.signing.signers import ED25519, KeySigner, Signature, generate
+from exchange.signing.trust import TrustBundle, TrustedKey, record_of, signed, verify_bundle
 from tests.hubs import extract_home
 from tests.unit.sample_events import SAMPLES, Sample
 
@@ -339,6 +341,21 @@ def test_every_signed_thing_is_signed_only_by_its_roles(thing: Signed, role: Rol
     else:
         with pytest.raises(VerificationError, match=f"role {role.value}.*{thing.value}"):
             check_signer(keyring.trust_bundle(), signature, thing, "doc")
+
+
+@given(owner=st.from_regex(r"[a-z0-9][a-z0-9._-]{0,30}", fullmatch=True) | st.sampled_from(list(OWNERS.values())),
+       thing=st.sampled_from([*Signed, *Kind]))
+def test_any_owner_may_sign_a_thing_exactly_when_its_role_may(owner: str, thing: Signed | Kind) -> None:
+    key = TrustedKey(key_id="ed25519:" + "1" * 32, owner=owner, algorithm=ED25519, public_key="",
+                     not_before=START, not_after=END)
+    bundle = TrustBundle(issued_at=START, keys=[key])
+    signature = Signature(key_id=key.key_id, algorithm=ED25519, value="")
+    name = thing if isinstance(thing, Signed) else thing.value
+    if role_of(owner) in signer_roles(name):
+        assert check_signer(bundle, signature, name, "doc") == key
+    else:
+        with pytest.raises(VerificationError, match=f"{owner} has role {role_of(owner).value}"):
+            check_signer(bundle, signature, name, "doc")
 
 
 # -- no anchor, and anchors that cannot be used ---------------------------------------------------------------

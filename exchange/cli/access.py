@@ -289,9 +289,12 @@ def serve(
 def check_license(
     license_id: Annotated[str, typer.Argument(help="Licence number")],
     department: Annotated[str, typer.Option(help="Department asking, e.g. js.public_security")],
-    holder_id: Annotated[str | None, typer.Option(help="Holder's resident ID to compare (never stored)")] = None,
+    holder_id: Annotated[str, typer.Option(help="Holder's resident ID to compare (never stored)")],
 ) -> None:
-    """Minimal-disclosure e-licence check: print the hub-signed answer as JSON (logged like the API's)."""
+    """Minimal-disclosure e-licence check of a licence and holder: print the hub-signed answer as JSON.
+
+    Logged like the API's; the API's failed-check lockout is a property of the server, not of this command.
+    """
     from exchange.access.service import check_licence_for_department
 
     signed = check_licence_for_department(_hub(), department, license_id, holder_id)

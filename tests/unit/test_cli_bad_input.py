@@ -89,7 +89,8 @@ CASES: list[Case] = [
     Case("grants revoke", ("g9", "--reason", "done"), 2, "unknown grant 'g9'"),
     Case("query", ("SELECT 1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
     Case("serve", ("--port", "70000"), 2, "Invalid value for '--port'"),
-    Case("check-license", ("X1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
+    Case("check-license", ("X1", "--department", "nobody.here", "--holder-id", "320102199001011237"), 2,
+         "unknown department 'nobody.here'"),
     Case("verify-check", ("{missing}", "--trust-bundle", "{garbage}"), 2, "cannot read a signed licence-check"),
     # verify: F7, a home that does not exist is an error (and stays absent: see the test below)
     Case("verify", (), 2, "does not exist"),

@@ -106,6 +106,7 @@ CASES: list[Case] = [
     Case("keys revoke", ("k1", "--at", "yesterday"), 2, "'yesterday' is not an ISO 8601 time"),
     Case("keys pem", ("k1", "--trust-bundle", "{garbage}"), 2, "not a trust bundle"),
     Case("keys export-trust", ("--out", "{missing}/trust.json"), 2, "cannot write it"),
+    Case("keys anchor", (), 2, "is a file, not a folder", home="file"),
     Case("provenance checkpoint", (), 2, "no lake at"),
     Case("provenance archive", (), 2, "is a file, not a folder", home="file"),
     Case("trace", ("licences", "K1"), 2, "unknown dataset 'licences'"),

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from adapters.base import sandbox_for
 from exchange.errors import TerminalError
 from exchange.hub import Hub
-from exchange.lake.commit import batch_digest
+from exchange.lake.commit import batch_digest, commit_infos, ledger_rows
+from exchange.lake.connect import connect
 from exchange.pipeline import commit, pull, validate
 from exchange.provenance.manifest import FileDigest, RuleCount
 from exchange.stages import (
@@ -199,3 +200,13 @@ def test_the_stages_refuse_an_edited_hand_over_file(staged: tuple[Hub, str]) -> 
     pulled.write_text(pulled.read_text()[: len(pulled.read_text()) // 2])
     with pytest.raises(TerminalError, match=rf"{PULL_FILE}.*not complete JSON"):
         validate(batch, hub)
+
+
+def test_the_ledger_row_read_back_is_the_row_the_snapshot_vouches_for(staged: tuple[Hub, str]) -> None:
+    hub, batch = staged
+    done = commit(batch, hub)
+    with connect(hub.settings, read_only=True) as con:
+        [row] = ledger_rows(con, batch)
+        claimed = commit_infos(con)[done.snapshot_id or -1]["batch_sha256"]
+    assert (row.batch_id, row.pulled, row.accepted + row.quarantined) == (batch, done.pulled, done.pulled)
+    assert batch_digest(row) == claimed

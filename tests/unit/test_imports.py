@@ -100,3 +100,14 @@ def test_command_imports_no_heavy_package(command: str, committed_home: tuple[Pa
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("HEAVY="))
     assert json.loads(line.removeprefix("HEAVY=")) == [], f"`exchange {command}` imported {line}"
+
+
+def test_the_composition_root_imports_no_stage_machinery() -> None:
+    """exchange.hub wires settings, keys and the log: no GX, Airflow, dlt, adapters or contract code."""
+    banned = (*HEAVY, "adapters", "exchange.contracts", "exchange.pipeline")
+    probe = ("import sys, exchange.hub; "
+             f"print(sorted(m for m in sys.modules for b in {banned!r} if m == b or m.startswith(b + '.')))")
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout

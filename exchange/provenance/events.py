@@ -136,6 +136,9 @@ class Event(BaseModel):
 
     kind: ClassVar[Kind]
     roles: ClassVar[frozenset[Role]]
+    # Who may sign the entry, as against who may record it: the hub signs every entry of its log, also one
+    # recording a department's or an office's act, so a province or department key never writes hub history.
+    signers: ClassVar[frozenset[Role]] = frozenset({Role.HUB})
     subject: ClassVar[Subject]
     section: ClassVar[Section]
     digests: ClassVar[tuple[str, ...]] = ()

@@ -27,16 +27,20 @@ class VerifyReport:
     mode: str = "full"
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    anchor: str | None = None  # the pinned hub key ids the trust bundle chained from, and their source
+    unpinned: list[str] = field(default_factory=list)  # no anchor was pinned: the root key ids to pin
 
     @property
     def ok(self) -> bool:
-        """True when nothing is broken."""
-        return not self.problems
+        """True when nothing is broken and the trust bundle was checked against a pinned anchor."""
+        return not self.problems and not self.unpinned
 
     @property
     def verdict(self) -> str:
-        """intact or BROKEN."""
-        return "intact" if self.ok else "BROKEN"
+        """intact, BROKEN, or UNANCHORED (nothing found broken, but the trust bundle vouched only for itself)."""
+        if self.problems:
+            return "BROKEN"
+        return "UNANCHORED" if self.unpinned else "intact"
 
     def counts(self) -> dict[str, int]:
         """What was checked, by kind."""
@@ -65,6 +69,8 @@ class VerifyReport:
             "first_problem": problem_json(self.problems[0]) if self.problems else None,
             "problems": [problem_json(p) for p in self.problems],
             "notes": self.notes,
+            "anchor": self.anchor,
+            "unpinned_root_keys": self.unpinned,
         }
 
 

@@ -149,7 +149,7 @@ def run_verify(home: Path, incremental: bool) -> tuple[float, int, dict[str, Any
     from exchange.config import ExchangeSettings
     from exchange.provenance.verify import verify_home
 
-    settings = ExchangeSettings(home=home)
+    settings = ExchangeSettings(home=home, trust_anchor=pinned_root(home))
     with Stopwatch() as watch:
         report = verify_home(settings, incremental=incremental)
     details = {"ok": report.ok, "mode": report.mode, "counts": report.counts(), "skipped": report.skipped,
@@ -178,8 +178,16 @@ def command_seconds(home: Path, *args: str) -> float:
     exe = Path(sys.executable).with_name("exchange")
     t0 = time.perf_counter()
     subprocess.run([str(exe), "verify", *args], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "EXCHANGE_HOME": str(home)})
+                   env={**os.environ, "EXCHANGE_HOME": str(home), "EXCHANGE_TRUST_ANCHOR": pinned_root(home)})
     return time.perf_counter() - t0
+
+
+def pinned_root(home: Path) -> str:
+    """The hub root key id(s) of the benchmark's hub: it set the hub up, so it pins the anchor, as an operator does."""
+    from exchange.signing.anchor import root_ids
+    from exchange.signing.keyring import Keyring
+
+    return ",".join(root_ids(Keyring(home / "keys").trust_bundle()))
 
 
 def hashed_files(home: Path) -> list[Path]:

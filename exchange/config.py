@@ -26,6 +26,12 @@ class ExchangeSettings(BaseSettings):
         default="ed25519",
         description="Signature algorithm of keys the hub creates: ed25519, or sm2 (SM2 with SM3, GM/T 0003/0004)",
     )
+    trust_anchor: str | None = Field(
+        default=None,
+        description="The hub root key's fingerprint(s) verify checks the trust bundle against: key ids, "
+        "comma-separated, or the path of a file outside home holding them (`exchange keys anchor` prints them). "
+        "Unset, verify checks everything else and ends UNANCHORED",
+    )
     lake_catalog: str | None = Field(
         default=None, description="DuckLake catalog; default a DuckDB file under home/lake"
     )

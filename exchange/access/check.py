@@ -30,11 +30,11 @@ from pydantic import BaseModel, Field
 
 from exchange.access.policy import NO_DISCLOSURE, CheckDisclosure, licence_check, require
 from exchange.access.terms import sharing_terms
-from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE
 from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import Signature, Signer
-from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
+from exchange.signing.trust import TrustBundle, verify_signature
 
 DATASET = "e_license"
 LICENSE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -144,6 +144,5 @@ def verify_licence_check(signed: SignedLicenceCheck, bundle: TrustBundle) -> Lic
     c = signed.check
     item = f"licence check {c.check_id}"
     verify_signature(bundle, signed.signature, canonical_bytes(c.model_dump(mode="json")), c.answered_at, item)
-    if bundle.key(signed.signature.key_id).owner != HUB_OWNER:
-        raise VerificationError(item, "signed by a key that is not the hub's")
+    check_signer(bundle, signed.signature, Signed.LICENCE_CHECK, item)
     return c

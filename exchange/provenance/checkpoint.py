@@ -18,9 +18,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from exchange.provenance.events import HUB, Checkpoint
+from exchange.provenance.events import HUB, Checkpoint, Kind
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.signing.canonical import canonical_bytes
+from exchange.signing.roles import check_signer
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
@@ -83,9 +84,11 @@ def load_state(directory: Path, bundle: TrustBundle | None = None) -> VerifiedSt
         VerifiedState.model_validate_json(doc)  # a record from before signing: readable, but not trusted
         return None
     if bundle is not None:
-        # A VerificationError naming the file: edited, or signed by a key the bundle does not hold.
-        verify_signature(bundle, signed.signature, _signed_bytes(signed.state), signed.state.verified_at,
-                         f"provenance/{STATE_FILE} (the last verify's record)")
+        # A VerificationError naming the file: edited, signed by a key the bundle does not hold, or by a key
+        # whose role may not sign a checkpoint (only the hub's may).
+        item = f"provenance/{STATE_FILE} (the last verify's record)"
+        verify_signature(bundle, signed.signature, _signed_bytes(signed.state), signed.state.verified_at, item)
+        check_signer(bundle, signed.signature, Kind.CHECKPOINT.value, item)
     return signed.state
 
 

@@ -138,6 +138,9 @@ class Event(BaseModel):
 
     kind: ClassVar[Kind]
     roles: ClassVar[frozenset[Role]]
+    # Who may sign the entry, as against who may record it: the hub signs every entry of its log, also one
+    # recording a department's or an office's act, so a province or department key never writes hub history.
+    signers: ClassVar[frozenset[Role]] = frozenset({Role.HUB})
     subject: ClassVar[Subject]
     section: ClassVar[Section]
     digests: ClassVar[tuple[str, ...]] = ()
@@ -570,7 +573,8 @@ class Countersign(Event):
     document an office signs when asked to witness; the hub carries it in a witness entry and receipt."""
 
     kind = Kind.COUNTERSIGN
-    roles = _OFFICES  # only an office key may sign it (what the province vouches for), never the hub's
+    roles = _OFFICES
+    signers = _OFFICES  # what the province vouches for: only an office key may sign it, never the hub's
     subject = Subject.LOG
     section = Section.CHAIN
 

@@ -29,16 +29,20 @@ class VerifyReport:
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     witnessed: WitnessedHead | None = None  # the newest head parties other than the hub countersigned
+    anchor: str | None = None  # the pinned hub key ids the trust bundle chained from, and their source
+    unpinned: list[str] = field(default_factory=list)  # no anchor was pinned: the root key ids to pin
 
     @property
     def ok(self) -> bool:
-        """True when nothing is broken."""
-        return not self.problems
+        """True when nothing is broken and the trust bundle was checked against a pinned anchor."""
+        return not self.problems and not self.unpinned
 
     @property
     def verdict(self) -> str:
-        """intact or BROKEN."""
-        return "intact" if self.ok else "BROKEN"
+        """intact, BROKEN, or UNANCHORED (nothing found broken, but the trust bundle vouched only for itself)."""
+        if self.problems:
+            return "BROKEN"
+        return "UNANCHORED" if self.unpinned else "intact"
 
     def counts(self) -> dict[str, int]:
         """What was checked, by kind."""
@@ -71,6 +75,8 @@ class VerifyReport:
             "notes": self.notes,
             "witnessed": None if self.witnessed is None else {
                 "seq": self.witnessed.seq, "time": self.witnessed.time, "witnesses": self.witnessed.witnesses},
+            "anchor": self.anchor,
+            "unpinned_root_keys": self.unpinned,
         }
 
 

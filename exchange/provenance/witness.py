@@ -31,6 +31,7 @@ from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.tsa import check_stamp, request_stamp, stamp_time
 from exchange.signing.canonical import canonical_bytes
+from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
@@ -148,15 +149,12 @@ def check_countersignature(answer: Countersignature, bundle: TrustBundle, seq: i
     if (s.seq, s.entry_hash) != (seq, entry_hash):
         raise Mismatch(item, "countersigns another head", expected=f"seq {seq} {entry_hash}",
                        found=f"seq {s.seq} {s.entry_hash}")
-    owner = bundle.key(answer.signature.key_id).owner if _known(bundle, answer.signature.key_id) else None
-    if owner is not None and owner != answer.witness:
+    # The role first (an office key, never the hub's: roles.py), then that it is the very office named.
+    owner = check_signer(bundle, answer.signature, Signed.HEAD_COUNTERSIGNATURE, item).owner
+    if owner != answer.witness:
         raise Mismatch(item, f"signed by {owner}'s key, not by the witness it names", expected=answer.witness,
                        found=owner)
     verify_signature(bundle, answer.signature, countersign_bytes(s), datetime.fromisoformat(s.time), item)
-
-
-def _known(bundle: TrustBundle, key_id: str) -> bool:
-    return any(k.key_id == key_id for k in bundle.keys)
 
 
 def load_receipts(directory: Path) -> list[tuple[Path, WitnessReceipt | None]]:

@@ -62,8 +62,11 @@ def print_summary(
                                     "extracts checked"))
         if report.witnessed is not None:
             console.print(f"  latest witnessed head: {report.witnessed.describe()}", soft_wrap=True)
-    else:
+    elif report.problems:
         console.print(Text.assemble(("verify: BROKEN", "red"), f" - first: {report.problems[0]}"))
+    else:
+        console.print(Text.assemble(("verify: UNANCHORED", "red"), " - no trust anchor pinned; hub root key "
+                                    f"{', '.join(report.unpinned)}"))
     return 0 if report.ok and not failed else 1
 
 

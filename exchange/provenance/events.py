@@ -573,8 +573,9 @@ class Countersign(Event):
     document an office signs when asked to witness; the hub carries it in a witness entry and receipt."""
 
     kind = Kind.COUNTERSIGN
+    # The office signs the statement itself (exchange.signing.roles: Signed.HEAD_COUNTERSIGNATURE, province
+    # office keys only); as any entry, one recorded in the hub's log would be signed by the hub.
     roles = _OFFICES
-    signers = _OFFICES  # what the province vouches for: only an office key may sign it, never the hub's
     subject = Subject.LOG
     section = Section.CHAIN
 

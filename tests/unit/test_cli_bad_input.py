@@ -120,6 +120,7 @@ CASES: list[Case] = [
          "province.yaml: not valid YAML", setup="broken_province_yaml"),
     Case("contracts lint", ("{missing}.odcs.yaml",), 2, "no such contract file"),
     Case("contracts diff", ("{missing}", "{garbage}"), 2, "No such file or directory"),
+    Case("lake attach-sql", ("--copy", "{missing}"), 2, "no lake catalog at"),
 ]
 
 

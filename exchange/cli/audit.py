@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from exchange.cli import _hub, app, console, read_model, write_text
-from exchange.errors import BadFile, BadInput
+from exchange.errors import BadFile, BadInput, CheckFailed
 from exchange.provenance import events
 
 if TYPE_CHECKING:
@@ -456,7 +456,11 @@ def _seq_actions(entries: list[str]) -> str:
 
 @app.command()
 def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> None:
-    """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page)."""
+    """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page).
+
+    The page is written whatever the verdict; the exit status is 1 when it is BROKEN (UNANCHORED writes the
+    page and exits 0: the page names the root key to pin).
+    """
     from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home
     from exchange.report.auditor import write_report
@@ -467,3 +471,6 @@ def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> Non
     hub = _hub()
     write_report(out, hub.layout, result, hub.keyring.trust_bundle())
     console.print(f"report ({result.verdict}) -> {out}")
+    if result.verdict == "BROKEN":
+        # CheckFailed: its exit status comes from the one table in exchange/errors.py, like verify's failures.
+        raise CheckFailed(f"verdict BROKEN, first broken item: {result.problems[0]} (the report is at {out})")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from html import escape
 from pathlib import Path
 
@@ -102,9 +102,8 @@ def rejection_chart(manifests: list[BatchManifest], width: int = 720, height: in
     top = max(max(_rate(m) for m in manifests), 0.01)
     pad, base = 40, height - 60
     step = (width - pad * 2) / len(manifests)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-             f'role="img" '
-             f'aria-label="{_CHART_TITLE}"><title>{_CHART_TITLE}</title>',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_CHART_TITLE}"><title>{_CHART_TITLE}</title>',
              f'<line x1="{pad}" y1="{base}" x2="{width - pad}" y2="{base}" stroke="#444"/>',
              f'<text x="4" y="{pad - 20}" font-size="11">{top:.1%}</text>',
              f'<line x1="{pad}" y1="{pad - 24}" x2="{width - pad}" y2="{pad - 24}" stroke="#ddd"/>']
@@ -142,7 +141,8 @@ def _verdict_notes(v: VerifyReport) -> str:
         notes += (f'<p><span lang="zh-CN">第一个损坏项：</span><span class="en">First broken item:</span> '
                   f"<code>{escape(str(v.problems[0]))}</code></p>")
     if v.unpinned:
-        notes += (f'<p><span lang="zh-CN">未固定信任锚：信任包只为自己作证。请固定中心根密钥（EXCHANGE_TRUST_ANCHOR）：</span>'
+        notes += ('<p><span lang="zh-CN">未固定信任锚：信任包只为自己作证。'
+                  "请固定中心根密钥（EXCHANGE_TRUST_ANCHOR）：</span>"
                   f'<span class="en">No trust anchor pinned: the trust bundle vouched only for itself. Hub root key '
                   f"to pin (EXCHANGE_TRUST_ANCHOR):</span> <code>{escape(', '.join(v.unpinned))}</code></p>")
     elif v.anchor:
@@ -197,7 +197,8 @@ def render(data: ReportData, home: str = "") -> str:
         f'<div class="verdict {verdict_cls}" id="verdict-badge"><span lang="zh-CN">'
         f"{escape(VERDICT_ZH.get(v.verdict, v.verdict))}</span> / "
         f'<span id="verdict-value">{escape(v.verdict)}</span></div>'
-        + _both(f"已检查：{counts}；发现 {len(v.problems)} 个问题。", f"Checked: {counts}; {len(v.problems)} problem(s).")
+        + _both(f"已检查：{counts}；发现 {len(v.problems)} 个问题。",
+                f"Checked: {counts}; {len(v.problems)} problem(s).")
         + _verdict_notes(v)
         + "<h3>链条目 / Chain entries</h3>" + logged_table(data, Section.CHAIN, "chain-log"),
         '<h2 id="batches">各省各数据集批次 / Batches per province and dataset</h2>'
@@ -209,7 +210,8 @@ def render(data: ReportData, home: str = "") -> str:
                "数据合同 / contract"], batches, {4, 5, 6, 7, 8}, "batches"),
         "<h3>日志中的批次条目 / Batch entries in the log</h3>" + logged_table(data, Section.BATCHES, "batch-log"),
         '<h2 id="contracts">现行数据合同版本 / Contract versions in force</h2>'
-        + _table(["数据集 / dataset", "数据合同 / contract", "版本 / version", "哈希 / SHA-256"], contracts, cls="contracts"),
+        + _table(["数据集 / dataset", "数据合同 / contract", "版本 / version", "哈希 / SHA-256"], contracts,
+                 cls="contracts"),
         '<h2 id="keys">密钥与轮换 / Keys and rotations</h2>'
         + _table(["持有者 / owner", "密钥 / key id", "算法 / algorithm", "生效 / valid from", "失效 / valid until",
                  "状态 / status", "背书密钥 / endorsed by"], keys, cls="keys")

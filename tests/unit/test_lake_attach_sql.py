@@ -9,7 +9,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
@@ -101,3 +104,15 @@ def test_statements_load_what_the_catalog_and_data_need(catalog: str, data: str,
     assert catalog.replace("'", "''").removeprefix("postgresql://") in attach
     assert statements[-1] == "USE lake;"
     assert all(s.endswith(";") for s in statements)
+
+
+@settings(max_examples=60, deadline=None)
+@given(catalog=st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1),
+       data=st.text(st.characters(blacklist_categories=["Cs", "Cc"]), min_size=1))
+def test_any_path_stays_one_statement_with_its_value(catalog: str, data: str) -> None:
+    """Quotes, semicolons and comment markers in a path never split or end a statement early."""
+    ext = Extensions(Path(f"/x/{data}/ducklake.duckdb_extension"))
+    statements = attach_statements(catalog, data, ext)
+    parsed = duckdb.connect().extract_statements("\n".join(statements))
+    assert [p.type.name for p in parsed] == ["LOAD", "ATTACH", "SET"]
+    assert [p.query.strip().removesuffix(";") for p in parsed] == [s.removesuffix(";") for s in statements]

@@ -126,6 +126,8 @@ def rejection_chart(manifests: list[BatchManifest], width: int = 720, height: in
     return "".join(parts)
 
 
+COUNTS_ZH = {"entries": "日志条目", "archives": "归档", "manifests": "批次清单", "lake_files": "湖文件",
+             "landing_files": "落地文件", "extracts": "数据提取"}
 VERDICT_ZH = {"intact": "完好", "BROKEN": "已损坏", "UNANCHORED": "未锚定", "INTERRUPTED": "未完成"}
 
 
@@ -156,6 +158,7 @@ def render(data: ReportData, home: str = "") -> str:
     v = data.verify
     verdict_cls = "intact" if v.ok else "broken"
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in v.counts().items())
+    counts_zh = "，".join(f"{COUNTS_ZH.get(k, k)} {n}" for k, n in v.counts().items())
     batches = [[m.province, m.dataset, m.batch_id, f"{m.window_start:%Y-%m-%d %H:%M} .. {m.window_end:%Y-%m-%d %H:%M}",
                 str(m.counts.pulled), str(m.counts.accepted), str(m.counts.quarantined), f"{_rate(m):.2%}",
                 str(m.snapshot_id), f"{m.contract_id} v{m.contract_version}"] for m in data.manifests]
@@ -197,7 +200,7 @@ def render(data: ReportData, home: str = "") -> str:
         f'<div class="verdict {verdict_cls}" id="verdict-badge"><span lang="zh-CN">'
         f"{escape(VERDICT_ZH.get(v.verdict, v.verdict))}</span> / "
         f'<span id="verdict-value">{escape(v.verdict)}</span></div>'
-        + _both(f"已检查：{counts}；发现 {len(v.problems)} 个问题。",
+        + _both(f"已检查：{counts_zh}；发现 {len(v.problems)} 个问题。",
                 f"Checked: {counts}; {len(v.problems)} problem(s).")
         + _verdict_notes(v)
         + "<h3>链条目 / Chain entries</h3>" + logged_table(data, Section.CHAIN, "chain-log"),

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
-from exchange import lineage
+from exchange import atomic, lineage, recovery
 from exchange.config import ExchangeSettings, Layout
 from exchange.config import settings as current_settings
 from exchange.contracts.load import load_contract
@@ -30,31 +31,25 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, Verdict
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
-from exchange.lake import files as lake_files
-from exchange.lake.commit import CommitResult, commit_batch, files_added, snapshot_of, watermark
-from exchange.lake.connect import catalog_and_data, connect
+from exchange.faults import crash_point
+from exchange.lake import protocol
+from exchange.lake.commit import snapshot_of, watermark
+from exchange.lake.connect import connect
+from exchange.lake.protocol import DELETIONS_FILE
 from exchange.lake.reference import DuckLakeReference
-from exchange.lake.retry import commit_retrying
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import (
-    BatchManifest,
-    Counts,
-    FileDigest,
-    LakeFile,
-    RuleCount,
     SignedManifest,
     landing_dir,
     manifest_path,
     read_manifest,
-    sign_manifest,
-    write_manifest,
 )
 from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
 from exchange.signing.keys import Keyring, KeySigner
 
 HUB = "hub"
-DELETIONS_FILE = "deleted.parquet"
+__all__ = ["DELETIONS_FILE", "HUB", "Hub", "batch_id_for", "commit", "pull", "run_exchange", "validate"]
 
 
 @dataclass
@@ -97,6 +92,14 @@ def batch_id_for(province: str, dataset: str, window: Window) -> str:
     return f"{province}.{dataset}.{start}-{end}"
 
 
+@contextmanager
+def stage_entry(hub: Hub, batch_id: str) -> Iterator[recovery.RecoveryReport]:
+    """What every stage does first: hold the batch's lock (another run of it gets one clear BatchBusy line), and
+    reconcile what a crashed run left (exchange/recovery.py)."""
+    with protocol.batch_lock(hub.layout.staging, batch_id):
+        yield recovery.recover_before_stage(hub, batch_id)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
@@ -111,6 +114,11 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     Writes the raw landing copy and the canonical records to staging; returns the batch id and counts.
     """
     hub = hub or Hub.current()
+    with stage_entry(hub, batch_id_for(province, dataset, Window(start, end))):
+        return _pull(province, dataset, start, end, hub)
+
+
+def _pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub) -> dict[str, Any]:
     window = Window(start, end)
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:
@@ -120,6 +128,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     lineage.started(hub.settings, batch_id, province, dataset, start, end)
     staging = hub.staging(batch_id)
     landing_folder = landing_dir(hub.layout.landing, province, dataset, batch_id)
+    if protocol.read_intent(staging) is not None:  # recovery settles markers first; never wipe an unsettled one
+        raise TerminalError(f"batch {batch_id} has an unsettled commit in {staging}; run `exchange recover`")
     for stale in (staging, landing_folder):  # a retried pull starts clean
         shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -129,11 +139,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     pulled = 0
     latest: datetime | None = None
     # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
-    with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
+    with (collect_drift() as drift, atomic.atomic_path(staging / "pulled.parquet") as tmp,
+          pq.ParquetWriter(tmp, schema) as writer):
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
             chunk = chunk.cast(schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
+            crash_point("pull.mid_staged")
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None
             if chunk_max is not None and (latest is None or chunk_max > latest):
                 latest = chunk_max
@@ -152,7 +164,9 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         "drift": [d.as_dict() for d in drift],
         "source_signatures": [s.record() for s in landing.signatures],
     }
-    (staging / "pull.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    crash_point("pull.after_staged")
+    atomic.write_text(staging / "pull.json", json.dumps(info, indent=2, ensure_ascii=False))
+    crash_point("pull.after_record")
     hub.log.append(
         hub.signer,
         actor=f"adapter:{province}",
@@ -174,7 +188,7 @@ def _pull_deletions(adapter: Any, request: PullRequest, landing: Landing, path: 
     if not hasattr(adapter, "deletions"):
         return 0
     count = 0
-    with pq.ParquetWriter(path, deletion_schema(request.dataset)) as writer:
+    with atomic.atomic_path(path) as tmp, pq.ParquetWriter(tmp, deletion_schema(request.dataset)) as writer:
         for chunk in adapter.deletions(request, landing):
             writer.write_table(chunk)
             count += chunk.num_rows
@@ -215,6 +229,11 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     bounded; the result is the whole batch's, see contracts/parts.py).
     """
     hub = hub or Hub.current()
+    with stage_entry(hub, batch_id):
+        return _validate(batch_id, hub)
+
+
+def _validate(batch_id: str, hub: Hub) -> dict[str, Any]:
     info = _pull_info(hub, batch_id)
     staging = hub.staging(batch_id)
     contract = load_contract(info["dataset"])
@@ -223,19 +242,25 @@ def validate(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
     lake = DuckLakeReference(hub.settings)
     verdict: Verdict | None = None
     parts = key_parts(staging / "pulled.parquet", contract.key, hub.settings.validate_part_rows, staging / "parts")
-    with (pq.ParquetWriter(staging / "accepted.parquet", canonical_dataset(contract.dataset).schema) as accepted,
-          pq.ParquetWriter(staging / "quarantined.parquet", QUARANTINE_SCHEMA) as quarantined):
+    (staging / "validation.json").unlink(missing_ok=True)  # a re-validation: the old verdict goes first
+    with (atomic.atomic_path(staging / "accepted.parquet") as accepted_tmp,
+          atomic.atomic_path(staging / "quarantined.parquet") as quarantined_tmp,
+          pq.ParquetWriter(accepted_tmp, canonical_dataset(contract.dataset).schema) as accepted,
+          pq.ParquetWriter(quarantined_tmp, QUARANTINE_SCHEMA) as quarantined):
         for part in parts:
             outcome = run_contract(part, contract, province=info["province"], batch_id=batch_id,
                                    today=run_date, lake=lake)
             accepted.write_table(outcome.accepted)
             quarantined.write_table(outcome.quarantined)
+            crash_point("validate.mid_split")
             verdict = Verdict.of(outcome) if verdict is None else verdict.plus(Verdict.of(outcome))
             del part, outcome  # let the part go before the next one is read
     assert verdict is not None, "a staged batch has at least one part, possibly empty"
     held = verdict.held(contract.batch_hold_threshold)
     result = validation_record(batch_id, contract, verdict, held=held)
-    (staging / "validation.json").write_text(json.dumps(result, indent=2))
+    crash_point("validate.after_split")
+    atomic.write_text(staging / "validation.json", json.dumps(result, indent=2))
+    crash_point("validate.after_record")
     window = (datetime.fromisoformat(info["window_start"]), datetime.fromisoformat(info["window_end"]))
     write_rejection_report(
         hub.layout.reports, province=info["province"], batch_id=batch_id,
@@ -281,104 +306,34 @@ def _summary(signed: SignedManifest, path: Path, status: str) -> dict[str, Any]:
 
 
 def commit(batch_id: str, hub: Hub | None = None) -> dict[str, Any]:
-    """Commit the validated batch as one snapshot and write its signed manifest (both idempotent)."""
+    """Commit the validated batch as one snapshot and write its signed manifest (both idempotent).
+
+    The order of writes is the commit protocol (exchange/lake/protocol.py): intent, snapshot, manifest, commit
+    entry; recovery at the stage's entry has already settled whatever an earlier, crashed attempt left.
+    """
     hub = hub or Hub.current()
-    province, dataset = batch_id.split(".")[:2]
-    path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
-    if path.exists():  # committed and signed before: a retried or cleared task is a no-op
-        return _summary(read_manifest(path), path, "already_committed")
-    info = _pull_info(hub, batch_id)
-    staging = hub.staging(batch_id)
-    if info["pulled"] == 0 and not info.get("deleted"):
-        return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
-    if not (staging / "validation.json").exists():
-        raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
-    checked = json.loads((staging / "validation.json").read_text())
-    ds = canonical_dataset(info["dataset"])
-    ledger_row = {
-        "batch_id": batch_id,
-        "province": info["province"],
-        "dataset": info["dataset"],
-        "window_start": _parse(info["window_start"]),
-        "window_end": _parse(info["window_end"]),
-        "watermark": _parse(info["watermark"]),
-        "pulled": checked["pulled"],
-        "accepted": checked["accepted"],
-        "quarantined": checked["quarantined"],
-        "contract_id": checked["contract_id"],
-        "contract_version": checked["contract_version"],
-    }
-    # Paths, not tables: DuckDB streams the staged files into the lake without loading the batch.
-    accepted, quarantined = staging / "accepted.parquet", staging / "quarantined.parquet"
-    deletions = pq.read_table(staging / DELETIONS_FILE) if (staging / DELETIONS_FILE).exists() else None
-    lake_root = catalog_and_data(hub.settings)[1]
-
-    def attempt(con: duckdb.DuckDBPyConnection) -> tuple[CommitResult, list[LakeFile]]:
-        result = commit_batch(con, dataset=ds.name, dataset_schema=ds.schema, ledger_row=ledger_row,
-                              accepted=accepted, quarantined=quarantined, deletions=deletions)
-        return result, _hashed_files(con, result.snapshot_id, lake_root)
-
-    # Conflicts and lost catalog/storage connections are retried on a fresh connection; the ledger keeps the
-    # batch exactly once, and the marker lets a retry after a killed writer remove what it left half-done.
-    result, hashed = commit_retrying(hub.settings, batch_id, attempt, marker=staging / "committing")
-    # The manifest is written after the snapshot; if a crash fell between the two, this run writes it.
-    manifest = BatchManifest(
-        batch_id=batch_id,
-        province=province,
-        dataset=dataset,
-        window_start=_parse(info["window_start"]),  # type: ignore[arg-type]
-        window_end=_parse(info["window_end"]),  # type: ignore[arg-type]
-        since=_parse(info["since"]),
-        watermark=_parse(info["watermark"]),
-        contract_id=checked["contract_id"],
-        contract_version=checked["contract_version"],
-        contract_sha256=checked["contract_sha256"],
-        landing=[FileDigest(**f) for f in info["landing"]],
-        counts=Counts(
-            pulled=checked["pulled"], accepted=checked["accepted"],
-            quarantined=checked["quarantined"], warned=checked["warned"],
-            deleted=sum(f.rows for f in hashed if f.kind == "delete"),
-        ),
-        rules=[RuleCount(**r) for r in checked["rules"]],
-        gx_success=checked["gx_success"],
-        snapshot_id=result.snapshot_id,
-        files=hashed,
-        created_at=datetime.now(UTC),
-    )
-    signed = sign_manifest(manifest, hub.signer)
-    write_manifest(path, signed)
-    hub.log.append(
-        hub.signer, actor=HUB, action="commit", subject=batch_id,
-        digests={"manifest": signed.digest()},
-        details={"snapshot_id": result.snapshot_id, "accepted": checked["accepted"],
-                 "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
-    )
-    shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
-    lineage.completed(
-        hub.settings, batch_id, province, dataset, pulled=checked["pulled"], accepted=checked["accepted"],
-        quarantined=checked["quarantined"], rules=checked["rules"],
-        contract={k: checked[k] for k in ("contract_id", "contract_version", "contract_sha256")},
-        manifest_sha256=signed.digest(), snapshot_id=result.snapshot_id,
-    )
-    return _summary(signed, path, "committed")
-
-
-def _hashed_files(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: str) -> list[LakeFile]:
-    """The snapshot's data files with their SHA-256, read where they live (a folder or object storage)."""
-    listed = []
-    for f in files_added(con, snapshot_id, root):
-        found = lake_files.digest(con, f.location)
-        if found is None:
-            raise TerminalError(f"lake file {f.location} of snapshot {snapshot_id} is missing right after its commit")
-        listed.append(LakeFile(table=f.table, name=f.relative, sha256=found[0], size=f.size, rows=f.rows,
-                               kind=f.kind))
-    return listed
+    with stage_entry(hub, batch_id) as recovered:
+        province, dataset = batch_id.split(".")[:2]
+        path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
+        if path.exists():  # committed and signed before: a retried or cleared task is a no-op
+            # ... unless this very call's recovery completed an interrupted commit of the batch.
+            status = "committed" if batch_id in recovered.completed else "already_committed"
+            return _summary(read_manifest(path), path, status)
+        info = _pull_info(hub, batch_id)
+        if info["pulled"] == 0 and not info.get("deleted"):
+            return {"batch_id": batch_id, "status": "empty", "snapshot_id": None}
+        if not (hub.staging(batch_id) / "validation.json").exists():
+            raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
+        signed, path = protocol.commit_staged(hub, batch_id)
+        return _summary(signed, path, "committed")
 
 
 def run_exchange(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> dict[str, Any]:
     """pull -> validate -> commit in one call (the CLI's path; Airflow runs them as separate tasks)."""
     hub = hub or Hub.current()
-    with lineage.failures(hub.settings, batch_id_for(province, dataset, Window(start, end))):
+    batch_id = batch_id_for(province, dataset, Window(start, end))
+    # One lock for the three stages: a second run of the window stops at once with one line (BatchBusy).
+    with protocol.batch_lock(hub.layout.staging, batch_id), lineage.failures(hub.settings, batch_id):
         pulled = pull(province, dataset, start, end, hub)
         if pulled["status"] != "pulled":
             return pulled

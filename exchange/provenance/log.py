@@ -20,20 +20,33 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
-from exchange.errors import VerificationError
+from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
 
 GENESIS = "0" * 64
 TRUNCATE = "truncate"
+# Below this much free space on the log's filesystem the hub refuses to start an irreversible step: the
+# entries that must follow it (a commit entry, an extract entry) would not fit.
+MIN_FREE_BYTES = 1 << 20
+
+
+class LogUnavailable(TerminalError):
+    """The provenance log cannot be appended to: the hub refuses to commit or serve what it cannot log."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot append to the provenance log {path}: {reason}; the hub commits and serves "
+                         "nothing it cannot log. Fix the log's disk or permissions, then run again")
 
 
 class ProvenanceEntry(BaseModel, frozen=True):
@@ -77,16 +90,86 @@ class ProvenanceLog:
         details: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> ProvenanceEntry:
-        """Append one signed entry, chained to the current head, under an exclusive lock."""
-        with self._locked() as handle:
-            last = _last_line(handle)
-            prev = ProvenanceEntry.model_validate_json(last) if last else None
-            entry = _next_entry(signer, prev, actor, action, subject, digests, details, at)
-            handle.seek(0, os.SEEK_END)
-            handle.write(entry.model_dump_json().encode() + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Append one signed entry, chained to the current head, under an exclusive lock.
+
+        Raises LogUnavailable when the log cannot be written; a half-written line is cut off again, so a failed
+        append leaves the log as it was.
+        """
+        try:
+            with self._locked() as handle:
+                last = _last_line(handle)
+                prev = ProvenanceEntry.model_validate_json(last) if last else None
+                entry = _next_entry(signer, prev, actor, action, subject, digests, details, at)
+                end = handle.seek(0, os.SEEK_END)
+                try:
+                    handle.write(entry.model_dump_json().encode() + b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError:
+                    with suppress(OSError):
+                        os.ftruncate(handle.fileno(), end)
+                    raise
+        except OSError as exc:
+            raise LogUnavailable(self.path, exc.strerror or str(exc)) from exc
         return entry
+
+    def ensure_writable(self) -> None:
+        """Raise LogUnavailable unless an entry can be appended now: checked before every irreversible step."""
+        try:
+            with self._locked() as handle:
+                free = os.fstatvfs(handle.fileno())
+                if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+                    raise LogUnavailable(self.path, f"less than {MIN_FREE_BYTES // 1024} KiB free on its filesystem")
+                if not os.access(self.path, os.W_OK):
+                    raise LogUnavailable(self.path, "the file is not writable")
+        except OSError as exc:
+            raise LogUnavailable(self.path, exc.strerror or str(exc)) from exc
+
+    def torn_tail(self) -> int:
+        """Bytes after the last complete line (a writer killed mid-append), 0 if the log ends cleanly."""
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return 0
+            return len(_last_line(handle))
+
+    def cut_torn_tail(self) -> bytes:
+        """Remove an incomplete last line under the lock (it was never acknowledged); return what was cut."""
+        with self._locked() as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return b""
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return b""
+            torn = _last_line(handle)
+            os.ftruncate(handle.fileno(), size - len(torn))
+            os.fsync(handle.fileno())
+            return torn
+
+    def since(self, subject: str, stop_action: str) -> Iterator[ProvenanceEntry]:
+        """This subject's entries from the newest back to (and including) its newest `stop_action` entry.
+
+        Read backwards from the end, so finding what happened since a recent intent costs a few blocks.
+        """
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            for line in _lines_backwards(handle):
+                try:
+                    entry = ProvenanceEntry.model_validate_json(line)
+                except ValueError:
+                    continue  # a torn last line: not an entry
+                if entry.subject != subject:
+                    continue
+                yield entry
+                if entry.action == stop_action:
+                    return
 
     @contextmanager
     def _locked(self) -> Iterator[IO[bytes]]:
@@ -239,6 +322,24 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
+    """The non-empty lines of a file opened in binary mode, last first."""
+    pos = handle.seek(0, os.SEEK_END)
+    rest = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        handle.seek(pos)
+        chunk = handle.read(step) + rest
+        lines = chunk.split(b"\n")
+        rest = lines[0]
+        for line in reversed(lines[1:]):
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest
 
 
 def _last_line(handle: Any) -> bytes:

@@ -30,7 +30,7 @@ POINTS: dict[str, str] = {
     "replay.after_stage": "replay: the replay batch staged, its replay entry not yet logged",
     "replay.after_entry": "replay: replay entry logged, its commit not started",
     "extract.after_cut": "extract: files and signed manifest in a .partial folder, not yet published",
-    "extract.after_publish": "extract: the extract folder renamed into place, the extract entry not yet logged",
+    "extract.after_entry": "extract: the extract entry logged, its folder not yet moved into place",
     "archive.after_checkpoint": "archive: the closing checkpoint logged, the archive file not yet written",
     "archive.mid_write": "archive: the archive's entries file half written",
     "checkpoint.before_append": "checkpoint: the lake head read, the checkpoint entry not yet logged",

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from exchange import atomic, recovery
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
@@ -51,6 +52,7 @@ from exchange.contracts.validate import (
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.faults import crash_point
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
@@ -471,10 +473,11 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     }
     # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
     validation = validation_record(plan.replay_id, contract, Verdict.of(outcome), held=False)
-    pq.write_table(outcome.accepted, staging / "accepted.parquet")
-    pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
-    (staging / "validation.json").write_text(json.dumps(validation, indent=2))
-    (staging / "pull.json").write_text(json.dumps(pull_info, indent=2, ensure_ascii=False))
+    for name, table in (("accepted.parquet", outcome.accepted), ("quarantined.parquet", outcome.quarantined)):
+        with atomic.atomic_path(staging / name) as tmp:
+            pq.write_table(table, tmp)
+    atomic.write_text(staging / "validation.json", json.dumps(validation, indent=2))
+    atomic.write_text(staging / "pull.json", json.dumps(pull_info, indent=2, ensure_ascii=False))
     write_rejection_report(
         hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
         rules=validation["rules"], contract=contract,
@@ -502,6 +505,7 @@ def replay(
         plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
         return plan.summary("dry_run")
     with _replay_lock(hub, origin):
+        recovery.recover_before_stage(hub)  # a replay a crash interrupted is settled before it is planned again
         plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
         if plan.unfinished:
             _finish_unfinished(plan, hub)
@@ -511,6 +515,7 @@ def replay(
         if plan.accepted == 0:  # committing only the same rejections again would add rows, not information
             return plan.summary("nothing_passes")
         _stage(plan, hub)
+        crash_point("replay.after_stage")
         hub.log.append(
             hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
             digests={
@@ -528,6 +533,7 @@ def replay(
                 "origin_contract_version": plan.origin_contract_version,
             },
         )
+        crash_point("replay.after_entry")
         committed = commit(plan.replay_id, hub)
     return {**plan.summary("committed"), "snapshot_id": committed["snapshot_id"],
             "manifest": committed["manifest"], "manifest_sha256": committed["manifest_sha256"]}

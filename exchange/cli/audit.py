@@ -22,6 +22,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(provenance_app, name="provenance")
 
 MAX_LISTED = 20  # problems printed after the first; --json carries them all
+INTERRUPTED_EXIT = 3  # verify: interrupted, recoverable (`exchange recover`), nothing points at tampering
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -31,7 +32,9 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         console.print(f"[green]{report.summary()}[/]")
     else:
         first = report.problems[0]
-        console.print(f"[red]BROKEN[/]: {len(report.problems)} problem(s). {report.summary().split(': ', 1)[1]}")
+        colour = "yellow" if report.recoverable else "red"
+        console.print(f"[{colour}]{report.verdict}[/]: {len(report.problems)} problem(s). "
+                      f"{report.summary().split(': ', 1)[1]}")
         console.print(f"first broken item: [bold]{first.item}[/]\n  problem:  {first.problem}")
         expected, found = getattr(first, "expected", None), getattr(first, "found", None)
         if expected is not None or found is not None:
@@ -44,7 +47,7 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         if not as_json:
             console.print(f"[yellow]note[/]: {note}")
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(INTERRUPTED_EXIT if report.recoverable else 1)
 
 
 @app.command()
@@ -65,7 +68,8 @@ def verify(
     """Re-check the provenance chain, every signature, manifest, lake file, count and extract.
 
     Prints a verdict, and when broken the first broken item with what was expected and what was found.
-    Exits 0 when intact, 1 when anything is broken, 2 on a usage error.
+    Exits 0 when intact, 1 when anything is broken (tampered or damaged), 2 on a usage error, 3 when the only
+    problems are what an interrupted commit leaves (INTERRUPTED: run `exchange recover`, then verify again).
     """
     from exchange.provenance.verify import verify_home, verify_offline
 

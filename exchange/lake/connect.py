@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from exchange.config import ExchangeSettings, Layout
-from exchange.errors import TerminalError
+from exchange.errors import TerminalError, TransientError
 from exchange.lake.files import is_remote
 
 LAKE = "lake"
@@ -223,24 +223,43 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
             if read_only:
                 options += ", READ_ONLY"
             _attach(con, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
-                    retry=is_postgres(catalog))
+                    retry=is_postgres(catalog), catalog=catalog, wait=settings.lake_lock_wait_seconds)
             con.execute(f"USE {LAKE}")
             yield con
         finally:
             con.close()
 
 
-def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool) -> None:
+def _held_by_outsider(exc: duckdb.Error) -> bool:
+    """DuckDB's own file lock refused us: a process outside the hub (a DuckDB session) has the catalog open."""
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool, catalog: str = "", wait: float = 0.0) -> None:
     # Several processes attaching a fresh PostgreSQL catalog at once race to create DuckLake's tables; the
     # losers fail with a duplicate key and succeed on a second try, when the tables are there.
-    for attempt in range(4):
+    # A DuckDB-file catalog held open by an outside process (stock DuckDB, even READ_ONLY) is waited for a
+    # while, then reported in one line: our own processes serialize on the .lock file and never meet here.
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
         try:
             con.execute(sql)
             return
         except duckdb.Error as exc:
+            if _held_by_outsider(exc):
+                if time.monotonic() >= deadline:
+                    holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(".", 1)[0].strip()
+                    raise TransientError(
+                        f"the lake catalog {catalog} is held open by another process ({' '.join(holder.split())}),"
+                        f" e.g. a DuckDB session; waited {wait:.0f} s. Close it and run again (nothing was changed)"
+                    ) from None
+                time.sleep(0.2)
+                continue
             if not retry or attempt == 3 or "Failed to initialize DuckLake" not in str(exc):
                 raise
-            time.sleep(0.2 * (attempt + 1))
+            attempt += 1
+            time.sleep(0.2 * attempt)
 
 
 _DUCK_TYPES = {

@@ -34,7 +34,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
 from exchange.errors import TerminalError, VerificationError
+from exchange.faults import crash_point
 from exchange.locking import file_lock
 from exchange.provenance.checkpoint import append_checkpoint
 from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, ProvenanceLog
@@ -123,7 +125,9 @@ def write_archive(
         if _head_seq(log) <= last_seq:
             return None
         checkpoint = append_checkpoint(log, signer, lake_snapshot=lake_snapshot, manifests=manifests)
-        tmp_entries = out_dir / (ENTRIES + ".tmp")
+        crash_point("archive.after_checkpoint")
+        # Temporary names carry the writer's pid: recovery removes a dead writer's (exchange/atomic.py).
+        tmp_entries = atomic.temp_path(out_dir / ENTRIES)
         digest = hashlib.sha256()
         count = 0
         first: ProvenanceEntry | None = None
@@ -141,6 +145,9 @@ def write_archive(
                 count += 1
                 if entry.action == "commit" and isinstance(entry.details.get("manifest"), str):
                     manifest_names.append(entry.details["manifest"])
+                if count == 1:
+                    out.flush()
+                    crash_point("archive.mid_write")
         assert first is not None, "a segment holds at least its checkpoint"
         carried = [n for n in dict.fromkeys(manifest_names) if (home / n).is_file()]
         header = ArchiveHeader(
@@ -158,14 +165,13 @@ def write_archive(
         )
         header = header.model_copy(update={"signature": signer.sign(header.signed_bytes())})
         target = out_dir / header.file_name()
-        tmp_tar = target.with_suffix(".tar.tmp")
-        with tarfile.open(tmp_tar, "w:", format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, HEADER, header.model_dump_json(indent=2).encode())
-            tar.add(tmp_entries, arcname=ENTRIES)
-            for name in carried:
-                tar.add(home / name, arcname=name)
-        tmp_entries.unlink()
-        tmp_tar.replace(target)
+        with atomic.atomic_path(target) as tmp_tar:
+            with tarfile.open(tmp_tar, "w:", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, HEADER, header.model_dump_json(indent=2).encode())
+                tar.add(tmp_entries, arcname=ENTRIES)
+                for name in carried:
+                    tar.add(home / name, arcname=name)
+            tmp_entries.unlink()
         return target
 
 

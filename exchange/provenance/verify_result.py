@@ -26,6 +26,7 @@ class VerifyReport:
     mode: str = "full"
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    interrupted: list[VerificationError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -33,9 +34,17 @@ class VerifyReport:
         return not self.problems
 
     @property
+    def recoverable(self) -> bool:
+        """Every problem is what an interrupted commit or write leaves (a signed intent names it): `exchange
+        recover` (or the next stage) settles it. Nothing points at tampering."""
+        return bool(self.problems) and all(any(p is i for i in self.interrupted) for p in self.problems)
+
+    @property
     def verdict(self) -> str:
-        """intact or BROKEN."""
-        return "intact" if self.ok else "BROKEN"
+        """intact, INTERRUPTED (recoverable: run `exchange recover`) or BROKEN (tampered or damaged)."""
+        if self.ok:
+            return "intact"
+        return "INTERRUPTED" if self.recoverable else "BROKEN"
 
     def counts(self) -> dict[str, int]:
         """What was checked, by kind."""
@@ -58,6 +67,7 @@ class VerifyReport:
         return {
             "verdict": self.verdict,
             "ok": self.ok,
+            "recoverable": self.recoverable,
             "mode": self.mode,
             "counts": self.counts(),
             "skipped": self.skipped,
@@ -80,11 +90,14 @@ class ChainFacts:
     lake_floor: int | None = None
     replays: dict[str, ProvenanceEntry] = field(default_factory=dict)
     truncations: list[ProvenanceEntry] = field(default_factory=list)
+    intents: set[str] = field(default_factory=set)
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
         if entry.action == "commit":
             self.commits[entry.subject] = entry
+        elif entry.action == "commit_intent":
+            self.intents.add(entry.subject)
         elif entry.action == "pull":
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
         elif entry.action == "replay":

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 
 from exchange.config import ExchangeSettings, Layout
+from exchange.errors import VerificationError
 from exchange.provenance.archive import (
     ARCHIVES,
     ArchiveContents,
@@ -150,14 +151,16 @@ def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: Exch
     pending = {b for b in intents_pending(Layout(settings.home).staging)
                if b in facts.intents and b not in facts.commits}
     torn = log.torn_tail() > 0
-    for problem in report.problems:
+    def explained(problem: VerificationError) -> bool:
         text = str(problem)
-        if any(b in text for b in pending) or "/.partial-" in text or (
-                torn and problem.problem.startswith("unreadable entry")):
-            report.interrupted.append(problem)
-        elif pending and problem.item.startswith("lake file "):
-            if _rows_of_batches(settings, problem.item.removeprefix("lake file ")) <= pending:
-                report.interrupted.append(problem)
+        if any(b in text for b in pending) or "/.partial-" in text:
+            return True
+        if torn and problem.problem.startswith("unreadable entry"):
+            return True
+        lake_file = problem.item.removeprefix("lake file ")
+        return bool(pending) and lake_file != problem.item and _rows_of_batches(settings, lake_file) <= pending
+
+    report.interrupted += [p for p in report.problems if explained(p)]
     if report.recoverable:
         report.notes.append("a commit or write was interrupted (a signed intent names it); nothing points at "
                             "tampering: run `exchange recover`, then verify again")

@@ -34,7 +34,9 @@ from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import catalog_and_data, connect, is_postgres
 from exchange.lake.retry import batch_lock, catalog_file_names, uncommitted_files
+from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import landing_dir, manifest_path
+from exchange.signing.keys import Signer
 
 if TYPE_CHECKING:
     from exchange.pipeline import Hub
@@ -112,11 +114,27 @@ def reconcile(hub: Hub, *, batch_id: str | None = None, full: bool = False, dry_
     if full:
         _orphan_lake_files(hub, report)
     if report.removed and not dry_run:
-        hub.log.append(hub.signer, actor=protocol.HUB, action=protocol.CLEANUP, subject="recovery",
-                       details={"removed": [{"path": r.path, "size": r.size, "why": r.why} for r in report.removed]})
+        log_cleanup(hub.log, hub.signer, report.removed)
     for line in report.lines():
         log.warning("recovery: %s", line)
     return report
+
+
+def log_cleanup(log: ProvenanceLog, signer: Signer, removed: list[Removed]) -> None:
+    """The signed `cleanup` entry naming what recovery removed, with sizes and why."""
+    log.append(signer, actor=protocol.HUB, action=protocol.CLEANUP, subject="recovery",
+               details={"removed": [{"path": r.path, "size": r.size, "why": r.why} for r in removed]})
+
+
+def remove_leftovers(log: ProvenanceLog, signer: Signer, found: list[Leftover], home: Path) -> list[Removed]:
+    """Remove partial files a caller holding the folder's lock found, and log them (e.g. the archive writer)."""
+    removed = []
+    for item in found:
+        item.path.unlink(missing_ok=True)
+        removed.append(Removed(_under(home, item.path), item.size, item.why))
+    if removed:
+        log_cleanup(log, signer, removed)
+    return removed
 
 
 def _torn_log(hub: Hub, report: RecoveryReport) -> None:
@@ -132,8 +150,12 @@ def _torn_log(hub: Hub, report: RecoveryReport) -> None:
 
 
 def _relative(hub: Hub, path: Path | str) -> str:
+    return _under(hub.layout.home, path)
+
+
+def _under(home: Path, path: Path | str) -> str:
     try:
-        return str(Path(path).relative_to(hub.layout.home))
+        return str(Path(path).relative_to(home))
     except ValueError:
         return str(path)
 

@@ -119,6 +119,11 @@ def write_archive(
     """Close the current segment with a checkpoint and archive it; None if nothing was logged since the last."""
     out_dir = log.dir / ARCHIVES
     with archives_locked(out_dir):
+        stale = atomic.leftovers(out_dir, recursive=False)
+        if stale:  # an archive writer died mid-write (we hold the archives' lock: no live one is writing)
+            from exchange.recovery import remove_leftovers
+
+            remove_leftovers(log, signer, stale, home)
         existing = archive_paths(out_dir)
         previous = read_header(existing[-1]) if existing else None
         last_seq = previous.last_seq if previous else 0

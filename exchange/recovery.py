@@ -166,13 +166,7 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
     root = catalog_and_data(hub.settings)[1]
     with batch_lock(hub.settings, batch_id), connect(hub.settings) as con:
         snapshot = snapshot_of(con, batch_id)
-        stray = uncommitted_files(con, root, batch_id)
-        for relative in stray:
-            location = lake_files.join(root, relative)
-            report.removed.append(Removed(_relative(hub, location), _size(location),
-                                          f"data file of batch {batch_id} written by an interrupted commit"))
-            if not report.dry_run:
-                lake_files.remove(location)
+        stray = _remove_stray(hub, report, con, root, batch_id)
     if snapshot is None:
         report.abandoned.append(batch_id)
         if not report.dry_run:
@@ -298,22 +292,53 @@ def _logged_extract(hub: Hub, folder: Path) -> str | None:
 
 
 def _orphan_lake_files(hub: Hub, report: RecoveryReport) -> None:
-    """Parquet files in the data path the catalog does not know (a DuckDB-file catalog only: its lock admits one
-    writer at a time, so while we hold it no live writer has files in flight; on PostgreSQL only the batches
-    with an intent marker are swept, by _settle, under each batch's advisory lock)."""
+    """Every Parquet file in the data path the catalog does not know (where that is safe, see _stray_files)."""
     catalog, root = catalog_and_data(hub.settings)
-    if is_postgres(catalog) or lake_files.is_remote(root) or not Path(catalog).exists():
+    if not is_postgres(catalog) and not Path(catalog).exists():
         return
     with connect(hub.settings) as con:
+        _remove_stray(hub, report, con, root, None)
+
+
+def _stray_files(hub: Hub, con: Any, root: str, batch_id: str | None) -> list[tuple[str, str]]:
+    """(relative path, why) of lake files no snapshot references that are safe to remove now.
+
+    A DuckDB-file catalog on a local folder admits one writer process at a time and we hold its lock: every file
+    it does not know is an orphan, readable or not (a write cut short by a full disk is not). Elsewhere
+    (PostgreSQL catalog, object storage) live writers may have files in flight: only files whose every row
+    carries `batch_id`, whose lock the caller holds, qualify.
+    """
+    catalog = catalog_and_data(hub.settings)[0]
+    if not is_postgres(catalog) and not lake_files.is_remote(root):
         known = catalog_file_names(con)
-        for relative in lake_files.parquet_files(con, root):
-            if Path(relative).name in known:
-                continue
-            location = Path(lake_files.join(root, relative))
-            report.removed.append(Removed(_relative(hub, location), location.stat().st_size,
-                                          "lake file no snapshot references (left by an interrupted write)"))
-            if not report.dry_run:
-                location.unlink(missing_ok=True)
+        return [(r, "lake file no snapshot references (left by an interrupted write)")
+                for r in lake_files.parquet_files(con, root) if Path(r).name not in known]
+    if batch_id is None:
+        return []
+    return [(r, f"data file of batch {batch_id} written by an interrupted commit")
+            for r in uncommitted_files(con, root, batch_id)]
+
+
+def _remove_stray(hub: Hub, report: RecoveryReport, con: Any, root: str, batch_id: str | None) -> list[str]:
+    stray = _stray_files(hub, con, root, batch_id)
+    for relative, why in stray:
+        location = lake_files.join(root, relative)
+        report.removed.append(Removed(_relative(hub, location), _size(location), why))
+        if not report.dry_run:
+            lake_files.remove(location)
+    return [r for r, _ in stray]
+
+
+def settle_now(hub: Hub, batch_id: str) -> RecoveryReport:
+    """Settle one batch's interrupted commit right away (the caller holds its lock and saw its attempt fail)."""
+    report = RecoveryReport()
+    staging = hub.staging(batch_id)
+    intent = protocol.read_intent(staging)
+    if intent is not None:
+        _settle(hub, staging, intent, report)
+    if report.removed:
+        log_cleanup(hub.log, hub.signer, report.removed)
+    return report
 
 
 def recover_before_stage(hub: Hub, batch_id: str | None = None) -> RecoveryReport:

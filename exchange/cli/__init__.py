@@ -31,7 +31,8 @@ def _hub() -> Hub:
 
 
 def _fail(exc: ExchangeError) -> None:
-    console.print(f"[red]error:[/] {exc}")
+    # One line, however narrow the terminal: scripts and log scrapers read it whole.
+    console.print(f"[red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(2)
 
 

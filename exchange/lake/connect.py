@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -249,10 +250,11 @@ def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool, catalog: s
         except duckdb.Error as exc:
             if _held_by_outsider(exc):
                 if time.monotonic() >= deadline:
-                    holder = str(exc).split("Conflicting lock is held in", 1)[-1].split(".", 1)[0].strip()
+                    found = re.search(r"held in\s+(\S+)\s+\(PID (\d+)\)", str(exc))
+                    holder = f"pid {found[2]}, {found[1]}" if found else "another process"
                     raise TransientError(
-                        f"the lake catalog {catalog} is held open by another process ({' '.join(holder.split())}),"
-                        f" e.g. a DuckDB session; waited {wait:.0f} s. Close it and run again (nothing was changed)"
+                        f"the lake catalog {catalog} is held open by another process ({holder}), e.g. a DuckDB "
+                        f"session; waited {wait:.0f} s. Close it and run again (nothing was changed)"
                     ) from None
                 time.sleep(0.2)
                 continue

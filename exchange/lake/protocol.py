@@ -27,7 +27,7 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -336,7 +336,16 @@ def finish(hub: Hub, batch_id: str, snapshot_id: int, hashed: list[LakeFile],
 def commit_staged(hub: Hub, batch_id: str) -> tuple[SignedManifest, Path]:
     """Run the whole protocol for a validated, staged batch (the caller holds the batch lock)."""
     declare_intent(hub, batch_id)
-    snapshot_id, hashed = write_snapshot(hub, batch_id)
+    try:
+        snapshot_id, hashed = write_snapshot(hub, batch_id)
+    except Exception:
+        # A failed snapshot (full disk, retries used up) is settled at once, not at the next stage's entry:
+        # the lake is left as it was, with no file of the failed attempt.
+        from exchange.recovery import settle_now
+
+        with suppress(Exception):  # the original error is the one to report
+            settle_now(hub, batch_id)
+        raise
     return finish(hub, batch_id, snapshot_id, hashed)
 
 

@@ -1,29 +1,59 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv and install on first use.
+#   make demo  installs the runtime dependencies only (`pip install -e .`).
+#   make test  also installs the extras the suite exercises (dev; bench for the benchmark smoke tests;
+#              celery for the Celery-worker integration test) and the Debian packages pip cannot
+#              (chromium for the report's page test, fonts-noto-cjk for Chinese text in pages).
+# Separate stamps: `make demo` then `make test` adds the extras; `make test` then `make demo` adds nothing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+TEST_STAMP := $(VENV)/.test-stamp
+TEST_EXTRAS := dev,bench,celery
+# Debian packages the tests need that pip cannot install; apt-get runs only for the missing ones.
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk
 
-.PHONY: install demo test test-fast lint schemas clean
+.PHONY: install install-test system-packages demo test test-fast lint schemas clean
 
-$(STAMP): pyproject.toml Makefile
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,bench,celery]'
-	touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
 
-install: $(STAMP)
+$(RUNTIME_STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+# The test install is a superset of the runtime one, so it refreshes the runtime stamp too.
+$(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	touch $(TEST_STAMP) $(RUNTIME_STAMP)
+
+install: $(RUNTIME_STAMP)
+
+install-test: $(TEST_STAMP) system-packages
+
+# One `apt-get update`, then one install of only what dpkg does not list as installed; nothing when all are.
+system-packages:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "warning: not a Debian system; install$$missing yourself (some integration tests need them)" >&2; exit 0; fi; \
+	sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	echo "installing Debian packages:$$missing"; \
+	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing
 
 demo: install  ## seed four province sandboxes, run their DAGs through Airflow, extract, verify, summarize
 	$(BIN)/exchange demo --home var/demo
 
-test: install  ## the whole suite, slow scenarios included (what CI runs)
+test: install-test  ## the whole suite, slow scenarios included (what CI runs)
 	$(BIN)/pytest
 
-test-fast: install  ## the quick loop: everything but the slow scenarios
+test-fast: install-test  ## the quick loop: everything but the slow scenarios
 	$(BIN)/pytest -m "not slow"
 
-lint: install
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/exchange contracts lint

@@ -23,8 +23,10 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from exchange.errors import SourceAuthenticityError, VerificationError
-from exchange.signing.canonical import canonical_bytes
-from exchange.signing.keys import Keyring, Signature, Signer, TrustBundle, verify_bundle, verify_signature
+from exchange.signing.canonical import canonical_bytes, utc_z
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_bundle, verify_signature
 
 SIGNATURE_SUFFIX = ".sig"
 # Shanghai's API signs each page: "<key id>:<base64 signature>" and the signing time (ISO 8601).
@@ -37,10 +39,6 @@ _REDELIVER = "ask the province to re-deliver it; never edit a delivered payload 
 def office(province: str) -> str:
     """The trust-bundle owner whose key signs a province's exports."""
     return f"{province}.data_office"
-
-
-def _z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class SignedStatement(BaseModel, frozen=True):
@@ -63,7 +61,7 @@ class SignedStatement(BaseModel, frozen=True):
 
 def statement_bytes(province: str, subject: str, sha256: str, signed_at: datetime) -> bytes:
     """RFC 8785 canonical JSON of what a province signs."""
-    return canonical_bytes({"province": province, "subject": subject, "sha256": sha256, "signed_at": _z(signed_at)})
+    return canonical_bytes({"province": province, "subject": subject, "sha256": sha256, "signed_at": utc_z(signed_at)})
 
 
 def sign(signer: Signer, province: str, subject: str, payload: bytes, at: datetime | None = None) -> SignedStatement:
@@ -94,7 +92,7 @@ class VerifiedSource:
     def record(self) -> dict[str, Any]:
         """JSON for the provenance entry and pull.json."""
         return {"subject": self.subject, "sha256": self.sha256, "key_id": self.key_id, "owner": self.owner,
-                "signed_at": _z(self.signed_at)}
+                "signed_at": utc_z(self.signed_at)}
 
 
 class SourceTrust:
@@ -195,7 +193,7 @@ def hub_trust(home: Path | None = None) -> SourceTrust:
 def signature_headers(signed: SignedStatement) -> dict[str, str]:
     """A statement as the two HTTP headers Shanghai's API sends with each page."""
     return {SIGNATURE_HEADER: f"{signed.signature.key_id}:{signed.signature.value}",
-            SIGNED_AT_HEADER: _z(signed.signed_at)}
+            SIGNED_AT_HEADER: utc_z(signed.signed_at)}
 
 
 def from_headers(

@@ -10,19 +10,24 @@ import hashlib
 import importlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from adapters.authenticity import VerifiedSource
+from adapters.connection import ConnectionLike
 from exchange import atomic
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
+from exchange.datasets import province as known_province
+from exchange.errors import BadWindow
 
 DELETED_AT = "deleted_at"
+
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,30 @@ class Window:
     end: datetime
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
+        for name, bound in (("start", self.start), ("end", self.end)):
+            if bound.tzinfo is None or bound.utcoffset() is None:
+                raise BadWindow(
+                    f"window {name} {bound.isoformat()} has no UTC offset; give one, e.g. "
+                    f"{bound.replace(microsecond=0).isoformat()}+08:00"
+                )
         if self.end <= self.start:
-            raise ValueError(f"empty window: {self.start.isoformat()} .. {self.end.isoformat()}")
+            raise BadWindow(
+                f"empty window: the end {self.end.isoformat()} is not after the start {self.start.isoformat()}"
+            )
+
+    def pullable(self, now: datetime, skew: timedelta) -> Window:
+        """This window, if a run may pull it at `now`: it must end no later than `now` plus `skew`.
+
+        A window ending in the future would commit records that are still pending at the province and move
+        the watermark past them, so the real window later finds nothing. `skew` tolerates clocks that
+        differ a little between the hub and the scheduler. Raises BadWindow otherwise.
+        """
+        if self.end > now + skew:
+            raise BadWindow(
+                f"window end {self.end.isoformat()} is in the future (now {now.isoformat()}, allowed skew "
+                f"{skew.total_seconds():.0f} s, EXCHANGE_WINDOW_FUTURE_SKEW_SECONDS): pull a window that has ended"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,20 @@ class SourceAdapter(Protocol):
         ...
 
 
+def in_window(updated: pa.ChunkedArray | pa.Array, request: PullRequest, stand_in: datetime) -> pa.ChunkedArray:
+    """Which records a pull takes: since < updated_at < end, vectorized.
+
+    A record whose update time is missing or unreadable (null) cannot be placed by it, yet must reach the
+    contract, which quarantines it with what was sent: it is taken as updated at `stand_in` (its file's
+    local midnight, or when the province signed it), so it is pulled by the window holding that moment.
+    """
+    effective = pc.fill_null(updated, pa.scalar(stand_in, TIMESTAMP))
+    keep = pc.less(effective, pa.scalar(request.window.end, TIMESTAMP))
+    if request.since is not None:
+        keep = pc.and_(keep, pc.greater(effective, pa.scalar(request.since, TIMESTAMP)))
+    return keep
+
+
 def deletion_schema(dataset: str) -> pa.Schema:
     """A deletions table: the dataset's record key and when the province deleted the record (UTC)."""
     ds = canonical_dataset(dataset)
@@ -160,13 +199,30 @@ class Sandbox(Protocol):
 
 def adapter_for(province: str, settings: ExchangeSettings) -> SourceAdapter:
     """Build the province's adapter from settings, importing its drivers only now."""
-    module = importlib.import_module(f"adapters.{province}.adapter")
+    module = importlib.import_module(f"adapters.{known_province(province)}.adapter")
     adapter: SourceAdapter = module.build(settings)
     return adapter
 
 
 def sandbox_for(province: str, root: Path) -> Sandbox:
     """Import and build the province's sandbox lazily, so importing this module loads no drivers."""
-    module = importlib.import_module(f"adapters.{province}.sandbox")
+    module = importlib.import_module(f"adapters.{known_province(province)}.sandbox")
     sandbox: Sandbox = module.create(root)
     return sandbox
+
+
+def connection_overrides(province: str, conn: ConnectionLike) -> dict[str, Any]:
+    """ExchangeSettings values from the province's Airflow Connection (adapters/<province>/connection.py).
+
+    KeyError for a province with no such module; importing it loads only what that province's mapping needs.
+    """
+    if not province.isidentifier():
+        raise KeyError(f"no connection mapping for province {province!r}")
+    try:
+        module = importlib.import_module(f"adapters.{province}.connection")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (f"adapters.{province}", f"adapters.{province}.connection"):
+            raise  # a dependency of the province's module is missing: not an unknown province
+        raise KeyError(f"no connection mapping for province {province!r}") from None
+    overrides: dict[str, Any] = module.overrides(conn)
+    return overrides

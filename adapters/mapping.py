@@ -38,8 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from exchange import intake
 from exchange.datasets import TIMESTAMP, Dataset, dataset
 from exchange.errors import SourceFormatError
+from exchange.province_config import adapters_path
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +150,14 @@ class DatasetMapping:
                 return f.native
         raise KeyError(canonical)
 
-    def to_canonical(self, native: pa.Table, source: str) -> pa.Table:
+    def to_canonical(self, native: pa.Table, source: str, as_sent: pa.Array | None = None) -> pa.Table:
         """Map a table of native columns (strings or typed) onto the canonical schema.
 
-        Raises SourceFormatError naming `source` if a native column is missing.
+        A value that does not read as its field's type (a date that is no date, text in a number field)
+        becomes null and is recorded, as sent, in the AS_SENT column (exchange.intake), merged with what the
+        adapter already found unreadable (`as_sent`); the column is present only when there is something in
+        it. Raises SourceFormatError naming `source` if a native column is missing, or if every value of a
+        field fails to read (the province changed the field's format: a mapping matter, not bad records).
         """
         missing = [c for c in self.native_columns if c not in native.column_names]
         if missing:
@@ -160,38 +166,59 @@ class DatasetMapping:
                 f"expected the {self.source} columns {', '.join(self.native_columns)}; {self._update_hint()}",
             )
         self.report_drift(native.column_names, source)
-        columns = {f.canonical: self._read(f, native.column(f.native), source) for f in self.fields}
-        return pa.table(
-            [columns[field.name] for field in self.dataset.schema], schema=self.dataset.schema
-        )
+        columns: dict[str, pa.ChunkedArray] = {}
+        entries: list[pa.Array | pa.ChunkedArray] = []
+        for f in self.fields:
+            sent = native.column(f.native)
+            columns[f.canonical], unreadable, why = self._read(f, sent, source)
+            if unreadable is not None:
+                entries.append(intake.problem(f.canonical, unreadable, sent, why))
+        table = pa.table([columns[field.name] for field in self.dataset.schema], schema=self.dataset.schema)
+        found = intake.column(entries, native.num_rows) if entries else None
+        return intake.attach(table, intake.merge(as_sent, found, native.num_rows))
 
     def read_column(self, canonical: str, native: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
         """One native column read as canonical field `canonical` (codes, dates and times applied)."""
         spec = next(f for f in self.fields if f.canonical == canonical)
-        return self._read(spec, native, source)
+        return self._read(spec, native, source)[0]
 
     def from_canonical(self, canonical: pa.Table) -> pa.Table:
         """Render canonical records in the province's native form (used by the sandboxes)."""
         arrays = {f.native: self._write(f, canonical.column(f.canonical)) for f in self.fields}
         return pa.table(arrays)
 
-    def _read(self, f: FieldMapping, column: pa.ChunkedArray, source: str) -> pa.ChunkedArray:
+    def _read(
+        self, f: FieldMapping, column: pa.ChunkedArray, source: str
+    ) -> tuple[pa.ChunkedArray, pa.ChunkedArray | None, str]:
+        """The canonical column, which values were present but unreadable (None: all read), and why."""
         target = self.dataset.schema.field(f.canonical).type
         if f.codes is not None:
             column = _recode(column.cast(pa.string()), f.codes)
         if f.date is not None:
-            return _strict_dates(column, self._parsed(f, column, f.date, source), f.date)
+            dates = _strict_dates(column, self._parsed(f, column, f.date, source), f.date)
+            return dates, _unreadable(column, dates), f"not a date in the format {f.date}"
         if f.timestamp is not None:
             parsed = self._parsed(f, column, f.timestamp, source)
             if parsed.type.tz is None:
                 parsed = pc.assume_timezone(parsed, self.timezone)
-            return parsed.cast(TIMESTAMP)
+            return parsed.cast(TIMESTAMP), _unreadable(column, parsed), f"not a time in the format {f.timestamp}"
         if pa.types.is_string(target) and not pa.types.is_string(column.type):
-            return column.cast(pa.string())
+            return column.cast(pa.string()), None, ""
         try:
-            return column.cast(target)
+            return column.cast(target), None, ""
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise self.type_error(f.native, source, f"values no longer read as {target} ({exc})") from exc
+            if not (pa.types.is_string(column.type) and (pa.types.is_integer(target) or pa.types.is_floating(target))):
+                raise self.type_error(f.native, source, f"values no longer read as {target} ({exc})") from exc
+            # Text in a number field: the values that are not numbers are bad records, unless none is a number.
+            trimmed = pc.utf8_trim_whitespace(column)
+            numeric = pc.fill_null(pc.match_substring_regex(trimmed, _INTEGER if pa.types.is_integer(target)
+                                                            else _NUMBER), False)
+            bad = pc.and_(pc.is_valid(column), pc.invert(numeric))
+            failed, present = pc.sum(bad).as_py() or 0, pc.sum(pc.is_valid(column)).as_py() or 0
+            if failed >= DRIFT_MIN_VALUES and failed == present:
+                raise self.type_error(f.native, source, f"values no longer read as {target} ({exc})") from exc
+            cleaned = pc.if_else(numeric, trimmed, pa.scalar(None, pa.string()))
+            return cleaned.cast(target), bad, f"not a number ({target})"
 
     def _parsed(self, f: FieldMapping, column: pa.ChunkedArray, fmt: str, source: str) -> pa.ChunkedArray:
         """Parse a date/time column; a column none of whose values parse changed format (the pull fails)."""
@@ -215,6 +242,17 @@ class DatasetMapping:
             reverse = {canonical: native for native, canonical in f.codes.items()}
             return _recode(column, reverse)
         return column
+
+
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+_INTEGER = r"^[-+]?\d+$"
+
+
+def _unreadable(sent: pa.ChunkedArray, read: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Values the province sent (not null, not blank) that did not read (null after parsing)."""
+    text = sent if pa.types.is_string(sent.type) else sent.cast(pa.string())
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True)
+    return pc.and_(pc.invert(blank), pc.is_null(read))
 
 
 def _recode(column: pa.ChunkedArray, codes: dict[str, str]) -> pa.ChunkedArray:
@@ -256,12 +294,6 @@ def _parse(column: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.Chunk
     return pc.strptime(cleaned, format=fmt, unit="us", error_is_null=True), pc.invert(blank)
 
 
-def _shown(path: Path) -> str:
-    """The mapping file as an office finds it in the repository (adapters/<province>/mapping.yaml)."""
-    parts = path.resolve().parts
-    return "/".join(parts[parts.index("adapters"):]) if "adapters" in parts else str(path)
-
-
 @dataclass(frozen=True)
 class ProvinceMapping:
     """All dataset mappings of one province, loaded from its mapping.yaml."""
@@ -295,7 +327,8 @@ class ProvinceMapping:
             flag = spec.get("deleted")
             deleted = DeleteFlag(str(flag["from"]), str(flag["value"])) if flag else None
             mappings[name] = DatasetMapping(
-                ds, str(spec["source"]), tz, fields, deleted, province=str(doc["province"]), mapping_file=_shown(path)
+                ds, str(spec["source"]), tz, fields, deleted, province=str(doc["province"]),
+                mapping_file=adapters_path(path),
             )
         return cls(str(doc["province"]), tz, mappings)
 

@@ -61,6 +61,7 @@ def run_ours(
     os.environ.update(env)
     from exchange import pipeline
     from exchange.config import ExchangeSettings
+    from exchange.hub import Hub
 
     stages: dict[str, float] = {}
     for name in ("pull", "validate", "commit"):
@@ -75,7 +76,7 @@ def run_ours(
 
         setattr(pipeline, name, timed)
     trust_provinces(root, out_dir / "hub")
-    hub = pipeline.Hub(ExchangeSettings(home=out_dir / "hub"))
+    hub = Hub(ExchangeSettings(home=out_dir / "hub"))
     with _profiled(profile) as reports, Stopwatch() as watch:
         summary = pipeline.run_exchange(province, dataset, WINDOW_START, WINDOW_END, hub)
     details = {

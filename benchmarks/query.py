@@ -99,8 +99,8 @@ def build_home(home: Path, rows: int, chunk_rows: int = CHUNK_ROWS) -> tuple[flo
     from exchange.access.models import Department, Grant, RowCondition
     from exchange.access.registry import Registry
     from exchange.config import ExchangeSettings
+    from exchange.hub import Hub
     from exchange.lake.connect import LAKE, connect
-    from exchange.pipeline import Hub
 
     hub = Hub(ExchangeSettings(home=home))
     with Stopwatch() as watch:
@@ -144,7 +144,7 @@ def run_ours(home: Path, sample: list[str], repeat: int, out: Path) -> tuple[flo
     from exchange.access.service import extract_for_department, query_for_department
     from exchange.access.viewcache import ViewCache
     from exchange.config import ExchangeSettings
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
     hub = Hub(ExchangeSettings(home=home))
     lake, views = SharedLake(hub.settings), ViewCache(max_rows=50_000_000)

@@ -36,7 +36,7 @@ from benchmarks.sources import SEED, sandbox_root, window
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 HASHED_FOLDERS = ("lake/data", "landing", "manifests", "provenance")
 SYNTHETIC_PULL = "benchmark:synthetic-pull"  # the actor of the pull entries of staged (not pulled) batches
@@ -50,7 +50,8 @@ def build_lake(
     """Commit the given one-week windows through run_exchange into the EXCHANGE_HOME `home`."""
     os.environ.update(env)
     from exchange.config import ExchangeSettings
-    from exchange.pipeline import Hub, run_exchange
+    from exchange.hub import Hub
+    from exchange.pipeline import run_exchange
 
     hub = Hub(ExchangeSettings(home=home))
     rows = 0
@@ -73,7 +74,8 @@ def build_synthetic_lake(
     provenance entries like any other.
     """
     from exchange.config import ExchangeSettings
-    from exchange.pipeline import Hub, commit, validate
+    from exchange.hub import Hub
+    from exchange.pipeline import commit, validate
     from exchange.synthetic import DEFECT_COLUMN, generate
 
     hub = Hub(ExchangeSettings(home=home))
@@ -101,7 +103,7 @@ def stage_batch(
 
     from adapters.base import Window
     from exchange.datasets import dataset as canonical_dataset
-    from exchange.pipeline import batch_id_for
+    from exchange.hub import batch_id_for
 
     start, end = window(week)
     batch_id = batch_id_for(province, dataset, Window(start, end))
@@ -166,7 +168,7 @@ def checkpoint(home: Path) -> int:
     from exchange.provenance.checkpoint import append_checkpoint
     from exchange.provenance.lakecheck import lake_head
     from exchange.provenance.log import ProvenanceLog
-    from exchange.signing.keys import Keyring
+    from exchange.signing.keyring import Keyring
 
     settings = ExchangeSettings(home=home)
     layout = Layout(home)

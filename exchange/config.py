@@ -8,14 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exchange.errors import SettingsError
+
+ENV_PREFIX = "EXCHANGE_"
 
 
 class ExchangeSettings(BaseSettings):
     """Everything an operator can set; each field maps to ``EXCHANGE_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     home: Path = Field(default=Path("var"), description="Root of all runtime state")
     key_algorithm: str = Field(
@@ -64,6 +68,15 @@ class ExchangeSettings(BaseSettings):
         default=500_000, ge=1_000,
         description="Largest number of records checked against a contract at once: a larger batch is checked "
         "in parts grouped by key (same result, bounded memory; about 1 KB of memory per record in a part)",
+    )
+    window_future_skew_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How far in the future a pulled window may end (clock differences between scheduler and hub); "
+        "a window ending later is refused, since it would commit records the province has not finished",
+    )
+    shanghai_max_pages: int = Field(
+        default=100_000, ge=1,
+        description="Most pages of Shanghai's API one window may read; more means the API's pagination does not end",
     )
     sandbox_dir: Path | None = Field(
         default=None, description="Where the embedded province sandboxes keep their data"
@@ -121,6 +134,14 @@ class ExchangeSettings(BaseSettings):
         default=50.0, gt=0, description="E-licence checks per second per department, sustained (a separate bucket)"
     )
     check_rate_burst: int = Field(default=100, ge=1, description="E-licence checks a department may make at once")
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, home: Path) -> Path:
+        # Checked where the setting is read: otherwise the first mkdir or open under it fails far away.
+        if home.exists() and not home.is_dir():
+            raise ValueError(f"{home} is a file, not a folder; point it at a folder (created if missing)")
+        return home
 
 
 class Layout:
@@ -192,8 +213,27 @@ class Layout:
 
 
 def settings() -> ExchangeSettings:
-    """Read the settings from the environment now."""
-    return ExchangeSettings()
+    """Read the settings from the environment now; SettingsError naming the first bad EXCHANGE_* variable."""
+    try:
+        return ExchangeSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + "_".join(str(p) for p in first["loc"]).upper()
+        # pydantic's message names the rule, not the value (which may be a secret).
+        raise SettingsError(name, first["msg"].removeprefix("Value error, ")) from None
+
+
+def existing_home(s: ExchangeSettings) -> Layout:
+    """The layout of an EXCHANGE_HOME that must already hold a hub (verify, report): SettingsError if it
+    does not exist or holds no provenance log, rather than creating an empty one that checks out as intact."""
+    layout = Layout(s.home)
+    if not layout.home.is_dir():
+        raise SettingsError(f"{ENV_PREFIX}HOME", f"{layout.home} does not exist; point EXCHANGE_HOME at the hub's "
+                            "home (run `exchange demo` to make one)")
+    if not layout.provenance.is_dir():
+        raise SettingsError(f"{ENV_PREFIX}HOME", f"{layout.home} is not an exchange home (no provenance/ folder); "
+                            "point EXCHANGE_HOME at the hub's home")
+    return layout
 
 
 def layout(s: ExchangeSettings | None = None) -> Layout:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from exchange.errors import UnknownName
+
 PROVINCES: tuple[str, ...] = ("shanghai", "jiangsu", "zhejiang", "anhui")
 
 PROVINCE_NAMES: dict[str, str] = {
@@ -135,8 +137,15 @@ TRANSFER_STATUSES = ("applied", "in_progress", "completed", "rejected")
 
 
 def dataset(name: str) -> Dataset:
-    """Look a dataset up by name, with an error that lists the known ones."""
+    """Look a dataset up by name, or UnknownName (also a KeyError) listing the known ones."""
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise UnknownName("dataset", name, DATASETS) from None
+
+
+def province(name: str) -> str:
+    """`name` if it is a province the hub exchanges with, or UnknownName listing them."""
+    if name not in PROVINCES:
+        raise UnknownName("province", name, PROVINCES)
+    return name

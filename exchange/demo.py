@@ -20,12 +20,13 @@ from adapters.base import Sandbox, sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.config import Layout
 from exchange.datasets import DATASETS, PROVINCES
+from exchange.provenance.events import GrantEvent
 from exchange.synthetic import generate
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
 DEMO_RECORDS = 5_000
@@ -117,16 +118,17 @@ def run_dags(dag_ids: list[str]) -> dict[str, str]:
 
 def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     """Run the whole demo; return the process exit code (0 = everything verified)."""
-    from rich.console import Console
+    from rich.text import Text
 
     from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
     from exchange.access.extractkeys import issue_extract_key
     from exchange.access.registry import Registry
-    from exchange.pipeline import Hub
+    from exchange.cli import plain_console
+    from exchange.hub import Hub
     from exchange.report.summary import print_summary
 
     # Wide enough for the summary table when the output goes to a file or CI log.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = plain_console(width=None if sys.stdout.isatty() else 140)
     # The DAG tasks run in this process and read their settings from the environment.
     os.environ["EXCHANGE_HOME"] = str(home.resolve())
     layout = Layout(home)
@@ -134,16 +136,16 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
         shutil.rmtree(layout.home)
     layout.ensure()
     window = DemoWindow.around(datetime.now(UTC))
-    console.print(f"[bold]Seeding the four province sandboxes[/] ({records} records per dataset, "
-                  f"updated {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d})")
+    console.print(Text.assemble(("Seeding the four province sandboxes", "bold"), f" ({records} records per dataset, "
+                                f"updated {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d})"))
     sandboxes = seed_sandboxes(layout, window, records)
     for sandbox in sandboxes.values():
         sandbox.start()
         os.environ.update(sandbox.env())
     try:
-        console.print("[bold]Preparing Airflow[/] (SQLite metadata DB under EXCHANGE_HOME/airflow)")
+        console.print(Text.assemble(("Preparing Airflow", "bold"), " (SQLite metadata DB under EXCHANGE_HOME/airflow)"))
         prepare_airflow(layout)
-        console.print("[bold]Running the four province DAGs through Airflow[/] (dag.test)")
+        console.print(Text.assemble(("Running the four province DAGs through Airflow", "bold"), " (dag.test)"))
         states = run_dags([f"exchange_{p}" for p in PROVINCES])
     finally:
         for sandbox in sandboxes.values():
@@ -153,12 +155,12 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     for department in SAMPLE_DEPARTMENTS:
         registry.add_department(department)
     grant = registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
-    hub.log.append(hub.signer, actor="jiangsu.data_office", action="grant", subject=grant.grant.id,
-                   details={"department": grant.grant.department, "dataset": grant.grant.dataset})
+    hub.log.append(hub.signer, GrantEvent(department=grant.grant.department, dataset=grant.grant.dataset),
+                   actor=grant.grant.approved_by, subject=grant.grant.id)
     # As `exchange departments keygen` does; a real department makes its own and hands over the public half.
     department_key, _ = issue_extract_key(hub, registry, grant.grant.department)
-    console.print("[bold]Publishing standing extracts through Airflow[/] (exchange_publish), encrypted to the "
-                  "department's key")
+    console.print(Text.assemble(("Publishing standing extracts through Airflow", "bold"),
+                                " (exchange_publish), encrypted to the department's key"))
     states.update(run_dags(["exchange_publish"]))
     standing = sorted((hub.layout.extracts / grant.grant.department / "standing").glob("*/" + EXTRACT_MANIFEST))
     if not standing:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, field_validator, model_validator
+from croniter import croniter
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from exchange.errors import BadFile, validation_summary
 
 ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
 
@@ -50,6 +53,16 @@ class ProvinceConfig(BaseModel, frozen=True):
     deadline: timedelta | None = Field(
         default=None, description="How long after the data interval ends the run must have finished (e.g. 2h)"
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # Checked here, so the error names province.yaml rather than surfacing as the DAG file's import error
+        # (which would leave Airflow running the previously serialized schedule).
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (five fields: minute hour day month weekday, "
+                             "e.g. '0 2 * * *')")
+        return value
 
     @field_validator("deadline", mode="before")
     @classmethod
@@ -98,7 +111,27 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def load_province(province: str, adapters_dir: Path = ADAPTERS_DIR) -> ProvinceConfig:
-    """Parse adapters/<province>/province.yaml."""
-    path = adapters_dir / province / "province.yaml"
-    return ProvinceConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+class ProvinceConfigError(BadFile):
+    """A province.yaml that cannot be used; names the file as an office finds it and each problem."""
+
+
+def load_province(province: str, adapters_dir: Path | None = None) -> ProvinceConfig:
+    """Parse adapters/<province>/province.yaml; ProvinceConfigError naming the file (and field) if it is wrong."""
+    from exchange.datasets import province as known_province
+
+    path = (adapters_dir or ADAPTERS_DIR) / known_province(province) / "province.yaml"
+    shown = adapters_path(path)
+    try:
+        return ProvinceConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvinceConfigError(shown, f"cannot read it: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ProvinceConfigError(shown, f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValidationError as exc:
+        raise ProvinceConfigError(shown, validation_summary(exc)) from None
+
+
+def adapters_path(path: Path) -> str:
+    """A file under adapters/ as an office finds it in the repository (adapters/<province>/<file>)."""
+    parts = path.resolve().parts
+    return "/".join(parts[parts.index("adapters"):]) if "adapters" in parts else str(path)

@@ -34,12 +34,14 @@ from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import catalog_and_data, connect, is_postgres
 from exchange.lake.retry import batch_lock, catalog_file_names, uncommitted_files
+from exchange.provenance import events
+from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.manifest import landing_dir, manifest_path
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,8 @@ def reconcile(hub: Hub, *, batch_id: str | None = None, full: bool = False, dry_
 
 def log_cleanup(log: ProvenanceLog, signer: Signer, removed: list[Removed]) -> None:
     """The signed `cleanup` entry naming what recovery removed, with sizes and why."""
-    log.append(signer, actor=protocol.HUB, action=protocol.CLEANUP, subject="recovery",
-               details={"removed": [{"path": r.path, "size": r.size, "why": r.why} for r in removed]})
+    log.append(signer, events.Cleanup(removed=[{"path": r.path, "size": r.size, "why": r.why} for r in removed]),
+               actor=HUB, subject="recovery")
 
 
 def remove_leftovers(log: ProvenanceLog, signer: Signer, found: list[Leftover], home: Path) -> list[Removed]:
@@ -145,8 +147,8 @@ def _torn_log(hub: Hub, report: RecoveryReport) -> None:
     if not report.dry_run:
         cut = hub.log.cut_torn_tail()
         # The cut bytes were never an entry (no newline, never acknowledged): say what they were.
-        hub.log.append(hub.signer, actor=protocol.HUB, action=protocol.RECOVERED, subject="provenance",
-                       details={"outcome": "torn_line_removed", "bytes": len(cut)})
+        hub.log.append(hub.signer, events.Recovered(outcome="torn_line_removed", bytes=len(cut)), actor=HUB,
+                       subject="provenance")
 
 
 def _relative(hub: Hub, path: Path | str) -> str:
@@ -171,8 +173,8 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
         report.abandoned.append(batch_id)
         if not report.dry_run:
             protocol.drop_intent(staging)
-            hub.log.append(hub.signer, actor=protocol.HUB, action=protocol.RECOVERED, subject=batch_id,
-                           details={"outcome": "not_committed", "removed": stray})
+            hub.log.append(hub.signer, events.Recovered(outcome="not_committed", removed=stray), actor=HUB,
+                           subject=batch_id)
         return
     changed = intent.mismatches(staging)
     missing = [n for n in ("pull.json", "validation.json") if not (staging / n).exists()]
@@ -263,8 +265,8 @@ def _extracts(hub: Hub, report: RecoveryReport, full: bool) -> None:
                 report.published.append(extract_id)
                 if not report.dry_run:
                     folder.rename(department / extract_id)
-                    hub.log.append(hub.signer, actor=protocol.HUB, action=protocol.RECOVERED, subject=extract_id,
-                                   details={"outcome": "extract_published"})
+                    hub.log.append(hub.signer, events.Recovered(outcome="extract_published"), actor=HUB,
+                                   subject=extract_id)
                 continue
             for file in sorted(p for p in folder.rglob("*") if p.is_file()):
                 report.removed.append(Removed(_relative(hub, file), file.stat().st_size,
@@ -285,8 +287,8 @@ def _logged_extract(hub: Hub, folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     digest = extract_digest(signed)
-    for entry in hub.log.since(signed.manifest.extract_id, "extract"):
-        if entry.action == "extract" and entry.digests.get("extract_manifest") == digest:
+    for entry in hub.log.since(signed.manifest.extract_id, events.Kind.EXTRACT):
+        if entry.action == events.Kind.EXTRACT and entry.digests.get("extract_manifest") == digest:
             return signed.manifest.extract_id
     return None
 

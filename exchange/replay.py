@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from exchange import atomic, recovery
+from exchange import atomic, intake, recovery
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
@@ -51,19 +51,30 @@ from exchange.contracts.validate import (
 )
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import CheckFailed, InternalError, NotFound, TerminalError
 from exchange.faults import crash_point
+from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
 from exchange.lake.reference import DuckLakeReference
 from exchange.locking import file_lock
-from exchange.pipeline import HUB, Hub, commit, validation_record
+from exchange.pipeline import commit, validation_record
+from exchange.provenance import events
 from exchange.provenance.links import REPLAY_MARK, origin_of, replay_number
-from exchange.provenance.manifest import manifest_path, read_manifest
+from exchange.provenance.manifest import RuleCount, manifest_path, read_manifest
 from exchange.report.rejections import write_rejection_report
+from exchange.stages import (
+    PULL_FILE,
+    VALIDATION_FILE,
+    CommitSummary,
+    PullRecord,
+    ReplayResult,
+    ReplayStatus,
+    write_record,
+)
 
 
-class ReplayRebuildError(TerminalError):
+class ReplayRebuildError(InternalError):
     """A quarantined record_json cannot be rebuilt into exactly the record that was quarantined."""
 
 
@@ -75,6 +86,14 @@ def next_replay_id(origin: str, existing: list[str]) -> str:
     """``<origin>.replay-N`` with N one past the highest replay of `origin` among `existing` batch ids."""
     numbers = [replay_number(b) for b in existing if origin_of(b) == origin and b != origin]
     return f"{origin}{REPLAY_MARK}{max(numbers, default=0) + 1}"
+
+
+def as_quarantine(table: pa.Table) -> pa.Table:
+    """Lake quarantine rows in QUARANTINE_SCHEMA; a lake from before a column was added reads it as null."""
+    for column in QUARANTINE_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
+    return table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
 
 
 def rebuild(quarantined: pa.Table, dataset: str) -> pa.Table:
@@ -199,12 +218,11 @@ def quarantine_status(
     settings: ExchangeSettings, *, province: str | None = None, record_key: str | None = None,
     include_closed: bool = True, limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Quarantine rows (batch_id, province, dataset, record_key, rule_id, reason, record_json) with their
-    status and `by`, ordered by batch and record key, read from the lake alone.
+    """Quarantine rows (every QUARANTINE_SCHEMA column: key, rules, reason, record_json, as_sent, ...) with
+    their status and `by`, ordered by batch and record key (missing keys last), read from the lake alone.
 
     Rows of batches never replayed are open; only the families of replayed origins are re-derived.
     """
-    columns = "batch_id, province, dataset, record_key, rule_id, reason, severity, record_json"
     with connect(settings, read_only=True) as con:
         ledger = ledger_rows(con)
         if not ledger:
@@ -224,14 +242,15 @@ def quarantine_status(
         outside = ["NOT list_contains(?, batch_id)"] if families else []
         conditions = " AND ".join([*outside, *where]) or "true"
         tail = f" LIMIT {int(limit)}" if limit is not None else ""  # rows outside families are all open
-        found = _query(con, f"SELECT {columns} FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
-                       f"ORDER BY batch_id, record_key{tail}", ([families] if families else []) + params).to_pylist()
-        rows = [{**r, "status": OPEN, "by": None} for r in found]
+        found = as_quarantine(_query(con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE {conditions} "
+                                     f"ORDER BY batch_id, record_key{tail}",
+                                     ([families] if families else []) + params))
+        rows = [{**r, "status": OPEN, "by": None} for r in found.to_pylist()]
         for origin, batches in replays.items():
             rows += _family_status(con, origin, sorted(batches, key=replay_number), where, params)
     if not include_closed:
         rows = [r for r in rows if r["status"] == OPEN]
-    rows.sort(key=lambda r: (r["batch_id"], r["record_key"]))
+    rows.sort(key=lambda r: (r["batch_id"], r["record_key"] is None, r["record_key"] or ""))
     return rows[:limit] if limit is not None else rows
 
 
@@ -249,7 +268,7 @@ def _family_status(
                    "ORDER BY batch_id, record_key, record_json", [family, *params])
     if table.num_rows == 0:
         return []
-    table = table.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+    table = as_quarantine(table)
     dataset = str(table.column("dataset")[0].as_py())
     spec = canonical_dataset(dataset)
     by_batch = {b: table.filter(pc.equal(table.column("batch_id"), b)) for b in family}
@@ -272,8 +291,7 @@ def _family_status(
     out: list[dict[str, Any]] = []
     for batch in family:
         for row, st in zip(by_batch[batch].to_pylist(), statuses[batch], strict=True):
-            out.append({k: row[k] for k in ("batch_id", "province", "dataset", "record_key", "rule_id", "reason",
-                                            "severity", "record_json")} | {"status": st.status, "by": st.by})
+            out.append({k: row[k] for k in QUARANTINE_SCHEMA.names} | {"status": st.status, "by": st.by})
     return out
 
 
@@ -319,29 +337,32 @@ class ReplayPlan:
     def still_quarantined(self) -> int:
         return self.outcome.quarantined_count if self.outcome else 0
 
-    def summary(self, status: str) -> dict[str, Any]:
-        """Small JSON for the CLI and callers."""
+    def summary(self, status: ReplayStatus, committed: CommitSummary | None = None) -> ReplayResult:
+        """What the replay did (with the commit's snapshot and manifest when it committed)."""
         passing = self.outcome.accepted.column(self.contract.key).to_pylist() if self.outcome else []
-        return {
-            "status": status,
-            "origin": self.origin,
-            "replay_id": self.replay_id,
-            "contract_version": self.contract.version,
-            "origin_contract_version": self.origin_contract_version,
-            "rule": self.rule,
-            "quarantined_in_origin": self.quarantined_in_origin,
-            "already_replayed": self.already_replayed,
-            "replayed": self.replayed.num_rows,
-            "accepted": self.accepted,
-            "quarantined": self.still_quarantined,
-            "accepted_keys": passing,
-            "repeats_held_back": self.repeats.column("record_key").to_pylist(),
-            "rules": [
-                {"rule_id": r.rule_id, "severity": r.severity, "unexpected": r.unexpected_count}
+        return ReplayResult(
+            status=status,
+            origin=self.origin,
+            replay_id=self.replay_id,
+            contract_version=self.contract.version,
+            origin_contract_version=self.origin_contract_version,
+            rule=self.rule,
+            quarantined_in_origin=self.quarantined_in_origin,
+            already_replayed=self.already_replayed,
+            replayed=self.replayed.num_rows,
+            accepted=self.accepted,
+            quarantined=self.still_quarantined,
+            accepted_keys=passing,
+            repeats_held_back=self.repeats.column("record_key").to_pylist(),
+            rules=[
+                RuleCount(rule_id=r.rule_id, severity=r.severity, unexpected=r.unexpected_count)
                 for r in (self.outcome.rules if self.outcome else [])
                 if r.unexpected_count
             ],
-        }
+            snapshot_id=committed.snapshot_id if committed else None,
+            manifest=committed.manifest if committed else None,
+            manifest_sha256=committed.manifest_sha256 if committed else None,
+        )
 
 
 def _query(con: Any, sql: str, params: list[Any]) -> pa.Table:
@@ -356,7 +377,7 @@ def plan_replay(
     origin = origin_of(batch_id)
     with connect(hub.settings, read_only=True) as con:
         if snapshot_of(con, origin) is None:
-            raise TerminalError(
+            raise NotFound(
                 f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
             )
         ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
@@ -368,10 +389,10 @@ def plan_replay(
         schema = canonical_dataset(dataset).schema
         quarantined = QUARANTINE_SCHEMA.empty_table()
         if ledger["quarantined"]:
-            quarantined = _query(
+            quarantined = as_quarantine(_query(
                 con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE batch_id = ? ORDER BY record_key, record_json",
                 [origin],
-            ).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+            ))
         committed = schema.empty_table()
         if replays:
             columns = ", ".join(f'"{n}"' for n in schema.names)
@@ -388,7 +409,7 @@ def plan_replay(
             ).column("k").combine_chunks().cast(held.type)
     origin_manifest = manifest_path(hub.layout.manifests, province, dataset, origin)
     if not origin_manifest.exists():
-        raise TerminalError(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
+        raise CheckFailed(f"batch {origin} has no signed manifest at {origin_manifest}; run verify first")
     contract = load_contract(dataset, contracts_dir)
     rebuilt = rebuild(quarantined, dataset)
     keep = pending_rows(rebuilt, committed)
@@ -404,7 +425,9 @@ def plan_replay(
     replay_id = next_replay_id(origin, replays)
     outcome = None
     if pending.num_rows:
-        outcome = _revalidate(pending_records, contract, province, replay_id, hub, ledger["window_end"])
+        # What was unreadable as sent stays unreadable: the record stays quarantined, saying what was sent.
+        records = intake.attach(pending_records, pending.column("as_sent").combine_chunks())
+        outcome = _revalidate(records, contract, province, replay_id, hub, ledger["window_end"])
     return ReplayPlan(
         origin=origin, replay_id=replay_id, province=province, dataset=dataset,
         window_start=ledger["window_start"], window_end=ledger["window_end"],
@@ -442,7 +465,7 @@ def _finish_unfinished(plan: ReplayPlan, hub: Hub) -> None:
     """A replay whose snapshot is in the lake but whose manifest is not (a crash between the two) is
     completed from its staging files, exactly as the commit stage repairs an ordinary batch."""
     for replay_id in plan.unfinished:
-        if not (hub.staging(replay_id) / "validation.json").exists():
+        if not (hub.staging(replay_id) / VALIDATION_FILE).exists():
             raise TerminalError(
                 f"replay {replay_id} is in the lake without a manifest and its staging files are gone; "
                 "it cannot be signed after the fact"
@@ -454,35 +477,36 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     """Write the staging files the commit stage reads (pull.json, validation.json, the two Parquet files)."""
     assert plan.outcome is not None
     outcome, contract = plan.outcome, plan.contract
+    if plan.window_start is None or plan.window_end is None:
+        raise TerminalError(f"batch {plan.origin}'s ledger row has no window; its replay cannot be staged")
     staging = hub.staging(plan.replay_id)
     shutil.rmtree(staging, ignore_errors=True)  # a replay that crashed before its lake commit starts clean
     staging.mkdir(parents=True)
-    pull_info = {
-        "batch_id": plan.replay_id,
-        "province": plan.province,
-        "dataset": plan.dataset,
-        "replay_of": plan.origin,
-        "window_start": plan.window_start.isoformat() if plan.window_start else None,
-        "window_end": plan.window_end.isoformat() if plan.window_end else None,
-        "since": None,
-        "watermark": None,  # a replay pulls nothing new: the province's watermark must not move
-        "pulled": plan.replayed.num_rows,
-        "landing": [],  # the raw payloads are the origin's, listed in its manifest
-        "drift": [],
-        "source_signatures": [],  # vouched for at the origin's pull; a replay lands no new bytes
-    }
+    pull_info = PullRecord(
+        batch_id=plan.replay_id,
+        province=plan.province,
+        dataset=plan.dataset,
+        replay_of=plan.origin,
+        window_start=plan.window_start,
+        window_end=plan.window_end,
+        since=None,
+        watermark=None,  # a replay pulls nothing new: the province's watermark must not move
+        pulled=plan.replayed.num_rows,
+        landing=[],  # the raw payloads are the origin's, listed in its manifest
+        drift=[],
+        source_signatures=[],  # vouched for at the origin's pull; a replay lands no new bytes
+    )
     # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
     validation = validation_record(plan.replay_id, contract, Verdict.of(outcome), held=False)
     for name, table in (("accepted.parquet", outcome.accepted), ("quarantined.parquet", outcome.quarantined)):
         with atomic.atomic_path(staging / name) as tmp:
             pq.write_table(table, tmp)
-    atomic.write_text(staging / "validation.json", json.dumps(validation, indent=2))
-    atomic.write_text(staging / "pull.json", json.dumps(pull_info, indent=2, ensure_ascii=False))
+    write_record(staging / VALIDATION_FILE, validation)
+    write_record(staging / PULL_FILE, pull_info)
     write_rejection_report(
         hub.layout.reports, province=plan.province, batch_id=plan.replay_id, quarantined=outcome.quarantined,
-        rules=validation["rules"], contract=contract,
-        counts={k: validation[k] for k in ("pulled", "accepted", "quarantined", "warned", "held")},
-        window=(plan.window_start, plan.window_end) if plan.window_start and plan.window_end else None,
+        rules=validation.rule_counts(), contract=contract, counts=validation.counts(),
+        window=(plan.window_start, plan.window_end),
     )
 
 
@@ -493,7 +517,7 @@ def replay(
     rule: str | None = None,
     dry_run: bool = False,
     contracts_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> ReplayResult:
     """Re-validate the still-quarantined records of `batch_id` and commit those that now pass, once.
 
     `rule` limits the replay to records that failed that rule. `dry_run` only reports what would pass.
@@ -517,26 +541,26 @@ def replay(
         _stage(plan, hub)
         crash_point("replay.after_stage")
         hub.log.append(
-            hub.signer, actor=HUB, action="replay", subject=plan.replay_id,
+            hub.signer,
+            events.Replay(
+                origin=plan.origin,
+                rule=plan.rule,
+                replayed=plan.replayed.num_rows,
+                accepted=plan.accepted,
+                quarantined=plan.still_quarantined,
+                contract_version=plan.contract.version,
+                origin_contract_version=plan.origin_contract_version,
+            ),
+            actor=HUB, subject=plan.replay_id,
             digests={
                 "origin_manifest": plan.origin_manifest_sha256,
                 "replayed_records": records_digest(plan.replayed),
                 "contract": plan.contract.document_sha256,
             },
-            details={
-                "origin": plan.origin,
-                "rule": plan.rule,
-                "replayed": plan.replayed.num_rows,
-                "accepted": plan.accepted,
-                "quarantined": plan.still_quarantined,
-                "contract_version": plan.contract.version,
-                "origin_contract_version": plan.origin_contract_version,
-            },
         )
         crash_point("replay.after_entry")
         committed = commit(plan.replay_id, hub)
-    return {**plan.summary("committed"), "snapshot_id": committed["snapshot_id"],
-            "manifest": committed["manifest"], "manifest_sha256": committed["manifest_sha256"]}
+    return plan.summary("committed", committed)
 
 
 __all__ = [

@@ -16,7 +16,7 @@ from exchange.access.models import Department, Grant, SignedGrant, SignedGrantRe
 from exchange.provenance.archive import ArchiveHeader
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
-from exchange.signing.keys import TrustBundle
+from exchange.signing.trust import TrustBundle
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from adapters.base import Sandbox
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.provenance.verify import VerifyReport, verify_home
 
 

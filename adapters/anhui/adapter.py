@@ -17,15 +17,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from lxml import etree
 
 from adapters.anhui import export
 from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, SourceVerifier, hub_trust, parse_statement
-from adapters.base import LandedFile, Landing, PullRequest
+from adapters.base import LandedFile, Landing, PullRequest, in_window
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from exchange.config import ExchangeSettings, Layout
-from exchange.datasets import TIMESTAMP
 from exchange.errors import SourceAuthenticityError, SourceFormatError, TerminalError
 
 MAPPING = Path(__file__).parent / "mapping.yaml"
@@ -105,10 +103,11 @@ class AnhuiAdapter:
     ) -> Iterator[pa.Table]:
         xsd = export.schema_path(dm.dataset.name).name
         for records in _stream(path, name, day, dm, schema, xsd, self.chunk_rows):
-            native = _columns(records, dm, name)
-            canonical = dm.to_canonical(native, name)
-            _check_times(canonical, native, records, name, dm)
-            selected = canonical.filter(_in_window(canonical.column("updated_at"), request))
+            canonical = dm.to_canonical(_columns(records, dm, name), name)
+            # A record whose update time does not read (2026-13-45 10:00:00 matches the XSD's pattern) is
+            # placed at its file's day and quarantined with the time as sent: never dropped, never the file.
+            day_start = datetime.combine(day, time(), ZoneInfo(dm.timezone))
+            selected = canonical.filter(in_window(canonical.column("updated_at"), request, day_start))
             if selected.num_rows:
                 yield selected
 
@@ -275,27 +274,3 @@ def _columns(records: Sequence[etree._Element], dm: DatasetMapping, name: str) -
     if unknown:
         dm.report_drift(sorted(unknown), name)
     return pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
-
-
-def _check_times(
-    canonical: pa.Table, native: pa.Table, records: Sequence[etree._Element], name: str, dm: DatasetMapping
-) -> None:
-    """A record whose update time cannot be read fits no window: fail loudly rather than drop it."""
-    unreadable = pc.is_null(canonical.column("updated_at"))
-    if pc.any(unreadable).as_py():
-        row = pc.index(unreadable, True).as_py()
-        field = dm.native_name("updated_at")
-        value = native.column(field)[row].as_py()
-        raise SourceFormatError(
-            name,
-            f"line {records[row].sourceline}",
-            f"{field} {value!r} is not a valid time",
-            "every record needs a readable update time",
-        )
-
-
-def _in_window(updated: pa.ChunkedArray, request: PullRequest) -> pa.ChunkedArray:
-    mask = pc.less(updated, pa.scalar(request.window.end, TIMESTAMP))
-    if request.since is not None:
-        mask = pc.and_(mask, pc.greater(updated, pa.scalar(request.since, TIMESTAMP)))
-    return mask

@@ -15,7 +15,7 @@ from adapters.anhui import export
 from adapters.anhui.adapter import MAPPING, AnhuiAdapter
 from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, office, sandbox_keyring, sign
 from adapters.mapping import DatasetMapping, ProvinceMapping
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 Record = dict[str, str | None]

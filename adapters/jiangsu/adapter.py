@@ -17,17 +17,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, SourceVerifier, hub_trust, parse_statement
-from adapters.base import Landing, PullRequest
+from adapters.base import Landing, PullRequest, in_window
 from adapters.jiangsu import native
 from adapters.jiangsu.manifest import SUFFIX, DropManifest, manifest_name
 from adapters.jiangsu.sftp import SftpDrop, SftpLocation
 from adapters.jiangsu.transport import DropTransport, LocalDrop
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from exchange.config import ExchangeSettings, Layout
-from exchange.datasets import TIMESTAMP
 from exchange.errors import SourceFormatError
 
 log = logging.getLogger(__name__)
@@ -128,7 +126,7 @@ class JiangsuAdapter:
         day_start = datetime.combine(day, time(), tz)
         for batch in native.read_file_batches(landed.path, source):
             canonical = mapping.to_canonical(pa.Table.from_batches([batch]), source)
-            selected = canonical.filter(_in_window(canonical, request, day_start))
+            selected = canonical.filter(in_window(canonical.column("updated_at"), request, day_start))
             if selected.num_rows:
                 yield selected
 
@@ -180,22 +178,6 @@ def _day(text: str) -> date | None:
         return datetime.strptime(text, "%Y%m%d").date()
     except ValueError:
         return None
-
-
-def _in_window(table: pa.Table, request: PullRequest, day_start: datetime) -> pa.ChunkedArray:
-    """since < updated_at < end, vectorized.
-
-    A record whose update time cannot be read (null) still has to reach the contract, which
-    quarantines it; it is taken as updated at its file's local midnight so exactly one of a series of
-    contiguous windows carries it.
-    """
-    updated = table.column("updated_at")
-    stand_in = pa.scalar(day_start, TIMESTAMP)
-    effective = pc.fill_null(updated, stand_in)
-    keep = pc.less(effective, pa.scalar(request.window.end, TIMESTAMP))
-    if request.since is not None:
-        keep = pc.and_(keep, pc.greater(effective, pa.scalar(request.since, TIMESTAMP)))
-    return keep
 
 
 def build(settings: ExchangeSettings) -> JiangsuAdapter:

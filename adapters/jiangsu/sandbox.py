@@ -19,7 +19,7 @@ from adapters.authenticity import SIGNATURE_SUFFIX, SourceTrust, office, sandbox
 from adapters.jiangsu import manifest, native
 from adapters.jiangsu.adapter import DROP_DIR_SETTING, MAPPING_FILE, JiangsuAdapter
 from adapters.mapping import ProvinceMapping
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 

@@ -15,11 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import numpy as np
 import pyarrow as pa
 
 from adapters.authenticity import SourceTrust, from_headers, hub_trust
 from adapters.base import Landing, PullRequest
-from adapters.mapping import DatasetMapping, ProvinceMapping
+from adapters.mapping import DRIFT_MIN_VALUES, DatasetMapping, ProvinceMapping
 from adapters.shanghai.auth import (
     CLIENT_ID_SETTING,
     CLIENT_SECRET_SETTING,
@@ -28,7 +29,9 @@ from adapters.shanghai.auth import (
     StaticToken,
     TokenSource,
 )
+from adapters.shanghai.cursor import Position
 from adapters.shanghai.retry import RETRYABLE_STATUS, RetryPolicy, retry_after_seconds
+from exchange import intake
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceAuthError, SourceFormatError, TerminalError, TransientError
 
@@ -37,6 +40,8 @@ URL_SETTING = "EXCHANGE_SHANGHAI_API_URL"
 TOKEN_PATH = "/oauth/token"
 PAGE_SIZE = 1000  # the API's maximum `limit`: half the round trips, landings and signature checks of 500
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+MAX_PAGES = 100_000  # pages one window may read (EXCHANGE_SHANGHAI_MAX_PAGES): 100M records at PAGE_SIZE
+MAX_PAGES_SETTING = "EXCHANGE_SHANGHAI_MAX_PAGES"
 _HINT = "the API must answer {\"data\": [records], \"nextCursor\": string or null}"
 
 
@@ -56,6 +61,7 @@ class ShanghaiAdapter:
         timeout: httpx.Timeout = TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         trust: SourceTrust | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # Whose keys vouch for Shanghai's pages: by default the trust bundle under EXCHANGE_HOME.
@@ -66,6 +72,9 @@ class ShanghaiAdapter:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._transport = transport
+        if max_pages < 1:
+            raise ValueError("max_pages must be positive")
+        self.max_pages = max_pages
 
     def datasets(self) -> Sequence[str]:
         """The canonical datasets Shanghai's API serves."""
@@ -86,7 +95,10 @@ class ShanghaiAdapter:
         if request.since is not None:
             params["updatedAfter"] = _iso(request.since, tz)
         cursor: str | None = None
-        followed: dict[str, int] = {}  # cursor -> the page it was first requested for
+        # Where each page the API led us to starts: its decoded position (the cursor's bytes if it is not one
+        # of the documented format), with the page it was first requested for.
+        followed: dict[Position | str, int] = {}
+        last: Position | None = None
         page = 0
         verifier = self.trust.verifier(self.province)
         with self._client() as client:
@@ -103,20 +115,34 @@ class ShanghaiAdapter:
                 signed = from_headers(response.headers, self.province, target, landed.sha256, item)
                 landing.signatures.append(verifier.verify(signed, target, landed.sha256, item))
                 _check_content_type(response, url, where)
-                rows, next_cursor = _parse_page(response.content, url, where)
+                rows, next_cursor, duplicated = _parse_page(response.content, url, where)
                 if rows:
-                    yield mapping.to_canonical(_native_table(rows, mapping, url, where), f"{url} {where}")
+                    native, unreadable = _native_table(rows, mapping, url, where, duplicated)
+                    yield mapping.to_canonical(native, f"{url} {where}", unreadable)
                 if next_cursor is None:
                     return
-                if next_cursor == cursor:
+                at = _position(next_cursor)
+                if next_cursor == cursor or (isinstance(at, Position) and at == last):
                     # A server that hands back the cursor it was given would keep us here forever.
                     raise SourceFormatError(url, where, "nextCursor repeats the cursor just requested", _HINT)
-                if next_cursor in followed:
-                    # A longer cycle would too, and would deliver the same records again on every lap.
+                if at in followed:
+                    # A longer cycle would too, and would deliver the same records again on every lap; compared
+                    # by position, so the same place spelled differently is the same loop.
                     raise SourceFormatError(
-                        url, where, f"nextCursor loops back to the cursor of page {followed[next_cursor]}", _HINT
+                        url, where, f"nextCursor loops back to the cursor of page {followed[at]}", _HINT
                     )
-                followed[next_cursor] = page + 1
+                if isinstance(at, Position) and last is not None and at < last:
+                    raise SourceFormatError(
+                        url, where, f"nextCursor goes back to {at} from {last} (page {page}): records would repeat",
+                        _HINT,
+                    )
+                if page >= self.max_pages:
+                    raise SourceFormatError(
+                        url, where, f"more than {self.max_pages} pages in one window: the pagination does not end",
+                        f"{_HINT}; if the window really holds more, raise {MAX_PAGES_SETTING}",
+                    )
+                followed[at] = page + 1
+                last = at if isinstance(at, Position) else last
                 cursor = next_cursor
 
     def _client(self) -> httpx.Client:
@@ -186,6 +212,14 @@ def _send(
         retry += 1
 
 
+def _position(cursor: str) -> Position | str:
+    """The position a cursor leads to; the cursor itself when it is not in the documented format."""
+    try:
+        return Position.decode(cursor)
+    except ValueError:
+        return cursor
+
+
 def _check_aware(since: datetime | None) -> None:
     # A naive `since` would silently be read in the machine's local zone and shift the window.
     if since is not None and since.tzinfo is None:
@@ -206,10 +240,38 @@ def _check_content_type(response: httpx.Response, url: str, where: str) -> None:
         )
 
 
-def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The page's records and next cursor; anything else is a malformed payload."""
+class _Duplicated(dict[str, Any]):
+    """A JSON object in which some key was given more than once: every value given, per such key."""
+
+    duplicates: dict[str, list[Any]]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook: a plain dict, unless a key repeats (then no value silently wins)."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _Duplicated(obj)
+    counts: dict[str, list[Any]] = {}
+    for key, value in pairs:
+        counts.setdefault(key, []).append(value)
+    marked.duplicates = {k: v for k, v in counts.items() if len(v) > 1}
+    return marked
+
+
+def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]], str | None, list[int]]:
+    """The page's records, next cursor, and the records in which a key was given twice; anything else (a
+    repeated key outside a record too) is a malformed payload."""
+    found: list[_Duplicated] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = _object(pairs)
+        if isinstance(obj, _Duplicated):
+            found.append(obj)
+        return obj
+
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, object_pairs_hook=hook)
     except json.JSONDecodeError as exc:
         raise SourceFormatError(
             url, f"{where}, line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}", _HINT
@@ -226,32 +288,131 @@ def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]]
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise SourceFormatError(url, f"{where}, record {index}", "record is not a JSON object", _HINT)
-    return rows, next_cursor
+    duplicated: list[int] = []
+    if found:  # rare: only then are the records searched for the marked ones
+        records = {id(row): index for index, row in enumerate(rows)}
+        for obj in found:
+            index = records.get(id(obj))
+            if index is None:  # the page object itself, or an object nested in a record
+                keys = ", ".join(repr(k) for k in obj.duplicates)
+                raise SourceFormatError(
+                    url, where, f"the key {keys} is given more than once in one JSON object that is not a record; "
+                    "which value counts is undefined", _HINT,
+                )
+            duplicated.append(index)
+    return rows, next_cursor, sorted(duplicated)
 
 
-def _native_table(rows: list[dict[str, Any]], mapping: DatasetMapping, url: str, where: str) -> pa.Table:
-    """Build the page's native columns with declared types.
+def _native_table(
+    rows: list[dict[str, Any]], mapping: DatasetMapping, url: str, where: str, duplicated: list[int]
+) -> tuple[pa.Table, pa.Array | None]:
+    """Build the page's native columns with declared types, and what could not be read (exchange.intake).
 
     A field present in no record of the page is left out, so the mapping reports it as a missing
     column; a field absent from some records only is null there, a bad record the contract catches.
+    A record with a key given twice, or a value of the wrong JSON type, keeps null in that field and the
+    values as sent in the AS_SENT column, so it is quarantined by name; only a field whose every value has
+    the wrong type (the API changed it) fails the page.
     """
     present: set[str] = set().union(*rows)
     mapping.report_drift(sorted(present), f"{url} {where}")  # unmapped fields are reported, then dropped here
     schema = pa.schema(
         [(f.native, _native_type(mapping, f.canonical)) for f in mapping.fields if f.native in present]
     )
+    entries: list[pa.Array] = []
+    if duplicated:
+        entries += _duplicate_entries(rows, duplicated, mapping)
     try:
-        return pa.Table.from_pylist(rows, schema=schema)
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        columns = {spec.name: _typed_column(rows, spec, mapping, f"{url} {where}", entries) for spec in schema}
+        table = pa.table(columns, schema=schema)
+    return table, intake.column(entries, len(rows)) if entries else None
+
+
+def _duplicate_entries(rows: list[dict[str, Any]], duplicated: list[int], mapping: DatasetMapping) -> list[pa.Array]:
+    """AS_SENT entries for the records with a repeated key (each such field nulled: no value wins)."""
+    canonical = {f.native: f.canonical for f in mapping.fields}
+    per_field: dict[str, dict[int, str]] = {}
+    for index in duplicated:
+        record = rows[index]
+        assert isinstance(record, _Duplicated)
+        for key, values in record.duplicates.items():
+            name = canonical.get(key)
+            if name is not None:
+                per_field.setdefault(name, {})[index] = json.dumps(values, ensure_ascii=False)
+                record[key] = None
+    entries = []
+    for name, sent in per_field.items():
+        where = np.zeros(len(rows), dtype=bool)
+        where[list(sent)] = True
+        literal = pa.array([sent.get(i) for i in range(len(rows))], pa.string())
+        native = mapping.native_name(name)
+        entries.append(intake.problem_literal(
+            name, pa.array(where), literal, f"the key {native!r} is given more than once in one record"))
+    return entries
+
+
+def _typed_column(
+    rows: list[dict[str, Any]], spec: pa.Field, mapping: DatasetMapping, source: str, entries: list[pa.Array]
+) -> pa.Array:
+    """One native column of the page; values of the wrong JSON type become null and are noted in `entries`.
+
+    Reached only when the page does not convert as a whole (a bad value is on it), so the Python look at
+    each value is paid for a page with a bad record, never on the hot path.
+    """
+    values = [row.get(spec.name) for row in rows]
+    try:
+        return pa.array(values, spec.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        # Name the field whose JSON type changed (e.g. a number now sent as text) and the mapping to update.
-        for spec in schema:
-            try:
-                pa.array([row.get(spec.name) for row in rows], spec.type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as field_exc:
-                raise mapping.type_error(
-                    spec.name, f"{url} {where}", f"wrong JSON type, expected {spec.type}: {field_exc}"
-                ) from exc
-        raise SourceFormatError(url, where, f"a field has the wrong JSON type: {exc}", _HINT) from exc
+        first_error = exc
+    wrong = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        if value is not None and not _fits(value, spec.type):
+            wrong[i] = True
+    present = sum(v is not None for v in values)
+    if int(wrong.sum()) >= DRIFT_MIN_VALUES and int(wrong.sum()) == present:
+        raise mapping.type_error(spec.name, source, f"wrong JSON type, expected {spec.type}: {first_error}")
+    canonical = next(f.canonical for f in mapping.fields if f.native == spec.name)
+    kinds = [_json_kind(v) for v in values]
+    sent = pa.array([json.dumps(v, ensure_ascii=False) if w else None for v, w in zip(values, wrong, strict=True)],
+                    pa.string())
+    why = pa.array([f"wrong JSON type: {k}, expected {_expected(spec.type)}" if w else None
+                    for k, w in zip(kinds, wrong, strict=True)], pa.string())
+    entries.append(intake.problem_literal(canonical, pa.array(wrong), sent, why))
+    return pa.array([None if w else v for v, w in zip(values, wrong, strict=True)], spec.type)
+
+
+def _fits(value: Any, kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind):
+        return isinstance(value, str)
+    if pa.types.is_floating(kind):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if pa.types.is_integer(kind):
+        return isinstance(value, int) and not isinstance(value, bool)
+    try:
+        pa.array([value], kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def _expected(kind: pa.DataType) -> str:
+    if pa.types.is_string(kind):
+        return "a string"
+    return "a number" if pa.types.is_floating(kind) or pa.types.is_integer(kind) else str(kind)
 
 
 def _native_type(mapping: DatasetMapping, canonical: str) -> pa.DataType:
@@ -295,4 +456,5 @@ def build(settings: ExchangeSettings) -> ShanghaiAdapter:
         retry=RetryPolicy(max_retries=settings.shanghai_max_retries),
         timeout=httpx.Timeout(settings.shanghai_timeout_seconds, connect=min(5.0, settings.shanghai_timeout_seconds)),
         trust=hub_trust(settings.home),
+        max_pages=settings.shanghai_max_pages,
     )

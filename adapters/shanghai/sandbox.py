@@ -40,7 +40,8 @@ from adapters.shanghai.adapter import MAPPING_FILE, TOKEN_PATH, URL_SETTING, Sha
 from adapters.shanghai.auth import CLIENT_ID_SETTING, CLIENT_SECRET_SETTING, TOKEN_SETTING, ClientCredentials
 from adapters.shanghai.retry import RetryPolicy
 from adapters.shanghai.store import Position, RecordStore
-from exchange.signing.keys import Keyring, KeySigner
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import KeySigner
 from exchange.synthetic import DEFECT_COLUMN
 
 log = logging.getLogger(__name__)

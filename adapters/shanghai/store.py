@@ -6,14 +6,15 @@ and a sandbox re-created over the same root keeps its data.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from adapters.shanghai.cursor import Position
+
+__all__ = ["Page", "Position", "RecordStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -24,31 +25,6 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_order ON records (resource, updated_us, sort_key);
 """
-
-
-@dataclass(frozen=True)
-class Position:
-    """Where a page ended: the last record's ordering columns, rowid breaking ties."""
-
-    updated_us: int
-    sort_key: str
-    rowid: int
-
-    def encode(self) -> str:
-        """An opaque cursor string."""
-        raw = json.dumps([self.updated_us, self.sort_key, self.rowid], ensure_ascii=False).encode()
-        return base64.urlsafe_b64encode(raw).decode("ascii")
-
-    @classmethod
-    def decode(cls, cursor: str) -> Position:
-        """Parse a cursor made by :meth:`encode`; ValueError if it is not one."""
-        try:
-            u, key, rowid = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        except (binascii.Error, UnicodeError, ValueError, TypeError) as exc:
-            raise ValueError(f"invalid cursor {cursor!r}") from exc
-        if not (isinstance(u, int) and isinstance(key, str) and isinstance(rowid, int)):
-            raise ValueError(f"invalid cursor {cursor!r}")
-        return cls(u, key, rowid)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from adapters.base import Landing, PullRequest, deletion_schema
 from adapters.mapping import DatasetMapping, FieldMapping, ProvinceMapping
 from adapters.zhejiang import batches, ledger
 from adapters.zhejiang.ledger import DeliveryLedger
+from exchange import intake
 from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import TIMESTAMP
 from exchange.errors import ExchangeError, SourceFormatError, TerminalError, TransientError
@@ -121,6 +122,7 @@ class ZhejiangAdapter:
                 remembered = ledger.recent(pa.concat_tables([remembered, delivered]), request.since, self.overlap)
             if canonical.num_rows:
                 yield canonical
+        yield from self._undated(dm, request, landing)
         # Reached only when the caller consumed every chunk: a pull that failed half-way records nothing.
         if self.delivered is not None and self.overlap:
             self.delivered.record(request, remembered, self.overlap)
@@ -175,6 +177,47 @@ class ZhejiangAdapter:
                         yield dm.to_canonical(native, view)
             except sa.exc.DBAPIError as exc:
                 raise _map_error(exc, view, f"row {done + 1}") from exc
+
+    def _undated(self, dm: DatasetMapping, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
+        """The live rows without a readable update time (GXSJ NULL or not a time), if this pull places them.
+
+        Such rows fit no day and no window by themselves, and must not be skipped: Zhejiang signs them as one
+        batch (batches.UNDATED), re-signed when it changes, and the pull whose range (since, end) holds that
+        signing time delivers them, once per version. They come with update time null and, in AS_SENT, the
+        GXSJ as sent, so the contract quarantines each with its reason. Landed as ``undated-00001.parquet``.
+        """
+        stamp = batches.stamp(dm)
+        with self._connect() as conn:
+            try:
+                verified = batches.verify_undated(conn, dm, self.trust.verifier(self.province))
+                if verified is None:
+                    return
+                at = verified.signed_at
+                if at >= request.window.end or (request.since is not None and at <= request.since):
+                    return
+                landing.signatures.append(verified)
+                columns = _select_columns(dm)
+                where = [batches.undated_condition(dm)]
+                params = {"dated": batches.dated_pattern(dm)}
+                if dm.deleted is not None:
+                    where.append(f"({dm.deleted.native} IS NULL OR {dm.deleted.native} <> :deleted)")
+                    params["deleted"] = dm.deleted.value
+                sql = sa.text(f"SELECT {', '.join(columns)} FROM {dm.source} WHERE {' AND '.join(where)} "
+                              f"ORDER BY {', '.join(columns)}")
+                rows = conn.execute(sql, params).fetchall()
+            except sa.exc.DBAPIError as exc:
+                raise _map_error(exc, dm.source, "rows without a readable update time") from exc
+        if not rows:
+            return
+        native = _native_table(dm, columns, rows, 0)
+        landing.write("undated-00001.parquet", _parquet(native))
+        sent = native.column(stamp)
+        why = (f"{stamp} is not a time in the format {_field(dm, 'updated_at').timestamp}: the row fits no window; "
+               f"taken by the window holding Zhejiang's signature of such rows ({at.isoformat()})")
+        as_sent = intake.column([intake.problem("updated_at", pa.repeat(True, len(rows)), sent, why)], len(rows))
+        stripped = native.set_column(native.schema.get_field_index(stamp), stamp,
+                                     pa.nulls(len(rows), pa.string()))
+        yield dm.to_canonical(stripped, dm.source, as_sent)
 
     def _verified_days(self, conn: sa.Connection, dm: DatasetMapping, span: tuple[str, str | None, str],
                        verifier: SourceVerifier, *, deleted: bool) -> list[VerifiedSource]:
@@ -238,8 +281,10 @@ def _query(
     if stamp.timestamp is None:
         raise ValueError(f"{MAPPING}: {dm.dataset.name}.updated_at needs a timestamp format")
     key = dm.native_name(dm.dataset.key)
-    params = {"end": _native_time(request.window.end, dm.timezone, stamp.timestamp, round_up=True)}
-    where = [f"{stamp.native} < :end"]
+    params = {"end": _native_time(request.window.end, dm.timezone, stamp.timestamp, round_up=True),
+              "dated": batches.dated_pattern(dm)}
+    # Rows without a readable update time are not in any range: they come as the undated batch (see _undated).
+    where = [f"{stamp.native} < :end", f"{stamp.native} LIKE :dated"]
     if lower is not None:
         params["since"] = _native_time(lower, dm.timezone, stamp.timestamp, round_up=False)
         where.insert(0, f"{stamp.native} > :since")

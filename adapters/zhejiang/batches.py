@@ -30,6 +30,8 @@ from exchange.errors import SourceAuthenticityError
 
 TABLE = "SJQM"
 CHUNK_ROWS = 50_000
+# The RQ of the batch of rows without a readable update time (it sorts after every YYYY-MM-DD).
+UNDATED = "undated"
 
 
 def signature_table(metadata: sa.MetaData) -> sa.Table:
@@ -58,29 +60,58 @@ def stamp(dm: DatasetMapping) -> str:
     return dm.native_name("updated_at")
 
 
-def day_digest(conn: sa.Connection, dm: DatasetMapping, day: str) -> tuple[int, str]:
-    """(row count, hex SHA-256) of the view's rows updated on local day `day` (YYYY-MM-DD)."""
+def dated_pattern(dm: DatasetMapping) -> str:
+    """A SQL LIKE pattern every readable update time matches (from the mapping's timestamp format).
+
+    Rows that do not match (GXSJ NULL, or text in another shape) fit no day: they form the view's undated
+    batch, signed apart and reported as records that cannot be placed in a window (see the adapter).
+    """
+    fmt = next(f.timestamp for f in dm.fields if f.canonical == "updated_at")
+    if fmt is None:
+        raise ValueError(f"{dm.mapping_file}: {dm.dataset.name}.updated_at needs a timestamp format")
+    widths = {"%Y": "____", "%m": "__", "%d": "__", "%H": "__", "%M": "__", "%S": "__"}
+    pattern = fmt
+    for directive, blanks in widths.items():
+        pattern = pattern.replace(directive, blanks)
+    if "%" in pattern:
+        raise ValueError(f"{dm.mapping_file}: {dm.dataset.name}.updated_at format {fmt!r} has no fixed width")
+    return pattern
+
+
+def _digest(conn: sa.Connection, dm: DatasetMapping, where: str, params: dict[str, str]) -> tuple[int, str]:
     cols = columns(dm)
-    following = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-    sql = sa.text(
-        f"SELECT {', '.join(cols)} FROM {dm.source} WHERE {stamp(dm)} >= :start AND {stamp(dm)} < :end "
-        f"ORDER BY {', '.join(cols)}"
-    )
+    sql = sa.text(f"SELECT {', '.join(cols)} FROM {dm.source} WHERE {where} ORDER BY {', '.join(cols)}")
     digest = hashlib.sha256()
     count = 0
     # Per statement: Connection.execution_options would leave the whole connection streaming (on PostgreSQL a
     # server-side cursor), and the DELETE/INSERT that re-sign the day in the same transaction would fail.
-    result = conn.execute(sql, {"start": day, "end": following}, execution_options={"yield_per": CHUNK_ROWS})
+    result = conn.execute(sql, params, execution_options={"yield_per": CHUNK_ROWS})
     for rows in result.partitions(CHUNK_ROWS):
         _feed(digest, rows, len(cols))
         count += len(rows)
     return count, digest.hexdigest()
 
 
+def day_digest(conn: sa.Connection, dm: DatasetMapping, day: str) -> tuple[int, str]:
+    """(row count, hex SHA-256) of the view's rows updated on local day `day` (YYYY-MM-DD); UNDATED: of the
+    rows without a readable update time."""
+    if day == UNDATED:
+        return _digest(conn, dm, undated_condition(dm), {"dated": dated_pattern(dm)})
+    following = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    where = f"{stamp(dm)} >= :start AND {stamp(dm)} < :end AND {stamp(dm)} LIKE :dated"
+    return _digest(conn, dm, where, {"start": day, "end": following, "dated": dated_pattern(dm)})
+
+
+def undated_condition(dm: DatasetMapping) -> str:
+    """SQL: the row has no readable update time (NULL, or not shaped like :dated)."""
+    return f"({stamp(dm)} IS NULL OR {stamp(dm)} NOT LIKE :dated)"
+
+
 def days_with_rows(conn: sa.Connection, dm: DatasetMapping, lower: str | None, upper: str) -> list[str]:
     """The local days (YYYY-MM-DD) on which rows with lower < GXSJ < upper were updated."""
-    where = f"{stamp(dm)} < :upper" + (f" AND {stamp(dm)} > :lower" if lower is not None else "")
-    params = {"upper": upper, **({"lower": lower} if lower is not None else {})}
+    where = f"{stamp(dm)} < :upper AND {stamp(dm)} LIKE :dated" + (
+        f" AND {stamp(dm)} > :lower" if lower is not None else "")
+    params = {"upper": upper, "dated": dated_pattern(dm), **({"lower": lower} if lower is not None else {})}
     sql = sa.text(f"SELECT DISTINCT SUBSTR({stamp(dm)}, 1, 10) FROM {dm.source} WHERE {where}")
     return sorted(str(row[0]) for row in conn.execute(sql, params) if row[0] is not None)
 
@@ -136,3 +167,20 @@ def verify_days(
             )
         verified.append(verifier.verify(statement, expected, digest, item))
     return verified
+
+
+def verify_undated(conn: sa.Connection, dm: DatasetMapping, verifier: SourceVerifier) -> VerifiedSource | None:
+    """Verify the view's undated batch (rows without a readable update time) against its signature.
+
+    None when the view has no such rows and no signature for them. Its signing time is when Zhejiang last
+    changed the batch: the adapter places the rows there (a window holding that moment reports them).
+    """
+    view = dm.source
+    item = f"view {view}, rows without a readable update time"
+    count, digest = day_digest(conn, dm, UNDATED)
+    row = conn.execute(sa.text(f"SELECT QM FROM {TABLE} WHERE ST = :view AND RQ = :undated"),
+                       {"view": view, "undated": UNDATED}).first()
+    if row is None and count == 0:
+        return None
+    statement = parse_statement(str(row[0]), verifier.province, item) if row is not None else None
+    return verifier.verify(statement, subject(view, UNDATED, count), digest, item)

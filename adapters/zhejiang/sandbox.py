@@ -23,7 +23,7 @@ from adapters.authenticity import SourceTrust, office, sandbox_keyring, sign_dig
 from adapters.mapping import DatasetMapping, ProvinceMapping
 from adapters.zhejiang import batches
 from adapters.zhejiang.adapter import MAPPING, ZhejiangAdapter
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import DEFECT_COLUMN
 
 # The base table behind each shared view (the view name lives in mapping.yaml).
@@ -71,12 +71,19 @@ class ZhejiangSandbox:
             self.sign_days(conn, dataset, signed | set(batches.days_with_rows(conn, dm, None, "9999")))
 
     def sign_days(self, conn: sa.Connection, dataset: str, days: set[str]) -> None:
-        """(Re)sign the view's change batch of each local day, in the transaction that changed it."""
+        """(Re)sign the view's change batch of each local day, in the transaction that changed it, and its batch of
+        rows without a readable update time (batches.UNDATED) if that changed."""
         dm = self.mapping.dataset(dataset)
         signer = self.keyring.signer(office(self.province))
         table = self._signatures
-        for day in sorted(days):
+        for day in sorted({*days, batches.UNDATED}):
             count, digest = batches.day_digest(conn, dm, day)
+            if day == batches.UNDATED:
+                # Its signing time is where the hub places these rows: re-signed only when they changed.
+                kept = conn.execute(sa.select(table.c.ZY).where(table.c["ST"] == dm.source,
+                                                                table.c["RQ"] == day)).scalar()
+                if kept == digest or (kept is None and count == 0):
+                    continue
             conn.execute(table.delete().where(table.c["ST"] == dm.source, table.c["RQ"] == day))
             if count:
                 signed = sign_digest(signer, self.province, batches.subject(dm.source, day, count), digest)

@@ -11,7 +11,7 @@ at the same snapshot. So:
 - lost = versions deleted in the window that the window did not write (they existed at the old snapshot);
 - gained = versions written in the window that the window did not delete (they exist at the new one);
 
-each passed through the grant's own select list and row filter (:func:`exchange.access.extract.grant_select`),
+each passed through the grant's own select list and row filter (:func:`exchange.access.terms.grant_view`),
 so masking and filtering are exactly those of a full copy. A sandbox is a multiset of masked rows (two lake
 rows can mask to the same values), so the lost rows are removed one copy per occurrence.
 
@@ -30,8 +30,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exchange.access.extract import grant_select
 from exchange.access.models import Grant
+from exchange.access.terms import grant_view
 from exchange.lake.connect import LAKE, META
 
 MAX_CHANGED_FRACTION = 0.5
@@ -97,7 +97,8 @@ def view_changes(lake: duckdb.DuckDBPyConnection, grant: Grant, window: Window) 
     advanced sandbox lists its rows as a fresh copy does; after deletions or updates the order may differ
     (a fresh copy reads files in DuckLake's order), which SQL without ORDER BY allows.
     """
-    select, where, params, _ = grant_select(grant)
+    permitted = grant_view(grant)
+    select, where, params = permitted.select, permitted.row_filter.sql, list(permitted.row_filter.params)
     args = f"'{LAKE}', 'main', '{grant.dataset}', {int(window.old) + 1}, {int(window.new)}"
     if not window.deleted:
         # Nothing was deleted (the usual nightly batch): every version written in the window is live, and a

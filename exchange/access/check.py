@@ -21,11 +21,13 @@ from zoneinfo import ZoneInfo
 import duckdb
 from pydantic import BaseModel, Field
 
-from exchange.access.terms import contract_terms
-from exchange.errors import AccessDenied, VerificationError
+from exchange.access.policy import licence_check, require
+from exchange.access.terms import sharing_terms
+from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import HUB_OWNER, Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
 
 DATASET = "e_license"
 LICENSE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -77,8 +79,7 @@ def holder_binding(check_id: str, holder_id: str) -> str:
 def check_licence(con: duckdb.DuckDBPyConnection, snapshot_id: int, department: str, license_id: str,
                   holder_id: str | None, signer: Signer, now: datetime | None = None) -> SignedLicenceCheck:
     """Answer and sign one check against the lake at `snapshot_id` (the newest version of the licence wins)."""
-    if contract_terms(DATASET).sharing_type == "not_shared":
-        raise AccessDenied(f"{DATASET} is not shared under its current contract; licences cannot be checked")
+    require(licence_check(sharing_terms(DATASET)))
     now = now or datetime.now(UTC)
     check_id = uuid.uuid4().hex
     try:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, Field
 
-from exchange.errors import ExchangeError, VerificationError
+from exchange.errors import BadFile, CheckFailed, VerificationError
 from exchange.signing.canonical import sha256_hex
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class ExtractEncryption(BaseModel, frozen=True):
     files: list[FileEnvelope] = Field(description="One envelope per delivered file")
 
 
-class DecryptionFailed(ExchangeError):
+class DecryptionFailed(CheckFailed):
     """The ciphertext does not open with this key (wrong key, or the file was altered)."""
 
 
@@ -102,13 +102,13 @@ def write_private_key(key: X25519PrivateKey, path: Path) -> None:
 
 
 def load_private_key(path: Path) -> X25519PrivateKey:
-    """A department's X25519 private key from a PEM file, or ExchangeError if it is not one."""
+    """A department's X25519 private key from a PEM file, or BadFile if it is not one."""
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise ExchangeError(f"cannot read an X25519 private key from {path}: {exc}") from None
+        raise BadFile(path, f"cannot read an X25519 private key: {exc}") from None
     if not isinstance(key, X25519PrivateKey):
-        raise ExchangeError(f"{path} holds a {type(key).__name__}, not an X25519 extract key")
+        raise BadFile(path, f"holds a {type(key).__name__}, not an X25519 extract key")
     return key
 
 

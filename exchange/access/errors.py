@@ -1,4 +1,5 @@
-"""Why an access request fails, one class per answer a department gets (the API maps each to a status).
+"""Why an access request fails, one class per answer a department gets (exchange/errors.py's table maps each
+to an HTTP status and a CLI exit code; they are defined there so that table needs no import from here).
 
 Every message is written by the hub and names no data value: it is shown to the caller and recorded in
 the provenance log as the denial's reason.
@@ -6,24 +7,19 @@ the provenance log as the denial's reason.
 
 from __future__ import annotations
 
-from exchange.errors import AccessDenied, TerminalError
+from exchange.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BadQuery,
+    NotFound,
+    QueryRejected,
+    QueryTimeout,
+    ResultTooLarge,
+)
+
+__all__ = ["AuthenticationFailed", "BadQuery", "QueryRejected", "QueryTimeout", "ResultTooLarge", "UnknownName"]
 
 
-class AuthenticationFailed(TerminalError):
-    """The bearer token is missing, malformed, unknown, wrong, expired or revoked (HTTP 401)."""
-
-
-class QueryRejected(AccessDenied):
-    """The SQL is not a single read-only SELECT, or it reaches outside the sandbox (HTTP 403)."""
-
-
-class BadQuery(TerminalError):
-    """The SQL does not parse or bind inside the sandbox for a reason that is not a policy (HTTP 400)."""
-
-
-class ResultTooLarge(AccessDenied):
-    """The result exceeds the row or byte limit (HTTP 413)."""
-
-
-class QueryTimeout(AccessDenied):
-    """The query ran longer than the time limit and was interrupted (HTTP 408)."""
+class UnknownName(NotFound, AccessDenied):
+    """A department or grant named in a request is not registered: not found for whoever named it, and
+    recorded as a denial like every other refused request."""

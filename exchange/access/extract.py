@@ -19,15 +19,15 @@ from exchange.access.envelope import (
     decrypt_file,
     key_id,
 )
-from exchange.access.masking import masked_expression
 from exchange.access.models import Grant, RowCondition, SignedGrant
-from exchange.access.terms import contract_terms
+from exchange.access.terms import grant_view
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import VerificationError
-from exchange.lake.connect import LAKE, duck_type
+from exchange.lake.connect import LAKE
 from exchange.provenance.manifest import FileDigest
 from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 EXTRACT_MANIFEST = "extract-manifest.json"
 
@@ -62,57 +62,19 @@ class SignedExtractManifest(BaseModel, frozen=True):
     signature: Signature = Field(description="Hub signature over canonical_json(manifest)")
 
 
-def row_filter_sql(conditions: list[RowCondition], dataset: str) -> tuple[str, list[Any]]:
-    """Compile structured conditions into a parameterized WHERE clause (values never enter the SQL text)."""
-    schema = canonical_dataset(dataset).schema
-    parts: list[str] = []
-    params: list[Any] = []
-    for cond in conditions:
-        column = f'"{cond.column}"'
-        ctype = duck_type(schema.field(cond.column).type)
-        if cond.op == "in":
-            parts.append(f"{column} IN ({', '.join(f'CAST(? AS {ctype})' for _ in cond.values)})")
-            params += cond.values
-        elif cond.op == "prefix_in":
-            parts.append("(" + " OR ".join(f"starts_with(CAST({column} AS VARCHAR), ?)" for _ in cond.values) + ")")
-            params += cond.values
-        else:
-            if len(cond.values) != 2:
-                raise ValueError(f"between on {cond.column} needs exactly two values")
-            parts.append(f"{column} BETWEEN CAST(? AS {ctype}) AND CAST(? AS {ctype})")
-            params += cond.values
-    return (" AND ".join(parts) or "TRUE"), params
-
-
-def column_masking(grant: Grant) -> dict[str, str]:
-    """The masking rule per granted column: the contract's by classification, 'none' where granted unmasked."""
-    contract = contract_terms(grant.dataset)
-    return {c: ("none" if c in grant.unmasked else contract.field(c).masking) for c in grant.columns}
-
-
-def grant_select(grant: Grant) -> tuple[str, str, list[Any], dict[str, str]]:
-    """The grant's view as parts: masked select list, row-filter WHERE clause, its parameters, masking per column.
-
-    The full view (:func:`grant_query`) and the view of a snapshot's changes (exchange/access/changefeed.py)
-    apply the same parts, so both yield the same rows for the same lake rows.
-    """
-    masking = column_masking(grant)
-    select = ", ".join(masked_expression(c, masking[c], unmasked=c in grant.unmasked) for c in grant.columns)
-    where, params = row_filter_sql(grant.row_filter, grant.dataset)
-    return select, where, params, masking
-
-
 def grant_query(grant: Grant, snapshot_id: int, *, ordered: bool = True) -> tuple[str, list[Any], dict[str, str]]:
-    """The SELECT that yields exactly the grant's columns and rows, masked, at a snapshot.
+    """The SELECT that yields exactly the grant's columns and rows, masked, at a snapshot (and the masking).
+
+    What the grant permits is decided by exchange.access.policy (through exchange.access.terms.grant_view).
 
     `ordered` sorts by the dataset's key (an extract's bytes must be reproducible); a query sandbox's
     copy needs no order, and sorting doubles the cost of building it.
     """
-    select, where, params, masking = grant_select(grant)
+    permitted = grant_view(grant)
     key = canonical_dataset(grant.dataset).key
-    sql = (f'SELECT {select} FROM {LAKE}."{grant.dataset}" AT (VERSION => {int(snapshot_id)}) '
-           f'WHERE {where}' + (f' ORDER BY "{key}", batch_id' if ordered else ''))
-    return sql, params, masking
+    sql = (f'SELECT {permitted.select} FROM {LAKE}."{grant.dataset}" AT (VERSION => {int(snapshot_id)}) '
+           f'WHERE {permitted.row_filter.sql}' + (f' ORDER BY "{key}", batch_id' if ordered else ''))
+    return sql, list(permitted.row_filter.params), permitted.masking
 
 
 def cut_extract(

@@ -10,17 +10,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from exchange.access.envelope import generate_private_key, key_id, parse_public_key, public_key_b64, write_private_key
 from exchange.access.registry import Registry
-from exchange.errors import ExchangeError
+from exchange.errors import BadInput, Refused
+from exchange.provenance.events import HUB, DepartmentExtractKey
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
 
 def department_key_path(keys: Path, department: str) -> Path:
     """Where the hub keeps a private extract key it made for `department` (a 0700 folder under keys/)."""
     # The id becomes a file name: the registry's ids are already this shape, but never trust that here.
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,79}", department):
-        raise ExchangeError(f"department id {department!r} cannot name a key file")
+        raise BadInput(f"department id {department!r} cannot name a key file")
     folder = keys / "departments"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     return folder / f"{department}.x25519.pem"
@@ -29,12 +30,14 @@ def department_key_path(keys: Path, department: str) -> Path:
 def register_extract_key(hub: Hub, registry: Registry, department: str, public_key: str) -> str:
     """Encrypt `department`'s extracts to `public_key` (base64 raw X25519) from now on; log it; its key id.
 
-    ValueError if it is not an X25519 public key, ExchangeError for an unknown department.
+    BadInput if it is not an X25519 public key, UnknownName for an unknown department.
     """
-    fingerprint = key_id(parse_public_key(public_key))
+    try:
+        fingerprint = key_id(parse_public_key(public_key))
+    except ValueError as exc:
+        raise BadInput(f"not a base64 raw X25519 public key: {exc}") from None
     registry.set_extract_key(department, public_key)
-    hub.log.append(hub.signer, actor="hub", action="department_extract_key", subject=department,
-                   details={"key_id": fingerprint})
+    hub.log.append(hub.signer, DepartmentExtractKey(key_id=fingerprint), actor=HUB, subject=department)
     return fingerprint
 
 
@@ -45,7 +48,7 @@ def issue_extract_key(hub: Hub, registry: Registry, department: str,
     registry.department(department)
     path = path or department_key_path(hub.layout.keys, department)
     if path.exists():
-        raise ExchangeError(f"{path} exists; refusing to overwrite a key its extracts may need")
+        raise Refused(f"{path} exists; refusing to overwrite a key its extracts may need")
     key = generate_private_key()
     write_private_key(key, path)
     register_extract_key(hub, registry, department, public_key_b64(key.public_key()))

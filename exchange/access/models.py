@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from exchange.access.envelope import parse_public_key
-from exchange.signing.keys import Signature
+from exchange.signing.signers import Signature
 
 
 class Department(BaseModel, frozen=True):

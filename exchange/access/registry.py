@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from exchange.access.errors import AuthenticationFailed
+from exchange.access.errors import AuthenticationFailed, UnknownName
 from exchange.access.models import (
     ApiToken,
     Department,
@@ -25,12 +25,13 @@ from exchange.access.models import (
     SignedGrant,
     SignedGrantRevocation,
 )
-from exchange.access.terms import contract_terms
+from exchange.access.policy import require, review_grant, usable_grant
+from exchange.access.terms import sharing_terms
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import AccessDenied
 from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
 TOKEN_PREFIX = "yrd_"
 # A bearer token is "<id>.<secret>": the id finds the record, the secret is compared by digest.
@@ -60,11 +61,11 @@ class Registry:
         return [Department.model_validate(d) for d in self._read(self.departments_path)]
 
     def department(self, department_id: str) -> Department:
-        """One department, or AccessDenied naming the unknown id."""
+        """One department, or UnknownName (a denial, and not found) naming the unknown id."""
         for d in self.departments():
             if d.id == department_id:
                 return d
-        raise AccessDenied(f"unknown department {department_id!r}; register it with `exchange departments add`")
+        raise UnknownName(f"unknown department {department_id!r}; register it with `exchange departments add`")
 
     def add_department(self, department: Department) -> None:
         """Register (or update) a department."""
@@ -88,28 +89,18 @@ class Registry:
         return [SignedGrant.model_validate(g) for g in self._read(self.grants_path)]
 
     def grant(self, grant_id: str) -> SignedGrant:
-        """One grant by id, or AccessDenied naming the unknown id."""
+        """One grant by id, or UnknownName naming the unknown id."""
         for g in self.grants():
             if g.grant.id == grant_id:
                 return g
-        raise AccessDenied(f"unknown grant {grant_id!r}")
+        raise UnknownName(f"unknown grant {grant_id!r}; `exchange grants list` shows the recorded ones")
 
     def add_grant(self, grant: Grant, signer: Signer) -> SignedGrant:
-        """Check the grant against the contract's sharing terms, sign it and record it."""
+        """Check the grant against the contract's sharing terms (exchange.access.policy.review_grant), sign it
+        and record it."""
         self.department(grant.department)
-        contract = contract_terms(grant.dataset)
-        known = set(canonical_dataset(grant.dataset).schema.names)
-        unknown = [c for c in grant.columns + [r.column for r in grant.row_filter] if c not in known]
-        if unknown:
-            raise AccessDenied(f"grant {grant.id}: unknown column(s) {', '.join(unknown)} in {grant.dataset}")
-        if contract.sharing_type == "not_shared":
-            raise AccessDenied(f"{grant.dataset} is not shared under its contract; no grant is possible")
-        if contract.sharing_type == "conditional" and not (grant.purpose.strip() and grant.legal_basis.strip()):
-            raise AccessDenied(f"{grant.dataset} is conditionally shared: a grant needs a purpose and a legal basis")
-        if grant.unmasked and not grant.justification.strip():
-            raise AccessDenied(f"grant {grant.id}: unmasked columns need an explicit justification")
-        if grant.id in self.revoked_grants():
-            raise AccessDenied(f"grant id {grant.id} was revoked and cannot be reused; choose a new id")
+        require(review_grant(grant, sharing_terms(grant.dataset), canonical_dataset(grant.dataset).schema.names,
+                             self.revoked_grants()))
         signed = SignedGrant(grant=grant, signature=signer.sign(canonical_bytes(grant.model_dump(mode="json"))))
         with self._lock():
             others = [g for g in self.grants() if g.grant.id != grant.id]
@@ -141,31 +132,12 @@ class Registry:
         return signed
 
     def active_grant(self, department_id: str, dataset: str, today: date | None = None) -> SignedGrant:
-        """The department's usable grant on the dataset, or AccessDenied saying why there is none.
-
-        Usable: not expired, not revoked, and the contract still shares the dataset (a contract can be
-        tightened after a grant was approved; the contract wins).
-        """
+        """The department's usable grant on the dataset (exchange.access.policy.usable_grant), or AccessDenied
+        saying why there is none."""
         self.department(department_id)
         canonical_dataset(dataset)
-        today = today or datetime.now(UTC).date()
-        mine = [g for g in self.grants() if g.grant.department == department_id and g.grant.dataset == dataset]
-        if not mine:
-            raise AccessDenied(f"{department_id} holds no grant on {dataset}")
-        revoked = self.revoked_grants()
-        unrevoked = [g for g in mine if g.grant.id not in revoked]
-        if not unrevoked:
-            last = revoked[mine[-1].grant.id]
-            raise AccessDenied(f"{department_id}'s grant {last.grant_id} on {dataset} was revoked on "
-                               f"{last.revoked_at:%Y-%m-%d} by {last.revoked_by}")
-        live = [g for g in unrevoked if g.grant.expires_on >= today]
-        if not live:
-            raise AccessDenied(f"{department_id}'s grant {unrevoked[-1].grant.id} on {dataset} expired on "
-                               f"{unrevoked[-1].grant.expires_on}")
-        if contract_terms(dataset).sharing_type == "not_shared":
-            raise AccessDenied(f"{dataset} is not shared under its current contract; grant {live[-1].grant.id} "
-                               "cannot be used")
-        return live[-1]
+        return require(usable_grant(department_id, dataset, self.grants(), self.revoked_grants(),
+                                    sharing_terms(dataset), today or datetime.now(UTC).date()))
 
     def active_grants(self, department_id: str, today: date | None = None) -> list[SignedGrant]:
         """Every usable grant of the department, one per dataset (datasets it cannot use are left out)."""

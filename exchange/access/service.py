@@ -24,6 +24,7 @@ from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
 from exchange.access.lakeshare import LakeSource, per_call
+from exchange.access.policy import extract_key, query_scope, require
 from exchange.access.query import (
     QueryLimits,
     QueryResult,
@@ -36,18 +37,19 @@ from exchange.access.registry import Registry
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.errors import AccessDenied
 from exchange.faults import crash_point
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub
+from exchange.provenance import events
+from exchange.provenance.events import Kind
 from exchange.signing.canonical import document_digest, sha256_hex
-
-DENIED = "access_denied"
+from exchange.stages import ExtractResult
 
 
 def record_denial(hub: Hub, actor: str, attempt: str, subject: str, reason: str, **details: Any) -> None:
     """Append the refusal of an access attempt with its reason (which the hub wrote, so it holds no values)."""
     known = {k: v for k, v in details.items() if v is not None}
-    hub.log.append(hub.signer, actor=actor, action=DENIED, subject=subject,
-                   details={"attempt": attempt, "reason": reason, **known})
+    hub.log.append(hub.signer, events.AccessDenied(attempt=attempt, reason=reason, **known), actor=actor,
+                   subject=subject)
 
 
 def latest_snapshot(hub: Hub) -> int:
@@ -87,9 +89,7 @@ def query_for_department(
         check_statement(sql)
         registry.department(department)
         grants, unusable = registry.usable_grants(department)
-        if not grants:
-            raise AccessDenied(f"{department} holds no usable grant" + (f": {'; '.join(unusable)}" if unusable
-                                                                        else ""))
+        require(query_scope(department, grants, unusable))
         with ExitStack() as stack:
             with open_lake() as con:
                 snapshot_id = resolve_snapshot(con, snapshot)
@@ -112,22 +112,23 @@ def query_for_department(
             cursor = stack.enter_context(box.con.cursor())
             table = run_in_sandbox(cursor, sql, limits)
     except AccessDenied as denied:
-        record_denial(hub, department, "query", "query", str(denied), **context)
+        record_denial(hub, department, Kind.QUERY, "query", str(denied), **context)
         raise
     except BadQuery as bad:
         # Not a policy decision, but still an access attempt on record; only the error's kind is kept,
         # because DuckDB's messages quote the SQL and may quote values.
-        hub.log.append(hub.signer, actor=department, action="query_failed", subject="query",
-                       digests={"sql": sql_sha256},
-                       details={"error": type(bad).__name__, **{k: v for k, v in context.items() if v is not None}})
+        hub.log.append(hub.signer, events.QueryFailed(error=type(bad).__name__,
+                                                      **{k: v for k, v in context.items() if v is not None}),
+                       actor=department, subject="query", digests={"sql": sql_sha256})
         raise
     result = QueryResult(table=table, snapshot_id=snapshot_id, grants=loaded,
                          result_sha256=result_digest(table), sql_sha256=sql_sha256)
     hub.log.append(
-        hub.signer, actor=department, action="query", subject=",".join(sorted(loaded)) or "query",
+        hub.signer,
+        events.Query(token_id=token_id, grants=loaded, snapshot_id=snapshot_id, columns=table.column_names,
+                     rows=table.num_rows),
+        actor=department, subject=",".join(sorted(loaded)) or "query",
         digests={"sql": sql_sha256, "result": result.result_sha256},
-        details={"token_id": token_id, "grants": loaded, "snapshot_id": snapshot_id,
-                 "columns": table.column_names, "rows": table.num_rows},
     )
     return result
 
@@ -135,7 +136,7 @@ def query_for_department(
 def extract_for_department(
     hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None = None, *,
     token_id: str | None = None, encrypt: bool = False, lake: LakeSource | None = None,
-) -> SignedExtractManifest:
+) -> ExtractResult:
     """Cut the department's grant on `dataset` at `snapshot` (default: latest) into `out_dir`.
 
     With `encrypt`, the files are sealed to the department's registered X25519 extract key.
@@ -143,12 +144,12 @@ def extract_for_department(
     recovery.recover_before_stage(hub)
     signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt, lake)
     _record_extract(hub, signed, out_dir, token_id)
-    return signed
+    return ExtractResult(signed=signed, folder=str(out_dir))
 
 
 def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
                     token_id: str | None = None, encrypt: bool = False,
-                    lake: LakeSource | None = None) -> tuple[SignedExtractManifest, Path]:
+                    lake: LakeSource | None = None) -> ExtractResult:
     """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename).
 
     Logged before it is moved into place: a published extract is always a logged one. A crash in between leaves
@@ -166,7 +167,7 @@ def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | Non
         staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return signed, final
+    return ExtractResult(signed=signed, folder=str(final))
 
 
 def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,
@@ -180,27 +181,24 @@ def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int |
             snapshot = resolve_snapshot(con, snapshot)
             return cut_extract(con, grant, snapshot, out_dir, hub.signer, recipient)
     except (AccessDenied, BadQuery) as denied:
-        record_denial(hub, department, "extract", dataset, str(denied), token_id=token_id, snapshot_id=snapshot)
+        record_denial(hub, department, Kind.EXTRACT, dataset, str(denied), token_id=token_id, snapshot_id=snapshot)
         raise
 
 
 def extract_recipient(registry: Registry, department: str) -> X25519PublicKey:
     """The department's registered X25519 extract key, or AccessDenied if it has none."""
-    key = registry.department(department).extract_public_key
-    if key is None:
-        raise AccessDenied(f"{department} has no extract public key to encrypt to; register one with "
-                           "`exchange departments set-key` (or `departments keygen` for a demo)")
-    return parse_public_key(key)
+    return parse_public_key(require(extract_key(department, registry.department(department).extract_public_key)))
 
 
 def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, token_id: str | None) -> None:
     m = signed.manifest
     hub.log.append(
-        hub.signer, actor=m.department, action="extract", subject=m.extract_id,
+        hub.signer,
+        events.Extract(grant=m.grant_id, dataset=m.dataset, snapshot_id=m.snapshot_id, rows=m.rows,
+                       columns=m.columns, token_id=token_id, out=str(out_dir),
+                       **({"encrypted_to": m.encryption.recipient_key_id} if m.encryption else {})),
+        actor=m.department, subject=m.extract_id,
         digests={"extract_manifest": extract_digest(signed), **{f.name: f.sha256 for f in m.files}},
-        details={"grant": m.grant_id, "dataset": m.dataset, "snapshot_id": m.snapshot_id, "rows": m.rows,
-                 "columns": m.columns, "token_id": token_id, "out": str(out_dir),
-                 **({"encrypted_to": m.encryption.recipient_key_id} if m.encryption else {})},
     )
 
 
@@ -216,13 +214,14 @@ def check_licence_for_department(hub: Hub, department: str, license_id: str, hol
         with (lake or per_call(hub.settings))() as con:
             signed = check_licence(con, current_snapshot_id(con), department, license_id, holder_id, hub.signer)
     except AccessDenied as denied:
-        record_denial(hub, department, "license_check", CHECK_DATASET, str(denied), token_id=token_id)
+        record_denial(hub, department, Kind.LICENSE_CHECK, CHECK_DATASET, str(denied), token_id=token_id)
         raise
     c = signed.check
     hub.log.append(
-        hub.signer, actor=department, action="license_check", subject=CHECK_DATASET,
+        hub.signer,
+        events.LicenseCheck(token_id=token_id, check_id=c.check_id, snapshot_id=c.snapshot_id, answer=c.answer,
+                            holder_checked=c.holder_checked),
+        actor=department, subject=CHECK_DATASET,
         digests={"answer": document_digest(c.model_dump(mode="json"))},
-        details={"token_id": token_id, "check_id": c.check_id, "snapshot_id": c.snapshot_id, "answer": c.answer,
-                 "holder_checked": c.holder_checked},
     )
     return signed

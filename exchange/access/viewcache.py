@@ -39,9 +39,9 @@ from typing import Any
 import duckdb
 
 from exchange.access.changefeed import MAX_CHANGED_FRACTION, apply_changes, feed_window, view_changes
-from exchange.access.extract import grant_select
 from exchange.access.models import SignedGrant
 from exchange.access.query import QueryLimits, load_views, open_sandbox
+from exchange.access.terms import grant_view
 
 Key = tuple[Any, ...]  # (snapshot id, lineage)
 Advance = Callable[["Sandbox", int], "Sandbox"]  # (older sandbox, its snapshot) -> the sandbox at the key's snapshot
@@ -66,9 +66,9 @@ def sandbox_lineage(grants: list[SignedGrant], limits: QueryLimits) -> tuple[Any
     """Everything that decides a sandbox's content and configuration except the snapshot."""
     views = []
     for signed in sorted(grants, key=lambda g: g.grant.dataset):
-        select, where, params, _ = grant_select(signed.grant)
-        views.append((signed.grant.id, signed.signature.value, signed.grant.dataset, select, where,
-                      tuple(str(p) for p in params)))
+        permitted = grant_view(signed.grant)
+        views.append((signed.grant.id, signed.signature.value, signed.grant.dataset, permitted.select,
+                      permitted.row_filter.sql, tuple(str(p) for p in permitted.row_filter.params)))
     return (limits.memory_limit, limits.threads, tuple(views))
 
 

@@ -1,7 +1,8 @@
 """Map the hub's errors onto Airflow's retry semantics, and write what an office reads when things go wrong.
 
 A TerminalError (malformed payload, refused credentials, held batch) will not go away by retrying, so
-the task fails at once with the hub's message; a TransientError keeps Airflow's retries.
+the task fails at once with the hub's message; a TransientError keeps Airflow's retries. Which is which is
+decided by the one error table, exchange/errors.py's OUTCOMES, as the CLI's exit codes and the API's statuses are.
 
 Failure summaries (reports/failures/) and deadline-miss alerts (reports/alerts/) are small JSON files
 under EXCHANGE_HOME, so an office sees them without opening Airflow's logs.
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from exchange.errors import TerminalError
+from exchange.errors import ExchangeError, outcome
 
 T = TypeVar("T")
 STAGES = ("pull", "validate", "commit")
@@ -27,10 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def run_stage(stage: Callable[..., T], *args: Any) -> T:
-    """Call a pipeline stage; turn a TerminalError into a no-retry task failure with the same message."""
+    """Call a pipeline stage; turn an error a retry cannot fix into a no-retry task failure with the same message."""
     try:
         return stage(*args)
-    except TerminalError as exc:
+    except ExchangeError as exc:
+        if outcome(exc).retry:
+            raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -97,7 +100,7 @@ def _lineage_failed(summary: Mapping[str, Any], start: Any, end: Any, exc: BaseE
     from adapters.base import Window
     from exchange import lineage
     from exchange.config import settings
-    from exchange.pipeline import batch_id_for
+    from exchange.hub import batch_id_for
 
     try:
         batch_id = batch_id_for(summary["province"], summary["dataset"], Window(start, end))

@@ -111,7 +111,7 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.airflow.connections import settings_overrides
         from exchange.config import ExchangeSettings
-        from exchange.pipeline import Hub
+        from exchange.hub import Hub
         from exchange.pipeline import pull as pull_stage
 
         assert data_interval_start is not None and data_interval_end is not None
@@ -119,40 +119,46 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
         log.info("pull %s window=[%s, %s)", where, data_interval_start, data_interval_end)
         result = run_stage(pull_stage, province, dataset, data_interval_start, data_interval_end, hub)
         log.info("pulled %s window=[%s, %s): batch %s, %s, pulled=%s", where, data_interval_start, data_interval_end,
-                 result["batch_id"], result["status"], result["pulled"])
-        return result
+                 result.batch_id, result.status, result.pulled)
+        return result.model_dump(mode="json")  # XCom holds JSON; the next task reads it back as the record
 
     @task(task_id=f"validate_{dataset}")
     def validate(pulled: dict[str, Any], data_interval_start: datetime | None = None,
                  data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.pipeline import validate as validate_stage
+        from exchange.stages import PullResult
 
-        if pulled["status"] != "pulled":
+        pull_result = PullResult.model_validate(pulled)
+        if pull_result.status != "pulled":
             log.info("validate %s window=[%s, %s): nothing to check (%s)", where, data_interval_start,
-                     data_interval_end, pulled["status"])
+                     data_interval_end, pull_result.status)
             return pulled
-        result = run_stage(validate_stage, pulled["batch_id"])
+        result = run_stage(validate_stage, pull_result.batch_id)
         log.info("validated %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s", where,
-                 data_interval_start, data_interval_end, result["batch_id"], result["pulled"], result["accepted"],
-                 result["quarantined"])
-        return result
+                 data_interval_start, data_interval_end, result.batch_id, result.pulled, result.accepted,
+                 result.quarantined)
+        return result.model_dump(mode="json")
 
     @task(task_id=f"commit_{dataset}", outlets=[lake_asset(dataset)], pool=LAKE_COMMIT_POOL)
     def commit(checked: dict[str, Any], data_interval_start: datetime | None = None,
                data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.pipeline import commit as commit_stage
+        from exchange.stages import PullResult, ValidationRecord
 
-        if checked.get("status") in ("empty", "already_committed"):
+        # validate hands on its verdict, or the pull's result when there was nothing to check.
+        if "status" in checked:
+            skipped = PullResult.model_validate(checked)
             # Skipped, not succeeded: no Asset event, so publishing only reacts to real new snapshots.
             raise AirflowSkipException(f"nothing new to commit for {where} window=[{data_interval_start}, "
-                                       f"{data_interval_end}) ({checked['batch_id']}: {checked['status']})")
-        result = run_stage(commit_stage, checked["batch_id"])
-        if result["status"] != "committed":
-            raise AirflowSkipException(f"{checked['batch_id']} was committed by an earlier attempt")
+                                       f"{data_interval_end}) ({skipped.batch_id}: {skipped.status})")
+        batch_id = ValidationRecord.model_validate(checked).batch_id
+        result = run_stage(commit_stage, batch_id)
+        if result.status != "committed":
+            raise AirflowSkipException(f"{batch_id} was committed by an earlier attempt")
         log.info("committed %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s snapshot=%s", where,
-                 data_interval_start, data_interval_end, result["batch_id"], result["pulled"], result["accepted"],
-                 result["quarantined"], result["snapshot_id"])
-        return result
+                 data_interval_start, data_interval_end, result.batch_id, result.pulled, result.accepted,
+                 result.quarantined, result.snapshot_id)
+        return result.model_dump(mode="json")
 
     # TaskFlow calls return XComArgs at parse time; Airflow resolves them to the dicts at run time.
     first = pull()

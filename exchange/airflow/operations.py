@@ -32,7 +32,7 @@ def publish_dag() -> DAG:
             from exchange.airflow.errors import run_stage
             from exchange.publish import refresh_standing_extracts as refresh
 
-            return run_stage(refresh)
+            return [cut.model_dump(mode="json") for cut in run_stage(refresh)]
 
         refresh_standing_extracts()
 
@@ -52,7 +52,7 @@ def audit_dag() -> DAG:
     def exchange_audit() -> None:
         @task
         def verify(ds_nodash: str | None = None) -> dict[str, Any]:
-            from exchange.pipeline import Hub
+            from exchange.hub import Hub
             from exchange.provenance.checkpoint import append_checkpoint
             from exchange.provenance.lakecheck import lake_head
             from exchange.provenance.verify import verify_home

@@ -28,14 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.check import SignedLicenceCheck
-from exchange.access.errors import (
-    AuthenticationFailed,
-    BadQuery,
-    QueryRejected,
-    QueryTimeout,
-    ResultTooLarge,
-)
-from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, column_masking
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
@@ -46,6 +39,7 @@ from exchange.access.service import (
     query_for_department,
     record_denial,
 )
+from exchange.access.terms import grant_masking
 from exchange.access.viewcache import ViewCache
 from exchange.api.models import (
     ColumnInfo,
@@ -59,26 +53,26 @@ from exchange.api.models import (
     QueryRequest,
     QueryResponse,
 )
-from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
+from exchange.api.ratelimit import Rate, TokenBuckets
 from exchange.datasets import DATASETS
-from exchange.errors import AccessDenied, ExchangeError
-from exchange.pipeline import Hub
+from exchange.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    ExchangeError,
+    NotFound,
+    QueryRejected,
+    RateLimited,
+    outcome,
+)
+from exchange.hub import Hub
+from exchange.provenance import events
+from exchange.provenance.events import Kind
 from exchange.signing.canonical import file_sha256
 
 # Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 ANONYMOUS = "anonymous"
 
-# Most specific first: ResultTooLarge etc. are AccessDenied subclasses.
-STATUS: list[tuple[type[ExchangeError], int, str]] = [
-    (AuthenticationFailed, 401, "unauthenticated"),
-    (RateLimited, 429, "rate_limited"),
-    (ResultTooLarge, 413, "too_large"),
-    (QueryTimeout, 408, "timeout"),
-    (QueryRejected, 403, "forbidden"),
-    (AccessDenied, 403, "forbidden"),
-    (BadQuery, 400, "bad_query"),
-]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": name}
     for code, name in [(400, "bad query, or a request body that is not JSON"),
@@ -96,10 +90,6 @@ class Caller:
 
     department: Department
     token: ApiToken
-
-
-class NotFound(ExchangeError):
-    """The requested extract or file does not exist for this department (HTTP 404)."""
 
 
 BEARER = HTTPBearer(auto_error=False, description="<token id>.<secret>")
@@ -186,13 +176,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
     @app.exception_handler(ExchangeError)
     def exchange_error(request: Request, exc: ExchangeError) -> JSONResponse:
-        status, code = 500, "server_error"
-        if isinstance(exc, NotFound):
-            status, code = 404, "not_found"
-        for kind, kind_status, kind_code in STATUS:
-            if isinstance(exc, kind):
-                status, code = kind_status, kind_code
-                break
+        # The status and code come from the one error table (exchange/errors.py), as the CLI's exit codes do.
+        status, code = outcome(exc).http_status, outcome(exc).code
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if isinstance(exc, RateLimited):
             headers = {"Retry-After": exc.retry_after_header}
@@ -226,7 +211,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """The datasets you can query: one sandbox table each, with its visible columns and masking."""
         views = [
             DatasetView(dataset=g.grant.dataset, title=DATASETS[g.grant.dataset].title, grant_id=g.grant.id,
-                        columns=g.grant.columns, masking=column_masking(g.grant), row_filter=g.grant.row_filter)
+                        columns=g.grant.columns, masking=grant_masking(g.grant), row_filter=g.grant.row_filter)
             for g in registry().active_grants(who.department.id)
         ]
         _log_listing(hub, who, "datasets", [v.grant_id for v in views])
@@ -253,10 +238,10 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
         """Cut your grant's view of a dataset into a signed extract and return its manifest."""
         if body.dataset not in DATASETS:
             reason = f"unknown dataset {body.dataset}; known: {', '.join(DATASETS)}"
-            record_denial(hub, who.department.id, "extract", body.dataset, reason, token_id=who.token.id)
+            record_denial(hub, who.department.id, Kind.EXTRACT, body.dataset, reason, token_id=who.token.id)
             raise AccessDenied(reason)
-        signed, folder = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
-                                         token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake)
+        signed = publish_extract(hub, who.department.id, body.dataset, body.snapshot,
+                                 token_id=who.token.id, encrypt=body.encrypt, lake=shared_lake).signed
         extract_id = signed.manifest.extract_id
         files = [EXTRACT_MANIFEST, *(f.name for f in signed.manifest.files)]
         return ExtractResponse(extract_id=extract_id, manifest=signed,
@@ -267,8 +252,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     def download(extract_id: str, file: str, who: Authenticated) -> FileResponse:
         """Download the manifest or a data file of one of your extracts."""
         path, sha256 = _extract_file(hub, who, extract_id, file)
-        hub.log.append(hub.signer, actor=who.department.id, action="download", subject=extract_id,
-                       digests={file: sha256}, details={"token_id": who.token.id, "file": file})
+        hub.log.append(hub.signer, events.Download(token_id=who.token.id, file=file), actor=who.department.id,
+                       subject=extract_id, digests={file: sha256})
         return FileResponse(path, filename=file, media_type="application/octet-stream")
 
     @app.post("/v1/check/e-license", response_model=SignedLicenceCheck,
@@ -290,12 +275,12 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
 def _log_listing(hub: Hub, who: Caller, what: str, grant_ids: list[str]) -> None:
     # Grant metadata only, but still an access: the load test's "every request logged once" covers it.
-    hub.log.append(hub.signer, actor=who.department.id, action="list", subject=what,
-                   details={"token_id": who.token.id, "grants": grant_ids})
+    hub.log.append(hub.signer, events.Listing(token_id=who.token.id, grants=grant_ids), actor=who.department.id,
+                   subject=what)
 
 
 def _grant_view(grant: Any) -> GrantView:
-    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=column_masking(grant),
+    return GrantView(id=grant.id, dataset=grant.dataset, columns=grant.columns, masking=grant_masking(grant),
                      row_filter=grant.row_filter, purpose=grant.purpose, legal_basis=grant.legal_basis,
                      approved_by=grant.approved_by, expires_on=grant.expires_on)
 
@@ -329,6 +314,6 @@ def _extract_file(hub: Hub, who: Caller, extract_id: str, file: str) -> tuple[Pa
     except (QueryRejected, NotFound) as refused:
         # Caller-chosen names are only logged once they passed the plain-name check.
         safe = extract_id if SAFE_NAME.match(extract_id) else "(invalid name)"
-        record_denial(hub, department, "download", safe, str(refused), token_id=who.token.id)
+        record_denial(hub, department, Kind.DOWNLOAD, safe, str(refused), token_id=who.token.id)
         raise
     return path, listed.get(file) or file_sha256(path)

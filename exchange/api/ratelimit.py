@@ -7,26 +7,14 @@ officer's checks are not starved by the same department's analysts. Buckets live
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exchange.errors import AccessDenied
+from exchange.errors import RateLimited
 
-
-class RateLimited(AccessDenied):
-    """The department used up its request allowance (HTTP 429 with Retry-After)."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def retry_after_header(self) -> str:
-        """Whole seconds, rounded up, as HTTP's Retry-After needs."""
-        return str(max(1, math.ceil(self.retry_after)))
+__all__ = ["Rate", "RateLimited", "TokenBuckets"]
 
 
 @dataclass(frozen=True)

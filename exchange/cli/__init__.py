@@ -3,37 +3,121 @@ exchange/cli/access.py and exchange/cli/audit.py."""
 
 from __future__ import annotations
 
-import json
+import sys
+from collections.abc import Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
+from typer.core import TyperGroup
+from typer.exceptions import Abort
 
-from exchange.errors import ExchangeError
+from exchange.errors import BadFile, ExchangeError, outcome, validation_summary
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
-app = typer.Typer(help="Yangtze River Delta government data-exchange hub.", no_args_is_help=True)
+M = TypeVar("M", bound=BaseModel)
+_debug: ContextVar[bool] = ContextVar("exchange_cli_debug", default=False)
+
+
+class ExchangeGroup(TyperGroup):
+    """The `exchange` command group: every failure, in every command, ends as one line and an exit code.
+
+    Usage errors (click's) and the hub's errors are printed as one plain line on stderr naming the problem,
+    with the exit code from exchange/errors.py's table (2 bad input, 1 a refusal or failed check); any other
+    exception is an internal failure, also one line. `exchange --debug ...` re-raises instead, traceback
+    and all. Commands therefore raise and never catch to print.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, windows_expand_args: bool = True,
+             **extra: Any) -> Any:
+        token = _debug.set(False)
+        try:
+            try:
+                result = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+                # Without standalone mode click returns a command's typer.Exit code, or its return value.
+                code = result if isinstance(result, int) else 0
+            except NoArgsIsHelpError as exc:
+                code = exc.exit_code  # the help is the answer, already printed
+            except ClickException as exc:
+                ctx = getattr(exc, "ctx", None)  # usage errors know the command they were raised for
+                where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                code = _say_error(exc.format_message() + where, exc.exit_code)
+            except Abort:
+                code = _say_error("aborted", 1)
+            except Exception as exc:  # noqa: BLE001 - the one place a command's failure is turned into a line
+                if _debug.get():
+                    raise
+                code = _report(exc)
+        finally:
+            _debug.reset(token)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _report(exc: BaseException) -> int:
+    """One line for a failure and its exit code."""
+    if isinstance(exc, ExchangeError):
+        return _say_error(str(exc), outcome(exc).exit_code)
+    if isinstance(exc, OSError):  # a full disk, a permission: the environment, not a bug
+        return _say_error(f"{exc} (check the disk and permissions; rerun with --debug for the traceback)",
+                          outcome(exc).exit_code)
+    return _say_error(f"internal error: {type(exc).__name__}: {exc} (a bug in the hub; rerun with --debug for "
+                      "the traceback and report it)", outcome(exc).exit_code)
+
+
+def _say_error(message: str, code: int) -> int:
+    # Plain text, one line: a value from the user or the data (`[/b]`, `:cn:`) is never markup.
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    return code
+
+
+app = typer.Typer(cls=ExchangeGroup, help="Yangtze River Delta government data-exchange hub.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Records the contracts rejected, with reasons.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
-console = Console()
+
+
+def plain_console(**options: Any) -> Console:
+    """A console that prints strings as they are: no markup, emoji codes or highlighting.
+
+    What the CLI prints includes values from provinces and departments (`[/x]` would crash rich's markup
+    parser, `[records]` would vanish); style a whole line with `style=`, or parts with rich.text.Text.
+    """
+    return Console(markup=False, emoji=False, highlight=False, **options)
+
+
+console = plain_console()
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of a failure")] = False) -> None:
+    _debug.set(debug)
 
 
 def _hub() -> Hub:
     # Imported lazily: `exchange --help` should not load DuckDB, GX and the adapters.
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
     return Hub.current()
 
 
-def _fail(exc: ExchangeError) -> None:
-    # One line, however narrow the terminal: scripts and log scrapers read it whole.
-    console.print(f"[red]error:[/] {exc}", soft_wrap=True)
-    raise typer.Exit(2)
+def read_model(path: Path, model: type[M], what: str) -> M:
+    """A JSON document the user handed us, or BadFile naming the file and the first problems."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise BadFile(path, f"cannot read {what}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        raise BadFile(path, f"not {what}: {validation_summary(exc)}") from None
 
 
 @app.command()
@@ -56,12 +140,25 @@ def run(
     end: Annotated[datetime, typer.Option(help="Window end (ISO 8601, with offset)")],
 ) -> None:
     """Run pull -> validate -> commit for one window outside Airflow."""
+    from adapters.base import Window
+    from exchange.datasets import dataset as known_dataset
+    from exchange.datasets import province as known_province
     from exchange.pipeline import run_exchange
 
-    try:
-        console.print_json(json.dumps(run_exchange(province, dataset, start, end, _hub()), default=str))
-    except ExchangeError as exc:
-        _fail(exc)
+    # Checked here, before a hub is opened or anything is written under EXCHANGE_HOME.
+    known_province(province)
+    known_dataset(dataset)
+    Window(start, end)
+    console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
+
+
+def record_label(row: dict[str, Any]) -> str:
+    """A quarantine row's record as an office finds it: its key, or which key is missing (never "None")."""
+    from exchange.datasets import dataset as canonical_dataset
+
+    if row.get("record_key") is not None:
+        return str(row["record_key"])
+    return f"(no {canonical_dataset(str(row['dataset'])).key})"
 
 
 def _status_text(status: str, by: str | None) -> str:
@@ -86,7 +183,7 @@ def quarantine_list(
     rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
     table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:
-        table.add_row(*[str(row[k]) for k in ("batch_id", "record_key", "rule_id", "reason")],
+        table.add_row(row["batch_id"], record_label(row), row["rule_id"], row["reason"],
                       _status_text(row["status"], row["by"]))
     console.print(table)
 
@@ -104,9 +201,12 @@ def quarantine_show(
         console.print(f"no quarantined record with key {record_key!r}")
         raise typer.Exit(1)
     for row in rows:
-        console.print(f"[bold]{row['province']} {row['dataset']}[/] batch {row['batch_id']}\n"
-                      f"  rules:  {row['rule_id']}\n  reason: {row['reason']}\n"
+        console.print(f"{row['province']} {row['dataset']}", style="bold", end="")
+        console.print(f" batch {row['batch_id']}\n  rules:  {row['rule_id']}\n  reason: {row['reason']}\n"
                       f"  status: {_status_text(row['status'], row['by'])}")
+        if row.get("as_sent"):  # the values that could not be read, exactly as the province sent them
+            console.print("  as sent (unreadable fields):")
+            console.print_json(row["as_sent"])
         console.print_json(row["record_json"])
 
 
@@ -124,28 +224,24 @@ def quarantine_replay(
     """
     from exchange.replay import replay
 
-    try:
-        result = replay(batch_id, _hub(), rule=rule, dry_run=dry_run)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    result = replay(batch_id, _hub(), rule=rule, dry_run=dry_run)
     if as_json:
-        console.print_json(json.dumps(result, default=str, ensure_ascii=False))
+        console.print_json(result.model_dump_json())
         return
     verdict = {
-        "dry_run": f"dry run: would commit {result['accepted']} as {result['replay_id']}",
-        "committed": f"committed {result['accepted']} as {result['replay_id']} (snapshot {result.get('snapshot_id')})",
+        "dry_run": f"dry run: would commit {result.accepted} as {result.replay_id}",
+        "committed": f"committed {result.accepted} as {result.replay_id} (snapshot {result.snapshot_id})",
         "nothing_pending": "nothing pending: every quarantined record of this batch was replayed already",
         "nothing_passes": "nothing committed: no pending record passes the current contract",
-    }[result["status"]]
+    }[result.status]
     console.print(
-        f"{result['origin']}: {result['replayed']} re-checked against contract {result['contract_version']} "
-        f"(origin {result['origin_contract_version']}), {result['accepted']} pass, "
-        f"{result['quarantined']} still quarantined, {result['already_replayed']} replayed before, "
-        f"{len(result['repeats_held_back'])} held back as repeats of a committed key\n{verdict}"
+        f"{result.origin}: {result.replayed} re-checked against contract {result.contract_version} "
+        f"(origin {result.origin_contract_version}), {result.accepted} pass, "
+        f"{result.quarantined} still quarantined, {result.already_replayed} replayed before, "
+        f"{len(result.repeats_held_back)} held back as repeats of a committed key\n{verdict}"
     )
-    for item in result["rules"]:
-        console.print(f"  {item['rule_id']} ({item['severity']}): {item['unexpected']}")
+    for item in result.rules:
+        console.print(f"  {item.rule_id} ({item.severity}): {item.unexpected}")
 
 
 # Sub-command groups live beside this module; importing them registers their commands on `app`.

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from exchange.cli import _fail, _hub, app, console
-from exchange.errors import ExchangeError
+from exchange.cli import _hub, app, console, read_model
+from exchange.provenance import events
 
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants: what a department may see, why, until when.", no_args_is_help=True)
@@ -29,11 +29,7 @@ def extract(
     """Cut the department's grant into Parquet plus a signed extract manifest."""
     from exchange.access.service import extract_for_department
 
-    try:
-        signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    signed = extract_for_department(_hub(), department, dataset, out, snapshot, encrypt=encrypt).signed
     m = signed.manifest
     sealed = f", encrypted to {m.encryption.recipient_key_id}" if m.encryption else ""
     console.print(f"{m.rows} rows of {m.dataset} at snapshot {m.snapshot_id} -> {out} (grant {m.grant_id}{sealed})")
@@ -51,22 +47,18 @@ def verify_extract_cmd(
     """Check an extract offline against the hub's trust bundle; with --key, decrypt it and check the plaintext."""
     from exchange.access.envelope import load_private_key
     from exchange.access.extract import decrypt_extract, verify_extract
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
-    try:
-        signed = verify_extract(directory, TrustBundle.model_validate_json(trust_bundle.read_text()))
-        decrypted = decrypt_extract(directory, signed, load_private_key(key), out) \
-            if key is not None and signed.manifest.encryption else []
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    signed = verify_extract(directory, read_model(trust_bundle, TrustBundle, "a trust bundle"))
+    decrypted = decrypt_extract(directory, signed, load_private_key(key), out) \
+        if key is not None and signed.manifest.encryption else []
     m = signed.manifest
-    console.print(f"[green]intact[/]: {m.rows} rows, signed by {signed.signature.key_id}")
+    console.print(f"intact: {m.rows} rows, signed by {signed.signature.key_id}", style="green")
     if m.encryption and not decrypted:
         console.print(f"ciphertext checked (encrypted to {m.encryption.recipient_key_id})")
         console.print("pass --key to decrypt and check the plaintext")
     for path in decrypted:
-        console.print(f"[green]decrypted[/]: {path} (plaintext SHA-256 and rows match the manifest)")
+        console.print(f"decrypted: {path} (plaintext SHA-256 and rows match the manifest)", style="green")
 
 
 @departments_app.command("add")
@@ -81,7 +73,7 @@ def departments_add(
 
     hub = _hub()
     Registry(hub.layout.access).add_department(Department(id=id, name=name, province=province))
-    hub.log.append(hub.signer, actor="hub", action="department_add", subject=id, details={"name": name})
+    hub.log.append(hub.signer, events.DepartmentAdd(name=name), actor=events.HUB, subject=id)
     console.print(f"registered {id}")
 
 
@@ -94,13 +86,9 @@ def departments_token(
     from exchange.access.registry import Registry
 
     hub = _hub()
-    try:
-        record, bearer = Registry(hub.layout.access).issue_token(department, days)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
-    hub.log.append(hub.signer, actor="hub", action="token_issue", subject=record.id,
-                   details={"department": department, "expires_at": record.expires_at.isoformat()})
+    record, bearer = Registry(hub.layout.access).issue_token(department, days)
+    hub.log.append(hub.signer, events.TokenIssue(department=department, expires_at=record.expires_at.isoformat()),
+                   actor=events.HUB, subject=record.id)
     console.print(f"token {record.id} for {department}, expires {record.expires_at:%Y-%m-%d %H:%M} UTC")
     console.print("bearer token (shown once, store it now):")
     # Plain print: rich would wrap or style the secret, and scripts read this line.
@@ -123,11 +111,7 @@ def departments_keygen(
     from exchange.access.registry import Registry
 
     hub = _hub()
-    try:
-        key, path = issue_extract_key(hub, Registry(hub.layout.access), department, private_key)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    key, path = issue_extract_key(hub, Registry(hub.layout.access), department, private_key)
     console.print(f"extract key {key_id(key.public_key())} for {department}; private key at {path} (0600)")
 
 
@@ -141,14 +125,7 @@ def departments_set_key(
     from exchange.access.registry import Registry
 
     hub = _hub()
-    try:
-        fingerprint = register_extract_key(hub, Registry(hub.layout.access), department, public_key)
-    except ValueError as bad:
-        _fail(ExchangeError(str(bad)))
-        return
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    fingerprint = register_extract_key(hub, Registry(hub.layout.access), department, public_key)
     console.print(f"extract key {fingerprint} registered for {department}")
 
 
@@ -173,13 +150,8 @@ def departments_revoke_token(
     from exchange.access.registry import Registry
 
     hub = _hub()
-    try:
-        record = Registry(hub.layout.access).revoke_token(token_id)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
-    hub.log.append(hub.signer, actor="hub", action="token_revoke", subject=token_id,
-                   details={"department": record.department})
+    record = Registry(hub.layout.access).revoke_token(token_id)
+    hub.log.append(hub.signer, events.TokenRevoke(department=record.department), actor=events.HUB, subject=token_id)
     console.print(f"revoked token {token_id} of {record.department}")
 
 
@@ -201,19 +173,18 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
     from exchange.access.registry import Registry
 
     hub = _hub()
-    try:
-        signed = Registry(hub.layout.access).add_grant(Grant.model_validate_json(file.read_text()), hub.signer)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
-    hub.log.append(hub.signer, actor=signed.grant.approved_by, action="grant", subject=signed.grant.id,
-                   details={"department": signed.grant.department, "dataset": signed.grant.dataset})
+    grant = read_model(file, Grant, "a grant")
+    events.may_record(events.Kind.GRANT, grant.approved_by)  # before it is registered: it must be loggable
+    signed = Registry(hub.layout.access).add_grant(grant, hub.signer)
+    hub.log.append(hub.signer, events.GrantEvent(department=signed.grant.department, dataset=signed.grant.dataset),
+                   actor=signed.grant.approved_by, subject=signed.grant.id)
     console.print(f"recorded grant {signed.grant.id}")
 
 
 @grants_app.command("list")
 def grants_list() -> None:
     """List grants with their expiry and revocation."""
+    from exchange.access.policy import grant_status
     from exchange.access.registry import Registry
 
     registry = Registry(_hub().layout.access)
@@ -221,9 +192,8 @@ def grants_list() -> None:
     table = Table("id", "department", "dataset", "columns", "expires", "approved by", "status")
     today = date.today()
     for g in registry.grants():
-        status = "revoked" if g.grant.id in revoked else "expired" if g.grant.expires_on < today else "active"
         table.add_row(g.grant.id, g.grant.department, g.grant.dataset, ", ".join(g.grant.columns),
-                      str(g.grant.expires_on), g.grant.approved_by, status)
+                      str(g.grant.expires_on), g.grant.approved_by, grant_status(g.grant, revoked, today))
     console.print(table)
 
 
@@ -238,17 +208,13 @@ def grants_revoke(
 
     hub = _hub()
     registry = Registry(hub.layout.access)
-    try:
-        revoked_by = by or registry.grant(grant_id).grant.approved_by
-        signed = registry.revoke_grant(grant_id, revoked_by, reason, hub.signer)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    revoked_by = by or registry.grant(grant_id).grant.approved_by
+    events.may_record(events.Kind.GRANT_REVOKE, revoked_by)
+    signed = registry.revoke_grant(grant_id, revoked_by, reason, hub.signer)
     from exchange.signing.canonical import document_digest
 
-    hub.log.append(hub.signer, actor=revoked_by, action="grant_revoke", subject=grant_id,
-                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))},
-                   details={"reason": reason})
+    hub.log.append(hub.signer, events.GrantRevoke(reason=reason), actor=revoked_by, subject=grant_id,
+                   digests={"revocation": document_digest(signed.revocation.model_dump(mode="json"))})
     console.print(f"revoked grant {grant_id}")
 
 
@@ -264,12 +230,8 @@ def query(
     from exchange.access.query import QueryLimits
     from exchange.access.service import query_for_department
 
-    try:
-        result = query_for_department(_hub(), department, sql, snapshot,
-                                      limits=QueryLimits(max_rows=max_rows, timeout_seconds=timeout))
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    result = query_for_department(_hub(), department, sql, snapshot,
+                                  limits=QueryLimits(max_rows=max_rows, timeout_seconds=timeout))
     table = Table(*result.table.column_names)
     # Bounded by max_rows, so a Python loop over the rows is fine here.
     for row in zip(*(c.to_pylist() for c in result.table.columns), strict=True):
@@ -301,11 +263,7 @@ def check_license(
     """Minimal-disclosure e-licence check: print the hub-signed answer as JSON (logged like the API's)."""
     from exchange.access.service import check_licence_for_department
 
-    try:
-        signed = check_licence_for_department(_hub(), department, license_id, holder_id)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    signed = check_licence_for_department(_hub(), department, license_id, holder_id)
     print(signed.model_dump_json(indent=2))  # plain: scripts keep the signed answer
 
 
@@ -316,12 +274,8 @@ def verify_check(
 ) -> None:
     """Check an e-licence check answer's hub signature offline."""
     from exchange.access.check import SignedLicenceCheck, verify_licence_check
-    from exchange.signing.keys import TrustBundle
+    from exchange.signing.trust import TrustBundle
 
-    try:
-        c = verify_licence_check(SignedLicenceCheck.model_validate_json(answer.read_text(encoding="utf-8")),
-                                 TrustBundle.model_validate_json(trust_bundle.read_text()))
-    except ExchangeError as exc:
-        _fail(exc)
-        return
-    console.print(f"[green]authentic[/]: licence {c.license_id} {c.answer} at snapshot {c.snapshot_id}")
+    c = verify_licence_check(read_model(answer, SignedLicenceCheck, "a signed licence-check answer"),
+                             read_model(trust_bundle, TrustBundle, "a trust bundle"))
+    console.print(f"authentic: licence {c.license_id} {c.answer} at snapshot {c.snapshot_id}", style="green")

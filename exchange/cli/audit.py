@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,8 +12,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exchange.cli import _fail, _hub, app, console
-from exchange.errors import ExchangeError
+from exchange.cli import _hub, app, console, read_model
+from exchange.errors import BadFile, BadInput
+from exchange.provenance import events
 
 if TYPE_CHECKING:
     from exchange.provenance.verify import VerifyReport
@@ -29,13 +32,13 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     elif report.ok:
-        console.print(f"[green]{report.summary()}[/]")
+        console.print(report.summary(), style="green")
     else:
         first = report.problems[0]
-        colour = "yellow" if report.recoverable else "red"
-        console.print(f"[{colour}]{report.verdict}[/]: {len(report.problems)} problem(s). "
-                      f"{report.summary().split(': ', 1)[1]}")
-        console.print(f"first broken item: [bold]{first.item}[/]\n  problem:  {first.problem}")
+        # The verdict as plain text (a report value is never parsed as markup); INTERRUPTED is recoverable.
+        console.print(report.verdict, style="yellow" if report.recoverable else "red", end="")
+        console.print(f": {len(report.problems)} problem(s). {report.summary().split(': ', 1)[1]}")
+        console.print(f"first broken item: {first.item}\n  problem:  {first.problem}")
         expected, found = getattr(first, "expected", None), getattr(first, "found", None)
         if expected is not None or found is not None:
             console.print(f"  expected: {expected}\n  found:    {found}")
@@ -45,7 +48,7 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
             console.print(f"  ... and {len(report.problems) - MAX_LISTED - 1} more (see --json)")
     for note in report.notes:
         if not as_json:
-            console.print(f"[yellow]note[/]: {note}")
+            console.print(f"note: {note}")
     if not report.ok:
         raise typer.Exit(INTERRUPTED_EXIT if report.recoverable else 1)
 
@@ -75,14 +78,13 @@ def verify(
 
     if offline:
         if provenance is None or trust_bundle is None or lake is None:
-            console.print("[red]error:[/] --offline needs --provenance, --trust-bundle and --lake")
-            raise typer.Exit(2)
+            raise typer.BadParameter("--offline needs --provenance, --trust-bundle and --lake")
         report = verify_offline(provenance, trust_bundle, lake, manifests=manifests, extracts=extracts,
                                 anchors=set(anchor) if anchor else None)
     else:
         from exchange.config import settings as current_settings
 
-        # Settings only: building a Hub imports the pipeline, i.e. Great Expectations (seconds), for nothing.
+        # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
         report = verify_home(current_settings(), incremental=incremental)
     _print_report(report, as_json)
 
@@ -93,8 +95,21 @@ def verify(
 def _at(value: str | None) -> datetime | None:
     if value is None:
         return None
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time, e.g. 2026-12-01T09:00:00+08:00",
+                                 param_hint="--at") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _keyring_input() -> Iterator[None]:
+    """The keyring reports a bad owner, algorithm or key file as ValueError: here that is bad input."""
+    try:
+        yield
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @keys_app.command("list")
@@ -122,13 +137,10 @@ ALGORITHM_HELP = "Signature algorithm: ed25519 (default) or sm2 (SM2 signatures 
 
 
 def _algorithm(value: str | None) -> str | None:
-    from exchange.signing.keys import algorithm_name
+    from exchange.signing.signers import algorithm_name
 
-    try:
+    with _keyring_input():
         return None if value is None else algorithm_name(value)
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
 
 
 @keys_app.command("create")
@@ -140,7 +152,8 @@ def keys_create(
     hub = _hub()
     chosen = _algorithm(algorithm)
     for name in owner:
-        key = hub.keyring.create(name, chosen)
+        with _keyring_input():
+            key = hub.keyring.create(name, chosen)
         console.print(f"{name}: {key.key_id} ({key.algorithm})")
 
 
@@ -172,14 +185,18 @@ def keys_trust(
 
     Compare the printed key id with the one the office gives you by another channel before relying on it.
     """
+    from exchange.signing.rotation import trust
+
     hub = _hub()
     try:
-        key = hub.keyring.trust(owner, public_key.read_bytes(), _at(at))
-    except (OSError, ValueError) as exc:
-        console.print(f"[red]error:[/] {public_key}: {exc}")
-        raise typer.Exit(2) from None
-    hub.log.append(hub.signer, actor="hub", action="key_trust", subject=owner,
-                   details={"key": key.key_id, "algorithm": key.algorithm, "from": key.not_before.isoformat()})
+        pem = public_key.read_bytes()
+    except OSError as exc:
+        raise BadFile(public_key, f"cannot read the public key: {exc.strerror or exc}") from None
+    with _keyring_input():
+        key = trust(hub.keyring, owner, pem, _at(at))
+    trusted = events.KeyTrust.model_validate({"key": key.key_id, "algorithm": key.algorithm,
+                                               "from": key.not_before.isoformat()})
+    hub.log.append(hub.signer, trusted, actor=events.HUB, subject=owner)
     console.print(f"{owner}: trusting {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -192,16 +209,15 @@ def keys_rotate(
 
     The old key endorses the new one, also across algorithms (ed25519 -> sm2 and back).
     """
+    from exchange.signing.rotation import rotate
+
     hub = _hub()
     chosen = _algorithm(algorithm)
-    try:
-        key = hub.keyring.rotate(owner, algorithm=chosen)
-    except ValueError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    hub.log.append(hub.signer, actor="hub", action="key_rotate", subject=owner,
-                   details={"new_key": key.key_id, "algorithm": key.algorithm,
-                            "endorsed_by": key.endorsement.key_id if key.endorsement else None})
+    with _keyring_input():
+        key = rotate(hub.keyring, owner, algorithm=chosen)
+    hub.log.append(hub.signer, events.KeyRotate(new_key=key.key_id, algorithm=key.algorithm,
+                                                endorsed_by=key.endorsement.key_id if key.endorsement else None),
+                   actor=events.HUB, subject=owner)
     console.print(f"{owner}: new {key.algorithm} key {key.key_id} from {key.not_before.isoformat()}")
 
 
@@ -213,15 +229,13 @@ def keys_revoke(
     reason: Annotated[str, typer.Option(help="Why, e.g. 'key compromised'")] = "",
 ) -> None:
     """Revoke a key: every signature it made after --at fails verification."""
+    from exchange.signing.rotation import revoke
+
     hub = _hub()
-    try:
-        key = hub.keyring.revoke(key_id, _at(at), reason)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
-    hub.log.append(hub.signer, actor="hub", action="key_revoke", subject=key_id,
-                   details={"owner": key.owner, "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-                            "reason": reason})
+    key = revoke(hub.keyring, key_id, _at(at), reason)
+    hub.log.append(hub.signer, events.KeyRevoke(owner=key.owner, reason=reason,
+                                                revoked_at=key.revoked_at.isoformat() if key.revoked_at else None),
+                   actor=events.HUB, subject=key_id)
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
 
 
@@ -232,14 +246,10 @@ def keys_pem(
                                                            "instead of the hub's keyring")] = None,
 ) -> None:
     """Print a trusted public key as SubjectPublicKeyInfo PEM, for checking a signature with openssl."""
-    from exchange.signing.keys import TrustBundle, public_pem
+    from exchange.signing.trust import TrustBundle, public_pem
 
-    try:
-        bundle = (TrustBundle.model_validate_json(trust_bundle.read_text(encoding="utf-8")) if trust_bundle
-                  else _hub().keyring.trust_bundle())
-        print(public_pem(bundle.key(key_id)), end="")
-    except ExchangeError as exc:
-        _fail(exc)
+    bundle = read_model(trust_bundle, TrustBundle, "a trust bundle") if trust_bundle else _hub().keyring.trust_bundle()
+    print(public_pem(bundle.key(key_id)), end="")
 
 
 @keys_app.command("export-trust")
@@ -291,11 +301,7 @@ def provenance_archive(
         console.print(f"archive {h.segment}: seq {h.first_seq}..{h.last_seq}, {len(h.manifests)} manifests -> {path}")
     if not truncate:
         return
-    try:
-        cut = truncate_to_archive(hub.log, hub.signer)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    cut = truncate_to_archive(hub.log, hub.signer)
     if cut is None:
         console.print("live log already starts at the last archive's checkpoint")
     else:
@@ -322,18 +328,15 @@ def trace(
     """
     from exchange.provenance.trace import trace_record
 
-    hub = _hub()
     if subject is not None:
         _trace_subject(subject, as_json)
         return
     if dataset is None or key is None:
-        console.print("[red]error:[/] give DATASET KEY, or --subject RESIDENT_ID")
-        raise typer.Exit(2)
-    try:
-        result = trace_record(hub.settings, dataset, key)
-    except (ExchangeError, KeyError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.BadParameter("give DATASET KEY, or --subject RESIDENT_ID")
+    from exchange.datasets import dataset as known_dataset
+
+    known_dataset(dataset)
+    result = trace_record(_hub().settings, dataset, key)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -350,8 +353,8 @@ def _trace_subject(subject: str, as_json: bool) -> None:
     hub = _hub()
     resident_id = sys.stdin.readline().strip() if subject == "-" else subject
     result = trace_subject(hub.settings, resident_id)
-    hub.log.append(hub.signer, actor="auditor", action="subject_trace", subject=result.subject,
-                   details={"disclosures": len(result.disclosures)})
+    hub.log.append(hub.signer, events.SubjectTrace(disclosures=len(result.disclosures)), actor="auditor",
+                   subject=result.subject)
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -372,7 +375,7 @@ def _print_trace(result: object) -> None:
     if not result.found:
         console.print(f"{result.dataset} {result.key}: never received by the hub")
         return
-    console.print(f"[bold]{result.dataset} {result.key}[/]")
+    console.print(f"{result.dataset} {result.key}", style="bold")
     events = Table("event", "batch", "snapshot", "detail", title="What happened to the record")
     for e in result.events:
         events.add_row(e.kind, e.batch_id, str(e.snapshot_id or "-"), e.detail)

@@ -29,6 +29,7 @@ import typer
 from rich.table import Table
 
 from exchange.cli import app, console
+from exchange.errors import TerminalError
 
 if TYPE_CHECKING:
     from exchange.config import Layout
@@ -98,7 +99,7 @@ def run_airflow(args: list[str], env: dict[str, str]) -> str:
     out = subprocess.run([str(AIRFLOW), *args], env=env, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         tail = (out.stderr.strip() or out.stdout.strip()).splitlines()[-5:]
-        raise RuntimeError(f"airflow {' '.join(args[:2])} failed (exit {out.returncode}): {' | '.join(tail)}")
+        raise TerminalError(f"airflow {' '.join(args[:2])} failed (exit {out.returncode}): {' | '.join(tail)}")
     return out.stdout
 
 
@@ -171,12 +172,12 @@ def _report(runs: list[dict[str, str]], rng: BackfillRange) -> int:
     console.print(table)
     states = [r["state"] for r in runs]
     if runs and all(s == "success" for s in states):
-        console.print(f"[green]{len(runs)} run(s) succeeded[/]")
+        console.print(f"{len(runs)} run(s) succeeded", style="green")
         return 0
     if any(s == "failed" for s in states):
-        console.print(f"[red]{states.count('failed')} run(s) failed[/]: see EXCHANGE_HOME/reports/failures/")
+        console.print(f"{states.count('failed')} run(s) failed: see EXCHANGE_HOME/reports/failures/", style="red")
         return 1
-    console.print("[yellow]not finished[/]: is a scheduler running for this deployment? "
+    console.print("not finished: is a scheduler running for this deployment? "
                   "(`airflow dags list-runs` shows progress)")
     return 1
 
@@ -207,7 +208,10 @@ def backfill(
                                  param_hint="--province")
     if end.date() < start.date():
         raise typer.BadParameter(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}", param_hint="--end")
-    cfg = load_province(province)
+    try:
+        cfg = load_province(province)  # the current schedule: a broken province.yaml stops here, named
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--province") from None
     if start.date() < cfg.start_date:
         raise typer.BadParameter(f"{province}'s DAG starts on {cfg.start_date} (province.yaml start_date); "
                                  "there are no intervals before it", param_hint="--start")
@@ -215,9 +219,8 @@ def backfill(
     try:
         code = run_backfill(rng, max_active_runs, reprocess, dry_run, wait, timeout, run_scheduler,
                             Layout(settings().home), run_airflow)
-    except (RuntimeError, subprocess.SubprocessError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    except subprocess.SubprocessError as exc:  # airflow did not answer in time
+        raise TerminalError(f"airflow: {exc}") from exc
     raise typer.Exit(code)
 
 

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from exchange.cli import app, console
+from exchange.errors import BadFile, BadInput
 
 contracts_app = typer.Typer(help="Data contracts: lint them, compare two versions.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
@@ -29,17 +30,16 @@ def lint(
 
     files = paths or default_paths()
     if not files:
-        console.print("[red]error:[/] no contract files to lint")
-        raise typer.Exit(2)
+        raise BadInput("no contract files to lint: pass some, or run it where contracts/ holds *.odcs.yaml")
     problems = lint_paths(files)
     for problem in problems:
         # Plain lines, never wrapped to the terminal width: CI logs and editors parse them.
         typer.echo(str(problem))
     if problems:
         broken = len({p.file for p in problems})
-        console.print(f"[red]{len(problems)} problem(s)[/] in {broken} of {len(files)} file(s)")
+        console.print(f"{len(problems)} problem(s) in {broken} of {len(files)} file(s)", style="red")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/]: {len(files)} contract file(s)")
+    console.print(f"ok: {len(files)} contract file(s)", style="green")
 
 
 @contracts_app.command("diff")
@@ -61,28 +61,27 @@ def diff(
     table.add_column("where", overflow="fold")
     table.add_column("change", overflow="fold")
     for change in sorted(result.changes, key=lambda c: not c.breaking):
-        kind = "[red]breaking[/]" if change.breaking else "[green]compatible[/]"
-        table.add_row(kind, escape(change.where), escape(change.what))
+        kind = Text("breaking", style="red") if change.breaking else Text("compatible", style="green")
+        table.add_row(kind, change.where, change.what)
     if result.changes:
         console.print(table)
     else:
         console.print("no changes")
     problem = result.version_problem
     if problem:
-        console.print(f"[red]version:[/] {escape(problem)}")
+        console.print(f"version: {problem}", style="red")
         raise typer.Exit(1)
-    console.print(f"[green]version ok[/]: {len(result.breaking)} breaking of {len(result.changes)} change(s)")
+    console.print(f"version ok: {len(result.breaking)} breaking of {len(result.changes)} change(s)", style="green")
 
 
 def _document(path: Path) -> dict[str, Any]:
-    """The parsed ODCS document, or exit 2 naming the file, path and reason."""
+    """The parsed ODCS document, or BadFile (exit 2) naming the file, path and reason."""
     from exchange.contracts.lint import odcs_schema_problems
 
     try:
         data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        console.print(f"[red]error:[/] {escape(str(path))}: {escape(' '.join(str(exc).split()))}")
-        raise typer.Exit(2) from None
+        raise BadFile(path, " ".join(str(exc).split())) from None
     problems = odcs_schema_problems(data) if isinstance(data, dict) else [("", "not a YAML mapping")]
     if problems:
         for where, reason in problems:

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from exchange.cli import _fail, _hub, app, console
-from exchange.errors import ExchangeError
+from exchange.cli import _hub, app, console
 
 
 @app.command()
@@ -24,16 +23,12 @@ def recover(
     """
     from exchange.recovery import reconcile
 
-    try:
-        report = reconcile(_hub(), full=True, dry_run=dry_run)
-    except ExchangeError as exc:
-        _fail(exc)
-        return
+    report = reconcile(_hub(), full=True, dry_run=dry_run)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
         for line in report.lines():
-            console.print(line, markup=False, highlight=False)
+            console.print(line)
         if not report.lines():
             console.print("nothing to recover: every batch is either not committed or committed and recorded")
     if report.unrecoverable:

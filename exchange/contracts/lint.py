@@ -9,7 +9,7 @@ person editing the contract. Lint reports every problem it can find, each as fil
 * the version is a semantic version (``MAJOR.MINOR.PATCH``), which ``contracts diff`` relies on;
 * every quality rule is a Great Expectations rule the hub has a predicate for and compiles to a GX
   expectation (``exchange.contracts.suite.expectation_for``);
-* every property carries a classification and an explicit masking rule that ``exchange.access.masking``
+* every property carries a classification and an explicit masking rule that ``exchange.access.policy``
   knows, and personal levels (L3, L4) are never left unmasked;
 * the contract loads: every check ``load_contract`` makes (canonical columns, rule/flag agreement,
   self-contradictions) passes.
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from exchange.access.masking import MASKS
+from exchange.access.policy import MASKS
 from exchange.contracts import rules
 from exchange.contracts.load import GX_ENGINE, default_contracts_dir, parse_contract
 from exchange.contracts.model import SEVERITIES, ContractError, Rule
@@ -45,9 +45,10 @@ SEMVER = re.compile(
 CLASSIFICATIONS = ("L1", "L2", "L3", "L4")
 # Sensitivity levels whose values identify a person: sharing them in clear needs a grant, never the contract.
 MUST_MASK = ("L3", "L4")
-# "withhold" is not an SQL mask: masked_expression keeps such a column out unless a grant names it.
+# "withhold" is not an SQL mask: exchange.access.policy.masked_column keeps such a column out unless a grant names it.
 KNOWN_MASKS = (*MASKS, "withhold")
 CONTRACT_GLOB = "*.odcs.yaml"
+ODCS_PREFIX = "not valid ODCS v3: "
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,9 @@ def lint_file(path: Path) -> list[LintProblem]:
         return [LintProblem(path, "", f"not YAML: {' '.join(str(exc).split())}")]
     if not isinstance(data, dict):
         return [LintProblem(path, "", "not a mapping: an ODCS document is a YAML mapping")]
-    found = [LintProblem(path, where, reason) for where, reason in odcs_schema_problems(data)]
-    if found:  # the checks below walk the ODCS structure, which is not there
-        return found
-    found += [LintProblem(path, where, reason) for where, reason in _version_problems(data)]
-    found += [LintProblem(path, where, reason) for where, reason in _masking_problems(data)]
+    found = [LintProblem(path, where, reason) for where, reason in document_problems(data)]
+    if any(p.reason.startswith(ODCS_PREFIX) for p in found):
+        return found  # the checks below walk the ODCS structure, which is not there
     found += [LintProblem(path, where, reason) for where, reason in _rule_problems(data)]
     dataset = _dataset(path, data)
     if dataset is None:
@@ -121,6 +120,16 @@ def _odcs_validator() -> Any:
     return jsonschema.Draft201909Validator(schema)
 
 
+def document_problems(data: Any) -> list[tuple[str, str]]:
+    """(path, reason) for what lint refuses without Great Expectations: ODCS v3 schema, semantic version,
+    classification and masking. ``load_contract`` refuses the same, so a run never accepts a contract lint
+    refuses (the rules' GX compilation is checked when the validate stage compiles the suite)."""
+    found = odcs_schema_problems(data)
+    if found:
+        return found
+    return _version_problems(data) + _masking_problems(data)
+
+
 def odcs_schema_problems(data: Any) -> list[tuple[str, str]]:
     """(path, reason) for every way `data` breaks the ODCS v3 JSON Schema, sorted by path."""
     seen: dict[tuple[str, str], None] = {}
@@ -128,7 +137,7 @@ def odcs_schema_problems(data: Any) -> list[tuple[str, str]]:
         reason = " ".join(str(error.message).split())
         if len(reason) > 300:  # a oneOf failure quotes the whole offending object
             reason = reason[:297] + "..."
-        seen.setdefault((dotted(list(error.absolute_path)), f"not valid ODCS v3: {reason}"), None)
+        seen.setdefault((dotted(list(error.absolute_path)), f"{ODCS_PREFIX}{reason}"), None)
     return sorted(seen)
 
 

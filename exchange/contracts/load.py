@@ -8,6 +8,7 @@ the load, not surface as a silently skipped check in the middle of a night's exc
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -70,7 +71,29 @@ def load_contract(dataset: str, contracts_dir: Path | None = None) -> Contract:
         document = path.read_bytes()
     except FileNotFoundError:
         raise ContractError(path, f"no contract for dataset {dataset!r}") from None
-    return parse_contract(document, path, dataset)
+    contract = parse_contract(document, path, dataset)
+    refuse_lint_problems(document, path)
+    return contract
+
+
+@functools.lru_cache(maxsize=64)
+def refuse_lint_problems(document: bytes, path: Path) -> None:
+    """Raise ContractError for the first problem ``exchange contracts lint`` finds in the document (F8).
+
+    One definition: the checks are lint's own (:func:`exchange.contracts.lint.document_problems`), so a
+    contract with, say, a version that is not semantic is refused by a run exactly as by lint. Cached per
+    document: every batch loads its contract.
+    """
+    import yaml
+
+    from exchange.contracts.lint import document_problems  # lint imports this module
+
+    problems = document_problems(yaml.safe_load(document.decode("utf-8")))
+    if problems:
+        where, reason = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ContractError(path, f"{where or '(document)'}: {reason}{more}; `exchange contracts lint {path}` "
+                                  "lists every problem")
 
 
 def parse_contract(document: bytes, path: Path, dataset: str) -> Contract:

@@ -12,27 +12,24 @@ from typing import Any
 
 from open_data_contract_standard.model import OpenDataContractStandard
 
-from exchange.errors import TerminalError
+from exchange.errors import BadFile, InternalError
 
 SEVERITIES = ("error", "warning")
-# Masking rules exchange.access.masking knows; "withhold" keeps the column out unless a grant names it.
+# Masking rules exchange.access.policy knows; "withhold" keeps the column out unless a grant names it.
 MASKINGS = ("none", "resident_id", "name", "mobile", "withhold")
 SHARING_TYPES = ("unconditional", "conditional", "not_shared")
 # How a quarantine row lists several broken rules; ids and descriptions must not contain these.
 RULE_ID_SEPARATOR = ","
 REASON_SEPARATOR = "; "
+# The rule id suffix of a record quarantined because a field's value could not be read as sent.
+READABLE_SUFFIX = ".readable"
 
 
-class ContractError(TerminalError):
+class ContractError(BadFile):
     """A contract file is malformed or does not fit its canonical dataset; names the file and the problem."""
 
-    def __init__(self, path: Path | str, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
-
-class ValidationMismatchError(TerminalError):
+class ValidationMismatchError(InternalError):
     """Great Expectations and the hub's own predicate disagree about a rule: a bug, never a data problem.
 
     Raised rather than guessed around, because a quarantine reason that does not match the GX result
@@ -99,11 +96,29 @@ class Contract:
         """Column names in contract order."""
         return tuple(spec.name for spec in self.fields)
 
+    def readable_rule(self, name: str) -> Rule:
+        """The hub's own rule ``<field>.readable``: what the province sent for `name` could be read at all.
+
+        Not written in the contract: every field has it. A record breaking it is quarantined with the value
+        as sent (exchange.intake); the reason names the value and the format expected.
+        """
+        self.field(name)
+        return Rule(
+            id=f"{name}{READABLE_SUFFIX}",
+            description="送来的值无法按合同类型读取，请按约定格式发送 / the value sent cannot be read as "
+                        "the contract's type, send it in the documented format",
+            severity="error",
+            expectation="as_sent_readable",
+            kwargs={"column": name},
+        )
+
     def rule(self, rule_id: str) -> Rule:
-        """The rule with this id; KeyError lists the known ones."""
+        """The rule with this id (a contract rule or a field's readable rule); KeyError lists the known ones."""
         for rule in self.rules:
             if rule.id == rule_id:
                 return rule
+        if rule_id.endswith(READABLE_SUFFIX) and rule_id.removesuffix(READABLE_SUFFIX) in self.field_names:
+            return self.readable_rule(rule_id.removesuffix(READABLE_SUFFIX))
         raise KeyError(
             f"contract {self.id} has no rule {rule_id!r}; known: {', '.join(r.id for r in self.rules)}"
         )

@@ -28,6 +28,7 @@ from great_expectations.core.expectation_validation_result import (
     ExpectationValidationResult,
 )
 
+from exchange import intake
 from exchange.contracts import rules as rule_predicates
 from exchange.contracts.model import (
     REASON_SEPARATOR,
@@ -46,7 +47,7 @@ from exchange.contracts.reference import (
 from exchange.contracts.suite import RULE_ID_META, compiled, gx_lock
 from exchange.datasets import PROVINCES
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import TerminalError
+from exchange.errors import InternalError
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -58,6 +59,8 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("severity", pa.string()),
         pa.field("record_json", pa.string()),
+        # What the province sent for each field that could not be read (exchange.intake), else null.
+        pa.field("as_sent", pa.string()),
     ]
 )
 
@@ -68,7 +71,7 @@ REASON_VALUE_MAX = 64  # characters of an offending value quoted in a reason; re
 RUN_TIMEZONE = ZoneInfo("Asia/Shanghai")
 
 
-class BatchSchemaError(TerminalError):
+class BatchSchemaError(InternalError):
     """The table handed to validate() does not have the dataset's canonical columns (an adapter bug)."""
 
 
@@ -162,7 +165,7 @@ def validate(
     """
     if province not in PROVINCES:
         raise ValueError(f"unknown province {province!r}; known: {', '.join(PROVINCES)}")
-    data = conform(table, contract)
+    data, as_sent = split_as_sent(conform(table, contract))
     parameters = run_parameters(contract, data, province=province, today=today, lake=lake)
     resolved = {rule.id: resolve_parameters(rule.kwargs, parameters) for rule in contract.rules}
 
@@ -188,12 +191,19 @@ def validate(
     for rule in contract.rules:
         if rule.severity == "warning":
             flagged |= masks[rule.id]
+    # A record with a value that could not be read as sent is never accepted, whatever the rules say of the
+    # null it became; its own rule (<field>.readable) names it where no contract rule on that field fired.
+    unreadable = unreadable_masks(contract, as_sent, masks)
+    for mask in unreadable.values():
+        rejected |= mask
     flagged &= ~rejected
 
     context = {"batch_id": batch_id, "province": province, "dataset": contract.dataset}
     accepted = data.filter(pa.array(~rejected))
-    quarantined = flag_records(data, np.flatnonzero(rejected), contract, masks, severity="error", **context)
-    warnings = flag_records(data, np.flatnonzero(flagged), contract, masks, severity="warning", **context)
+    quarantined = flag_records(data, np.flatnonzero(rejected), contract, masks, severity="error",
+                               as_sent=as_sent, unreadable=unreadable, **context)
+    warnings = flag_records(data, np.flatnonzero(flagged), contract, masks, severity="warning",
+                            as_sent=as_sent, **context)
     quarantined_count = int(quarantined.num_rows)
     return ValidationOutcome(
         accepted=accepted,
@@ -208,16 +218,51 @@ def validate(
     )
 
 
+def split_as_sent(table: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """The table without its AS_SENT column (exchange.intake), and that column (all null when absent)."""
+    if intake.AS_SENT not in table.column_names:
+        return table, pa.nulls(table.num_rows, pa.string())
+    as_sent = table.column(intake.AS_SENT).combine_chunks().cast(pa.string())
+    return table.drop_columns([intake.AS_SENT]), as_sent
+
+
+def unreadable_masks(
+    contract: Contract, as_sent: pa.Array, masks: dict[str, rule_predicates.Mask]
+) -> dict[str, rule_predicates.Mask]:
+    """Per field, the records quarantined only because the field was unreadable as sent (rule <field>.readable).
+
+    A record whose unreadable field already fails an error rule on that field (a required date that became
+    null) is named by that rule, with the reason saying what was sent (see :func:`flag_records`).
+    """
+    if as_sent.null_count == len(as_sent):
+        return {}
+    out: dict[str, rule_predicates.Mask] = {}
+    for spec in contract.fields:
+        present = intake.has(as_sent, spec.name).to_numpy(zero_copy_only=False)
+        if not present.any():
+            continue
+        for rule in contract.rules:
+            if rule.severity == "error" and spec.name in rule.columns:
+                present = present & ~masks[rule.id]
+        out[spec.name] = present
+    return out
+
+
 def conform(table: pa.Table, contract: Contract) -> pa.Table:
-    """`table` with exactly the canonical columns, in canonical order and types (safe casts only)."""
+    """`table` with exactly the canonical columns, in canonical order and types (safe casts only).
+
+    An AS_SENT column (exchange.intake: what could not be read as sent) is kept, last.
+    """
     schema = canonical_dataset(contract.dataset).schema
     missing = [name for name in schema.names if name not in table.column_names]
-    extra = [name for name in table.column_names if name not in schema.names]
+    extra = [name for name in table.column_names if name not in schema.names and name != intake.AS_SENT]
     if missing or extra:
         raise BatchSchemaError(
             f"{contract.dataset}: table does not match the canonical schema "
             f"(missing {missing}, unexpected {extra})"
         )
+    if intake.AS_SENT in table.column_names:
+        schema = schema.append(pa.field(intake.AS_SENT, pa.string()))
     try:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -333,10 +378,18 @@ def flag_records(
     batch_id: str,
     province: str,
     dataset: str,
+    as_sent: pa.Array | None = None,
+    unreadable: dict[str, rule_predicates.Mask] | None = None,
 ) -> pa.Table:
-    """One QUARANTINE_SCHEMA row per record in `rows`, naming every `severity` rule it broke and why."""
+    """One QUARANTINE_SCHEMA row per record in `rows`, naming every `severity` rule it broke and why.
+
+    Where a rule's column was unreadable as sent, the reason says what was sent instead of describing the
+    null it became; `unreadable` (from :func:`unreadable_masks`) adds the ``<field>.readable`` rules.
+    """
     n = len(rows)
     picked = data.take(pa.array(rows, pa.int64()))
+    sent = (as_sent if as_sent is not None else pa.nulls(data.num_rows, pa.string())).take(pa.array(rows, pa.int64()))
+    any_sent = sent.null_count < n
     no_text = pa.scalar(None, pa.string())
     ids: list[pa.Array] = []
     reasons: list[pa.Array] = []
@@ -347,8 +400,17 @@ def flag_records(
         if not hit.any():
             continue
         hit_arr = pa.array(hit)
+        reason = reason_text(picked, rule)
+        if any_sent:
+            reason = pc.coalesce(*(intake.describe(sent, c) for c in rule.columns), reason)
         ids.append(pc.if_else(hit_arr, pa.scalar(rule.id), no_text))
-        reasons.append(pc.if_else(hit_arr, reason_text(picked, rule), no_text))
+        reasons.append(pc.if_else(hit_arr, reason, no_text))
+    for name, mask in (unreadable or {}).items():
+        hit = mask[rows]
+        if hit.any():
+            hit_arr = pa.array(hit)
+            ids.append(pc.if_else(hit_arr, pa.scalar(name + intake.READABLE_SUFFIX), no_text))
+            reasons.append(pc.if_else(hit_arr, intake.describe(sent, name), no_text))
     return pa.table(
         {
             "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), n),
@@ -359,6 +421,7 @@ def flag_records(
             "reason": _join(reasons, REASON_SEPARATOR, n),
             "severity": pa.repeat(pa.scalar(severity, pa.string()), n),
             "record_json": record_json(picked),
+            "as_sent": sent,
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -393,44 +456,6 @@ def display_values(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
     return pc.fill_null(quoted, "null")
 
 
-_JSON_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")] + [
-    (chr(c), f"\\u{c:04x}") for c in range(0x20) if chr(c) not in "\n\r\t"
-]
-
-
-def _json_string(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """JSON string literals (quoted, escaped per RFC 8259) for a string column; nulls stay null."""
-    escaped = text
-    for raw, replacement in _JSON_ESCAPES[:2]:
-        escaped = pc.replace_substring(escaped, raw, replacement)
-    # Control characters are rare in practice: only pay for the other 30 replacements when one is present.
-    if pc.any(pc.match_substring_regex(escaped, "[\\x00-\\x1f]")).as_py():
-        for raw, replacement in _JSON_ESCAPES[2:]:
-            escaped = pc.replace_substring(escaped, raw, replacement)
-    return pc.binary_join_element_wise('"', escaped, '"', "")
-
-
-def _json_values(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """JSON literals for one column (never null: a missing value is the literal null)."""
-    kind = values.type
-    if pa.types.is_floating(kind):
-        finite = pc.is_finite(values)  # JSON has no NaN or Infinity: those become null
-        literal = pc.if_else(finite, pc.cast(values, pa.string()), pa.scalar(None, pa.string()))
-    elif pa.types.is_integer(kind):
-        literal = pc.cast(values, pa.string())
-    elif pa.types.is_boolean(kind):
-        literal = pc.if_else(values, "true", "false")
-    elif pa.types.is_timestamp(kind):
-        # Arrow prints "2024-01-01 08:00:00.000000Z"; a T separator makes it RFC 3339 / ISO 8601.
-        text = pc.replace_substring(pc.cast(values, pa.string()), " ", "T", max_replacements=1)
-        literal = pc.binary_join_element_wise('"', text, '"', "")
-    elif pa.types.is_date(kind):
-        literal = pc.binary_join_element_wise('"', pc.cast(values, pa.string()), '"', "")
-    else:
-        literal = _json_string(pc.cast(values, pa.string()))
-    return pc.fill_null(literal, "null")
-
-
 def record_json(rows: pa.Table) -> pa.Array:
     """Each record as one compact JSON object (column order kept, dates ISO 8601, Chinese unescaped).
 
@@ -442,7 +467,7 @@ def record_json(rows: pa.Table) -> pa.Array:
     for i, name in enumerate(rows.column_names):
         key = json.dumps(name, ensure_ascii=False)
         parts.append(("{" if i == 0 else ",") + key + ":")
-        parts.append(_json_values(rows.column(name)))
+        parts.append(intake.json_literals(rows.column(name)))
     parts.append("}")
     joined = pc.binary_join_element_wise(*parts, "")
     return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined

@@ -27,6 +27,7 @@ from exchange.faults import crash_point
 from exchange.lake import files as lake_files
 from exchange.lake.connect import LAKE, META, duck_type, ensure_table, sql_literal
 from exchange.signing.canonical import document_digest
+from exchange.stages import LedgerRow
 
 LEDGER = "exchange_batches"
 QUARANTINE = "quarantine"
@@ -106,12 +107,12 @@ CLAIM_FIELDS = ("batch_id", "province", "dataset", "window_start", "window_end",
                 "accepted", "quarantined", "contract_id", "contract_version")
 
 
-def batch_claim(ledger_row: dict[str, Any]) -> dict[str, object]:
+def batch_claim(ledger_row: LedgerRow) -> dict[str, object]:
     """The claimed ledger-row fields as JSON values (UTC timestamps with microseconds)."""
-    return {name: _claimed(ledger_row[name]) for name in CLAIM_FIELDS}
+    return {name: _claimed(getattr(ledger_row, name)) for name in CLAIM_FIELDS}
 
 
-def batch_digest(ledger_row: dict[str, Any]) -> str:
+def batch_digest(ledger_row: LedgerRow) -> str:
     """SHA-256 of the RFC 8785 canonical JSON of the batch's ledger row: what its snapshot's commit info carries."""
     return document_digest(batch_claim(ledger_row))
 
@@ -147,22 +148,23 @@ def commit_batch(
     *,
     dataset: str,
     dataset_schema: pa.Schema,
-    ledger_row: dict[str, Any],
+    ledger_row: LedgerRow,
     accepted: Rows,
     quarantined: Rows,
     deletions: pa.Table | None = None,
 ) -> CommitResult:
     """Write the batch in one transaction (one snapshot), unless it is already in the lake."""
-    batch_id = str(ledger_row["batch_id"])
+    batch_id = ledger_row.batch_id
     existing = snapshot_of(con, batch_id)
     if existing is not None:
         return CommitResult(existing, written=False)
-    province = str(ledger_row["province"])
+    province = ledger_row.province
     lake_schema = dataset_schema.append(pa.field("province", pa.string())).append(pa.field("batch_id", pa.string()))
     ensure_table(con, dataset, lake_schema)
     ensure_table(con, QUARANTINE, _schema(quarantined))
     ensure_table(con, LEDGER, LEDGER_SCHEMA)
-    ledger = pa.Table.from_pylist([ledger_row], schema=LEDGER_SCHEMA)
+    ledger = pa.Table.from_pylist([{name: getattr(ledger_row, name) for name in LEDGER_SCHEMA.names}],
+                                  schema=LEDGER_SCHEMA)
     con.execute("BEGIN TRANSACTION")
     try:
         incoming_rows = _source(con, "incoming_rows", accepted)
@@ -176,8 +178,10 @@ def commit_batch(
             con.execute(f'INSERT INTO {LAKE}."{dataset}" BY NAME '
                         f"SELECT *, ?::VARCHAR AS province, ?::VARCHAR AS batch_id FROM {incoming_rows}",
                         [province, batch_id])
+        # A lake made before the quarantine gained a column (as_sent) gets it here, in the same snapshot.
+        add_missing_columns(con, QUARANTINE, _schema(quarantined))
         if _count(quarantined):
-            con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} SELECT * FROM {incoming_quarantine}")
+            con.execute(f"INSERT INTO {LAKE}.{QUARANTINE} BY NAME SELECT * FROM {incoming_quarantine}")
         if deletions is not None and deletions.num_rows:
             _apply_deletions(con, dataset, province, deletions)
         con.execute(f"INSERT INTO {LAKE}.{LEDGER} SELECT * FROM incoming_ledger")

@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import duckdb
 import pyarrow.parquet as pq
@@ -44,31 +44,28 @@ from exchange.lake import files as lake_files
 from exchange.lake.commit import CommitResult, commit_batch, files_added
 from exchange.lake.connect import catalog_and_data
 from exchange.lake.retry import commit_retrying
+from exchange.provenance import events
+from exchange.provenance.events import HUB
 from exchange.provenance.manifest import (
     BatchManifest,
     Counts,
-    FileDigest,
     LakeFile,
-    RuleCount,
     SignedManifest,
     manifest_path,
+    read_manifest,
     sign_manifest,
     write_manifest,
 )
 from exchange.signing.canonical import file_sha256
+from exchange.stages import PULL_FILE, VALIDATION_FILE, LedgerRow, PullRecord, ValidationRecord, read_record
 
 if TYPE_CHECKING:
-    from exchange.pipeline import Hub
+    from exchange.hub import Hub
 
-HUB = "hub"
 INTENT_FILE = "commit.intent"
 LEGACY_MARKER = "committing"  # the marker before the protocol: treated as an intent without digests
 DELETIONS_FILE = "deleted.parquet"
-STAGED_FILES = ("pull.json", "validation.json", "accepted.parquet", "quarantined.parquet", DELETIONS_FILE)
-# Provenance actions the protocol and recovery add (plain strings; see exchange/provenance/events.py).
-COMMIT_INTENT = "commit_intent"
-RECOVERED = "recovered"
-CLEANUP = "cleanup"
+STAGED_FILES = (PULL_FILE, VALIDATION_FILE, "accepted.parquet", "quarantined.parquet", DELETIONS_FILE)
 
 
 class BatchBusy(TransientError):
@@ -185,45 +182,39 @@ def declare_intent(hub: Hub, batch_id: str) -> Intent:
     intent = Intent(batch_id, staged_digests(staging))
     atomic.write_text(staging / INTENT_FILE, json.dumps({"batch_id": batch_id, "files": intent.files}, indent=2))
     crash_point("commit.after_intent_file")
-    hub.log.append(hub.signer, actor=HUB, action=COMMIT_INTENT, subject=batch_id, digests=intent.files,
-                   details={"staged": sorted(intent.files)})
+    hub.log.append(hub.signer, events.CommitIntent(staged=sorted(intent.files)), actor=HUB, subject=batch_id,
+                   digests=intent.files)
     crash_point("commit.after_intent")
     return intent
 
 
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def ledger_row(info: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+def ledger_row(info: PullRecord, checked: ValidationRecord) -> LedgerRow:
     """The batch's ledger row from its staged pull and validation records."""
-    return {
-        "batch_id": info["batch_id"],
-        "province": info["province"],
-        "dataset": info["dataset"],
-        "window_start": _parse(info["window_start"]),
-        "window_end": _parse(info["window_end"]),
-        "watermark": _parse(info["watermark"]),
-        "pulled": checked["pulled"],
-        "accepted": checked["accepted"],
-        "quarantined": checked["quarantined"],
-        "contract_id": checked["contract_id"],
-        "contract_version": checked["contract_version"],
-    }
+    return LedgerRow(
+        batch_id=info.batch_id,
+        province=info.province,
+        dataset=info.dataset,
+        window_start=info.window_start,
+        window_end=info.window_end,
+        watermark=info.watermark,
+        pulled=checked.pulled,
+        accepted=checked.accepted,
+        quarantined=checked.quarantined,
+        contract_id=checked.contract_id,
+        contract_version=checked.contract_version,
+    )
 
 
-def staged_records(staging: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def staged_records(staging: Path) -> tuple[PullRecord, ValidationRecord]:
     """pull.json and validation.json of a staged batch."""
-    info: dict[str, Any] = json.loads((staging / "pull.json").read_text(encoding="utf-8"))
-    checked: dict[str, Any] = json.loads((staging / "validation.json").read_text(encoding="utf-8"))
-    return info, checked
+    return read_record(staging / PULL_FILE, PullRecord), read_record(staging / VALIDATION_FILE, ValidationRecord)
 
 
 def write_snapshot(hub: Hub, batch_id: str) -> tuple[int, list[LakeFile]]:
     """Step 3: the DuckLake snapshot (retried on conflicts and lost connections), and its files hashed."""
     staging = hub.staging(batch_id)
     info, checked = staged_records(staging)
-    ds = canonical_dataset(info["dataset"])
+    ds = canonical_dataset(info.dataset)
     row = ledger_row(info, checked)
     # Paths, not tables: DuckDB streams the staged files into the lake without loading the batch.
     accepted, quarantined = staging / "accepted.parquet", staging / "quarantined.parquet"
@@ -254,29 +245,28 @@ def hashed_files(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: str) ->
     return listed
 
 
-def build_manifest(info: dict[str, Any], checked: dict[str, Any], snapshot_id: int,
+def build_manifest(info: PullRecord, checked: ValidationRecord, snapshot_id: int,
                    hashed: list[LakeFile]) -> BatchManifest:
     """The batch's manifest from its staged records and the snapshot's hashed files."""
-    province, dataset = info["province"], info["dataset"]
     return BatchManifest(
-        batch_id=info["batch_id"],
-        province=province,
-        dataset=dataset,
-        window_start=_parse(info["window_start"]),  # type: ignore[arg-type]
-        window_end=_parse(info["window_end"]),  # type: ignore[arg-type]
-        since=_parse(info["since"]),
-        watermark=_parse(info["watermark"]),
-        contract_id=checked["contract_id"],
-        contract_version=checked["contract_version"],
-        contract_sha256=checked["contract_sha256"],
-        landing=[FileDigest(**f) for f in info["landing"]],
+        batch_id=info.batch_id,
+        province=info.province,
+        dataset=info.dataset,
+        window_start=info.window_start,
+        window_end=info.window_end,
+        since=info.since,
+        watermark=info.watermark,
+        contract_id=checked.contract_id,
+        contract_version=checked.contract_version,
+        contract_sha256=checked.contract_sha256,
+        landing=info.landing,
         counts=Counts(
-            pulled=checked["pulled"], accepted=checked["accepted"],
-            quarantined=checked["quarantined"], warned=checked["warned"],
+            pulled=checked.pulled, accepted=checked.accepted,
+            quarantined=checked.quarantined, warned=checked.warned,
             deleted=sum(f.rows for f in hashed if f.kind == "delete"),
         ),
-        rules=[RuleCount(**r) for r in checked["rules"]],
-        gx_success=checked["gx_success"],
+        rules=checked.rules,
+        gx_success=checked.gx_success,
         snapshot_id=snapshot_id,
         files=hashed,
         created_at=datetime.now(UTC),
@@ -285,8 +275,8 @@ def build_manifest(info: dict[str, Any], checked: dict[str, Any], snapshot_id: i
 
 def commit_logged(hub: Hub, batch_id: str) -> dict[str, str] | None:
     """The digests of the batch's commit entry logged since its newest intent, None if there is none."""
-    for entry in hub.log.since(batch_id, COMMIT_INTENT):
-        if entry.action == "commit":
+    for entry in hub.log.since(batch_id, events.Kind.COMMIT_INTENT):
+        if entry.action == events.Kind.COMMIT:
             return entry.digests
     return None
 
@@ -298,11 +288,9 @@ def finish(hub: Hub, batch_id: str, snapshot_id: int, hashed: list[LakeFile],
     Idempotent: a manifest already written for this snapshot is kept, a commit entry already logged since the
     intent is not logged again. `recovered` (what was missing) adds a `recovered` entry before the commit entry.
     """
-    from exchange.provenance.manifest import read_manifest
-
     staging = hub.staging(batch_id)
     info, checked = staged_records(staging)
-    province, dataset = info["province"], info["dataset"]
+    province, dataset = info.province, info.dataset
     path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
     signed = read_manifest(path) if path.exists() else None
     if signed is None or signed.manifest.snapshot_id != snapshot_id:
@@ -311,23 +299,23 @@ def finish(hub: Hub, batch_id: str, snapshot_id: int, hashed: list[LakeFile],
     crash_point("commit.after_manifest")
     if commit_logged(hub, batch_id) != {"manifest": signed.digest()}:
         if recovered is not None:
-            hub.log.append(hub.signer, actor=HUB, action=RECOVERED, subject=batch_id,
-                           digests={"manifest": signed.digest()},
-                           details={"outcome": "committed", "snapshot_id": snapshot_id, "missing": recovered})
+            hub.log.append(hub.signer, events.Recovered(outcome="committed", snapshot_id=snapshot_id,
+                                                        missing=recovered),
+                           actor=HUB, subject=batch_id, digests={"manifest": signed.digest()})
         hub.log.append(
-            hub.signer, actor=HUB, action="commit", subject=batch_id,
-            digests={"manifest": signed.digest()},
-            details={"snapshot_id": snapshot_id, "accepted": checked["accepted"],
-                     "quarantined": checked["quarantined"], "manifest": str(path.relative_to(hub.layout.home))},
+            hub.signer,
+            events.Commit(snapshot_id=snapshot_id, accepted=checked.accepted, quarantined=checked.quarantined,
+                          manifest=str(path.relative_to(hub.layout.home))),
+            actor=HUB, subject=batch_id, digests={"manifest": signed.digest()},
         )
     crash_point("commit.after_commit_entry")
     # The lake, landing copy and manifest now hold everything; the marker goes with the folder.
     shutil.rmtree(staging, ignore_errors=True)
     atomic.fsync_dir(staging.parent)
     lineage.completed(
-        hub.settings, batch_id, province, dataset, pulled=checked["pulled"], accepted=checked["accepted"],
-        quarantined=checked["quarantined"], rules=checked["rules"],
-        contract={k: checked[k] for k in ("contract_id", "contract_version", "contract_sha256")},
+        hub.settings, batch_id, province, dataset, pulled=checked.pulled, accepted=checked.accepted,
+        quarantined=checked.quarantined, rules=checked.rule_counts(),
+        contract=checked.model_dump(include={"contract_id", "contract_version", "contract_sha256"}),
         manifest_sha256=signed.digest(), snapshot_id=snapshot_id,
     )
     return signed, path

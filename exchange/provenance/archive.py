@@ -39,11 +39,13 @@ from exchange.errors import TerminalError, VerificationError
 from exchange.faults import crash_point
 from exchange.locking import file_lock
 from exchange.provenance.checkpoint import append_checkpoint
+from exchange.provenance.events import Kind
 from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import FileDigest
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 ARCHIVE_FORMAT = "yrd-provenance-archive/1"
 ARCHIVES = "archives"
@@ -148,7 +150,7 @@ def write_archive(
                 out.write(line)
                 digest.update(line)
                 count += 1
-                if entry.action == "commit" and isinstance(entry.details.get("manifest"), str):
+                if entry.action == Kind.COMMIT and isinstance(entry.details.get("manifest"), str):
                     manifest_names.append(entry.details["manifest"])
                 if count == 1:
                     out.flush()
@@ -204,7 +206,7 @@ def truncate_to_archive(log: ProvenanceLog, signer: Signer) -> Truncation | None
         last = headers[-1]
         _check_archived(log, list(zip(paths, headers, strict=True)), last.last_seq)
         entry = log.truncate_before(last.last_seq, signer, digests={"archive": last.digest()},
-                                    details={"archive": paths[-1].name, "segment": last.segment})
+                                    archive=paths[-1].name, segment=last.segment)
     if entry is None:
         return None
     return Truncation(paths[-1], entry, int(entry.details["removed_entries"]))

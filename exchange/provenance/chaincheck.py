@@ -19,7 +19,7 @@ from exchange.provenance.checkpoint import VerifiedState
 from exchange.provenance.log import ChainVerifier, ProvenanceEntry, ProvenanceLog
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport
-from exchange.signing.keys import TrustBundle
+from exchange.signing.trust import TrustBundle
 
 
 def verify_log(

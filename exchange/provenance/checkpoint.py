@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 
 from exchange import atomic
 from exchange.faults import crash_point
+from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
-from exchange.signing.keys import Signer
+from exchange.signing.signers import Signer
 
-CHECKPOINT = "checkpoint"
 STATE_FILE = "verified.json"
 
 
@@ -28,8 +28,8 @@ def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int 
                       manifests: int) -> ProvenanceEntry:
     """Append a signed checkpoint of the current chain head (the entry before it)."""
     crash_point("checkpoint.before_append")
-    return log.append(signer, actor="hub", action=CHECKPOINT, subject="provenance",
-                      details={"lake_snapshot": lake_snapshot, "manifests": manifests})
+    return log.append(signer, Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests), actor=HUB,
+                      subject="provenance")
 
 
 class VerifiedState(BaseModel):
@@ -59,6 +59,6 @@ def load_state(directory: Path) -> VerifiedState | None:
 
 
 def save_state(directory: Path, state: VerifiedState) -> None:
-    """Write the state atomically."""
+    """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
     directory.mkdir(parents=True, exist_ok=True)
     atomic.write_text(directory / STATE_FILE, state.model_dump_json(indent=2))

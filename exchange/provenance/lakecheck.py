@@ -48,6 +48,7 @@ class LakeCatalog:
     batches: list[str]
     head: int | None
     scheduled: set[str] = field(default_factory=set)
+    problems: list[VerificationError] = field(default_factory=list)  # what could not be read, named
     _by_snapshot: dict[int, list[CatalogFile]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,8 +69,18 @@ class LakeCatalog:
 def read_catalog(con: duckdb.DuckDBPyConnection, root: Path | str) -> LakeCatalog:
     """Everything verify asks the catalog, in a handful of parameterless queries."""
     scheduled = con.execute(f"SELECT path FROM {META}.ducklake_files_scheduled_for_deletion").fetchall()
-    return LakeCatalog(files=catalog_files(con, root), infos=commit_infos(con), batches=ledger_batches(con),
-                       head=head_snapshot(con), scheduled={str(p) for (p,) in scheduled})
+    problems: list[VerificationError] = []
+    try:
+        batches = ledger_batches(con)
+    except duckdb.Error as exc:
+        # The ledger is read from its Parquet files: one swapped, cut or replaced breaks the read. The manifest
+        # checks name the file; this names the table, and the rest of verify carries on.
+        batches = []
+        problems.append(Mismatch(f"lake table {LEDGER}", "unreadable: a data file of the table was swapped, cut "
+                                 f"or replaced ({' '.join(str(exc).split())})",
+                                 expected="the ledger's Parquet files as committed", found="unreadable"))
+    return LakeCatalog(files=catalog_files(con, root), infos=commit_infos(con), batches=batches,
+                       head=head_snapshot(con), scheduled={str(p) for (p,) in scheduled}, problems=problems)
 
 
 def _resolve(root: str, parts: list[tuple[str, bool]]) -> str:

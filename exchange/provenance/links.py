@@ -19,6 +19,7 @@ from exchange.lake.commit import batch_digest
 from exchange.provenance.manifest import BatchManifest
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts
+from exchange.stages import LedgerRow
 
 REPLAY_MARK = ".replay-"
 _REPLAY_ID = re.compile(r"^(?P<origin>.+)\.replay-(?P<n>[1-9][0-9]*)$")
@@ -36,14 +37,14 @@ def replay_number(batch_id: str) -> int:
     return int(match.group("n")) if match else 0
 
 
-def ledger_row_of(m: BatchManifest) -> dict[str, Any]:
+def ledger_row_of(m: BatchManifest) -> LedgerRow:
     """The ledger row the batch's commit wrote, rebuilt from its signed manifest."""
-    return {
-        "batch_id": m.batch_id, "province": m.province, "dataset": m.dataset,
-        "window_start": m.window_start, "window_end": m.window_end, "watermark": m.watermark,
-        "pulled": m.counts.pulled, "accepted": m.counts.accepted, "quarantined": m.counts.quarantined,
-        "contract_id": m.contract_id, "contract_version": m.contract_version,
-    }
+    return LedgerRow(
+        batch_id=m.batch_id, province=m.province, dataset=m.dataset,
+        window_start=m.window_start, window_end=m.window_end, watermark=m.watermark,
+        pulled=m.counts.pulled, accepted=m.counts.accepted, quarantined=m.counts.quarantined,
+        contract_id=m.contract_id, contract_version=m.contract_version,
+    )
 
 
 def check_snapshot_claim(m: BatchManifest, item: str, infos: dict[int, dict[str, Any]]) -> None:

@@ -12,6 +12,10 @@ Truncation (``exchange provenance archive --truncate``) replaces the file by its
 with an atomic rename, so an appender that was waiting on the old file notices (its inode is gone from the
 path), re-opens and appends to the new one: no entry is lost or forked. The tail starts with the checkpoint
 that closed the last archive and gets a signed ``truncate`` entry carrying that archive's linking digest.
+
+Entries are written only from the event vocabulary (exchange/provenance/events.py), and carry ``version``
+2. Entries written before it (version 1: any action, free-form details) have no ``version`` key, and their
+hashed body stays exactly what their writer hashed, so they keep verifying: reading is lenient.
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ from typing import IO, Any
 from pydantic import BaseModel, Field
 
 from exchange.errors import TerminalError, VerificationError
+from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer, TrustBundle, verify_signature
+from exchange.signing.signers import Signature, Signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 GENESIS = "0" * 64
-TRUNCATE = "truncate"
+# Entry format: 1 = before the event vocabulary (no `version` key at all), 2 = a vocabulary event.
+LEGACY_VERSION = 1
+VERSION = 2
 # Below this much free space on the log's filesystem the hub refuses to start an irreversible step: the
 # entries that must follow it (a commit entry, an extract entry) would not fit.
 MIN_FREE_BYTES = 1 << 20
@@ -54,17 +62,24 @@ class ProvenanceEntry(BaseModel, frozen=True):
 
     seq: int = Field(description="Position in the log, from 1")
     at: datetime = Field(description="When the step happened (UTC)")
-    actor: str = Field(description="Who acted: hub, a province adapter, a department")
-    action: str = Field(description="pull, validate, quarantine, commit, extract, access, hold, ...")
+    version: int = Field(
+        default=LEGACY_VERSION, exclude_if=lambda v: v == LEGACY_VERSION,
+        description="Entry format: 2 = an event of the vocabulary (action and details checked when written); "
+                    "absent = 1, written before it (any action, free-form details)",
+    )
+    actor: str = Field(description="Who acted: hub, adapter:<province>, <province>.data_office, a department id, "
+                                   "auditor, operator")
+    action: str = Field(description="The event kind (see the vocabulary in docs/auditors.md)")
     subject: str = Field(description="What the action was about, e.g. a batch id or extract id")
     digests: dict[str, str] = Field(default_factory=dict, description="SHA-256 of the documents/files referred to")
-    details: dict[str, Any] = Field(default_factory=dict, description="Counts and other facts of the step")
+    details: dict[str, Any] = Field(default_factory=dict, description="Counts and other facts of the step, as "
+                                                                      "the kind's details model says")
     prev_hash: str = Field(description="entry_hash of the previous entry (64 zeros for the first)")
     entry_hash: str = Field(description="SHA-256 of the canonical JSON of this entry without entry_hash/signature")
     signature: Signature = Field(description="Signature over the entry_hash bytes (hex, ASCII)")
 
     def body(self) -> dict[str, Any]:
-        """The hashed part of the entry."""
+        """The hashed part of the entry (a version-1 entry's has no `version`, as its writer hashed it)."""
         return self.model_dump(mode="json", exclude={"entry_hash", "signature"})
 
 
@@ -82,24 +97,27 @@ class ProvenanceLog:
     def append(
         self,
         signer: Signer,
+        event: Event,
         *,
         actor: str,
-        action: str,
         subject: str,
         digests: dict[str, str] | None = None,
-        details: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> ProvenanceEntry:
         """Append one signed entry, chained to the current head, under an exclusive lock.
 
-        Raises LogUnavailable when the log cannot be written; a half-written line is cut off again, so a failed
+        Only a vocabulary event: UnrecordableEvent (before anything is written) if its details do not fit
+        its kind, `actor`'s role may not record it, or the digests miss what the kind requires. Raises
+        LogUnavailable when the log cannot be written; a half-written line is cut off again, so a failed
         append leaves the log as it was.
         """
+        digests = digests or {}
+        action, details = admit(event, actor, digests)
         try:
             with self._locked() as handle:
                 last = _last_line(handle)
                 prev = ProvenanceEntry.model_validate_json(last) if last else None
-                entry = _next_entry(signer, prev, actor, action, subject, digests, details, at)
+                entry = _next_entry(signer, prev, actor, action, details, subject, digests, at)
                 end = handle.seek(0, os.SEEK_END)
                 try:
                     handle.write(entry.model_dump_json().encode() + b"\n")
@@ -192,7 +210,7 @@ class ProvenanceLog:
             handle.close()
 
     def truncate_before(
-        self, seq: int, signer: Signer, *, digests: dict[str, str], details: dict[str, Any]
+        self, seq: int, signer: Signer, *, digests: dict[str, str], archive: str, segment: int
     ) -> ProvenanceEntry | None:
         """Drop the entries before `seq` (the caller checked an archive holds them) and log that it did.
 
@@ -226,8 +244,8 @@ class ProvenanceLog:
                 if not kept:
                     raise ValueError(f"the log has no entry seq {seq} to keep; refusing to truncate it all")
                 prev = ProvenanceEntry.model_validate_json(last)
-                entry = _next_entry(signer, prev, "hub", TRUNCATE, "provenance", digests,
-                                    {**details, "first_seq": seq, "removed_entries": removed}, None)
+                event = Truncate(archive=archive, segment=segment, first_seq=seq, removed_entries=removed)
+                entry = _next_entry(signer, prev, HUB, *admit(event, HUB, digests), "provenance", digests, None)
                 out.write(entry.model_dump_json().encode() + b"\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -284,18 +302,19 @@ class ProvenanceLog:
 
 
 def _next_entry(
-    signer: Signer, prev: ProvenanceEntry | None, actor: str, action: str, subject: str,
-    digests: dict[str, str] | None, details: dict[str, Any] | None, at: datetime | None,
+    signer: Signer, prev: ProvenanceEntry | None, actor: str, action: str, details: dict[str, Any], subject: str,
+    digests: dict[str, str], at: datetime | None,
 ) -> ProvenanceEntry:
-    """The signed entry that follows `prev`."""
+    """The signed entry that follows `prev` (already admitted by the vocabulary)."""
     body: dict[str, Any] = {
+        "version": VERSION,
         "seq": (prev.seq + 1) if prev else 1,
         "at": (at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "actor": actor,
         "action": action,
         "subject": subject,
-        "digests": digests or {},
-        "details": details or {},
+        "digests": digests,
+        "details": details,
         "prev_hash": prev.entry_hash if prev else GENESIS,
     }
     # Round-trip through the model so the hashed body is exactly what a reader re-derives.

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from exchange import atomic
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Signature, Signer
+from exchange.signing.signers import Signature, Signer
 
 
 class FileDigest(BaseModel, frozen=True):

@@ -23,8 +23,8 @@ from exchange.provenance.links import check_replay_link, check_snapshot_claim, o
 from exchange.provenance.manifest import BatchManifest, SignedManifest, landing_dir, manifest_bytes
 from exchange.provenance.manifeststream import ListedManifests, Locations, ManifestStream
 from exchange.provenance.problems import Mismatch
-from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
-from exchange.signing.keys import HUB_OWNER, TrustBundle, verify_signature
+from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
+from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
 
 
 @dataclass
@@ -74,7 +74,8 @@ def verify_store(src: Sources, facts: ChainFacts, report: VerifyReport) -> Verif
     """Manifests, the lake and extracts; returns what a later incremental run may skip."""
     state = VerifiedState(verified_at=datetime.now(UTC), head_seq=0, head_hash="")
     if lake_exists(src.settings):
-        _verify_lake(src, facts, report, state)
+        with unreadable_as_problem(report, f"lake catalog {catalog_and_data(src.settings)[0]}"):
+            _verify_lake(src, facts, report, state)
     elif src.manifests or facts.commits:
         catalog = catalog_and_data(src.settings)[0]
         report.problems.append(Mismatch(f"lake catalog {catalog}", "missing, though batches were committed",
@@ -142,6 +143,7 @@ def _verify_catalog(
     facts: ChainFacts, report: VerifyReport, state: VerifiedState,
 ) -> None:
     """The lake as a whole: ledger and snapshots against the manifests, stray files, rollbacks."""
+    report.problems += catalog.problems
     unsigned: list[str] = []
     for batch in catalog.batches:
         if batch not in listed.batches:

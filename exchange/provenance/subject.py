@@ -22,7 +22,9 @@ from pathlib import Path
 import duckdb
 from pydantic import BaseModel, Field
 
-from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, row_filter_sql
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
+from exchange.access.policy import RowFilter
+from exchange.access.terms import grant_row_filter
 from exchange.config import ExchangeSettings, Layout
 from exchange.contracts.load import load_contract
 from exchange.datasets import E_LICENSE, ENTERPRISE_REGISTRATION
@@ -85,11 +87,12 @@ def id_columns(dataset: str) -> list[str]:
 
 
 def _count(con: duckdb.DuckDBPyConnection, dataset: str, columns: list[str], resident_id: str,
-           snapshot: int | None = None, extra: tuple[str, list[object]] = ("TRUE", [])) -> int:
+           snapshot: int | None = None, extra: RowFilter | None = None) -> int:
+    extra = extra or RowFilter("TRUE")
     who = " OR ".join(f'"{c}" = ?' for c in columns)
     at = f" AT (VERSION => {int(snapshot)})" if snapshot is not None else ""
-    row = con.execute(f'SELECT count(*) FROM {LAKE}."{dataset}"{at} WHERE ({who}) AND {extra[0]}',
-                      [*([resident_id.strip().upper()] * len(columns)), *extra[1]]).fetchone()
+    row = con.execute(f'SELECT count(*) FROM {LAKE}."{dataset}"{at} WHERE ({who}) AND {extra.sql}',
+                      [*([resident_id.strip().upper()] * len(columns)), *extra.params]).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -118,7 +121,7 @@ def trace_subject(settings: ExchangeSettings, resident_id: str) -> SubjectTrace:
             if not cols:
                 continue
             hits = _count(con, m.dataset, cols, resident_id, m.snapshot_id,
-                          row_filter_sql(list(m.row_filter), m.dataset))
+                          grant_row_filter(m.row_filter, m.dataset))
             if hits:
                 grant = grants.get(m.grant_id)
                 disclosures.append(SubjectDisclosure(

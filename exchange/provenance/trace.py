@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest, row_filter_sql
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest
+from exchange.access.terms import grant_row_filter
 from exchange.config import ExchangeSettings, Layout
 from exchange.datasets import dataset as canonical_dataset
 from exchange.lake.commit import QUARANTINE
@@ -155,9 +156,9 @@ def _carried(
             table = pq.read_table(directory / f.name, columns=[key_column])
             hits += int(pc.sum(pc.equal(table[key_column], key)).as_py() or 0)
         return hits > 0, f"looked up {key_column} in the extract file"
-    where, params = row_filter_sql(list(m.row_filter), m.dataset)
+    scope = grant_row_filter(m.row_filter, m.dataset)
     row = con.execute(f'SELECT count(*) FROM {LAKE}."{m.dataset}" AT (VERSION => {int(m.snapshot_id)}) '
-                      f'WHERE "{key_column}" = ? AND {where}', [key, *params]).fetchone()
+                      f'WHERE "{key_column}" = ? AND {scope.sql}', [key, *scope.params]).fetchone()
     return bool(row and row[0]), "re-evaluated the grant's row filter at the extract's snapshot"
 
 

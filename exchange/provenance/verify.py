@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
-from exchange.config import ExchangeSettings, Layout
+from exchange.config import ExchangeSettings, Layout, existing_home
 from exchange.errors import VerificationError
 from exchange.provenance.archive import (
     ARCHIVES,
@@ -36,7 +36,7 @@ from exchange.provenance.archive import (
     read_header,
 )
 from exchange.provenance.chaincheck import verify_archive_chain, verify_log_and_archives
-from exchange.provenance.checkpoint import VerifiedState, load_state, save_state
+from exchange.provenance.checkpoint import STATE_FILE, VerifiedState, load_state, save_state
 from exchange.provenance.log import ChainVerifier, ProvenanceLog
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.storecheck import (
@@ -48,23 +48,42 @@ from exchange.provenance.storecheck import (
     open_stream,
     verify_store,
 )
-from exchange.provenance.verify_result import ChainFacts, VerifyReport, check
-from exchange.signing.keys import Keyring, TrustBundle, verify_bundle
+from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
+from exchange.signing.keyring import Keyring
+from exchange.signing.trust import TrustBundle, verify_bundle
 
 __all__ = ["VerifyReport", "lake_exists", "load_trust_bundle", "verify_home", "verify_offline"]
 
 
 def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record: bool = True) -> VerifyReport:
-    """Verify the whole EXCHANGE_HOME (or, incrementally, what is new since the last verified checkpoint)."""
-    layout = Layout(settings.home)
-    keyring = Keyring(layout.keys)
-    bundle = keyring.trust_bundle()
+    """Verify the whole EXCHANGE_HOME (or, incrementally, what is new since the last verified checkpoint).
+
+    SettingsError when EXCHANGE_HOME does not hold a hub (nothing is created: an empty home is not "intact").
+    Any file verify cannot read ends as a named problem in the report, never as an exception.
+    """
+    layout = existing_home(settings)
     report = VerifyReport(mode="incremental" if incremental else "full")
+    with unreadable_as_problem(report, f"EXCHANGE_HOME {layout.home}"):
+        _verify_home(settings, layout, report, incremental, record)
+    return report
+
+
+def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyReport, incremental: bool,
+                 record: bool) -> None:
+    keyring = Keyring(layout.keys)
+    item = f"trust bundle {label(keyring.trust_bundle_path, layout.home)}"
+    try:
+        bundle = keyring.trust_bundle()
+    except (OSError, ValueError) as exc:  # without the keys nothing else can be checked
+        report.problems.append(Mismatch(item, f"unreadable: {' '.join(str(exc).split())}",
+                                        expected="the hub's trust bundle", found="unreadable"))
+        return
     if keyring.trust_bundle_path.exists():  # without one, every signature check below fails and says so
-        item = f"trust bundle {label(keyring.trust_bundle_path, layout.home)}"
         check(report, lambda: verify_bundle(bundle, item=item))
     log = ProvenanceLog(layout.provenance)
-    previous = load_state(layout.provenance)
+    previous = None
+    with unreadable_as_problem(report, f"provenance/{STATE_FILE} (the last verify's record)"):
+        previous = load_state(layout.provenance)
     facts = ChainFacts(watch={previous.head_seq} if previous else set())
     if previous is not None and previous.lake_snapshot is not None:
         facts.lake_floor = previous.lake_snapshot
@@ -87,8 +106,12 @@ def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record
     if report.ok and record:
         state.log_first_seq = checked.first_seq
         resumable = previous if start and start.log_first_seq == checked.first_seq else None
-        _record(layout.provenance, state, checked.chain, facts, resumable, layout)
-    return report
+        try:
+            _record(layout.provenance, state, checked.chain, facts, resumable, layout)
+        except OSError as exc:
+            # The verdict stands without the record (a full disk, a read-only copy): only --incremental loses it.
+            report.notes.append(f"this verify was not recorded ({exc.strerror or exc}); the next --incremental "
+                                "run checks everything again")
 
 
 @contextmanager
@@ -197,14 +220,23 @@ def verify_offline(
     anchors: set[str] | None = None,
 ) -> VerifyReport:
     """Verify an auditor's copy: `provenance` is one archive, a folder of archives, or a folder with log.jsonl
-    (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME."""
+    (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME.
+
+    Any file verify cannot read ends as a named problem in the report, never as an exception."""
     report = VerifyReport(mode="offline")
+    with unreadable_as_problem(report, f"auditor's copy ({provenance}, {lake})"):
+        _verify_offline(report, provenance, trust_bundle, lake, manifests, extracts, anchors)
+    return report
+
+
+def _verify_offline(report: VerifyReport, provenance: Path, trust_bundle: Path, lake: Path, manifests: Path | None,
+                    extracts: Path | None, anchors: set[str] | None) -> None:
     try:
         bundle = load_trust_bundle(trust_bundle)
     except (OSError, ValueError) as exc:
         report.problems.append(Mismatch(f"trust bundle {trust_bundle}", f"unreadable: {exc}",
                                         expected="the hub's exported trust bundle", found="unreadable"))
-        return report
+        return
     check(report, lambda: verify_bundle(bundle, anchors, item=f"trust bundle {trust_bundle.name}"))
     facts = ChainFacts()
     archives: list[ArchiveContents]
@@ -230,10 +262,9 @@ def verify_offline(
     if not lake_exists(settings):
         report.problems.append(Mismatch(f"lake copy {lake}", "no catalog.ducklake (wrong path?)",
                                         expected=str(lake / "catalog.ducklake"), found="no file"))
-        return report
+        return
     src = Sources(bundle, settings, carried, extract_dirs(extracts))
     verify_store(src, facts, report)
-    return report
 
 
 def _const(data: bytes) -> Callable[[], bytes]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from exchange.errors import VerificationError
-from exchange.provenance.checkpoint import CHECKPOINT
-from exchange.provenance.log import TRUNCATE, ProvenanceEntry
-from exchange.provenance.problems import problem_json
+from exchange.provenance.events import Kind
+from exchange.provenance.log import ProvenanceEntry
+from exchange.provenance.problems import Mismatch, problem_json
 
 
 @dataclass
@@ -94,19 +95,19 @@ class ChainFacts:
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
-        if entry.action == "commit":
+        if entry.action == Kind.COMMIT:
             self.commits[entry.subject] = entry
-        elif entry.action == "commit_intent":
+        elif entry.action == Kind.COMMIT_INTENT:
             self.intents.add(entry.subject)
-        elif entry.action == "pull":
+        elif entry.action == Kind.PULL:
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
-        elif entry.action == "replay":
+        elif entry.action == Kind.REPLAY:
             self.replays[entry.subject] = entry  # a replay retried after a crash logs again: the last one counts
-        elif entry.action == TRUNCATE:
+        elif entry.action == Kind.TRUNCATE:
             self.truncations.append(entry)
-        elif entry.action == "extract" and "extract_manifest" in entry.digests:
+        elif entry.action == Kind.EXTRACT and "extract_manifest" in entry.digests:
             self.extracts.add(entry.digests["extract_manifest"])
-        elif entry.action == CHECKPOINT:
+        elif entry.action == Kind.CHECKPOINT:
             self.hashes[entry.seq] = entry.entry_hash
             self.checkpoints.append((entry, offset, line))
             snap = entry.details.get("lake_snapshot")
@@ -124,3 +125,13 @@ def check(report: VerifyReport, fn: Callable[[], None]) -> None:
         report.problems.append(exc)
 
 
+@contextmanager
+def unreadable_as_problem(report: VerifyReport, item: str) -> Iterator[None]:
+    """Whatever a check did not foresee (a malformed file, a DuckDB read error, a full disk) ends verify as a
+    problem naming `item`, so there is always a verdict, and it is BROKEN, never a traceback or "intact"."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - verify's promise is a verdict; the problem carries the error
+        report.problems.append(Mismatch(item, f"verify could not read it: {type(exc).__name__}: "
+                                        f"{' '.join(str(exc).split())}", expected="a readable file",
+                                        found="unreadable"))

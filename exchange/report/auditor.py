@@ -21,7 +21,7 @@ from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import BatchManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.html import page, table, write_atomically
-from exchange.signing.keys import TrustBundle
+from exchange.signing.trust import TrustBundle
 
 ACCESS_ACTIONS = ("grant", "grant_revoke", "extract", "query", "access_denied")
 _COLORS = {"shanghai": "#1f77b4", "jiangsu": "#2ca02c", "zhejiang": "#ff7f0e", "anhui": "#9467bd"}

@@ -1,7 +1,7 @@
 """Offending values of rejected records, masked by their field's classification before any report shows them.
 
 A rejection report leaves the hub's controlled storage (it is mailed, opened in spreadsheets, printed), so
-it gets the masking a department gets: the same SQL templates from ``exchange.access.masking``, run here
+it gets the masking a department gets: the same SQL templates from ``exchange.access.policy``, run here
 by DuckDB over the quarantine rows' ``record_json``. Rejected values are often malformed (a resident ID of
 9 digits), and keeping "the first 6 and last 4" of those would show all of them, so a value too short to
 hide anything under its rule is starred out completely.
@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exchange.access.masking import MASKS
+from exchange import intake
+from exchange.access.policy import MASKS
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract, Rule
 from exchange.contracts.validate import display_values, reason_text
 
@@ -67,6 +68,38 @@ def masked_columns(quarantined: pa.Table, contract: Contract, columns: Iterable[
     return result.cast(pa.schema([pa.field(n, pa.string()) for n in names]))
 
 
+def _masked_as_sent(
+    quarantined: pa.Table, contract: Contract
+) -> tuple[pa.Table, dict[str, pa.Array | pa.ChunkedArray]] | None:
+    """The values as sent of unreadable fields (exchange.intake), masked like the record, and per field the
+    reason text ``<field> sent '<masked value>': <problem>``; None when no row has any."""
+    if "as_sent" not in quarantined.column_names:
+        return None
+    as_sent = flat(quarantined.column("as_sent").cast(pa.string()))
+    if as_sent.null_count == len(as_sent):
+        return None
+    names = [n for n in contract.field_names if pc.any(intake.has(as_sent, n)).as_py()]
+    entries = [pc.if_else(intake.has(as_sent, n), pc.binary_join_element_wise(f'"{n}":', intake.sent(as_sent, n), ""),
+                          pa.scalar(None, pa.string())) for n in names]
+    masked = masked_columns(pa.table({"record_json": intake.column(entries, len(as_sent))}), contract, names)
+    reasons = {}
+    for n in names:
+        problem = pc.utf8_slice_codeunits(intake.why(as_sent, n), 1, -1)
+        text = pc.binary_join_element_wise(f"{n} sent ", display_values(masked.column(n)), ": ", problem, "")
+        reasons[n] = pc.if_else(intake.has(as_sent, n), text, pa.scalar(None, pa.string()))
+    return masked, reasons
+
+
+def _shown(column: str, masked: pa.Table, sent: tuple[pa.Table, dict[str, pa.Array | pa.ChunkedArray]] | None
+           ) -> pa.Array | pa.ChunkedArray:
+    """``<column>='<masked value>'``, or ``<column> sent '<masked value as sent>'`` where it was unreadable."""
+    value = pc.binary_join_element_wise(f"{column}=", display_values(masked.column(column)), "")
+    if sent is None or column not in sent[1]:
+        return value
+    as_sent = pc.binary_join_element_wise(f"{column} sent ", display_values(sent[0].column(column)), "")
+    return pc.if_else(pc.is_valid(sent[1][column]), as_sent, value)
+
+
 def flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous array (Arrow kernels hand back chunked arrays for chunked input)."""
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
@@ -97,15 +130,22 @@ def explain(quarantined: pa.Table, contract: Contract) -> Explained:
     padded = pc.binary_join_element_wise(RULE_ID_SEPARATOR, pc.fill_null(ids, ""), RULE_ID_SEPARATOR, "")
     hits = {r.id: pc.fill_null(pc.match_substring(padded, f"{RULE_ID_SEPARATOR}{r.id}{RULE_ID_SEPARATOR}"), False)
             for r in contract.rules}
-    broken = [r for r in contract.rules if pc.any(hits[r.id]).as_py()]
+    readable = [contract.readable_rule(name) for name in contract.field_names]
+    for r in readable:
+        hits[r.id] = pc.fill_null(pc.match_substring(padded, f"{RULE_ID_SEPARATOR}{r.id}{RULE_ID_SEPARATOR}"), False)
+    broken = [r for r in (*contract.rules, *readable) if pc.any(hits[r.id]).as_py()]
     masked = masked_columns(quarantined, contract, [contract.key, *(c for r in broken for c in r.columns)])
+    sent = _masked_as_sent(quarantined, contract)
     no_text = pa.scalar(None, pa.string())
     rules = []
     for rule in broken:
-        shown = [pc.binary_join_element_wise(f"{c}=", display_values(masked.column(c)), "") for c in rule.columns]
+        shown = [_shown(c, masked, sent) for c in rule.columns]
         subject = pc.binary_join_element_wise(*shown, ", ") if len(shown) > 1 else shown[0]
+        reason = reason_text(masked, rule)
+        if sent is not None:  # what was sent, not the null it became
+            reason = pc.coalesce(*(sent[1][c] for c in rule.columns if c in sent[1]), reason)
         rules.append(RuleHits(rule, hits[rule.id], flat(pc.if_else(hits[rule.id], subject, no_text)),
-                              flat(pc.if_else(hits[rule.id], reason_text(masked, rule), no_text))))
+                              flat(pc.if_else(hits[rule.id], reason, no_text))))
     # Every listed id must be one the contract knows; otherwise the rebuilt reason would silently miss it.
     known = np.zeros(quarantined.num_rows, dtype=np.int64)
     for hits_of_rule in rules:

@@ -4,12 +4,12 @@ verify's verdict."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from exchange.access.extract import SignedExtractManifest
 from exchange.datasets import PROVINCES
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.provenance.manifest import SignedManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.rejections import html_path
@@ -19,7 +19,10 @@ def print_summary(
     console: Console, hub: Hub, states: dict[str, str], extract: SignedExtractManifest, report: VerifyReport,
     opened: str | None = None,
 ) -> int:
-    """Print the summary; return 0 if every DAG succeeded and verify found nothing broken, else 1."""
+    """Print the summary; return 0 if every DAG succeeded and verify found nothing broken, else 1.
+
+    Values (names, problems) are printed as text, never as rich markup: pass a console without markup.
+    """
     table = Table(title="Exchange summary (one row per province and dataset)")
     for column in ("province", "dataset", "DAG run", "pulled", "accepted", "quarantined", "snapshot", "signed by"):
         table.add_column(column, justify="right" if column in ("pulled", "accepted", "quarantined", "snapshot")
@@ -35,8 +38,8 @@ def print_summary(
     console.print(rule_table(manifests))
     e = extract.manifest
     layout = hub.layout
-    console.print(f"Extract for [bold]{e.department}[/] (grant {e.grant_id}): {e.rows} rows of {e.dataset} at "
-                  f"snapshot {e.snapshot_id}, columns {', '.join(e.columns)}")
+    console.print(Text.assemble("Extract for ", (e.department, "bold"), f" (grant {e.grant_id}): {e.rows} rows of "
+                                f"{e.dataset} at snapshot {e.snapshot_id}, columns {', '.join(e.columns)}"))
     if opened:
         console.print(f"  {opened}", soft_wrap=True)
     console.print(f"  lake        {layout.lake}\n  manifests   {layout.manifests}\n"
@@ -48,16 +51,17 @@ def print_summary(
     example = next((html_path(layout.reports, m.manifest.province, m.manifest.batch_id) for m in manifests
                     if m.manifest.counts.quarantined), None)
     if example is not None and example.exists():
-        console.print(f"Province office report of one batch: [link={example.as_uri()}]{escape(str(example))}[/link]",
-                      soft_wrap=True)
+        console.print(Text.assemble("Province office report of one batch: ",
+                                    (str(example), f"link {example.as_uri()}")), soft_wrap=True)
     failed = [dag_id for dag_id, state in states.items() if state != "success"]
     if failed:
-        console.print(f"[red]DAG runs not successful: {', '.join(failed)}[/]")
+        console.print(f"DAG runs not successful: {', '.join(failed)}", style="red")
     if report.ok:
-        console.print(f"[green]verify: intact[/] - {report.entries} provenance entries, {report.manifests} "
-                      f"manifests, {report.files} lake files, {report.extracts} extracts checked")
+        console.print(Text.assemble(("verify: intact", "green"), f" - {report.entries} provenance entries, "
+                                    f"{report.manifests} manifests, {report.files} lake files, {report.extracts} "
+                                    "extracts checked"))
     else:
-        console.print(f"[red]verify: BROKEN[/] - first: {report.problems[0]}")
+        console.print(Text.assemble(("verify: BROKEN", "red"), f" - first: {report.problems[0]}"))
     return 0 if report.ok and not failed else 1
 
 

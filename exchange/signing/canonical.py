@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,8 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 def document_digest(document: Any) -> str:
     """Hex SHA-256 of a document's canonical JSON."""
     return sha256_hex(canonical_bytes(document))
+
+
+def utc_z(moment: datetime) -> str:
+    """An aware datetime as ISO 8601 in UTC with a 'Z': the one spelling signed documents use for instants."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

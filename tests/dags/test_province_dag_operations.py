@@ -176,3 +176,46 @@ def test_a_failed_task_closes_its_batch_lineage_run_with_fail(home: Path) -> Non
     (event,) = [json.loads(line) for line in lineage.events_file(settings()).read_text().splitlines()]
     assert event["eventType"] == "FAIL" and event["job"]["name"] == "exchange_anhui.administrative_penalty"
     assert event["run"]["facets"]["errorMessage"]["message"] == "ValueError: boom"
+
+
+BAD_CRONS = ["0 2 * *", "61 * * * *", "0 25 * * *", "every day", "0 2 * * 8"]
+
+
+@pytest.mark.parametrize("cron", BAD_CRONS)
+def test_a_bad_cron_is_refused_naming_province_yaml_not_the_dag_file(cron: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """F9: the error names adapters/<p>/province.yaml and its field, wherever the config is read."""
+    from exchange.province_config import ProvinceConfigError
+
+    adapters = tmp_path / "adapters"
+    (adapters / "jiangsu").mkdir(parents=True)
+    (adapters / "jiangsu" / "province.yaml").write_text(yaml.safe_dump({**BASE, "schedule": cron}))
+    with pytest.raises(ProvinceConfigError, match=r"^adapters/jiangsu/province\.yaml: schedule: .* not a cron"):
+        load_province("jiangsu", adapters)
+    monkeypatch.setattr("exchange.airflow.factory.load_province", lambda p: load_province(p, adapters))
+    with pytest.raises(ProvinceConfigError, match=r"adapters/jiangsu/province\.yaml: schedule"):
+        province_dag("jiangsu")
+
+
+@pytest.mark.parametrize("cron", BAD_CRONS)
+def test_backfill_dry_run_reads_the_current_schedule_and_refuses_a_bad_one(cron: str, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """F9: before, Airflow kept the previously serialized schedule and the dry run listed its intervals."""
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    adapters = tmp_path / "adapters"
+    (adapters / "jiangsu").mkdir(parents=True)
+    (adapters / "jiangsu" / "province.yaml").write_text(yaml.safe_dump({**BASE, "schedule": cron}))
+    monkeypatch.setattr("exchange.province_config.ADAPTERS_DIR", adapters)
+    monkeypatch.setattr("exchange.province_config.load_province.__defaults__", (adapters,))
+
+    def no_airflow(*_: object) -> str:
+        raise AssertionError("airflow must not run")
+
+    monkeypatch.setattr("exchange.cli.backfill.run_airflow", no_airflow)
+    result = CliRunner().invoke(app, ["backfill", "--province", "jiangsu", "--start", "2026-11-10",
+                                      "--end", "2026-11-12", "--dry-run"])
+    assert result.exit_code == 2
+    assert "adapters/jiangsu/province.yaml: schedule" in " ".join(result.output.replace("│", "").split())

@@ -83,7 +83,8 @@ def test_backfill_yields_the_lake_scheduled_runs_would_have(deployment: Deployme
     from zoneinfo import ZoneInfo
 
     from exchange.config import ExchangeSettings
-    from exchange.pipeline import Hub, run_exchange
+    from exchange.hub import Hub
+    from exchange.pipeline import run_exchange
 
     tz = ZoneInfo("Asia/Shanghai")
     start, end = datetime(2026, 11, 10, tzinfo=tz), datetime(2026, 11, 14, tzinfo=tz)

@@ -33,8 +33,8 @@ from exchange.access.registry import Registry
 from exchange.api.app import CHECK, DATA, create_app
 from exchange.api.ratelimit import Rate, TokenBuckets
 from exchange.config import ExchangeSettings
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -152,7 +152,7 @@ _WRITER = f"""
 import json, sys, time
 from exchange.config import ExchangeSettings
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 hub = Hub(ExchangeSettings())
 print("ready", flush=True)

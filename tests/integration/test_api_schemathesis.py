@@ -33,7 +33,7 @@ from exchange.access.service import publish_extract
 from exchange.api.app import CHECK, DATA, create_app
 from exchange.api.ratelimit import Rate, TokenBuckets
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
 MAX_EXAMPLES = 30

@@ -15,7 +15,7 @@ from exchange.access.models import Department
 from exchange.access.registry import Registry
 from exchange.api.app import create_app
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
 
@@ -39,7 +40,7 @@ def browser() -> Iterator[object]:
     if not shutil.which(CHROMIUM):
         message = f"Chromium is not installed at {CHROMIUM} (Debian package chromium)"
         if os.environ.get("CI"):
-            pytest.fail(message + " - .ci/run installs it")
+            pytest.fail(message + " - `make test` installs it")
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
@@ -57,7 +58,7 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
         monkeypatch.setenv(key, value)
     hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=11, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     return hub
 
 

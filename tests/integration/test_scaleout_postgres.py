@@ -17,8 +17,9 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.errors import TransientError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import generate
@@ -37,7 +38,7 @@ def _settings(env: dict[str, str]) -> ExchangeSettings:
 
 def _exchange(env: dict[str, str], province: str) -> None:
     result = run_exchange(province, "e_license", START, END, Hub(_settings(env)))
-    assert result["status"] == "committed", result
+    assert result.status == "committed", result
 
 
 def _count(settings: ExchangeSettings, sql: str) -> int:
@@ -148,8 +149,8 @@ def _staged(env: dict[str, str], province: str) -> tuple[Hub, str]:
 
     hub = Hub(_settings(env))
     pulled = pipeline.pull(province, "e_license", START, END, hub)
-    pipeline.validate(pulled["batch_id"], hub)
-    return hub, str(pulled["batch_id"])
+    pipeline.validate(pulled.batch_id, hub)
+    return hub, str(pulled.batch_id)
 
 
 def test_catalog_restarted_during_commit_fails_cleanly_and_the_retry_commits_once(
@@ -171,9 +172,9 @@ def test_catalog_restarted_during_commit_fails_cleanly_and_the_retry_commits_onc
         assert not [e for e in ProvenanceLog(home / "provenance").read() if e.action == "commit"]
 
         result = pipeline.commit(batch, hub)  # the task's retry
-        assert result["status"] == "committed"
+        assert result.status == "committed"
         assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
-        assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.e_license") == result["accepted"]
+        assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.e_license") == result.accepted
         assert not _orphans(hub.settings)
         report = verify_home(hub.settings)
         assert report.ok, report.problems
@@ -188,7 +189,7 @@ def test_an_internal_retry_rides_out_a_catalog_restart(home: Path, monkeypatch: 
                "EXCHANGE_LAKE_COMMIT_BACKOFF_SECONDS": "0.2"}
         hub, batch = _staged(env, "anhui")
         _intercept(monkeypatch, "COMMIT", cluster.restart)
-        assert pipeline.commit(batch, hub)["status"] == "committed"
+        assert pipeline.commit(batch, hub).status == "committed"
         assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
         assert not _orphans(hub.settings)
         assert verify_home(hub.settings).ok
@@ -228,7 +229,7 @@ def test_a_writer_killed_mid_commit_leaves_lake_and_chain_consistent_and_the_ret
         assert report.entries and not [p for p in report.problems if "provenance" in str(p)], report.problems
 
         result = pipeline.commit(batch, hub)
-        assert result["status"] == "committed"
+        assert result.status == "committed"
         assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
         assert not _orphans(hub.settings)
         report = verify_home(hub.settings)
@@ -267,7 +268,7 @@ def test_the_hubs_backend_terminated_mid_commit_leaves_the_lake_as_it_was_and_th
         assert settled and settled[-1].subject == batch and settled[-1].details["outcome"] == "not_committed"
 
         result = pipeline.commit(batch, hub)
-        assert result["status"] == "committed"
+        assert result.status == "committed"
         assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
         assert not _orphans(hub.settings)
         report = verify_home(hub.settings)

@@ -12,8 +12,9 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError, TerminalError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import generate
@@ -64,14 +65,14 @@ def test_a_batch_committed_to_s3_verifies_and_a_changed_byte_is_detected(home: P
         hub = _hub(home, endpoint, "s3://yrd-lake/hub")
         _seed(home, 800, START, MID, seed=5)
         result = run_exchange("jiangsu", "e_license", START, MID, hub)
-        assert result["status"] == "committed"
+        assert result.status == "committed"
 
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket="yrd-lake", Prefix="hub/")["Contents"]]
         assert keys and all(k.endswith(".parquet") for k in keys)
         assert not list((home / "lake" / "data").rglob("*.parquet")), "nothing of the lake's data is local"
         with connect(hub.settings, read_only=True) as con:
             row = con.execute(f"SELECT count(*) FROM {LAKE}.e_license").fetchone()
-        assert row is not None and row[0] == result["accepted"]
+        assert row is not None and row[0] == result.accepted
         report = verify_home(hub.settings)
         assert report.ok, report.problems
         assert report.files == len(keys)
@@ -95,7 +96,7 @@ def test_storage_down_during_commit_fails_the_batch_cleanly(home: Path, monkeypa
         hub = _hub(home, endpoint, "s3://yrd-lake/hub", lake_commit_retries=1, lake_commit_backoff_seconds=0.1)
         _seed(home, 300, START, MID, seed=5)
         first = run_exchange("jiangsu", "e_license", START, MID, hub)
-        assert first["status"] == "committed"
+        assert first.status == "committed"
 
         _seed(home, 300, MID, END, seed=6)
         real = retry.commit_retrying
@@ -108,10 +109,10 @@ def test_storage_down_during_commit_fails_the_batch_cleanly(home: Path, monkeypa
         with pytest.raises(ExchangeError, match="a retry is safe"):
             run_exchange("jiangsu", "e_license", MID, END, hub)
 
-        assert _committed_batches(hub.settings) == [first["batch_id"]]  # nothing of the second batch
+        assert _committed_batches(hub.settings) == [first.batch_id]  # nothing of the second batch
         assert len(list((home / "manifests").rglob("*.json"))) == 1
         commits = [e.subject for e in ProvenanceLog(home / "provenance").read() if e.action == "commit"]
-        assert commits == [first["batch_id"]]
+        assert commits == [first.batch_id]
 
 
 def test_a_bucket_that_does_not_exist_fails_the_batch_cleanly(home: Path) -> None:

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange.datasets import dataset as canonical_dataset
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, ensure_table
-from exchange.pipeline import Hub
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)

@@ -20,12 +20,13 @@ from exchange.config import ExchangeSettings
 from exchange.contracts.load import contract_path, load_contract
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
 from exchange.faults import CRASH_ENV
+from exchange.hub import Hub
 from exchange.lake import files as lake_files
 from exchange.lake.commit import ledger_rows
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.lake.protocol import read_intent
 from exchange.lake.retry import catalog_file_names
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import write_archive
 from exchange.provenance.checkpoint import append_checkpoint
 from exchange.provenance.manifest import manifest_path, read_manifest
@@ -69,7 +70,7 @@ def build_home(root: Path, records: int = 120) -> Path:
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", records, seed=6, start=START, end=MID))
     first = run_exchange("jiangsu", "e_license", START, MID, hub)
-    assert first["status"] == "committed" and first["quarantined"] >= 2, first  # seed 6: two checksum failures
+    assert first.status == "committed" and first.quarantined >= 2, first  # seed 6: two checksum failures
     sandbox.seed("e_license", generate("e_license", "jiangsu", records, seed=8, start=MID, end=END))
     registry = Registry(hub.layout.access)
     registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
@@ -120,14 +121,14 @@ def assert_settled(hub: Hub) -> None:
         ledger = ledger_rows(con)
         known = catalog_file_names(con)
         on_disk = lake_files.parquet_files(con, root)
-    batches = Counter(str(r["batch_id"]) for r in ledger)
+    batches = Counter(str(r.batch_id) for r in ledger)
     assert all(n == 1 for n in batches.values()), batches
     for row in ledger:
-        batch = str(row["batch_id"])
+        batch = str(row.batch_id)
         assert commits[batch] == 1, f"{batch}: {commits[batch]} commit entries"
         signed = read_manifest(manifest_path(hub.layout.manifests, str(row["province"]), str(row["dataset"]), batch))
         c = signed.manifest.counts
-        assert c.pulled == c.accepted + c.quarantined == row["pulled"]
+        assert c.pulled == c.accepted + c.quarantined == row.pulled
     assert set(commits) == set(batches), "a commit entry without a batch in the lake, or the reverse"
     assert all(Path(f).name in known for f in on_disk), "a lake file no snapshot references"
     layout = hub.layout

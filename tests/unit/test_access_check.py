@@ -21,7 +21,7 @@ from exchange.api.ratelimit import Rate, RateLimited, TokenBuckets
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
 DEPARTMENT = "sh.public_security"  # holds no grant at all: checks need none

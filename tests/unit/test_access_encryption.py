@@ -33,7 +33,7 @@ from exchange.access.registry import Registry
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from exchange.publish import refresh_standing_extracts
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
@@ -199,8 +199,8 @@ def test_standing_extracts_are_sealed_for_departments_with_a_key(hub: Hub, tmp_p
     key = X25519PrivateKey.generate()
     Registry(hub.layout.access).set_extract_key(DEPARTMENT, public_key_b64(key.public_key()))
     cut = refresh_standing_extracts(hub)
-    assert [c["encrypted"] for c in cut] == [True]
-    folder = Path(cut[0]["out"])
+    assert [c.encrypted for c in cut] == [True]
+    folder = Path(cut[0].out)
     signed = verify_extract(folder, hub.keyring.export_trust())
     assert [p.name for p in decrypt_extract(folder, signed, key, tmp_path / "o")] == ["e_license.parquet"]
     assert not (folder / "e_license.parquet").exists()

@@ -26,9 +26,10 @@ from exchange.access.service import query_for_department
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.config import ExchangeSettings
 from exchange.errors import AccessDenied
+from exchange.hub import Hub
 from exchange.lake.commit import add_missing_columns
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
@@ -214,11 +215,11 @@ def test_zhejiang_soft_deletes_reach_the_api_sandbox_as_deletions(home: Path) ->
         lake.close()  # the commit below runs in this process and needs the catalog to itself
         source.delete("e_license", admitted, datetime(2026, 11, 6, 9, tzinfo=UTC))
         second = run_exchange("zhejiang", "e_license", mid, end, hub)
-        assert second["status"] == "committed"
+        assert second.status == "committed"
 
         ordered = f"{ALL_ROWS} ORDER BY ALL"
         after = query_for_department(hub, "zj.market", ordered, lake=lake, views=views)
-        assert views.advanced == 1 and after.snapshot_id == second["snapshot_id"] > first["snapshot_id"]
+        assert views.advanced == 1 and after.snapshot_id == second.snapshot_id > first.snapshot_id
         fresh = query_for_department(hub, "zj.market", ordered)  # the CLI's path: a fresh copy
         assert after.result_sha256 == fresh.result_sha256
         assert after.table.num_rows == before.table["n"][0].as_py() - len(admitted)

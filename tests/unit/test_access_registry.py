@@ -19,7 +19,7 @@ from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import default_contracts_dir
 from exchange.errors import AccessDenied
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 
 DEPARTMENT = Department(id="js.public_security", name="江苏省公安厅", province="jiangsu")
 

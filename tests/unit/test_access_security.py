@@ -26,8 +26,9 @@ from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
 from exchange.api.app import create_app
 from exchange.contracts.load import default_contracts_dir
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, extension_path
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceEntry
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
@@ -67,7 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 400, seed=11, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
 
     registry = Registry(hub.layout.access)
     today = datetime.now(UTC).date()

@@ -20,7 +20,7 @@ from exchange.access.service import check_licence_for_department, query_for_depa
 from exchange.access.viewcache import ViewCache
 from exchange.config import ExchangeSettings
 from exchange.errors import AccessDenied
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def test_an_idle_lease_releases_the_catalog(hub: Hub) -> None:
 _WRITER = """
 import sys
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub
+from exchange.hub import Hub
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 seed_lake(Hub(ExchangeSettings()), clean_e_licenses(20, seed=6), batch_id="from-another-process")
 print("committed")

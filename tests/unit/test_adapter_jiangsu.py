@@ -21,7 +21,7 @@ from exchange.config import ExchangeSettings
 from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import TIMESTAMP, dataset
 from exchange.errors import SourceFormatError
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 CST = timezone(timedelta(hours=8))

@@ -44,8 +44,10 @@ from adapters.shanghai.store import Position
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceAuthError, SourceFormatError, TransientError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, commit, pull, run_exchange, validate
+from exchange.pipeline import commit, pull, run_exchange, validate
+from exchange.stages import ExchangeResult
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)  # 08:00 on 2026-11-01 in Shanghai
@@ -455,12 +457,12 @@ def _quarantined(w: World, province: str) -> list[tuple[str, str, str]]:
     return [(str(k), str(r), str(why)) for k, r, why in rows]
 
 
-Check = Callable[[World, dict[str, Any]], None]
+Check = Callable[[World, ExchangeResult], None]
 
 
 def _expect_quarantine(rule: str, key_of: Callable[[World], str | None] | None = None) -> Check:
-    def check(w: World, result: dict[str, Any]) -> None:
-        province = result["batch_id"].split(".")[0]
+    def check(w: World, result: ExchangeResult) -> None:
+        province = result.batch_id.split(".")[0]
         found = [q for q in _quarantined(w, province) if q[1] == rule]
         assert found, f"no record quarantined by {rule}: {_quarantined(w, province)}"
         assert all(reason for _, _, reason in found)
@@ -474,44 +476,44 @@ def _key_note(w: World) -> str | None:
     return str(key) if key is not None else None
 
 
-def _expect_drift(field_name: str, mapping_file: str) -> Callable[[World, dict[str, Any]], None]:
-    def check(w: World, result: dict[str, Any]) -> None:
-        assert result["quarantined"] == 0 and result["accepted"] == result["pulled"]
-        pulls = [e for e in w.hub.log.read() if e.action == "pull" and e.subject == result["batch_id"]]
+def _expect_drift(field_name: str, mapping_file: str) -> Callable[[World, ExchangeResult], None]:
+    def check(w: World, result: ExchangeResult) -> None:
+        assert result.quarantined == 0 and result.accepted == result.pulled
+        pulls = [e for e in w.hub.log.read() if e.action == "pull" and e.subject == result.batch_id]
         drift = pulls[-1].details["drift"]
         assert [d["field"] for d in drift] == [field_name]
         assert drift[0]["mapping_file"] == mapping_file
     return check
 
 
-def _expect_all(n: int) -> Callable[[World, dict[str, Any]], None]:
-    def check(w: World, result: dict[str, Any]) -> None:
-        assert result["pulled"] == n and result["quarantined"] == 0
+def _expect_all(n: int) -> Callable[[World, ExchangeResult], None]:
+    def check(w: World, result: ExchangeResult) -> None:
+        assert result.pulled == n and result.quarantined == 0
     return check
 
 
-def _expect_deferred_then_read(w: World, result: dict[str, Any]) -> None:
+def _expect_deferred_then_read(w: World, result: ExchangeResult) -> None:
     """Nothing read while the drop is partial; once complete, the next window delivers every record."""
-    assert result["status"] == "empty" and result["pulled"] == 0
+    assert result.status == "empty" and result.pulled == 0
     w.notes["complete"]()
     later = run_exchange("jiangsu", E_LICENSE, END, LATER, w.hub)
-    assert later["status"] == "committed" and later["pulled"] == N and later["quarantined"] == 0
+    assert later.status == "committed" and later.pulled == N and later.quarantined == 0
 
 
-def _expect_later_window(w: World, result: dict[str, Any]) -> None:
+def _expect_later_window(w: World, result: ExchangeResult) -> None:
     """Future-stamped records are not in this window (the watermark stays at the window end) but in the next."""
-    assert result["pulled"] == N
+    assert result.pulled == N
     later = run_exchange("shanghai", E_LICENSE, END, LATER, w.hub)
-    assert later["pulled"] == 5
+    assert later.pulled == 5
 
 
-def _expect_new_version(w: World, result: dict[str, Any]) -> None:
-    assert result["pulled"] == N and result["quarantined"] == 0
+def _expect_new_version(w: World, result: ExchangeResult) -> None:
+    assert result.pulled == N and result.quarantined == 0
     later = run_exchange("jiangsu", E_LICENSE, END, LATER, w.hub)
-    assert later["pulled"] == 1 and later["accepted"] == 1
+    assert later.pulled == 1 and later.accepted == 1
     versions = _rows(w, f"SELECT batch_id, updated_at FROM {LAKE}.e_license WHERE license_id = ? ORDER BY updated_at",
                      w.notes["key"])
-    assert [b for b, _ in versions] == [result["batch_id"], later["batch_id"]]
+    assert [b for b, _ in versions] == [result.batch_id, later.batch_id]
 
 
 @dataclass(frozen=True)
@@ -633,7 +635,7 @@ def test_bad_input(world: World, case: Case) -> None:
     other = "jiangsu" if case.province != "jiangsu" else "zhejiang"
     sandbox: Any = getattr(world, other)
     sandbox.seed(E_LICENSE, _records(E_LICENSE, other, seed=11))
-    other_batch = pull(other, E_LICENSE, START, END, world.hub)["batch_id"]
+    other_batch = pull(other, E_LICENSE, START, END, world.hub).batch_id
     case.inject(world)
     snapshots = _snapshots(world)
     try:
@@ -647,11 +649,11 @@ def test_bad_input(world: World, case: Case) -> None:
             ), "what was received is kept in the landing folder"
         else:
             result = run_exchange(case.province, case.dataset, START, END, world.hub)
-            if result["status"] == "committed":
-                assert result["pulled"] == result["accepted"] + result["quarantined"]
+            if result.status == "committed":
+                assert result.pulled == result.accepted + result.quarantined
                 stored = _rows(world, f"SELECT count(*) FROM {LAKE}.{case.dataset} WHERE batch_id = ?",
-                               result["batch_id"])[0][0]
-                assert stored == result["accepted"]
+                               result.batch_id)[0][0]
+                assert stored == result.accepted
             assert case.check is not None
             case.check(world, result)
     finally:
@@ -659,8 +661,8 @@ def test_bad_input(world: World, case: Case) -> None:
         if cleanup is not None:
             cleanup()
     checked = validate(other_batch, world.hub)
-    assert (checked["pulled"], checked["quarantined"]) == (N, 0)
-    assert commit(other_batch, world.hub)["status"] == "committed"
+    assert (checked.pulled, checked.quarantined) == (N, 0)
+    assert commit(other_batch, world.hub).status == "committed"
 
 
 def test_there_are_at_least_25_distinct_cases_across_the_four_transports() -> None:
@@ -708,6 +710,6 @@ def test_pulled_counts_include_every_quarantined_record(world: World) -> None:
         columns, rows = mutate(columns, rows)
     _js_deliver(world, _csv(columns, rows))
     result = run_exchange("jiangsu", E_LICENSE, START, END, world.hub)
-    assert (result["pulled"], result["accepted"], result["quarantined"]) == (N + 1, N - 2, 3)
+    assert (result.pulled, result.accepted, result.quarantined) == (N + 1, N - 2, 3)
     keys = pc.unique(pa.array([k for k, _, _ in _quarantined(world, "jiangsu")])).to_pylist()
     assert len(keys) == 3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +31,7 @@ from exchange.datasets import DATASETS, TIMESTAMP
 from exchange.lake.commit import commit_batch
 from exchange.lake.connect import catalog_and_data, connect, ensure_table
 from exchange.lake.reference import DuckLakeReference
+from exchange.stages import LedgerRow
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
@@ -185,12 +185,12 @@ def settings(home: Path) -> ExchangeSettings:
 
 
 def _commit(settings: ExchangeSettings, dataset: str, table: pa.Table, batch_id: str) -> None:
-    row: dict[str, Any] = {
-        "batch_id": batch_id, "province": "zhejiang", "dataset": dataset, "window_start": START,
-        "window_end": END, "watermark": pc.max(table.column("updated_at")).as_py(), "pulled": table.num_rows,
-        "accepted": table.num_rows, "quarantined": 0, "contract_id": f"urn:yrd:contract:{dataset}",
-        "contract_version": load_contract(dataset).version,
-    }
+    row = LedgerRow(
+        batch_id=batch_id, province="zhejiang", dataset=dataset, window_start=START,
+        window_end=END, watermark=pc.max(table.column("updated_at")).as_py(), pulled=table.num_rows,
+        accepted=table.num_rows, quarantined=0, contract_id=f"urn:yrd:contract:{dataset}",
+        contract_version=load_contract(dataset).version,
+    )
     with connect(settings) as con:
         result = commit_batch(con, dataset=dataset, dataset_schema=DATASETS[dataset].schema, ledger_row=row,
                               accepted=table, quarantined=QUARANTINE_SCHEMA.empty_table())
@@ -291,7 +291,8 @@ def test_a_redelivered_record_is_quarantined_and_a_newer_version_passes(settings
 def test_the_pipeline_checks_penalties_against_committed_registrations(home: Path) -> None:
     from adapters.base import sandbox_for
     from exchange.errors import TerminalError
-    from exchange.pipeline import Hub, run_exchange
+    from exchange.hub import Hub
+    from exchange.pipeline import run_exchange
 
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
@@ -305,8 +306,8 @@ def test_the_pipeline_checks_penalties_against_committed_registrations(home: Pat
     # Penalties before their registrations: no party is registered yet, the batch is held whole.
     with pytest.raises(TerminalError, match="held"):
         run_exchange("jiangsu", "administrative_penalty", START, END, hub)
-    assert run_exchange("jiangsu", "enterprise_registration", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "enterprise_registration", START, END, hub).status == "committed"
     # The same window again, now that the registrations are in the lake: only the defective records fail.
     result = run_exchange("jiangsu", "administrative_penalty", START, END, hub)
-    assert result["status"] == "committed"
-    assert result["quarantined"] == pc.sum(pc.is_valid(penalties.column(DEFECT_COLUMN))).as_py()
+    assert result.status == "committed"
+    assert result.quarantined == pc.sum(pc.is_valid(penalties.column(DEFECT_COLUMN))).as_py()

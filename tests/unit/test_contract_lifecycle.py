@@ -23,6 +23,7 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA
 from exchange.datasets import E_LICENSE
 from exchange.lake.commit import LEDGER, commit_batch, files_added, ledger_rows
 from exchange.lake.connect import LAKE, catalog_and_data, connect
+from exchange.stages import LedgerRow
 
 runner = CliRunner()
 
@@ -381,11 +382,11 @@ def _licences(n: int, start: int, qr_code: bool = False) -> pa.Table:
     return table
 
 
-def _ledger_row(batch_id: str, version: str, n: int) -> dict[str, Any]:
+def _ledger_row(batch_id: str, version: str, n: int) -> LedgerRow:
     t = datetime(2026, 11, 2, tzinfo=UTC)
-    return {"batch_id": batch_id, "province": "shanghai", "dataset": "e_license", "window_start": t,
-            "window_end": t, "watermark": t, "pulled": n, "accepted": n, "quarantined": 0,
-            "contract_id": "urn:yrd:contract:e_license", "contract_version": version}
+    return LedgerRow(batch_id=batch_id, province="shanghai", dataset="e_license", window_start=t,
+                     window_end=t, watermark=t, pulled=n, accepted=n, quarantined=0,
+                     contract_id="urn:yrd:contract:e_license", contract_version=version)
 
 
 def _commit(con: Any, batch_id: str, version: str, table: pa.Table) -> int:
@@ -432,3 +433,51 @@ def test_an_added_optional_column_evolves_the_lake_without_rewriting_history(hom
         snapshots = con.execute(f"SELECT count(*) FROM {LAKE}.snapshots() WHERE snapshot_id > {first}").fetchone()
         assert snapshots == (2,)
         assert con.execute(f"SELECT count(*) FROM {LAKE}.{LEDGER}").fetchone() == (3,)
+
+
+def _without_masking(data: dict[str, Any]) -> None:
+    _, prop = _prop(data, "holder_id")
+    prop["customProperties"] = [c for c in prop["customProperties"] if c["property"] != "masking"]
+
+
+def _unmasked_personal(data: dict[str, Any]) -> None:
+    _, prop = _prop(data, "holder_id")
+    prop["customProperties"] = [{"property": "masking", "value": "none"}, {"property": "grade", "value": "important"}]
+
+
+def _version(value: str) -> Any:
+    def edit(data: dict[str, Any]) -> None:
+        data["version"] = value
+    return edit
+
+
+def _classification(value: str) -> Any:
+    def edit(data: dict[str, Any]) -> None:
+        _prop(data, "holder_name")[1]["classification"] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit", [_version("1.1"), _version("next"), _version("01.0.0"), _without_masking,
+                                  _unmasked_personal, _classification("secret")],
+                         ids=["version-1.1", "version-next", "version-leading-zero", "no-masking",
+                              "personal-unmasked", "unknown-classification"])
+def test_run_refuses_every_contract_lint_refuses(tmp_path: Path, edit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F8: one definition. Whatever lint reports without GX, load_contract (and so `exchange run`) refuses."""
+    from exchange.contracts.load import load_contract
+
+    data = _shipped("e_license")
+    edit(data)
+    path = _write(tmp_path, data)
+    problems = lint_file(path)
+    assert problems
+    parse_contract(path.read_bytes(), path, "e_license")  # the parser alone lets it through
+    with pytest.raises(ContractError) as refused:
+        load_contract("e_license", tmp_path)
+    assert f"{problems[0].where}: {problems[0].reason}" in str(refused.value)
+    monkeypatch.setenv("EXCHANGE_CONTRACTS_DIR", str(tmp_path))
+    monkeypatch.setenv("EXCHANGE_HOME", str(tmp_path / "home"))
+    result = runner.invoke(app, ["run", "--province", "jiangsu", "--dataset", "e_license",
+                                 "--start", "2026-11-01T00:00:00+08:00", "--end", "2026-11-02T00:00:00+08:00"])
+    assert result.exit_code != 0
+    assert problems[0].reason.split(",")[0] in " ".join(result.output.split())
+    assert not (tmp_path / "home" / "landing" / "jiangsu").exists(), "refused before anything was read"

@@ -24,10 +24,12 @@ from exchange import atomic
 from exchange.cli import app
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_ENV, CRASH_EXIT
+from exchange.hub import Hub, batch_id_for
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import LAKE, catalog_and_data, connect
 from exchange.lake.protocol import batch_lock
-from exchange.pipeline import Hub, batch_id_for, run_exchange
+from exchange.pipeline import run_exchange
+from exchange.provenance.events import Event
 from exchange.provenance.log import LogUnavailable, ProvenanceLog
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
@@ -100,7 +102,7 @@ def test_f1_a_kill_inside_the_lake_commit_is_cleaned_up_by_the_rerun_and_verify_
     assert verdict.returncode == 3, verdict.stdout
     assert '"verdict": "INTERRUPTED"' in verdict.stdout and "exchange recover" in verdict.stdout
     result = run_exchange("jiangsu", "e_license", MID, END, hub)  # the operator's re-run
-    assert result["status"] == "committed"
+    assert result.status == "committed"
     assert not any(p.exists() for p in stray)
     assert_settled(hub)
     cleanup = [e for e in hub.log.read() if e.action == "recovered" and e.subject == BATCH]
@@ -161,7 +163,7 @@ def test_f2_a_full_disk_during_the_commit_leaves_the_lake_as_it_was(hub: Hub, tm
             run_exchange("jiangsu", "e_license", MID, END, small)
         assert _snapshots(small) == before
         (mount / "filler").unlink()  # the operator frees space; the re-run commits once
-        assert run_exchange("jiangsu", "e_license", MID, END, small)["status"] == "committed"
+        assert run_exchange("jiangsu", "e_license", MID, END, small).status == "committed"
         assert_settled(small)
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
@@ -171,7 +173,7 @@ def test_f3_a_kill_between_snapshot_and_manifest_is_completed_not_reported_alrea
     assert run_crashing(hub.settings.home, "commit.after_snapshot", Path()) == CRASH_EXIT
     assert not manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH).exists()
     result = run_exchange("jiangsu", "e_license", MID, END, hub)
-    assert result["status"] in {"committed", "already_committed"}
+    assert result.status in {"committed", "already_committed"}
     assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH).exists()
     entries = [e for e in hub.log.read() if e.subject == BATCH]
     actions = [e.action for e in entries]
@@ -183,10 +185,10 @@ def test_f3_a_kill_between_snapshot_and_manifest_is_completed_not_reported_alrea
 def _eio_on(action: str, monkeypatch: pytest.MonkeyPatch) -> None:
     real = ProvenanceLog.append
 
-    def failing(self: ProvenanceLog, signer: object, **kw: object) -> object:
-        if kw.get("action") == action:
+    def failing(self: ProvenanceLog, signer: object, event: Event, **kw: object) -> object:
+        if event.kind == action:
             raise LogUnavailable(self.path, os.strerror(errno.EIO))
-        return real(self, signer, **kw)  # type: ignore[arg-type]
+        return real(self, signer, event, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ProvenanceLog, "append", failing)
 
@@ -200,7 +202,7 @@ def test_f4_the_hub_refuses_to_commit_when_the_log_cannot_take_the_intent(
         run_exchange("jiangsu", "e_license", MID, END, hub)
     assert _snapshots(hub) == before  # nothing irreversible happened
     monkeypatch.undo()
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
     assert_settled(hub)
 
 
@@ -285,7 +287,7 @@ def test_f5_a_commit_beside_an_outside_read_only_duckdb_waits_or_says_so_in_one_
     reader = subprocess.Popen([sys.executable, "-c", _READER, catalog, "2"], stdout=subprocess.PIPE, text=True)
     assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
     started = time.monotonic()
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"  # waited for the reader
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"  # waited for the reader
     reader.wait()
     assert time.monotonic() - started >= 1
     assert_settled(hub)

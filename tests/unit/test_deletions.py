@@ -13,8 +13,9 @@ import pytest
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home
@@ -51,11 +52,11 @@ def test_a_deleted_record_leaves_the_head_but_not_history(hub: tuple[Hub, Zhejia
     sandbox.delete("e_license", gone, DELETED)
 
     second = run_exchange("zhejiang", "e_license", MID, END, h)
-    assert second["status"] == "committed" and second["pulled"] == 0
+    assert second.status == "committed" and second.pulled == 0
 
     assert _keys(h) == before - set(gone)
-    assert _keys(h, first["snapshot_id"]) == before, "time travel still shows the records before deletion"
-    manifest = read_manifest(Path(second["manifest"])).manifest
+    assert _keys(h, first.snapshot_id) == before, "time travel still shows the records before deletion"
+    manifest = read_manifest(Path(second.manifest)).manifest
     assert manifest.counts.deleted == 5
     assert [(f.table, f.rows) for f in manifest.files if f.kind == "delete"] == [("e_license", 5)]
     assert verify_home(h.settings).ok
@@ -64,7 +65,7 @@ def test_a_deleted_record_leaves_the_head_but_not_history(hub: tuple[Hub, Zhejia
 
     # The same deletions reported again by the next pull's overlap change nothing and still verify.
     third = run_exchange("zhejiang", "e_license", END, datetime(2026, 11, 9, tzinfo=UTC), h)
-    assert third["status"] in ("committed", "empty")
+    assert third.status in ("committed", "empty")
     assert _keys(h) == before - set(gone)
     assert verify_home(h.settings).ok
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from exchange.errors import VerificationError
-from exchange.signing.keys import Keyring, TrustBundle, TrustedKey, verify_bundle, verify_signature
+from exchange.signing.keyring import Keyring
+from exchange.signing.rotation import revoke, rotate
+from exchange.signing.trust import TrustBundle, TrustedKey, record_of, verify_bundle, verify_signature
 
 DATA = b"canonical bytes of some manifest"
 
@@ -45,7 +47,7 @@ def test_rotation_hands_over_and_old_signatures_stay_valid(tmp_path: Path) -> No
     old = keyring.signer()
     before = datetime.now(UTC)
     old_signature = old.sign(DATA)
-    new_record = keyring.rotate("hub")
+    new_record = rotate(keyring, "hub")
     new = keyring.signer()
     assert new.key_id == new_record.key_id != old.key_id
     bundle = keyring.trust_bundle()
@@ -67,7 +69,7 @@ def test_revocation_invalidates_signatures_claimed_after_it(tmp_path: Path) -> N
     keyring = Keyring(tmp_path / "keys")
     stolen = keyring.signer("anhui.data_office")
     t = datetime.now(UTC)
-    keyring.revoke(stolen.key_id, at=t, reason="key compromised")
+    revoke(keyring, stolen.key_id, at=t, reason="key compromised")
     bundle = keyring.trust_bundle()
     assert bundle.key(stolen.key_id).status == "revoked"
     verify_signature(bundle, stolen.sign(DATA), DATA, t - timedelta(seconds=1), "signed before revocation")
@@ -83,7 +85,7 @@ def test_revocation_invalidates_signatures_claimed_after_it(tmp_path: Path) -> N
 def test_revoking_the_hub_key_re_signs_the_bundle_with_its_successor(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     hub = keyring.signer()
-    keyring.revoke(hub.key_id)
+    revoke(keyring, hub.key_id)
     bundle = keyring.trust_bundle()
     verify_bundle(bundle)
     assert bundle.signature is not None and bundle.signature.key_id != hub.key_id
@@ -93,7 +95,7 @@ def test_a_key_added_to_the_bundle_breaks_its_signature(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     keyring.signer()
     exported = keyring.export_trust()
-    forged = Keyring(tmp_path / "evil").signer().trusted_key(datetime.now(UTC) - timedelta(days=1))
+    forged = record_of(Keyring(tmp_path / "evil").signer(), datetime.now(UTC) - timedelta(days=1))
     tampered = exported.model_copy(update={"keys": [*exported.keys, forged]})
     with pytest.raises(VerificationError, match="signature by .* does not match"):
         verify_bundle(tampered)
@@ -131,7 +133,7 @@ def test_concurrent_first_use_loses_no_key(tmp_path: Path) -> None:
 def test_trusted_key_schema_fields_round_trip(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     keyring.signer()
-    keyring.rotate("hub")
+    rotate(keyring, "hub")
     doc = json.loads(keyring.export_trust().model_dump_json())
     again = TrustBundle.model_validate(doc)
     verify_bundle(again)

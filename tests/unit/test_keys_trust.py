@@ -19,8 +19,10 @@ from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange.cli import app
 from exchange.errors import SourceAuthenticityError
 from exchange.provenance.log import ProvenanceLog
-from exchange.signing.keys import Keyring, Signature, public_pem, verify_bundle, verify_signature
+from exchange.signing.keyring import Keyring
+from exchange.signing.signers import Signature
 from exchange.signing.sm2 import SM2PrivateKey
+from exchange.signing.trust import public_pem, verify_bundle, verify_signature
 from exchange.synthetic import generate
 
 OFFICE = "jiangsu.data_office"

@@ -50,6 +50,6 @@ def test_exchange_run_killed_at_twenty_moments_then_rerun_is_intact_every_time(t
         from exchange.pipeline import run_exchange
 
         again = run_exchange("jiangsu", "e_license", start, end, hub)
-        assert again["status"] in {"committed", "already_committed"}, (delay, again)
+        assert again.status in {"committed", "already_committed"}, (delay, again)
         assert_settled(hub)
     assert -signal.SIGKILL in outcomes, "no run was actually killed: the delays missed the run"

@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange import lineage
 from exchange.errors import SourceFormatError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
@@ -58,14 +59,14 @@ def test_a_committed_batch_reports_start_and_complete_with_its_quality_and_manif
 
     start, complete = _events(hub)
     assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
-    assert start["run"]["runId"] == complete["run"]["runId"] == lineage.run_id(result["batch_id"])
+    assert start["run"]["runId"] == complete["run"]["runId"] == lineage.run_id(result.batch_id)
     assert complete["job"] == {"namespace": "yrd-exchange", "name": "exchange_jiangsu.e_license", "facets": {}}
     (source,) = complete["inputs"]
     (table,) = complete["outputs"]
     assert (source["namespace"], source["name"]) == ("province://jiangsu", "e_license")
     assert (table["namespace"], table["name"]) == ("ducklake://lake", "e_license")  # the Airflow Asset URI
 
-    manifest = read_manifest(Path(result["manifest"])).manifest
+    manifest = read_manifest(Path(result.manifest)).manifest
     assertions = {a["assertion"]: a for a in source["inputFacets"]["dataQualityAssertions"]["assertions"]}
     assert set(assertions) == {r.rule_id for r in manifest.rules}
     for rule in manifest.rules:
@@ -73,7 +74,7 @@ def test_a_committed_batch_reports_start_and_complete_with_its_quality_and_manif
     assert source["inputFacets"]["dataQualityMetrics"]["rowCount"] == manifest.counts.pulled
     assert table["outputFacets"]["outputStatistics"]["rowCount"] == manifest.counts.accepted
     run = complete["run"]["facets"]["yrdExchange"]
-    assert run["manifest_sha256"] == result["manifest_sha256"]
+    assert run["manifest_sha256"] == result.manifest_sha256
     assert run["snapshot_id"] == manifest.snapshot_id
     assert source["facets"]["contract"]["contract_version"] == manifest.contract_version
     assert complete["producer"] == run["_producer"] == lineage.PRODUCER
@@ -132,4 +133,4 @@ def test_an_unreachable_lineage_server_never_fails_the_batch(hub: Hub, monkeypat
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__RETRY", '{"total": 0}')
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"

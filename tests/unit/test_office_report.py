@@ -27,8 +27,9 @@ from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.validate import validate
 from exchange.errors import TerminalError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.masked import WITHHELD, masked_columns
@@ -65,7 +66,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, pa.Ta
         hub = _hub(home)
         source = _seed(hub, RECORDS)
         result = run_exchange("jiangsu", "e_license", START, END, hub)
-        assert result["status"] == "committed" and result["quarantined"] > 0
+        assert result.status == "committed" and result.quarantined > 0
         yield hub, source, result
 
 

@@ -12,8 +12,9 @@ from adapters.base import sandbox_for
 from adapters.jiangsu.sandbox import JiangsuSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceFormatError
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import DEFECT_COLUMN, generate
 from tests.hubs import sandbox_hub
@@ -45,15 +46,15 @@ def _count(hub: Hub, sql: str) -> int:
 def test_a_batch_is_split_conserved_committed_and_verified(hub: Hub) -> None:
     defects = _seed(hub, 3000, START, MID)
     result = run_exchange("jiangsu", "e_license", START, END, hub)
-    assert result["status"] == "committed"
-    assert result["pulled"] == 3000
-    assert result["quarantined"] == defects
-    assert result["accepted"] + result["quarantined"] == result["pulled"]
+    assert result.status == "committed"
+    assert result.pulled == 3000
+    assert result.quarantined == defects
+    assert result.accepted + result.quarantined == result.pulled
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.e_license") == 3000 - defects
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.quarantine") == defects
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.quarantine WHERE reason IS NULL OR rule_id IS NULL") == 0
     assert verify_home(hub.settings).ok
-    report = hub.layout.reports / "jiangsu" / f"{result['batch_id']}.rejections.csv"
+    report = hub.layout.reports / "jiangsu" / f"{result.batch_id}.rejections.csv"
     text = report.read_bytes().decode("utf-8-sig")
     assert len(text.strip().splitlines()) == defects + 1  # header + one line per rejected record
     assert "holder_id.resident_id_checksum" in text
@@ -64,15 +65,15 @@ def test_same_window_again_adds_nothing_and_no_new_data_pulls_nothing(hub: Hub) 
     first = run_exchange("jiangsu", "e_license", START, MID, hub)
     snapshots = _count(hub, f"SELECT count(*) FROM {LAKE}.snapshots()")
     again = run_exchange("jiangsu", "e_license", START, MID, hub)
-    assert again["status"] == "already_committed"
+    assert again.status == "already_committed"
     later = run_exchange("jiangsu", "e_license", MID, END, hub)
-    assert later["status"] == "empty" and later["pulled"] == 0
+    assert later.status == "empty" and later.pulled == 0
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.snapshots()") == snapshots
     _seed(hub, 200, MID, END, seed=8)
     newer = run_exchange("jiangsu", "e_license", MID, END, hub)
-    assert newer["pulled"] == 200
+    assert newer.pulled == 200
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 2
-    assert first["pulled"] == 500
+    assert first.pulled == 500
     assert verify_home(hub.settings).ok
 
 
@@ -97,7 +98,7 @@ def test_a_crash_between_snapshot_and_manifest_is_repaired_by_the_retry(
 
     _seed(hub, 400, START, MID)
     pulled = pipeline.pull("jiangsu", "e_license", START, MID, hub)
-    pipeline.validate(pulled["batch_id"], hub)
+    pipeline.validate(pulled.batch_id, hub)
     real_write = protocol.write_manifest
 
     def crash(*args: object) -> None:
@@ -105,20 +106,20 @@ def test_a_crash_between_snapshot_and_manifest_is_repaired_by_the_retry(
 
     monkeypatch.setattr(protocol, "write_manifest", crash)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.commit(pulled["batch_id"], hub)
+        pipeline.commit(pulled.batch_id, hub)
     assert not verify_home(hub.settings).ok  # a committed batch without a manifest is reported
     monkeypatch.setattr(protocol, "write_manifest", real_write)
-    retried = pipeline.commit(pulled["batch_id"], hub)
-    assert retried["status"] == "committed" and retried["pulled"] == 400
+    retried = pipeline.commit(pulled.batch_id, hub)
+    assert retried.status == "committed" and retried.pulled == 400
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
-    assert pipeline.commit(pulled["batch_id"], hub)["status"] == "already_committed"
+    assert pipeline.commit(pulled.batch_id, hub).status == "already_committed"
     assert verify_home(hub.settings).ok
 
 
 def _exchange_in_process(home: str, drop: str, dataset: str) -> None:
     hub = Hub(ExchangeSettings(home=Path(home), jiangsu_drop_dir=Path(drop)))
     result = run_exchange("jiangsu", dataset, START, END, hub)
-    assert result["status"] == "committed", result
+    assert result.status == "committed", result
 
 
 def test_parallel_processes_share_the_file_catalog_without_lock_errors(hub: Hub) -> None:

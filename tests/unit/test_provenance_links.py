@@ -18,16 +18,17 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import contract_path, load_contract
+from exchange.hub import Hub
 from exchange.lake.commit import batch_digest, commit_infos
 from exchange.lake.connect import connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.links import ledger_row_of, origin_of
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import replay
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 
@@ -63,9 +64,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
         "e_license", generate("e_license", "jiangsu", 600, seed=7, start=start, end=end))
     origin = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert origin["status"] == "committed" and origin["quarantined"]
-    done = replay(str(origin["batch_id"]), hub, contracts_dir=_relaxed(root / "contracts"))
-    assert done["status"] == "committed", done
+    assert origin.status == "committed" and origin.quarantined
+    done = replay(str(origin.batch_id), hub, contracts_dir=_relaxed(root / "contracts"))
+    assert done.status == "committed", done
     report = verify_home(hub.settings, record=False)
     assert report.ok, [str(p) for p in report.problems]
     assert report.manifests == 2

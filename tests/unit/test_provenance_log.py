@@ -9,22 +9,25 @@ from pathlib import Path
 import pytest
 
 from exchange.errors import VerificationError
+from exchange.provenance.events import Commit
 from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
+from tests.unit.sample_events import H, pull
 
 
 def _append_many(home: str, worker: int, n: int) -> None:
     keyring = Keyring(Path(home) / "keys")
     log = ProvenanceLog(Path(home) / "provenance")
     for i in range(n):
-        log.append(keyring.signer(), actor=f"worker-{worker}", action="pull", subject=f"b{worker}-{i}")
+        log.append(keyring.signer(), pull(), actor=f"adapter:worker-{worker}", subject=f"b{worker}-{i}")
 
 
 def test_entries_chain_and_verify(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
-    first = log.append(keyring.signer(), actor="hub", action="pull", subject="b1", details={"pulled": 3})
-    second = log.append(keyring.signer(), actor="hub", action="commit", subject="b1", digests={"manifest": "ab"})
+    first = log.append(keyring.signer(), pull(3), actor="hub", subject="b1")
+    second = log.append(keyring.signer(), Commit(snapshot_id=1, accepted=3, quarantined=0, manifest="m.json"),
+                        actor="hub", subject="b1", digests={"manifest": H})
     assert first.prev_hash == GENESIS and second.prev_hash == first.entry_hash
     assert second.seq == 2
     assert verify_chain(log, keyring.trust_bundle()) == 2
@@ -49,7 +52,7 @@ def test_an_edited_entry_is_named(tmp_path: Path, edit: object, expected: str) -
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
     for i in range(3):
-        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}", details={"pulled": 3})
+        log.append(keyring.signer(), pull(3), actor="hub", subject=f"b{i}")
     lines = log.path.read_text().splitlines()
     lines[1] = edit(lines)  # type: ignore[operator]
     log.path.write_text("\n".join(lines) + "\n")
@@ -62,7 +65,7 @@ def test_a_removed_entry_breaks_the_chain(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
     for i in range(3):
-        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}")
+        log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
     lines = log.path.read_text().splitlines()
     log.path.write_text("\n".join([lines[0], lines[2]]) + "\n")
     with pytest.raises(VerificationError, match="sequence gap|chain broken"):
@@ -72,10 +75,10 @@ def test_a_removed_entry_breaks_the_chain(tmp_path: Path) -> None:
 def test_a_resigned_entry_with_a_foreign_key_fails(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
-    log.append(keyring.signer(), actor="hub", action="pull", subject="b0")
+    log.append(keyring.signer(), pull(), actor="hub", subject="b0")
     forger = Keyring(tmp_path / "other-keys").signer()
     forged = ProvenanceLog(tmp_path / "provenance")
-    forged.append(forger, actor="hub", action="commit", subject="b0")
+    forged.append(forger, pull(), actor="hub", subject="b0")
     with pytest.raises(VerificationError, match="not in the trust bundle"):
         verify_chain(log, keyring.trust_bundle())
 

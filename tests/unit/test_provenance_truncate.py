@@ -18,7 +18,8 @@ from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import (
     ENTRIES,
     archive_paths,
@@ -26,12 +27,14 @@ from exchange.provenance.archive import (
     truncate_to_archive,
     write_archive,
 )
-from exchange.provenance.log import TRUNCATE, ProvenanceEntry, ProvenanceLog
+from exchange.provenance.events import Checkpoint, Query
+from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home, verify_offline
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
+from tests.unit.sample_events import H, pull
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -47,8 +50,8 @@ def _batch(hub: Hub, start: datetime, end: datetime, seed: int) -> str:
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
         "e_license", generate("e_license", "jiangsu", 150, seed=seed, start=start, end=end))
     result = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert result["status"] == "committed"
-    return str(result["batch_id"])
+    assert result.status == "committed"
+    return str(result.batch_id)
 
 
 def _archive_and_truncate(hub: Hub) -> None:
@@ -61,11 +64,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Batch 1, archive 1 + truncate, batch 2, archive 2 + truncate, then one more entry in the live tail."""
     hub = _hub(tmp_path_factory.mktemp("truncate") / "home")
     _batch(hub, START, MID, 7)
-    hub.log.append(hub.signer, actor="js.public_security", action="query", subject="e_license", details={})
+    hub.log.append(hub.signer, Query(token_id=None, grants={}, snapshot_id=1, columns=[], rows=0),
+                   actor="js.public_security", subject="e_license", digests={"sql": H, "result": H})
     _archive_and_truncate(hub)
     _batch(hub, MID, END, 8)
     _archive_and_truncate(hub)
-    hub.log.append(hub.signer, actor="hub", action="checkpoint", subject="provenance", details={})
+    hub.log.append(hub.signer, Checkpoint(lake_snapshot=None, manifests=0), actor="hub", subject="provenance")
     return hub.layout.home
 
 
@@ -90,7 +94,8 @@ def test_the_live_log_keeps_the_tail_and_verify_checks_the_whole_chain(built: Pa
     # The tail starts at archive 2's closing checkpoint, then the signed truncate entry naming archive 2.
     assert live[0].action == "checkpoint" and live[0].seq > 1 and second.name.find(f"{live[0].seq:08d}") > 0
     cut = live[1]
-    assert cut.action == TRUNCATE and cut.details["archive"] == second.name and cut.details["first_seq"] == live[0].seq
+    assert cut.action == "truncate" and cut.details["archive"] == second.name
+    assert cut.details["first_seq"] == live[0].seq
     history = [ProvenanceEntry.model_validate_json(line) for line in history_lines(ProvenanceLog(built / "provenance"))]
     assert [e.seq for e in history] == list(range(1, live[-1].seq + 1))
     report = verify_copy(built)
@@ -191,7 +196,7 @@ def test_truncation_refuses_when_an_archive_does_not_hold_the_live_entries(tmp_p
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
     for i in range(3):
-        log.append(keyring.signer(), actor="hub", action="pull", subject=f"b{i}")
+        log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
     archive = write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0)
     assert archive is not None
     _rewrite_entries(archive, b'"subject":"b1"', b'"subject":"bX"')
@@ -205,13 +210,13 @@ def _append_many(home: str, worker: int, n: int) -> None:
     keyring = Keyring(Path(home) / "keys")
     log = ProvenanceLog(Path(home) / "provenance")
     for i in range(n):
-        log.append(keyring.signer(), actor=f"worker-{worker}", action="pull", subject=f"b{worker}-{i}")
+        log.append(keyring.signer(), pull(), actor=f"adapter:worker-{worker}", subject=f"b{worker}-{i}")
 
 
 def test_appenders_racing_a_truncation_lose_nothing(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
-    log.append(keyring.signer(), actor="hub", action="pull", subject="first")
+    log.append(keyring.signer(), pull(), actor="hub", subject="first")
     ctx = multiprocessing.get_context("spawn")
     workers = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 40)) for w in range(3)]
     for p in workers:

@@ -9,7 +9,8 @@ from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.registry import Registry
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.publish import refresh_standing_extracts
 from exchange.synthetic import generate
 
@@ -39,6 +40,6 @@ def test_each_live_grant_is_published_once_per_snapshot(home: Path) -> None:
     registry.revoke_grant("revoked", "jiangsu.data_office", "purpose ended", hub.signer)
 
     cut = refresh_standing_extracts(hub)
-    assert [c["grant"] for c in cut] == ["live"]
-    assert cut[0]["rows"] > 0
+    assert [c.grant for c in cut] == ["live"]
+    assert cut[0].rows > 0
     assert refresh_standing_extracts(hub) == [], "the same snapshot is not published twice"

@@ -20,9 +20,10 @@ from exchange.cli import app
 from exchange.contracts.load import CONTRACTS_DIR_ENV, contract_path, load_contract
 from exchange.contracts.validate import QUARANTINE_SCHEMA, record_json
 from exchange.datasets import E_LICENSE
+from exchange.hub import Hub
 from exchange.lake.commit import watermark
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import (
@@ -59,6 +60,7 @@ def _quarantine_rows(records: pa.Table, rule_ids: list[str]) -> pa.Table:
             "batch_id": ["b"] * n, "province": ["jiangsu"] * n, "dataset": ["e_license"] * n,
             "record_key": records.column("license_id").to_pylist(), "rule_id": rule_ids,
             "reason": ["r"] * n, "severity": ["error"] * n, "record_json": record_json(records),
+            "as_sent": [None] * n,
         },
         schema=QUARANTINE_SCHEMA,
     )
@@ -136,7 +138,7 @@ def _origin(hub: Hub, n: int = 600) -> dict[str, object]:
     table = generate("e_license", "jiangsu", n, seed=7, start=START, end=END)
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed("e_license", table)
     result = run_exchange("jiangsu", "e_license", START, END, hub)
-    assert result["status"] == "committed" and result["quarantined"]
+    assert result.status == "committed" and result.quarantined
     return result
 
 
@@ -157,7 +159,7 @@ def _only_checksum_keys(hub: Hub, batch_id: str) -> list[str]:
 
 def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub: Hub, relaxed: Path) -> None:
     origin = _origin(hub)
-    origin_id = str(origin["batch_id"])
+    origin_id = str(origin.batch_id)
     expected = _only_checksum_keys(hub, origin_id)
     assert expected, "the seed must produce records that fail only the checksum rule"
     snapshots = _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()")
@@ -166,11 +168,11 @@ def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub:
         mark = watermark(con, "jiangsu", "e_license")
 
     preview = replay(origin_id, hub, dry_run=True, contracts_dir=relaxed)
-    assert preview["status"] == "dry_run"
-    assert sorted(preview["accepted_keys"]) == expected
+    assert preview.status == "dry_run"
+    assert sorted(preview.accepted_keys) == expected
     # Repeats of a key the origin committed are held back: checked alone they would pass in-batch uniqueness.
-    repeats = preview["repeats_held_back"]
-    assert repeats and preview["replayed"] + len(repeats) == origin["quarantined"]
+    repeats = preview.repeats_held_back
+    assert repeats and preview.replayed + len(repeats) == origin.quarantined
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.e_license WHERE batch_id = ? AND list_contains(?, license_id)",
                    [origin_id, repeats]) == len(set(repeats))
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()") == snapshots  # nothing written
@@ -178,17 +180,17 @@ def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub:
 
     done = replay(origin_id, hub, contracts_dir=relaxed)
     replay_id = f"{origin_id}.replay-1"
-    assert done["status"] == "committed" and done["replay_id"] == replay_id
-    assert done["contract_version"] == _relaxed_version()
-    assert done["origin_contract_version"] == load_contract("e_license").version
-    assert done["accepted"] == len(expected)
-    assert done["replayed"] == preview["replayed"] == done["accepted"] + done["quarantined"]
+    assert done.status == "committed" and done.replay_id == replay_id
+    assert done.contract_version == _relaxed_version()
+    assert done.origin_contract_version == load_contract("e_license").version
+    assert done.accepted == len(expected)
+    assert done.replayed == preview.replayed == done.accepted + done.quarantined
     keys = _scalar(hub, f"SELECT list(license_id ORDER BY license_id) FROM {LAKE}.e_license WHERE batch_id = ?",
                    [replay_id])
     assert keys == expected
     # The records still failing are quarantined again under the replay, with the current contract's reasons.
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.quarantine WHERE batch_id = ?", [replay_id]) == (
-        done["quarantined"])
+        done.quarantined)
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.quarantine WHERE batch_id = ? AND rule_id LIKE ?",
                    [replay_id, f"%{CHECKSUM}%"]) == 0
     ledger = _scalar(hub, f"SELECT watermark IS NULL AND contract_version = ? FROM {LAKE}.exchange_batches "
@@ -201,7 +203,7 @@ def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub:
     signed = read_manifest(manifest_path(hub.layout.manifests, "jiangsu", "e_license", replay_id))
     m = signed.manifest
     assert (m.counts.pulled, m.counts.accepted, m.counts.quarantined) == (
-        done["replayed"], done["accepted"], done["quarantined"])
+        done.replayed, done.accepted, done.quarantined)
     assert m.contract_version == _relaxed_version() and m.landing == [] and m.watermark is None
     by_action = {e.action: e for e in hub.log.read() if e.subject == replay_id}
     assert set(by_action) == {"replay", "commit_intent", "commit"}  # the commit protocol logs its intent
@@ -218,31 +220,31 @@ def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub:
     # Once: the same replay again (even with the relaxed contract) commits nothing new.
     snapshots = _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()")
     again = replay(origin_id, hub, contracts_dir=relaxed)
-    assert again["status"] == "nothing_passes" and again["accepted"] == 0
-    assert again["already_replayed"] == len(expected)
-    assert again["replayed"] == done["quarantined"]
+    assert again.status == "nothing_passes" and again.accepted == 0
+    assert again.already_replayed == len(expected)
+    assert again.replayed == done.quarantined
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()") == snapshots
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.e_license WHERE batch_id LIKE '%replay%'") == len(expected)
     assert verify_home(hub.settings).ok
 
 
 def test_replay_with_the_unchanged_contract_commits_nothing(hub: Hub) -> None:
-    origin_id = str(_origin(hub, 300)["batch_id"])
+    origin_id = str(_origin(hub, 300).batch_id)
     snapshots = _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()")
     result = replay(origin_id, hub)
-    assert result["status"] == "nothing_passes" and result["accepted"] == 0
+    assert result.status == "nothing_passes" and result.accepted == 0
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.snapshots()") == snapshots
 
 
 def test_rule_option_limits_the_replay_to_records_that_failed_it(hub: Hub, relaxed: Path) -> None:
-    origin_id = str(_origin(hub)["batch_id"])
+    origin_id = str(_origin(hub).batch_id)
     expected = _only_checksum_keys(hub, origin_id)
     other = "region_code.in_province"
     none = replay(origin_id, hub, rule=other, contracts_dir=relaxed)
-    assert none["status"] == "nothing_passes" and none["replayed"] > 0
+    assert none.status == "nothing_passes" and none.replayed > 0
     chosen = replay(origin_id, hub, rule=CHECKSUM, contracts_dir=relaxed)
-    assert chosen["status"] == "committed" and chosen["accepted"] == len(expected)
-    assert chosen["replayed"] == _scalar(
+    assert chosen.status == "committed" and chosen.accepted == len(expected)
+    assert chosen.replayed == _scalar(
         hub, f"SELECT count(*) FROM {LAKE}.quarantine WHERE batch_id = ? AND rule_id LIKE ?",
         [origin_id, f"%{CHECKSUM}%"])
     assert verify_home(hub.settings).ok
@@ -253,7 +255,7 @@ def test_a_crash_between_snapshot_and_manifest_is_finished_by_the_next_replay(
 ) -> None:
     import exchange.lake.protocol as protocol
 
-    origin_id = str(_origin(hub)["batch_id"])
+    origin_id = str(_origin(hub).batch_id)
     expected = _only_checksum_keys(hub, origin_id)
     real_write = protocol.write_manifest
 
@@ -266,7 +268,7 @@ def test_a_crash_between_snapshot_and_manifest_is_finished_by_the_next_replay(
     assert not verify_home(hub.settings).ok  # a committed replay without a manifest is reported
     monkeypatch.setattr(protocol, "write_manifest", real_write)
     again = replay(origin_id, hub, contracts_dir=relaxed)
-    assert again["status"] == "nothing_passes"  # replay-1 was finished, not repeated as replay-2
+    assert again.status == "nothing_passes"  # replay-1 was finished, not repeated as replay-2
     assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", f"{origin_id}.replay-1").exists()
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches WHERE batch_id LIKE '%replay%'") == 1
     assert _scalar(hub, f"SELECT count(*) FROM {LAKE}.e_license WHERE batch_id LIKE '%replay%'") == len(expected)
@@ -280,7 +282,7 @@ def test_a_batch_not_in_the_lake_cannot_be_replayed(hub: Hub) -> None:
 
 
 def test_cli_replay_dry_run_then_commit(hub: Hub, relaxed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    origin_id = str(_origin(hub, 400)["batch_id"])
+    origin_id = str(_origin(hub, 400).batch_id)
     expected = _only_checksum_keys(hub, origin_id)
     monkeypatch.setenv(CONTRACTS_DIR_ENV, str(relaxed))
     runner = CliRunner()
@@ -320,24 +322,24 @@ def test_resolve_family_follows_each_record_to_its_latest_replay() -> None:
 def test_quarantine_list_and_show_mark_what_a_replay_resolved(
     hub: Hub, relaxed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    origin_id = str(_origin(hub, 400)["batch_id"])
+    origin_id = str(_origin(hub, 400).batch_id)
     expected = _only_checksum_keys(hub, origin_id)
     before = quarantine_status(hub.settings)
     assert before and all(r["status"] == OPEN for r in before)
     done = replay(origin_id, hub, contracts_dir=relaxed)
-    replay_id = done["replay_id"]
+    replay_id = done.replay_id
     rows = quarantine_status(hub.settings)
     origin_rows = [r for r in rows if r["batch_id"] == origin_id]
     resolved = sorted(r["record_key"] for r in origin_rows if r["status"] == RESOLVED)
     assert resolved == expected and {r["by"] for r in origin_rows if r["status"] == RESOLVED} == {replay_id}
     # Re-rejected by the replay: the replay's own row (current contract, current reason) is the open one.
     rechecked = [r for r in origin_rows if r["status"] == RECHECKED]
-    assert len(rechecked) == done["quarantined"] and {r["by"] for r in rechecked} == {replay_id}
+    assert len(rechecked) == done.quarantined and {r["by"] for r in rechecked} == {replay_id}
     assert all(r["status"] == OPEN for r in rows if r["batch_id"] == replay_id)
     held = [r for r in origin_rows if r["status"] == OPEN]  # repeats of a committed key were not replayed
-    assert sorted(r["record_key"] for r in held) == sorted(done["repeats_held_back"])
+    assert sorted(r["record_key"] for r in held) == sorted(done.repeats_held_back)
     open_rows = quarantine_status(hub.settings, include_closed=False)
-    assert len(open_rows) == done["quarantined"] + len(held)
+    assert len(open_rows) == done.quarantined + len(held)
 
     monkeypatch.setenv("EXCHANGE_HOME", str(hub.layout.home))
     monkeypatch.setenv("COLUMNS", "400")

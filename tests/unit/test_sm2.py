@@ -18,18 +18,13 @@ from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.verify import verify_home
 from exchange.signing import sm2 as sm2_module
-from exchange.signing.keys import (
-    SM2_SM3,
-    Keyring,
-    SM2Signer,
-    algorithm_name,
-    public_pem,
-    verify_bundle,
-    verify_signature,
-)
+from exchange.signing.keyring import Keyring
+from exchange.signing.rotation import revoke, rotate
+from exchange.signing.signers import SM2_SM3, SM2Signer, algorithm_name
 from exchange.signing.sm2 import (
     SM2P256,
     Curve,
@@ -39,6 +34,7 @@ from exchange.signing.sm2 import (
     encode_signature,
 )
 from exchange.signing.sm3 import sm3, sm3_pure
+from exchange.signing.trust import public_pem, verify_bundle, verify_signature
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
 
@@ -306,14 +302,14 @@ def test_rotation_across_algorithms_both_ways(tmp_path: Path) -> None:
     first = keyring.signer()
     t0 = datetime.now(UTC)
     first_signature = first.sign(DATA)
-    to_sm2 = keyring.rotate("hub", algorithm="sm2")
+    to_sm2 = rotate(keyring, "hub", algorithm="sm2")
     sm2_signer = keyring.signer()
     assert sm2_signer.algorithm == SM2_SM3 and sm2_signer.key_id == to_sm2.key_id
     assert not (tmp_path / "keys" / "hub.ed25519.pem").exists()
     assert to_sm2.endorsement is not None and to_sm2.endorsement.key_id == first.key_id  # Ed25519 endorses SM2
     t1 = datetime.now(UTC)
     sm2_signature = sm2_signer.sign(DATA)
-    back = keyring.rotate("hub", algorithm="ed25519")
+    back = rotate(keyring, "hub", algorithm="ed25519")
     assert back.endorsement is not None and back.endorsement.algorithm == SM2_SM3  # SM2 endorses Ed25519
     assert not (tmp_path / "keys" / "hub.sm2.pem").exists()
     bundle = keyring.export_trust()
@@ -323,14 +319,14 @@ def test_rotation_across_algorithms_both_ways(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="outside the validity"):
         verify_signature(bundle, sm2_signature, DATA, datetime.now(UTC) + timedelta(seconds=1), "sm2 after")
     # Same-algorithm rotation keeps SM2 unless told otherwise.
-    keyring.rotate("jiangsu.data_office", algorithm="sm2")
-    assert keyring.rotate("jiangsu.data_office").algorithm == SM2_SM3
+    rotate(keyring, "jiangsu.data_office", algorithm="sm2")
+    assert rotate(keyring, "jiangsu.data_office").algorithm == SM2_SM3
 
 
 def test_a_rotation_interrupted_between_files_picks_the_trusted_key(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
     keyring.signer("anhui.data_office")
-    new = keyring.rotate("anhui.data_office", algorithm="sm2")
+    new = rotate(keyring, "anhui.data_office", algorithm="sm2")
     # Simulate a crash after the bundle was saved but before the old file was removed.
     stale = Keyring(tmp_path / "other").signer("anhui.data_office")
     (tmp_path / "keys" / "anhui.data_office.ed25519.pem").write_bytes(stale.private_pem())
@@ -339,8 +335,8 @@ def test_a_rotation_interrupted_between_files_picks_the_trusted_key(tmp_path: Pa
 
 def test_revoking_an_sm2_key_removes_it(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path / "keys")
-    stolen = keyring.rotate("anhui.data_office", algorithm="sm2")
-    revoked = keyring.revoke(stolen.key_id, reason="key compromised")
+    stolen = rotate(keyring, "anhui.data_office", algorithm="sm2")
+    revoked = revoke(keyring, stolen.key_id, reason="key compromised")
     assert revoked.status == "revoked"
     assert not (tmp_path / "keys" / "anhui.data_office.sm2.pem").exists()
     assert keyring.signer("anhui.data_office").key_id != stolen.key_id
@@ -364,7 +360,7 @@ def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXCHANGE_HOME", str(home))
         for owner in ("hub", "jiangsu.data_office"):
@@ -373,7 +369,7 @@ def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert "new SM2-SM3 key sm2-sm3:" in out.output
     # The same Hub signs on with the new key (it does not cache its signer across a rotation).
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
     return home
 
 
@@ -462,5 +458,5 @@ def test_a_hub_set_to_sm2_creates_sm2_keys_and_verifies(tmp_path: Path) -> None:
     hub = Hub(ExchangeSettings.model_validate({"home": home, "key_algorithm": "sm2", **env}))
     assert hub.signer.algorithm == "SM2-SM3"
     sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     assert verify_home(hub.settings).ok

@@ -20,13 +20,17 @@ from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.config import ExchangeSettings
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
+from exchange.provenance.events import Commit
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest
 from exchange.provenance.verify import verify_home, verify_offline
 from exchange.signing.canonical import canonical_bytes, sha256_hex
-from exchange.signing.keys import Keyring
+from exchange.signing.keyring import Keyring
+from exchange.signing.rotation import revoke
+from exchange.signing.trust import record_of
 from exchange.synthetic import generate
 from tests.hubs import assert_named, verify_copy
 
@@ -49,9 +53,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
     registry = Registry(hub.layout.access)
     registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
     registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
@@ -241,8 +245,10 @@ def test_an_extract_file_edited(home: Path) -> None:
 def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> None:
     keyring = Keyring(home / "keys")
     stolen = keyring.signer()
-    keyring.revoke(stolen.key_id, at=datetime.now(UTC) - timedelta(seconds=1), reason="key compromised")
-    entry = ProvenanceLog(home / "provenance").append(stolen, actor="hub", action="commit", subject="forged")
+    revoke(keyring, stolen.key_id, at=datetime.now(UTC) - timedelta(seconds=1), reason="key compromised")
+    entry = ProvenanceLog(home / "provenance").append(
+        stolen, Commit(snapshot_id=1, accepted=0, quarantined=0, manifest="forged.json"), actor="hub",
+        subject="forged", digests={"manifest": "0" * 64})
     report = verify_copy(home)
     assert_named(report, f"seq {entry.seq}", "revoked at")
 
@@ -250,7 +256,7 @@ def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> Non
 def test_a_key_added_to_the_trust_bundle(home: Path, tmp_path: Path) -> None:
     path = home / "keys" / "trust-bundle.json"
     doc = json.loads(path.read_text())
-    forged = Keyring(tmp_path / "evil").signer().trusted_key(datetime.now(UTC) - timedelta(days=1))
+    forged = record_of(Keyring(tmp_path / "evil").signer(), datetime.now(UTC) - timedelta(days=1))
     doc["keys"].append(json.loads(forged.model_dump_json()))
     path.write_text(json.dumps(doc))
     assert_named(verify_copy(home), "trust bundle", "does not match")
@@ -266,7 +272,7 @@ def test_offline_copy_verifies_and_names_a_key_added_to_the_exported_bundle(buil
     assert report.ok, [str(p) for p in report.problems]
     assert report.entries > 0 and report.manifests == 2 and report.files == 6 and report.extracts == 1
     doc = json.loads(trust.read_text())
-    forged = Keyring(tmp_path / "evil").signer().trusted_key(datetime.now(UTC) - timedelta(days=1))
+    forged = record_of(Keyring(tmp_path / "evil").signer(), datetime.now(UTC) - timedelta(days=1))
     doc["keys"].append(json.loads(forged.model_dump_json()))
     tampered = tmp_path / "trust.json"
     tampered.write_text(json.dumps(doc))

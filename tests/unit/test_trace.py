@@ -14,8 +14,9 @@ from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.cli import app
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
 from exchange.synthetic import generate
@@ -32,7 +33,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     hub = sandbox_hub(home, sandbox)
     sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     registry = Registry(hub.layout.access)
     registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
     registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)

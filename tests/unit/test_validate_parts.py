@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 
 from adapters.base import sandbox_for
 from exchange.contracts.parts import key_hash, key_parts
+from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import Hub, pull, validate
 from exchange.pipeline import commit as commit_stage
+from exchange.pipeline import pull, validate
 from exchange.provenance.verify import verify_home
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
@@ -61,7 +62,7 @@ def _run(home: Path, sandbox_dir: Path, part_rows: int) -> tuple[dict[str, objec
     shutil.copytree(sandbox_dir / "keys", home / "keys")  # the hub trusts the office key the sandbox signs with
     hub = sandbox_hub(home, sandbox_for("jiangsu", sandbox_dir))
     hub.settings.validate_part_rows = part_rows
-    batch = pull("jiangsu", "e_license", START, END, hub)["batch_id"]
+    batch = pull("jiangsu", "e_license", START, END, hub).batch_id
     validate(batch, hub)
     checked = json.loads((hub.staging(batch) / "validation.json").read_text())
     commit_stage(batch, hub)

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
+from exchange.hub import Hub
 from exchange.lake.commit import files_added, ledger_rows, snapshot_of
 from exchange.lake.connect import catalog_and_data, connect
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance import manifeststream
 from exchange.provenance.archive import archive_paths, read_header, write_archive
 from exchange.provenance.checkpoint import append_checkpoint, load_state
@@ -41,7 +42,7 @@ def _hub(home: Path) -> Hub:
 def _second_batch(hub: Hub) -> None:
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 150, seed=8, start=MID, end=END))
-    assert run_exchange("jiangsu", "e_license", MID, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def one_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=7, start=START, end=MID))
-    assert run_exchange("jiangsu", "e_license", START, MID, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     return home
 
 

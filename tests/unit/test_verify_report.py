@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from adapters.base import sandbox_for
 from exchange.cli import app
 from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub, run_exchange
+from exchange.hub import Hub
+from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -70,7 +71,7 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
         monkeypatch.setenv(key, value)
     hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v for k, v in env.items()}))
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=7, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub)["status"] == "committed"
+    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
     return hub
 
 

@@ -1,0 +1,99 @@
+"""One valid example of every event kind (with an actor allowed to record it and the digests it needs).
+
+Table-driven tests run over SAMPLES; a test holds it to the whole vocabulary, so a new kind needs a sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exchange.provenance.events import (
+    AccessDenied,
+    Checkpoint,
+    Commit,
+    DepartmentAdd,
+    DepartmentExtractKey,
+    Download,
+    Event,
+    Extract,
+    GrantEvent,
+    GrantRevoke,
+    Hold,
+    KeyRevoke,
+    KeyRotate,
+    KeyTrust,
+    Kind,
+    LicenseCheck,
+    Listing,
+    Pull,
+    Quarantine,
+    Query,
+    QueryFailed,
+    Replay,
+    SubjectTrace,
+    TokenIssue,
+    TokenRevoke,
+    Truncate,
+    Validate,
+)
+
+H = "ab" * 32
+DEPARTMENT = "js.public_security"
+OFFICE = "jiangsu.data_office"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An event as a call site records it."""
+
+    event: Event
+    actor: str
+    subject: str
+    digests: dict[str, str]
+
+
+def pull(pulled: int = 3) -> Pull:
+    """A pull of `pulled` records (what most log tests append)."""
+    return Pull(pulled=pulled, deleted=0, since=None, window_end="2026-12-01T00:00:00Z", source_signatures=[],
+                drift=[])
+
+
+_VERDICT = {"pulled": 3, "accepted": 2, "quarantined": 1, "gx_success": False, "held": False}
+BATCH = "jiangsu.e_license.20261201T000000Z"
+
+SAMPLES: list[Sample] = [
+    Sample(pull(), "adapter:jiangsu", BATCH, {"licences.csv": H}),
+    Sample(Validate(**_VERDICT), "hub", BATCH, {"contract": H}),
+    Sample(Quarantine(quarantined=1), "hub", BATCH, {"quarantined.parquet": H}),
+    Sample(Hold(**{**_VERDICT, "held": True}), "hub", BATCH, {}),
+    Sample(Commit(snapshot_id=2, accepted=2, quarantined=1, manifest="manifests/x.json"), "hub", BATCH,
+           {"manifest": H}),
+    Sample(Replay(origin=BATCH, rule=None, replayed=1, accepted=1, quarantined=0, contract_version="1.1.0",
+                  origin_contract_version="1.0.0"), "hub", BATCH + ".r1",
+           {"origin_manifest": H, "replayed_records": H, "contract": H}),
+    Sample(Extract(grant="g1", dataset="e_license", snapshot_id=2, rows=2, columns=["license_id"], token_id=None,
+                   out="/tmp/x"), DEPARTMENT, "x1", {"extract_manifest": H, "part-0.parquet": H}),
+    Sample(Download(token_id="t1", file="part-0.parquet"), DEPARTMENT, "x1", {"part-0.parquet": H}),
+    Sample(Listing(token_id="t1", grants=["g1"]), DEPARTMENT, "me", {}),
+    Sample(Query(token_id=None, grants={"e_license": "g1"}, snapshot_id=2, columns=["license_id"], rows=2),
+           DEPARTMENT, "e_license", {"sql": H, "result": H}),
+    Sample(QueryFailed(error="BadQuery", sql_sha256=H), DEPARTMENT, "query", {"sql": H}),
+    Sample(AccessDenied(attempt=Kind.EXTRACT, reason="no grant"), DEPARTMENT, "e_license", {}),
+    Sample(LicenseCheck(token_id="t1", check_id="c1", snapshot_id=2, answer="valid", holder_checked=False),
+           DEPARTMENT, "e_license", {"answer": H}),
+    Sample(GrantEvent(department=DEPARTMENT, dataset="e_license"), OFFICE, "g1", {}),
+    Sample(GrantRevoke(reason="purpose fulfilled"), OFFICE, "g1", {"revocation": H}),
+    Sample(DepartmentAdd(name="Public security"), "hub", DEPARTMENT, {}),
+    Sample(DepartmentExtractKey(key_id="x25519:ab"), "hub", DEPARTMENT, {}),
+    Sample(TokenIssue(department=DEPARTMENT, expires_at="2027-03-01T00:00:00+00:00"), "hub", "t1", {}),
+    Sample(TokenRevoke(department=DEPARTMENT), "operator", "t1", {}),
+    Sample(SubjectTrace(disclosures=1), "auditor", "hmac-sha256:" + H, {}),
+    Sample(KeyTrust.model_validate({"key": "ed25519:ab", "algorithm": "ed25519", "from": "2026-12-01T00:00:00"}),
+           "hub", "jiangsu", {}),
+    Sample(KeyRotate(new_key="ed25519:cd", algorithm="ed25519", endorsed_by="ed25519:ab"), "hub", "hub", {}),
+    Sample(KeyRevoke(owner="hub", revoked_at="2026-12-01T00:00:00+00:00", reason="compromised"), "hub",
+           "ed25519:ab", {}),
+    Sample(Checkpoint(lake_snapshot=2, manifests=1), "hub", "provenance", {}),
+    Sample(Truncate(archive="provenance-1.tar", segment=1, first_seq=5, removed_entries=4), "hub", "provenance",
+           {"archive": H}),
+]

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ import pyarrow as pa
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError, TransientError
 from exchange.lake.files import is_remote
+from exchange.locking import ProcessHold
 
 LAKE = "lake"
 META = f"__ducklake_metadata_{LAKE}"
@@ -136,16 +136,7 @@ def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
     return f"CREATE OR REPLACE SECRET {_SECRET} ({body})"
 
 
-@dataclass
-class _ProcessHold:
-    """This process's hold on one catalog's lock file: shared by its threads, released by the last one."""
-
-    holders: int = 0
-    acquiring: bool = False
-    handle: IO[str] | None = None
-
-
-_holds: dict[str, _ProcessHold] = {}
+_holds: dict[str, ProcessHold] = {}
 _holds_changed = threading.Condition()
 
 
@@ -163,7 +154,7 @@ def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
         return
     lock_path = str(Path(catalog).with_name(Path(catalog).name + ".lock"))
     with _holds_changed:
-        hold = _holds.setdefault(lock_path, _ProcessHold())
+        hold = _holds.setdefault(lock_path, ProcessHold())
         while hold.acquiring:
             _holds_changed.wait()
         take = hold.holders == 0
@@ -180,11 +171,7 @@ def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
         yield
     finally:
         with _holds_changed:
-            hold.holders -= 1
-            if hold.holders == 0 and hold.handle is not None:
-                fcntl.flock(hold.handle, fcntl.LOCK_UN)
-                hold.handle.close()
-                hold.handle = None
+            hold.leave()
 
 
 def _lock_file(lock_path: str, read_only: bool) -> IO[str] | None:

@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow.parquet as pq
@@ -44,6 +44,7 @@ from exchange.lake import files as lake_files
 from exchange.lake.commit import CommitResult, commit_batch, files_added
 from exchange.lake.connect import catalog_and_data
 from exchange.lake.retry import commit_retrying
+from exchange.locking import ProcessHold
 from exchange.provenance import events
 from exchange.provenance.events import HUB
 from exchange.provenance.manifest import (
@@ -72,13 +73,7 @@ class BatchBusy(TransientError):
     """Another process is running a stage of the same batch: this one does nothing (a retry finds the result)."""
 
 
-@dataclass
-class _Held:
-    count: int = 0
-    handle: IO[str] | None = None
-
-
-_held: dict[str, _Held] = {}
+_held: dict[str, ProcessHold] = {}
 _held_guard = threading.Lock()
 
 
@@ -95,8 +90,8 @@ def batch_lock(staging_root: Path, batch_id: str) -> Iterator[None]:
     """
     path = lock_path(staging_root, batch_id)
     with _held_guard:
-        held = _held.setdefault(str(path), _Held())
-        if held.count == 0:
+        held = _held.setdefault(str(path), ProcessHold())
+        if held.holders == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = path.open("a")
             try:
@@ -106,16 +101,12 @@ def batch_lock(staging_root: Path, batch_id: str) -> Iterator[None]:
                 raise BatchBusy(f"batch {batch_id} is being run by another process right now; nothing was done "
                                 "here. It is committed once; run again later to see its result") from None
             held.handle = handle
-        held.count += 1
+        held.holders += 1
     try:
         yield
     finally:
         with _held_guard:
-            held.count -= 1
-            if held.count == 0 and held.handle is not None:
-                fcntl.flock(held.handle, fcntl.LOCK_UN)
-                held.handle.close()
-                held.handle = None
+            held.leave()
 
 
 def batch_locked_elsewhere(staging_root: Path, batch_id: str) -> bool:
@@ -124,7 +115,7 @@ def batch_locked_elsewhere(staging_root: Path, batch_id: str) -> bool:
     if not path.exists():
         return False
     with _held_guard:
-        if _held.get(str(path), _Held()).count:
+        if _held.get(str(path), ProcessHold()).holders:
             return False  # this process: the caller is the holder
     with path.open("a") as handle:
         try:
@@ -191,17 +182,8 @@ def declare_intent(hub: Hub, batch_id: str) -> Intent:
 def ledger_row(info: PullRecord, checked: ValidationRecord) -> LedgerRow:
     """The batch's ledger row from its staged pull and validation records."""
     return LedgerRow(
-        batch_id=info.batch_id,
-        province=info.province,
-        dataset=info.dataset,
-        window_start=info.window_start,
-        window_end=info.window_end,
-        watermark=info.watermark,
-        pulled=checked.pulled,
-        accepted=checked.accepted,
-        quarantined=checked.quarantined,
-        contract_id=checked.contract_id,
-        contract_version=checked.contract_version,
+        **info.model_dump(include={"batch_id", "province", "dataset", "window_start", "window_end", "watermark"}),
+        **checked.model_dump(include={"pulled", "accepted", "quarantined", "contract_id", "contract_version"}),
     )
 
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
+from exchange.atomic import fsync_dir
 from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
@@ -250,7 +251,7 @@ class ProvenanceLog:
                 out.flush()
                 os.fsync(out.fileno())
             tmp.replace(self.path)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return entry
 
     def first(self) -> ProvenanceEntry | None:
@@ -334,15 +335,6 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
     """The non-empty lines of a file opened in binary mode, last first."""
     pos = handle.seek(0, os.SEEK_END)
@@ -363,20 +355,7 @@ def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
 
 def _last_line(handle: Any) -> bytes:
     """The last non-empty line of a file opened in binary mode, reading backwards in blocks."""
-    handle.seek(0, os.SEEK_END)
-    end = handle.tell()
-    block = 8192
-    buffer = b""
-    pos = end
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        handle.seek(pos)
-        buffer = handle.read(step) + buffer
-        stripped = buffer.rstrip(b"\n")
-        if b"\n" in stripped:
-            return stripped.rsplit(b"\n", 1)[1]
-    return buffer.rstrip(b"\n")
+    return next(_lines_backwards(handle, 8192), b"")
 
 
 class ChainVerifier:

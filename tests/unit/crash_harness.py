@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ from exchange import atomic
 from exchange.access.registry import Registry
 from exchange.access.service import publish_extract
 from exchange.config import ExchangeSettings
-from exchange.contracts.load import contract_path, load_contract
 from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
 from exchange.faults import CRASH_ENV
 from exchange.hub import Hub
@@ -33,12 +31,12 @@ from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.replay import replay
 from exchange.synthetic import generate
+from tests.hubs import relaxed_contracts
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
 END = datetime(2026, 11, 8, tzinfo=UTC)
 DEPARTMENT = "js.public_security"
-CHECKSUM = "holder_id.resident_id_checksum"
 ORIGIN = "jiangsu.e_license.20261101T000000Z-20261104T000000Z"
 
 
@@ -47,19 +45,6 @@ def hub_at(home: Path) -> Hub:
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
     env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
     return Hub(ExchangeSettings(home=home, **env))
-
-
-def relaxed_contracts(folder: Path) -> Path:
-    """Contracts whose e_license resident-ID checksum rule only warns (next minor version): replays pass."""
-    shutil.copytree(contract_path("e_license").parent, folder)
-    path = contract_path("e_license", folder)
-    text = path.read_text(encoding="utf-8")
-    severity = text.index("severity: error", text.index(f"- name: {CHECKSUM}"))
-    text = text[:severity] + "severity: warning" + text[severity + len("severity: error"):]
-    current = load_contract("e_license").version
-    major, minor, _ = current.split(".")
-    path.write_text(text.replace(f"version: {current}", f"version: {major}.{int(minor) + 1}.0", 1), encoding="utf-8")
-    return folder
 
 
 def build_home(root: Path, records: int = 120) -> Path:

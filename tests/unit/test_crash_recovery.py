@@ -299,3 +299,17 @@ def test_temporary_files_of_live_writers_are_left_alone(tmp_path: Path) -> None:
     legacy = tmp_path / "y.json.tmp"
     legacy.write_bytes(b"{")
     assert [f.path for f in atomic.leftovers(tmp_path)] == [legacy]
+
+
+def test_a_torn_last_log_line_is_interrupted_not_broken_and_recovery_cuts_it_and_says_so(hub: Hub) -> None:
+    intact = hub.log.path.read_bytes()
+    with hub.log.path.open("ab") as log:
+        log.write(b'{"seq": 999, "at": "2026-12-0')  # a writer killed in the middle of its append
+    report = verify_home(hub.settings, record=False)
+    assert report.verdict == "INTERRUPTED", [str(p) for p in report.problems]
+    done = reconcile(hub)
+    assert done.torn_log_bytes == len(b'{"seq": 999, "at": "2026-12-0')
+    assert hub.log.path.read_bytes().startswith(intact)
+    last = hub.log.read()[-1]
+    assert last.action == "recovered" and last.details["outcome"] == "torn_line_removed"
+    assert verify_home(hub.settings, record=False).ok

@@ -79,15 +79,16 @@ def run_ours(
     hub = Hub(ExchangeSettings(home=out_dir / "hub"))
     with _profiled(profile) as reports, Stopwatch() as watch:
         summary = pipeline.run_exchange(province, dataset, WINDOW_START, WINDOW_END, hub)
+    result = summary.model_dump(mode="json")  # a pull's result (nothing to commit) has no commit counts
     details = {
         "stages": stages,
-        "accepted": summary.get("accepted"),
-        "quarantined": summary.get("quarantined"),
-        "snapshot_id": summary.get("snapshot_id"),
-        "status": summary.get("status"),
+        "accepted": result.get("accepted"),
+        "quarantined": result.get("quarantined"),
+        "snapshot_id": result.get("snapshot_id"),
+        "status": summary.status,
         **({"profile": reports} if reports else {}),
     }
-    return watch.seconds, int(summary.get("pulled", 0)), details
+    return watch.seconds, summary.pulled, details
 
 
 @contextmanager

@@ -13,7 +13,6 @@ incremental verify, timed in-process and as the whole ``exchange verify --increm
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ def build_lake(
     with Stopwatch() as watch:
         for week in weeks:
             start, end = window(week)
-            rows += int(run_exchange(province, dataset, start, end, hub).get("pulled", 0))
+            rows += run_exchange(province, dataset, start, end, hub).pulled
     return watch.seconds, rows, {}
 
 
@@ -104,6 +103,7 @@ def stage_batch(
     from adapters.base import Window
     from exchange.datasets import dataset as canonical_dataset
     from exchange.hub import batch_id_for
+    from exchange.stages import PULL_FILE, PullRecord, iso_utc, write_record
 
     start, end = window(week)
     batch_id = batch_id_for(province, dataset, Window(start, end))
@@ -114,21 +114,15 @@ def stage_batch(
     staging.mkdir(parents=True)
     pq.write_table(table.cast(canonical_dataset(dataset).schema), staging / "pulled.parquet")
     latest: datetime = pc.max(moved).as_py()
-    info = {
-        "batch_id": batch_id, "province": province, "dataset": dataset,
-        "window_start": _utc(start), "window_end": _utc(end), "since": _utc(since) if since else None,
-        "watermark": _utc(latest),
-        "pulled": table.num_rows, "deleted": 0, "landing": [], "drift": [], "source_signatures": [],
-    }
-    (staging / "pull.json").write_text(json.dumps(info, indent=2))
+    info = PullRecord(
+        batch_id=batch_id, province=province, dataset=dataset, window_start=start, window_end=end, since=since,
+        watermark=latest, pulled=table.num_rows, landing=[], drift=[], source_signatures=[],
+    )
+    write_record(staging / PULL_FILE, info)
     hub.log.append(hub.signer, actor=SYNTHETIC_PULL, action="pull", subject=batch_id,
-                   details={"pulled": table.num_rows, "deleted": 0, "since": info["since"],
-                            "window_end": info["window_end"], "staged": REUSE_NOTE})
+                   details={"pulled": table.num_rows, "deleted": 0, "since": iso_utc(info.since),
+                            "window_end": iso_utc(info.window_end), "staged": REUSE_NOTE})
     return batch_id, latest
-
-
-def _utc(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()  # as the pull stage writes pull.json
 
 
 def seed_week(root: Path, province: str, dataset: str, records: int, week: int) -> None:

@@ -230,14 +230,16 @@ class Outcome:
 # (a bug, a full disk) is an internal failure a retry may get past.
 OUTCOMES: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (
     (AuthenticationFailed, Outcome(FAILURE_EXIT, 401, "unauthenticated", retry=False)),
+    # Before Refused: an unknown name in a request is both not found and a (logged) denial.
+    (NotFound, Outcome(USAGE_EXIT, 404, "not_found", retry=False)),
     (RateLimited, Outcome(FAILURE_EXIT, 429, "rate_limited", retry=False)),
     (ResultTooLarge, Outcome(FAILURE_EXIT, 413, "too_large", retry=False)),
     (QueryTimeout, Outcome(FAILURE_EXIT, 408, "timeout", retry=False)),
     (Refused, Outcome(FAILURE_EXIT, 403, "forbidden", retry=False)),
     (BadQuery, Outcome(USAGE_EXIT, 400, "bad_query", retry=False)),
-    (NotFound, Outcome(USAGE_EXIT, 404, "not_found", retry=False)),
     (BadInput, Outcome(USAGE_EXIT, 400, "bad_input", retry=False)),
     (CheckFailed, Outcome(FAILURE_EXIT, 500, "check_failed", retry=False)),
+    (UserError, Outcome(FAILURE_EXIT, 400, "bad_request", retry=False)),
     (TerminalError, Outcome(FAILURE_EXIT, 500, "server_error", retry=False)),
     (TransientError, Outcome(FAILURE_EXIT, 503, "unavailable", retry=True)),
     (BaseException, Outcome(FAILURE_EXIT, 500, "server_error", retry=True)),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal, TypeAlias, TypeVar
 
 import pydantic_core
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from exchange import atomic
 from exchange.access.extract import SignedExtractManifest
@@ -90,6 +90,12 @@ class PullRecord(StageRecord):
     landing: list[FileDigest] = Field(description="Raw payloads landed, with their SHA-256 and size")
     drift: list[DriftRecord] = Field(description="Native fields the mapping ignored (schema drift)")
     source_signatures: list[SourceSignatureRecord] = Field(description="Province signatures the adapter verified")
+
+    @field_validator("window_start", "window_end", "since", "watermark")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # One spelling on disk whatever zone the scheduler or the lake handed over.
+        return value.astimezone(UTC) if value is not None else None
 
 
 PullStatus: TypeAlias = Literal["pulled", "empty", "already_committed"]
@@ -262,8 +268,9 @@ def read_record(path: Path, model: type[R]) -> R:
         return model.model_validate_json(text)
     except ValidationError as exc:
         problems = _problems(exc)
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            problems = [f"not complete JSON ({problems[0]})", *_partial_problems(text, model)]
+        invalid = [e for e in exc.errors() if e["type"] == "json_invalid"]
+        if invalid:
+            problems = [f"not complete JSON ({invalid[0]['msg']})", *_partial_problems(text, model)]
         raise TerminalError(f"{path}: not a valid {model.__name__}: {'; '.join(problems)}") from exc
 
 
@@ -274,7 +281,8 @@ def _problems(exc: ValidationError) -> list[str]:
 def _partial_problems(text: str, model: type[StageRecord]) -> list[str]:
     """The field-level problems of the part of a truncated document that parses."""
     try:
-        partial = pydantic_core.from_json(text, allow_partial=True)
+        # An empty file (a crash before anything was written) is missing every field.
+        partial = pydantic_core.from_json(text, allow_partial=True) if text.strip() else {}
     except ValueError:
         return []
     if not isinstance(partial, Mapping):

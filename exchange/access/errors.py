@@ -17,9 +17,9 @@ from exchange.errors import (
     ResultTooLarge,
 )
 
-__all__ = ["AuthenticationFailed", "BadQuery", "QueryRejected", "QueryTimeout", "ResultTooLarge", "UnknownName"]
+__all__ = ["AuthenticationFailed", "BadQuery", "QueryRejected", "QueryTimeout", "ResultTooLarge", "NotRegistered"]
 
 
-class UnknownName(NotFound, AccessDenied):
+class NotRegistered(NotFound, AccessDenied):
     """A department or grant named in a request is not registered: not found for whoever named it, and
     recorded as a denial like every other refused request."""

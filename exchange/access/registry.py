@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from exchange.access.errors import AuthenticationFailed, UnknownName
+from exchange.access.errors import AuthenticationFailed, NotRegistered
 from exchange.access.models import (
     ApiToken,
     Department,
@@ -28,7 +28,7 @@ from exchange.access.models import (
 from exchange.access.policy import require, review_grant, usable_grant
 from exchange.access.terms import sharing_terms
 from exchange.datasets import dataset as canonical_dataset
-from exchange.errors import AccessDenied
+from exchange.errors import AccessDenied, BadInput, NotFound
 from exchange.locking import file_lock
 from exchange.signing.canonical import canonical_bytes
 from exchange.signing.signers import Signer
@@ -61,11 +61,11 @@ class Registry:
         return [Department.model_validate(d) for d in self._read(self.departments_path)]
 
     def department(self, department_id: str) -> Department:
-        """One department, or UnknownName (a denial, and not found) naming the unknown id."""
+        """One department, or NotRegistered (a denial, and not found) naming the unknown id."""
         for d in self.departments():
             if d.id == department_id:
                 return d
-        raise UnknownName(f"unknown department {department_id!r}; register it with `exchange departments add`")
+        raise NotRegistered(f"unknown department {department_id!r}; register it with `exchange departments add`")
 
     def add_department(self, department: Department) -> None:
         """Register (or update) a department."""
@@ -89,11 +89,11 @@ class Registry:
         return [SignedGrant.model_validate(g) for g in self._read(self.grants_path)]
 
     def grant(self, grant_id: str) -> SignedGrant:
-        """One grant by id, or UnknownName naming the unknown id."""
+        """One grant by id, or NotRegistered naming the unknown id."""
         for g in self.grants():
             if g.grant.id == grant_id:
                 return g
-        raise UnknownName(f"unknown grant {grant_id!r}; `exchange grants list` shows the recorded ones")
+        raise NotRegistered(f"unknown grant {grant_id!r}; `exchange grants list` shows the recorded ones")
 
     def add_grant(self, grant: Grant, signer: Signer) -> SignedGrant:
         """Check the grant against the contract's sharing terms (exchange.access.policy.review_grant), sign it
@@ -120,7 +120,7 @@ class Registry:
         """Withdraw a grant from now on; the grant stays on record (extracts cut under it still verify)."""
         self.grant(grant_id)
         if not reason.strip():
-            raise AccessDenied(f"revoking grant {grant_id} needs a reason")
+            raise BadInput(f"revoking grant {grant_id} needs a reason (--reason)")
         revocation = GrantRevocation(grant_id=grant_id, revoked_at=at or datetime.now(UTC), revoked_by=revoked_by,
                                      reason=reason)
         signed = SignedGrantRevocation(
@@ -166,7 +166,7 @@ class Registry:
         """Create a token for the department; returns the record and the bearer string, shown only once."""
         self.department(department_id)
         if days < 1:
-            raise AccessDenied("a token must be valid for at least one day")
+            raise BadInput("a token must be valid for at least one day (--days 1 or more)")
         now = now or datetime.now(UTC)
         token_id = TOKEN_PREFIX + secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
@@ -182,7 +182,7 @@ class Registry:
             tokens = self.tokens()
             match = [t for t in tokens if t.id == token_id]
             if not match:
-                raise AccessDenied(f"unknown token {token_id!r}")
+                raise NotFound(f"unknown token {token_id!r}; `exchange departments tokens` lists them")
             if match[0].revoked_at is not None:
                 raise AccessDenied(f"token {token_id} is already revoked")
             revoked = match[0].model_copy(update={"revoked_at": now or datetime.now(UTC)})

@@ -18,7 +18,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 from typer.exceptions import Abort
 
-from exchange.errors import BadFile, ExchangeError, outcome, validation_summary
+from exchange.errors import BadFile, BadInput, ExchangeError, outcome, validation_summary
 
 if TYPE_CHECKING:
     from exchange.hub import Hub
@@ -110,6 +110,14 @@ def _hub() -> Hub:
     return Hub.current()
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a file the user named; BadFile naming it when its folder is missing or not writable."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        raise BadFile(path, f"cannot write it: {exc.strerror or exc}") from None
+
+
 def read_model(path: Path, model: type[M], what: str) -> M:
     """A JSON document the user handed us, or BadFile naming the file and the first problems."""
     try:
@@ -124,10 +132,13 @@ def read_model(path: Path, model: type[M], what: str) -> M:
 def demo(
     home: Annotated[Path, typer.Option(help="EXCHANGE_HOME for the demo", envvar="EXCHANGE_HOME")] = Path("var"),
     fresh: Annotated[bool, typer.Option(help="Start from an empty EXCHANGE_HOME")] = True,
-    records: Annotated[int, typer.Option(help="Records per province and dataset")] = 5_000,
+    records: Annotated[int, typer.Option(min=1, help="Records per province and dataset")] = 5_000,
 ) -> None:
     """Seed the sandboxes, run all four province DAGs through Airflow, extract, verify, summarize."""
     from exchange.demo import run_demo
+
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"--home {home} is a file, not a folder; give a folder (it is emptied first with --fresh)")
 
     raise typer.Exit(run_demo(home, fresh=fresh, records=records))
 
@@ -168,7 +179,7 @@ def _status_text(status: str, by: str | None) -> str:
 @quarantine_app.command("list")
 def quarantine_list(
     province: Annotated[str | None, typer.Option(help="Only this province")] = None,
-    limit: Annotated[int, typer.Option(help="Rows to show")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show")] = 50,
     open_only: Annotated[bool, typer.Option("--open/--all", help="Only records still awaiting a fix (default), "
                                                                  "or also those a replay committed or re-checked")]
     = True,
@@ -178,8 +189,11 @@ def quarantine_list(
     A record a replay committed is "resolved by" that replay; one a replay re-checked and rejected again is
     "re-checked in" it (that replay's row is the one to act on). Derived from the lake alone.
     """
+    from exchange.datasets import province as known_province
     from exchange.replay import quarantine_status
 
+    if province is not None:
+        known_province(province)
     rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
     table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:

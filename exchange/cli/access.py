@@ -70,7 +70,9 @@ def departments_add(
     """Register a department."""
     from exchange.access.models import Department
     from exchange.access.registry import Registry
+    from exchange.datasets import province as known_province
 
+    known_province(province)
     hub = _hub()
     Registry(hub.layout.access).add_department(Department(id=id, name=name, province=province))
     hub.log.append(hub.signer, events.DepartmentAdd(name=name), actor=events.HUB, subject=id)
@@ -244,7 +246,7 @@ def query(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8750,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8750,
 ) -> None:
     """Start the department API (OpenAPI document at /openapi.json, docs at /docs)."""
     import uvicorn

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exchange.cli import _hub, app, console, read_model
+from exchange.cli import _hub, app, console, read_model, write_text
 from exchange.errors import BadFile, BadInput
 from exchange.provenance import events
 
@@ -256,7 +256,7 @@ def keys_pem(
 def keys_export_trust(out: Annotated[Path, typer.Option(help="Where to write the trust bundle")]) -> None:
     """Export the public trust bundle (signed by the hub) that verifiers need offline."""
     bundle = _hub().keyring.export_trust()
-    out.write_text(bundle.model_dump_json(indent=2), encoding="utf-8")
+    write_text(out, bundle.model_dump_json(indent=2))
     signer = bundle.signature.key_id if bundle.signature else "-"
     console.print(f"trust bundle ({len(bundle.keys)} keys, signed by {signer}) -> {out}")
 
@@ -384,15 +384,20 @@ def _print_trace(result: object) -> None:
                     "provenance (seq action)", title="Batches that carried it")
     for b in result.batches:
         landing = "\n".join(f"{n} {d[:16]}…" for n, d in b.landing.items())
-        entries = "\n".join(" ".join(p.split()[:2]) for p in b.provenance)
         batches.add_row(b.batch_id, b.province, b.contract, landing, (b.manifest_sha256 or "-")[:16] + "…",
-                        str(b.snapshot_id), entries)
+                        str(b.snapshot_id), _seq_actions(b.provenance))
     console.print(batches)
-    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", title="Extracts")
+    extracts = Table("extract", "department", "grant", "purpose", "snapshot", "carried it", "provenance (seq action)",
+                     title="Extracts")
     for x in result.extracts:
         carried = {True: "yes", False: "no", None: "unknown"}[x.carried]
-        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried)
+        extracts.add_row(x.extract_id, x.department, x.grant_id, x.purpose or "-", str(x.snapshot_id), carried,
+                         _seq_actions(x.provenance))
     console.print(extracts)
+
+
+def _seq_actions(entries: list[str]) -> str:
+    return "\n".join(" ".join(p.split()[:2]) for p in entries)
 
 
 # -- report -----------------------------------------------------------------------------------------------------
@@ -401,10 +406,13 @@ def _print_trace(result: object) -> None:
 @app.command()
 def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> None:
     """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page)."""
+    from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home
     from exchange.report.auditor import write_report
 
+    if not out.parent.is_dir():
+        raise BadFile(out, f"cannot write it: no folder {out.parent}")
+    result = verify_home(current_settings())  # first: a missing home is an error, not a new empty hub
     hub = _hub()
-    result = verify_home(hub.settings)
     write_report(out, hub.layout, result, hub.keyring.trust_bundle())
     console.print(f"report ({result.verdict}) -> {out}")

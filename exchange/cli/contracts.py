@@ -29,6 +29,9 @@ def lint(
     from exchange.contracts.lint import default_paths, lint_paths
 
     files = paths or default_paths()
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise BadInput(f"no such contract file: {', '.join(missing)}")
     if not files:
         raise BadInput("no contract files to lint: pass some, or run it where contracts/ holds *.odcs.yaml")
     problems = lint_paths(files)

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from exchange.config import ExchangeSettings, Layout
-from exchange.errors import TerminalError, TransientError
+from exchange.errors import NotFound, TerminalError, TransientError
 from exchange.lake.files import is_remote
 from exchange.locking import ProcessHold
 
@@ -192,6 +192,10 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
     Inlining is off so every committed row lands in a Parquet file that manifests can hash.
     """
     catalog, data = catalog_and_data(settings)
+    if read_only and not is_postgres(catalog) and not Path(catalog).exists():
+        # A reader cannot create the lake, and DuckDB's own message reads like a bug.
+        raise NotFound(f"no lake at {catalog} yet: nothing has been committed under this EXCHANGE_HOME "
+                       "(run `exchange run` or the province DAGs first, or check EXCHANGE_HOME)")
     if not is_postgres(catalog):
         Path(catalog).parent.mkdir(parents=True, exist_ok=True)
     if not is_remote(data):

@@ -10,6 +10,11 @@ the provenance entry, the auditor report and ``trace`` are derived from it (and 
 Writing is strict (:meth:`exchange.provenance.log.ProvenanceLog.append` takes only these events); reading is
 lenient: entries written before the vocabulary existed, or of kinds since retired, keep verifying and are
 read as plain action + details.
+
+To add a kind: a :class:`Kind` member, its class here (in the same order), a sample in
+tests/unit/sample_events.py (a test asks for one per kind), then ``make schemas`` (python -m exchange.schemas)
+to regenerate the entry's JSON Schema and the table in docs/auditors.md. Changing a kind's details changes
+what new entries carry; entries already written keep verifying whatever their details say.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exchange.errors import TerminalError
+from exchange.errors import InternalError, Refused
 
 
 class Kind(StrEnum):
@@ -96,8 +101,14 @@ class Subject(StrEnum):
     RECOVERY = "'recovery'"
 
 
-class UnrecordableEvent(TerminalError):
-    """An event the vocabulary does not allow: unknown kind, details not fitting its model, wrong role."""
+class UnrecordableEvent(InternalError):
+    """The hub tried to write an event the vocabulary does not allow (unknown kind, details not fitting its
+    model, an actor whose role may not record it, a required digest missing): a bug, nothing is written."""
+
+
+class RoleRefused(Refused):
+    """An actor whose role may not record this kind of event, e.g. a grant revoked by someone other than a
+    data office: callers check it before acting on a user's word (`exchange grants revoke --by`)."""
 
 
 HUB = "hub"  # the hub's own actor name
@@ -582,12 +593,12 @@ def kinds(*, section: Section | None = None, subject: Subject | None = None) -> 
 
 
 def may_record(kind: Kind, actor: str) -> None:
-    """Raise UnrecordableEvent unless `actor`'s role may record `kind` (callers check before acting)."""
+    """Raise RoleRefused unless `actor`'s role may record `kind` (callers check before acting)."""
     cls = VOCABULARY[kind]
     role = role_of(actor)
     if role not in cls.roles:
         allowed = ", ".join(sorted(r.value for r in cls.roles))
-        raise UnrecordableEvent(f"{actor!r} ({role.value}) may not record {kind.value}: only {allowed} may")
+        raise RoleRefused(f"{actor!r} ({role.value}) may not record {kind.value}: only {allowed} may")
 
 
 def admit(event: Event, actor: str, digests: dict[str, str]) -> tuple[Kind, dict[str, Any]]:
@@ -606,7 +617,10 @@ def admit(event: Event, actor: str, digests: dict[str, str]) -> tuple[Kind, dict
         cls.model_validate(details)
     except ValidationError as exc:
         raise UnrecordableEvent(f"{kind.value} details do not fit {cls.__name__}: {exc}") from None
-    may_record(kind, actor)
+    try:
+        may_record(kind, actor)
+    except RoleRefused as refused:
+        raise UnrecordableEvent(str(refused)) from None
     missing = [k for k in cls.digests if k not in digests]
     extra = [k for k in digests if k not in cls.digests]
     if missing or (extra and not cls.more_digests):
@@ -623,3 +637,51 @@ def event_from(kind: str, details: dict[str, Any]) -> Event:
         return cls.model_validate(details)
     except ValidationError as exc:
         raise UnrecordableEvent(f"{kind} details do not fit {cls.__name__}: {exc}") from None
+
+
+def _details_cell(cls: type[Event]) -> str:
+    fields = [f"{info.alias or name}{'' if info.is_required() else '?'}" for name, info in cls.model_fields.items()]
+    return ", ".join(f"`{f}`" for f in fields) or "-"
+
+
+def _digests_cell(cls: type[Event]) -> str:
+    named = [f"`{d}`" for d in cls.digests]
+    return ", ".join(named + ([cls.more_digests] if cls.more_digests else [])) or "-"
+
+
+def event_table() -> str:
+    """The vocabulary as the Markdown table docs/auditors.md shows (`python -m exchange.schemas` writes it)."""
+    lines = ["| kind | actor's role | subject | details (`?`: may be absent) | digests | report section | meaning |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, cls in VOCABULARY.items():
+        roles = ", ".join(r.value for r in Role if r in cls.roles)
+        lines.append(f"| `{kind.value}` | {roles} | {cls.subject.value} | {_details_cell(cls)} | "
+                     f"{_digests_cell(cls)} | {cls.section.value} | {cls.meaning()} |")
+    return "\n".join(lines) + "\n"
+
+
+def entry_conditions() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """JSON Schema pieces for a version-2 entry: the details models ($defs) and, per kind, what it requires.
+
+    Version-1 entries (no `version`) match no condition: they were written before the vocabulary.
+    """
+    defs: dict[str, Any] = {}
+    rules: list[dict[str, Any]] = [{
+        "if": {"properties": {"version": {"const": 2}}, "required": ["version"]},
+        "then": {"properties": {"action": {"enum": [k.value for k in VOCABULARY]}}},
+    }]
+    for kind, cls in VOCABULARY.items():
+        schema = cls.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        schema["x-recorded-by"] = [r.value for r in Role if r in cls.roles]
+        schema["x-subject"] = cls.subject.value
+        defs[cls.__name__] = schema
+        digests: dict[str, Any] = {"required": list(cls.digests)}
+        if not cls.more_digests:
+            digests["propertyNames"] = {"enum": list(cls.digests)}
+        rules.append({
+            "if": {"properties": {"version": {"const": 2}, "action": {"const": kind.value}},
+                   "required": ["version", "action"]},
+            "then": {"properties": {"details": {"$ref": f"#/$defs/{cls.__name__}"}, "digests": digests}},
+        })
+    return defs, rules

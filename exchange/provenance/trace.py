@@ -5,7 +5,10 @@ of the record with its snapshot and batch), the quarantine table (rejections wit
 batch's signed manifest (contract version, landing payload digests, snapshot), the provenance entries
 about the batch, and every extract of the dataset (its signed manifest names the grant and snapshot;
 whether it carried the record is checked in the extract file itself when the key was delivered in
-clear, else by re-evaluating the grant's row filter at the extract's snapshot).
+clear, else by re-evaluating the grant's row filter at the extract's snapshot) with the entries about it.
+
+Which entries are "about" a batch or an extract is the vocabulary's word (each kind's ``subject``), so a
+new kind about batches or extracts is traced without a change here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from exchange.datasets import dataset as canonical_dataset
 from exchange.lake.commit import QUARANTINE
 from exchange.lake.connect import LAKE, connect
 from exchange.provenance.archive import history_lines
+from exchange.provenance.events import Subject, spec
 from exchange.provenance.lakecheck import head_snapshot
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import manifest_path, read_manifest
@@ -69,6 +73,8 @@ class TraceExtract(BaseModel, frozen=True):
     carried: bool | None = Field(description="Whether the record is in the extract (None: cannot tell)")
     how: str = Field(description="How `carried` was decided")
     manifest_sha256: str = Field(description="Digest of the signed extract manifest")
+    provenance: list[str] = Field(default_factory=list,
+                                  description="Provenance entries about the extract (cut, downloads): 'seq action at'")
 
 
 class RecordTrace(BaseModel, frozen=True):
@@ -127,12 +133,20 @@ def _batch(layout: Layout, batch_id: str, entries: dict[str, list[str]]) -> Trac
     )
 
 
-def _provenance_about(log: ProvenanceLog, subjects: set[str]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
+def provenance_about(log: ProvenanceLog, wanted: dict[Subject, set[str]]) -> dict[Subject, dict[str, list[str]]]:
+    """Per kind of subject and subject, the entries about it ('seq action at'), from the whole history.
+
+    An entry is about a batch (an extract, ...) when its kind's subject says so; an entry of a kind the
+    vocabulary no longer has is shown wherever its subject matches (reading is lenient).
+    """
+    found: dict[Subject, dict[str, list[str]]] = {s: {} for s in wanted}
     for line in history_lines(log):  # streamed: the log can be long, the answer is small; archives after a cut
         entry = ProvenanceEntry.model_validate_json(line)
-        if entry.subject in subjects:
-            found.setdefault(entry.subject, []).append(f"{entry.seq} {entry.action} {entry.at.isoformat()}")
+        kind = spec(entry.action)
+        for about in [kind.subject] if kind else list(wanted):
+            if entry.subject in wanted.get(about, ()):
+                found[about].setdefault(entry.subject, []).append(
+                    f"{entry.seq} {entry.action} {entry.at.isoformat()}")
     return found
 
 
@@ -171,8 +185,6 @@ def trace_record(settings: ExchangeSettings, dataset: str, key: str) -> RecordTr
     with connect(settings, read_only=True) as con:
         events = _events(con, dataset, key_column, key)
         batch_ids = list(dict.fromkeys(e.batch_id for e in events))
-        entries = _provenance_about(ProvenanceLog(layout.provenance), set(batch_ids))
-        batches = [_batch(layout, b, entries) for b in batch_ids]
         first = min((e.snapshot_id for e in events if e.kind == "insert" and e.snapshot_id is not None), default=None)
         grants = _grants(layout)
         extracts: list[TraceExtract] = []
@@ -187,5 +199,10 @@ def trace_record(settings: ExchangeSettings, dataset: str, key: str) -> RecordTr
                 extract_id=m.extract_id, department=m.department, grant_id=m.grant_id,
                 purpose=getattr(grant, "purpose", None), snapshot_id=m.snapshot_id, created_at=m.created_at,
                 carried=carried, how=how, manifest_sha256=extract_digest(signed)))
+    about = provenance_about(ProvenanceLog(layout.provenance),
+                             {Subject.BATCH: set(batch_ids), Subject.EXTRACT: {x.extract_id for x in extracts}})
+    batches = [_batch(layout, b, about[Subject.BATCH]) for b in batch_ids]
+    extracts = [x.model_copy(update={"provenance": about[Subject.EXTRACT].get(x.extract_id, [])})
+                for x in extracts]
     return RecordTrace(dataset=dataset, key=key, found=bool(events), events=events, batches=batches,
                        extracts=extracts)

@@ -4,6 +4,9 @@ Sections: the verification verdict; per province and dataset the batches with co
 (and an inline SVG chart of the rates over time); contract versions in force; keys and rotations;
 extracts issued per department; the access and denial log; a lineage table from provinces through lake
 tables to departments. Every value is HTML-escaped; nothing is fetched.
+
+Each provenance event kind names its section (exchange/provenance/events.py), and each section counts the
+entries of its kinds per actor and action: a new kind shows up where its class says, without a list here.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from pathlib import Path
 from exchange.access.extract import EXTRACT_MANIFEST, ExtractManifest, SignedExtractManifest
 from exchange.config import Layout
 from exchange.provenance.archive import history_lines
+from exchange.provenance.events import Kind, Section, spec
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import BatchManifest, read_manifest
 from exchange.provenance.verify import VerifyReport
 from exchange.report.html import page, table, write_atomically
 from exchange.signing.trust import TrustBundle
 
-ACCESS_ACTIONS = ("grant", "grant_revoke", "extract", "query", "access_denied")
 _COLORS = {"shanghai": "#1f77b4", "jiangsu": "#2ca02c", "zhejiang": "#ff7f0e", "anhui": "#9467bd"}
 
 
@@ -37,10 +40,17 @@ class ReportData:
     bundle: TrustBundle
     extracts: list[ExtractManifest]
     access: list[ProvenanceEntry]
+    logged: Counter[tuple[Section, str, str]]
+
+
+def section_of(action: str) -> Section:
+    """The report section counting entries of `action`; kinds no longer in the vocabulary go with the chain's."""
+    kind = spec(action)
+    return kind.section if kind else Section.CHAIN
 
 
 def collect(layout: Layout, verify: VerifyReport, bundle: TrustBundle) -> ReportData:
-    """Read manifests, extracts and the access entries of the log (streamed; only access entries are kept)."""
+    """Read manifests, extracts and the log (streamed: access entries are kept, the others only counted)."""
     manifests = []
     for path in sorted(layout.manifests.rglob("*.json")) if layout.manifests.is_dir() else []:
         try:
@@ -54,16 +64,25 @@ def collect(layout: Layout, verify: VerifyReport, bundle: TrustBundle) -> Report
         except ValueError:
             continue
     access: list[ProvenanceEntry] = []
+    logged: Counter[tuple[Section, str, str]] = Counter()
     # The whole history: entries a truncation moved into the archives count as much as the live log's.
     for line in history_lines(ProvenanceLog(layout.provenance)):
         try:
             entry = ProvenanceEntry.model_validate_json(line)
         except ValueError:
             continue
-        if entry.action in ACCESS_ACTIONS or entry.action.startswith(("query", "key_")):
+        section = section_of(entry.action)
+        logged[(section, entry.actor, entry.action)] += 1
+        if section == Section.ACCESS:
             access.append(entry)
     manifests.sort(key=lambda m: (m.province, m.dataset, m.window_end))
-    return ReportData(datetime.now(UTC), verify, manifests, bundle, extracts, access)
+    return ReportData(datetime.now(UTC), verify, manifests, bundle, extracts, access, logged)
+
+
+def logged_table(data: ReportData, section: Section, cls: str) -> str:
+    """Entries of the section's kinds, per actor and action."""
+    rows = [[actor, action, str(n)] for (s, actor, action), n in sorted(data.logged.items()) if s == section]
+    return table(["actor", "action", "entries"], rows, {2}, cls)
 
 
 def _rate(m: BatchManifest) -> float:
@@ -132,10 +151,8 @@ def render(data: ReportData, home: str = "") -> str:
     extracts = [[x.department, x.extract_id, x.grant_id, x.dataset, str(x.snapshot_id), str(x.rows),
                  f"{x.created_at:%Y-%m-%d %H:%M}"]
                 for x in sorted(data.extracts, key=lambda x: (x.department, x.created_at))]
-    per_action = Counter((e.actor, e.action) for e in data.access)
-    access = [[actor, action, str(n)] for (actor, action), n in sorted(per_action.items())]
     denials = [[f"{e.at:%Y-%m-%d %H:%M}", e.actor, e.subject, str(e.details.get("reason", ""))]
-               for e in data.access if e.action == "access_denied"]
+               for e in data.access if e.action == Kind.ACCESS_DENIED]
     departments: dict[str, set[str]] = defaultdict(set)
     for x in data.extracts:
         departments[x.dataset].add(x.department)
@@ -144,23 +161,26 @@ def render(data: ReportData, home: str = "") -> str:
         f"<h1>YRD exchange hub: auditor report</h1><p>Generated {data.generated_at:%Y-%m-%d %H:%M:%S} UTC"
         f"{' for ' + escape(home) if home else ''}.</p>",
         f'<h2 id="verdict">Verification</h2><div class="verdict {verdict_cls}" id="verdict-value">'
-        f"{escape(v.verdict)}</div><p>Checked: {escape(counts)}; {len(v.problems)} problem(s).</p>{first}",
+        f"{escape(v.verdict)}</div><p>Checked: {escape(counts)}; {len(v.problems)} problem(s).</p>{first}"
+        "<h3>Chain entries</h3>" + logged_table(data, Section.CHAIN, "chain-log"),
         '<h2 id="batches">Batches per province and dataset</h2>'
         + table(["province", "dataset", "batches", "pulled", "accepted", "quarantined", "rejection rate"], per_pd,
                  {2, 3, 4, 5, 6}, "per-dataset"),
         '<h3>Rejection rate per batch, over time</h3>' + rejection_chart(data.manifests),
         table(["province", "dataset", "batch", "window (UTC)", "pulled", "accepted", "quarantined", "rejection rate",
                 "snapshot", "contract"], batches, {4, 5, 6, 7, 8}, "batches"),
+        "<h3>Batch entries in the log</h3>" + logged_table(data, Section.BATCHES, "batch-log"),
         '<h2 id="contracts">Contract versions in force</h2>'
         + table(["dataset", "contract", "version", "SHA-256"], contracts, cls="contracts"),
         '<h2 id="keys">Keys and rotations</h2>'
         + table(["owner", "key id", "algorithm", "valid from", "valid until", "status", "endorsed by"], keys,
-                 cls="keys"),
+                 cls="keys")
+        + "<h3>Key entries in the log</h3>" + logged_table(data, Section.KEYS, "key-log"),
         '<h2 id="extracts">Extracts issued per department</h2>'
         + table(["department", "extract", "grant", "dataset", "snapshot", "rows", "cut at (UTC)"], extracts, {4, 5},
                  "extracts"),
         '<h2 id="access">Access and denial log</h2>'
-        + table(["actor", "action", "entries"], access, {2}, "access")
+        + logged_table(data, Section.ACCESS, "access")
         + "<h3>Denials</h3>" + table(["at (UTC)", "who", "what", "reason"], denials, cls="denials"),
         '<h2 id="lineage">Lineage: provinces → lake tables → departments</h2>'
         + table(["province", "lake table", "departments that received extracts"], lineage, cls="lineage"),

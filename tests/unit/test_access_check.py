@@ -180,7 +180,8 @@ def test_cli_check_and_offline_verification(world: World, tmp_path: Path) -> Non
     doc = json.loads(done.output)
     doc["check"]["valid_until"] = str(date(2099, 1, 1))
     answer.write_text(json.dumps(doc))
-    assert runner.invoke(app, ["verify-check", str(answer), "--trust-bundle", str(bundle)]).exit_code == 2
+    # A failed check exits 1; 2 is for usage errors (exchange/errors.py OUTCOMES).
+    assert runner.invoke(app, ["verify-check", str(answer), "--trust-bundle", str(bundle)]).exit_code == 1
     unknown = runner.invoke(app, ["check-license", "X1", "--department", "nobody.here"])
     assert unknown.exit_code == 2 and "unknown department" in unknown.output
     assert world.hub.log.read()[-1].action == "access_denied"

@@ -119,7 +119,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     # Encrypting before the department has a key is refused, with the reason, and on record.
     refused = runner.invoke(app, ["extract", "--department", DEPARTMENT, "--dataset", "e_license",
                                   "--out", str(tmp_path / "none"), "--encrypt"])
-    assert refused.exit_code == 2 and "no extract public key" in refused.output
+    assert refused.exit_code == 1 and "no extract public key" in refused.output  # a refusal: exit 1
     assert hub.log.read()[-1].action == "access_denied"
 
     made = runner.invoke(app, ["departments", "keygen", DEPARTMENT])
@@ -127,7 +127,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     key_file = hub.layout.keys / "departments" / f"{DEPARTMENT}.x25519.pem"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert (hub.layout.keys / "departments").stat().st_mode & 0o077 == 0
-    assert runner.invoke(app, ["departments", "keygen", DEPARTMENT]).exit_code == 2, "never overwrite a key"
+    assert runner.invoke(app, ["departments", "keygen", DEPARTMENT]).exit_code == 1, "never overwrite a key"
     key = load_private_key(key_file)
     assert Registry(hub.layout.access).department(DEPARTMENT).extract_public_key == public_key_b64(key.public_key())
 
@@ -163,7 +163,7 @@ def test_cli_encrypted_extract_round_trip(hub: Hub, tmp_path: Path) -> None:
     assert runner.invoke(app, ["departments", "keygen", "sh.public_security", "--private-key", str(other)]).exit_code \
         == 0
     wrong = runner.invoke(app, ["verify-extract", str(sealed_dir), "--trust-bundle", str(bundle), "--key", str(other)])
-    assert wrong.exit_code == 2 and "encrypted to" in wrong.output
+    assert wrong.exit_code == 1 and "encrypted to" in wrong.output  # a failed check: exit 1
 
 
 def test_tampered_encrypted_extracts_do_not_verify(hub: Hub, tmp_path: Path) -> None:

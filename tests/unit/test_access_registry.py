@@ -113,7 +113,7 @@ def test_cli_tokens_and_grant_revocation_are_recorded_in_provenance(hub: Hub, tm
     listed = runner.invoke(app, ["departments", "tokens"])
     assert token_id[:8] in listed.output and bearer.split(".")[1] not in listed.output
     assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 0
-    assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 2
+    assert runner.invoke(app, ["departments", "revoke-token", token_id]).exit_code == 1  # refused: already revoked
 
     grant_file = tmp_path / "grant.json"
     grant_file.write_text(json.dumps(_grant().model_dump(mode="json")))
@@ -126,6 +126,28 @@ def test_cli_tokens_and_grant_revocation_are_recorded_in_provenance(hub: Hub, tm
     assert ("token_issue", token_id) in actions and ("token_revoke", token_id) in actions
     assert ("grant", "g1") in actions and ("grant_revoke", "g1") in actions
     assert bearer.split(".")[1] not in hub.log.path.read_text()
+
+
+@pytest.mark.parametrize(("command", "actor"), [
+    (["grants", "add"], "js.public_security"),  # a grant approved by a department, not a data office
+    (["grants", "revoke", "g1", "--reason", "r", "--by"], "js.public_security"),
+    (["grants", "revoke", "g1", "--reason", "r", "--by"], "hub"),
+])
+def test_a_grant_change_whose_actor_may_not_record_it_changes_nothing(
+        hub: Hub, tmp_path: Path, command: list[str], actor: str) -> None:
+    registry = Registry(hub.layout.access)
+    if command[1] == "revoke":
+        registry.add_grant(_grant(), hub.signer)
+        args = [*command, actor]
+    else:
+        grant_file = tmp_path / "grant.json"
+        grant_file.write_text(json.dumps(_grant().model_copy(update={"approved_by": actor}).model_dump(mode="json")))
+        args = [*command, str(grant_file)]
+    before = hub.log.read()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0 and "may not record" in result.output, result.output
+    assert hub.log.read() == before
+    assert registry.revoked_grants() == {} and len(registry.grants()) == (command[1] == "revoke")
 
 
 def test_the_sandbox_cannot_see_python_variables_or_files() -> None:

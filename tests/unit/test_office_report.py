@@ -36,6 +36,7 @@ from exchange.report.masked import WITHHELD, masked_columns
 from exchange.report.office import bilingual
 from exchange.report.rejections import write_rejection_report
 from exchange.report.summary import print_summary
+from exchange.stages import ExchangeResult
 from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -58,7 +59,7 @@ def _seed(hub: Hub, n: int, *, defect_rate: float | None = None) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, pa.Table, dict[str, Any]]]:
+def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, pa.Table, ExchangeResult]]:
     """One committed Jiangsu e_license batch with the usual ~3 % defects: (hub, source table, run result)."""
     home = tmp_path_factory.mktemp("office") / "home"
     with pytest.MonkeyPatch.context() as mp:
@@ -79,24 +80,24 @@ def _files(hub: Hub, batch_id: str) -> tuple[str, str]:
 
 
 def test_the_html_report_of_a_batch_has_its_counts_and_every_failing_rule_in_both_languages(
-    batch: tuple[Hub, pa.Table, dict[str, Any]],
+    batch: tuple[Hub, pa.Table, ExchangeResult],
 ) -> None:
     hub, _, result = batch
-    html, _ = _files(hub, result["batch_id"])
+    html, _ = _files(hub, result.batch_id)
     contract = load_contract("e_license")
-    summary = json.loads((hub.layout.reports / "jiangsu" / f"{result['batch_id']}.summary.json").read_text())
-    assert summary["rejections_html"] == f"{result['batch_id']}.rejections.html"
+    summary = json.loads((hub.layout.reports / "jiangsu" / f"{result.batch_id}.summary.json").read_text())
+    assert summary["rejections_html"] == f"{result.batch_id}.rejections.html"
     assert '<html lang="zh-CN">' in html and "<script" not in html and "http" not in html  # nothing fetched
-    for text in (result["batch_id"], "江苏省", "电子证照", "Electronic licences", contract.id, contract.version,
+    for text in (result.batch_id, "江苏省", "电子证照", "Electronic licences", contract.id, contract.version,
                  "2026-11-01 08:00", "NOT HELD"):
         assert escape(text) in html, text
     counts = html.split('class="counts"')[1].split("</table>")[0]
-    rate = f"{result['quarantined'] / result['pulled'] * 100:.2f}".rstrip("0").rstrip(".") + "%"
-    for value in (result["pulled"], result["accepted"], result["quarantined"], rate):
+    rate = f"{result.quarantined / result.pulled * 100:.2f}".rstrip("0").rstrip(".") + "%"
+    for value in (result.pulled, result.accepted, result.quarantined, rate):
         assert f">{value}<" in counts, value
     rules = html.split('class="rules"')[1].split("</table>")[0]
     failing = [r for r in summary["rules"] if r["unexpected"]]
-    assert failing and sum(r["unexpected"] for r in failing if r["severity"] == "error") >= result["quarantined"]
+    assert failing and sum(r["unexpected"] for r in failing if r["severity"] == "error") >= result.quarantined
     for counted in failing:
         rule = contract.rule(counted["rule_id"])
         zh, en = bilingual(rule.description)
@@ -106,12 +107,12 @@ def test_the_html_report_of_a_batch_has_its_counts_and_every_failing_rule_in_bot
             assert escape(text) in row, (rule.id, text)
         assert f'<td class="n">{counted["unexpected"]}</td>' in row
     sample = html.split('class="sample"')[1].split("</table>")[0]
-    assert sample.count("<tr>") - 1 >= min(result["quarantined"], 50)  # header row + one row per broken rule
+    assert sample.count("<tr>") - 1 >= min(result.quarantined, 50)  # header row + one row per broken rule
 
 
-def test_no_resident_id_appears_in_clear_in_the_html_or_the_csv(batch: tuple[Hub, pa.Table, dict[str, Any]]) -> None:
+def test_no_resident_id_appears_in_clear_in_the_html_or_the_csv(batch: tuple[Hub, pa.Table, ExchangeResult]) -> None:
     hub, source, result = batch
-    html, text = _files(hub, result["batch_id"])
+    html, text = _files(hub, result.batch_id)
     ids = [i for i in source.column("holder_id").to_pylist() if i]
     assert not [i for i in ids if i in html or i in text]
     # The records rejected for their resident ID are listed, masked as a department would see them.
@@ -121,12 +122,12 @@ def test_no_resident_id_appears_in_clear_in_the_html_or_the_csv(batch: tuple[Hub
         assert f"holder_id='{holder_id[:6]}{'*' * (len(holder_id) - 10)}{holder_id[-4:]}'" in text
 
 
-def test_the_csv_has_one_masked_row_per_rejected_record(batch: tuple[Hub, pa.Table, dict[str, Any]]) -> None:
+def test_the_csv_has_one_masked_row_per_rejected_record(batch: tuple[Hub, pa.Table, ExchangeResult]) -> None:
     hub, _, result = batch
-    _, text = _files(hub, result["batch_id"])
+    _, text = _files(hub, result.batch_id)
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["record_key", "rule_id", "severity", "offending_values", "reason"]
-    assert len(rows) == result["quarantined"]
+    assert len(rows) == result.quarantined
     with connect(hub.settings, read_only=True) as con:
         keys = {r[0] for r in con.execute(f"SELECT record_key FROM {LAKE}.quarantine").fetchall()}
     assert {r["record_key"] for r in rows} == keys
@@ -193,7 +194,7 @@ def test_a_short_id_and_a_formula_key_reach_the_csv_masked_and_defused(tmp_path:
 
 
 def test_the_demo_summary_counts_records_per_rule_and_links_one_office_report(
-    batch: tuple[Hub, pa.Table, dict[str, Any]],
+    batch: tuple[Hub, pa.Table, ExchangeResult],
 ) -> None:
     hub, _, result = batch
     extract = cast(SignedExtractManifest, SimpleNamespace(manifest=SimpleNamespace(
@@ -210,5 +211,5 @@ def test_the_demo_summary_counts_records_per_rule_and_links_one_office_report(
         line = next(ln for ln in table.splitlines() if f" {rule.rule_id} " in ln)
         cells = [c.strip() for c in line.strip("│┃ ").split("│")]
         assert cells == ["e_license", rule.rule_id, rule.severity, str(rule.unexpected), str(rule.unexpected)]
-    report = hub.layout.reports / "jiangsu" / f"{result['batch_id']}.rejections.html"
+    report = hub.layout.reports / "jiangsu" / f"{result.batch_id}.rejections.html"
     assert f"Province office report of one batch: {report}" in out

@@ -19,6 +19,7 @@ from exchange.provenance.events import (
     Kind,
     Pull,
     Role,
+    RoleRefused,
     UnrecordableEvent,
     admit,
     event_from,
@@ -172,3 +173,28 @@ def test_a_new_entry_chains_onto_an_old_log(tmp_path: Path) -> None:
     entry = log.append(signer, Checkpoint(lake_snapshot=None, manifests=0), actor=HUB, subject="provenance")
     assert entry.seq == 6 and verify_chain(log, bundle) == 6
     assert ProvenanceEntry.model_validate_json(log.path.read_text().splitlines()[-1]).version == VERSION
+
+
+@pytest.mark.parametrize(("error", "exit_code", "status"), [
+    (UnrecordableEvent("pull details do not fit Pull"), 1, 500),  # a bug in the hub: nothing was written
+    (RoleRefused("'hub' (hub) may not record grant_revoke"), 1, 403),  # a user named the wrong actor
+])
+def test_refusals_survive_pickling_and_map_to_their_outcome(error: Exception, exit_code: int, status: int) -> None:
+    import pickle
+
+    from exchange.errors import outcome
+
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert (outcome(error).exit_code, outcome(error).http_status, outcome(error).retry) == (exit_code, status, False)
+
+
+@given(st.text(max_size=40), st.sampled_from(SAMPLES))
+def test_any_actor_has_one_role_and_may_record_a_kind_exactly_when_the_role_may(actor: str, sample: Sample) -> None:
+    role = role_of(actor)
+    assert role in Role
+    if role in sample.event.roles:
+        assert admit(sample.event, actor, sample.digests) == (sample.event.kind, sample.event.details())
+    else:
+        with pytest.raises(UnrecordableEvent, match="may not record"):
+            admit(sample.event, actor, sample.digests)

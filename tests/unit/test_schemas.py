@@ -20,3 +20,10 @@ def test_every_field_is_described() -> None:
         for model in [schema, *schema.get("$defs", {}).values()]:
             for field, spec in model.get("properties", {}).items():
                 assert "description" in spec, f"{name}: {model.get('title')}.{field} has no description"
+
+
+def test_the_auditors_event_table_is_the_vocabulary() -> None:
+    from exchange.schemas import AUDITORS_DOC, render_auditors_doc
+
+    text = AUDITORS_DOC.read_text(encoding="utf-8")
+    assert render_auditors_doc(text) == text, "docs/auditors.md's event table is stale: run `make schemas`"

@@ -21,8 +21,11 @@ def recover(
     interrupted before the lake is settled as not committed; what is removed is logged with names and sizes.
     Exits 0, or 1 when something needs an operator (printed as NEEDS AN OPERATOR).
     """
+    from exchange.config import existing_home
+    from exchange.config import settings as current_settings
     from exchange.recovery import reconcile
 
+    existing_home(current_settings())  # recovering a home that is not there would create an empty one
     report = reconcile(_hub(), full=True, dry_run=dry_run)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))

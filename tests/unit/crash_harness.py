@@ -4,6 +4,7 @@ that dies at a named point, and the invariant checker every crash test ends with
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.process
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -79,16 +80,29 @@ def stage_action(point: str, contracts: Path) -> Callable[[Hub], Any]:
     return actions[stage]
 
 
+def child_process(target: Callable[..., object], *args: object) -> multiprocessing.process.BaseProcess:
+    """A started child process running `target(*args)`, forked from a fork server that imported the stack once.
+
+    Not a plain fork of the test process: that one has threads (hashing pools, DuckDB's), and a fork of a
+    threaded process can inherit a lock some other thread held and crash in the child. The server is single
+    threaded, so its children are clean and start without importing anything again.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.unit.crash_harness"])
+    child = context.Process(target=target, args=args)
+    child.start()
+    return child
+
+
 def _child(home: str, point: str, contracts: str) -> None:
     os.environ[CRASH_ENV] = point
     stage_action(point, Path(contracts))(hub_at(Path(home)))
 
 
 def run_crashing(home: Path, point: str, contracts: Path) -> int:
-    """Run the point's stage in a real child process (forked: no second import of the stack) that dies at the
-    point; its exit code (faults.CRASH_EXIT when it died there)."""
-    child = multiprocessing.get_context("fork").Process(target=_child, args=(str(home), point, str(contracts)))
-    child.start()
+    """Run the point's stage in a real child process that dies at the point; its exit code (faults.CRASH_EXIT
+    when it died there)."""
+    child = child_process(_child, str(home), point, str(contracts))
     child.join(120)
     assert child.exitcode is not None, f"child for {point} hung"
     return child.exitcode

@@ -6,14 +6,11 @@ hub "not committed" or "committed and fully recorded", and every failure must en
 from __future__ import annotations
 
 import errno
-import multiprocessing
-import multiprocessing.context
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,7 +32,7 @@ from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.recovery import reconcile
 from tests.conftest import REPO
-from tests.unit.crash_harness import END, MID, assert_settled, build_home, hub_at, run_crashing
+from tests.unit.crash_harness import END, MID, assert_settled, build_home, child_process, hub_at, run_crashing
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
 RUN = ["run", "--province", "jiangsu", "--dataset", "e_license", "--start", MID.isoformat(), "--end", END.isoformat()]
@@ -68,10 +65,8 @@ def _cli(hub: Hub, *args: str, env: dict[str, str] | None = None) -> subprocess.
     return subprocess.CompletedProcess(list(args), out.exit_code, out.stdout, out.stderr if out.stderr_bytes else "")
 
 
-def _in_child(target: Callable[[], object]) -> multiprocessing.context.ForkProcess:
-    child = multiprocessing.get_context("fork").Process(target=target)
-    child.start()
-    return child
+def _noop() -> None:
+    pass
 
 
 def _snapshots(hub: Hub) -> int:
@@ -120,7 +115,7 @@ def test_f1_tampering_beside_an_interrupted_commit_is_still_broken(hub: Hub) -> 
 
 
 def test_f2_partial_files_everywhere_are_removed_and_logged_with_names_and_sizes(hub: Hub) -> None:
-    dead = _in_child(lambda: None)
+    dead = child_process(_noop)
     dead.join()
     pid = int(dead.pid or 0)  # a writer that has exited
     layout = hub.layout
@@ -231,14 +226,14 @@ def test_f4_an_immutable_log_file_refuses_run_and_extract_in_one_line(hub: Hub) 
         subprocess.run(["chattr", "-i", str(hub.log.path)], check=False)
 
 
-def _hold_lock(hub: Hub, ready: Path) -> None:
-    with batch_lock(hub.layout.staging, BATCH):
+def _hold_lock(home: Path, ready: Path) -> None:
+    with batch_lock(hub_at(home).layout.staging, BATCH):
         ready.touch()
         time.sleep(60)
 
 
-def _run_cli_into(hub: Hub, out: Path) -> None:
-    result = _cli(hub, *RUN)
+def _run_cli_into(home: Path, out: Path) -> None:
+    result = _cli(hub_at(home), *RUN)
     out.write_text(f"{result.returncode}\n{result.stdout}{result.stderr}")
     os._exit(0)
 
@@ -247,7 +242,7 @@ def test_f5_a_second_run_of_a_running_batch_gets_one_line_and_the_batch_commits_
     hub: Hub, tmp_path: Path
 ) -> None:
     ready = tmp_path / "ready"
-    holder = _in_child(lambda: _hold_lock(hub, ready))  # a live run of the same window, in another process
+    holder = child_process(_hold_lock, hub.settings.home, ready)  # a live run of the same window, in another process
     try:
         while not ready.exists():
             time.sleep(0.05)
@@ -256,7 +251,7 @@ def test_f5_a_second_run_of_a_running_batch_gets_one_line_and_the_batch_commits_
         holder.kill()
         holder.join()
     outs = [tmp_path / f"run{i}.txt" for i in range(2)]
-    runs = [_in_child(lambda o=o: _run_cli_into(hub, o)) for o in outs]  # two runs of one window at once
+    runs = [child_process(_run_cli_into, hub.settings.home, o) for o in outs]  # two runs of one window at once
     for child in runs:
         child.join(300)
     texts = [o.read_text() for o in outs]

@@ -3,7 +3,6 @@ verified intact each time (no crash point involved: wherever the kill lands)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
@@ -15,7 +14,7 @@ import pytest
 
 from adapters.base import sandbox_for
 from exchange.synthetic import generate
-from tests.unit.crash_harness import END, assert_settled, build_home, hub_at
+from tests.unit.crash_harness import END, assert_settled, build_home, child_process, hub_at
 
 DELAYS = [0.15 * i for i in range(20)]  # seconds after the command starts: spans pull, validate and commit
 
@@ -39,9 +38,7 @@ def test_exchange_run_killed_at_twenty_moments_then_rerun_is_intact_every_time(t
     for number, delay in enumerate(DELAYS):
         start, end = END + timedelta(days=number), END + timedelta(days=number + 1)
         sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=100 + number, start=start, end=end))
-        child = multiprocessing.get_context("fork").Process(
-            target=_exchange_run, args=(home, start.isoformat(), end.isoformat()))
-        child.start()
+        child = child_process(_exchange_run, home, start.isoformat(), end.isoformat())
         time.sleep(delay)
         if child.pid is not None and child.exitcode is None:
             os.kill(child.pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from adapters.base import Window
 from exchange import atomic
+from exchange.access.service import publish_extract
 from exchange.cli import app
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_ENV, CRASH_EXIT
@@ -32,7 +33,16 @@ from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.recovery import reconcile
 from tests.conftest import REPO
-from tests.unit.crash_harness import END, MID, assert_settled, build_home, child_process, hub_at, run_crashing
+from tests.unit.crash_harness import (
+    DEPARTMENT,
+    END,
+    MID,
+    assert_settled,
+    build_home,
+    child_process,
+    hub_at,
+    run_crashing,
+)
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
 RUN = ["run", "--province", "jiangsu", "--dataset", "e_license", "--start", MID.isoformat(), "--end", END.isoformat()]
@@ -222,6 +232,9 @@ def test_f4_an_immutable_log_file_refuses_run_and_extract_in_one_line(hub: Hub) 
         assert _snapshots(hub) == before
         with pytest.raises(TerminalError, match="provenance log"):
             hub.log.ensure_writable()
+        with pytest.raises(LogUnavailable):  # nor is an extract served that the log could not record
+            publish_extract(hub, DEPARTMENT, "e_license")
+        assert not list(hub.layout.extracts.rglob("*.parquet"))
     finally:
         subprocess.run(["chattr", "-i", str(hub.log.path)], check=False)
 

@@ -214,8 +214,10 @@ def _remove(hub: Hub, report: RecoveryReport, found: list[Leftover]) -> None:
 def _sweep(hub: Hub, report: RecoveryReport, batch_id: str | None, full: bool) -> None:
     layout = hub.layout
     if full:
+        # Only folders whose writers all use exchange/atomic.py's pid-named temporary files (reports, keys and
+        # the access registry have writers of their own, whose liveness recovery could not tell).
         roots = [(layout.staging, True), (layout.landing, True), (layout.manifests, True),
-                 (layout.provenance, True), (layout.extracts, True), (layout.reports, True)]
+                 (layout.provenance, True), (layout.extracts, True)]
     else:
         roots = [(layout.staging, True), (layout.provenance, False), (layout.provenance / "archives", False)]
         if batch_id is not None:

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
-from exchange.atomic import fsync_dir
+from exchange.atomic import fsync_dir, temp_path
 from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
@@ -223,7 +223,7 @@ class ProvenanceLog:
             first = handle.readline()
             if not first.strip() or ProvenanceEntry.model_validate_json(first).seq >= seq:
                 return None
-            tmp = self.path.with_name(self.path.name + ".truncating")
+            tmp = temp_path(self.path)  # pid-named: recovery removes it only if this process died
             removed = 0
             last = b""
             with tmp.open("wb") as out:

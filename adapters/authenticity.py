@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from exchange.errors import SourceAuthenticityError, VerificationError
+from exchange.signing.anchor import pinned_anchor
 from exchange.signing.canonical import canonical_bytes, utc_z
 from exchange.signing.keyring import Keyring
 from exchange.signing.signers import Signature, Signer
@@ -98,15 +99,17 @@ class VerifiedSource:
 class SourceTrust:
     """The hub's trust bundle as the adapters use it: re-read for each pull, so a revocation takes effect."""
 
-    def __init__(self, keys_dir: Path) -> None:
+    def __init__(self, keys_dir: Path, anchor: str | None = None) -> None:
         self.keys_dir = keys_dir
+        self.anchor = anchor  # EXCHANGE_TRUST_ANCHOR: with it, a bundle not chaining to it is refused
 
     def verifier(self, province: str) -> SourceVerifier:
         """A verifier for one pull from `province`, holding the bundle as it is now."""
         keyring = Keyring(self.keys_dir)
         bundle = keyring.trust_bundle()
-        if bundle.signature is not None:  # an absent bundle is empty: every key is then unknown
-            verify_bundle(bundle, item=f"trust bundle {keyring.trust_bundle_path}")
+        pinned = pinned_anchor(self.anchor, home=self.keys_dir.parent)
+        if bundle.signature is not None or pinned is not None:  # an absent bundle is empty: every key is unknown
+            verify_bundle(bundle, pinned.key_ids if pinned else None, item=f"trust bundle {keyring.trust_bundle_path}")
         return SourceVerifier(province, bundle, str(keyring.trust_bundle_path))
 
 
@@ -182,12 +185,16 @@ def sandbox_keyring(root: Path) -> Keyring:
     return Keyring(root.resolve() / "keys")
 
 
-def hub_trust(home: Path | None = None) -> SourceTrust:
-    """The trust of the hub at `home` (default: EXCHANGE_HOME), whose trust bundle is ``<home>/keys``."""
+def hub_trust(home: Path | None = None, anchor: str | None = None) -> SourceTrust:
+    """The trust of the hub at `home`, whose trust bundle is ``<home>/keys``, checked against `anchor`; without
+    `home`, EXCHANGE_HOME's, checked against EXCHANGE_TRUST_ANCHOR."""
     from exchange.config import Layout
     from exchange.config import settings as current_settings
 
-    return SourceTrust(Layout(home if home is not None else current_settings().home).keys)
+    if home is None:
+        configured = current_settings()
+        home, anchor = configured.home, configured.trust_anchor
+    return SourceTrust(Layout(home).keys, anchor)
 
 
 def signature_headers(signed: SignedStatement) -> dict[str, str]:

@@ -26,6 +26,12 @@ class ExchangeSettings(BaseSettings):
         default="ed25519",
         description="Signature algorithm of keys the hub creates: ed25519, or sm2 (SM2 with SM3, GM/T 0003/0004)",
     )
+    trust_anchor: str | None = Field(
+        default=None,
+        description="The hub root key's fingerprint(s) verify checks the trust bundle against: key ids, "
+        "comma-separated, or the path of a file outside home holding them (`exchange keys anchor` prints them). "
+        "Unset, verify checks everything else and ends UNANCHORED",
+    )
     lake_catalog: str | None = Field(
         default=None, description="DuckLake catalog; default a DuckDB file under home/lake"
     )
@@ -134,6 +140,31 @@ class ExchangeSettings(BaseSettings):
         default=50.0, gt=0, description="E-licence checks per second per department, sustained (a separate bucket)"
     )
     check_rate_burst: int = Field(default=100, ge=1, description="E-licence checks a department may make at once")
+    check_failures_per_token: int = Field(
+        default=5, ge=1, description="E-licence checks with a mismatched licence id and holder id one token may make "
+        "in the failure window before it is locked out"
+    )
+    check_failures_per_department: int = Field(
+        default=10, ge=1, description="The same, for all of a department's tokens together"
+    )
+    check_failure_window_seconds: float = Field(
+        default=3600.0, gt=0, description="Window over which failed e-licence holder checks are counted"
+    )
+    check_lockout_seconds: float = Field(
+        default=900.0, gt=0, description="How long a token or department is locked out of e-licence checks after "
+        "too many failed holder checks (an operator alert is raised)"
+    )
+    api_reject_rate_per_second: float = Field(
+        default=1.0, gt=0, description="Refused unauthenticated requests per second per client address, sustained, "
+        "before they are answered 429"
+    )
+    api_reject_burst: int = Field(
+        default=30, ge=1, description="Refused unauthenticated requests a client address may make at once"
+    )
+    api_reject_log_seconds: float = Field(
+        default=60.0, ge=0, description="Refused unauthenticated requests are written to the provenance log at most "
+        "once per client address per this many seconds, with their count (0: every one)"
+    )
 
     @field_validator("home")
     @classmethod

@@ -135,6 +135,9 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     if fresh and layout.home.exists():
         shutil.rmtree(layout.home)
     layout.ensure()
+    anchor = pin_anchor(layout)
+    console.print(Text.assemble(("Pinned the hub's trust anchor", "bold"), f" outside the home: {anchor} "
+                                f"(verify reads it from EXCHANGE_TRUST_ANCHOR={anchor})"))
     window = DemoWindow.around(datetime.now(UTC))
     console.print(Text.assemble(("Seeding the four province sandboxes", "bold"), f" ({records} records per dataset, "
                                 f"updated {window.start:%Y-%m-%d} .. {window.end:%Y-%m-%d})"))
@@ -171,6 +174,28 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
 
     report = verify_home(hub.settings)
     return print_summary(console, hub, states, extract, report, opened)
+
+
+def anchor_path(layout: Layout) -> Path:
+    """Where the demo keeps its home's trust anchor: beside the home, never in it."""
+    return layout.home.parent / f"{layout.home.name}.trust-anchor"
+
+
+def pin_anchor(layout: Layout) -> Path:
+    """Make the hub's root key (if new) and pin its fingerprint beside the home, as an operator does once when
+    setting up a hub; point EXCHANGE_TRUST_ANCHOR at it for this process (the DAG tasks and verify read it)."""
+    from exchange.hub import Hub
+    from exchange.signing.anchor import SETTING, write_anchor
+
+    path = anchor_path(layout)
+    os.environ.pop(SETTING, None)
+    keyring = Hub.current().keyring
+    fresh_keys = not any(layout.keys.glob("hub.*.pem"))
+    keyring.signer()
+    if fresh_keys or not path.exists():
+        write_anchor(path, keyring.trust_bundle(), note=f"pinned by `exchange demo` for {layout.home}")
+    os.environ[SETTING] = str(path)
+    return path
 
 
 def open_as_department(directory: Path, hub: Hub, key: X25519PrivateKey) -> str:

@@ -229,7 +229,7 @@ def quarantine_status(
             return []
         replays: dict[str, list[str]] = defaultdict(list)
         for row in ledger:
-            batch = str(row["batch_id"])
+            batch = row.batch_id
             if origin_of(batch) != batch:
                 replays[origin_of(batch)].append(batch)
         where: list[str] = []
@@ -316,8 +316,8 @@ class ReplayPlan:
     replay_id: str
     province: str
     dataset: str
-    window_start: datetime | None
-    window_end: datetime | None
+    window_start: datetime
+    window_end: datetime
     origin_manifest_sha256: str
     origin_contract_version: str
     contract: Contract
@@ -380,15 +380,15 @@ def plan_replay(
             raise NotFound(
                 f"batch {origin} is not in the lake; a held or failed batch is re-run, not replayed"
             )
-        ledger = _query(con, f"SELECT * FROM {LAKE}.{LEDGER} WHERE batch_id = ?", [origin]).to_pylist()[0]
-        province, dataset = str(ledger["province"]), str(ledger["dataset"])
+        ledger = ledger_rows(con, origin)[0]
+        province, dataset = ledger.province, ledger.dataset
         replays = _query(
             con, f"SELECT batch_id FROM {LAKE}.{LEDGER} WHERE starts_with(batch_id, ?)", [origin + REPLAY_MARK]
         ).column("batch_id").to_pylist()
         replays = [b for b in replays if origin_of(b) == origin]
         schema = canonical_dataset(dataset).schema
         quarantined = QUARANTINE_SCHEMA.empty_table()
-        if ledger["quarantined"]:
+        if ledger.quarantined:
             quarantined = as_quarantine(_query(
                 con, f"SELECT * FROM {LAKE}.{QUARANTINE} WHERE batch_id = ? ORDER BY record_key, record_json",
                 [origin],
@@ -402,7 +402,7 @@ def plan_replay(
             ).cast(schema)
         key = canonical_dataset(dataset).key
         held = pa.array([], schema.field(key).type)  # keys the origin and its replays committed
-        if ledger["accepted"] or replays:
+        if ledger.accepted or replays:
             held = _query(
                 con, f'SELECT DISTINCT "{key}" AS k FROM {LAKE}."{dataset}" '
                 "WHERE batch_id = ? OR starts_with(batch_id, ?)", [origin, origin + REPLAY_MARK],
@@ -427,12 +427,12 @@ def plan_replay(
     if pending.num_rows:
         # What was unreadable as sent stays unreadable: the record stays quarantined, saying what was sent.
         records = intake.attach(pending_records, pending.column("as_sent").combine_chunks())
-        outcome = _revalidate(records, contract, province, replay_id, hub, ledger["window_end"])
+        outcome = _revalidate(records, contract, province, replay_id, hub, ledger.window_end)
     return ReplayPlan(
         origin=origin, replay_id=replay_id, province=province, dataset=dataset,
-        window_start=ledger["window_start"], window_end=ledger["window_end"],
+        window_start=ledger.window_start, window_end=ledger.window_end,
         origin_manifest_sha256=read_manifest(origin_manifest).digest(),
-        origin_contract_version=str(ledger["contract_version"]), contract=contract, rule=rule,
+        origin_contract_version=ledger.contract_version, contract=contract, rule=rule,
         quarantined_in_origin=quarantined.num_rows, already_replayed=quarantined.num_rows - len(keep),
         replayed=pending, repeats=blocked, outcome=outcome,
         unfinished=[b for b in replays if not manifest_path(hub.layout.manifests, province, dataset, b).exists()],
@@ -477,8 +477,6 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     """Write the staging files the commit stage reads (pull.json, validation.json, the two Parquet files)."""
     assert plan.outcome is not None
     outcome, contract = plan.outcome, plan.contract
-    if plan.window_start is None or plan.window_end is None:
-        raise TerminalError(f"batch {plan.origin}'s ledger row has no window; its replay cannot be staged")
     staging = hub.staging(plan.replay_id)
     shutil.rmtree(staging, ignore_errors=True)  # a replay that crashed before its lake commit starts clean
     staging.mkdir(parents=True)

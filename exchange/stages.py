@@ -8,7 +8,7 @@ The stages hand each other these records, never loose dicts: pull writes a :clas
 them into JSON at their edge (``model_dump(mode="json")``), so XCom values stay plain JSON.
 
 Every record carries ``format_version``; a reader refuses a version it does not know. Staging files are read
-back with validation (:func:`read_record`): a truncated or hand-edited ``pull.json`` is a TerminalError
+back with validation (:func:`read_record`): a truncated or hand-edited ``pull.json`` is a BadFile (terminal)
 naming the file and the field, not a KeyError three stages later. JSON Schemas: schemas/stage-*.schema.json.
 """
 
@@ -24,7 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from exchange import atomic
 from exchange.access.extract import SignedExtractManifest
-from exchange.errors import TerminalError
+from exchange.errors import BadFile, NotFound, validation_summary
 from exchange.provenance.manifest import FileDigest, RuleCount
 
 FORMAT_VERSION: Literal[1] = 1
@@ -253,29 +253,30 @@ def write_record(path: Path, record: StageRecord) -> None:
 
 
 def read_record(path: Path, model: type[R]) -> R:
-    """Read a staging file back as `model`; a missing, truncated or edited file is a TerminalError naming it.
+    """Read a staging file back as `model`; a truncated or edited file is a BadFile naming it and the fields.
 
     For a truncated file the fields the cut removed are named too (the readable part is parsed as far as it
-    goes), so the message says what is missing rather than only where the JSON stopped.
+    goes), so the message says what is missing rather than only where the JSON stopped. A missing file is
+    NotFound. Both are TerminalErrors: retrying the reading stage cannot help, re-running the writing one can.
     """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TerminalError(f"{path}: missing; run the stage that writes it first") from None
+        raise NotFound(f"{path}: missing; run the stage that writes it first") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TerminalError(f"{path}: unreadable ({exc})") from exc
+        raise BadFile(path, f"unreadable ({exc})") from exc
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
-        problems = _problems(exc)
+        problem = _every_problem(exc)
         invalid = [e for e in exc.errors() if e["type"] == "json_invalid"]
         if invalid:
-            problems = [f"not complete JSON ({invalid[0]['msg']})", *_partial_problems(text, model)]
-        raise TerminalError(f"{path}: not a valid {model.__name__}: {'; '.join(problems)}") from exc
+            problem = "; ".join([f"not complete JSON ({invalid[0]['msg']})", *_partial_problems(text, model)])
+        raise BadFile(path, f"not a valid {model.__name__}: {problem}") from exc
 
 
-def _problems(exc: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors()]
+def _every_problem(exc: ValidationError) -> str:
+    return validation_summary(exc, limit=len(exc.errors()))
 
 
 def _partial_problems(text: str, model: type[StageRecord]) -> list[str]:
@@ -290,5 +291,5 @@ def _partial_problems(text: str, model: type[StageRecord]) -> list[str]:
     try:
         model.model_validate(partial)
     except ValidationError as exc:
-        return _problems(exc)
+        return [_every_problem(exc)]
     return []

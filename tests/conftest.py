@@ -7,7 +7,34 @@ from pathlib import Path
 
 import pytest
 
+from exchange.signing.anchor import when_unpinned as _UNPINNED  # the product's policy, before the fixture pins
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hub_roots_pinned() -> Iterator[None]:
+    """Every test hub verifies as if its operator had pinned its root key (EXCHANGE_TRUST_ANCHOR) when setting it
+    up, so tests of other features see intact or BROKEN, not UNANCHORED. The pin is the root of the bundle under
+    test; tests of the anchor itself pin explicitly (a configured anchor takes precedence) or use `unpinned`."""
+    from exchange.signing import anchor
+
+    def roots_of_the_bundle_under_test(bundle: anchor.TrustBundle) -> anchor.Anchor | None:
+        ids = anchor.root_ids(bundle)
+        return anchor.Anchor(frozenset(ids), "test fixture: the test hub's root") if ids else None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anchor, "when_unpinned", roots_of_the_bundle_under_test)
+        yield
+
+
+@pytest.fixture
+def unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No trust anchor at all, as on a hub whose operator never pinned one (the product's own policy)."""
+    from exchange.signing import anchor
+
+    monkeypatch.delenv(anchor.SETTING, raising=False)
+    monkeypatch.setattr(anchor, "when_unpinned", _UNPINNED)
 
 
 @pytest.fixture

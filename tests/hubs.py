@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.base import Sandbox
@@ -10,12 +11,44 @@ from exchange.config import ExchangeSettings
 from exchange.contracts.load import contract_path, load_contract
 from exchange.hub import Hub
 from exchange.provenance.verify import VerifyReport, verify_home
+from exchange.signing.anchor import write_anchor
+from exchange.signing.keyring import Keyring
 
 
 def sandbox_hub(home: Path, sandbox: Sandbox) -> Hub:
     """A hub under `home` whose adapter settings point at `sandbox` (its EXCHANGE_* variables as settings)."""
     env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
     return Hub(ExchangeSettings(home=home, **env))
+
+
+def extract_home(home: Path, records: int, seed: int, start: datetime, end: datetime,
+                 department: str = "js.public_security") -> Hub:
+    """A demo-like home: one committed Jiangsu e-licence batch (signed by the province's office key), the sample
+    department, its sample grant and its extract under extracts/<department>."""
+    from adapters.base import sandbox_for
+    from exchange.access.registry import Registry
+    from exchange.access.service import extract_for_department
+    from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
+    from exchange.pipeline import run_exchange
+    from exchange.synthetic import generate
+
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    hub = sandbox_hub(home, sandbox)
+    sandbox.seed("e_license", generate("e_license", "jiangsu", records, seed=seed, start=start, end=end))
+    assert run_exchange("jiangsu", "e_license", start, end, hub).status == "committed"
+    registry = Registry(hub.layout.access)
+    registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == department))
+    registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
+    extract_for_department(hub, department, "e_license", hub.layout.extracts / department)
+    return hub
+
+
+def pin_root(home: Path, anchor: Path | None = None) -> Path:
+    """Pin the hub root key of `home` in a file beside it (what an operator does once, at set-up); return its path,
+    the value for EXCHANGE_TRUST_ANCHOR."""
+    path = anchor or home.parent / f"{home.name}.trust-anchor"
+    write_anchor(path, Keyring(home / "keys").trust_bundle())
+    return path
 
 
 def verify_copy(home: Path) -> VerifyReport:

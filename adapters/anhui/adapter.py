@@ -117,7 +117,7 @@ def build(settings: ExchangeSettings) -> AnhuiAdapter:
     export_dir = settings.anhui_export_dir
     if export_dir is None:
         export_dir = Layout(settings.home).sandboxes / "anhui" / "exports"
-    return AnhuiAdapter(export_dir, trust=hub_trust(settings.home))
+    return AnhuiAdapter(export_dir, trust=hub_trust(settings.home, settings.trust_anchor))
 
 
 def _check_manifest(path: Path, landed: LandedFile, landing: Landing, verifier: SourceVerifier) -> None:

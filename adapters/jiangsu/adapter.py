@@ -192,9 +192,9 @@ def build(settings: ExchangeSettings) -> JiangsuAdapter:
             key_file=settings.jiangsu_sftp_key_file,
             timeout=settings.jiangsu_sftp_timeout_seconds,
         )
-        return JiangsuAdapter(transport, trust=hub_trust(settings.home))
+        return JiangsuAdapter(transport, trust=hub_trust(settings.home, settings.trust_anchor))
     drop = settings.jiangsu_drop_dir
     if drop is None:
         sandboxes = settings.sandbox_dir or Layout(settings.home).sandboxes
         drop = sandboxes / "jiangsu" / "drop"
-    return JiangsuAdapter(drop, trust=hub_trust(settings.home))
+    return JiangsuAdapter(drop, trust=hub_trust(settings.home, settings.trust_anchor))

@@ -455,6 +455,6 @@ def build(settings: ExchangeSettings) -> ShanghaiAdapter:
         credentials,
         retry=RetryPolicy(max_retries=settings.shanghai_max_retries),
         timeout=httpx.Timeout(settings.shanghai_timeout_seconds, connect=min(5.0, settings.shanghai_timeout_seconds)),
-        trust=hub_trust(settings.home),
+        trust=hub_trust(settings.home, settings.trust_anchor),
         max_pages=settings.shanghai_max_pages,
     )

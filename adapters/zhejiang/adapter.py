@@ -260,7 +260,8 @@ def build(settings: ExchangeSettings) -> ZhejiangAdapter:
     state = settings.zhejiang_state_dir or Layout(settings.home).home / "adapters" / "zhejiang"
     overlap = timedelta(minutes=settings.zhejiang_overlap_minutes)
     return ZhejiangAdapter(
-        url, overlap=overlap, delivered=DeliveryLedger(state) if overlap else None, trust=hub_trust(settings.home)
+        url, overlap=overlap, delivered=DeliveryLedger(state) if overlap else None,
+        trust=hub_trust(settings.home, settings.trust_anchor),
     )
 
 

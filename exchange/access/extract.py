@@ -26,6 +26,7 @@ from exchange.errors import VerificationError
 from exchange.lake.connect import LAKE
 from exchange.provenance.manifest import FileDigest
 from exchange.signing.canonical import canonical_bytes, document_digest, file_sha256
+from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
@@ -150,6 +151,7 @@ def verify_extract(directory: Path, bundle: TrustBundle) -> SignedExtractManifes
     signed = SignedExtractManifest.model_validate_json(path.read_text(encoding="utf-8"))
     m = signed.manifest
     verify_signature(bundle, signed.signature, canonical_bytes(m.model_dump(mode="json")), m.created_at, str(path))
+    check_signer(bundle, signed.signature, Signed.EXTRACT_MANIFEST, str(path))
     for f in m.files:
         file = directory / f.name
         if not file.exists():

@@ -291,3 +291,35 @@ def view(grant: Grant, terms: Terms, schema: pa.Schema) -> View | Denial:
 def licence_check(terms: Terms) -> Denial | None:
     """A minimal-disclosure licence check needs no grant, but the dataset must be shared at all."""
     return sharing_denial(terms, "current contract; licences cannot be checked")
+
+
+# What a licence check may say beyond "valid" / "not valid", column by column.
+CHECK_DETAILS = ("status", "issuing_authority", "issued_on", "valid_until")
+
+
+@dataclass(frozen=True)
+class CheckDisclosure:
+    """What a licence check may add to valid / not valid: these details, for licences inside these rows."""
+
+    details: tuple[str, ...]
+    rows: RowFilter
+
+
+NO_DISCLOSURE = CheckDisclosure((), RowFilter("FALSE"))
+
+
+def check_disclosure(grant: Grant | None, terms: Terms, schema: pa.Schema) -> CheckDisclosure:
+    """The details a licence check may disclose to a department holding `grant` (its usable grant on the
+    licence dataset, if any) when the licence id and holder id asked match.
+
+    The check itself needs no grant and then answers only valid / not valid. A grant is the office's explicit
+    permission to see more: its clear (unmasked) detail columns, for licences inside its row filter, so the
+    check never returns what the department could not read through its grant anyway.
+    """
+    if grant is None:
+        return NO_DISCLOSURE
+    granted = view(grant, terms, schema)
+    if isinstance(granted, Denial):
+        return NO_DISCLOSURE
+    details = tuple(c.name for c in granted.columns if c.mask == CLEAR and c.name in CHECK_DETAILS)
+    return CheckDisclosure(details, granted.row_filter) if details else NO_DISCLOSURE

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +32,25 @@ from exchange.datasets import DATASETS
 from exchange.lake.connect import LAKE
 from exchange.signing.canonical import sha256_hex
 
-# Set before anything is loaded and locked, so the department's SQL cannot turn any of it back on.
+# Set at connect time. The in-memory database would otherwise report where the hub runs: DuckDB derives
+# home_directory, secret_directory, extension paths and the spill folder from the process's home and
+# working directory (visible through duckdb_settings(), current_setting(), duckdb_extensions()).
 SANDBOX_CONFIG: dict[str, Any] = {
-    "enable_external_access": False,  # files, globs, ATTACH, COPY, INSTALL, network
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "allow_unsigned_extensions": False,
     # The Python client otherwise resolves an unknown table name to a variable in the caller's frames.
     "python_enable_replacements": False,
-    "lock_configuration": True,
+    "home_directory": "/nonexistent",
+    "temp_directory": "",  # no spilling to disk: the sandbox is in memory under its memory limit anyway
 }
+# Set right after connecting, in this order. Disabling external access at connect time would make DuckDB
+# list the working directory in allowed_paths; disabling it by SET does not, and then nothing can undo it.
+SANDBOX_LOCK = (
+    "SET enable_external_access = false",  # files, globs, ATTACH, COPY, INSTALL, network
+    "SET lock_configuration = true",
+)
 LOAD_BATCH_ROWS = 100_000
 
 
@@ -90,7 +99,10 @@ def check_statement(sql: str) -> str:
 def open_sandbox(limits: QueryLimits) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB with external access, extensions and replacement scans off, config locked."""
     config = {**SANDBOX_CONFIG, "memory_limit": limits.memory_limit, "threads": limits.threads}
-    return duckdb.connect(":memory:", config=config)
+    con = duckdb.connect(":memory:", config=config)
+    for statement in SANDBOX_LOCK:
+        con.execute(statement)
+    return con
 
 
 def load_views(lake: duckdb.DuckDBPyConnection, sandbox: duckdb.DuckDBPyConnection,
@@ -161,31 +173,48 @@ def run_in_sandbox(sandbox: duckdb.DuckDBPyConnection, sql: str, limits: QueryLi
         timer.cancel()
 
 
+# Every way DuckDB says "no such column / table / catalog here". In the sandbox, a name that does not
+# resolve is one outside the caller's views however it is spelled (case, quotes, homoglyphs, NFKC variants,
+# lake.main.x, schema-qualified), so each is a refusal (access_denied), never a plain bad query.
 _MISSING_COLUMN = re.compile(r'(?:column "([^"]+)" not found|does not have a column named "([^"]+)")')
-_MISSING_TABLE = re.compile(r'Table with name "?([^"!\s]+)"? does not exist')
+_MISSING_TABLE = re.compile(r'Table with name "?([^"!]+?)"? does not exist')
+_MISSING_ELSE = re.compile(r'(?:Referenced table "[^"]*" not found|Catalog "[^"]*" does not exist|'
+                           r'Catalog with name [^ ]+ does not exist|Schema with name [^ ]+ does not exist|'
+                           r'Table Function with name [^ ]+ does not exist)')  # e.g. lake.snapshots()
 _ALL_COLUMNS = {name for d in DATASETS.values() for name in d.schema.names} | {"province", "batch_id"}
+# Latin look-alikes NFKC leaves alone (Cyrillic and Greek letters): only used to name, in the refusal, the
+# column or dataset a spelling aims at; whether it is refused never depends on it.
+_CONFUSABLES = str.maketrans("аеорсухіјѕԁһӏοαιντκ", "aeopcyxijsdhloaivtk")
+
+
+def skeleton(name: str) -> str:
+    """The identifier a spelling aims at: NFKC-normalised, case-folded, common homoglyphs mapped to Latin."""
+    return unicodedata.normalize("NFKC", name).casefold().translate(_CONFUSABLES)
 
 
 def classify_error(exc: Exception, sandbox: duckdb.DuckDBPyConnection) -> Exception:
-    """Turn a DuckDB error into QueryRejected (policy) or BadQuery (the SQL itself), with a clear reason."""
+    """Turn a DuckDB error into QueryRejected (policy) or BadQuery (the SQL itself), with a clear reason.
+
+    The reason names a column or dataset only in the hub's own spelling, never the caller's text: it goes
+    into the provenance log, and an identifier could be anything (even a resident ID).
+    """
     message = str(exc)
     visible = _visible(sandbox)
     if isinstance(exc, duckdb.PermissionException):
         return QueryRejected("files, network, extensions and settings are disabled in the query sandbox; "
                              f"only your permitted views are visible: {_describe(visible)}")
-    if isinstance(exc, duckdb.BinderException):
-        match = _MISSING_COLUMN.search(message)
-        column = match and (match.group(1) or match.group(2))
-        if column and column in _ALL_COLUMNS:
-            return QueryRejected(f"column {column} is outside your grant(s); permitted: {_describe(visible)}")
-    if isinstance(exc, duckdb.CatalogException):
+    if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
+        column = _MISSING_COLUMN.search(message)
+        if column:
+            aimed = skeleton(column.group(1) or column.group(2))
+            seen = {c for cols in visible.values() for c in cols}
+            what = f"column {aimed}" if aimed in _ALL_COLUMNS and aimed not in seen else "that column"
+            return QueryRejected(f"{what} is outside your grant(s); permitted: {_describe(visible)}")
         table = _MISSING_TABLE.search(message)
-        if table:
-            # Echo the name only when it is a dataset: any other identifier is caller text that could be
-            # anything (even a resident ID), and this reason goes into the provenance log.
-            name = table.group(1).rsplit(".", 1)[-1]
-            what = f"dataset {name} (no usable grant)" if name in DATASETS and "." not in table.group(1) \
-                else "that table"
+        if table or _MISSING_ELSE.search(message):
+            name = table.group(1) if table else "."
+            aimed = skeleton(name)
+            what = f"dataset {aimed} (no usable grant)" if aimed in DATASETS and "." not in name else "that table"
             return QueryRejected(f"{what} is not visible to you; only your permitted views are: "
                                  f"{_describe(visible)}")
     if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in message:

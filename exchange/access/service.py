@@ -7,12 +7,15 @@ result value: a query can carry a resident ID in a literal, and the log is read 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import uuid
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -24,7 +27,7 @@ from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
 from exchange.access.lakeshare import LakeSource, per_call
-from exchange.access.policy import extract_key, query_scope, require
+from exchange.access.policy import check_disclosure, extract_key, query_scope, require
 from exchange.access.query import (
     QueryLimits,
     QueryResult,
@@ -34,7 +37,9 @@ from exchange.access.query import (
     run_in_sandbox,
 )
 from exchange.access.registry import Registry
+from exchange.access.terms import sharing_terms
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
+from exchange.datasets import DATASETS
 from exchange.errors import AccessDenied
 from exchange.faults import crash_point
 from exchange.hub import Hub
@@ -43,6 +48,11 @@ from exchange.provenance import events
 from exchange.provenance.events import Kind
 from exchange.signing.canonical import document_digest, sha256_hex
 from exchange.stages import ExtractResult
+
+if TYPE_CHECKING:
+    from exchange.api.ratelimit import CheckFailures, Lock
+
+log = logging.getLogger(__name__)
 
 
 def record_denial(hub: Hub, actor: str, attempt: str, subject: str, reason: str, **details: Any) -> None:
@@ -202,21 +212,38 @@ def _record_extract(hub: Hub, signed: SignedExtractManifest, out_dir: Path, toke
     )
 
 
-def check_licence_for_department(hub: Hub, department: str, license_id: str, holder_id: str | None = None, *,
-                                 token_id: str | None = None, lake: LakeSource | None = None) -> SignedLicenceCheck:
+def check_licence_for_department(hub: Hub, department: str, license_id: str, holder_id: str, *,
+                                 token_id: str | None = None, lake: LakeSource | None = None,
+                                 failures: CheckFailures | None = None) -> SignedLicenceCheck:
     """Answer a minimal-disclosure e-licence check at the latest snapshot, sign it and log it.
 
-    No grant is needed: the caller learns only the signed answer. The log holds the answer and its
-    digest, never the licence number or holder ID.
+    No grant is needed: the caller learns valid / not valid for the exact pair, plus the details its usable
+    grant on e_license (if any) shows in clear for licences inside its row filter. A pair that matches no
+    licence is logged as a denial and, with `failures` (the API's counter), counted against the token and
+    the department; a lockout it starts is logged and raised as an operator alert. The log holds the answer
+    and its digest, never the licence number or holder ID.
     """
+    registry = Registry(hub.layout.access)
     try:
-        Registry(hub.layout.access).department(department)
+        registry.department(department)
+        grants, _ = registry.usable_grants(department)
+        grant = next((g.grant for g in grants if g.grant.dataset == CHECK_DATASET), None)
+        disclosure = check_disclosure(grant, sharing_terms(CHECK_DATASET), DATASETS[CHECK_DATASET].schema)
         with (lake or per_call(hub.settings))() as con:
-            signed = check_licence(con, current_snapshot_id(con), department, license_id, holder_id, hub.signer)
+            checked = check_licence(con, current_snapshot_id(con), department, license_id, holder_id, hub.signer,
+                                    disclosure)
     except AccessDenied as denied:
         record_denial(hub, department, Kind.LICENSE_CHECK, CHECK_DATASET, str(denied), token_id=token_id)
         raise
-    c = signed.check
+    c = checked.signed.check
+    if not checked.matched:
+        # The caller sees an ordinary not_valid; the log and the counter know it was a failed holder check.
+        record_denial(hub, department, Kind.LICENSE_CHECK, CHECK_DATASET, FAILED_CHECK, token_id=token_id,
+                      snapshot_id=c.snapshot_id, check_id=c.check_id)
+        if failures is not None and token_id is not None:
+            for lock in failures.failed(department, token_id):
+                _lockout(hub, department, token_id, lock)
+        return checked.signed
     hub.log.append(
         hub.signer,
         events.LicenseCheck(token_id=token_id, check_id=c.check_id, snapshot_id=c.snapshot_id, answer=c.answer,
@@ -224,4 +251,25 @@ def check_licence_for_department(hub: Hub, department: str, license_id: str, hol
         actor=department, subject=CHECK_DATASET,
         digests={"answer": document_digest(c.model_dump(mode="json"))},
     )
-    return signed
+    return checked.signed
+
+
+FAILED_CHECK = "failed holder check: the licence id and holder id given do not match a licence together"
+
+
+def _lockout(hub: Hub, department: str, token_id: str, lock: Lock) -> None:
+    """Log a lockout and raise the operator's alert: reports/alerts/<department>.<when>.lockout.json + a warning."""
+    until = datetime.now(UTC) + timedelta(seconds=lock.seconds)
+    event = events.Lockout(scope=lock.scope, token_id=token_id, failures=lock.failures,
+                           window_seconds=lock.window_seconds, locked_until=until.isoformat())
+    hub.log.append(hub.signer, event, actor=department, subject=department)
+    alerts = hub.layout.reports / "alerts"
+    alerts.mkdir(parents=True, exist_ok=True)
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+    summary = (f"{department} locked out of e-licence checks ({lock.scope} {lock.key}) until {until:%H:%M:%S}Z "
+               f"after {lock.failures} failed holder checks in {lock.window_seconds:g} s: someone may be trying "
+               "to recover an ID")
+    path = alerts / f"{department}.{stamp}.{lock.scope}.lockout.json"
+    path.write_text(json.dumps({"department": department, **event.details(), "summary": summary},
+                               ensure_ascii=False, indent=2), encoding="utf-8")
+    log.warning("%s (alert: %s)", summary, path)

@@ -67,8 +67,9 @@ def audit_dag() -> DAG:
                       "problems": [str(p) for p in report.problems]}
             (page.with_suffix(".json")).write_text(json.dumps(result, indent=2, ensure_ascii=False))
             if not report.ok:
-                raise AirflowFailException(f"verify found {len(report.problems)} problem(s); first: "
-                                           f"{report.problems[0]} (report: {page})")
+                first = report.problems[0] if report.problems else "no trust anchor pinned (EXCHANGE_TRUST_ANCHOR)"
+                raise AirflowFailException(f"verify: {report.verdict}, {len(report.problems)} problem(s); first: "
+                                           f"{first} (report: {page})")
             head, manifests = lake_head(hub.settings)
             append_checkpoint(hub.log, hub.signer, lake_snapshot=head, manifests=manifests)
             return result

@@ -7,9 +7,12 @@ pool. The app shares one read-only lake attachment between requests for short le
 (exchange/access/viewcache.py), so a request costs a cursor, not a lake connection and a copy; a new
 snapshot advances the previous snapshot's sandbox by what changed rather than copying it again.
 
-Every authenticated request (query, extract, download, listing, e-licence check) and every refusal
-(bad token, policy, rate limit, invalid body) appends exactly one provenance entry, by the access
-service or here, with the department as actor and the token id in the details.
+Every authenticated request (query, extract, download, listing, e-licence check) and every refusal of
+one (policy, rate limit, lockout, invalid or non-JSON body) appends exactly one provenance entry, by the
+access service or here, with the department as actor and the token id in the details. Refusals of a
+missing or bad token are limited per client address and aggregated before the log (the first at once,
+then at most one entry per client per interval with the count; the rest when the server stops), so
+anonymous traffic cannot flood the log (exchange/api/ratelimit.py: RejectedClients).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.lakeshare import SharedLake
 from exchange.access.models import ApiToken, Department
 from exchange.access.query import QueryLimits
-from exchange.access.registry import TOKEN_FORMAT, Registry
+from exchange.access.registry import Registry
 from exchange.access.service import (
     check_licence_for_department,
     publish_extract,
@@ -53,7 +56,7 @@ from exchange.api.models import (
     QueryRequest,
     QueryResponse,
 )
-from exchange.api.ratelimit import Rate, TokenBuckets
+from exchange.api.ratelimit import CheckFailures, FailureLimits, Rate, RejectedClients, Tally, TokenBuckets
 from exchange.datasets import DATASETS
 from exchange.errors import (
     AccessDenied,
@@ -100,22 +103,48 @@ def _hub(request: Request) -> Hub:
     return hub
 
 
+def identify(hub: Hub, bearer: str | None) -> Caller:
+    """The department a bearer token proves, or AuthenticationFailed saying what is wrong with the token."""
+    if bearer is None:
+        raise AuthenticationFailed("missing bearer token: send 'Authorization: Bearer <token id>.<secret>'")
+    registry = Registry(hub.layout.access)
+    token = registry.authenticate(bearer)
+    return Caller(department=registry.department(token.department), token=token)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def refuse_client(request: Request, failed: AuthenticationFailed) -> ExchangeError:
+    """Count an unauthenticated refusal against the client address; the error to answer (401, or 429 past
+    the address's allowance). The log gets aggregated entries (RejectedClients), never one per request."""
+    rejected: RejectedClients = request.app.state.rejected
+    limited, due = rejected.refuse(_client(request), str(failed))
+    write_tallies(_hub(request), due)
+    return limited or failed
+
+
+def write_tallies(hub: Hub, tallies: list[Tally]) -> None:
+    """Append one access_denied entry per client tally, with its count and reasons."""
+    for t in tallies:
+        top = t.reasons.most_common(1)[0][0] if t.reasons else "refused"
+        reason = top if t.count == 1 else f"{t.count} refused unauthenticated requests; most often: {top}"
+        record_denial(hub, ANONYMOUS, "authenticate", "token", reason, count=t.count, client=t.client,
+                      reasons=dict(t.reasons), first_at=t.first_at and t.first_at.isoformat(),
+                      last_at=t.last_at and t.last_at.isoformat())
+
+
 def authenticate(request: Request,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Caller:
-    """The department the bearer token proves, or a logged 401 saying what is wrong with the token."""
+    """The department the bearer token proves, or a 401 (429 for an address past its allowance), counted."""
     hub = _hub(request)
-    claimed = None
+    rejected: RejectedClients = request.app.state.rejected
+    write_tallies(hub, rejected.due())  # any client's refusals whose minute is up
     try:
-        if credentials is None:
-            raise AuthenticationFailed("missing bearer token: send 'Authorization: Bearer <token id>.<secret>'")
-        match = TOKEN_FORMAT.match(credentials.credentials)
-        claimed = match.group(1) if match else None  # only a well-formed id is safe to log, never the secret
-        registry = Registry(hub.layout.access)
-        token = registry.authenticate(credentials.credentials)
-        caller = Caller(department=registry.department(token.department), token=token)
+        caller = identify(hub, credentials.credentials if credentials else None)
     except AuthenticationFailed as failed:
-        record_denial(hub, ANONYMOUS, "authenticate", claimed or "token", str(failed), token_id=claimed)
-        raise
+        raise refuse_client(request, failed) from None
     request.state.caller = caller  # so a later 422 on the body is logged against the department
     return caller
 
@@ -125,6 +154,9 @@ def _limited(kind: str) -> Any:
         buckets: TokenBuckets = request.app.state.buckets
         try:
             buckets.take(who.department.id, kind)
+            if kind == CHECK:  # locked out after repeated failed holder checks?
+                failures: CheckFailures = request.app.state.check_failures
+                failures.admit(who.department.id, who.token.id)
         except RateLimited as limited:
             record_denial(_hub(request), who.department.id, f"{kind} request", request.url.path, str(limited),
                           token_id=who.token.id)
@@ -139,18 +171,26 @@ CheckCaller = Annotated[Caller, Depends(_limited(CHECK))]
 
 
 def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBuckets | None = None,
-               lake: SharedLake | None = None, views: ViewCache | None = None) -> FastAPI:
+               lake: SharedLake | None = None, views: ViewCache | None = None,
+               check_failures: CheckFailures | None = None, rejected: RejectedClients | None = None) -> FastAPI:
     """The API bound to one hub (settings, registry, lake, signer, provenance log).
 
     Rate limits come from the hub's settings (EXCHANGE_API_RATE_*, EXCHANGE_CHECK_RATE_*) unless
-    `buckets` is given. `lake` and `views` default to a fresh shared lake attachment and sandbox cache.
+    `buckets` is given; so do the e-licence lockout (`check_failures`, EXCHANGE_CHECK_FAILURES_*,
+    EXCHANGE_CHECK_LOCKOUT_SECONDS) and the refused-client limit and aggregation (`rejected`,
+    EXCHANGE_API_REJECT_*). `lake` and `views` default to a fresh shared lake attachment and sandbox cache.
     """
     shared_lake = lake or SharedLake(hub.settings)
     sandboxes = views or ViewCache()
+    s = hub.settings
+    rejected = rejected or RejectedClients(Rate(s.api_reject_rate_per_second, s.api_reject_burst),
+                                           interval=s.api_reject_log_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        # Refusals counted but not yet written are written now: none is lost when the server stops.
+        write_tallies(hub, rejected.drain())
         # Release the catalog lock and the cached sandboxes' memory when the server stops.
         shared_lake.close()
         sandboxes.clear()
@@ -166,9 +206,12 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     app.state.hub = hub
     app.state.lake = shared_lake
     app.state.views = sandboxes
-    s = hub.settings
     app.state.buckets = buckets or TokenBuckets({DATA: Rate(s.api_rate_per_second, s.api_rate_burst),
                                                  CHECK: Rate(s.check_rate_per_second, s.check_rate_burst)})
+    app.state.check_failures = check_failures or CheckFailures(FailureLimits(
+        s.check_failures_per_token, s.check_failures_per_department, s.check_failure_window_seconds,
+        s.check_lockout_seconds))
+    app.state.rejected = rejected
     query_limits = limits or QueryLimits()
 
     def registry() -> Registry:
@@ -187,9 +230,17 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         caller: Caller | None = getattr(request.state, "caller", None)
-        if caller is not None:
-            # pydantic's messages name the field and the rule, not the value, so the reason is safe to log.
-            record_denial(hub, caller.department.id, "request", request.url.path, reason, token_id=caller.token.id)
+        if caller is None:
+            # A body that is not JSON fails before the token is looked at: identify the caller here, so a
+            # department's malformed request is logged as its own and an anonymous one is counted.
+            scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+            try:
+                caller = identify(hub, bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else None)
+            except AuthenticationFailed as failed:
+                refused = refuse_client(request, failed)
+                return exchange_error(request, refused)
+        # pydantic's messages name the field and the rule, not the value, so the reason is safe to log.
+        record_denial(hub, caller.department.id, "request", request.url.path, reason, token_id=caller.token.id)
         return JSONResponse(ErrorBody(error="invalid_request", reason=reason).model_dump(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -260,15 +311,19 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
               responses={k: v for k, v in ERRORS.items() if k in (400, 401, 403, 422, 429)},
               tags=["e-licence check"])
     def check_e_license(body: LicenceCheckRequest, who: CheckCaller) -> SignedLicenceCheck:
-        """Is licence X valid (for holder Y)? A hub-signed answer, no grant needed, no personal data returned.
+        """Is licence X valid for holder Y? A hub-signed answer, no grant needed, no personal data returned.
 
-        The answer is valid, expired, revoked, unknown or holder_mismatch, with the issuing authority and
-        validity dates (none for unknown or holder_mismatch) and the snapshot it was read from. Verify it
-        offline against the trust bundle (`exchange verify-check`). Rate-limited separately from data
-        requests; every check is logged without the licence number or holder ID.
+        The answer is valid or not_valid for the exact pair asked, never why not (no such licence, another
+        holder, expired and revoked all read not_valid). Status, issuing authority and dates come only when
+        the pair matches and your grant on e_license shows them for that licence. Verify the answer offline
+        against the trust bundle (`exchange verify-check`). A pair that matches no licence is a failed
+        holder check: logged as a denial, and too many lock your token or department out of checks for a
+        while (429 with Retry-After). Rate-limited separately from data requests; logged without the
+        licence number or holder ID.
         """
         return check_licence_for_department(hub, who.department.id, body.license_id, body.holder_id,
-                                            token_id=who.token.id, lake=shared_lake)
+                                            token_id=who.token.id, lake=shared_lake,
+                                            failures=app.state.check_failures)
 
     return app
 

@@ -105,9 +105,9 @@ class ExtractResponse(BaseModel):
 
 
 class LicenceCheckRequest(BaseModel):
-    """Is this e-licence valid (and, optionally, held by this person)?"""
+    """Is this e-licence valid, and held by this person? The check answers only for the pair."""
 
     license_id: str = Field(pattern=LICENSE_ID_PATTERN, description="Licence number as printed on the licence")
-    holder_id: str | None = Field(default=None, pattern=HOLDER_ID_PATTERN,
-                                  description="Holder's resident ID (18 characters) to compare; never stored, "
-                                              "logged or returned")
+    holder_id: str = Field(pattern=HOLDER_ID_PATTERN,
+                           description="Holder's resident ID (18 characters) to compare; never stored, logged or "
+                                       "returned")

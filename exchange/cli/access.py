@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from exchange.cli import _hub, app, console, read_model
 from exchange.provenance import events
+
+if TYPE_CHECKING:
+    from exchange.signing.anchor import Anchor
+    from exchange.signing.trust import TrustBundle
 
 departments_app = typer.Typer(help="Departments that receive shared data.", no_args_is_help=True)
 grants_app = typer.Typer(help="Grants: what a department may see, why, until when.", no_args_is_help=True)
@@ -43,13 +47,18 @@ def verify_extract_cmd(
                                                   "encrypted extract and check the plaintext too")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write decrypted files (default: the extract folder)")]
     = None,
+    anchor: Annotated[list[str] | None, typer.Option(help="Pinned hub root key id the trust bundle must chain "
+                                                          "from (repeatable; default EXCHANGE_TRUST_ANCHOR)")] = None,
 ) -> None:
-    """Check an extract offline against the hub's trust bundle; with --key, decrypt it and check the plaintext."""
+    """Check an extract offline against the hub's trust bundle (itself checked against the pinned anchor); with
+    --key, decrypt it and check the plaintext. Exits 3 if everything checks out but no anchor is pinned."""
     from exchange.access.envelope import load_private_key
     from exchange.access.extract import decrypt_extract, verify_extract
     from exchange.signing.trust import TrustBundle
 
-    signed = verify_extract(directory, read_model(trust_bundle, TrustBundle, "a trust bundle"))
+    bundle = read_model(trust_bundle, TrustBundle, "a trust bundle")
+    pinned = _anchored(bundle, anchor, trust_bundle)
+    signed = verify_extract(directory, bundle)
     decrypted = decrypt_extract(directory, signed, load_private_key(key), out) \
         if key is not None and signed.manifest.encryption else []
     m = signed.manifest
@@ -59,6 +68,26 @@ def verify_extract_cmd(
         console.print("pass --key to decrypt and check the plaintext")
     for path in decrypted:
         console.print(f"decrypted: {path} (plaintext SHA-256 and rows match the manifest)", style="green")
+    _unanchored_exit(pinned, bundle)
+
+
+def _anchored(bundle: TrustBundle, anchor: list[str] | None, path: Path) -> Anchor | None:
+    """The received bundle checked against the pinned anchor (--anchor, else EXCHANGE_TRUST_ANCHOR)."""
+    import os
+
+    from exchange.signing.anchor import SETTING, check_anchored
+
+    return check_anchored(bundle, anchor, os.environ.get(SETTING) or None, f"trust bundle {path}")
+
+
+def _unanchored_exit(pinned: Anchor | None, bundle: TrustBundle) -> None:
+    """Without an anchor the bundle vouched only for itself: say so, name the root key, exit 3."""
+    from exchange.signing.anchor import pin_hint
+
+    if pinned is None:
+        console.print(f"UNANCHORED: no trust anchor pinned, so the trust bundle vouched only for itself. "
+                      f"{pin_hint(bundle)}", style="yellow")
+        raise typer.Exit(3)
 
 
 @departments_app.command("add")
@@ -260,9 +289,12 @@ def serve(
 def check_license(
     license_id: Annotated[str, typer.Argument(help="Licence number")],
     department: Annotated[str, typer.Option(help="Department asking, e.g. js.public_security")],
-    holder_id: Annotated[str | None, typer.Option(help="Holder's resident ID to compare (never stored)")] = None,
+    holder_id: Annotated[str, typer.Option(help="Holder's resident ID to compare (never stored)")],
 ) -> None:
-    """Minimal-disclosure e-licence check: print the hub-signed answer as JSON (logged like the API's)."""
+    """Minimal-disclosure e-licence check of a licence and holder: print the hub-signed answer as JSON.
+
+    Logged like the API's; the API's failed-check lockout is a property of the server, not of this command.
+    """
     from exchange.access.service import check_licence_for_department
 
     signed = check_licence_for_department(_hub(), department, license_id, holder_id)
@@ -273,11 +305,16 @@ def check_license(
 def verify_check(
     answer: Annotated[Path, typer.Argument(help="Signed answer (JSON) from check-license or the API")],
     trust_bundle: Annotated[Path, typer.Option(help="Trust bundle exported by the hub")],
+    anchor: Annotated[list[str] | None, typer.Option(help="Pinned hub root key id the trust bundle must chain "
+                                                          "from (repeatable; default EXCHANGE_TRUST_ANCHOR)")] = None,
 ) -> None:
-    """Check an e-licence check answer's hub signature offline."""
+    """Check an e-licence check answer's hub signature offline (the bundle against the pinned anchor)."""
     from exchange.access.check import SignedLicenceCheck, verify_licence_check
     from exchange.signing.trust import TrustBundle
 
-    c = verify_licence_check(read_model(answer, SignedLicenceCheck, "a signed licence-check answer"),
-                             read_model(trust_bundle, TrustBundle, "a trust bundle"))
+    signed = read_model(answer, SignedLicenceCheck, "a signed licence-check answer")
+    bundle = read_model(trust_bundle, TrustBundle, "a trust bundle")
+    pinned = _anchored(bundle, anchor, trust_bundle)
+    c = verify_licence_check(signed, bundle)
     console.print(f"authentic: licence {c.license_id} {c.answer} at snapshot {c.snapshot_id}", style="green")
+    _unanchored_exit(pinned, bundle)

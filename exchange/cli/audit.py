@@ -25,7 +25,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(provenance_app, name="provenance")
 
 MAX_LISTED = 20  # problems printed after the first; --json carries them all
-INTERRUPTED_EXIT = 3  # verify: interrupted, recoverable (`exchange recover`), nothing points at tampering
+INTERRUPTED_EXIT = 4  # verify: interrupted, recoverable (`exchange recover`), nothing points at tampering
+
+
+UNANCHORED_EXIT = 3  # nothing found broken, but the trust bundle vouched only for itself
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -33,6 +36,8 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     elif report.ok:
         console.print(report.summary(), style="green")
+    elif not report.problems:
+        _print_unanchored(report)
     else:
         first = report.problems[0]
         # The verdict as plain text (a report value is never parsed as markup); INTERRUPTED is recoverable.
@@ -50,7 +55,18 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         if not as_json:
             console.print(f"note: {note}")
     if not report.ok:
-        raise typer.Exit(INTERRUPTED_EXIT if report.recoverable else 1)
+        raise typer.Exit(INTERRUPTED_EXIT if report.recoverable else 1 if report.problems else UNANCHORED_EXIT)
+
+
+def _print_unanchored(report: VerifyReport) -> None:
+    from exchange.signing.anchor import SETTING
+
+    ids = ",".join(report.unpinned)
+    console.print("UNANCHORED", style="yellow", end="")
+    console.print(f": nothing found broken ({report.summary().split(': ', 1)[1]}), but no trust anchor is pinned, so "
+                  "the trust bundle vouched only for itself (a bundle replaced together with the log would pass).")
+    console.print(f"hub root key: {ids}\ncheck it against the fingerprint the hub published, then pin it outside "
+                  f"EXCHANGE_HOME:\n  export {SETTING}={ids}\n  (auditors, offline: --anchor {ids})")
 
 
 @app.command()
@@ -65,28 +81,38 @@ def verify(
     lake: Annotated[Path | None, typer.Option(help="Offline: lake copy (catalog.ducklake and data/)")] = None,
     manifests: Annotated[Path | None, typer.Option(help="Offline: extra manifests folder")] = None,
     extracts: Annotated[Path | None, typer.Option(help="Offline: extracts folder")] = None,
-    anchor: Annotated[list[str] | None, typer.Option(help="Offline: pinned hub key id the bundle must chain "
-                                                          "to (repeatable)")] = None,
+    anchor: Annotated[list[str] | None, typer.Option(help="Pinned hub root key id the trust bundle must chain "
+                                                          "from (repeatable; default EXCHANGE_TRUST_ANCHOR)")] = None,
 ) -> None:
-    """Re-check the provenance chain, every signature, manifest, lake file, count and extract.
+    """Re-check the trust bundle against the pinned anchor, the provenance chain, every signature and the
+    role allowed to make it, every manifest, lake file, count and extract.
 
     Prints a verdict, and when broken the first broken item with what was expected and what was found.
-    Exits 0 when intact, 1 when anything is broken (tampered or damaged), 2 on a usage error, 3 when the only
-    problems are what an interrupted commit leaves (INTERRUPTED: run `exchange recover`, then verify again).
+    Exits 0 when intact, 1 when anything is broken (tampered or damaged), 2 on a usage error, 3 when nothing is
+    broken but no trust anchor is pinned (UNANCHORED: it prints the hub root key and how to pin it), 4 when the
+    only problems are what an interrupted commit leaves (INTERRUPTED: run `exchange recover`, then verify again).
     """
+    from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home, verify_offline
 
     if offline:
         if provenance is None or trust_bundle is None or lake is None:
             raise typer.BadParameter("--offline needs --provenance, --trust-bundle and --lake")
         report = verify_offline(provenance, trust_bundle, lake, manifests=manifests, extracts=extracts,
-                                anchors=set(anchor) if anchor else None)
+                                anchors=anchor, setting=_anchor_setting())
     else:
-        from exchange.config import settings as current_settings
-
         # Settings only: a Hub's layout creates missing folders, and verify only reads the home it checks.
-        report = verify_home(current_settings(), incremental=incremental)
+        report = verify_home(current_settings(), incremental=incremental, anchors=anchor)
     _print_report(report, as_json)
+
+
+def _anchor_setting() -> str | None:
+    """EXCHANGE_TRUST_ANCHOR, read without needing an EXCHANGE_HOME (an auditor's machine has none)."""
+    import os
+
+    from exchange.signing.anchor import SETTING
+
+    return os.environ.get(SETTING) or None
 
 
 # -- keys ------------------------------------------------------------------------------------------------------
@@ -237,6 +263,10 @@ def keys_revoke(
                                                 revoked_at=key.revoked_at.isoformat() if key.revoked_at else None),
                    actor=events.HUB, subject=key_id)
     console.print(f"revoked {key_id} ({key.owner}) from {key.revoked_at}")
+    if key.owner == events.HUB:
+        # The successor is deliberately not endorsed by a compromised key: only a new pin makes verify trust it.
+        console.print(f"the hub's new key {hub.signer.key_id} is not endorsed by the revoked one: pin it too "
+                      "(`exchange keys anchor --out FILE`, EXCHANGE_TRUST_ANCHOR) and tell auditors", style="yellow")
 
 
 @keys_app.command("pem")
@@ -250,6 +280,30 @@ def keys_pem(
 
     bundle = read_model(trust_bundle, TrustBundle, "a trust bundle") if trust_bundle else _hub().keyring.trust_bundle()
     print(public_pem(bundle.key(key_id)), end="")
+
+
+@keys_app.command("anchor")
+def keys_anchor(
+    out: Annotated[Path | None, typer.Option(help="Also write the key id(s) to this file (outside EXCHANGE_HOME)")]
+    = None,
+) -> None:
+    """Print the hub root key id(s) to pin as the trust anchor (EXCHANGE_TRUST_ANCHOR, or an auditor's --anchor).
+
+    Pin them once, when the hub is set up or after the hub key was revoked, and keep them outside
+    EXCHANGE_HOME; rotations need no new pin (each new hub key is endorsed by the one before).
+    """
+    from exchange.signing.anchor import SETTING, root_ids, write_anchor
+
+    hub = _hub()
+    bundle = hub.keyring.export_trust()
+    ids = ",".join(root_ids(bundle))
+    if out is not None:
+        if out.resolve().is_relative_to(hub.layout.home):
+            raise BadInput(f"{out} is inside EXCHANGE_HOME: keep the anchor outside it")
+        write_anchor(out, bundle)
+        console.print(f"wrote {out}")
+    print(ids)
+    console.print(f"pin it: export {SETTING}={out or ids}", style="dim")
 
 
 @keys_app.command("export-trust")

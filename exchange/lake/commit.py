@@ -274,11 +274,14 @@ def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(row and row[0])
 
 
-def ledger_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every committed batch's ledger row (empty before the first commit)."""
+def ledger_rows(con: duckdb.DuckDBPyConnection, batch_id: str | None = None) -> list[LedgerRow]:
+    """Every committed batch's ledger row, or only `batch_id`'s (empty before the first commit)."""
     if not _has_table(con, LEDGER):
         return []
-    return con.execute(f"SELECT * FROM {LAKE}.{LEDGER} ORDER BY batch_id").to_arrow_table().to_pylist()
+    columns = ", ".join(LEDGER_SCHEMA.names)  # by name: a column added later is not part of the row's model
+    where, params = ("WHERE batch_id = ?", [batch_id]) if batch_id is not None else ("", [])
+    table = con.execute(f"SELECT {columns} FROM {LAKE}.{LEDGER} {where} ORDER BY batch_id", params).to_arrow_table()
+    return [LedgerRow.model_validate(row) for row in table.to_pylist()]
 
 
 def watermark(con: duckdb.DuckDBPyConnection, province: str, dataset: str) -> datetime | None:

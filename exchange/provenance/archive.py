@@ -44,6 +44,7 @@ from exchange.provenance.log import GENESIS, ChainVerifier, ProvenanceEntry, Pro
 from exchange.provenance.manifest import FileDigest
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
@@ -328,6 +329,7 @@ def _check_archive(
         if header.signature is None:
             raise VerificationError(item, "header is not signed")
         verify_signature(bundle, header.signature, header.signed_bytes(), header.created_at, f"{item} header")
+        check_signer(bundle, header.signature, Signed.ARCHIVE_HEADER, f"{item} header")
         if not _NAME.match(path.name) or path.name != header.file_name():
             raise Mismatch(item, "file name does not match the signed header (renamed or substituted?)",
                            expected=header.file_name(), found=path.name)

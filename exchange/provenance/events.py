@@ -46,6 +46,7 @@ class Kind(StrEnum):
     QUERY = "query"
     QUERY_FAILED = "query_failed"
     ACCESS_DENIED = "access_denied"
+    LOCKOUT = "lockout"
     LICENSE_CHECK = "license_check"
     GRANT = "grant"
     GRANT_REVOKE = "grant_revoke"
@@ -140,6 +141,9 @@ class Event(BaseModel):
 
     kind: ClassVar[Kind]
     roles: ClassVar[frozenset[Role]]
+    # Who may sign the entry, as against who may record it: the hub signs every entry of its log, also one
+    # recording a department's or an office's act, so a province or department key never writes hub history.
+    signers: ClassVar[frozenset[Role]] = frozenset({Role.HUB})
     subject: ClassVar[Subject]
     section: ClassVar[Section]
     digests: ClassVar[tuple[str, ...]] = ()
@@ -406,6 +410,31 @@ class AccessDenied(_AccessContext):
     attempt: str = _f("What was attempted: an event kind (query, extract, download, license_check), "
                       "authenticate, request (a malformed one) or '<limit> request' (rate-limited)")
     reason: str = _f("Why it was refused (the hub's words: no values from the data)")
+    # Unauthenticated refusals are aggregated per client address (exchange/api/ratelimit.py): one entry per
+    # client per minute at most, so a flood of bad tokens cannot flood the log.
+    count: int = _f("Refusals this entry stands for (absent: one); unauthenticated refusals of one client "
+                    "address are aggregated, at most one entry per client per minute", None)
+    client: str = _f("Client address of aggregated unauthenticated refusals", None)
+    reasons: dict[str, int] = _f("Aggregated refusals per reason (at most 20 distinct reasons kept)", None)
+    first_at: str = _f("First aggregated refusal (ISO 8601)", None)
+    last_at: str = _f("Last aggregated refusal (ISO 8601)", None)
+    check_id: str = _f("Id of the signed not_valid answer a failed e-licence holder check received", None)
+
+
+class Lockout(Event):
+    """A department (or one of its tokens) was locked out of e-licence checks after repeated failed holder
+    checks; the hub raised an operator alert."""
+
+    kind = Kind.LOCKOUT
+    roles = _DEPARTMENT
+    subject = Subject.DEPARTMENT
+    section = Section.ACCESS
+
+    scope: str = _f("What is locked: 'department' (all its tokens) or 'token' (one token)")
+    token_id: str = _f("API token whose failed check crossed the limit")
+    failures: int = _f("Failed holder checks counted in the window")
+    window_seconds: float = _f("The window failures are counted over")
+    locked_until: str = _f("End of the lockout (ISO 8601)")
 
 
 class LicenseCheck(Event):
@@ -420,7 +449,8 @@ class LicenseCheck(Event):
     token_id: str | None = _f("API token used (null from the CLI)")
     check_id: str = _f("Id of the signed answer")
     snapshot_id: int = _f("Lake snapshot read")
-    answer: str = _f("valid, expired, revoked, unknown or holder_mismatch")
+    answer: str = _f("valid or not_valid (answers written before 2026-12 also: expired, revoked, unknown, "
+                     "holder_mismatch)")
     holder_checked: bool = _f("Whether a holder id was checked too")
 
 

@@ -36,6 +36,7 @@ from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.roles import check_signer
 from exchange.signing.signers import Signature, Signer
 from exchange.signing.trust import TrustBundle, verify_signature
 
@@ -359,7 +360,7 @@ def _last_line(handle: Any) -> bytes:
 
 
 class ChainVerifier:
-    """Checks entries one at a time, in order: continuity, entry hash, signature.
+    """Checks entries one at a time, in order: continuity, entry hash, signature, and the signer's role.
 
     Fed line by line (from the live log, an archive, or the tail after a checkpoint), so memory stays
     bounded by one entry. `seq` and `head` say where the verified chain ends.
@@ -388,6 +389,7 @@ class ChainVerifier:
             raise Mismatch(item, "entry was altered: its content does not match entry_hash",
                            expected=entry.entry_hash, found=actual)
         verify_signature(self.bundle, entry.signature, entry.entry_hash.encode(), entry.at, item)
+        check_signer(self.bundle, entry.signature, entry.action, item)  # a valid signature by the wrong role
         self.seq = entry.seq
         self.head = entry.entry_hash
         return entry

@@ -24,7 +24,8 @@ from exchange.provenance.manifest import BatchManifest, SignedManifest, landing_
 from exchange.provenance.manifeststream import ListedManifests, Locations, ManifestStream
 from exchange.provenance.problems import Mismatch
 from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
-from exchange.signing.trust import HUB_OWNER, TrustBundle, verify_signature
+from exchange.signing.roles import Signed, check_signer
+from exchange.signing.trust import TrustBundle, verify_signature
 
 
 @dataclass
@@ -188,16 +189,7 @@ def _verify_extracts(src: Sources, facts: ChainFacts, report: VerifyReport, stat
 
 
 def _verify_extract(directory: Path, bundle: TrustBundle) -> None:
-    signed = verify_extract(directory, bundle)
-    _signed_by_hub(bundle, signed.signature.key_id, str(directory / EXTRACT_MANIFEST))
-
-
-def _signed_by_hub(bundle: TrustBundle, key_id: str, item: str) -> None:
-    """Manifests are the hub's word: a valid signature by a province or department key is not enough."""
-    owner = bundle.key(key_id).owner
-    if owner != HUB_OWNER:
-        raise Mismatch(item, "signed by a key that is not the hub's", expected="a hub key",
-                       found=f"{key_id} ({owner})")
+    verify_extract(directory, bundle)
 
 
 def _verify_manifest(
@@ -205,7 +197,7 @@ def _verify_manifest(
 ) -> None:
     m = signed.manifest
     verify_signature(bundle, signed.signature, manifest_bytes(m), m.created_at, item)
-    _signed_by_hub(bundle, signed.signature.key_id, item)
+    check_signer(bundle, signed.signature, Signed.BATCH_MANIFEST, item)
     c = m.counts
     if c.pulled != c.accepted + c.quarantined:
         raise Mismatch(item, "counts not conserved: pulled != accepted + quarantined", expected=c.pulled,

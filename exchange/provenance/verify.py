@@ -2,7 +2,8 @@
 
 Checks, in order:
 
-1. the trust bundle's own signature (a key slipped into it breaks it);
+1. the trust bundle: its own signature (a key slipped into it breaks it), and the hub's key history from
+   the anchor the verifier holds outside EXCHANGE_HOME (exchange/signing/anchor.py); the grants' signatures;
 2. the provenance chain (continuity, entry hashes, signatures against the key valid at each entry's
    time, revocations), from the live log or from a chain of archives; archives against their signed
    headers, each other and the log;
@@ -21,7 +22,7 @@ a trust bundle; no EXCHANGE_HOME needed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -48,15 +49,20 @@ from exchange.provenance.storecheck import (
     open_stream,
     verify_store,
 )
-from exchange.provenance.verify_result import ChainFacts, VerifyReport, check, unreadable_as_problem
+from exchange.provenance.trustcheck import check_grants, check_trust
+from exchange.provenance.verify_result import ChainFacts, VerifyReport, unreadable_as_problem
 from exchange.signing.keyring import Keyring
-from exchange.signing.trust import TrustBundle, verify_bundle
+from exchange.signing.trust import TrustBundle
 
 __all__ = ["VerifyReport", "lake_exists", "load_trust_bundle", "verify_home", "verify_offline"]
 
 
-def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record: bool = True) -> VerifyReport:
+def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record: bool = True,
+                anchors: Sequence[str] | None = None) -> VerifyReport:
     """Verify the whole EXCHANGE_HOME (or, incrementally, what is new since the last verified checkpoint).
+
+    The trust bundle is checked against `anchors` (hub key ids), else the setting ``trust_anchor``; with
+    neither, the verdict is UNANCHORED and the report names the root key to pin.
 
     SettingsError when EXCHANGE_HOME does not hold a hub (nothing is created: an empty home is not "intact").
     Any file verify cannot read ends as a named problem in the report, never as an exception.
@@ -64,12 +70,12 @@ def verify_home(settings: ExchangeSettings, *, incremental: bool = False, record
     layout = existing_home(settings)
     report = VerifyReport(mode="incremental" if incremental else "full")
     with unreadable_as_problem(report, f"EXCHANGE_HOME {layout.home}"):
-        _verify_home(settings, layout, report, incremental, record)
+        _verify_home(settings, layout, report, incremental, record, anchors)
     return report
 
 
 def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyReport, incremental: bool,
-                 record: bool) -> None:
+                 record: bool, anchors: Sequence[str] | None) -> None:
     keyring = Keyring(layout.keys)
     item = f"trust bundle {label(keyring.trust_bundle_path, layout.home)}"
     try:
@@ -78,8 +84,11 @@ def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyRepor
         report.problems.append(Mismatch(item, f"unreadable: {' '.join(str(exc).split())}",
                                         expected="the hub's trust bundle", found="unreadable"))
         return
-    if keyring.trust_bundle_path.exists():  # without one, every signature check below fails and says so
-        check(report, lambda: verify_bundle(bundle, item=item))
+    if keyring.trust_bundle_path.exists() or settings.trust_anchor or anchors:
+        # Without a bundle every signature check below fails and says so; with an anchor its absence is named.
+        check_trust(report, bundle, item, setting=settings.trust_anchor, anchors=anchors, home=layout.home)
+    with unreadable_as_problem(report, f"grants under {label(layout.access, layout.home)}"):
+        check_grants(report, layout.access, bundle)
     log = ProvenanceLog(layout.provenance)
     previous = None
     with unreadable_as_problem(report, f"provenance/{STATE_FILE} (the last verify's record)"):
@@ -217,27 +226,30 @@ def verify_offline(
     *,
     manifests: Path | None = None,
     extracts: Path | None = None,
-    anchors: set[str] | None = None,
+    anchors: Sequence[str] | None = None,
+    setting: str | None = None,
 ) -> VerifyReport:
     """Verify an auditor's copy: `provenance` is one archive, a folder of archives, or a folder with log.jsonl
-    (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME.
+    (and optionally archives/); `lake` holds catalog.ducklake and data/. Needs no EXCHANGE_HOME. The bundle is
+    checked against the auditor's own `anchors`, else `setting` (EXCHANGE_TRUST_ANCHOR); without either the
+    verdict is UNANCHORED.
 
     Any file verify cannot read ends as a named problem in the report, never as an exception."""
     report = VerifyReport(mode="offline")
     with unreadable_as_problem(report, f"auditor's copy ({provenance}, {lake})"):
-        _verify_offline(report, provenance, trust_bundle, lake, manifests, extracts, anchors)
+        _verify_offline(report, provenance, trust_bundle, lake, manifests, extracts, anchors, setting)
     return report
 
 
 def _verify_offline(report: VerifyReport, provenance: Path, trust_bundle: Path, lake: Path, manifests: Path | None,
-                    extracts: Path | None, anchors: set[str] | None) -> None:
+                    extracts: Path | None, anchors: Sequence[str] | None, setting: str | None) -> None:
     try:
         bundle = load_trust_bundle(trust_bundle)
     except (OSError, ValueError) as exc:
         report.problems.append(Mismatch(f"trust bundle {trust_bundle}", f"unreadable: {exc}",
                                         expected="the hub's exported trust bundle", found="unreadable"))
         return
-    check(report, lambda: verify_bundle(bundle, anchors, item=f"trust bundle {trust_bundle.name}"))
+    check_trust(report, bundle, f"trust bundle {trust_bundle.name}", setting=setting, anchors=anchors)
     facts = ChainFacts()
     archives: list[ArchiveContents]
     if provenance.is_file():

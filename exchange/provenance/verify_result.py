@@ -28,11 +28,13 @@ class VerifyReport:
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: list[VerificationError] = field(default_factory=list)
+    anchor: str | None = None  # the pinned hub key ids the trust bundle chained from, and their source
+    unpinned: list[str] = field(default_factory=list)  # no anchor was pinned: the root key ids to pin
 
     @property
     def ok(self) -> bool:
-        """True when nothing is broken."""
-        return not self.problems
+        """True when nothing is broken and the trust bundle was checked against a pinned anchor."""
+        return not self.problems and not self.unpinned
 
     @property
     def recoverable(self) -> bool:
@@ -42,10 +44,11 @@ class VerifyReport:
 
     @property
     def verdict(self) -> str:
-        """intact, INTERRUPTED (recoverable: run `exchange recover`) or BROKEN (tampered or damaged)."""
-        if self.ok:
-            return "intact"
-        return "INTERRUPTED" if self.recoverable else "BROKEN"
+        """intact, INTERRUPTED (recoverable: run `exchange recover`), BROKEN (tampered or damaged), or UNANCHORED
+        (nothing found broken, but the trust bundle vouched only for itself)."""
+        if self.problems:
+            return "INTERRUPTED" if self.recoverable else "BROKEN"
+        return "UNANCHORED" if self.unpinned else "intact"
 
     def counts(self) -> dict[str, int]:
         """What was checked, by kind."""
@@ -75,6 +78,8 @@ class VerifyReport:
             "first_problem": problem_json(self.problems[0]) if self.problems else None,
             "problems": [problem_json(p) for p in self.problems],
             "notes": self.notes,
+            "anchor": self.anchor,
+            "unpinned_root_keys": self.unpinned,
         }
 
 

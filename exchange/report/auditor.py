@@ -125,6 +125,11 @@ def render(data: ReportData, home: str = "") -> str:
     v = data.verify
     verdict_cls = "intact" if v.ok else "broken"
     first = (f"<p>First broken item: <code>{escape(str(v.problems[0]))}</code></p>" if v.problems else "")
+    if v.unpinned:
+        first += (f"<p>No trust anchor pinned: the trust bundle vouched only for itself. Hub root key to pin "
+                  f"(EXCHANGE_TRUST_ANCHOR): <code>{escape(', '.join(v.unpinned))}</code></p>")
+    elif v.anchor:
+        first += f"<p>Trust bundle checked against the anchor <code>{escape(v.anchor)}</code></p>"
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in v.counts().items())
     batches = [[m.province, m.dataset, m.batch_id, f"{m.window_start:%Y-%m-%d %H:%M} .. {m.window_end:%Y-%m-%d %H:%M}",
                 str(m.counts.pulled), str(m.counts.accepted), str(m.counts.quarantined), f"{_rate(m):.2%}",

@@ -60,8 +60,11 @@ def print_summary(
         console.print(Text.assemble(("verify: intact", "green"), f" - {report.entries} provenance entries, "
                                     f"{report.manifests} manifests, {report.files} lake files, {report.extracts} "
                                     "extracts checked"))
-    else:
+    elif report.problems:
         console.print(Text.assemble(("verify: BROKEN", "red"), f" - first: {report.problems[0]}"))
+    else:
+        console.print(Text.assemble(("verify: UNANCHORED", "red"), " - no trust anchor pinned; hub root key "
+                                    f"{', '.join(report.unpinned)}"))
     return 0 if report.ok and not failed else 1
 
 

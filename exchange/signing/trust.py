@@ -4,18 +4,23 @@ The bundle (``keys/trust-bundle.json``) lists every key ever issued, with owner,
 period and status, signed by the hub's current key, so a key slipped into the bundle breaks its signature.
 A verifier needs only that bundle, offline. A rotated key carries an endorsement by its predecessor, so a
 verifier that pinned the old fingerprint can follow the hand-over; revocation at T invalidates every
-signature claimed after T.
+signature claimed after T. The hub's key history must chain from an anchor held outside EXCHANGE_HOME (the
+root key's fingerprint, exchange/signing/anchor.py): a bundle replaced by one self-signed with a new "hub"
+key, or a rotated hub key without its predecessor's endorsement, is refused.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
 from exchange.errors import VerificationError
+from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, utc_z
+from exchange.signing.roles import Signed, check_signer
 from exchange.signing.signers import (
     ALGORITHMS,
     KeySigner,
@@ -149,28 +154,81 @@ def verify_signature(bundle: TrustBundle, signature: Signature, data: bytes, at:
         raise VerificationError(item, f"signature by {key.key_id} does not match the content")
 
 
-def verify_bundle(bundle: TrustBundle, anchors: set[str] | None = None, item: str = "trust bundle") -> None:
-    """Check a trust bundle: the hub's signature over it, every rotation endorsement, and (optionally) that
-    its signing key is one of `anchors` (fingerprints the verifier pinned) or was handed over from one."""
+def verify_bundle(bundle: TrustBundle, anchors: Collection[str] | None = None, item: str = "trust bundle") -> None:
+    """Check a trust bundle: every key named by its own fingerprint, the hub's signature over it, every
+    rotation endorsement (by a key of the same owner); and, given `anchors` (the hub root key ids a verifier
+    pinned outside EXCHANGE_HOME), that the hub's whole key history chains from them (:func:`check_history`)."""
     if bundle.signature is None:
         raise VerificationError(item, "not signed by the hub")
-    signer = next((k for k in bundle.keys if k.key_id == bundle.signature.key_id), None)
-    if signer is None or signer.owner != HUB_OWNER:
+    for k in bundle.keys:
+        _check_fingerprint(k, item)
+    if not any(k.key_id == bundle.signature.key_id for k in bundle.keys):
         raise VerificationError(item, f"signed by {bundle.signature.key_id}, which is not a hub key in the bundle")
+    check_signer(bundle, bundle.signature, Signed.TRUST_BUNDLE, item)
     verify_signature(bundle, bundle.signature, bundle.signed_bytes(), bundle.issued_at,
                      f"{item} (signature over the bundle: a key added, removed or edited?)")
     for k in bundle.keys:
         if k.endorsement is not None:
-            verify_signature(bundle, k.endorsement, k.identity(), k.not_before, f"{item}: endorsement of {k.key_id}")
-    if anchors is None or signer.key_id in anchors:
-        return
-    current: TrustedKey | None = signer
-    for _ in bundle.keys:  # follow the hand-over chain back towards a pinned key
-        if current is None or current.endorsement is None:
-            break
-        endorser = current.endorsement.key_id
-        current = next((k for k in bundle.keys if k.key_id == endorser), None)
-        if current is not None and current.key_id in anchors:
-            return
-    raise VerificationError(item, f"signed by {signer.key_id}, which is neither a pinned hub key "
-                                  f"({', '.join(sorted(anchors))}) nor handed over from one")
+            where = f"{item}: endorsement of {k.key_id}"
+            verify_signature(bundle, k.endorsement, k.identity(), k.not_before, where)
+            endorser = bundle.key(k.endorsement.key_id)
+            if endorser.owner != k.owner:
+                raise Mismatch(where, f"endorsed by a key of {endorser.owner}: only the owner's previous key hands "
+                                      "over", expected=f"a previous key of {k.owner}",
+                               found=f"{endorser.key_id} ({endorser.owner})")
+    if anchors is not None:
+        check_history(bundle, anchors, item)
+
+
+def hub_keys(bundle: TrustBundle) -> list[TrustedKey]:
+    """The hub's keys in the order they took over (oldest first)."""
+    return sorted((k for k in bundle.keys if k.owner == HUB_OWNER), key=lambda k: k.not_before)
+
+
+def roots(bundle: TrustBundle) -> list[TrustedKey]:
+    """The hub keys no earlier hub key endorsed: the first one, and any made after a revocation. These are
+    what an operator and an auditor pin as the trust anchor."""
+    return [k for k in hub_keys(bundle) if k.endorsement is None]
+
+
+def check_history(bundle: TrustBundle, anchors: Collection[str], item: str = "trust bundle") -> None:
+    """The hub's key history chains from `anchors`: each hub key is pinned, or endorsed by an earlier hub key
+    that itself chains (a rotation). A hub key that is neither (a rotated key without its predecessor's
+    signature, or a key slipped in by whoever could write the bundle) is refused, naming it.
+
+    Endorsement signatures themselves are checked by :func:`verify_bundle`.
+    """
+    pinned = ", ".join(sorted(anchors)) or "none"
+    history = hub_keys(bundle)
+    if not any(k.key_id in anchors for k in history):
+        raise Mismatch(item, "does not chain to the trust anchor: its hub keys are "
+                             "neither a pinned hub key nor handed over from one (bundle replaced?)",
+                       expected=f"hub key {pinned}",
+                       found=", ".join(k.key_id for k in history) or "no hub key")
+    chained: set[str] = set()
+    for k in history:
+        if k.key_id in anchors:
+            chained.add(k.key_id)
+            continue
+        where = f"{item}: hub key {k.key_id} (from {utc_z(k.not_before)})"
+        if k.endorsement is None:
+            raise Mismatch(where, "neither a pinned hub key nor endorsed by its predecessor (a rotated key "
+                                  "missing its predecessor's signature, or a key slipped in)",
+                           expected=f"pinned ({pinned}) or endorsed by an earlier hub key", found="no endorsement")
+        if k.endorsement.key_id not in chained:
+            raise Mismatch(where, f"endorsed by {k.endorsement.key_id}, which is neither a pinned hub key nor "
+                                  "handed over from one", expected=f"a chain from {pinned}",
+                           found=k.endorsement.key_id)
+        chained.add(k.key_id)
+
+
+def _check_fingerprint(key: TrustedKey, item: str) -> None:
+    """A key id is the fingerprint of its public key: a record naming a pinned id with other key bytes is forged."""
+    try:
+        raw = base64.b64decode(key.public_key, validate=True)
+    except ValueError:
+        raise VerificationError(item, f"key {key.key_id} has a malformed public key") from None
+    actual = key_id(key.algorithm, raw)
+    if actual != key.key_id:
+        raise Mismatch(item, f"key {key.key_id} ({key.owner}) is not the fingerprint of its public key",
+                       expected=key.key_id, found=actual)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.hubs import pin_root
+
 SCRIPT = """
 import json, os, sys
 from datetime import UTC, datetime
@@ -51,5 +53,6 @@ def test_a_truncated_xml_export_fails_anhui_only(tmp_path: Path) -> None:
     assert {(m["province"], m["dataset"]) for m in manifests} >= {("jiangsu", "e_license"),
                                                                   ("jiangsu", "enterprise_registration")}
     assert ("anhui", "e_license") not in {(m["province"], m["dataset"]) for m in manifests}
+    env["EXCHANGE_TRUST_ANCHOR"] = str(pin_root(home))
     verify = subprocess.run([exchange, "verify"], env=env, capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr

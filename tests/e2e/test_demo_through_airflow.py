@@ -21,10 +21,17 @@ from exchange.datasets import DATASETS, PROVINCES
 EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 
 
-def _run(args: list[str], home: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
     env.update({"EXCHANGE_HOME": str(home), "COLUMNS": "200"})
-    return subprocess.run([EXCHANGE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    anchor = home.parent / f"{home.name}.trust-anchor"  # where the demo pins its root key, outside the home
+    if anchor.exists():
+        env["EXCHANGE_TRUST_ANCHOR"] = str(anchor)
+    return env
+
+
+def _run(args: list[str], home: Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXCHANGE, *args], env=_env(home), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +48,8 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_of(demo_home: Path, tmp_path: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(demo_home, home, symlinks=True)
+    # The operator's pin is not part of the home: an attacker copying or editing the home does not touch it.
+    shutil.copy(demo_home.parent / "home.trust-anchor", tmp_path / "home.trust-anchor")
     return home
 
 
@@ -144,9 +153,7 @@ print("RESULT " + json.dumps(run_dags(["exchange_audit"])))
 
 
 def _audit(home: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
-    env["EXCHANGE_HOME"] = str(home)
-    out = subprocess.run([sys.executable, "-c", AUDIT], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", AUDIT], env=_env(home), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return str(json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))[7:])["exchange_audit"])
 

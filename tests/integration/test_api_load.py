@@ -66,7 +66,7 @@ class Served:
     url: str
     hub: Hub
     bearers: dict[str, str]
-    license_ids: list[str]
+    licences: list[dict[str, str]]  # licence id and its holder's id: a check answers only for such a pair
 
 
 @pytest.fixture
@@ -95,7 +95,8 @@ def served(home: Path) -> Iterator[Served]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Served(f"http://127.0.0.1:{port}", hub, bearers, [str(x) for x in table["license_id"].to_pylist()[:50]])
+    pairs = [{"license_id": str(r["license_id"]), "holder_id": str(r["holder_id"])} for r in table.to_pylist()[:50]]
+    yield Served(f"http://127.0.0.1:{port}", hub, bearers, pairs)
     server.should_exit = True
     thread.join(timeout=20)
 
@@ -122,7 +123,7 @@ async def _client(n: int, served: Served, client: httpx.AsyncClient, stop: float
             response = await client.post("/v1/query", headers=headers, json={"sql": QUERY})
         else:
             response = await client.post("/v1/check/e-license", headers=headers,
-                                         json={"license_id": served.license_ids[(n * 7 + i) % 50]})
+                                         json=served.licences[(n * 7 + i) % 50])
         body = response.json() if response.status_code == 200 else {}
         snapshot = body.get("snapshot_id", body.get("check", {}).get("snapshot_id"))
         answer = json.dumps(body["rows"]) if kind == "query" and "rows" in body else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,12 +19,9 @@ from exchange.config import ExchangeSettings
 from exchange.hub import Hub
 
 
-@pytest.fixture
-def served(home: Path) -> Iterator[tuple[str, str, Hub]]:
-    hub = Hub(ExchangeSettings(home=home))
-    registry = Registry(hub.layout.access)
-    registry.add_department(Department(id="sh.public_security", name="上海市公安局", province="shanghai"))
-    _, bearer = registry.issue_token("sh.public_security")
+@contextmanager
+def _serving(hub: Hub) -> Iterator[str]:
+    """The hub's API under uvicorn on an ephemeral loopback port, stopped (lifespan shutdown) on exit."""
     server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -32,9 +30,21 @@ def served(home: Path) -> Iterator[tuple[str, str, Hub]]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", bearer, hub
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def served(home: Path) -> Iterator[tuple[str, str, Hub]]:
+    hub = Hub(ExchangeSettings(home=home))
+    registry = Registry(hub.layout.access)
+    registry.add_department(Department(id="sh.public_security", name="上海市公安局", province="shanghai"))
+    _, bearer = registry.issue_token("sh.public_security")
+    with _serving(hub) as url:
+        yield url, bearer, hub
 
 
 def test_me_over_http_and_a_refused_token(served: tuple[str, str, Hub]) -> None:
@@ -47,3 +57,15 @@ def test_me_over_http_and_a_refused_token(served: tuple[str, str, Hub]) -> None:
         assert refused.json() == {"error": "unauthenticated", "reason": refused.json()["reason"]}
         assert client.get("/openapi.json").json()["info"]["title"].startswith("YRD Exchange Hub")
     assert hub.log.read()[-1].action == "access_denied"
+
+
+def test_refused_requests_counted_while_serving_are_written_when_the_server_stops(home: Path) -> None:
+    hub = Hub(ExchangeSettings(home=home))
+    with _serving(hub) as url, httpx.Client(base_url=url, timeout=10) as client:
+        statuses = [client.get("/v1/me", headers={"Authorization": "Bearer nonsense"}).status_code
+                    for _ in range(60)]
+        assert {401, 429} == set(statuses)
+        assert [e.details.get("count") for e in hub.log.read()] == [1]  # the first at once, the rest counted
+    entries = hub.log.read()
+    assert len(entries) == 2 and sum(e.details.get("count", 1) for e in entries) == 60  # none lost at shutdown
+    assert entries[-1].details["client"] == "127.0.0.1"

@@ -280,3 +280,32 @@ def test_a_query_denial_says_why_each_grant_is_unusable() -> None:
     why = "d's grant g1 on e_license expired on 2026-01-01"
     denial = policy.query_scope("d", [], [why])
     assert isinstance(denial, Denial) and why in denial.message
+
+
+# --- what a licence check may add to valid / not valid: (grant or none, terms) -> details, rows kept ---------
+
+CITY = RowCondition(column="region_code", op="prefix_in", values=["3201"])
+DISCLOSURE = [
+    ("no grant: nothing", None, SHARED, (), []),
+    ("a grant without detail columns", grant(columns=("license_id", "holder_id")), SHARED, (), []),
+    ("clear detail columns it grants, all rows", grant(columns=("license_id", "status", "issued_on")), SHARED,
+     ("status", "issued_on"), ["320101", "330101"]),
+    ("inside its row filter only", grant(columns=("status",), row_filter=(CITY,)), SHARED, ("status",), ["320101"]),
+    ("a detail column the contract masks is not disclosed", grant(columns=("status", "issued_on")),
+     Terms("e_license", "unconditional", {**MASKING, "status": "name"}), ("issued_on",), ["320101", "330101"]),
+    ("a grant whose view is refused (a column the dataset lacks): nothing", grant(columns=("status", "secret")),
+     SHARED, (), []),
+    ("the contract no longer shares the dataset", grant(columns=("status",)), CLOSED, (), []),
+]
+
+
+@pytest.mark.parametrize(("case", "g", "terms", "details", "kept"), DISCLOSURE, ids=[d[0] for d in DISCLOSURE])
+def test_check_disclosure(case: str, g: Grant | None, terms: Terms, details: tuple[str, ...],
+                          kept: list[str]) -> None:
+    decided = policy.check_disclosure(g, terms, SCHEMA)
+    assert decided.details == details
+    con = duckdb.connect()
+    con.execute("CREATE TABLE licences AS SELECT * FROM (VALUES ('320101'), ('330101')) t(region_code)")
+    found = con.execute(f"SELECT region_code FROM licences WHERE coalesce({decided.rows.sql}, FALSE) "
+                        "ORDER BY 1", list(decided.rows.params)).fetchall()
+    assert [r[0] for r in found] == kept

@@ -19,12 +19,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
-from exchange.api.app import create_app
+from exchange.api.app import CHECK, DATA, create_app
+from exchange.api.ratelimit import Rate, RejectedClients, TokenBuckets
 from exchange.contracts.load import default_contracts_dir
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, extension_path
@@ -96,7 +99,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
     with connect(hub.settings, read_only=True) as con:
         raw = con.execute(f"SELECT license_id, holder_id, holder_name, region_code FROM {LAKE}.e_license").fetchall()
-    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5)))
+    # Every refusal written as it happens (interval 0): this matrix checks each one's entry; the per-client
+    # aggregation of unauthenticated refusals is tested in test_access_hardening.py.
+    rejected = RejectedClients(Rate(hub.settings.api_reject_rate_per_second, hub.settings.api_reject_burst),
+                               interval=0)
+    # The matrix sends a few hundred requests in seconds; the per-department limits are tested in
+    # test_access_check.py, so here they are out of the way.
+    generous = TokenBuckets({DATA: Rate(1000.0, 1000), CHECK: Rate(1000.0, 1000)})
+    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5), buckets=generous,
+                                   rejected=rejected))
     yield World(
         hub=hub, client=client, tokens=tokens,
         raw_ids={r[1] for r in raw if r[1]}, raw_names={r[2] for r in raw if r[2] and len(r[2]) > 1},
@@ -234,6 +245,65 @@ def test_sql_outside_the_grant_is_denied_logged_and_leaks_nothing(world: World, 
     sql, status, reason = _sql_cases(home, lake_file)[case]
     _denied(world, "POST", "/v1/query", status=status, reason=reason, headers=world.auth("js.public_security"),
             body={"sql": sql})
+
+
+# --- an ungranted column or table, however spelled, is a denial ------------------------------------------
+
+UNGRANTED_COLUMNS = ["issuing_authority", "issued_on", "valid_until", "updated_at", "batch_id", "province"]
+# Letters with look-alikes (Cyrillic / Greek) and NFKC variants (fullwidth) of them.
+HOMOGLYPHS = {"a": "а", "e": "е", "o": "о", "i": "і", "u": "υ", "d": "ԁ", "t": "τ", "s": "ѕ", "c": "с"}
+
+
+def _fullwidth(text: str) -> str:
+    return "".join(chr(ord(ch) + 0xFEE0) if "!" <= ch <= "~" else ch for ch in text)
+
+
+def _spellings(name: str) -> list[str]:
+    first = next(ch for ch in name if ch in HOMOGLYPHS)
+    return [name.upper(), name.title(), f'"{name.upper()}"', f'"{name}"', name.replace(first, HOMOGLYPHS[first], 1),
+            _fullwidth(name), f'"{_fullwidth(name)}"', f"e_license.{name}", f"main.e_license.{name}",
+            f"memory.main.e_license.{name}", f"lake.main.e_license.{name}", f"lake.e_license.{name}"]
+
+
+SPELLING_CASES = [
+    *(f"SELECT {spelling} FROM e_license" for name in UNGRANTED_COLUMNS[:3] for spelling in _spellings(name)),
+    *(f"SELECT license_id FROM e_license WHERE {spelling} IS NOT NULL" for spelling in _spellings("valid_until")),
+    *(f"SELECT * FROM {table}" for table in [
+        "lake.main.e_license", "lake.e_license", "memory.main.enterprise_registration", "main.ENTERPRISE_REGISTRATION",
+        '"Enterprise_Registration"', _fullwidth("enterprise_registration"), "еnterprise_registration",
+        "system.main.e_license", "temp.main.e_license", "information_schema.e_license", "lake.snapshots()",
+        "e_license.holder_id", '"lake"."main"."e_license"']),
+    "SELECT holder_id FROM information_schema.columns",
+    "SELECT issued_on FROM duckdb_tables()",
+    "SELECT * FROM duckdb_columns() WHERE issuing_authority IS NULL",
+    "SELECT (SELECT max(valid_until) FROM e_license) AS v",
+]
+
+
+def _refused_as_denial(world: World, sql: str) -> None:
+    before = len(world.hub.log.read())
+    response = _query(world, sql)
+    assert response.status_code == 403, (sql, response.text)
+    assert [e.action for e in _new_entries(world, before)] == ["access_denied"], sql
+    _assert_no_leak(world, response.text)
+
+
+@pytest.mark.parametrize("sql", SPELLING_CASES)
+def test_every_spelling_of_an_ungranted_column_or_table_is_an_access_denial(world: World, sql: str) -> None:
+    _refused_as_denial(world, sql)
+
+
+@given(name=st.sampled_from(UNGRANTED_COLUMNS), data=st.data())
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+def test_any_mix_of_case_homoglyphs_and_fullwidth_letters_is_an_access_denial(world: World, name: str,
+                                                                            data: st.DataObject) -> None:
+    # Each letter independently: kept, upper-cased, swapped for a look-alike or made fullwidth.
+    def variants(ch: str) -> list[str]:
+        return [ch, ch.upper(), HOMOGLYPHS.get(ch, ch), _fullwidth(ch)]
+
+    spelled = "".join(data.draw(st.sampled_from(variants(ch))) for ch in name)
+    quoted = data.draw(st.booleans())
+    _refused_as_denial(world, f"SELECT {chr(34) + spelled + chr(34) if quoted else spelled} FROM e_license")
 
 
 def test_bad_sql_is_a_400_and_logged_without_the_sql(world: World) -> None:

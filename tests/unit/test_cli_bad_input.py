@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from exchange.cli import app
 from exchange.errors import SourceFormatError
+from exchange.stages import PullResult
 from tests.conftest import REPO
 
 EXCHANGE = Path(sys.executable).parent / "exchange"
@@ -63,6 +64,8 @@ CASES: list[Case] = [
                  "--end", "2026-11-02T00:00:00+08:00"), 2, "window start 2026-11-01T00:00:00 has no UTC offset"),
     Case("run", ("--province", "jiangsu", "--dataset", "e_license", "--start", "2026-11-02T00:00:00+08:00",
                  "--end", "2026-11-02T00:00:00+08:00"), 2, "empty window"),
+    Case("run", ("--province", "jiangsu", "--dataset", "e_license", "--start", "2099-01-01T00:00:00+08:00",
+                 "--end", "2099-01-02T00:00:00+08:00"), 2, "is in the future"),
     Case("run", ("--province", "hubei", "--dataset", "e_license", *WINDOW), 2, "unknown province 'hubei'"),
     Case("run", ("--province", "jiangsu", "--dataset", "licences", *WINDOW), 2, "unknown dataset 'licences'"),
     Case("run", ("--province", "jiangsu", "--dataset", "e_license", *WINDOW), 2, "is a file, not a folder",
@@ -89,7 +92,8 @@ CASES: list[Case] = [
     Case("grants revoke", ("g9", "--reason", "done"), 2, "unknown grant 'g9'"),
     Case("query", ("SELECT 1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
     Case("serve", ("--port", "70000"), 2, "Invalid value for '--port'"),
-    Case("check-license", ("X1", "--department", "nobody.here"), 2, "unknown department 'nobody.here'"),
+    Case("check-license", ("X1", "--department", "nobody.here", "--holder-id", "320102199001011237"), 2,
+         "unknown department 'nobody.here'"),
     Case("verify-check", ("{missing}", "--trust-bundle", "{garbage}"), 2, "cannot read a signed licence-check"),
     # verify: F7, a home that does not exist is an error (and stays absent: see the test below)
     Case("verify", (), 2, "does not exist"),
@@ -102,6 +106,7 @@ CASES: list[Case] = [
     Case("keys revoke", ("k1", "--at", "yesterday"), 2, "'yesterday' is not an ISO 8601 time"),
     Case("keys pem", ("k1", "--trust-bundle", "{garbage}"), 2, "not a trust bundle"),
     Case("keys export-trust", ("--out", "{missing}/trust.json"), 2, "cannot write it"),
+    Case("keys anchor", (), 2, "is a file, not a folder", home="file"),
     Case("provenance checkpoint", (), 2, "no lake at"),
     Case("provenance archive", (), 2, "is a file, not a folder", home="file"),
     Case("trace", ("licences", "K1"), 2, "unknown dataset 'licences'"),
@@ -187,7 +192,8 @@ def test_the_console_script_fails_the_same_way(case: Case, tmp_path: Path, monke
 def test_verify_on_a_missing_home_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "nowhere"
     monkeypatch.setenv("EXCHANGE_HOME", str(home))
-    for argv in (["verify"], ["verify", "--json"], ["verify", "--incremental"], ["report", "--out", str(tmp_path / "r")]):
+    report = ["report", "--out", str(tmp_path / "r.html")]
+    for argv in (["verify"], ["verify", "--json"], ["verify", "--incremental"], report):
         result = CliRunner().invoke(app, argv)
         assert result.exit_code == 2 and "does not exist" in result.output, result.output
     assert not home.exists()
@@ -270,9 +276,10 @@ def test_query_results_are_printed_as_data(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_json_output_is_untouched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`--json` and the console both print data verbatim (no markup), so scripts can parse what they read."""
+    odd = "jiangsu.e_license.[/b] [records] :cn:"
     monkeypatch.setattr("exchange.cli._hub", lambda: None)
     monkeypatch.setattr("exchange.pipeline.run_exchange",
-                        lambda *_: {"status": "held", "reason": "[/b] [records] :cn:"})
+                        lambda *_: PullResult(batch_id=odd, status="empty", pulled=0))
     done = CliRunner().invoke(app, ["run", "--province", "jiangsu", "--dataset", "e_license", *WINDOW])
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["reason"] == "[/b] [records] :cn:"
+    assert json.loads(done.output)["batch_id"] == odd

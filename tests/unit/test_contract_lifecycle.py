@@ -426,7 +426,7 @@ def test_an_added_optional_column_evolves_the_lake_without_rewriting_history(hom
         ]
         assert con.execute(f"SELECT count(*) FROM {LAKE}.e_license AT (VERSION => {second})").fetchone() == (5,)
         assert third > second > first
-        versions = {r["batch_id"]: r["contract_version"] for r in ledger_rows(con)}
+        versions = {r.batch_id: r.contract_version for r in ledger_rows(con)}
         assert versions == {"shanghai.e_license.b1": "1.0.0", "shanghai.e_license.b2": "1.1.0",
                             "shanghai.e_license.b3": "1.0.0"}
         # The column was added in the snapshot that brought its first values, not in one of its own.

@@ -104,7 +104,7 @@ def test_f1_a_kill_inside_the_lake_commit_is_cleaned_up_by_the_rerun_and_verify_
     report = verify_home(hub.settings, record=False)
     assert report.verdict == "INTERRUPTED" and report.recoverable, [str(p) for p in report.problems]
     verdict = _cli(hub, "verify", "--json")
-    assert verdict.returncode == 3, verdict.stdout
+    assert verdict.returncode == 4, verdict.stdout
     assert '"verdict": "INTERRUPTED"' in verdict.stdout and "exchange recover" in verdict.stdout
     result = run_exchange("jiangsu", "e_license", MID, END, hub)  # the operator's re-run
     assert result.status == "committed"

@@ -24,6 +24,7 @@ from exchange.config import ExchangeSettings
 from exchange.hub import Hub
 from exchange.pipeline import run_exchange
 from exchange.synthetic import generate
+from tests.hubs import pin_root
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 3, tzinfo=UTC)
@@ -91,10 +92,22 @@ def committed_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 @pytest.mark.parametrize("command", ["query", "verify", "serve"])
 def test_command_imports_no_heavy_package(command: str, committed_home: tuple[Path, str]) -> None:
     home, bearer = committed_home
-    env = {**os.environ, "EXCHANGE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "EXCHANGE_HOME": str(home), "PYTHONPATH": str(ROOT),
+           "EXCHANGE_TRUST_ANCHOR": str(pin_root(home))}
     argument = bearer if command == "serve" else DEPARTMENT
     done = subprocess.run([sys.executable, "-c", PROBE, command, argument, ",".join(HEAVY)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("HEAVY="))
     assert json.loads(line.removeprefix("HEAVY=")) == [], f"`exchange {command}` imported {line}"
+
+
+def test_the_composition_root_imports_no_stage_machinery() -> None:
+    """exchange.hub wires settings, keys and the log: no GX, Airflow, dlt, adapters or contract code."""
+    banned = (*HEAVY, "adapters", "exchange.contracts", "exchange.pipeline")
+    probe = ("import sys, exchange.hub; "
+             f"print(sorted(m for m in sys.modules for b in {banned!r} if m == b or m.startswith(b + '.')))")
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout

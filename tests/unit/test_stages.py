@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.base import sandbox_for
-from exchange.errors import TerminalError
+from exchange.errors import BadFile
 from exchange.hub import Hub
-from exchange.lake.commit import batch_digest
+from exchange.lake.commit import batch_digest, commit_infos, ledger_rows
+from exchange.lake.connect import connect
 from exchange.pipeline import commit, pull, validate
 from exchange.provenance.manifest import FileDigest, RuleCount
 from exchange.stages import (
@@ -91,7 +92,7 @@ def test_a_hand_edited_staging_file_is_a_terminal_error_naming_file_and_field(
     doc = json.loads(record.model_dump_json())
     edit(doc)
     path.write_text(json.dumps(doc))
-    with pytest.raises(TerminalError) as raised:
+    with pytest.raises(BadFile) as raised:
         read_record(path, type(record))
     assert str(path) in str(raised.value) and f"{field}:" in str(raised.value), str(raised.value)
 
@@ -105,7 +106,7 @@ def test_a_truncated_staging_file_is_a_terminal_error_naming_the_file(
     cut = data.draw(st.integers(min_value=0, max_value=len(text) - 1))
     path = tmp_path_factory.mktemp("truncated") / "record.json"
     path.write_text(text[:cut])
-    with pytest.raises(TerminalError) as raised:
+    with pytest.raises(BadFile) as raised:
         read_record(path, type(record))
     message = str(raised.value)
     assert str(path) in message and "not complete JSON" in message
@@ -193,9 +194,19 @@ def test_the_stages_refuse_an_edited_hand_over_file(staged: tuple[Hub, str]) -> 
     hub, batch = staged
     checked = hub.staging(batch) / VALIDATION_FILE
     checked.write_text(checked.read_text().replace('"accepted": ', '"accepted": "all", "was": '))
-    with pytest.raises(TerminalError, match=rf"{VALIDATION_FILE}.*accepted:"):
+    with pytest.raises(BadFile, match=rf"{VALIDATION_FILE}.*accepted:"):
         commit(batch, hub)
     pulled = hub.staging(batch) / PULL_FILE
     pulled.write_text(pulled.read_text()[: len(pulled.read_text()) // 2])
-    with pytest.raises(TerminalError, match=rf"{PULL_FILE}.*not complete JSON"):
+    with pytest.raises(BadFile, match=rf"{PULL_FILE}.*not complete JSON"):
         validate(batch, hub)
+
+
+def test_the_ledger_row_read_back_is_the_row_the_snapshot_vouches_for(staged: tuple[Hub, str]) -> None:
+    hub, batch = staged
+    done = commit(batch, hub)
+    with connect(hub.settings, read_only=True) as con:
+        [row] = ledger_rows(con, batch)
+        claimed = commit_infos(con)[done.snapshot_id or -1]["batch_sha256"]
+    assert (row.batch_id, row.pulled, row.accepted + row.quarantined) == (batch, done.pulled, done.pulled)
+    assert batch_digest(row) == claimed

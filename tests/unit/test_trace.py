@@ -9,18 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from adapters.base import sandbox_for
-from exchange.access.registry import Registry
-from exchange.access.service import extract_for_department
 from exchange.cli import app
-from exchange.demo import SAMPLE_DEPARTMENTS, sample_grant
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.provenance.trace import trace_record
-from exchange.synthetic import generate
-from tests.hubs import sandbox_hub
+from tests.hubs import extract_home
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -29,16 +23,7 @@ DEPARTMENT = "js.public_security"
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Hub:
-    home = tmp_path_factory.mktemp("trace") / "home"
-    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    hub = sandbox_hub(home, sandbox)
-    sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=7, start=START, end=END))
-    assert run_exchange("jiangsu", "e_license", START, END, hub).status == "committed"
-    registry = Registry(hub.layout.access)
-    registry.add_department(next(d for d in SAMPLE_DEPARTMENTS if d.id == DEPARTMENT))
-    registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
-    extract_for_department(hub, DEPARTMENT, "e_license", hub.layout.extracts / DEPARTMENT)
-    return hub
+    return extract_home(tmp_path_factory.mktemp("trace") / "home", 300, 7, START, END, DEPARTMENT)
 
 
 def _one(hub: Hub, sql: str) -> str:

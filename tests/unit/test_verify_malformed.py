@@ -27,11 +27,11 @@ from typer.testing import CliRunner
 
 from adapters.base import sandbox_for
 from exchange.cli import app
-from exchange.config import ExchangeSettings
-from exchange.pipeline import Hub, run_exchange
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
 from exchange.synthetic import generate
 from tests.conftest import REPO
+from tests.hubs import sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -42,11 +42,10 @@ EXCHANGE = Path(sys.executable).parent / "exchange"
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("malformed") / "home"
     sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    hub = Hub(ExchangeSettings(home=home, **{k.removeprefix("EXCHANGE_").lower(): v
-                                             for k, v in sandbox.env().items()}))
+    hub = sandbox_hub(home, sandbox)
     for dataset, n in (("e_license", 120), ("enterprise_registration", 80)):
         sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=3, start=START, end=END))
-        assert run_exchange("jiangsu", dataset, START, END, hub)["status"] == "committed"
+        assert run_exchange("jiangsu", dataset, START, END, hub).status == "committed"
     assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=2) is not None
     return home
 

@@ -282,7 +282,7 @@ def test_the_catalog_read_once_answers_as_the_commit_helpers(hub2: Hub) -> None:
     root = catalog_and_data(hub2.settings)[1]
     with connect(hub2.settings, read_only=True) as con:
         catalog = read_catalog(con, root)
-        ledger = [str(r["batch_id"]) for r in ledger_rows(con)]
+        ledger = [r.batch_id for r in ledger_rows(con)]
         assert catalog.batches == ledger and len(ledger) == 2
         for batch in ledger:
             snapshot = catalog.snapshot_of(batch)

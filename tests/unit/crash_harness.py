@@ -120,14 +120,14 @@ def assert_settled(hub: Hub) -> None:
         ledger = ledger_rows(con)
         known = catalog_file_names(con)
         on_disk = lake_files.parquet_files(con, root)
-    batches = Counter(str(r["batch_id"]) for r in ledger)
+    batches = Counter(r.batch_id for r in ledger)
     assert all(n == 1 for n in batches.values()), batches
     for row in ledger:
-        batch = str(row["batch_id"])
+        batch = row.batch_id
         assert commits[batch] == 1, f"{batch}: {commits[batch]} commit entries"
-        signed = read_manifest(manifest_path(hub.layout.manifests, str(row["province"]), str(row["dataset"]), batch))
+        signed = read_manifest(manifest_path(hub.layout.manifests, row.province, row.dataset, batch))
         c = signed.manifest.counts
-        assert c.pulled == c.accepted + c.quarantined == row["pulled"]
+        assert c.pulled == c.accepted + c.quarantined == row.pulled
     assert set(commits) == set(batches), "a commit entry without a batch in the lake, or the reverse"
     assert all(Path(f).name in known for f in on_disk), "a lake file no snapshot references"
     layout = hub.layout

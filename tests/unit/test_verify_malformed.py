@@ -31,7 +31,7 @@ from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths, write_archive
 from exchange.synthetic import generate
 from tests.conftest import REPO
-from tests.hubs import sandbox_hub
+from tests.hubs import pin_root, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -152,7 +152,9 @@ def _no_writes() -> None:
 
 
 def _exchange(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "EXCHANGE_HOME": str(home)}
+    # The anchor is pinned outside the home, as an operator does, before the child that may not write starts.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EXCHANGE_HOME": str(home),
+           "EXCHANGE_TRUST_ANCHOR": str(pin_root(home))}
     return subprocess.run([str(EXCHANGE), *args], capture_output=True, text=True, env=env, timeout=300,
                           preexec_fn=_no_writes)
 

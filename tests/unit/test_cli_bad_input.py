@@ -113,6 +113,8 @@ CASES: list[Case] = [
     Case("trace", ("e_license",), 2, "give DATASET KEY, or --subject"),
     Case("report", ("--out", "{missing}/report.html"), 2, "cannot write it"),
     Case("report", ("--out", "{tmp}/report.html"), 2, "does not exist"),
+    Case("recover", ("--dry-run",), 2, "does not exist"),
+    Case("recover", (), 2, "is a file, not a folder", home="file"),
     Case("backfill", ("--province", "hubei", "--start", "2026-11-10", "--end", "2026-11-12"), 2,
          "unknown province 'hubei'"),
     # F6: a YAML syntax error in province.yaml names the file, not a traceback in the YAML parser

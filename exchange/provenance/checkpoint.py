@@ -18,6 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
+from exchange.faults import crash_point
 from exchange.provenance.events import HUB, Checkpoint, Kind
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.signing.canonical import canonical_bytes
@@ -32,6 +34,7 @@ def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int 
                       manifests: int, archive_segment: int | None = None) -> ProvenanceEntry:
     """Append a signed checkpoint of the current chain head (the entry before it), naming the head the last
     recorded verify covered (from verified.json, when there is one) and the archive segment it closes."""
+    crash_point("checkpoint.before_append")
     state = load_state(log.path.parent)
     optional: dict[str, int] = {}  # set only when known: an unset optional fact stays out of the entry
     if state is not None:
@@ -96,11 +99,5 @@ def save_state(directory: Path, state: VerifiedState, signer: Signer) -> None:
     """Sign and write the state atomically; a failed write (a full disk) leaves the previous state and no
     partial file."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE_FILE + ".tmp")
     signed = SignedState(state=state, signature=signer.sign(_signed_bytes(state)))
-    try:
-        tmp.write_text(signed.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(directory / STATE_FILE)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_text(directory / STATE_FILE, signed.model_dump_json(indent=2))

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from exchange.config import settings as current_settings
 from exchange.errors import SourceAuthenticityError, VerificationError
 from exchange.signing.anchor import pinned_anchor
 from exchange.signing.canonical import canonical_bytes, utc_z
@@ -179,10 +180,14 @@ class SourceVerifier:
 
 def sandbox_keyring(root: Path) -> Keyring:
     """The keyring a sandbox signs with: the hub's (``<home>/keys``) when the sandbox lives in
-    ``<home>/sandboxes/<province>`` as the embedded default lays it out, else its own under `root`."""
+    ``<home>/sandboxes/<province>`` as the embedded default lays it out, else its own under `root`.
+
+    New office keys get EXCHANGE_KEY_ALGORITHM's algorithm, as the hub's own do, so an SM2 hub's demo
+    offices sign with SM2 too."""
+    algorithm = current_settings().key_algorithm
     if root.resolve().parent.name == "sandboxes":
-        return Keyring(root.resolve().parent.parent / "keys")
-    return Keyring(root.resolve() / "keys")
+        return Keyring(root.resolve().parent.parent / "keys", algorithm=algorithm)
+    return Keyring(root.resolve() / "keys", algorithm=algorithm)
 
 
 def hub_trust(home: Path | None = None, anchor: str | None = None) -> SourceTrust:

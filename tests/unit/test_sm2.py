@@ -466,3 +466,19 @@ def test_a_hub_set_to_sm2_creates_sm2_keys_and_verifies(tmp_path: Path) -> None:
     sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
     assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     assert verify_home(hub.settings).ok
+
+
+def test_the_key_algorithm_setting_reaches_the_offices_keys_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXCHANGE_KEY_ALGORITHM=sm2 (as `EXCHANGE_KEY_ALGORITHM=sm2 exchange demo` sets it): the office key a
+    sandbox makes on first use is SM2 like the hub's, and the batch it signs verifies end to end."""
+    monkeypatch.setenv("EXCHANGE_KEY_ALGORITHM", "sm2")
+    home = tmp_path / "home"
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
+    hub = Hub(ExchangeSettings.model_validate({"home": home, **env}))
+    sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
+    keys = hub.keyring.trust_bundle().keys
+    assert {k.owner for k in keys} >= {"hub", "jiangsu.data_office"}
+    assert {k.algorithm for k in keys} == {SM2_SM3}, [(k.owner, k.algorithm) for k in keys]
+    assert verify_home(hub.settings).ok

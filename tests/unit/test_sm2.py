@@ -468,7 +468,8 @@ def test_a_hub_set_to_sm2_creates_sm2_keys_and_verifies(tmp_path: Path) -> None:
     assert verify_home(hub.settings).ok
 
 
-def test_the_key_algorithm_setting_reaches_the_offices_keys_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_algorithm_setting_reaches_the_offices_keys_too(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """EXCHANGE_KEY_ALGORITHM=sm2 (as `EXCHANGE_KEY_ALGORITHM=sm2 exchange demo` sets it): the office key a
     sandbox makes on first use is SM2 like the hub's, and the batch it signs verifies end to end."""
     monkeypatch.setenv("EXCHANGE_KEY_ALGORITHM", "sm2")

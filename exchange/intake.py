@@ -16,6 +16,7 @@ Everything here is built with Arrow string kernels: no per-record Python.
 from __future__ import annotations
 
 import json
+from typing import TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +28,7 @@ __all__ = ["AS_SENT", "READABLE_SUFFIX"]
 
 AS_SENT = "_as_sent"
 
-Text = pa.Array | pa.ChunkedArray
+Text: TypeAlias = "pa.Array | pa.ChunkedArray"
 
 _JSON_ESCAPES = [("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")] + [
     (chr(c), f"\\u{c:04x}") for c in range(0x20) if chr(c) not in "\n\r\t"

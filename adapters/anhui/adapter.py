@@ -163,6 +163,7 @@ def _stream(
     short file fails the pull after its earlier chunks were read: nothing of it is committed.
     """
     export.refuse_hostile(path, name)
+    etree.clear_error_log()  # so a syntax error's log holds this file's errors only (see syntax_error_at)
     root: etree._Element | None = None
     count = 0
     with path.open("rb") as source:
@@ -191,9 +192,9 @@ def _stream(
             records = _validated_chunk(root, None, schema, name, xsd)
             count += len(records)
         except etree.XMLSyntaxError as exc:
-            line, column = exc.position
+            line, column, message = syntax_error_at(exc)
             raise SourceFormatError(
-                name, f"line {line} column {column}", str(exc.msg), "the file is not well-formed XML; re-export it"
+                name, f"line {line} column {column}", message, "the file is not well-formed XML; re-export it"
             ) from None
     declared = int(root.get(export.COUNT_ATTR, "-1"))
     if declared != count:
@@ -205,6 +206,21 @@ def _stream(
         )
     if records:
         yield records
+
+
+def syntax_error_at(exc: etree.XMLSyntaxError) -> tuple[int, int, str]:
+    """Line, column and message of the parse error that stopped lxml.
+
+    The exception's own position can be a follow-on error's (an undeclared entity ends iterparse with
+    "no element found" at line 0 column 0); the first fatal error in its log is where the file went wrong.
+    """
+    # The log can still hold an earlier parse's errors on this thread (_stream clears it first); the last
+    # fatal error with a place is this parse's.
+    for entry in reversed(list(exc.error_log)):
+        if entry.level == etree.ErrorLevels.FATAL and entry.line > 0:
+            return entry.line, entry.column, str(entry.message)
+    line, column = exc.position
+    return line, column, str(exc.msg)
 
 
 def _validated_chunk(

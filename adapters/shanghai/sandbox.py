@@ -67,6 +67,7 @@ class Fault:
     content_type: str | None = None  # answer 200 with this Content-Type and an HTML error page instead
     next_cursor: str | None = None  # answer the page with this nextCursor (to make a pagination loop)
     expire_tokens: bool = False  # expire every issued token now and answer 401, as a revocation would
+    extra_member: str | None = None  # append this JSON text to the page object (e.g. a repeated "data" key)
 
 
 class ShanghaiSandbox:
@@ -285,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.next_cursor is not None:
                 text = '{"data":[' + ",".join(page.bodies) + '],"nextCursor":' + json.dumps(fault.next_cursor) + "}"
                 body = text.encode()
+            if fault.extra_member is not None:
+                body = (body.decode()[:-1] + "," + fault.extra_member + "}").encode()
             if fault.content_type is not None:
                 # A gateway's maintenance page: 200, but not the API's JSON.
                 content_type = fault.content_type

@@ -161,7 +161,7 @@ class ZhejiangAdapter:
                     landing.signatures.extend(verified)
                 result = conn.execute(statement, params, execution_options={"yield_per": self.chunk_rows})
                 for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
-                    native = _native_table(dm, columns, rows, done)
+                    native = _native_table(columns, rows)
                     if landing is not None:
                         landing.write(f"{prefix}-{number:05d}.parquet", _parquet(native))
                     done += len(rows)
@@ -183,8 +183,8 @@ class ZhejiangAdapter:
 
         Such rows fit no day and no window by themselves, and must not be skipped: Zhejiang signs them as one
         batch (batches.UNDATED), re-signed when it changes, and the pull whose range (since, end) holds that
-        signing time delivers them, once per version. They come with update time null and, in AS_SENT, the
-        GXSJ as sent, so the contract quarantines each with its reason. Landed as ``undated-00001.parquet``.
+        signing time delivers them, once per version. They come stamped with that time and, in AS_SENT, the
+        GXSJ as sent, so the validate stage quarantines each with its reason. Landed as ``undated-00001.parquet``.
         """
         stamp = batches.stamp(dm)
         with self._connect() as conn:
@@ -209,15 +209,19 @@ class ZhejiangAdapter:
                 raise _map_error(exc, dm.source, "rows without a readable update time") from exc
         if not rows:
             return
-        native = _native_table(dm, columns, rows, 0)
+        native = _native_table(columns, rows)
         landing.write("undated-00001.parquet", _parquet(native))
         sent = native.column(stamp)
         why = (f"{stamp} is not a time in the format {_field(dm, 'updated_at').timestamp}: the row fits no window; "
-               f"taken by the window holding Zhejiang's signature of such rows ({at.isoformat()})")
+               f"placed at Zhejiang's signature of such rows, {at.isoformat()}")
         as_sent = intake.column([intake.problem("updated_at", pa.repeat(True, len(rows)), sent, why)], len(rows))
         stripped = native.set_column(native.schema.get_field_index(stamp), stamp,
                                      pa.nulls(len(rows), pa.string()))
-        yield dm.to_canonical(stripped, dm.source, as_sent)
+        canonical = dm.to_canonical(stripped, dm.source, as_sent)
+        # Stamped with their place, so the batch's watermark passes it and a later window does not report
+        # them again; AS_SENT keeps what was sent, and the readable rule quarantines them whatever the stamp.
+        at_column = pa.repeat(pa.scalar(at, TIMESTAMP), len(rows))
+        yield canonical.set_column(canonical.schema.get_field_index("updated_at"), "updated_at", at_column)
 
     def _verified_days(self, conn: sa.Connection, dm: DatasetMapping, span: tuple[str, str | None, str],
                        verifier: SourceVerifier, *, deleted: bool) -> list[VerifiedSource]:
@@ -345,17 +349,21 @@ def _check_view(conn: sa.Connection, dm: DatasetMapping) -> None:
     dm.report_drift(sorted(c for c in present if c not in known), f"view {dm.source}")
 
 
-def _native_table(dm: DatasetMapping, names: list[str], rows: Sequence[Sequence[Any]], done: int) -> pa.Table:
-    """The chunk's rows as Arrow columns with the types the driver returned (the raw copy)."""
+def _native_table(names: list[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
+    """The chunk's rows as Arrow columns with the types the driver returned (the raw copy).
+
+    A column whose values come in mixed types (SQLite keeps '壹佰万元' in a REAL column) is kept as text, so
+    the mapping reads each value on its own: one that is no number is that record's problem (quarantined
+    with the value as sent), not the window's; a column of text alone is a changed field (the pull fails).
+    """
     columns = list(zip(*rows, strict=True))
     arrays: dict[str, pa.Array] = {}
     for name, values in zip(names, columns, strict=True):
         try:
             arrays[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise SourceFormatError(
-                dm.source, f"rows {done + 1}-{done + len(rows)}, column {name}", f"mixed value types: {exc}"
-            ) from exc
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Only a chunk with such a column pays for this look at each value.
+            arrays[name] = pa.array([None if v is None else str(v) for v in values], pa.string())
     return pa.table(arrays)
 
 

@@ -116,11 +116,20 @@ def days_with_rows(conn: sa.Connection, dm: DatasetMapping, lower: str | None, u
     return sorted(str(row[0]) for row in conn.execute(sql, params) if row[0] is not None)
 
 
+def _text(values: Sequence[Any]) -> pa.Array:
+    """One column's values as text; a column of mixed types (a REAL column holding '壹佰万元') value by value,
+    so its rows still hash (both sides hash alike: the province signs with this very function)."""
+    try:
+        return pa.array(values).cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
 def _feed(digest: Any, rows: Sequence[Sequence[Any]], width: int) -> None:
     """Hash rows vectorized: each value as `<length>:<text>` (null as `-`), comma-separated, one line per row."""
     encoded: list[pa.Array] = []
     for values in zip(*rows, strict=True) if rows else [() for _ in range(width)]:
-        text = pa.array(values).cast(pa.string())
+        text = _text(values)
         prefixed = pc.binary_join_element_wise(pc.cast(pc.utf8_length(text), pa.string()), text, ":")
         encoded.append(pc.if_else(pc.is_null(text), pa.scalar("-"), prefixed))
     if not rows:

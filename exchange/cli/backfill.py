@@ -64,6 +64,16 @@ class BackfillRange:
         # `--to-date` is inclusive of logical dates: the last second of the end day covers a run at any hour.
         return datetime.combine(self.end + timedelta(days=1), datetime.min.time(), self.tz) - timedelta(seconds=1)
 
+    def interval_starts(self, schedule: str) -> list[datetime]:
+        """When the intervals `schedule` (a cron in the range's time zone) starts in the range begin."""
+        from croniter import croniter
+
+        fires = croniter(schedule, self.from_date - timedelta(microseconds=1))
+        starts = []
+        while (at := fires.get_next(datetime)) <= self.to_date:
+            starts.append(at)
+        return starts
+
     def covers(self, logical_date: str) -> bool:
         if not logical_date:
             return False
@@ -216,6 +226,12 @@ def backfill(
         raise typer.BadParameter(f"{province}'s DAG starts on {cfg.start_date} (province.yaml start_date); "
                                  "there are no intervals before it", param_hint="--start")
     rng = BackfillRange(f"exchange_{province}", start.date(), end.date(), ZoneInfo(cfg.timezone))
+    if dry_run:
+        # What province.yaml says now, whatever schedule the deployment serialized before (Airflow's list below).
+        starts = rng.interval_starts(cfg.schedule)
+        span = f": {starts[0].isoformat()} .. {starts[-1].isoformat()}" if starts else ""
+        console.print(f"adapters/{province}/province.yaml schedule {cfg.schedule!r} ({cfg.timezone}): "
+                      f"{len(starts)} interval(s) start in the range{span}", markup=False, highlight=False)
     try:
         code = run_backfill(rng, max_active_runs, reprocess, dry_run, wait, timeout, run_scheduler,
                             Layout(settings().home), run_airflow)

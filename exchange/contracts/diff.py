@@ -189,6 +189,11 @@ def _property_changes(where: str, old: dict[str, Any], new: dict[str, Any]) -> I
             yield Change(after, where, tighter if after else f"no longer {flag}")
     if bool(old.get("primaryKey")) != bool(new.get("primaryKey")):
         yield Change(True, where, "primary key changed")
+    before, after = ((p.get("logicalTypeOptions") or {}).get("maxLength") for p in (old, new))
+    if before != after:
+        # A length is a rule (<field>.max_length): a new or shorter one may reject what passed before.
+        shorter = after is not None and (before is None or after < before)
+        yield Change(shorter, where, f"maxLength {before} -> {after}")
     yield from _ordered(where, "classification", old.get("classification"), new.get("classification"), _LEVEL_ORDER)
     old_custom, new_custom = _custom(old.get("customProperties")), _custom(new.get("customProperties"))
     yield from _ordered(where, "grade", old_custom.get("grade"), new_custom.get("grade"), _GRADE_ORDER)

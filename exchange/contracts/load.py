@@ -170,8 +170,14 @@ def _field(prop: SchemaProperty, path: Path) -> FieldSpec:
         raise ContractError(
             path, f"{prop.name}: masking must be one of {', '.join(MASKINGS)}, not {masking!r}"
         )
+    options = prop.logicalTypeOptions or {}
+    max_length = options.get("maxLength")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ContractError(path, f"{prop.name}: logicalTypeOptions maxLength must be a positive integer, "
+                                  f"not {max_length!r}")
     return FieldSpec(
         name=prop.name,
+        max_length=max_length,
         logical_type=prop.logicalType or "",
         required=bool(prop.required),
         unique=bool(prop.unique),
@@ -214,6 +220,7 @@ def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Pat
     for prop in schema_object.properties or []:
         out.extend(_rule(q, path, column=prop.name) for q in prop.quality or [])
     out.extend(_rule(q, path, column=None) for q in schema_object.quality or [])
+    out.extend(length_rule(f) for f in fields if f.max_length is not None)
     seen: set[str] = set()
     names = {f.name for f in fields}
     for rule in out:
@@ -224,6 +231,23 @@ def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Pat
         if unknown:
             raise ContractError(path, f"rule {rule.id}: unknown column(s) {unknown}")
     return tuple(out)
+
+
+def length_rule(spec: FieldSpec) -> Rule:
+    """The rule ``<field>.max_length`` a property's ``logicalTypeOptions.maxLength`` stands for.
+
+    The length is written once, where ODCS puts it; the rule (a GX value-lengths expectation with its
+    predicate) follows from it, so the contract cannot state a length it does not enforce.
+    """
+    assert spec.max_length is not None
+    return Rule(
+        id=f"{spec.name}.max_length",
+        description=f"超过 {spec.max_length} 个字符 / longer than {spec.max_length} characters (the contract's "
+                    "maxLength)",
+        severity="error",
+        expectation=rules.VALUE_LENGTHS_BETWEEN,
+        kwargs={"column": spec.name, "max_value": spec.max_length},
+    )
 
 
 def _rule(quality: DataQuality, path: Path, column: str | None) -> Rule:

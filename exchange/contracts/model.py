@@ -49,6 +49,7 @@ class FieldSpec:
     grade: str | None
     masking: str = "none"
     description: str = ""
+    max_length: int | None = None  # characters at most (ODCS logicalTypeOptions.maxLength)
 
 
 @dataclass(frozen=True)

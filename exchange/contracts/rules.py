@@ -52,6 +52,7 @@ NOT_IN_SET = "expect_column_values_to_not_be_in_set"
 MATCH_REGEX = "expect_column_values_to_match_regex"
 BETWEEN = "expect_column_values_to_be_between"
 PAIR_A_GREATER_THAN_B = "expect_column_pair_values_a_to_be_greater_than_b"
+VALUE_LENGTHS_BETWEEN = "expect_column_value_lengths_to_be_between"
 
 PREDICATES: dict[str, Predicate] = {}
 
@@ -204,6 +205,22 @@ def between(
     if max_value is not None:
         high = pc.less(values, max_value) if strict_max else pc.less_equal(values, max_value)
         ok &= _np(pc.fill_null(high, False), len(values))
+    return _fails_where_present(values, ok)
+
+
+@_register(VALUE_LENGTHS_BETWEEN)
+def value_lengths_between(data: Data, *, column: str, min_value: int | None = None,
+                          max_value: int | None = None) -> Mask:
+    """Value has fewer than min_value or more than max_value characters (the contract's maxLength)."""
+    if min_value is None and max_value is None:
+        raise ValueError("value lengths need min_value or max_value")
+    values = column_values(data, column)
+    lengths = pc.utf8_length(values.cast(pa.string()))
+    ok = np.ones(len(values), dtype=np.bool_)
+    if min_value is not None:
+        ok &= _np(pc.fill_null(pc.greater_equal(lengths, min_value), True), len(values))
+    if max_value is not None:
+        ok &= _np(pc.fill_null(pc.less_equal(lengths, max_value), True), len(values))
     return _fails_where_present(values, ok)
 
 

@@ -166,6 +166,9 @@ def validate(
     if province not in PROVINCES:
         raise ValueError(f"unknown province {province!r}; known: {', '.join(PROVINCES)}")
     data, as_sent = split_as_sent(conform(table, contract))
+    # One spelling for what the national standards spell one way (upper-case X, ASCII digits, no padding):
+    # the rules then judge the identifier, not its typing; each record changed carries a warning.
+    data, normalised = normalise_identifiers(data, contract)
     parameters = run_parameters(contract, data, province=province, today=today, lake=lake)
     resolved = {rule.id: resolve_parameters(rule.kwargs, parameters) for rule in contract.rules}
 
@@ -193,17 +196,18 @@ def validate(
             flagged |= masks[rule.id]
     # A record with a value that could not be read as sent is never accepted, whatever the rules say of the
     # null it became; its own rule (<field>.readable) names it where no contract rule on that field fired.
-    unreadable = unreadable_masks(contract, as_sent, masks)
-    for mask in unreadable.values():
-        rejected |= mask
+    unreadable, unread = unreadable_rules(contract, as_sent, masks)
+    rejected |= unread
+    for hub_rule in normalised:
+        flagged |= hub_rule.mask
     flagged &= ~rejected
 
     context = {"batch_id": batch_id, "province": province, "dataset": contract.dataset}
     accepted = data.filter(pa.array(~rejected))
     quarantined = flag_records(data, np.flatnonzero(rejected), contract, masks, severity="error",
-                               as_sent=as_sent, unreadable=unreadable, **context)
+                               as_sent=as_sent, extra=unreadable, **context)
     warnings = flag_records(data, np.flatnonzero(flagged), contract, masks, severity="warning",
-                            as_sent=as_sent, **context)
+                            as_sent=as_sent, extra=normalised, **context)
     quarantined_count = int(quarantined.num_rows)
     return ValidationOutcome(
         accepted=accepted,
@@ -226,26 +230,80 @@ def split_as_sent(table: pa.Table) -> tuple[pa.Table, pa.Array]:
     return table.drop_columns([intake.AS_SENT]), as_sent
 
 
-def unreadable_masks(
+@dataclass(frozen=True)
+class HubRule:
+    """A rule of the hub's own, not written in the contract: which records it flags and why (full length)."""
+
+    rule_id: str
+    mask: rule_predicates.Mask
+    reasons: pa.Array
+
+
+def unreadable_rules(
     contract: Contract, as_sent: pa.Array, masks: dict[str, rule_predicates.Mask]
-) -> dict[str, rule_predicates.Mask]:
-    """Per field, the records quarantined only because the field was unreadable as sent (rule <field>.readable).
+) -> tuple[list[HubRule], rule_predicates.Mask]:
+    """The ``<field>.readable`` rules, and every record with a value that could not be read as sent.
 
     A record whose unreadable field already fails an error rule on that field (a required date that became
-    null) is named by that rule, with the reason saying what was sent (see :func:`flag_records`).
+    null) is named by that rule, with the reason saying what was sent (see :func:`flag_records`); the
+    readable rule names the others. Every such record is rejected either way (the returned mask).
     """
+    unreadable = np.zeros(len(as_sent), dtype=np.bool_)
     if as_sent.null_count == len(as_sent):
-        return {}
-    out: dict[str, rule_predicates.Mask] = {}
+        return [], unreadable
+    out: list[HubRule] = []
     for spec in contract.fields:
         present = intake.has(as_sent, spec.name).to_numpy(zero_copy_only=False)
         if not present.any():
             continue
+        unreadable |= present
+        alone = present.copy()
         for rule in contract.rules:
             if rule.severity == "error" and spec.name in rule.columns:
-                present = present & ~masks[rule.id]
-        out[spec.name] = present
-    return out
+                alone &= ~masks[rule.id]
+        out.append(HubRule(spec.name + intake.READABLE_SUFFIX, alone, _flat(intake.describe(as_sent, spec.name))))
+    return out, unreadable
+
+
+def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+IDENTIFIER_RULES = {
+    rule_predicates.VALID_RESIDENT_ID: "GB 11643",
+    rule_predicates.VALID_USCC: "GB 32100",
+}
+
+
+def normalise_identifiers(data: pa.Table, contract: Contract) -> tuple[pa.Table, list[HubRule]]:
+    """`data` with each resident ID and USCC column in its standard spelling, and a warning rule per column.
+
+    NFKC turns full-width digits and letters into ASCII and NBSP or ideographic spaces into plain ones;
+    surrounding spaces go; letters are upper case (the check character X, USCC letters). Vectorized; a
+    value that changed is flagged ``<column>.normalised`` with what was sent and what is stored.
+    """
+    found: list[HubRule] = []
+    for rule in contract.rules:
+        standard = IDENTIFIER_RULES.get(rule.expectation)
+        if standard is None:
+            continue
+        for column in rule.columns:
+            if any(r.rule_id == f"{column}.normalised" for r in found):
+                continue
+            sent = data.column(column)
+            text = sent if pa.types.is_string(sent.type) else sent.cast(pa.string())
+            spelled = pc.utf8_upper(pc.utf8_trim_whitespace(pc.utf8_normalize(text, form="NFKC")))
+            changed = pc.fill_null(pc.not_equal(spelled, text), False)
+            if not pc.any(changed).as_py():
+                continue
+            index = data.schema.get_field_index(column)
+            data = data.set_column(index, data.schema.field(index), spelled.cast(sent.type))
+            reasons = pc.binary_join_element_wise(
+                f"{column} sent ", display_values(text), ", stored as ", display_values(spelled),
+                f" ({standard} writes it one way: ASCII digits, upper-case letters, no surrounding spaces)", "")
+            mask = np.asarray(changed.to_numpy(zero_copy_only=False), dtype=np.bool_)
+            found.append(HubRule(f"{column}.normalised", mask, _flat(reasons)))
+    return data, found
 
 
 def conform(table: pa.Table, contract: Contract) -> pa.Table:
@@ -379,12 +437,12 @@ def flag_records(
     province: str,
     dataset: str,
     as_sent: pa.Array | None = None,
-    unreadable: dict[str, rule_predicates.Mask] | None = None,
+    extra: list[HubRule] | None = None,
 ) -> pa.Table:
     """One QUARANTINE_SCHEMA row per record in `rows`, naming every `severity` rule it broke and why.
 
     Where a rule's column was unreadable as sent, the reason says what was sent instead of describing the
-    null it became; `unreadable` (from :func:`unreadable_masks`) adds the ``<field>.readable`` rules.
+    null it became; `extra` adds the hub's own rules (``<field>.readable``, ``<field>.normalised``).
     """
     n = len(rows)
     picked = data.take(pa.array(rows, pa.int64()))
@@ -405,12 +463,13 @@ def flag_records(
             reason = pc.coalesce(*(intake.describe(sent, c) for c in rule.columns), reason)
         ids.append(pc.if_else(hit_arr, pa.scalar(rule.id), no_text))
         reasons.append(pc.if_else(hit_arr, reason, no_text))
-    for name, mask in (unreadable or {}).items():
-        hit = mask[rows]
+    taken = pa.array(rows, pa.int64())
+    for hub_rule in extra or []:
+        hit = hub_rule.mask[rows]
         if hit.any():
             hit_arr = pa.array(hit)
-            ids.append(pc.if_else(hit_arr, pa.scalar(name + intake.READABLE_SUFFIX), no_text))
-            reasons.append(pc.if_else(hit_arr, intake.describe(sent, name), no_text))
+            ids.append(pc.if_else(hit_arr, pa.scalar(hub_rule.rule_id), no_text))
+            reasons.append(pc.if_else(hit_arr, hub_rule.reasons.take(taken), no_text))
     return pa.table(
         {
             "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), n),

@@ -152,5 +152,6 @@ def explain(quarantined: pa.Table, contract: Contract) -> Explained:
         known += hits_of_rule.hit.to_numpy(zero_copy_only=False)
     listed = pc.fill_null(pc.list_value_length(pc.split_pattern(ids, RULE_ID_SEPARATOR)), 0)
     unknown = pa.array(listed.to_numpy(zero_copy_only=False) != known, pa.bool_())
-    keys = flat(masked.column(contract.key))
+    # A record without its key is listed by what it lacks, never as an empty cell or "None".
+    keys = flat(pc.fill_null(masked.column(contract.key), f"(no {contract.key})"))
     return Explained(keys, rules, unknown)

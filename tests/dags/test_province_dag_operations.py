@@ -219,3 +219,27 @@ def test_backfill_dry_run_reads_the_current_schedule_and_refuses_a_bad_one(cron:
                                       "--end", "2026-11-12", "--dry-run"])
     assert result.exit_code == 2
     assert "adapters/jiangsu/province.yaml: schedule" in " ".join(result.output.replace("│", "").split())
+
+
+@pytest.mark.parametrize(("cron", "intervals"), [("0 2 * * *", 3), ("0 */6 * * *", 12), ("30 1 * * 6,0", 0)])
+def test_backfill_dry_run_lists_the_intervals_of_the_current_schedule(
+    cron: str, intervals: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F9: the dry run says what province.yaml's schedule gives now, not only what Airflow serialized before."""
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    adapters = tmp_path / "adapters"
+    (adapters / "jiangsu").mkdir(parents=True)
+    (adapters / "jiangsu" / "province.yaml").write_text(yaml.safe_dump({**BASE, "schedule": cron}))
+    monkeypatch.setattr("exchange.province_config.load_province.__defaults__", (adapters,))
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))  # an operator's deployment: nothing prepared
+    monkeypatch.setenv("EXCHANGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("exchange.cli.backfill.run_airflow", lambda args, env: "airflow: dry run\n")
+    # 2026-11-10 (Tuesday) .. 2026-11-12 (Thursday) in Asia/Shanghai
+    result = CliRunner().invoke(app, ["backfill", "--province", "jiangsu", "--start", "2026-11-10",
+                                      "--end", "2026-11-12", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"adapters/jiangsu/province.yaml schedule '{cron}' (Asia/Shanghai): {intervals} interval(s)" in text

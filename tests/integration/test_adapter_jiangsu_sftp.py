@@ -67,7 +67,7 @@ def _adapter(server: SftpServer, known_hosts: Path | None, password: str | None 
 
 def _pull(adapter: JiangsuAdapter, landing: Path) -> pa.Table:
     tables = list(adapter.pull(PullRequest("e_license", Window(START, END), None), Landing(landing)))
-    return pa.concat_tables(tables) if tables else dataset("e_license").schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset("e_license").schema.empty_table()
 
 
 def test_pull_over_sftp_equals_the_local_pull(

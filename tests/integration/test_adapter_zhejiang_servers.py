@@ -112,7 +112,7 @@ def _pull(
 ) -> pa.Table:
     request = PullRequest(name, Window(START - timedelta(days=1), end), since)
     tables = list(adapter.pull(request, Landing(landing)))
-    return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()
 
 
 def _ordered(table: pa.Table, name: str) -> pa.Table:
@@ -254,3 +254,34 @@ def test_a_connection_the_server_dropped_is_transient_and_the_retry_reconnects(
     with pytest.raises(TransientError, match="Zhejiang|V_DZZZ_GX"):
         _pull(adapter, "e_license", tmp_path / "l2")
     assert _pull(adapter, "e_license", tmp_path / "l3").num_rows == N  # what Airflow's retry would do
+
+
+def test_rows_without_an_update_time_are_pulled_signed_and_kept_as_sent(
+    sandbox: ZhejiangSandbox, adapters: list[ZhejiangAdapter], tmp_path: Path
+) -> None:
+    """Issue 16 B-1 on the real servers: NULL or malformed GXSJ rows are in the undated signed batch (LIKE,
+    NULL ordering and the digest agree on MariaDB and PostgreSQL), and delivered once, as sent."""
+    import json
+
+    from exchange import intake
+    from exchange.errors import SourceAuthenticityError
+
+    table = _generate("e_license")
+    keys = table.column("license_id").to_pylist()
+    engine = sa.create_engine(sandbox.url)
+    base = BASE_TABLES["e_license"]
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {base} SET GXSJ = NULL WHERE ZZBH = :k"), {"k": keys[0]})
+        conn.execute(sa.text(f"UPDATE {base} SET GXSJ = 'soon' WHERE ZZBH = :k"), {"k": keys[1]})
+    sandbox.resign("e_license")
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    pulled = _pull(_adapter(adapters, sandbox), "e_license", tmp_path / "l1", end=end)
+    assert pulled.num_rows == N
+    sent = {k: json.loads(v)["updated_at"]["sent"] for k, v in zip(
+        pulled.column("license_id").to_pylist(), pulled.column(intake.AS_SENT).to_pylist(), strict=True) if v}
+    assert sent == {keys[0]: None, keys[1]: "soon"}
+    with engine.begin() as conn:  # changed after Zhejiang signed it: refused, like a changed day
+        conn.execute(sa.text(f"UPDATE {base} SET CYRXM = 'x' WHERE ZZBH = :k"), {"k": keys[0]})
+    engine.dispose()
+    with pytest.raises(SourceAuthenticityError, match="rows without a readable update time"):
+        _pull(_adapter(adapters, sandbox), "e_license", tmp_path / "l2", end=end)

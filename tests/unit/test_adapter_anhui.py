@@ -15,6 +15,7 @@ from adapters.anhui import export
 from adapters.anhui.adapter import AnhuiAdapter, build
 from adapters.anhui.sandbox import AnhuiSandbox, create
 from adapters.base import Landing, PullRequest, Window, adapter_for, sandbox_for
+from exchange import intake
 from exchange.config import ExchangeSettings
 from exchange.datasets import DATASETS as CANONICAL_DATASETS
 from exchange.datasets import dataset
@@ -45,7 +46,7 @@ def _pull(
 ) -> tuple[pa.Table, Landing]:
     land = Landing(landing)
     tables = list(adapter.pull(PullRequest(name, Window(START - timedelta(days=1), end), since), land))
-    return (pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()), land
+    return (pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()), land
 
 
 def _file(box: AnhuiSandbox, name: str, day: str) -> Path:
@@ -264,14 +265,21 @@ def test_absent_and_empty_elements_are_nulls_and_bad_values_pass_through(tmp_pat
     assert rows[1]["updated_at"] == datetime(2024, 6, 1, 2, 0, tzinfo=UTC)
 
 
-def test_an_unreadable_update_time_fails_the_file(tmp_path: Path) -> None:
+def test_an_unreadable_update_time_is_delivered_as_sent_not_the_file_failed(tmp_path: Path) -> None:
+    """Issue 16 item 5 changed this: the record is placed at its file's day and quarantined with the time as
+    sent (as Jiangsu's are), instead of one record failing the whole file."""
     box = create(tmp_path)
     bad = HAND_WRITTEN.replace("2024-06-01 10:00:00", "2024-13-01 10:00:00")
     box.publish(box.exports / "电子证照_20240601.xml", bad.encode("utf-8"))
 
-    with pytest.raises(SourceFormatError, match="2024-13-01") as caught:
-        _pull(AnhuiAdapter(box.exports, trust=box.trust), "e_license", tmp_path / "landing", end=JULY)
-    assert caught.value.position == "line 12"  # the second record's <记录> line
+    pulled, _ = _pull(AnhuiAdapter(box.exports, trust=box.trust), "e_license", tmp_path / "landing", end=JULY)
+    rows = pulled.to_pylist()
+    assert [r["license_id"] for r in rows] == ["DZZZ340000000001", "DZZZ340000000002"]
+    assert rows[1]["updated_at"] is None
+    assert rows[1][intake.AS_SENT] == (
+        '{"updated_at":{"sent":"2024-13-01 10:00:00","problem":"not a time in the format %Y-%m-%d %H:%M:%S"}}'
+    )
+    assert rows[0][intake.AS_SENT] is None
 
 
 def test_settings_and_registry_point_the_adapter_at_the_sandbox(

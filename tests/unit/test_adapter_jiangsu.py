@@ -46,7 +46,7 @@ def _pull(
 ) -> pa.Table:
     landing = landing if isinstance(landing, Landing) else Landing(landing)
     tables = list(box.adapter().pull(PullRequest(name, Window(START, end), since), landing))
-    return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()
 
 
 def _canonical(seeded: pa.Table) -> pa.Table:

@@ -48,7 +48,7 @@ def _pull(
     box: ShanghaiSandbox, name: str, landing: Path, since: datetime | None, end: datetime = END
 ) -> pa.Table:
     tables = list(box.adapter().pull(PullRequest(name, Window(START, end), since), Landing(landing)))
-    return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()
 
 
 def _sorted(table: pa.Table) -> pa.Table:

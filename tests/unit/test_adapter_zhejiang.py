@@ -44,7 +44,7 @@ def _pull(
 
 
 def _concat(tables: list[pa.Table], name: str) -> pa.Table:
-    return pa.concat_tables(tables) if tables else dataset(name).schema.empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else dataset(name).schema.empty_table()
 
 
 def _ordered(table: pa.Table, name: str) -> pa.Table:

@@ -713,3 +713,309 @@ def test_pulled_counts_include_every_quarantined_record(world: World) -> None:
     assert (result.pulled, result.accepted, result.quarantined) == (N + 1, N - 2, 3)
     keys = pc.unique(pa.array([k for k, _, _ in _quarantined(world, "jiangsu")])).to_pylist()
     assert len(keys) == 3
+
+
+# --- Issue 16: every record accounted for, every rejection showing what was sent -------------------------------
+
+# Per province: the native field names of issued_on / valid_until and an impossible date in their format.
+UNREADABLE_DATES = {
+    "shanghai": ("issueDate", "expiryDate", "2024-02-30"),
+    "jiangsu": ("发证日期", "有效期至", "2024-02-30"),
+    "zhejiang": ("FZRQ", "YXQZ", "20240230"),
+    "anhui": ("发证日期", "有效期至", "2024-02-30"),
+}
+
+
+def _publish_with(w: World, province: str, table: pa.Table, edits: dict[str, dict[str, Any]]) -> None:
+    """Publish `table` through the province's real transport, native fields of the keyed records edited."""
+    if province == "shanghai":
+        def mutate(record: dict[str, Any]) -> None:
+            record.update(edits.get(record["licenseNo"], {}))
+        _sh_publish(w, E_LICENSE, table, mutate)
+    elif province == "jiangsu":
+        columns, rows = _js_rows(w, E_LICENSE, table)
+        for row in rows:
+            for name, value in edits.get(str(row[columns.index("证照编号")]), {}).items():
+                row[columns.index(name)] = value
+        _js_deliver(w, _csv(columns, rows))
+    elif province == "zhejiang":
+        w.zhejiang.seed(E_LICENSE, table)
+        _zj_sql(w, E_LICENSE, *(f"UPDATE {BASE_TABLES[E_LICENSE]} SET {name} = '{value}' WHERE ZZBH = '{key}'"
+                                for key, fields in edits.items() for name, value in fields.items()))
+    else:
+        w.anhui.seed(E_LICENSE, table)
+        path = w.anhui.exports / AH_NAME
+        text = path.read_text(encoding="utf-8")
+        for key, fields in edits.items():
+            start = text.index(f"<证照编号>{key}</证照编号>")
+            end = text.index("</记录>", start)
+            record = text[start:end]
+            for name, value in fields.items():
+                record = re.sub(f"<{name}>[^<]*</{name}>", f"<{name}>{value}</{name}>", record)
+            text = text[:start] + record + text[end:]
+        _ah_publish(w, text)
+
+
+def _quarantine_rows(w: World, batch_id: str) -> dict[str | None, dict[str, Any]]:
+    with connect(w.hub.settings, read_only=True) as con:
+        table = con.execute(f"SELECT * FROM {LAKE}.quarantine WHERE batch_id = ?", [batch_id]).to_arrow_table()
+    return {r["record_key"]: r for r in table.to_pylist()}
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_an_unreadable_date_is_quarantined_with_the_value_as_sent(world: World, province: str) -> None:
+    """B-8 through each transport: the raw value is kept next to the reason, which says what was sent; an
+    unreadable *optional* date is quarantined too (it used to become null and be accepted)."""
+    issued, valid, impossible = UNREADABLE_DATES[province]
+    table = _records(E_LICENSE, province)
+    keys = table.column("license_id").to_pylist()
+    with_expiry = [i for i, v in enumerate(table.column("valid_until").to_pylist()) if v is not None and i > 3]
+    required, optional = keys[3], keys[with_expiry[0]]
+    _publish_with(world, province, table, {required: {issued: impossible}, optional: {valid: impossible}})
+    result = run_exchange(province, E_LICENSE, START, END, world.hub)
+    assert (result.pulled, result.accepted, result.quarantined) == (N, N - 2, 2)
+    rows = _quarantine_rows(world, result.batch_id)
+    assert rows[required]["rule_id"] == "issued_on.not_null"
+    assert rows[optional]["rule_id"] == "valid_until.readable"
+    for key, field_name in ((required, "issued_on"), (optional, "valid_until")):
+        sent = json.loads(rows[key]["as_sent"])
+        assert sent[field_name]["sent"] == impossible
+        assert f"sent \"{impossible}\"" in rows[key]["reason"] and "missing" not in rows[key]["reason"]
+    # The office's report and `exchange quarantine show` carry it too.
+    report = (world.hub.layout.reports / province / f"{result.batch_id}.rejections.csv").read_text("utf-8-sig")
+    assert report.count(impossible) >= 2
+    from typer.testing import CliRunner
+
+    from exchange.cli import app
+
+    home = {"EXCHANGE_HOME": str(world.hub.settings.home)}
+    shown = CliRunner().invoke(app, ["quarantine", "show", required], env=home)
+    assert shown.exit_code == 0 and impossible in shown.output
+
+
+def _zj_undated(w: World) -> tuple[str, str]:
+    table = _records(E_LICENSE, "zhejiang")
+    w.zhejiang.seed(E_LICENSE, table)
+    null_key, bad_key = table.column("license_id")[3].as_py(), table.column("license_id")[4].as_py()
+    _zj_sql(w, E_LICENSE, f"UPDATE {BASE_TABLES[E_LICENSE]} SET GXSJ = NULL WHERE ZZBH = '{null_key}'",
+            f"UPDATE {BASE_TABLES[E_LICENSE]} SET GXSJ = '2026/11/01 09:00' WHERE ZZBH = '{bad_key}'")
+    return null_key, bad_key
+
+
+def test_a_zhejiang_row_without_update_time_is_pulled_once_signed_and_quarantined(world: World) -> None:
+    """B-1: 30 rows in the view, 30 pulled (before: 29 or 28, and the signatures covered only those)."""
+    null_key, bad_key = _zj_undated(world)
+    now = datetime.now(UTC)
+    result = run_exchange("zhejiang", E_LICENSE, START, now, world.hub)
+    assert (result.pulled, result.quarantined) == (N, 2)
+    rows = _quarantine_rows(world, result.batch_id)
+    assert rows[null_key]["rule_id"] == rows[bad_key]["rule_id"] == "updated_at.readable"
+    assert json.loads(rows[null_key]["as_sent"])["updated_at"]["sent"] is None
+    assert json.loads(rows[bad_key]["as_sent"])["updated_at"]["sent"] == "2026/11/01 09:00"
+    assert "GXSJ sent null" in rows[null_key]["reason"] or "updated_at sent null" in rows[null_key]["reason"]
+    pulls = [e for e in world.hub.log.read() if e.action == "pull" and e.subject == result.batch_id]
+    subjects = [s["subject"] for s in pulls[-1].details["source_signatures"]]
+    assert "V_DZZZ_GX/undated/2 rows" in subjects, subjects
+    # Reported once: the next window (allowed a few minutes ahead by the clock skew) does not repeat them.
+    later = run_exchange("zhejiang", E_LICENSE, now, now + timedelta(minutes=4), world.hub)
+    assert later.status == "empty" and later.pulled == 0
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ("UPDATE {t} SET CYRXM = 'changed' WHERE GXSJ IS NULL", "V_DZZZ_GX, rows without a readable update time"),
+    ("DELETE FROM SJQM WHERE RQ = 'undated'", r"unsigned"),
+])
+def test_undated_zhejiang_rows_are_read_only_as_signed(world: World, change: str, match: str) -> None:
+    """The province's signature covers the undated rows as it covers each day: changed or unsigned, refused."""
+    from exchange.errors import SourceAuthenticityError
+
+    _zj_undated(world)
+    _zj_sql(world, None, change.format(t=BASE_TABLES[E_LICENSE]))
+    with pytest.raises(SourceAuthenticityError, match=match):
+        run_exchange("zhejiang", E_LICENSE, START, datetime.now(UTC), world.hub)
+
+
+def test_a_repeated_json_key_quarantines_the_record_and_no_value_wins(world: World) -> None:
+    """B-3: {"licenseNo": "A", ..., "licenseNo": "B"} was accepted as licence B."""
+    table = _records(E_LICENSE, "shanghai")
+    dm = world.shanghai.mapping.dataset(E_LICENSE)
+    native = dm.from_canonical(table).to_pylist()
+    bodies = []
+    for i, record in enumerate(native):
+        record["updateTime"] = re.sub(r"([+-]\d{2})(\d{2})$", r"\1:\2", record["updateTime"])
+        body = json.dumps(record, ensure_ascii=False)
+        if i == 3:
+            body = body[:-1] + ', "licenseNo": "SH-OTHER-LICENCE"}'
+        if i == 5:
+            body = body[:-1] + f', "holderIdNo": {json.dumps(record["holderIdNo"])}}}'
+        bodies.append(body)
+    updated = table.column("updated_at").cast(pa.int64()).to_pylist()
+    world.shanghai.store.append(dm.source, zip(updated, table.column("license_id").to_pylist(), bodies, strict=True))
+    result = run_exchange("shanghai", E_LICENSE, START, END, world.hub)
+    assert (result.pulled, result.quarantined) == (N, 2)
+    rows = _quarantine_rows(world, result.batch_id)
+    first = table.column("license_id")[3].as_py()
+    assert None in rows and first not in rows, "the licence number is neither value: it is null, and named"
+    sent = json.loads(rows[None]["as_sent"])["license_id"]
+    assert sent["sent"] == [first, "SH-OTHER-LICENCE"] and "given more than once" in sent["problem"]
+    with connect(world.hub.settings, read_only=True) as con:
+        stored = con.execute(f"SELECT count(*) FROM {LAKE}.e_license WHERE license_id = 'SH-OTHER-LICENCE'").fetchone()
+    assert stored == (0,)
+    fifth = table.column("license_id")[5].as_py()
+    assert rows[fifth]["rule_id"].startswith("holder_id.")  # even the same value twice is not guessed at
+    from exchange.cli import record_label
+
+    assert record_label(rows[None]) == "(no license_id)"
+    report = (world.hub.layout.reports / "shanghai" / f"{result.batch_id}.rejections.csv").read_text("utf-8-sig")
+    assert "(no license_id)" in report and "None" not in report
+
+
+def test_a_repeated_key_outside_a_record_refuses_the_page(world: World) -> None:
+    _sh_seed(world)
+    world.shanghai.inject(Fault(extra_member='"data": []'))
+    with pytest.raises(SourceFormatError, match=r"at page 1 .*the key 'data' is given more than once"):
+        run_exchange("shanghai", E_LICENSE, START, END, world.hub)
+
+
+@pytest.mark.parametrize(("native", "value", "kind"), [
+    ("regCapital", "100", "a string, expected a number"),
+    ("regCapital", [100], "an array, expected a number"),
+    ("creditCode", 91310000123456789, "a number, expected a string"),
+    ("legalRepName", {"name": "张三"}, "an object, expected a string"),
+])
+def test_a_wrong_json_type_in_one_record_quarantines_that_record(world: World, native: str, value: Any,
+                                                                  kind: str) -> None:
+    """B-6: like a bad date in the same place, per record and named, not the whole window."""
+    dm = world.shanghai.mapping.dataset(ENTERPRISE)
+    if native not in dm.native_columns:
+        pytest.skip(f"{native} is not mapped")
+    _sh_mutated(ENTERPRISE, _put(native, value), slice(7, 8))(world)
+    result = run_exchange("shanghai", ENTERPRISE, START, END, world.hub)
+    assert (result.pulled, result.quarantined) == (N, 1)
+    [row] = _quarantine_rows(world, result.batch_id).values()
+    canonical = next(f.canonical for f in dm.fields if f.native == native)
+    entry = json.loads(row["as_sent"])[canonical]
+    assert entry["sent"] == value and entry["problem"] == f"wrong JSON type: {kind}"
+
+
+def _reencoded(position: Position, spelling: int) -> str:
+    """The same position, spelled another way a server might: no padding, spaces in the JSON, standard base64."""
+    import base64
+
+    raw = json.dumps([position.updated_us, position.sort_key, position.rowid], separators=(", ", ": "))
+    if spelling == 0:
+        return position.encode().rstrip("=")
+    if spelling == 1:
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+    return base64.b64encode((" " + raw).encode()).decode()
+
+
+@pytest.mark.parametrize("spelling", [0, 1, 2])
+def test_a_pagination_loop_is_caught_by_position_however_the_cursor_is_spelled(world: World, spelling: int) -> None:
+    """B-4: before, only a byte-identical cursor counted as a repeat (7,500 records pulled from 2,500)."""
+    _sh_seed(world)
+    c1, c2 = Position(0, "", 0), Position(1, "", 0)
+    for cursor in (c1.encode(), c2.encode(), _reencoded(c1, spelling)):
+        world.shanghai.inject(Fault(next_cursor=cursor))
+    with pytest.raises(SourceFormatError, match=r"at page 3 .*nextCursor loops back to the cursor of page 2"):
+        run_exchange("shanghai", E_LICENSE, START, END, world.hub)
+
+
+def test_a_cursor_going_back_or_too_many_pages_stop_the_pull(world: World) -> None:
+    _sh_seed(world)
+    for cursor in (Position(5, "", 0).encode(), Position(3, "", 0).encode()):
+        world.shanghai.inject(Fault(next_cursor=cursor))
+    with pytest.raises(SourceFormatError, match=r"at page 2 .*nextCursor goes back"):
+        run_exchange("shanghai", E_LICENSE, START, END, world.hub)
+    world.hub.settings.shanghai_max_pages = 2
+    for n in range(1, 4):
+        world.shanghai.inject(Fault(next_cursor=Position(n, "", 0).encode()))
+    with pytest.raises(SourceFormatError, match=r"more than 2 pages in one window.*EXCHANGE_SHANGHAI_MAX_PAGES"):
+        run_exchange("shanghai", E_LICENSE, START, END, world.hub)
+
+
+def test_an_undeclared_xml_entity_is_reported_where_lxml_found_it(world: World) -> None:
+    """B-5: it was "line 0 column 0"."""
+    def edit(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if "<持证人>" in line)
+        lines[at] = re.sub("<持证人>[^<]*</持证人>", "<持证人>&未声明;</持证人>", lines[at])
+        world.notes["line"] = at + 1
+        return "".join(lines)
+
+    _ah_edited(edit)(world)
+    with pytest.raises(SourceFormatError) as raised:
+        run_exchange("anhui", E_LICENSE, START, END, world.hub)
+    assert re.fullmatch(rf"line {world.notes['line']} column [1-9]\d*", raised.value.position), raised.value.position
+    assert "Entity '未声明' not defined" in raised.value.problem
+
+
+HOLDER_ID = {"shanghai": "holderIdNo", "jiangsu": "持证人身份证号", "zhejiang": "CYRZJHM", "anhui": "身份证件号码"}
+HOLDER_NAME = {"shanghai": "holderName", "jiangsu": "持证人姓名", "zhejiang": "CYRXM", "anhui": "持证人"}
+LICENSE_ID = {"shanghai": "licenseNo", "jiangsu": "证照编号", "zhejiang": "ZZBH", "anhui": "证照编号"}
+FULL_WIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+
+
+def _id_ending_in_x(region: str) -> str:
+    from stdnum.iso7064 import mod_11_2  # GB 11643's check character (the oracle the checksum tests use)
+
+    for sequence in range(1000):
+        first = f"{region}19900101{sequence:03d}"
+        if mod_11_2.calc_check_digit(first) == "X":
+            return first + "X"
+    raise AssertionError("no ID with check character X")
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_identifiers_are_stored_in_their_one_standard_spelling_with_a_warning(world: World, province: str) -> None:
+    """B-9: lower-case x, full-width digits, NBSP and spaces were stored as sent or rejected as a wrong check
+    character; they are one resident ID, stored once as GB 11643 writes it."""
+    table = _records(E_LICENSE, province)
+    keys = table.column("license_id").to_pylist()
+    standard = _id_ending_in_x(table.column("region_code")[0].as_py())
+    spellings = [standard[:-1] + "x", standard.translate(FULL_WIDTH), f"\u00a0{standard}  ", f" {standard[:-1]}ｘ"]
+    native = HOLDER_ID[province]
+    _publish_with(world, province, table, {keys[i + 2]: {native: s} for i, s in enumerate(spellings)})
+    result = run_exchange(province, E_LICENSE, START, END, world.hub)
+    assert (result.pulled, result.accepted, result.quarantined) == (N, N, 0)
+    stored = _rows(world, f"SELECT license_id, holder_id FROM {LAKE}.e_license WHERE batch_id = ?", result.batch_id)
+    by_key = dict(stored)
+    assert [by_key[keys[i + 2]] for i in range(len(spellings))] == [standard] * len(spellings)
+    validation = read_manifest_counts(world, result)
+    assert validation >= len(spellings)
+
+
+def read_manifest_counts(w: World, result: dict[str, Any]) -> int:
+    from exchange.provenance.manifest import read_manifest
+
+    return int(read_manifest(Path(result.manifest)).manifest.counts.warned)
+
+
+@pytest.mark.parametrize("province", PROVINCES)
+def test_the_contract_lengths_are_enforced(world: World, province: str) -> None:
+    """B-9: 10,000 characters in a 255-character field and a 300-character key used to be committed."""
+    table = _records(E_LICENSE, province)
+    keys = table.column("license_id").to_pylist()
+    long_key = "K" * 300
+    _publish_with(world, province, table, {keys[2]: {HOLDER_NAME[province]: "名" * 10_000},
+                                           keys[5]: {LICENSE_ID[province]: long_key}})
+    result = run_exchange(province, E_LICENSE, START, END, world.hub)
+    assert (result.accepted, result.quarantined) == (N - 2, 2)
+    rows = _quarantine_rows(world, result.batch_id)
+    assert rows[keys[2]]["rule_id"] == "holder_name.max_length"
+    assert rows[long_key]["rule_id"] == "license_id.max_length"
+    assert "longer than 64 characters" in rows[long_key]["reason"]
+
+
+def test_one_text_value_in_a_zhejiang_number_column_is_that_records_problem(world: World) -> None:
+    """B-6 over SQL: SQLite keeps '壹佰万元' in a REAL column; one such row failed the window ("mixed value
+    types"), now it is quarantined with the value as sent (every row text still fails: zj-number-column-as-text)."""
+    table = _records(ENTERPRISE, "zhejiang")
+    world.zhejiang.seed(ENTERPRISE, table)
+    key = table.column("uscc")[6].as_py()
+    _zj_sql(world, ENTERPRISE, f"UPDATE {BASE_TABLES[ENTERPRISE]} SET ZCZB = '壹佰万元' WHERE TYSHXYDM = '{key}'")
+    result = run_exchange("zhejiang", ENTERPRISE, START, END, world.hub)
+    assert (result.pulled, result.quarantined) == (N, 1)
+    row = _quarantine_rows(world, result.batch_id)[key]
+    assert json.loads(row["as_sent"])["registered_capital"]["sent"] == "壹佰万元"
+    assert 'registered_capital sent "壹佰万元": not a number' in row["reason"]

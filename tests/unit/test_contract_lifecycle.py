@@ -481,3 +481,31 @@ def test_run_refuses_every_contract_lint_refuses(tmp_path: Path, edit: Any, monk
     assert result.exit_code != 0
     assert problems[0].reason.split(",")[0] in " ".join(result.output.split())
     assert not (tmp_path / "home" / "landing" / "jiangsu").exists(), "refused before anything was read"
+
+
+def test_a_lake_from_before_as_sent_gains_the_column_and_stays_readable(home: Path) -> None:
+    """The quarantine table got `as_sent` (issue 16 B-8): an older lake's rows read it as null, and the next
+    commit adds the column in its own snapshot, inserting by name."""
+    from exchange.contracts.validate import QUARANTINE_SCHEMA as NOW
+    from exchange.replay import quarantine_status
+
+    before = pa.schema([f for f in NOW if f.name != "as_sent"])
+
+    def rejected(key: str, as_sent: str | None, schema: pa.Schema) -> pa.Table:
+        row = {"batch_id": "b", "province": "shanghai", "dataset": "e_license", "record_key": key,
+               "rule_id": "status.in_enum", "reason": "r", "severity": "error",
+               "record_json": '{"license_id":"' + key + '"}', "as_sent": as_sent}
+        return pa.Table.from_pylist([{k: row[k] for k in schema.names}], schema=schema)
+
+    settings = ExchangeSettings(home=home)
+    with connect(settings) as con:
+        for batch, table in (("shanghai.e_license.old", rejected("OLD1", None, before)),
+                             ("shanghai.e_license.new", rejected("NEW1", '{"x":1}', NOW))):
+            table = table.set_column(0, "batch_id", pa.array([batch]))
+            commit_batch(con, dataset="e_license", dataset_schema=E_LICENSE.schema,
+                         ledger_row=_ledger_row(batch, "3.0.0", 0).model_copy(update={"quarantined": 1}),
+                         accepted=E_LICENSE.schema.empty_table(), quarantined=table)
+        stored = con.execute(f"SELECT record_key, as_sent FROM {LAKE}.quarantine ORDER BY record_key").fetchall()
+    assert stored == [("NEW1", '{"x":1}'), ("OLD1", None)]
+    rows = {r["record_key"]: r for r in quarantine_status(settings)}
+    assert rows["OLD1"]["as_sent"] is None and rows["NEW1"]["as_sent"] == '{"x":1}'

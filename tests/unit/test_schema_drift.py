@@ -111,10 +111,17 @@ def test_a_few_unreadable_dates_are_bad_records_not_drift() -> None:
 
 
 def test_a_number_column_arriving_as_text_fails_the_pull() -> None:
+    """Every value text: the field changed (the pull fails). One value text: a bad record, kept as sent (B-6;
+    before issue 16 one such value failed the whole pull, unlike a bad date in the same place)."""
     dm = _mapping("jiangsu", "enterprise_registration")
     native = _native(dm, dataset="enterprise_registration")
     capital = native.column("注册资本").cast(pa.string()).to_pylist()
     capital[4] = "壹佰万元"
+    one = dm.to_canonical(_replace(native, "注册资本", capital), "市场主体登记_20261101.csv")
+    assert one.column("registered_capital").null_count == 1
+    assert one.column("_as_sent").to_pylist()[4] == (
+        '{"registered_capital":{"sent":"壹佰万元","problem":"not a number (double)"}}')
+    capital = ["壹佰万元"] * len(capital)
     with pytest.raises(SourceFormatError) as caught:
         dm.to_canonical(_replace(native, "注册资本", capital), "市场主体登记_20261101.csv")
     assert caught.value.position == "field 注册资本"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.base import BadWindow, Window
@@ -20,6 +20,7 @@ aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1,
                      timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))]))
 
 
+@settings(deadline=None)
 @given(start=aware, length=st.timedeltas(min_value=timedelta(seconds=1), max_value=timedelta(days=400)))
 def test_a_window_is_pullable_exactly_when_it_ends_by_now_plus_the_skew(start: datetime, length: timedelta) -> None:
     window = Window(start, start + length)
@@ -30,6 +31,7 @@ def test_a_window_is_pullable_exactly_when_it_ends_by_now_plus_the_skew(start: d
             window.pullable(NOW, SKEW)
 
 
+@settings(deadline=None)
 @given(start=aware, back=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)))
 def test_an_end_not_after_the_start_is_refused_as_a_terminal_error(start: datetime, back: timedelta) -> None:
     with pytest.raises(TerminalError, match="is not after the start"):

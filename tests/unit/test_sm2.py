@@ -24,7 +24,8 @@ from exchange.provenance.verify import verify_home
 from exchange.signing import sm2 as sm2_module
 from exchange.signing.keyring import Keyring
 from exchange.signing.rotation import revoke, rotate
-from exchange.signing.signers import SM2_SM3, SM2Signer, algorithm_name
+from exchange.signing.signers import ALGORITHMS, SM2_SM3, SM2Signer, algorithm_name
+from exchange.signing.signers import generate as generate_key
 from exchange.signing.sm2 import (
     SM2P256,
     Curve,
@@ -483,3 +484,16 @@ def test_the_key_algorithm_setting_reaches_the_offices_keys_too(tmp_path: Path,
     assert {k.owner for k in keys} >= {"hub", "jiangsu.data_office"}
     assert {k.algorithm for k in keys} == {SM2_SM3}, [(k.owner, k.algorithm) for k in keys]
     assert verify_home(hub.settings).ok
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_page_signature_sent_in_http_headers_names_the_keys_algorithm(algorithm: str) -> None:
+    """Shanghai's API sends only the key id in its header: the statement read back names the algorithm as the
+    trust bundle does, so an SM2 office's pages verify (they were refused as 'sm2-sm3' vs 'SM2-SM3')."""
+    from adapters.authenticity import from_headers, sign, signature_headers
+
+    signer = generate_key(algorithm, "shanghai.data_office")
+    signed = sign(signer, "shanghai", "page-1", b"rows")
+    read = from_headers(signature_headers(signed), "shanghai", "page-1", signed.sha256, "page 1")
+    assert read is not None and read.signature == signed.signature
+    assert read.signature.algorithm == algorithm

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from adapters.authenticity import VerifiedSource
 from adapters.connection import ConnectionLike
+from exchange import atomic
 from exchange.config import ExchangeSettings
 from exchange.datasets import TIMESTAMP
 from exchange.datasets import dataset as canonical_dataset
@@ -94,11 +95,8 @@ class Landing:
 
     def write(self, name: str, payload: bytes) -> LandedFile:
         """Store `payload` under `name` and record its SHA-256."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / name
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(payload)
-        tmp.replace(path)
+        atomic.write_bytes(path, payload)
         landed = LandedFile(name, path, hashlib.sha256(payload).hexdigest(), len(payload))
         self.files.append(landed)
         return landed
@@ -110,16 +108,13 @@ class Landing:
 
     def write_stream(self, name: str, stream: BinaryIO) -> LandedFile:
         """Store what `stream` yields under `name`, hashing it in 1 MiB blocks (memory stays flat)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / name
-        tmp = path.with_name(path.name + ".part")
         digest, size = hashlib.sha256(), 0
-        with tmp.open("wb") as out:
+        with atomic.atomic_path(path) as tmp, tmp.open("wb") as out:
             while block := stream.read(1 << 20):
                 digest.update(block)
                 out.write(block)
                 size += len(block)
-        tmp.replace(path)
         landed = LandedFile(path.name, path, digest.hexdigest(), size)
         self.files.append(landed)
         return landed

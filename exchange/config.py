@@ -65,6 +65,11 @@ class ExchangeSettings(BaseSettings):
         default=0.5, gt=0,
         description="Wait before the first commit retry; doubles each time (with jitter), capped at 30 s",
     )
+    lake_lock_wait_seconds: float = Field(
+        default=30.0, ge=0,
+        description="How long to wait for a DuckDB-file catalog another process holds open (e.g. an auditor's "
+        "stock DuckDB session, even read-only) before giving up with a one-line error; retrying is safe",
+    )
     validate_part_rows: int = Field(
         default=500_000, ge=1_000,
         description="Largest number of records checked against a contract at once: a larger batch is checked "

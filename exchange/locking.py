@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 @contextmanager
@@ -18,3 +20,21 @@ def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class ProcessHold:
+    """This process's hold on one lock file, shared by its threads (flock is per open file, so a second open in
+    the same process would conflict with the first): taken by the first holder, released by the last."""
+
+    holders: int = 0
+    acquiring: bool = False
+    handle: IO[str] | None = None
+
+    def leave(self) -> None:
+        """One holder leaves; the last one unlocks and closes the file (call it under the caller's guard)."""
+        self.holders -= 1
+        if self.holders == 0 and self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None

@@ -8,17 +8,18 @@ EXCHANGE_HOME/staging, never through Airflow.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adapters.base import Landing, PullRequest, Window, adapter_for, deletion_schema
 from adapters.mapping import collect_drift
-from exchange import intake, lineage
+from exchange import atomic, intake, lineage, recovery
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import Contract
 from exchange.contracts.parts import key_parts
@@ -26,25 +27,21 @@ from exchange.contracts.validate import QUARANTINE_SCHEMA, RUN_TIMEZONE, Verdict
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import TerminalError
+from exchange.faults import crash_point
 from exchange.hub import HUB, Hub, batch_id_for
-from exchange.lake import files as lake_files
-from exchange.lake.commit import CommitResult, commit_batch, files_added, snapshot_of, watermark
-from exchange.lake.connect import catalog_and_data, connect
+from exchange.lake import protocol
+from exchange.lake.commit import snapshot_of, watermark
+from exchange.lake.connect import connect
+from exchange.lake.protocol import DELETIONS_FILE
 from exchange.lake.reference import DuckLakeReference
-from exchange.lake.retry import commit_retrying
 from exchange.provenance import events
 from exchange.provenance.manifest import (
-    BatchManifest,
-    Counts,
     FileDigest,
-    LakeFile,
     RuleCount,
     SignedManifest,
     landing_dir,
     manifest_path,
     read_manifest,
-    sign_manifest,
-    write_manifest,
 )
 from exchange.report.rejections import html_path, write_rejection_report
 from exchange.signing.canonical import file_sha256
@@ -55,7 +52,6 @@ from exchange.stages import (
     CommitSummary,
     DriftRecord,
     ExchangeResult,
-    LedgerRow,
     PullRecord,
     PullResult,
     SourceSignatureRecord,
@@ -65,7 +61,15 @@ from exchange.stages import (
     write_record,
 )
 
-DELETIONS_FILE = "deleted.parquet"
+__all__ = ["DELETIONS_FILE", "HUB", "Hub", "batch_id_for", "commit", "pull", "run_exchange", "validate"]
+
+
+@contextmanager
+def stage_entry(hub: Hub, batch_id: str) -> Iterator[recovery.RecoveryReport]:
+    """What every stage does first: hold the batch's lock (another run of it gets one clear BatchBusy line), and
+    reconcile what a crashed run left (exchange/recovery.py)."""
+    with protocol.batch_lock(hub.layout.staging, batch_id):
+        yield recovery.recover_before_stage(hub, batch_id)
 
 
 def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> PullResult:
@@ -76,6 +80,11 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     hub = hub or Hub.current()
     load_contract(dataset)  # a contract `exchange contracts lint` refuses stops the run before anything is read
     window = Window(start, end).pullable(datetime.now(UTC), timedelta(seconds=hub.settings.window_future_skew_seconds))
+    with stage_entry(hub, batch_id_for(province, dataset, window)):
+        return _pull(province, dataset, start, end, window, hub)
+
+
+def _pull(province: str, dataset: str, start: datetime, end: datetime, window: Window, hub: Hub) -> PullResult:
     batch_id = batch_id_for(province, dataset, window)
     with connect(hub.settings, read_only=False) as con:
         if snapshot_of(con, batch_id) is not None:
@@ -84,6 +93,8 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     lineage.started(hub.settings, batch_id, province, dataset, start, end)
     staging = hub.staging(batch_id)
     landing_folder = landing_dir(hub.layout.landing, province, dataset, batch_id)
+    if protocol.read_intent(staging) is not None:  # recovery settles markers first; never wipe an unsettled one
+        raise TerminalError(f"batch {batch_id} has an unsettled commit in {staging}; run `exchange recover`")
     for stale in (staging, landing_folder):  # a retried pull starts clean
         shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -93,11 +104,13 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
     pulled = 0
     latest: datetime | None = None
     # Unmapped native fields the adapter met (schema drift): recorded in pull.json and provenance.
-    with collect_drift() as drift, pq.ParquetWriter(staging / "pulled.parquet", schema) as writer:
+    with (collect_drift() as drift, atomic.atomic_path(staging / "pulled.parquet") as tmp,
+          pq.ParquetWriter(tmp, schema) as writer):
         for chunk in adapter.pull(PullRequest(dataset, window, since), landing):
             chunk = intake.staged(chunk, schema)
             writer.write_table(chunk)
             pulled += chunk.num_rows
+            crash_point("pull.mid_staged")
             chunk_max = pc.max(chunk["updated_at"]).as_py() if chunk.num_rows else None
             if chunk_max is not None and (latest is None or chunk_max > latest):
                 latest = chunk_max
@@ -116,7 +129,9 @@ def pull(province: str, dataset: str, start: datetime, end: datetime, hub: Hub |
         drift=[DriftRecord.model_validate(d.as_dict()) for d in drift],
         source_signatures=[SourceSignatureRecord.model_validate(s.record()) for s in landing.signatures],
     )
+    crash_point("pull.after_staged")
     write_record(staging / PULL_FILE, info)
+    crash_point("pull.after_record")
     hub.log.append(
         hub.signer,
         # The province signatures the adapter verified: who vouched for which landed bytes.
@@ -138,7 +153,7 @@ def _pull_deletions(adapter: Any, request: PullRequest, landing: Landing, path: 
     if not hasattr(adapter, "deletions"):
         return 0
     count = 0
-    with pq.ParquetWriter(path, deletion_schema(request.dataset)) as writer:
+    with atomic.atomic_path(path) as tmp, pq.ParquetWriter(tmp, deletion_schema(request.dataset)) as writer:
         for chunk in adapter.deletions(request, landing):
             writer.write_table(chunk)
             count += chunk.num_rows
@@ -177,6 +192,11 @@ def validate(batch_id: str, hub: Hub | None = None) -> ValidationRecord:
     bounded; the result is the whole batch's, see contracts/parts.py).
     """
     hub = hub or Hub.current()
+    with stage_entry(hub, batch_id):
+        return _validate(batch_id, hub)
+
+
+def _validate(batch_id: str, hub: Hub) -> ValidationRecord:
     info = _pull_info(hub, batch_id)
     staging = hub.staging(batch_id)
     contract = load_contract(info.dataset)
@@ -185,19 +205,25 @@ def validate(batch_id: str, hub: Hub | None = None) -> ValidationRecord:
     lake = DuckLakeReference(hub.settings)
     verdict: Verdict | None = None
     parts = key_parts(staging / "pulled.parquet", contract.key, hub.settings.validate_part_rows, staging / "parts")
-    with (pq.ParquetWriter(staging / "accepted.parquet", canonical_dataset(contract.dataset).schema) as accepted,
-          pq.ParquetWriter(staging / "quarantined.parquet", QUARANTINE_SCHEMA) as quarantined):
+    (staging / VALIDATION_FILE).unlink(missing_ok=True)  # a re-validation: the old verdict goes first
+    with (atomic.atomic_path(staging / "accepted.parquet") as accepted_tmp,
+          atomic.atomic_path(staging / "quarantined.parquet") as quarantined_tmp,
+          pq.ParquetWriter(accepted_tmp, canonical_dataset(contract.dataset).schema) as accepted,
+          pq.ParquetWriter(quarantined_tmp, QUARANTINE_SCHEMA) as quarantined):
         for part in parts:
             outcome = run_contract(part, contract, province=info.province, batch_id=batch_id,
                                    today=run_date, lake=lake)
             accepted.write_table(outcome.accepted)
             quarantined.write_table(outcome.quarantined)
+            crash_point("validate.mid_split")
             verdict = Verdict.of(outcome) if verdict is None else verdict.plus(Verdict.of(outcome))
             del part, outcome  # let the part go before the next one is read
     assert verdict is not None, "a staged batch has at least one part, possibly empty"
     held = verdict.held(contract.batch_hold_threshold)
     result = validation_record(batch_id, contract, verdict, held=held)
+    crash_point("validate.after_split")
     write_record(staging / VALIDATION_FILE, result)
+    crash_point("validate.after_record")
     write_rejection_report(
         hub.layout.reports, province=info.province, batch_id=batch_id,
         quarantined=pq.read_table(staging / "quarantined.parquet", schema=QUARANTINE_SCHEMA),
@@ -241,105 +267,34 @@ def _summary(signed: SignedManifest, path: Path, status: CommitStatus) -> Commit
 
 
 def commit(batch_id: str, hub: Hub | None = None) -> CommitSummary:
-    """Commit the validated batch as one snapshot and write its signed manifest (both idempotent)."""
+    """Commit the validated batch as one snapshot and write its signed manifest (both idempotent).
+
+    The order of writes is the commit protocol (exchange/lake/protocol.py): intent, snapshot, manifest, commit
+    entry; recovery at the stage's entry has already settled whatever an earlier, crashed attempt left.
+    """
     hub = hub or Hub.current()
-    province, dataset = batch_id.split(".")[:2]
-    path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
-    if path.exists():  # committed and signed before: a retried or cleared task is a no-op
-        return _summary(read_manifest(path), path, "already_committed")
-    info = _pull_info(hub, batch_id)
-    staging = hub.staging(batch_id)
-    if info.pulled == 0 and not info.deleted:
-        return CommitSummary(batch_id=batch_id, status="empty")
-    if not (staging / VALIDATION_FILE).exists():
-        raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
-    checked = read_record(staging / VALIDATION_FILE, ValidationRecord)
-    ds = canonical_dataset(info.dataset)
-    ledger_row = LedgerRow(
-        batch_id=batch_id,
-        province=info.province,
-        dataset=info.dataset,
-        window_start=info.window_start,
-        window_end=info.window_end,
-        watermark=info.watermark,
-        pulled=checked.pulled,
-        accepted=checked.accepted,
-        quarantined=checked.quarantined,
-        contract_id=checked.contract_id,
-        contract_version=checked.contract_version,
-    )
-    # Paths, not tables: DuckDB streams the staged files into the lake without loading the batch.
-    accepted, quarantined = staging / "accepted.parquet", staging / "quarantined.parquet"
-    deletions = pq.read_table(staging / DELETIONS_FILE) if (staging / DELETIONS_FILE).exists() else None
-    lake_root = catalog_and_data(hub.settings)[1]
-
-    def attempt(con: duckdb.DuckDBPyConnection) -> tuple[CommitResult, list[LakeFile]]:
-        result = commit_batch(con, dataset=ds.name, dataset_schema=ds.schema, ledger_row=ledger_row,
-                              accepted=accepted, quarantined=quarantined, deletions=deletions)
-        return result, _hashed_files(con, result.snapshot_id, lake_root)
-
-    # Conflicts and lost catalog/storage connections are retried on a fresh connection; the ledger keeps the
-    # batch exactly once, and the marker lets a retry after a killed writer remove what it left half-done.
-    result, hashed = commit_retrying(hub.settings, batch_id, attempt, marker=staging / "committing")
-    # The manifest is written after the snapshot; if a crash fell between the two, this run writes it.
-    manifest = BatchManifest(
-        batch_id=batch_id,
-        province=province,
-        dataset=dataset,
-        window_start=info.window_start,
-        window_end=info.window_end,
-        since=info.since,
-        watermark=info.watermark,
-        contract_id=checked.contract_id,
-        contract_version=checked.contract_version,
-        contract_sha256=checked.contract_sha256,
-        landing=info.landing,
-        counts=Counts(
-            pulled=checked.pulled, accepted=checked.accepted,
-            quarantined=checked.quarantined, warned=checked.warned,
-            deleted=sum(f.rows for f in hashed if f.kind == "delete"),
-        ),
-        rules=checked.rules,
-        gx_success=checked.gx_success,
-        snapshot_id=result.snapshot_id,
-        files=hashed,
-        created_at=datetime.now(UTC),
-    )
-    signed = sign_manifest(manifest, hub.signer)
-    write_manifest(path, signed)
-    hub.log.append(
-        hub.signer,
-        events.Commit(snapshot_id=result.snapshot_id, accepted=checked.accepted, quarantined=checked.quarantined,
-                      manifest=str(path.relative_to(hub.layout.home))),
-        actor=HUB, subject=batch_id,
-        digests={"manifest": signed.digest()},
-    )
-    shutil.rmtree(staging, ignore_errors=True)  # the lake, landing copy and manifest now hold everything
-    lineage.completed(
-        hub.settings, batch_id, province, dataset, pulled=checked.pulled, accepted=checked.accepted,
-        quarantined=checked.quarantined, rules=checked.rule_counts(),
-        contract=checked.model_dump(include={"contract_id", "contract_version", "contract_sha256"}),
-        manifest_sha256=signed.digest(), snapshot_id=result.snapshot_id,
-    )
-    return _summary(signed, path, "committed")
-
-
-def _hashed_files(con: duckdb.DuckDBPyConnection, snapshot_id: int, root: str) -> list[LakeFile]:
-    """The snapshot's data files with their SHA-256, read where they live (a folder or object storage)."""
-    listed = []
-    for f in files_added(con, snapshot_id, root):
-        found = lake_files.digest(con, f.location)
-        if found is None:
-            raise TerminalError(f"lake file {f.location} of snapshot {snapshot_id} is missing right after its commit")
-        listed.append(LakeFile(table=f.table, name=f.relative, sha256=found[0], size=f.size, rows=f.rows,
-                               kind=f.kind))
-    return listed
+    with stage_entry(hub, batch_id) as recovered:
+        province, dataset = batch_id.split(".")[:2]
+        path = manifest_path(hub.layout.manifests, province, dataset, batch_id)
+        if path.exists():  # committed and signed before: a retried or cleared task is a no-op
+            # ... unless this very call's recovery completed an interrupted commit of the batch.
+            return _summary(read_manifest(path), path,
+                            "committed" if batch_id in recovered.completed else "already_committed")
+        info = _pull_info(hub, batch_id)
+        if info.pulled == 0 and not info.deleted:
+            return CommitSummary(batch_id=batch_id, status="empty")
+        if not (hub.staging(batch_id) / VALIDATION_FILE).exists():
+            raise TerminalError(f"batch {batch_id} was not validated; run the validate stage first")
+        signed, path = protocol.commit_staged(hub, batch_id)
+        return _summary(signed, path, "committed")
 
 
 def run_exchange(province: str, dataset: str, start: datetime, end: datetime, hub: Hub | None = None) -> ExchangeResult:
     """pull -> validate -> commit in one call (the CLI's path; Airflow runs them as separate tasks)."""
     hub = hub or Hub.current()
-    with lineage.failures(hub.settings, batch_id_for(province, dataset, Window(start, end))):
+    batch_id = batch_id_for(province, dataset, Window(start, end))
+    # One lock for the three stages: a second run of the window stops at once with one line (BatchBusy).
+    with protocol.batch_lock(hub.layout.staging, batch_id), lineage.failures(hub.settings, batch_id):
         pulled = pull(province, dataset, start, end, hub)
         if pulled.status != "pulled":
             return pulled

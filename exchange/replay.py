@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from exchange import intake
+from exchange import atomic, intake, recovery
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import RULE_ID_SEPARATOR, Contract
@@ -52,6 +52,7 @@ from exchange.contracts.validate import (
 from exchange.contracts.validate import validate as run_contract
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import CheckFailed, InternalError, NotFound, TerminalError
+from exchange.faults import crash_point
 from exchange.hub import HUB, Hub
 from exchange.lake.commit import LEDGER, QUARANTINE, ledger_rows, snapshot_of
 from exchange.lake.connect import LAKE, connect
@@ -495,8 +496,9 @@ def _stage(plan: ReplayPlan, hub: Hub) -> None:
     )
     # A replay re-checks rejects only: the hold threshold describes a source's batch, never a replay.
     validation = validation_record(plan.replay_id, contract, Verdict.of(outcome), held=False)
-    pq.write_table(outcome.accepted, staging / "accepted.parquet")
-    pq.write_table(outcome.quarantined, staging / "quarantined.parquet")
+    for name, table in (("accepted.parquet", outcome.accepted), ("quarantined.parquet", outcome.quarantined)):
+        with atomic.atomic_path(staging / name) as tmp:
+            pq.write_table(table, tmp)
     write_record(staging / VALIDATION_FILE, validation)
     write_record(staging / PULL_FILE, pull_info)
     write_rejection_report(
@@ -525,6 +527,7 @@ def replay(
         plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
         return plan.summary("dry_run")
     with _replay_lock(hub, origin):
+        recovery.recover_before_stage(hub)  # a replay a crash interrupted is settled before it is planned again
         plan = plan_replay(origin, hub, rule=rule, contracts_dir=contracts_dir)
         if plan.unfinished:
             _finish_unfinished(plan, hub)
@@ -534,6 +537,7 @@ def replay(
         if plan.accepted == 0:  # committing only the same rejections again would add rows, not information
             return plan.summary("nothing_passes")
         _stage(plan, hub)
+        crash_point("replay.after_stage")
         hub.log.append(
             hub.signer,
             events.Replay(
@@ -552,6 +556,7 @@ def replay(
                 "contract": plan.contract.document_sha256,
             },
         )
+        crash_point("replay.after_entry")
         committed = commit(plan.replay_id, hub)
     return plan.summary("committed", committed)
 

@@ -14,7 +14,6 @@ naming the file and the field, not a KeyError three stages later. JSON Schemas: 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Literal, TypeAlias, TypeVar
 import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from exchange import atomic
 from exchange.access.extract import SignedExtractManifest
 from exchange.errors import BadFile, NotFound, validation_summary
 from exchange.provenance.manifest import FileDigest, RuleCount
@@ -247,10 +247,9 @@ def iso_utc(value: datetime | None) -> str | None:
 
 
 def write_record(path: Path, record: StageRecord) -> None:
-    """Write `record` as JSON to `path` atomically (a reader sees the old file or the new, never half)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(record.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write `record` as JSON to `path` atomically and durably (a reader sees the old file or the new, never
+    half; exchange/atomic.py)."""
+    atomic.write_text(path, record.model_dump_json(indent=2))
 
 
 def read_record(path: Path, model: type[R]) -> R:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 from adapters.base import Sandbox
 from exchange.config import ExchangeSettings
+from exchange.contracts.load import contract_path, load_contract
 from exchange.hub import Hub
 from exchange.provenance.verify import VerifyReport, verify_home
 from exchange.signing.anchor import write_anchor
@@ -59,3 +61,19 @@ def assert_named(report: VerifyReport, item: str, problem: str) -> None:
     assert not report.ok, "verify passed a tampered home"
     hits = [p for p in report.problems if item in p.item and problem in p.problem]
     assert hits, f"expected a problem naming {item!r} with {problem!r}; got {[str(p) for p in report.problems]}"
+
+
+CHECKSUM = "holder_id.resident_id_checksum"
+
+
+def relaxed_contracts(folder: Path) -> Path:
+    """A contracts folder whose e_license contract (next minor version) only warns about resident-ID checksums."""
+    shutil.copytree(contract_path("e_license").parent, folder)
+    path = contract_path("e_license", folder)
+    text = path.read_text(encoding="utf-8")
+    severity = text.index("severity: error", text.index(f"- name: {CHECKSUM}"))
+    text = text[:severity] + "severity: warning" + text[severity + len("severity: error"):]
+    current = load_contract("e_license").version
+    major, minor, _ = current.split(".")
+    path.write_text(text.replace(f"version: {current}", f"version: {major}.{int(minor) + 1}.0", 1), encoding="utf-8")
+    return folder

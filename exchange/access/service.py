@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from contextlib import ExitStack
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from exchange import recovery
 from exchange.access.check import DATASET as CHECK_DATASET
 from exchange.access.check import SignedLicenceCheck, check_licence
 from exchange.access.envelope import parse_public_key
@@ -39,6 +41,7 @@ from exchange.access.terms import sharing_terms
 from exchange.access.viewcache import Sandbox, ViewCache, advance_sandbox, build_sandbox, sandbox_key
 from exchange.datasets import DATASETS
 from exchange.errors import AccessDenied
+from exchange.faults import crash_point
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
 from exchange.provenance import events
@@ -148,6 +151,7 @@ def extract_for_department(
 
     With `encrypt`, the files are sealed to the department's registered X25519 extract key.
     """
+    recovery.recover_before_stage(hub)
     signed = _cut(hub, department, dataset, out_dir, snapshot, token_id, encrypt, lake)
     _record_extract(hub, signed, out_dir, token_id)
     return ExtractResult(signed=signed, folder=str(out_dir))
@@ -156,21 +160,29 @@ def extract_for_department(
 def publish_extract(hub: Hub, department: str, dataset: str, snapshot: int | None = None, *,
                     token_id: str | None = None, encrypt: bool = False,
                     lake: LakeSource | None = None) -> ExtractResult:
-    """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename)."""
+    """Cut an extract into EXCHANGE_HOME/extracts/<department>/<extract_id>/ (atomically: temp dir, rename).
+
+    Logged before it is moved into place: a published extract is always a logged one. A crash in between leaves
+    a signed, logged folder under its partial name, which recovery moves into place (exchange/recovery.py).
+    """
+    recovery.recover_before_stage(hub)
     base = hub.layout.extracts / department
-    staging = base / f".partial-{uuid.uuid4().hex}"
+    staging = base / recovery.partial_extract_name(os.getpid(), uuid.uuid4().hex)
     try:
         signed = _cut(hub, department, dataset, staging, snapshot, token_id, encrypt, lake)
+        crash_point("extract.after_cut")
         final = base / signed.manifest.extract_id
+        _record_extract(hub, signed, final, token_id)
+        crash_point("extract.after_entry")
         staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _record_extract(hub, signed, final, token_id)
     return ExtractResult(signed=signed, folder=str(final))
 
 
 def _cut(hub: Hub, department: str, dataset: str, out_dir: Path, snapshot: int | None,
          token_id: str | None, encrypt: bool = False, lake: LakeSource | None = None) -> SignedExtractManifest:
+    hub.log.ensure_writable()  # an extract the log cannot record is not served (LogUnavailable)
     registry = Registry(hub.layout.access)
     try:
         grant = registry.active_grant(department, dataset)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from exchange.cli import _hub, app, console, read_model, write_text
-from exchange.errors import BadFile, BadInput
+from exchange.errors import BadFile, BadInput, CheckFailed
 from exchange.provenance import events
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(provenance_app, name="provenance")
 
 MAX_LISTED = 20  # problems printed after the first; --json carries them all
+INTERRUPTED_EXIT = 4  # verify: interrupted, recoverable (`exchange recover`), nothing points at tampering
 
 
 UNANCHORED_EXIT = 3  # nothing found broken, but the trust bundle vouched only for itself
@@ -39,7 +40,8 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         _print_unanchored(report)
     else:
         first = report.problems[0]
-        console.print("BROKEN", style="red", end="")
+        # The verdict as plain text (a report value is never parsed as markup); INTERRUPTED is recoverable.
+        console.print(report.verdict, style="yellow" if report.recoverable else "red", end="")
         console.print(f": {len(report.problems)} problem(s). {report.summary().split(': ', 1)[1]}")
         console.print(f"first broken item: {first.item}\n  problem:  {first.problem}")
         expected, found = getattr(first, "expected", None), getattr(first, "found", None)
@@ -53,7 +55,7 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
         if not as_json:
             console.print(f"note: {note}")
     if not report.ok:
-        raise typer.Exit(1 if report.problems else UNANCHORED_EXIT)
+        raise typer.Exit(INTERRUPTED_EXIT if report.recoverable else 1 if report.problems else UNANCHORED_EXIT)
 
 
 def _print_unanchored(report: VerifyReport) -> None:
@@ -86,8 +88,9 @@ def verify(
     role allowed to make it, every manifest, lake file, count and extract.
 
     Prints a verdict, and when broken the first broken item with what was expected and what was found.
-    Exits 0 when intact, 1 when anything is broken, 2 on a usage error, 3 when nothing is broken but no
-    trust anchor is pinned (UNANCHORED: it prints the hub root key and how to pin it).
+    Exits 0 when intact, 1 when anything is broken (tampered or damaged), 2 on a usage error, 3 when nothing is
+    broken but no trust anchor is pinned (UNANCHORED: it prints the hub root key and how to pin it), 4 when the
+    only problems are what an interrupted commit leaves (INTERRUPTED: run `exchange recover`, then verify again).
     """
     from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home, verify_offline
@@ -456,7 +459,11 @@ def _seq_actions(entries: list[str]) -> str:
 
 @app.command()
 def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> None:
-    """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page)."""
+    """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page).
+
+    The page is written whatever the verdict; the exit status is 1 when it is BROKEN (UNANCHORED writes the
+    page and exits 0: the page names the root key to pin).
+    """
     from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home
     from exchange.report.auditor import write_report
@@ -467,3 +474,6 @@ def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> Non
     hub = _hub()
     write_report(out, hub.layout, result, hub.keyring.trust_bundle())
     console.print(f"report ({result.verdict}) -> {out}")
+    if result.verdict == "BROKEN":
+        # CheckFailed: its exit status comes from the one table in exchange/errors.py, like verify's failures.
+        raise CheckFailed(f"verdict BROKEN, first broken item: {result.problems[0]} (the report is at {out})")

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exchange.datasets import TIMESTAMP
+from exchange.faults import crash_point
 from exchange.lake import files as lake_files
 from exchange.lake.connect import LAKE, META, duck_type, ensure_table, sql_literal
 from exchange.signing.canonical import document_digest
@@ -190,6 +191,7 @@ def commit_batch(
             f"CALL {LAKE}.set_commit_message('exchange-hub', ?, extra_info => ?)",
             [f"batch {batch_id}", info],
         )
+        crash_point("commit.before_lake_commit")  # the data files are written; the catalog does not know them
         con.execute("COMMIT")
     except BaseException:
         # A failed COMMIT has already ended the transaction; a second error here would hide the first.

@@ -11,13 +11,13 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -26,8 +26,9 @@ import duckdb
 import pyarrow as pa
 
 from exchange.config import ExchangeSettings, Layout
-from exchange.errors import NotFound, TerminalError
+from exchange.errors import NotFound, TerminalError, TransientError
 from exchange.lake.files import is_remote
+from exchange.locking import ProcessHold
 
 LAKE = "lake"
 META = f"__ducklake_metadata_{LAKE}"
@@ -135,16 +136,7 @@ def s3_secret_sql(settings: ExchangeSettings, data: str) -> str:
     return f"CREATE OR REPLACE SECRET {_SECRET} ({body})"
 
 
-@dataclass
-class _ProcessHold:
-    """This process's hold on one catalog's lock file: shared by its threads, released by the last one."""
-
-    holders: int = 0
-    acquiring: bool = False
-    handle: IO[str] | None = None
-
-
-_holds: dict[str, _ProcessHold] = {}
+_holds: dict[str, ProcessHold] = {}
 _holds_changed = threading.Condition()
 
 
@@ -162,7 +154,7 @@ def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
         return
     lock_path = str(Path(catalog).with_name(Path(catalog).name + ".lock"))
     with _holds_changed:
-        hold = _holds.setdefault(lock_path, _ProcessHold())
+        hold = _holds.setdefault(lock_path, ProcessHold())
         while hold.acquiring:
             _holds_changed.wait()
         take = hold.holders == 0
@@ -179,11 +171,7 @@ def _catalog_lock(catalog: str, read_only: bool) -> Iterator[None]:
         yield
     finally:
         with _holds_changed:
-            hold.holders -= 1
-            if hold.holders == 0 and hold.handle is not None:
-                fcntl.flock(hold.handle, fcntl.LOCK_UN)
-                hold.handle.close()
-                hold.handle = None
+            hold.leave()
 
 
 def _lock_file(lock_path: str, read_only: bool) -> IO[str] | None:
@@ -227,24 +215,44 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
             if read_only:
                 options += ", READ_ONLY"
             _attach(con, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
-                    retry=is_postgres(catalog))
+                    retry=is_postgres(catalog), catalog=catalog, wait=settings.lake_lock_wait_seconds)
             con.execute(f"USE {LAKE}")
             yield con
         finally:
             con.close()
 
 
-def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool) -> None:
+def _held_by_outsider(exc: duckdb.Error) -> bool:
+    """DuckDB's own file lock refused us: a process outside the hub (a DuckDB session) has the catalog open."""
+    return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
+
+
+def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool, catalog: str = "", wait: float = 0.0) -> None:
     # Several processes attaching a fresh PostgreSQL catalog at once race to create DuckLake's tables; the
     # losers fail with a duplicate key and succeed on a second try, when the tables are there.
-    for attempt in range(4):
+    # A DuckDB-file catalog held open by an outside process (stock DuckDB, even READ_ONLY) is waited for a
+    # while, then reported in one line: our own processes serialize on the .lock file and never meet here.
+    deadline = time.monotonic() + wait
+    attempt = 0
+    while True:
         try:
             con.execute(sql)
             return
         except duckdb.Error as exc:
+            if _held_by_outsider(exc):
+                if time.monotonic() >= deadline:
+                    found = re.search(r"held in\s+(\S+)\s+\(PID (\d+)\)", str(exc))
+                    holder = f"pid {found[2]}, {found[1]}" if found else "another process"
+                    raise TransientError(
+                        f"the lake catalog {catalog} is held open by another process ({holder}), e.g. a DuckDB "
+                        f"session; waited {wait:.0f} s. Close it and run again (nothing was changed)"
+                    ) from None
+                time.sleep(0.2)
+                continue
             if not retry or attempt == 3 or "Failed to initialize DuckLake" not in str(exc):
                 raise
-            time.sleep(0.2 * (attempt + 1))
+            attempt += 1
+            time.sleep(0.2 * attempt)
 
 
 _DUCK_TYPES = {

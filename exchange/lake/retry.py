@@ -58,7 +58,7 @@ def batch_lock(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
         yield
 
 
-def _catalog_file_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+def catalog_file_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.execute(
         f"SELECT path FROM {META}.ducklake_data_file UNION ALL SELECT path FROM {META}.ducklake_delete_file "
         f"UNION ALL SELECT path FROM {META}.ducklake_files_scheduled_for_deletion"
@@ -75,6 +75,14 @@ def _written_only_for(con: duckdb.DuckDBPyConnection, location: str, batch_id: s
     return rows == [(batch_id,)]
 
 
+def uncommitted_files(con: duckdb.DuckDBPyConnection, root: str, batch_id: str) -> list[str]:
+    """Data files (relative to the data path) the catalog does not know whose every row carries `batch_id`."""
+    known = catalog_file_names(con)
+    return [relative for relative in lake_files.parquet_files(con, root)
+            if PurePosixPath(relative).name not in known
+            and _written_only_for(con, lake_files.join(root, relative), batch_id)]
+
+
 def remove_uncommitted(con: duckdb.DuckDBPyConnection, root: str, batch_id: str) -> list[str]:
     """Delete the data files an earlier, failed attempt at `batch_id` wrote but never committed.
 
@@ -82,14 +90,9 @@ def remove_uncommitted(con: duckdb.DuckDBPyConnection, root: str, batch_id: str)
     lake table has the batch_id column), so another batch's in-flight files are never touched. Files on
     object storage are reported, not deleted: DuckDB cannot delete a single object (see docs/operators.md).
     """
-    known = _catalog_file_names(con)
     removed: list[str] = []
-    for relative in lake_files.parquet_files(con, root):
-        if PurePosixPath(relative).name in known:
-            continue
+    for relative in uncommitted_files(con, root, batch_id):
         location = lake_files.join(root, relative)
-        if not _written_only_for(con, location, batch_id):
-            continue
         if lake_files.remove(location):
             removed.append(relative)
         else:
@@ -103,17 +106,20 @@ def commit_retrying(
     attempt: Callable[[duckdb.DuckDBPyConnection], T],
     *,
     marker: Path | None = None,
+    interrupted: bool = False,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run `attempt` on a fresh lake connection until it succeeds, with bounded, jittered backoff.
 
     `attempt` must be idempotent by batch id (commit_batch is). `marker` is a file that exists while a commit
     of the batch is in progress: finding it on entry means an earlier writer died mid-commit, so its files are
-    cleaned up first. Raises TransientError when the retries are used up, TerminalError when storage refuses
+    cleaned up first; `interrupted` asks for that clean-up without a marker (the commit protocol's intent
+    marker plays that part, exchange/lake/protocol.py). Raises TransientError when the retries are used up,
+    TerminalError when storage refuses
     the request (credentials, missing bucket), and other errors unchanged.
     """
     root = catalog_and_data(settings)[1]
-    interrupted = marker is not None and marker.exists()
+    interrupted = interrupted or (marker is not None and marker.exists())
     if marker is not None:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()

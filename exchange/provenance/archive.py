@@ -34,7 +34,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
 from exchange.errors import TerminalError, VerificationError
+from exchange.faults import crash_point
 from exchange.locking import file_lock
 from exchange.provenance.checkpoint import append_checkpoint
 from exchange.provenance.events import Kind
@@ -120,13 +122,20 @@ def write_archive(
     """Close the current segment with a checkpoint and archive it; None if nothing was logged since the last."""
     out_dir = log.dir / ARCHIVES
     with archives_locked(out_dir):
+        stale = atomic.leftovers(out_dir, recursive=False)
+        if stale:  # an archive writer died mid-write (we hold the archives' lock: no live one is writing)
+            from exchange.recovery import remove_leftovers
+
+            remove_leftovers(log, signer, stale, home)
         existing = archive_paths(out_dir)
         previous = read_header(existing[-1]) if existing else None
         last_seq = previous.last_seq if previous else 0
         if _head_seq(log) <= last_seq:
             return None
         checkpoint = append_checkpoint(log, signer, lake_snapshot=lake_snapshot, manifests=manifests)
-        tmp_entries = out_dir / (ENTRIES + ".tmp")
+        crash_point("archive.after_checkpoint")
+        # Temporary names carry the writer's pid: recovery removes a dead writer's (exchange/atomic.py).
+        tmp_entries = atomic.temp_path(out_dir / ENTRIES)
         digest = hashlib.sha256()
         count = 0
         first: ProvenanceEntry | None = None
@@ -144,6 +153,9 @@ def write_archive(
                 count += 1
                 if entry.action == Kind.COMMIT and isinstance(entry.details.get("manifest"), str):
                     manifest_names.append(entry.details["manifest"])
+                if count == 1:
+                    out.flush()
+                    crash_point("archive.mid_write")
         assert first is not None, "a segment holds at least its checkpoint"
         carried = [n for n in dict.fromkeys(manifest_names) if (home / n).is_file()]
         header = ArchiveHeader(
@@ -161,14 +173,13 @@ def write_archive(
         )
         header = header.model_copy(update={"signature": signer.sign(header.signed_bytes())})
         target = out_dir / header.file_name()
-        tmp_tar = target.with_suffix(".tar.tmp")
-        with tarfile.open(tmp_tar, "w:", format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, HEADER, header.model_dump_json(indent=2).encode())
-            tar.add(tmp_entries, arcname=ENTRIES)
-            for name in carried:
-                tar.add(home / name, arcname=name)
-        tmp_entries.unlink()
-        tmp_tar.replace(target)
+        with atomic.atomic_path(target) as tmp_tar:
+            with tarfile.open(tmp_tar, "w:", format=tarfile.PAX_FORMAT) as tar:
+                _add_bytes(tar, HEADER, header.model_dump_json(indent=2).encode())
+                tar.add(tmp_entries, arcname=ENTRIES)
+                for name in carried:
+                    tar.add(home / name, arcname=name)
+            tmp_entries.unlink()
         return target
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
+from exchange.faults import crash_point
 from exchange.provenance.events import HUB, Checkpoint
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.signing.signers import Signer
@@ -25,6 +27,7 @@ STATE_FILE = "verified.json"
 def append_checkpoint(log: ProvenanceLog, signer: Signer, *, lake_snapshot: int | None,
                       manifests: int) -> ProvenanceEntry:
     """Append a signed checkpoint of the current chain head (the entry before it)."""
+    crash_point("checkpoint.before_append")
     return log.append(signer, Checkpoint(lake_snapshot=lake_snapshot, manifests=manifests), actor=HUB,
                       subject="provenance")
 
@@ -58,10 +61,4 @@ def load_state(directory: Path) -> VerifiedState | None:
 def save_state(directory: Path, state: VerifiedState) -> None:
     """Write the state atomically; a failed write (a full disk) leaves the previous state and no partial file."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE_FILE + ".tmp")
-    try:
-        tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(directory / STATE_FILE)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.write_text(directory / STATE_FILE, state.model_dump_json(indent=2))

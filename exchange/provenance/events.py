@@ -36,6 +36,9 @@ class Kind(StrEnum):
     QUARANTINE = "quarantine"
     HOLD = "hold"
     COMMIT = "commit"
+    COMMIT_INTENT = "commit_intent"
+    RECOVERED = "recovered"
+    CLEANUP = "cleanup"
     REPLAY = "replay"
     EXTRACT = "extract"
     DOWNLOAD = "download"
@@ -95,6 +98,8 @@ class Subject(StrEnum):
     KEY = "key id"
     RESIDENT = "hmac-sha256 of the resident ID (never the ID)"
     LOG = "'provenance'"
+    SETTLED = "what recovery settled: a batch id, an extract id, or 'provenance' (a torn last log line)"
+    RECOVERY = "'recovery'"
 
 
 class UnrecordableEvent(InternalError):
@@ -249,6 +254,47 @@ class Commit(Event):
     accepted: int = _f("Records committed")
     quarantined: int = _f("Records quarantined")
     manifest: str = _f("The signed batch manifest, relative to EXCHANGE_HOME")
+
+
+class CommitIntent(Event):
+    """The hub is about to commit a batch to the lake (the commit protocol's intent): these staged files, no
+    other. A commit_intent without a commit after it is an interrupted commit, which recovery settles."""
+
+    kind = Kind.COMMIT_INTENT
+    roles = _HUB
+    subject = Subject.BATCH
+    section = Section.BATCHES
+    more_digests = "SHA-256 of each staged file the commit reads, by file name"
+
+    staged: list[str] = _f("The staged files the commit reads (their digests are the entry's digests)")
+
+
+class Recovered(Event):
+    """Recovery settled what a crash interrupted: a commit completed from its staged files or found not
+    committed (its files removed), an extract moved into place, or a torn log line cut off."""
+
+    kind = Kind.RECOVERED
+    roles = _HUB
+    subject = Subject.SETTLED
+    section = Section.BATCHES
+    more_digests = "manifest: SHA-256 of the manifest recovery wrote or found"
+
+    outcome: str = _f("committed, not_committed, extract_published or torn_line_removed")
+    snapshot_id: int | None = _f("The batch's DuckLake snapshot (committed)", None)
+    missing: str | None = _f("What the interrupted commit had not written yet (committed)", None)
+    removed: list[str] = _f("Lake files of the interrupted attempt removed, relative to the data path", [])
+    bytes: int | None = _f("Length of the torn log line cut off (torn_line_removed)", None)
+
+
+class Cleanup(Event):
+    """Recovery removed partial or unreferenced files a crash left (each with its size and why)."""
+
+    kind = Kind.CLEANUP
+    roles = _HUB
+    subject = Subject.RECOVERY
+    section = Section.BATCHES
+
+    removed: list[dict[str, Any]] = _f("path (relative to EXCHANGE_HOME), size in bytes, and why, per file")
 
 
 class Replay(Event):

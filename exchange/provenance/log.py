@@ -24,14 +24,15 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from pydantic import BaseModel, Field
 
-from exchange.errors import VerificationError
+from exchange.atomic import fsync_dir, temp_path
+from exchange.errors import TerminalError, VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
@@ -43,6 +44,19 @@ GENESIS = "0" * 64
 # Entry format: 1 = before the event vocabulary (no `version` key at all), 2 = a vocabulary event.
 LEGACY_VERSION = 1
 VERSION = 2
+# Below this much free space on the log's filesystem the hub refuses to start an irreversible step: the
+# entries that must follow it (a commit entry, an extract entry) would not fit.
+MIN_FREE_BYTES = 1 << 20
+
+
+class LogUnavailable(TerminalError):
+    """The provenance log cannot be appended to: the hub refuses to commit or serve what it cannot log."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot append to the provenance log {path}: {reason}; the hub commits and serves "
+                         "nothing it cannot log. Fix the log's disk or permissions, then run again")
 
 
 class ProvenanceEntry(BaseModel, frozen=True):
@@ -95,19 +109,87 @@ class ProvenanceLog:
         """Append one signed entry, chained to the current head, under an exclusive lock.
 
         Only a vocabulary event: UnrecordableEvent (before anything is written) if its details do not fit
-        its kind, `actor`'s role may not record it, or the digests miss what the kind requires.
+        its kind, `actor`'s role may not record it, or the digests miss what the kind requires. Raises
+        LogUnavailable when the log cannot be written; a half-written line is cut off again, so a failed
+        append leaves the log as it was.
         """
         digests = digests or {}
         action, details = admit(event, actor, digests)
-        with self._locked() as handle:
-            last = _last_line(handle)
-            prev = ProvenanceEntry.model_validate_json(last) if last else None
-            entry = _next_entry(signer, prev, actor, action, details, subject, digests, at)
-            handle.seek(0, os.SEEK_END)
-            handle.write(entry.model_dump_json().encode() + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with self._locked() as handle:
+                last = _last_line(handle)
+                prev = ProvenanceEntry.model_validate_json(last) if last else None
+                entry = _next_entry(signer, prev, actor, action, details, subject, digests, at)
+                end = handle.seek(0, os.SEEK_END)
+                try:
+                    handle.write(entry.model_dump_json().encode() + b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError:
+                    with suppress(OSError):
+                        os.ftruncate(handle.fileno(), end)
+                    raise
+        except OSError as exc:
+            raise LogUnavailable(self.path, exc.strerror or str(exc)) from exc
         return entry
+
+    def ensure_writable(self) -> None:
+        """Raise LogUnavailable unless an entry can be appended now: checked before every irreversible step."""
+        try:
+            with self._locked() as handle:
+                free = os.fstatvfs(handle.fileno())
+                if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+                    raise LogUnavailable(self.path, f"less than {MIN_FREE_BYTES // 1024} KiB free on its filesystem")
+                if not os.access(self.path, os.W_OK):
+                    raise LogUnavailable(self.path, "the file is not writable")
+        except OSError as exc:
+            raise LogUnavailable(self.path, exc.strerror or str(exc)) from exc
+
+    def torn_tail(self) -> int:
+        """Bytes after the last complete line (a writer killed mid-append), 0 if the log ends cleanly."""
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return 0
+            return len(_last_line(handle))
+
+    def cut_torn_tail(self) -> bytes:
+        """Remove an incomplete last line under the lock (it was never acknowledged); return what was cut."""
+        with self._locked() as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return b""
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return b""
+            torn = _last_line(handle)
+            os.ftruncate(handle.fileno(), size - len(torn))
+            os.fsync(handle.fileno())
+            return torn
+
+    def since(self, subject: str, stop_action: str) -> Iterator[ProvenanceEntry]:
+        """This subject's entries from the newest back to (and including) its newest `stop_action` entry.
+
+        Read backwards from the end, so finding what happened since a recent intent costs a few blocks.
+        """
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            for line in _lines_backwards(handle):
+                try:
+                    entry = ProvenanceEntry.model_validate_json(line)
+                except ValueError:
+                    continue  # a torn last line: not an entry
+                if entry.subject != subject:
+                    continue
+                yield entry
+                if entry.action == stop_action:
+                    return
 
     @contextmanager
     def _locked(self) -> Iterator[IO[bytes]]:
@@ -142,7 +224,7 @@ class ProvenanceLog:
             first = handle.readline()
             if not first.strip() or ProvenanceEntry.model_validate_json(first).seq >= seq:
                 return None
-            tmp = self.path.with_name(self.path.name + ".truncating")
+            tmp = temp_path(self.path)  # pid-named: recovery removes it only if this process died
             removed = 0
             last = b""
             with tmp.open("wb") as out:
@@ -170,7 +252,7 @@ class ProvenanceLog:
                 out.flush()
                 os.fsync(out.fileno())
             tmp.replace(self.path)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return entry
 
     def first(self) -> ProvenanceEntry | None:
@@ -254,31 +336,27 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _last_line(handle: Any) -> bytes:
-    """The last non-empty line of a file opened in binary mode, reading backwards in blocks."""
-    handle.seek(0, os.SEEK_END)
-    end = handle.tell()
-    block = 8192
-    buffer = b""
-    pos = end
+def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
+    """The non-empty lines of a file opened in binary mode, last first."""
+    pos = handle.seek(0, os.SEEK_END)
+    rest = b""
     while pos > 0:
         step = min(block, pos)
         pos -= step
         handle.seek(pos)
-        buffer = handle.read(step) + buffer
-        stripped = buffer.rstrip(b"\n")
-        if b"\n" in stripped:
-            return stripped.rsplit(b"\n", 1)[1]
-    return buffer.rstrip(b"\n")
+        chunk = handle.read(step) + rest
+        lines = chunk.split(b"\n")
+        rest = lines[0]
+        for line in reversed(lines[1:]):
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest
+
+
+def _last_line(handle: Any) -> bytes:
+    """The last non-empty line of a file opened in binary mode, reading backwards in blocks."""
+    return next(_lines_backwards(handle, 8192), b"")
 
 
 class ChainVerifier:

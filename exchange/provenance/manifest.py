@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.signers import Signature, Signer
 
@@ -107,11 +108,8 @@ def landing_dir(landing_root: Path, province: str, dataset: str, batch_id: str) 
 
 
 def write_manifest(path: Path, signed: SignedManifest) -> None:
-    """Write atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(signed.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)
+    """Write atomically and durably (temp file, fsync, rename: exchange/atomic.py)."""
+    atomic.write_text(path, signed.model_dump_json(indent=2))
 
 
 def read_manifest(path: Path) -> SignedManifest:

@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from exchange.config import ExchangeSettings, Layout, existing_home
+from exchange.errors import VerificationError
 from exchange.provenance.archive import (
     ARCHIVES,
     ArchiveContents,
@@ -109,6 +110,8 @@ def _verify_home(settings: ExchangeSettings, layout: Layout, report: VerifyRepor
         if previous is not None:
             _check_not_truncated(previous, checked.chain, facts, report, log)
         state = verify_store(src, facts, report)
+    if not report.ok:
+        classify_interrupted(report, facts, settings, log)
     if report.ok and record:
         state.log_first_seq = checked.first_seq
         resumable = previous if start and start.log_first_seq == checked.first_seq else None
@@ -164,6 +167,51 @@ def _record(
     for path in archive_paths(layout.provenance / ARCHIVES):
         state.archives[path.name] = read_header(path).digest()
     save_state(directory, state)
+
+
+def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: ExchangeSettings,
+                         log: ProvenanceLog) -> None:
+    """Mark the problems an interrupted commit or write explains (report.interrupted).
+
+    A problem counts only when it concerns a batch whose commit began with a signed commit_intent entry, has no
+    commit entry yet and still has its intent marker in staging, or is an unpublished extract folder, or a torn
+    last log line: what the commit protocol leaves after a crash, and what recovery settles. Anything else, or
+    a marker without a signed intent, stays tampering or damage.
+    """
+    from exchange.recovery import intents_pending
+
+    pending = {b for b in intents_pending(Layout(settings.home).staging)
+               if b in facts.intents and b not in facts.commits}
+    torn = log.torn_tail() > 0
+    def explained(problem: VerificationError) -> bool:
+        text = str(problem)
+        if any(b in text for b in pending) or "/.partial-" in text:
+            return True
+        if torn and problem.problem.startswith("unreadable entry"):
+            return True
+        lake_file = problem.item.removeprefix("lake file ")
+        return bool(pending) and lake_file != problem.item and _rows_of_batches(settings, lake_file) <= pending
+
+    report.interrupted += [p for p in report.problems if explained(p)]
+    if report.recoverable:
+        report.notes.append("a commit or write was interrupted (a signed intent names it); nothing points at "
+                            "tampering: run `exchange recover`, then verify again")
+
+
+def _rows_of_batches(settings: ExchangeSettings, relative: str) -> set[str]:
+    """The batch ids a lake data file's rows carry ({"?"} when it cannot be read: not explained)."""
+    import duckdb
+
+    from exchange.lake import files as lake_files
+    from exchange.lake.connect import catalog_and_data, connect
+
+    location = lake_files.join(catalog_and_data(settings)[1], relative)
+    try:
+        with connect(settings, read_only=True) as con:
+            rows = con.execute("SELECT DISTINCT batch_id FROM read_parquet(?)", [location]).fetchall()
+    except duckdb.Error:
+        return {"?"}
+    return {str(b) for (b,) in rows} or {"?"}
 
 
 def load_trust_bundle(path: Path) -> TrustBundle:

@@ -27,6 +27,7 @@ class VerifyReport:
     mode: str = "full"
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    interrupted: list[VerificationError] = field(default_factory=list)
     anchor: str | None = None  # the pinned hub key ids the trust bundle chained from, and their source
     unpinned: list[str] = field(default_factory=list)  # no anchor was pinned: the root key ids to pin
 
@@ -36,10 +37,17 @@ class VerifyReport:
         return not self.problems and not self.unpinned
 
     @property
+    def recoverable(self) -> bool:
+        """Every problem is what an interrupted commit or write leaves (a signed intent names it): `exchange
+        recover` (or the next stage) settles it. Nothing points at tampering."""
+        return bool(self.problems) and all(any(p is i for i in self.interrupted) for p in self.problems)
+
+    @property
     def verdict(self) -> str:
-        """intact, BROKEN, or UNANCHORED (nothing found broken, but the trust bundle vouched only for itself)."""
+        """intact, INTERRUPTED (recoverable: run `exchange recover`), BROKEN (tampered or damaged), or UNANCHORED
+        (nothing found broken, but the trust bundle vouched only for itself)."""
         if self.problems:
-            return "BROKEN"
+            return "INTERRUPTED" if self.recoverable else "BROKEN"
         return "UNANCHORED" if self.unpinned else "intact"
 
     def counts(self) -> dict[str, int]:
@@ -63,6 +71,7 @@ class VerifyReport:
         return {
             "verdict": self.verdict,
             "ok": self.ok,
+            "recoverable": self.recoverable,
             "mode": self.mode,
             "counts": self.counts(),
             "skipped": self.skipped,
@@ -87,11 +96,14 @@ class ChainFacts:
     lake_floor: int | None = None
     replays: dict[str, ProvenanceEntry] = field(default_factory=dict)
     truncations: list[ProvenanceEntry] = field(default_factory=list)
+    intents: set[str] = field(default_factory=set)
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
         if entry.action == Kind.COMMIT:
             self.commits[entry.subject] = entry
+        elif entry.action == Kind.COMMIT_INTENT:
+            self.intents.add(entry.subject)
         elif entry.action == Kind.PULL:
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
         elif entry.action == Kind.REPLAY:

@@ -11,9 +11,13 @@ from html import escape
 from pathlib import Path
 
 CSS = """
-body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:2em;color:#222;max-width:1200px}
+body{font-family:system-ui,"Noto Sans CJK SC","Noto Sans SC","PingFang SC","Microsoft YaHei",sans-serif;margin:2em;
+color:#222;max-width:1200px;overflow-wrap:anywhere}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} th,td{border:1px solid #ccc;padding:.25em .5em}
+.wide{max-width:100%;overflow-x:auto}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .5em;overflow-wrap:anywhere}
+svg{max-width:100%;height:auto}
 th{background:#f3f3f3;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{font-size:1.4em;font-weight:bold;padding:.5em 1em;display:inline-block;border-radius:4px}
 .intact{background:#e6f4ea;color:#137333} .broken{background:#fce8e6;color:#a50e0e}
@@ -23,7 +27,8 @@ th{background:#f3f3f3;text-align:left} td.n{text-align:right;font-variant-numeri
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[int] | None = None,
           cls: str = "", empty: str = "none") -> str:
-    """An HTML table; every header and cell is escaped, columns in `numeric` are right-aligned.
+    """An HTML table in a box that scrolls sideways if it must; every header and cell is escaped, columns in
+    `numeric` are right-aligned.
 
     A table without rows shows one cell saying `empty`.
     """
@@ -35,7 +40,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[in
         for row in rows
     )
     nothing = f'<tr><td colspan="{len(headers)}">{escape(empty)}</td></tr>' if not rows else ""
-    return f'<table class="{escape(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}{nothing}</tbody></table>'
+    # Long ids and hashes wrap inside their cells (overflow-wrap above); the scrolling box is the last resort.
+    return (f'<div class="wide"><table class="{escape(cls)}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}{nothing}</tbody></table></div>")
 
 
 def page(title: str, body: str, *, lang: str = "en") -> str:

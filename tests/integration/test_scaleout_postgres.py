@@ -195,6 +195,18 @@ def test_an_internal_retry_rides_out_a_catalog_restart(home: Path, monkeypatch: 
         assert verify_home(hub.settings).ok
 
 
+def _commits_once(hub: Hub, batch: str) -> None:
+    """The task's retry commits the batch, once, with nothing stray left and verify intact."""
+    import exchange.pipeline as pipeline
+
+    result = pipeline.commit(batch, hub)
+    assert result.status == "committed"
+    assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
+    assert not _orphans(hub.settings)
+    report = verify_home(hub.settings)
+    assert report.ok, report.problems
+
+
 def _killed_mid_commit(env: dict[str, str], batch: str) -> None:
     import exchange.lake.retry as retry
     import exchange.pipeline as pipeline
@@ -212,7 +224,6 @@ def _killed_mid_commit(env: dict[str, str], batch: str) -> None:
 
 
 def test_a_writer_killed_mid_commit_leaves_lake_and_chain_consistent_and_the_retry_completes(home: Path) -> None:
-    import exchange.pipeline as pipeline
 
     with postgres_database() as catalog, _sandboxes(home, 600) as env:
         env = {**env, "EXCHANGE_HOME": str(home), "EXCHANGE_LAKE_CATALOG": catalog}
@@ -228,9 +239,38 @@ def test_a_writer_killed_mid_commit_leaves_lake_and_chain_consistent_and_the_ret
         report = verify_home(hub.settings)
         assert report.entries and not [p for p in report.problems if "provenance" in str(p)], report.problems
 
-        result = pipeline.commit(batch, hub)
-        assert result.status == "committed"
-        assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1
+        _commits_once(hub, batch)
+
+
+def test_the_hubs_backend_terminated_mid_commit_leaves_the_lake_as_it_was_and_the_rerun_commits_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_terminate_backend on the hub's catalog sessions while its COMMIT is on the way (the shared server
+    keeps running): the failed snapshot is settled at once (its files removed, a `recovered` entry), the
+    re-run commits once, verify is intact."""
+    import psycopg
+
+    import exchange.pipeline as pipeline
+
+    with postgres_database() as catalog:
+        sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+        sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=11, start=START, end=END))
+        env = {**sandbox.env(), "EXCHANGE_HOME": str(home), "EXCHANGE_LAKE_CATALOG": catalog}
+        hub, batch = _staged(env, "jiangsu")
+        no_retry = Hub(hub.settings.model_copy(update={"lake_commit_retries": 0}))
+
+        def terminate() -> None:
+            with psycopg.connect(catalog, autocommit=True) as pg:
+                pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+        _intercept(monkeypatch, "COMMIT", terminate)
+        with pytest.raises(TransientError, match="a retry is safe"):
+            pipeline.commit(batch, no_retry)
+        monkeypatch.undo()
+        assert _count(hub.settings, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 0
         assert not _orphans(hub.settings)
-        report = verify_home(hub.settings)
-        assert report.ok, report.problems
+        settled = [e for e in ProvenanceLog(home / "provenance").read() if e.action == "recovered"]
+        assert settled and settled[-1].subject == batch and settled[-1].details["outcome"] == "not_committed"
+
+        _commits_once(hub, batch)

@@ -114,6 +114,8 @@ CASES: list[Case] = [
     Case("trace", ("e_license",), 2, "give DATASET KEY, or --subject"),
     Case("report", ("--out", "{missing}/report.html"), 2, "cannot write it"),
     Case("report", ("--out", "{tmp}/report.html"), 2, "does not exist"),
+    Case("recover", ("--dry-run",), 2, "does not exist"),
+    Case("recover", (), 2, "is a file, not a folder", home="file"),
     Case("backfill", ("--province", "hubei", "--start", "2026-11-10", "--end", "2026-11-12"), 2,
          "unknown province 'hubei'"),
     # F6: a YAML syntax error in province.yaml names the file, not a traceback in the YAML parser
@@ -121,6 +123,7 @@ CASES: list[Case] = [
          "province.yaml: not valid YAML", setup="broken_province_yaml"),
     Case("contracts lint", ("{missing}.odcs.yaml",), 2, "no such contract file"),
     Case("contracts diff", ("{missing}", "{garbage}"), 2, "No such file or directory"),
+    Case("lake attach-sql", ("--copy", "{missing}"), 2, "no lake catalog at"),
 ]
 
 

@@ -93,21 +93,22 @@ def test_a_malformed_file_fails_the_run_and_leaves_the_lake_as_it_was(hub: Hub) 
 def test_a_crash_between_snapshot_and_manifest_is_repaired_by_the_retry(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import exchange.lake.protocol as protocol
     import exchange.pipeline as pipeline
 
     _seed(hub, 400, START, MID)
     pulled = pipeline.pull("jiangsu", "e_license", START, MID, hub)
     pipeline.validate(pulled.batch_id, hub)
-    real_write = pipeline.write_manifest
+    real_write = protocol.write_manifest
 
     def crash(*args: object) -> None:
         raise KeyboardInterrupt("power cut after the lake commit")
 
-    monkeypatch.setattr(pipeline, "write_manifest", crash)
+    monkeypatch.setattr(protocol, "write_manifest", crash)
     with pytest.raises(KeyboardInterrupt):
         pipeline.commit(pulled.batch_id, hub)
     assert not verify_home(hub.settings).ok  # a committed batch without a manifest is reported
-    monkeypatch.setattr(pipeline, "write_manifest", real_write)
+    monkeypatch.setattr(protocol, "write_manifest", real_write)
     retried = pipeline.commit(pulled.batch_id, hub)
     assert retried.status == "committed" and retried.pulled == 400
     assert _count(hub, f"SELECT count(*) FROM {LAKE}.exchange_batches") == 1

@@ -206,7 +206,7 @@ def test_replay_commits_the_now_passing_records_once_with_linked_provenance(hub:
         done.replayed, done.accepted, done.quarantined)
     assert m.contract_version == _relaxed_version() and m.landing == [] and m.watermark is None
     by_action = {e.action: e for e in hub.log.read() if e.subject == replay_id}
-    assert set(by_action) == {"replay", "commit"}
+    assert set(by_action) == {"replay", "commit_intent", "commit"}  # the commit protocol logs its intent
     link = by_action["replay"]
     assert link.details["origin"] == origin_id
     assert link.digests["origin_manifest"] == origin_manifest.digest()
@@ -253,20 +253,20 @@ def test_rule_option_limits_the_replay_to_records_that_failed_it(hub: Hub, relax
 def test_a_crash_between_snapshot_and_manifest_is_finished_by_the_next_replay(
     hub: Hub, relaxed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import exchange.pipeline as pipeline
+    import exchange.lake.protocol as protocol
 
     origin_id = str(_origin(hub).batch_id)
     expected = _only_checksum_keys(hub, origin_id)
-    real_write = pipeline.write_manifest
+    real_write = protocol.write_manifest
 
     def crash(*args: object) -> None:
         raise KeyboardInterrupt("power cut after the lake commit")
 
-    monkeypatch.setattr(pipeline, "write_manifest", crash)
+    monkeypatch.setattr(protocol, "write_manifest", crash)
     with pytest.raises(KeyboardInterrupt):
         replay(origin_id, hub, contracts_dir=relaxed)
     assert not verify_home(hub.settings).ok  # a committed replay without a manifest is reported
-    monkeypatch.setattr(pipeline, "write_manifest", real_write)
+    monkeypatch.setattr(protocol, "write_manifest", real_write)
     again = replay(origin_id, hub, contracts_dir=relaxed)
     assert again.status == "nothing_passes"  # replay-1 was finished, not repeated as replay-2
     assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", f"{origin_id}.replay-1").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -75,10 +76,11 @@ def hub(home: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
     return hub
 
 
-def _render(tmp_path: Path) -> Page:
+def _render(tmp_path: Path, exit_code: int = 0) -> Page:
+    """The page `exchange report` wrote; its exit status must be `exit_code` (1 when the verdict is BROKEN)."""
     out = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["report", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     page = Page()
     page.feed(out.read_text(encoding="utf-8"))
     return page
@@ -98,4 +100,39 @@ def test_a_broken_home_says_so_on_the_page(hub: Hub, tmp_path: Path) -> None:
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
-    assert _render(tmp_path).ids["verdict-value"] == "BROKEN"
+    assert _render(tmp_path, exit_code=1).ids["verdict-value"] == "BROKEN"
+
+
+def test_report_exits_1_on_broken_after_writing_the_page(hub: Hub, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    runner = CliRunner()
+    assert runner.invoke(app, ["report", "--out", str(out)]).exit_code == 0
+    out.unlink()
+    _flip_a_lake_file(hub)
+    result = runner.invoke(app, ["report", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "error: verdict BROKEN, first broken item:" in result.output and str(out) in " ".join(result.output.split())
+    assert out.is_file(), "the page is written whatever the verdict"
+
+
+def test_the_page_is_chinese_with_english_alongside(hub: Hub, tmp_path: Path) -> None:
+    _render(tmp_path)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN">' in html and "Noto Sans CJK SC" in html
+    page = Page()
+    page.feed(html)
+    assert page.ids["verdict-badge"] == "完好"
+    # Every heading and every column header carries both languages: "中文 / English".
+    for tag in ("h1", "h2", "h3", "th"):
+        texts = re.findall(rf"<{tag}(?:\s[^>]*)?>(.*?)</{tag}>", html)
+        assert texts, tag
+        for head in texts:
+            assert any("\u4e00" <= c <= "\u9fff" for c in head), f"no Chinese in <{tag}>: {head}"
+            assert any(c.isascii() and c.isalpha() for c in head), f"no English in <{tag}>: {head}"
+
+
+def _flip_a_lake_file(hub: Hub) -> None:
+    target = next((hub.layout.lake_data).rglob("*.parquet"))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))

@@ -33,6 +33,7 @@ from exchange.access.envelope import (
     AgeWriter,
     DecryptionFailed,
     ExtractEncryption,
+    FileEnvelope,
     decrypt_file,
     identity,
     key_id,
@@ -78,6 +79,27 @@ def _age_seal(data: bytes, to: X25519PrivateKey, path: Path) -> AgeWriter:
     return writer
 
 
+def _opens_only_whole(sealed: Path, key: X25519PrivateKey, envelope: FileEnvelope, encryption: ExtractEncryption,
+                      data: bytes, altered: dict[str, bytes]) -> None:
+    """`sealed` opens to `data` with `key`; with another key, a flipped last byte or any of `altered` it fails
+    to authenticate and leaves no plaintext behind, partial or whole."""
+    out = sealed.with_name("plain.bin")
+    decrypt_file(sealed, out, key, envelope, encryption)
+    assert out.read_bytes() == data
+    blob = sealed.read_bytes()
+    cases = {"wrong key": (blob, X25519PrivateKey.generate()),
+             "flipped last byte": (blob[:-1] + bytes([blob[-1] ^ 1]), key),
+             **{name: (bad, key) for name, bad in altered.items()}}
+    for name, (bad, with_key) in cases.items():
+        out.unlink(missing_ok=True)
+        sealed.write_bytes(bad)
+        with pytest.raises(DecryptionFailed, match="does not authenticate"):
+            decrypt_file(sealed, out, with_key, envelope, encryption)
+        assert not out.exists(), f"{name}: a partial plaintext was left behind"
+        assert not list(sealed.parent.glob(".*partial")), name
+    sealed.write_bytes(blob)
+
+
 @pytest.mark.parametrize("size", [0, 1, AGE_CHUNK - 1, AGE_CHUNK, AGE_CHUNK + 1, 3 * AGE_CHUNK + 5])
 def test_age_files_open_only_whole_with_the_key(tmp_path: Path, size: int) -> None:
     key = X25519PrivateKey.generate()
@@ -87,23 +109,8 @@ def test_age_files_open_only_whole_with_the_key(tmp_path: Path, size: int) -> No
     assert sealed.read_bytes().startswith(b"age-encryption.org/v1\n")
     assert (envelope.plaintext_size, envelope.plaintext_sha256) == (size, hashlib.sha256(data).hexdigest())
     assert "ephemeral_public_key" not in envelope.model_dump(), "age keeps its stanza in the file header"
-    out = tmp_path / "plain.bin"
-    decrypt_file(sealed, out, key, envelope, AGE_FORMAT)
-    assert out.read_bytes() == data
-
     blob = sealed.read_bytes()
-    cases = {
-        "wrong key": (blob, X25519PrivateKey.generate()),
-        "flipped last byte": (blob[:-1] + bytes([blob[-1] ^ 1]), key),
-        "truncated": (blob[:-17], key),
-    }
-    for name, (bad, with_key) in cases.items():
-        out.unlink(missing_ok=True)
-        sealed.write_bytes(bad)
-        with pytest.raises(DecryptionFailed):
-            decrypt_file(sealed, out, with_key, envelope, AGE_FORMAT)
-        assert not out.exists(), f"{name}: a partial plaintext was left behind"
-        assert not list(tmp_path.glob(".*partial")), name
+    _opens_only_whole(sealed, key, envelope, AGE_FORMAT, data, {"truncated": blob[:-17]})
 
 
 @settings(max_examples=25, deadline=None)
@@ -125,28 +132,14 @@ def test_legacy_sealed_files_open_only_whole_and_in_order(tmp_path: Path, size: 
     chunks = max(1, -(-size // CHUNK))
     assert sealed.stat().st_size == size + chunks * legacy_envelope.TAG_SIZE
     assert envelope.plaintext_size == size
-    out = tmp_path / "plain.bin"
-    decrypt_file(sealed, out, key, envelope, LEGACY)
-    assert out.read_bytes() == data
-
     blob = sealed.read_bytes()
-    cases = {
-        "wrong key": (blob, X25519PrivateKey.generate()),
-        "flipped byte": (blob[:-1] + bytes([blob[-1] ^ 1]), key),
-    }
+    cases = {}
     if chunks > 1:
         sealed_chunk = CHUNK + legacy_envelope.TAG_SIZE
-        cases["last chunk dropped"] = (blob[:(chunks - 1) * sealed_chunk], key)
-        cases["chunks swapped"] = (blob[sealed_chunk:2 * sealed_chunk] + blob[:sealed_chunk] + blob[2 * sealed_chunk:],
-                                   key)
-        cases["chunk repeated"] = (blob[:sealed_chunk] + blob, key)
-    for name, (bad, with_key) in cases.items():
-        out.unlink(missing_ok=True)
-        sealed.write_bytes(bad)
-        with pytest.raises(DecryptionFailed, match="does not authenticate"):
-            decrypt_file(sealed, out, with_key, envelope, LEGACY)
-        assert not out.exists(), f"{name}: a partial plaintext was left behind"
-        assert not list(tmp_path.glob(".*partial")), name
+        cases["last chunk dropped"] = blob[:(chunks - 1) * sealed_chunk]
+        cases["chunks swapped"] = blob[sealed_chunk:2 * sealed_chunk] + blob[:sealed_chunk] + blob[2 * sealed_chunk:]
+        cases["chunk repeated"] = blob[:sealed_chunk] + blob
+    _opens_only_whole(sealed, key, envelope, LEGACY, data, cases)
 
 
 def test_a_department_key_must_be_x25519() -> None:

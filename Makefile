@@ -2,7 +2,8 @@
 #   make demo  installs the runtime dependencies only (`pip install -e .`).
 #   make test  also installs the extras the suite exercises (dev; bench for the benchmark smoke tests;
 #              celery for the Celery-worker integration test) and the Debian packages pip cannot
-#              (chromium for the report's page test, fonts-noto-cjk for Chinese text in pages).
+#              (chromium for the report's page test, fonts-noto-cjk for Chinese text in pages, age to open
+#              encrypted extracts as a department would).
 # Separate stamps: `make demo` then `make test` adds the extras; `make test` then `make demo` adds nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-stamp
 TEST_STAMP := $(VENV)/.test-stamp
 TEST_EXTRAS := dev,bench,celery
 # Debian packages the tests need that pip cannot install; apt-get runs only for the missing ones.
-SYSTEM_PACKAGES ?= chromium fonts-noto-cjk
+SYSTEM_PACKAGES ?= chromium fonts-noto-cjk age
 
 .PHONY: install install-test system-packages demo test test-fast lint schemas clean
 

@@ -22,17 +22,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from exchange.config import settings as current_settings
 from exchange.errors import SourceAuthenticityError, VerificationError
 from exchange.signing.anchor import pinned_anchor
 from exchange.signing.canonical import canonical_bytes, utc_z
 from exchange.signing.keyring import Keyring
-from exchange.signing.signers import Signature, Signer
+from exchange.signing.signers import Signature, Signer, algorithm_name
 from exchange.signing.trust import TrustBundle, verify_bundle, verify_signature
 
 SIGNATURE_SUFFIX = ".sig"
 # Shanghai's API signs each page: "<key id>:<base64 signature>" and the signing time (ISO 8601).
 SIGNATURE_HEADER = "X-Province-Signature"
 SIGNED_AT_HEADER = "X-Province-Signed-At"
+USER_ID_HEADER = "X-Province-Signature-User-Id"  # SM2 only: the signer's ID hashed into Z_A
 _REGISTER = "register the office's public key in the hub's trust bundle (adapters/CONFIGURATION.md)"
 _REDELIVER = "ask the province to re-deliver it; never edit a delivered payload by hand"
 
@@ -179,17 +181,20 @@ class SourceVerifier:
 
 def sandbox_keyring(root: Path) -> Keyring:
     """The keyring a sandbox signs with: the hub's (``<home>/keys``) when the sandbox lives in
-    ``<home>/sandboxes/<province>`` as the embedded default lays it out, else its own under `root`."""
+    ``<home>/sandboxes/<province>`` as the embedded default lays it out, else its own under `root`.
+
+    New office keys get EXCHANGE_KEY_ALGORITHM's algorithm, as the hub's own do, so an SM2 hub's demo
+    offices sign with SM2 too."""
+    algorithm = current_settings().key_algorithm
     if root.resolve().parent.name == "sandboxes":
-        return Keyring(root.resolve().parent.parent / "keys")
-    return Keyring(root.resolve() / "keys")
+        return Keyring(root.resolve().parent.parent / "keys", algorithm=algorithm)
+    return Keyring(root.resolve() / "keys", algorithm=algorithm)
 
 
 def hub_trust(home: Path | None = None, anchor: str | None = None) -> SourceTrust:
     """The trust of the hub at `home`, whose trust bundle is ``<home>/keys``, checked against `anchor`; without
     `home`, EXCHANGE_HOME's, checked against EXCHANGE_TRUST_ANCHOR."""
     from exchange.config import Layout
-    from exchange.config import settings as current_settings
 
     if home is None:
         configured = current_settings()
@@ -198,9 +203,12 @@ def hub_trust(home: Path | None = None, anchor: str | None = None) -> SourceTrus
 
 
 def signature_headers(signed: SignedStatement) -> dict[str, str]:
-    """A statement as the two HTTP headers Shanghai's API sends with each page."""
-    return {SIGNATURE_HEADER: f"{signed.signature.key_id}:{signed.signature.value}",
-            SIGNED_AT_HEADER: utc_z(signed.signed_at)}
+    """A statement as the HTTP headers Shanghai's API sends with each page (SM2 adds the signer's user ID)."""
+    headers = {SIGNATURE_HEADER: f"{signed.signature.key_id}:{signed.signature.value}",
+               SIGNED_AT_HEADER: utc_z(signed.signed_at)}
+    if signed.signature.user_id is not None:
+        headers[USER_ID_HEADER] = signed.signature.user_id
+    return headers
 
 
 def from_headers(
@@ -220,5 +228,14 @@ def from_headers(
             province, item, f"{SIGNED_AT_HEADER} {signed_at!r} is not an ISO 8601 time with zone: {exc}",
             "the API must send the signing time with each signed page",
         ) from None
+    # The header carries only the key id, whose prefix is the algorithm in lower case ("sm2-sm3:..."); a
+    # Signature names it canonically ("SM2-SM3"), as the trust bundle does. An unknown prefix stays as sent,
+    # for the trust check to name.
+    prefix = key_id.partition(":")[0]
+    try:
+        algorithm = algorithm_name(prefix)
+    except ValueError:
+        algorithm = prefix
     return SignedStatement(province=province, subject=subject, sha256=sha256, signed_at=at,
-                           signature=Signature(key_id=key_id, algorithm=key_id.partition(":")[0], value=signature))
+                           signature=Signature(key_id=key_id, algorithm=algorithm, value=signature,
+                                               user_id=headers.get(USER_ID_HEADER)))

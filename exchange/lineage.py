@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import types
+import typing
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,27 +44,35 @@ from exchange.config import ExchangeSettings, Layout
 log = logging.getLogger(__name__)
 
 PRODUCER = "https://github.com/yrd-exchange/hub"
+# The custom facets' JSON Schema, generated into schemas/ by exchange/schemas.py; the raw file, not a page.
+FACETS_SCHEMA = "openlineage-facets.schema.json"
+FACETS_SCHEMA_URL = f"https://raw.githubusercontent.com/yrd-exchange/hub/main/schemas/{FACETS_SCHEMA}"
 JOB_NAMESPACE = "yrd-exchange"
 _RUN_NAMESPACE = uuid.UUID("6f1f3c1e-8f43-5d7a-9a35-2d1b8c0e4a11")  # fixed: run ids are stable per batch
 _CONFIG_VARIABLES = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED")
 set_producer(PRODUCER)  # facets name this hub as their producer, not the client library
 
 
+def _described(text: str, default: Any = attr.NOTHING) -> Any:
+    """An attrs field whose description the published facet schema carries."""
+    return attr.field(default=default, metadata={"description": text})
+
+
 @attr.define
 class ExchangeRunFacet(RunFacet):
     """What ties the lineage run to the hub's own signed records."""
 
-    batch_id: str
-    province: str
-    dataset: str
-    manifest_sha256: str | None = attr.field(default=None)
-    snapshot_id: int | None = attr.field(default=None)
-    accepted: int | None = attr.field(default=None)
-    quarantined: int | None = attr.field(default=None)
+    batch_id: str = _described("The hub's batch id (province, dataset, window)")
+    province: str = _described("Providing province")
+    dataset: str = _described("Canonical dataset")
+    manifest_sha256: str | None = _described("SHA-256 of the signed batch manifest (COMPLETE only)", None)
+    snapshot_id: int | None = _described("Lake snapshot the batch was committed in (COMPLETE only)", None)
+    accepted: int | None = _described("Records committed to the lake (COMPLETE only)", None)
+    quarantined: int | None = _described("Records quarantined by the contract (COMPLETE only)", None)
 
     @staticmethod
     def _get_schema() -> str:
-        return f"{PRODUCER}/blob/main/docs/auditors.md#openlineage"
+        return f"{FACETS_SCHEMA_URL}#/$defs/ExchangeRunFacet"
 
 
 def run_id(batch_id: str) -> str:
@@ -150,10 +160,11 @@ def completed(
     snapshot_id: int | None = None,
 ) -> None:
     """The batch is in the lake (or was empty): counts, per-rule results and the manifest digest."""
+    columns = rule_columns(dataset, contract)
     assertions = [
         data_quality_assertions_dataset.Assertion(
-            assertion=r["rule_id"], success=int(r["unexpected"]) == 0, column=r.get("column"),
-            severity=r.get("severity"),
+            assertion=r["rule_id"], success=int(r["unexpected"]) == 0,
+            column=r.get("column") or columns.get(r["rule_id"]), severity=r.get("severity"),
         )
         for r in rules
     ]
@@ -176,6 +187,21 @@ def completed(
     source = _source(province, dataset, input_facets, {"contract": ContractFacet(**contract)} if contract else None)
     _emit(settings, _event(RunState.COMPLETE, batch_id, province, dataset, run_facets={"yrdExchange": facet},
                            inputs=[source], outputs=[_lake(dataset, output_facets)]))
+
+
+def rule_columns(dataset: str, contract: dict[str, Any] | None) -> dict[str, str]:
+    """Rule id -> the column the rule tests (for a pair rule, column A, the one compared against B), from
+    the dataset's contract; empty if that contract is no longer the one the batch was checked against."""
+    from exchange.contracts.load import load_contract
+
+    try:
+        current = load_contract(dataset)
+    except Exception:  # noqa: BLE001 - lineage never fails a batch; the assertions just go without columns
+        log.warning("lineage: cannot load the %s contract to name assertion columns", dataset, exc_info=True)
+        return {}
+    if contract is not None and contract.get("contract_sha256") not in (None, current.document_sha256):
+        return {}
+    return {rule.id: rule.columns[0] for rule in current.rules if rule.columns}
 
 
 def failed(settings: ExchangeSettings, batch_id: str, province: str, dataset: str, error: BaseException) -> None:
@@ -206,10 +232,48 @@ def failures(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
 class ContractFacet(DatasetFacet):
     """The data contract the batch was checked against."""
 
-    contract_id: str
-    contract_version: str
-    contract_sha256: str
+    contract_id: str = _described("Contract id (ODCS)")
+    contract_version: str = _described("Contract version")
+    contract_sha256: str = _described("SHA-256 of the contract document")
 
     @staticmethod
     def _get_schema() -> str:
-        return f"{PRODUCER}/blob/main/docs/auditors.md#openlineage"
+        return f"{FACETS_SCHEMA_URL}#/$defs/ContractFacet"
+
+
+CUSTOM_FACETS: tuple[type[RunFacet] | type[DatasetFacet], ...] = (ExchangeRunFacet, ContractFacet)
+
+
+def facets_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of the custom facets, from their attrs fields: what `_schemaURL` points at."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": FACETS_SCHEMA_URL,
+        "title": "yrd-exchange OpenLineage facets",
+        "description": "Custom OpenLineage facets the hub emits; each facet's _schemaURL names its $defs entry.",
+        "$defs": {cls.__name__: _facet_schema(cls) for cls in CUSTOM_FACETS},
+    }
+
+
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean"}
+_BASE_FIELDS = {
+    "_producer": "URI of the software that produced the facet",
+    "_schemaURL": "URL of the JSON Schema of this facet",
+    "_deleted": "Set to true to delete the facet (OpenLineage dataset facets)",
+}
+
+
+def _facet_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in attr.fields(cls):
+        hint = hints[field.name]
+        members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = ["null" if m is type(None) else _JSON_TYPES[m] for m in members]
+        description = _BASE_FIELDS.get(field.name) or field.metadata["description"]
+        properties[field.name] = {"type": kinds[0] if len(kinds) == 1 else kinds, "description": description}
+        if field.default is attr.NOTHING or field.name in ("_producer", "_schemaURL"):
+            required.append(field.name)
+    return {"type": "object", "title": cls.__name__, "description": (cls.__doc__ or "").strip(),
+            "properties": properties, "required": required, "additionalProperties": False}

@@ -1,5 +1,6 @@
 """Generate schemas/*.schema.json from the pydantic models of every document the hub publishes and of the
-stage records its stages hand each other (schemas/stage-*.schema.json, see exchange/stages.py), and the
+stage records its stages hand each other (schemas/stage-*.schema.json, see exchange/stages.py), the
+custom OpenLineage facets' schema (schemas/openlineage-facets.schema.json, see exchange/lineage.py), and the
 provenance event table of docs/auditors.md from the event vocabulary.
 
 Run `make schemas` (python -m exchange.schemas) after changing a model or an event kind; tests fail if the
@@ -71,11 +72,15 @@ def schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def render() -> dict[str, str]:
-    """File name -> JSON Schema text for every published document."""
-    return {
+    """File name -> JSON Schema text for every published document, and the custom OpenLineage facets'."""
+    from exchange.lineage import FACETS_SCHEMA, facets_schema
+
+    rendered = {
         f"{name}.schema.json": json.dumps(schema(model), indent=2, ensure_ascii=False) + "\n"
         for name, model in DOCUMENTS.items()
     }
+    rendered[FACETS_SCHEMA] = json.dumps(facets_schema(), indent=2, ensure_ascii=False) + "\n"
+    return rendered
 
 
 def render_auditors_doc(text: str) -> str:

@@ -11,14 +11,7 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from pydantic import BaseModel, Field
 
-from exchange.access.envelope import (
-    ALGORITHM,
-    CHUNK_SIZE,
-    EncryptingWriter,
-    ExtractEncryption,
-    decrypt_file,
-    key_id,
-)
+from exchange.access.envelope import ALGORITHM, AgeWriter, ExtractEncryption, decrypt_file, key_id
 from exchange.access.models import Grant, RowCondition, SignedGrant
 from exchange.access.terms import grant_view
 from exchange.datasets import dataset as canonical_dataset
@@ -51,8 +44,8 @@ class ExtractManifest(BaseModel, frozen=True):
     created_at: datetime = Field(description="When the extract was cut")
     encryption: ExtractEncryption | None = Field(
         default=None, exclude_if=lambda v: v is None,
-        description="Present when the files are encrypted to the recipient's X25519 key: envelope parameters "
-                    "and plaintext digests; absent for unencrypted extracts",
+        description="Present when the files are encrypted to the recipient's age X25519 key: the format, "
+                    "envelope parameters and plaintext digests; absent for unencrypted extracts",
     )
 
 
@@ -84,8 +77,8 @@ def cut_extract(
 ) -> SignedExtractManifest:
     """Write the grant's view at `snapshot_id` to `out_dir` as Parquet (streamed) and sign its manifest.
 
-    With `recipient`, the Parquet stream is encrypted as it is written (``<dataset>.parquet.enc``): the
-    clear extract never exists on the hub's disk.
+    With `recipient`, the Parquet stream is encrypted as it is written into an age file
+    (``<dataset>.parquet.enc``, opened by ``age -d -i KEY``): the clear extract never exists on the hub's disk.
     """
     grant = signed_grant.grant
     sql, params, masking = grant_query(grant, snapshot_id)
@@ -101,15 +94,13 @@ def cut_extract(
         rows = int(counted[0]) if counted else 0
     else:
         reader = con.execute(sql, params).to_arrow_reader(100_000)
-        with data_file.open("wb") as sink:
-            sealer = EncryptingWriter(sink, recipient, data_file.name, plain_name)
-            with pq.ParquetWriter(sealer, reader.schema) as writer:
-                for batch in reader:
-                    writer.write_batch(batch)
-                    rows += batch.num_rows
-            sealer.close()
-            encryption = ExtractEncryption(algorithm=ALGORITHM, recipient_key_id=key_id(recipient),
-                                           chunk_size=CHUNK_SIZE, files=[sealer.envelope()])
+        with (data_file.open("wb") as sink, AgeWriter(sink, recipient, data_file.name, plain_name) as sealer,
+              pq.ParquetWriter(sealer, reader.schema) as writer):
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        encryption = ExtractEncryption(algorithm=ALGORITHM, recipient_key_id=key_id(recipient),
+                                       files=[sealer.envelope()])
     created = datetime.now(UTC)
     grant_digest = document_digest(grant.model_dump(mode="json"))
     manifest = ExtractManifest(
@@ -169,7 +160,8 @@ def decrypt_extract(directory: Path, signed: SignedExtractManifest, key: X25519P
                     out_dir: Path | None = None) -> list[Path]:
     """Decrypt a verified encrypted extract with the recipient's private key into `out_dir` (default: beside).
 
-    Checks that the key is the one the extract was sealed to, every chunk's tag, each file's plaintext
+    Opens age extracts and those published in the older stream format (the manifest's encryption.algorithm
+    says which). Checks that the key is the one the extract was sealed to, every chunk's tag, each file's plaintext
     SHA-256 and size from the signed manifest, and the row count. Returns the decrypted files.
     """
     m = signed.manifest
@@ -184,7 +176,7 @@ def decrypt_extract(directory: Path, signed: SignedExtractManifest, key: X25519P
     written: list[Path] = []
     for envelope in m.encryption.files:
         target = out_dir / envelope.plaintext_name
-        decrypt_file(directory / envelope.name, target, key, envelope, m.encryption.chunk_size)
+        decrypt_file(directory / envelope.name, target, key, envelope, m.encryption)
         written.append(target)
     _check_rows(out_dir, [e.plaintext_name for e in m.encryption.files], m.rows)
     return written

@@ -1,4 +1,4 @@
-"""A department's X25519 extract key: registering its public half, and making one for it (demo use)."""
+"""A department's age X25519 extract key: registering its public half, and making one for it (demo use)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from exchange.access.envelope import generate_private_key, key_id, parse_public_key, public_key_b64, write_private_key
+from exchange.access.envelope import generate_private_key, key_id, parse_public_key, recipient, write_private_key
 from exchange.access.registry import Registry
 from exchange.errors import BadInput, Refused
 from exchange.provenance.events import HUB, DepartmentExtractKey
@@ -24,19 +24,21 @@ def department_key_path(keys: Path, department: str) -> Path:
         raise BadInput(f"department id {department!r} cannot name a key file")
     folder = keys / "departments"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / f"{department}.x25519.pem"
+    return folder / f"{department}.age.key"
 
 
 def register_extract_key(hub: Hub, registry: Registry, department: str, public_key: str) -> str:
-    """Encrypt `department`'s extracts to `public_key` (base64 raw X25519) from now on; log it; its key id.
+    """Encrypt `department`'s extracts to `public_key` from now on; log it; its key id.
 
-    BadInput if it is not an X25519 public key, UnknownName for an unknown department.
+    `public_key` is an age recipient (``age1...``, what age-keygen prints) or base64 raw X25519 bytes; the
+    registry stores it as an age recipient. BadInput if it is neither, UnknownName for an unknown department.
     """
     try:
-        fingerprint = key_id(parse_public_key(public_key))
+        public = parse_public_key(public_key.strip())
     except ValueError as exc:
-        raise BadInput(f"not a base64 raw X25519 public key: {exc}") from None
-    registry.set_extract_key(department, public_key)
+        raise BadInput(f"not an age X25519 recipient: {exc}") from None
+    fingerprint = key_id(public)
+    registry.set_extract_key(department, recipient(public))
     hub.log.append(hub.signer, DepartmentExtractKey(key_id=fingerprint), actor=HUB, subject=department)
     return fingerprint
 
@@ -51,5 +53,5 @@ def issue_extract_key(hub: Hub, registry: Registry, department: str,
         raise Refused(f"{path} exists; refusing to overwrite a key its extracts may need")
     key = generate_private_key()
     write_private_key(key, path)
-    register_extract_key(hub, registry, department, public_key_b64(key.public_key()))
+    register_extract_key(hub, registry, department, recipient(key.public_key()))
     return key, path

@@ -19,15 +19,17 @@ class Department(BaseModel, frozen=True):
     province: str = Field(description="Province the department belongs to")
     extract_public_key: str | None = Field(
         default=None, exclude_if=lambda v: v is None,
-        description="Base64 raw X25519 public key extracts are encrypted to (the department keeps the private "
-                    "key); absent: the department receives only unencrypted extracts",
+        description="age recipient (age1...; older entries: base64 raw X25519 public key) extracts are "
+                    "encrypted to (the department keeps the private key); absent: the department receives only "
+                    "unencrypted extracts",
     )
 
     @field_validator("extract_public_key")
     @classmethod
     def _x25519(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_public_key(value)  # ValueError (a validation error) unless 32 raw X25519 bytes in base64
+            # ValueError (a validation error) unless an age recipient or raw X25519 bytes in base64
+            parse_public_key(value)
         return value
 
 

@@ -43,8 +43,9 @@ def extract(
 def verify_extract_cmd(
     directory: Annotated[Path, typer.Argument(help="Extract folder")],
     trust_bundle: Annotated[Path, typer.Option(help="Trust bundle exported by the hub")],
-    key: Annotated[Path | None, typer.Option(help="Your department's X25519 private key (PEM): decrypt an "
-                                                  "encrypted extract and check the plaintext too")] = None,
+    key: Annotated[Path | None, typer.Option(help="Your department's age identity file (or older X25519 PEM "
+                                                  "key): decrypt an encrypted extract and check the plaintext "
+                                                  "too")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write decrypted files (default: the extract folder)")]
     = None,
     anchor: Annotated[list[str] | None, typer.Option(help="Pinned hub root key id the trust bundle must chain "
@@ -130,9 +131,9 @@ def departments_token(
 def departments_keygen(
     department: Annotated[str, typer.Argument(help="Department id")],
     private_key: Annotated[Path | None, typer.Option(help="Where to write the private key (default: "
-                                                          "EXCHANGE_HOME/keys/departments/<id>.x25519.pem)")] = None,
+                                                          "EXCHANGE_HOME/keys/departments/<id>.age.key)")] = None,
 ) -> None:
-    """Make an X25519 extract key for a department (demo use) and register its public half.
+    """Make an age X25519 extract key for a department (demo use) and register its public half.
 
     In production the department runs this itself, keeps the private key and hands the hub only the
     public key (`departments set-key`). The file is created 0600 and never overwritten.
@@ -149,9 +150,10 @@ def departments_keygen(
 @departments_app.command("set-key")
 def departments_set_key(
     department: Annotated[str, typer.Argument(help="Department id")],
-    public_key: Annotated[str, typer.Argument(help="Base64 raw X25519 public key the department generated")],
+    public_key: Annotated[str, typer.Argument(
+        help="The department's age recipient (age1..., from age-keygen) or base64 raw X25519 public key")],
 ) -> None:
-    """Register the X25519 public key a department's extracts are encrypted to."""
+    """Register the age recipient (X25519 public key) a department's extracts are encrypted to."""
     from exchange.access.extractkeys import register_extract_key
     from exchange.access.registry import Registry
 

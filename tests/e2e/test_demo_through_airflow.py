@@ -83,7 +83,7 @@ def test_extract_is_masked_filtered_and_verifiable(demo_home: Path, tmp_path: Pa
     bundle = tmp_path / "trust.json"
     assert _run(["keys", "export-trust", "--out", str(bundle)], demo_home).returncode == 0
     assert _run(["verify-extract", str(extract_dir), "--trust-bundle", str(bundle)], demo_home).returncode == 0
-    key = demo_home / "keys" / "departments" / "js.public_security.x25519.pem"
+    key = demo_home / "keys" / "departments" / "js.public_security.age.key"
     opened = tmp_path / "opened"
     out = _run(["verify-extract", str(extract_dir), "--trust-bundle", str(bundle), "--key", str(key),
                 "--out", str(opened)], demo_home)

@@ -134,3 +134,32 @@ def test_an_unreachable_lineage_server_never_fails_the_batch(hub: Hub, monkeypat
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__RETRY", '{"total": 0}')
     assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
+
+
+def test_assertions_name_their_column_and_custom_facets_validate_against_the_published_schema(hub: Hub) -> None:
+    import jsonschema
+
+    from exchange.contracts.load import load_contract
+    from exchange.schemas import SCHEMAS_DIR
+
+    run_exchange("jiangsu", "e_license", START, MID, hub)
+    _, complete = _events(hub)
+    (source,) = complete["inputs"]
+    contract = load_contract("e_license")
+    assertions = source["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert assertions
+    for assertion in assertions:
+        rule = contract.rule(assertion["assertion"])
+        assert rule.columns, f"{rule.id} tests no column"
+        assert assertion["column"] == rule.columns[0], assertion
+
+    published = json.loads((SCHEMAS_DIR / lineage.FACETS_SCHEMA).read_text(encoding="utf-8"))
+    assert published == lineage.facets_schema(), "stale: run `make schemas`"
+    custom = [complete["run"]["facets"]["yrdExchange"], source["facets"]["contract"]]
+    for facet in custom:
+        url, _, pointer = facet["_schemaURL"].partition("#")
+        assert url == lineage.FACETS_SCHEMA_URL and url.endswith(f"/schemas/{lineage.FACETS_SCHEMA}")
+        definition = published["$defs"][pointer.removeprefix("/$defs/")]
+        jsonschema.validate(facet, definition)
+        with pytest.raises(jsonschema.ValidationError):  # the schema has teeth: an unknown field is refused
+            jsonschema.validate({**facet, "unexpected": 1}, definition)

@@ -65,7 +65,7 @@ def _calls(record: Path) -> list[str]:
 def test_each_command_installs_what_it_needs_once(sandbox: tuple[Path, Path, dict[str, str]],
                                                   order: tuple[str, str]) -> None:
     venv, record, env = sandbox
-    env["INSTALLED"] = "chromium fonts-noto-cjk"
+    env["INSTALLED"] = "chromium fonts-noto-cjk age"
     expected = {"install": ["pip install --quiet -e ."],
                 "install-test": ["pip install --quiet -e .[dev,bench,celery]"]}
     _make(order[0], venv, env)
@@ -79,9 +79,10 @@ def test_each_command_installs_what_it_needs_once(sandbox: tuple[Path, Path, dic
 
 
 @pytest.mark.parametrize(("installed", "apt"), [
-    ("", ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk"]),
-    ("chromium", ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends fonts-noto-cjk"]),
-    ("fonts-noto-cjk chromium", []),
+    ("", ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk age"]),
+    ("chromium age", ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends fonts-noto-cjk"]),
+    ("fonts-noto-cjk chromium", ["apt-get update -qq", "apt-get install -y -qq --no-install-recommends age"]),
+    ("age fonts-noto-cjk chromium", []),
 ])
 def test_make_test_installs_only_the_missing_debian_packages(sandbox: tuple[Path, Path, dict[str, str]],
                                                              installed: str, apt: list[str]) -> None:

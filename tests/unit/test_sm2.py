@@ -24,7 +24,8 @@ from exchange.provenance.verify import verify_home
 from exchange.signing import sm2 as sm2_module
 from exchange.signing.keyring import Keyring
 from exchange.signing.rotation import revoke, rotate
-from exchange.signing.signers import SM2_SM3, SM2Signer, algorithm_name
+from exchange.signing.signers import ALGORITHMS, SM2_SM3, SM2Signer, algorithm_name
+from exchange.signing.signers import generate as generate_key
 from exchange.signing.sm2 import (
     SM2P256,
     Curve,
@@ -33,7 +34,7 @@ from exchange.signing.sm2 import (
     decode_signature,
     encode_signature,
 )
-from exchange.signing.sm3 import sm3, sm3_pure
+from exchange.signing.sm3 import DIGEST_SIZE, sm3
 from exchange.signing.trust import public_pem, verify_bundle, verify_signature
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
@@ -46,17 +47,23 @@ SM3_ABC = "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
 SM3_ABCD_16 = "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
 
 
-@pytest.mark.parametrize("digest", [sm3, sm3_pure], ids=["sm3", "sm3_pure"])
-def test_sm3_matches_the_standards_examples(digest: object) -> None:
-    assert callable(digest)
-    assert digest(b"abc").hex() == SM3_ABC
-    assert digest(b"abcd" * 16).hex() == SM3_ABCD_16
+def test_sm3_matches_the_standards_examples() -> None:
+    assert sm3(b"abc").hex() == SM3_ABC
+    assert sm3(b"abcd" * 16).hex() == SM3_ABCD_16
 
 
-def test_the_pure_sm3_agrees_with_openssl_across_padding_boundaries() -> None:
+def test_sm3_agrees_with_the_system_openssl_across_padding_boundaries() -> None:
+    """A second implementation (the system OpenSSL behind hashlib, not the one `cryptography` bundles)."""
+    import hashlib
+
+    try:
+        hashlib.new("sm3")
+    except ValueError:
+        pytest.skip("the system OpenSSL has no SM3")
+    data = bytes(range(256)) * 4
     for n in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000):
-        data = bytes(range(256)) * 4
-        assert sm3_pure(data[:n]) == sm3(data[:n]), n
+        assert sm3(data[:n]) == hashlib.new("sm3", data[:n]).digest(), n
+        assert len(sm3(data[:n])) == DIGEST_SIZE
 
 
 # -- SM2: GB/T 32918.2-2016 / GM/T 0003.2-2012 Appendix A, on the 256-bit test curve of Part 5 ------------------
@@ -460,3 +467,33 @@ def test_a_hub_set_to_sm2_creates_sm2_keys_and_verifies(tmp_path: Path) -> None:
     sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
     assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
     assert verify_home(hub.settings).ok
+
+
+def test_the_key_algorithm_setting_reaches_the_offices_keys_too(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """EXCHANGE_KEY_ALGORITHM=sm2 (as `EXCHANGE_KEY_ALGORITHM=sm2 exchange demo` sets it): the office key a
+    sandbox makes on first use is SM2 like the hub's, and the batch it signs verifies end to end."""
+    monkeypatch.setenv("EXCHANGE_KEY_ALGORITHM", "sm2")
+    home = tmp_path / "home"
+    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+    env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
+    hub = Hub(ExchangeSettings.model_validate({"home": home, **env}))
+    sandbox.seed("e_license", generate("e_license", "jiangsu", 60, seed=9, start=START, end=MID))
+    assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
+    keys = hub.keyring.trust_bundle().keys
+    assert {k.owner for k in keys} >= {"hub", "jiangsu.data_office"}
+    assert {k.algorithm for k in keys} == {SM2_SM3}, [(k.owner, k.algorithm) for k in keys]
+    assert verify_home(hub.settings).ok
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_page_signature_sent_in_http_headers_names_the_keys_algorithm(algorithm: str) -> None:
+    """Shanghai's API sends only the key id in its header: the statement read back names the algorithm as the
+    trust bundle does, so an SM2 office's pages verify (they were refused as 'sm2-sm3' vs 'SM2-SM3')."""
+    from adapters.authenticity import from_headers, sign, signature_headers
+
+    signer = generate_key(algorithm, "shanghai.data_office")
+    signed = sign(signer, "shanghai", "page-1", b"rows")
+    read = from_headers(signature_headers(signed), "shanghai", "page-1", signed.sha256, "page 1")
+    assert read is not None and read.signature == signed.signature
+    assert read.signature.algorithm == algorithm

@@ -105,7 +105,7 @@ def test_storage_down_during_commit_fails_the_batch_cleanly(home: Path, monkeypa
             server.stop()  # every request from here on is refused
             return real(*args, **kwargs)
 
-        monkeypatch.setattr("exchange.pipeline.commit_retrying", storage_goes_down)
+        monkeypatch.setattr("exchange.lake.protocol.commit_retrying", storage_goes_down)
         with pytest.raises(ExchangeError, match="a retry is safe"):
             run_exchange("jiangsu", "e_license", MID, END, hub)
 

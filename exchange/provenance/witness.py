@@ -25,6 +25,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from exchange import atomic
 from exchange.errors import BadInput, VerificationError
 from exchange.provenance.events import HUB, Countersign, Kind, Witness
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
@@ -128,11 +129,8 @@ def witness_head(log: ProvenanceLog, signer: Signer, bundle: TrustBundle, witnes
     receipt = WitnessReceipt(head_seq=head.seq, head_hash=head.entry_hash, countersignatures=signatures,
                              stamps=stamps)
     path = receipt_path(log.path.parent, head.seq)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = receipt.model_dump_json(indent=2).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic.write_bytes(path, data)
     digests = {"receipt": hashlib.sha256(data).hexdigest(), **{f"tsa:{s.authority}": s.digest() for s in stamps}}
     entry = log.append(signer, Witness(
         head_seq=head.seq, head_hash=head.entry_hash, witnesses=receipt.witnesses(),

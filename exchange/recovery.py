@@ -33,7 +33,7 @@ from exchange.lake import files as lake_files
 from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import catalog_and_data, connect, is_postgres
-from exchange.lake.retry import batch_lock, catalog_file_names, uncommitted_files
+from exchange.lake.retry import catalog_batch_lock, catalog_file_names, uncommitted_files
 from exchange.provenance import events
 from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceLog
@@ -166,7 +166,7 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
     """Bring one interrupted commit to "not committed" or "committed and fully recorded"."""
     batch_id = staging.name
     root = catalog_and_data(hub.settings)[1]
-    with batch_lock(hub.settings, batch_id), connect(hub.settings) as con:
+    with catalog_batch_lock(hub.settings, batch_id), connect(hub.settings) as con:
         snapshot = snapshot_of(con, batch_id)
         stray = _remove_stray(hub, report, con, root, batch_id)
     if snapshot is None:

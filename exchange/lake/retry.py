@@ -43,8 +43,9 @@ def is_transient(exc: duckdb.Error) -> bool:
 
 
 @contextmanager
-def batch_lock(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
-    """Hold a per-batch lock while committing, so removing a failed attempt's files never races a live one.
+def catalog_batch_lock(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
+    """Hold a per-batch lock in the catalog while committing, so removing a failed attempt's files never races a
+    live one on another host (protocol.batch_lock is the local, per-process one around a whole stage).
 
     PostgreSQL catalog: a session advisory lock, released by the server when the holder dies (SIGKILL
     included). DuckDB-file catalog: connect() already admits one writer process at a time.
@@ -126,7 +127,7 @@ def commit_retrying(
     tries = settings.lake_commit_retries + 1
     for number in range(1, tries + 1):
         try:
-            with batch_lock(settings, batch_id), connect(settings) as con:
+            with catalog_batch_lock(settings, batch_id), connect(settings) as con:
                 if interrupted or number > 1:
                     removed = remove_uncommitted(con, root, batch_id)
                     if removed:

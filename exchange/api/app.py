@@ -325,6 +325,9 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
                                             token_id=who.token.id, lake=shared_lake,
                                             failures=app.state.check_failures)
 
+    from exchange.api.sharing import router as sharing_router  # here: it uses identify() from this module
+
+    app.include_router(sharing_router)
     return app
 
 

@@ -26,7 +26,8 @@ DEPARTMENT, OFFICE, OTHER_OFFICE, AUTHORITY = "js.public_security", "shanghai.da
     "authority"
 ACTORS = st.sampled_from([DEPARTMENT, OFFICE, OTHER_OFFICE, AUTHORITY, "hub", "zj.other_department"])
 TEXT = st.sampled_from(["", "  ", "授权书", "the purpose is unclear"])
-FORM = RequestForm(department=DEPARTMENT, items=[ItemScope(item="YRD-DZZZ-000101-SH", columns=["license_id", "status"])],
+FORM = RequestForm(department=DEPARTMENT,
+                   items=[ItemScope(item="YRD-DZZZ-000101-SH", columns=["license_id", "status"])],
                    purpose="核验证照", legal_basis="条例第十条", period_until=date(2026, 12, 1),
                    sharing_method="online_query", contact="张三")
 

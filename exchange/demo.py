@@ -173,6 +173,12 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     opened = open_as_department(standing[-1].parent, hub, department_key)
     from adapters.witness import witness_hub
     from exchange.provenance.verify import verify_home
+    from exchange.sharing.demo import run_sharing_demo
+
+    console.print(Text.assemble(("Sharing under the Regulations", "bold"), " (catalogue published and signed by "
+                                "each office; one request of each kind)"))
+    for shared in run_sharing_demo(hub):
+        console.print(f"  {shared.state:<9} {shared.request_id}  {shared.kind}: {shared.path}")
 
     console.print(Text.assemble(("Witnessing the log head", "bold"), " (the four province offices countersign it, "
                                 "a local RFC 3161 time-stamping authority stamps it)"))

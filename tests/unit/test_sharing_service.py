@@ -348,3 +348,22 @@ def test_onward_sharing_needs_the_providers_recorded_consent(service: SharingSer
     service.consent(grant, "jiangsu.data_office", "js.housing_fund", "联合办案")
     assert service.check_onward(grant, DEPARTMENT.id, "js.housing_fund").office == "jiangsu.data_office"
     assert [r["attempt"] for r in refusals(hub)] == ["onward", "consent"]
+
+
+def test_the_auditor_report_lists_requests_decisions_and_overdue_items(service: SharingService, hub: Hub,
+                                                                        clock: Clock) -> None:
+    from exchange.provenance.verify_result import VerifyReport
+    from exchange.report.auditor import collect, render
+
+    late = service.file(form())
+    refused = service.file(form())
+    service.decide(refused.id, SH, "refuse", reason="用途与所需数据不符")
+    clock.days(20)
+    service.escalate_overdue()
+    page = render(collect(hub.layout, VerifyReport(), hub.keyring.trust_bundle()), str(hub.layout.home))
+    requests = page.split('class="sharing-requests"')[1].split("</table>")[0]
+    assert late.id in requests and refused.id in requests and "refused" in requests
+    decisions = page.split('class="sharing-decisions"')[1].split("</table>")[0]
+    assert "用途与所需数据不符" in decisions and "request_escalate" in decisions
+    overdue = page.split('class="sharing-overdue"')[1].split("</table>")[0]
+    assert late.id in overdue and refused.id not in overdue

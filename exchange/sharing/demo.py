@@ -66,7 +66,8 @@ def run_sharing_demo(hub: Hub) -> list[DemoRequest]:
 
     returned = service.file(_form("ah.healthcare_security", "YRD-DZZZ-000101-SH",
                                   ["license_id", "license_type", "status", "valid_until"], "online_query",
-                                  "异地就医备案核验医师执业证照 / verify practitioners' licences for cross-province care",
+                                  "异地就医备案核验医师执业证照 / verify practitioners' licences for "
+                                  "cross-province care",
                                   "《医疗保障基金使用监督管理条例》第十二条", now))
     service.decide(returned.id, "shanghai.data_office", "return", missing=[
         "单位出具的数据使用授权书 / the department's authorisation letter",
@@ -82,8 +83,8 @@ def run_sharing_demo(hub: Hub) -> list[DemoRequest]:
     refused = service.file(_form("zj.housing_provident_fund", "YRD-GJJ-000401-SH", ["transfer_id", "status"],
                                  "online_query", "核对转移接续进度 / follow transfers", "《住房公积金管理条例》", now))
     refused = service.decide(refused.id, "shanghai.data_office", "refuse",
-                             reason="转入地中心已通过全国转移接续平台获取进度，无需重复共享 / the receiving centre already "
-                                    "gets the status through the national transfer platform")
+                             reason="转入地中心已通过全国转移接续平台获取进度，无需重复共享 / the receiving centre "
+                                    "already gets the status through the national transfer platform")
     done.append(DemoRequest("有条件 item, refused with a written reason", refused.id, "submitted → refused",
                             refused.state))
 

@@ -366,3 +366,23 @@ def requests_token(party: Annotated[str, typer.Argument(help="<province>.data_of
     record, bearer = issue(SharingStore(sharing_dir(_hub())), party, days)
     console.print(f"token {record.id} for {party}, expires {record.expires_at:%Y-%m-%d %H:%M} UTC")
     print(bearer)
+
+
+retention_app = typer.Typer(help="Retention of the access records (at least three years).", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("show")
+def retention_show() -> None:
+    """List the provenance archives with the date each must be kept until; nothing younger is ever pruned."""
+    from datetime import UTC, datetime
+
+    from exchange.provenance.retention import RETENTION_YEARS, retention_plan
+
+    hub = _hub()
+    table = Table("archive", "seq", "written", "keep until", "may be pruned")
+    for r in retention_plan(hub.layout.provenance, datetime.now(UTC)):
+        table.add_row(r.path.name, f"{r.first_seq}..{r.last_seq}", f"{r.written:%Y-%m-%d}", f"{r.keep_until:%Y-%m-%d}",
+                      "yes" if r.prunable else "no")
+    console.print(table)
+    console.print(f"The live log is never pruned; archives are kept at least {RETENTION_YEARS} years.")

@@ -71,6 +71,7 @@ from exchange.hub import Hub
 from exchange.provenance import events
 from exchange.provenance.events import Kind
 from exchange.signing.canonical import file_sha256
+from exchange.web.pages import install as install_web_pages
 
 # Extract ids and file names the hub writes: letters, digits, dot, dash, underscore; never a leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -328,6 +329,7 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     from exchange.api.sharing import router as sharing_router  # here: it uses identify() from this module
 
     app.include_router(sharing_router)
+    install_web_pages(app)  # the server-rendered pages under /web/ (exchange/web/)
     return app
 
 

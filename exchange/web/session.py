@@ -1,0 +1,125 @@
+"""Web sessions and CSRF tokens: what the pages' cookie holds and how the server checks it.
+
+The login form takes the party's bearer token once; the token itself is never stored in the browser or put
+in a URL. The session cookie holds who the party is, the token id, a random nonce and an expiry, with an
+HMAC-SHA256 over them under a key only the server has (EXCHANGE_HOME/web/session.key, 0600), so any worker
+of the server verifies it without shared memory and a tampered cookie fails. Each request also checks that
+the token is still valid (not revoked, not expired), so revoking the token ends its web sessions.
+
+CSRF: every form carries HMAC(key, "csrf|" + nonce) of its session in a hidden field; every POST compares it
+in constant time. The login form, before there is a session, uses the same scheme with a short-lived
+pre-session cookie. Pure functions apart from `session_key` (which creates the key on first use).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from exchange.atomic import write_bytes
+from exchange.provenance.events import Role
+
+SESSION_COOKIE = "exchange_session"
+LOGIN_COOKIE = "exchange_login"
+SESSION_HOURS = 8  # a working day; never beyond the token's own expiry
+LOGIN_MINUTES = 30
+
+
+class WebSession(BaseModel, frozen=True):
+    """What a session cookie asserts (signed by the server)."""
+
+    actor: str = Field(description="The party: a department id, <province>.data_office or authority[:<name>]")
+    role: Role = Field(description="The party's role")
+    token_id: str = Field(description="The token the party logged in with (its secret is never kept)")
+    nonce: str = Field(description="Random per session; the CSRF token is derived from it")
+    expires_at: datetime = Field(description="The cookie is refused after this (UTC)")
+
+
+def session_key(home: Path) -> bytes:
+    """The server's session key, created (32 random bytes, 0600) on first use."""
+    path = home / "web" / "session.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, secrets.token_bytes(32))
+        os.chmod(path, 0o600)
+    return path.read_bytes()
+
+
+def _mac(key: bytes, purpose: str, payload: str) -> str:
+    return hmac.new(key, f"{purpose}|{payload}".encode(), hashlib.sha256).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_session(actor: str, role: Role, token_id: str, token_expires: datetime, now: datetime) -> WebSession:
+    """A session for a party that just proved its token; it ends with the working day or the token."""
+    return WebSession(actor=actor, role=role, token_id=token_id, nonce=secrets.token_hex(16),
+                      expires_at=min(now + timedelta(hours=SESSION_HOURS), token_expires))
+
+
+def encode_session(key: bytes, session: WebSession) -> str:
+    """The cookie value: base64url(JSON) '.' HMAC."""
+    payload = _b64(session.model_dump_json().encode())
+    return f"{payload}.{_mac(key, 'session', payload)}"
+
+
+def decode_session(key: bytes, value: str | None, now: datetime | None = None) -> WebSession | None:
+    """The session a cookie proves, or None (absent, tampered, malformed or expired)."""
+    if not value or value.count(".") != 1:
+        return None
+    payload, mac = value.split(".")
+    if not hmac.compare_digest(mac, _mac(key, "session", payload)):
+        return None
+    try:
+        session = WebSession.model_validate_json(_unb64(payload))
+    except (ValidationError, ValueError):
+        return None
+    return session if session.expires_at > (now or datetime.now(UTC)) else None
+
+
+def csrf_token(key: bytes, nonce: str) -> str:
+    """The per-session CSRF token that every form of the session carries."""
+    return _mac(key, "csrf", nonce)
+
+
+def csrf_ok(key: bytes, nonce: str, submitted: str | None) -> bool:
+    """Whether a submitted CSRF token is the session's (constant-time)."""
+    return bool(submitted) and hmac.compare_digest(csrf_token(key, nonce), str(submitted))
+
+
+def new_login_nonce(key: bytes, now: datetime) -> str:
+    """The pre-session cookie of the login form: a nonce and its expiry, signed."""
+    body = json.dumps({"nonce": secrets.token_hex(16),
+                       "until": (now + timedelta(minutes=LOGIN_MINUTES)).isoformat()})
+    payload = _b64(body.encode())
+    return f"{payload}.{_mac(key, 'login', payload)}"
+
+
+def login_nonce(key: bytes, value: str | None, now: datetime | None = None) -> str | None:
+    """The nonce of a valid, unexpired pre-session cookie, or None."""
+    if not value or value.count(".") != 1:
+        return None
+    payload, mac = value.split(".")
+    if not hmac.compare_digest(mac, _mac(key, "login", payload)):
+        return None
+    try:
+        body = json.loads(_unb64(payload))
+        until = datetime.fromisoformat(body["until"])
+        nonce = str(body["nonce"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return nonce if until > (now or datetime.now(UTC)) else None

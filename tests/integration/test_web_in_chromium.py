@@ -179,7 +179,8 @@ def test_file_return_resubmit_approve(browser: Any, site: Site) -> None:
     assert "license_id" not in office.locator("#approved").inner_text()
     approved = site.entries(rid)
     decision = next(e for e in reversed(approved) if e.action == "request_decision")
-    assert (decision.actor, decision.details["outcome"], decision.details["grants"]) == (OFFICE, "approve", [f"{rid}.1"])
+    assert (decision.actor, decision.details["outcome"]) == (OFFICE, "approve")
+    assert decision.details["grants"] == [f"{rid}.1"]
     assert [e.action for e in site.hub.log.read() if e.subject == f"{rid}.1"] == ["grant"]
 
     # The decisions were signed by the office's key, as the CLI's and the API's are.
@@ -213,8 +214,8 @@ def test_refuse_dispute_and_the_authority_decides(browser: Any, site: Site) -> N
     office.wait_for_load_state()
     assert state(office) == "refused" and office.locator("#refusal-reason").inner_text() == "申请用途与所需字段不相符"
     refusal = site.entries(rid)[-1]
-    assert (refusal.action, refusal.actor, refusal.details) == ("request_decision", OFFICE,
-                                                                {"outcome": "refuse", "reason": "申请用途与所需字段不相符"})
+    assert (refusal.action, refusal.actor) == ("request_decision", OFFICE)
+    assert refusal.details == {"outcome": "refuse", "reason": "申请用途与所需字段不相符"}
 
     department.reload()
     department.fill("#statement", "字段均为核验所必需")

@@ -106,6 +106,9 @@ def test_f1_a_kill_inside_the_lake_commit_is_cleaned_up_by_the_rerun_and_verify_
     verdict = _cli(hub, "verify", "--json")
     assert verdict.returncode == 4, verdict.stdout
     assert '"verdict": "INTERRUPTED"' in verdict.stdout and "exchange recover" in verdict.stdout
+    page = hub.settings.home / "report.html"
+    assert _cli(hub, "report", "--out", str(page)).returncode == 4  # the auditor's page says the same as verify
+    assert 'id="verdict-value">INTERRUPTED<' in page.read_text(encoding="utf-8")
     result = run_exchange("jiangsu", "e_license", MID, END, hub)  # the operator's re-run
     assert result.status == "committed"
     assert not any(p.exists() for p in stray)

@@ -23,6 +23,7 @@ from exchange.cli import app
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_ENV, CRASH_EXIT
 from exchange.hub import Hub, batch_id_for
+from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import LAKE, catalog_and_data, connect
 from exchange.lake.protocol import batch_lock
@@ -246,6 +247,28 @@ def _hold_lock(home: Path, ready: Path) -> None:
     with batch_lock(hub_at(home).layout.staging, BATCH):
         ready.touch()
         time.sleep(60)
+
+
+def test_f5_recovery_leaves_a_batch_a_live_run_holds_and_settles_it_once_free(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery takes each batch's lock itself: a held one is reported busy (no BatchBusy aborting the sweep)."""
+    # The race: a look that saw the batch free just before a run took its lock must not be what decides.
+    monkeypatch.setattr(protocol, "batch_locked_elsewhere", lambda *_: False)
+    assert run_crashing(hub.settings.home, "commit.before_lake_commit", Path()) == CRASH_EXIT
+    ready = tmp_path / "ready"
+    holder = child_process(_hold_lock, hub.settings.home, ready)
+    try:
+        while not ready.exists():
+            time.sleep(0.05)
+        held = reconcile(hub)
+        assert held.busy == [BATCH] and not held.completed and not held.removed
+    finally:
+        holder.kill()
+        holder.join()
+    free = reconcile(hub)
+    assert free.busy == [] and free.removed, free.lines()
+    assert verify_home(hub.settings, record=False).verdict != "INTERRUPTED"
 
 
 def _run_cli_into(home: Path, out: Path) -> None:

@@ -337,16 +337,18 @@ def item_scope_denial(item: ItemTerms, columns: Sequence[str], row_columns: Sequ
     return None
 
 
-def item_grant_denial(grant: Grant, item: ItemTerms, method: str) -> Denial | None:
+def item_grant_denial(grant: Grant, item: ItemTerms, method: str | None = None) -> Denial | None:
     """Whether a grant stays inside its catalogue item: never more than the item's attribute, columns, period
-    and approving office allow (checked besides :func:`review_grant`, which holds it to the contract)."""
+    and approving office allow (checked besides :func:`review_grant`, which holds it to the contract). `method`:
+    the sharing method requested (None for a grant recorded by hand, which names none)."""
     if grant.dataset != item.dataset:
         return Denial("beyond_item", f"grant {grant.id} is on {grant.dataset}, item {item.code} on {item.dataset}")
     if grant.approved_by != item.provider_office:
         return Denial("beyond_item", f"grant {grant.id}: only {item.provider_office} grants {item.code}, not "
                                      f"{grant.approved_by}")
     return item_scope_denial(item, grant.columns, [r.column for r in grant.row_filter], grant.purpose,
-                             grant.legal_basis, grant.expires_on, method, grant.issued_at.date())
+                             grant.legal_basis, grant.expires_on, method or (item.methods[0] if item.methods else ""),
+                             grant.issued_at.date())
 
 
 def without_review(items: Sequence[ItemTerms]) -> bool:

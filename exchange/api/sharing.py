@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from exchange.api.app import ERRORS, identify, refuse_client
 from exchange.catalogue.models import CatalogueItem, SignedCatalogueItem
 from exchange.errors import AccessDenied, AuthenticationFailed
 from exchange.hub import Hub
@@ -24,7 +25,7 @@ from exchange.sharing.machine import overdue
 from exchange.sharing.models import ItemScope, RequestForm, Resubmission, SharingRequest
 from exchange.sharing.service import EvidenceBundle, OverdueRequest, SharingService
 
-router = APIRouter(prefix="/v1", tags=["sharing"])
+router = APIRouter(prefix="/v1", tags=["sharing"], responses=ERRORS)
 BEARER = HTTPBearer(auto_error=False, description="<token id>.<secret>")
 
 
@@ -45,7 +46,6 @@ def _hub(request: Request) -> Hub:
 def party(request: Request,
           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Party:
     """The calling party, or 401 (counted per client address like any other refused token)."""
-    from exchange.api.app import identify, refuse_client
     from exchange.sharing.parties import authenticate
     from exchange.sharing.service import sharing_dir
     from exchange.sharing.store import SharingStore

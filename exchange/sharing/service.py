@@ -178,6 +178,7 @@ class SharingService:
                   digests={"form": document_digest(form.model_dump(mode="json"))})
         if without_review([item_terms(i) for i in items]):
             req = self._auto_approve(req)
+            self._standing_extracts(req)
         return req
 
     def _auto_approve(self, req: SharingRequest) -> SharingRequest:

@@ -367,3 +367,26 @@ def test_the_auditor_report_lists_requests_decisions_and_overdue_items(service: 
     assert "用途与所需数据不符" in decisions and "request_escalate" in decisions
     overdue = page.split('class="sharing-overdue"')[1].split("</table>")[0]
     assert late.id in overdue and refused.id not in overdue
+
+
+def test_a_grant_never_exceeds_its_catalogue_item(service: SharingService, hub: Hub, clock: Clock) -> None:
+    from exchange.access.models import Grant
+    from exchange.access.policy import item_grant_denial
+    from exchange.sharing.service import item_terms
+
+    item = item_terms(Catalogue(catalogue_dir(hub)).item(SH_LICENCES))
+    grant = Grant(id="g1", department=DEPARTMENT.id, dataset="e_license", columns=["status"], purpose="核验",
+                  legal_basis="条例", approved_by=SH, expires_on=date(2027, 1, 31), issued_at=clock(), item=SH_LICENCES)
+    assert item_grant_denial(grant, item, "online_query") is None
+    too_long = grant.model_copy(update={"expires_on": date(2028, 1, 31)})
+    assert item_grant_denial(too_long, item, "online_query").reason == "beyond_item"  # type: ignore[union-attr]
+    wrong_office = grant.model_copy(update={"approved_by": "anhui.data_office"})
+    assert "only shanghai.data_office" in item_grant_denial(wrong_office, item).message  # type: ignore[union-attr]
+    not_shared = item_terms(Catalogue(catalogue_dir(hub)).item(AH_TRANSFERS))
+    assert item_grant_denial(grant.model_copy(update={"dataset": "provident_fund_transfer",
+                                                      "approved_by": "anhui.data_office"}),
+                             not_shared).reason == "item_not_shared"  # type: ignore[union-attr]
+    path = hub.layout.home.parent / "grant.json"
+    path.write_text(too_long.model_dump_json())
+    result = CliRunner().invoke(app, ["grants", "add", str(path)])
+    assert result.exit_code == 1 and "365 days at most" in result.output

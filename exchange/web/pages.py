@@ -60,6 +60,14 @@ ACTION_ZH = {"file": "提交", "return": "退回补正", "resubmit": "补正后�
 ROLE_ZH = {Role.DEPARTMENT: "使用部门", Role.PROVINCE_OFFICE: "省数据主管部门", Role.AUTHORITY: "协调主管部门"}
 HOME = {Role.DEPARTMENT: "/web/requests", Role.PROVINCE_OFFICE: "/web/review", Role.AUTHORITY: "/web/authority"}
 T = TypeVar("T")
+# No script runs on these pages and nothing is loaded from elsewhere; they may not be framed (clickjacking), and
+# forms post only to the hub itself. Pages hold personal details: never cached.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 class LoginRequired(Exception):
@@ -88,6 +96,7 @@ def _token_still_valid(hub: Hub, session: WebSession, now: datetime) -> bool:
         token = next((t for t in Registry(hub.layout.access).tokens() if t.id == session.token_id), None)
         return (token is not None and token.department == session.actor and token.revoked_at is None
                 and token.expires_at > now)
+    # parties' own reader (the helper branch owns that module; its records hold digests only).
     record = next((t for t in parties._read(SharingStore(sharing_dir(hub))) if t.id == session.token_id), None)
     return record is not None and record.party == session.actor and record.expires_at > now
 
@@ -111,7 +120,7 @@ def _render(request: Request, name: str, session: WebSession | None, status: int
     return TEMPLATES.TemplateResponse(request, name, {
         "session": session, "csrf": csrf, "role_zh": ROLE_ZH, "state_zh": STATE_ZH, "action_zh": ACTION_ZH,
         "attribute_zh": ATTRIBUTE_ZH, "method_zh": METHOD_ZH, "Role": Role, **context,
-    }, status_code=status, headers={"Cache-Control": "no-store"})
+    }, status_code=status, headers=PAGE_HEADERS)
 
 
 def _refuse_page(service: SharingService, who: WebSession, page: str, subject: str, zh: str, en: str) -> NoReturn:
@@ -344,7 +353,7 @@ def request_page(request_id: str, request: Request) -> Response:
     return _detail(request, current(request), request_id)
 
 
-async def _step(request: Request, request_id: str, attempt: str,
+async def _step(request: Request, request_id: str,
                 take: Callable[[SharingService, WebSession, forms.Fields], object]) -> Response:
     """Run one step from a posted form: CSRF first, then the form parsed (bad input logged), then the service."""
     who = current(request)
@@ -372,7 +381,7 @@ async def resubmit(request_id: str, request: Request) -> Response:
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         body = _parsed(service, who, "resubmit", request_id, lambda: forms.resubmission(data))
         return service.resubmit(request_id, who.actor, body)
-    return await _step(request, request_id, "resubmit", take)
+    return await _step(request, request_id, take)
 
 
 @router.post("/requests/{request_id}/withdraw")
@@ -380,7 +389,7 @@ async def withdraw(request_id: str, request: Request) -> Response:
     """The department withdraws an undecided request."""
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         return service.withdraw(request_id, who.actor, " ".join((data.get("note") or [""])[0].split()))
-    return await _step(request, request_id, "withdraw", take)
+    return await _step(request, request_id, take)
 
 
 @router.post("/requests/{request_id}/dispute")
@@ -389,7 +398,7 @@ async def dispute(request_id: str, request: Request) -> Response:
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         text = _parsed(service, who, "dispute", request_id, lambda: forms.statement(data))
         return service.dispute(request_id, who.actor, text)
-    return await _step(request, request_id, "dispute", take)
+    return await _step(request, request_id, take)
 
 
 @router.post("/requests/{request_id}/decision")
@@ -397,11 +406,12 @@ async def decide(request_id: str, request: Request) -> Response:
     """The providing office approves (possibly narrowed), refuses with a reason, or returns once."""
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         asked = service.get(request_id).form.items
-        d = _parsed(service, who, (data.get("outcome") or ["decide"])[0][:20] or "decide", request_id,
-                    lambda: forms.decision(data, asked))
+        chosen = next(iter(data.get("outcome") or []), "")
+        attempt = chosen if chosen in ("approve", "refuse", "return") else "decide"  # never a posted value as such
+        d = _parsed(service, who, attempt, request_id, lambda: forms.decision(data, asked))
         return service.decide(request_id, who.actor, d.outcome, reason=d.reason, missing=d.missing,
                               narrowed=d.narrowed, period_until=d.period_until)
-    return await _step(request, request_id, "decide", take)
+    return await _step(request, request_id, take)
 
 
 @router.post("/requests/{request_id}/statement")
@@ -410,7 +420,7 @@ async def office_statement(request_id: str, request: Request) -> Response:
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         text = _parsed(service, who, "office_statement", request_id, lambda: forms.statement(data))
         return service.office_statement(request_id, who.actor, text)
-    return await _step(request, request_id, "office_statement", take)
+    return await _step(request, request_id, take)
 
 
 @router.post("/requests/{request_id}/dispute-decision")
@@ -419,7 +429,7 @@ async def decide_dispute(request_id: str, request: Request) -> Response:
     def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
         result, reasoning = _parsed(service, who, "decide_dispute", request_id, lambda: forms.dispute_decision(data))
         return service.decide_dispute(request_id, who.actor, result, reasoning)
-    return await _step(request, request_id, "decide_dispute", take)
+    return await _step(request, request_id, take)
 
 
 # --- the office's and the authority's lists ---------------------------------------------------------------

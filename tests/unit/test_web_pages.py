@@ -316,3 +316,20 @@ def test_field_errors_name_the_field_in_both_languages() -> None:
     asked = [ItemScope(item=ITEM, columns=["license_id", "status"])]
     narrowed = forms.decision({"outcome": ["approve"], "approved_columns": ["status", "injected"]}, asked)
     assert narrowed.narrowed == [ItemScope(item=ITEM, columns=["status"])], "only columns asked for can be approved"
+
+
+def test_pages_forbid_framing_scripts_and_caching_and_unknown_things_are_404_pages(parties: Parties) -> None:
+    department = parties.client("department")
+    for path in ("/web/requests", "/web/catalogue", f"/web/catalogue/{ITEM}", "/web/requests/new"):
+        page = department.get(path)
+        assert page.status_code == 200, path
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"] and "script-src" not in \
+            page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+        assert "<script" not in page.text and "http://" not in page.text and "https://" not in page.text, path
+    missing = department.get("/web/requests/req-20260101-deadbeef")
+    assert missing.status_code == 404 and "未找到 / Not found" in missing.text.replace("</span> / <span lang=\"en\">",
+                                                                                      " / ")
+    assert department.get("/web/catalogue/NO-SUCH-ITEM").status_code == 404
+    assert department.get("/v1/requests/req-20260101-deadbeef").headers["content-type"] == "application/json", \
+        "the API keeps answering JSON"

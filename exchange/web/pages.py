@@ -401,6 +401,14 @@ async def dispute(request_id: str, request: Request) -> Response:
     return await _step(request, request_id, take)
 
 
+@router.post("/requests/{request_id}/close")
+async def close(request_id: str, request: Request) -> Response:
+    """The department declares the purpose met: the request's grants end at once."""
+    def take(service: SharingService, who: WebSession, data: forms.Fields) -> object:
+        return service.close(request_id, who.actor, "purpose_met", " ".join((data.get("note") or [""])[0].split()))
+    return await _step(request, request_id, take)
+
+
 @router.post("/requests/{request_id}/decision")
 async def decide(request_id: str, request: Request) -> Response:
     """The providing office approves (possibly narrowed), refuses with a reason, or returns once."""

@@ -194,6 +194,35 @@ def test_file_return_resubmit_approve(browser: Any, site: Site) -> None:
     row = department.locator(f'#my-requests tr[data-request="{rid}"]')
     assert row.get_attribute("data-state") == "approved" and "已批准 / approved" in row.inner_text()
 
+    # Purpose met: the department closes the request and its grant ends at once.
+    row.locator("a").first.click()
+    department.fill("#close-note", "核验工作已完成")
+    department.click("#close")
+    department.wait_for_load_state()
+    assert state(department) == "closed"
+    closed = site.entries(rid)[-1]
+    assert (closed.action, closed.actor, closed.details["grants"]) == ("grant_close", DEPARTMENT, [f"{rid}.1"])
+    assert f"{rid}.1" in Registry(site.hub.layout.access).revoked_grants()
+
+
+def test_chinese_headings_render_in_a_cjk_font(browser: Any, site: Site) -> None:
+    """What Chromium says it drew the page's Chinese with: a CJK font from the page's own stack (no tofu)."""
+    page = as_party(browser, site, DEPARTMENT)
+    page.click("#nav-catalogue")
+    heading = page.locator('h1 span[lang="zh-CN"]')
+    text = heading.inner_text()
+    assert text == "政务数据目录" and page.locator("html").get_attribute("lang") == "zh-CN"
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": 'h1 span[lang="zh-CN"]'})["nodeId"]
+    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    family = heading.evaluate("e => getComputedStyle(e).fontFamily")
+    drawn = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
+    assert any("CJK" in name and name.split(" CJK")[0] in family for name in drawn), (drawn, family)
+    assert sum(f["glyphCount"] for f in fonts) == len(text)
+
 
 def test_refuse_dispute_and_the_authority_decides(browser: Any, site: Site) -> None:
     department = as_party(browser, site, DEPARTMENT)

@@ -334,9 +334,16 @@ class SharingService:
 
     def evidence(self, request_id: str) -> EvidenceBundle:
         """Both statements and the request's whole history: what a dispute is decided on."""
+        from exchange.provenance.archive import history_lines
+        from exchange.provenance.log import ProvenanceEntry
+
         req = self.store.get(request_id)
-        log = [e.model_dump(mode="json") for e in self.hub.log.read() if e.subject == request_id
-               or e.subject.startswith(f"{request_id}.")]
+        log = []
+        # The whole history: entries a truncation moved into the archives are evidence too.
+        for line in history_lines(self.hub.log):
+            entry = ProvenanceEntry.model_validate_json(line)
+            if entry.subject == request_id or entry.subject.startswith(f"{request_id}."):
+                log.append(entry.model_dump(mode="json"))
         return EvidenceBundle(request=req, decisions=self.decisions(req), log=log)
 
     def decide_dispute(self, request_id: str, authority: str, outcome: Literal["uphold", "overturn"],

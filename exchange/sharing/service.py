@@ -32,7 +32,7 @@ from exchange.access.registry import Registry
 from exchange.catalogue.build import REGION_PREFIXES
 from exchange.catalogue.models import CatalogueItem
 from exchange.catalogue.store import Catalogue
-from exchange.errors import AccessDenied, BadInput, UserError, VerificationError
+from exchange.errors import AccessDenied, BadInput, Refused, UserError, VerificationError
 from exchange.hub import Hub
 from exchange.provenance import events
 from exchange.provenance.events import HUB, Role, role_of
@@ -206,7 +206,11 @@ class SharingService:
                                 decided_at=self.clock(), nonce=secrets.token_hex(8))
             if req.provider_office != office:  # refused before the office's key is touched (or created)
                 machine.apply_decision(req, decision, "")
-            signer = self.hub.keyring.signer(office)
+            try:
+                signer = self.hub.keyring.signer(office)
+            except ValueError:  # the office holds its own key (imported with trust): the hub never signs as it
+                raise Refused(f"{office} signs with its own key: sign the decision document yourself and hand it "
+                              "to `exchange requests apply-decision`") from None
             signed = SignedDecision(decision=decision,
                                     signature=signer.sign(canonical_bytes(decision.model_dump(mode="json"))))
         return self.apply_decision(signed)
@@ -334,9 +338,16 @@ class SharingService:
 
     def evidence(self, request_id: str) -> EvidenceBundle:
         """Both statements and the request's whole history: what a dispute is decided on."""
+        from exchange.provenance.archive import history_lines
+        from exchange.provenance.log import ProvenanceEntry
+
         req = self.store.get(request_id)
-        log = [e.model_dump(mode="json") for e in self.hub.log.read() if e.subject == request_id
-               or e.subject.startswith(f"{request_id}.")]
+        log = []
+        # The whole history: entries a truncation moved into the archives are evidence too.
+        for line in history_lines(self.hub.log):
+            entry = ProvenanceEntry.model_validate_json(line)
+            if entry.subject == request_id or entry.subject.startswith(f"{request_id}."):
+                log.append(entry.model_dump(mode="json"))
         return EvidenceBundle(request=req, decisions=self.decisions(req), log=log)
 
     def decide_dispute(self, request_id: str, authority: str, outcome: Literal["uphold", "overturn"],

@@ -32,11 +32,13 @@ def local_date(at: datetime) -> date:
 class CalendarYearUnknown(CheckFailed):
     """The working-day calendar does not know a year a deadline reaches: upgrade chinesecalendar."""
 
-    def __init__(self, day: date, supported: str) -> None:
-        self.day = day
-        super().__init__(f"the working-day calendar (chinesecalendar) has no holiday data for {day.year} "
-                         f"(needed for {day.isoformat()}; it knows {supported}): install a chinesecalendar release "
-                         f"with the State Council's {day.year} holiday arrangement; the hub does not guess deadlines")
+    def __init__(self, year: int, needed: str, supported: str) -> None:
+        self.year = year
+        self.needed = needed
+        self.supported = supported
+        super().__init__(f"the working-day calendar (chinesecalendar) has no holiday data for {year} "
+                         f"(needed for {needed}; it knows {supported}): install a chinesecalendar release "
+                         f"with the State Council's {year} holiday arrangement; the hub does not guess deadlines")
 
 
 @lru_cache(maxsize=4096)
@@ -47,7 +49,7 @@ def is_workday(day: date) -> bool:
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError:
-        raise CalendarYearUnknown(day, _supported()) from None
+        raise CalendarYearUnknown(day.year, day.isoformat(), _supported()) from None
 
 
 def _supported() -> str:

@@ -17,7 +17,7 @@ from exchange.catalogue.build import build_all
 from exchange.catalogue.store import Catalogue, verify_item
 from exchange.cli import app
 from exchange.config import ExchangeSettings
-from exchange.errors import AccessDenied, BadFile, BadInput, NotFound, VerificationError
+from exchange.errors import AccessDenied, BadFile, BadInput, NotFound, Refused, VerificationError
 from exchange.hub import Hub
 from exchange.provenance.log import verify_chain
 from exchange.sharing.machine import IllegalStep
@@ -390,3 +390,29 @@ def test_a_grant_never_exceeds_its_catalogue_item(service: SharingService, hub: 
     path.write_text(too_long.model_dump_json())
     result = CliRunner().invoke(app, ["grants", "add", str(path)])
     assert result.exit_code == 1 and "365 days at most" in result.output
+
+
+def test_an_office_holding_its_own_key_signs_outside_and_the_hub_applies_it(service: SharingService, hub: Hub,
+                                                                            clock: Clock, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from exchange.sharing.models import Decision
+    from exchange.signing.rotation import trust
+    from exchange.signing.signers import generate
+
+    office = generate("ed25519", SH)  # the office's own key, never on the hub
+    private = serialization.load_pem_private_key(office.private_pem(), password=None)
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    trust(hub.keyring, SH, pem, at=clock() - timedelta(days=1))
+    req = service.file(form())
+    with pytest.raises(Refused, match="signs with its own key"):
+        service.decide(req.id, SH, "approve")
+    decision = Decision(request_id=req.id, seq=len(service.get(req.id).history), office=SH, outcome="approve",
+                        decided_at=clock(), nonce="offline-1")
+    signed = SignedDecision(decision=decision, signature=office.sign(canonical_bytes(decision.model_dump(mode="json"))))
+    path = tmp_path / "decision.json"
+    path.write_text(signed.model_dump_json())
+    assert service.apply_decision(signed).state == "approved"
+    replay = CliRunner().invoke(app, ["requests", "apply-decision", str(path)])
+    assert replay.exit_code == 1 and "is approved" in replay.output

@@ -10,6 +10,7 @@ forms refused here (bad input, a missing or wrong CSRF token).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ ACTION_ZH = {"file": "提交", "return": "退回补正", "resubmit": "补正后�
 ROLE_ZH = {Role.DEPARTMENT: "使用部门", Role.PROVINCE_OFFICE: "省数据主管部门", Role.AUTHORITY: "协调主管部门"}
 HOME = {Role.DEPARTMENT: "/web/requests", Role.PROVINCE_OFFICE: "/web/review", Role.AUTHORITY: "/web/authority"}
 T = TypeVar("T")
+REQUEST_ID = re.compile(r"req-[0-9]{8}-[0-9a-f]{1,32}")  # the service's ids (SharingService.file)
 # No script runs on these pages and nothing is loaded from elsewhere; they may not be framed (clickjacking), and
 # forms post only to the hub itself. Pages hold personal details: never cached.
 PAGE_HEADERS = {
@@ -96,7 +98,7 @@ def _token_still_valid(hub: Hub, session: WebSession, now: datetime) -> bool:
         token = next((t for t in Registry(hub.layout.access).tokens() if t.id == session.token_id), None)
         return (token is not None and token.department == session.actor and token.revoked_at is None
                 and token.expires_at > now)
-    # parties' own reader (the helper branch owns that module; its records hold digests only).
+    # exchange.sharing.parties has no public lookup by id; its reader returns the stored records (digests only).
     record = next((t for t in parties._read(SharingStore(sharing_dir(hub))) if t.id == session.token_id), None)
     return record is not None and record.party == session.actor and record.expires_at > now
 
@@ -141,9 +143,11 @@ async def _posted(request: Request, who: WebSession, subject: str) -> forms.Fiel
     fields = {k: [v for v in data.getlist(k) if isinstance(v, str)] for k in data}
     if not csrf_ok(_key(request), who.nonce, next(iter(fields.get("csrf") or []), None)):
         hub = _hub(request)
+        # The route's pattern, not the path: nothing the browser chose goes into the log unchecked.
+        route = getattr(request.scope.get("route"), "path", "/web/")
         await run_in_threadpool(hub.log.append, hub.signer, events.SharingRefused(
-            attempt=f"web form {request.url.path}", reason="the form's CSRF token is missing or not this session's"),
-            actor=who.actor, subject=subject)
+            attempt=f"web form {route}", reason="the form's CSRF token is missing or not this session's"),
+            actor=who.actor, subject=subject if REQUEST_ID.fullmatch(subject) else "request")
         raise FormRefused
     return fields
 

@@ -61,6 +61,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings of any characters (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -82,7 +87,7 @@ def decode_session(key: bytes, value: str | None, now: datetime | None = None) -
     if not value or value.count(".") != 1:
         return None
     payload, mac = value.split(".")
-    if not hmac.compare_digest(mac, _mac(key, "session", payload)):
+    if not _same(mac, _mac(key, "session", payload)):
         return None
     try:
         session = WebSession.model_validate_json(_unb64(payload))
@@ -98,7 +103,7 @@ def csrf_token(key: bytes, nonce: str) -> str:
 
 def csrf_ok(key: bytes, nonce: str, submitted: str | None) -> bool:
     """Whether a submitted CSRF token is the session's (constant-time)."""
-    return bool(submitted) and hmac.compare_digest(csrf_token(key, nonce), str(submitted))
+    return bool(submitted) and _same(csrf_token(key, nonce), str(submitted))
 
 
 def new_login_nonce(key: bytes, now: datetime) -> str:
@@ -114,7 +119,7 @@ def login_nonce(key: bytes, value: str | None, now: datetime | None = None) -> s
     if not value or value.count(".") != 1:
         return None
     payload, mac = value.split(".")
-    if not hmac.compare_digest(mac, _mac(key, "login", payload)):
+    if not _same(mac, _mac(key, "login", payload)):
         return None
     try:
         body = json.loads(_unb64(payload))

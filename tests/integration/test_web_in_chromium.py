@@ -315,7 +315,7 @@ def test_overdue_wrong_party_and_forged_forms(browser: Any, site: Site) -> None:
     assert "表单已失效 / Form refused" in office.locator("#error-title").inner_text()
     refused = site.entries(late.id)[-1]
     assert (refused.action, refused.actor, refused.details["attempt"]) == (
-        "sharing_refused", OFFICE, f"web form /web/requests/{late.id}/decision")
+        "sharing_refused", OFFICE, "web form /web/requests/{request_id}/decision")
     assert SharingService(site.hub).get(late.id).state == "submitted"
 
     # A page on another site posting to the hub: SameSite=Strict keeps the session cookie away, so nothing happens.

@@ -162,7 +162,7 @@ def test_tampered_expired_or_revoked_sessions_go_back_to_login(parties: Parties)
     assert client.get("/web/requests").headers["location"] == "/web/login"
 
 
-@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "other-session"])
+@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "非ASCII令牌", "other-session"])
 def test_a_post_without_the_sessions_csrf_token_is_refused_and_logged(parties: Parties, csrf: str | None) -> None:
     client = parties.client("department")
     if csrf == "other-session":

@@ -43,9 +43,11 @@ from exchange.web.session import (
     csrf_token,
     decode_session,
     encode_session,
+    end_session,
     login_nonce,
     new_login_nonce,
     new_session,
+    session_ended,
     session_key,
 )
 
@@ -107,7 +109,8 @@ def current(request: Request) -> WebSession:
     """The logged-in party, or LoginRequired."""
     now = datetime.now(UTC)
     session = decode_session(_key(request), request.cookies.get(SESSION_COOKIE), now)
-    if session is None or not _token_still_valid(_hub(request), session, now):
+    home = _hub(request).layout.home
+    if session is None or session_ended(home, session) or not _token_still_valid(_hub(request), session, now):
         raise LoginRequired
     return session
 
@@ -246,6 +249,7 @@ async def logout(request: Request) -> Response:
     """End the session in this browser."""
     who = current(request)
     await _posted(request, who, "request")
+    await run_in_threadpool(end_session, _hub(request).layout.home, who, datetime.now(UTC))
     response = RedirectResponse("/web/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/web", httponly=True, samesite="strict")
     return response

@@ -4,7 +4,8 @@ The login form takes the party's bearer token once; the token itself is never st
 in a URL. The session cookie holds who the party is, the token id, a random nonce and an expiry, with an
 HMAC-SHA256 over them under a key only the server has (EXCHANGE_HOME/web/session.key, 0600), so any worker
 of the server verifies it without shared memory and a tampered cookie fails. Each request also checks that
-the token is still valid (not revoked, not expired), so revoking the token ends its web sessions.
+the token is still valid (not revoked, not expired), so revoking the token ends its web sessions, and that the
+session was not logged out (EXCHANGE_HOME/web/ended-sessions.json, until the cookie would have expired).
 
 CSRF: every form carries HMAC(key, "csrf|" + nonce) of its session in a hidden field; every POST compares it
 in constant time. The login form, before there is a session, uses the same scheme with a short-lived
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from exchange.atomic import write_bytes
+from exchange.atomic import write_bytes, write_text
+from exchange.locking import file_lock
 from exchange.provenance.events import Role
 
 SESSION_COOKIE = "exchange_session"
@@ -94,6 +96,34 @@ def decode_session(key: bytes, value: str | None, now: datetime | None = None) -
     except (ValidationError, ValueError):
         return None
     return session if session.expires_at > (now or datetime.now(UTC)) else None
+
+
+def _ended_path(home: Path) -> Path:
+    return home / "web" / "ended-sessions.json"
+
+
+def end_session(home: Path, session: WebSession, now: datetime) -> None:
+    """Log-out: the session's nonce is refused from now on (kept until the cookie would have expired anyway), so
+    a copy of the cookie is no use after the party logged out."""
+    path = _ended_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_suffix(".lock")):
+        ended = {n: until for n, until in _ended(home).items() if datetime.fromisoformat(until) > now}
+        ended[session.nonce] = session.expires_at.isoformat()
+        write_text(path, json.dumps(ended))
+
+
+def _ended(home: Path) -> dict[str, str]:
+    path = _ended_path(home)
+    if not path.exists():
+        return {}
+    ended: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return ended
+
+
+def session_ended(home: Path, session: WebSession) -> bool:
+    """Whether the party logged this session out."""
+    return session.nonce in _ended(home)
 
 
 def csrf_token(key: bytes, nonce: str) -> str:

@@ -333,3 +333,14 @@ def test_pages_forbid_framing_scripts_and_caching_and_unknown_things_are_404_pag
     assert department.get("/web/catalogue/NO-SUCH-ITEM").status_code == 404
     assert department.get("/v1/requests/req-20260101-deadbeef").headers["content-type"] == "application/json", \
         "the API keeps answering JSON"
+
+
+def test_after_log_out_a_copy_of_the_cookie_is_refused(parties: Parties) -> None:
+    client = parties.client("office")
+    copied = client.cookies[SESSION_COOKIE]
+    answer = client.post("/web/logout", data={"csrf": csrf_of(client, "/web/review")})
+    assert answer.status_code == 303 and answer.headers["location"] == "/web/login"
+    other = TestClient(parties.app, follow_redirects=False)
+    assert other.get("/web/review", headers={"cookie": f"{SESSION_COOKIE}={copied}"}).headers["location"] == \
+        "/web/login"
+    assert parties.client("office").get("/web/review").status_code == 200, "a new login works"

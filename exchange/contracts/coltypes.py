@@ -1,10 +1,11 @@
 """Column types: the one place that ties a canonical Arrow type to what a contract declares for it.
 
 A contract property declares ``logicalType`` (ODCS v3.1's vocabulary), ``physicalType`` and, where the type
-implies them, ``logicalTypeOptions``. physicalType is DuckDB's SQL type name: the lake is DuckDB/DuckLake, and
-datacontract-cli parses physical types in the DuckDB dialect for duckdb and Parquet servers, so the names
-outside tools read are the ones the lake reports. The Arrow types themselves stay in exchange.datasets;
-this module only translates, so the hub's behaviour does not depend on how a contract spells a type.
+implies them, ``logicalTypeOptions``. physicalType is a SQL type name as datacontract-cli maps it for duckdb
+and Parquet servers (``varchar``, ``date``, ``double``, ``bigint``, ``timestamp``): the lake is DuckDB/DuckLake,
+and that tool is what provinces check contracts and exports with. The Arrow types themselves stay in
+exchange.datasets; this module only translates, so the hub's behaviour does not depend on how a contract
+spells a type.
 
 Contracts before ODCS v3.1 spelled physicalType as Arrow prints the type (``date32[day]``,
 ``timestamp[us, tz=UTC]``). :func:`arrow_type` still reads those, so ``exchange contracts diff`` can compare
@@ -40,8 +41,11 @@ _TYPES = (
     ColumnType(pa.float32(), "number", "float"),
     ColumnType(pa.float64(), "number", "double"),
     ColumnType(pa.date32(), "date", "date"),
-    # The hub keeps instants in UTC (exchange.datasets.TIMESTAMP); DuckDB reads such a column as TIMESTAMPTZ.
-    ColumnType(pa.timestamp("us", tz="UTC"), "timestamp", "timestamp with time zone", {"timezone": True}),
+    # The hub keeps instants in UTC (exchange.datasets.TIMESTAMP), which DuckDB reads as TIMESTAMP WITH TIME ZONE.
+    # Contracts say `timestamp` + logicalTypeOptions timezone: datacontract-cli maps physicalType `timestamp` to
+    # that DuckDB type (`timestamp_ntz` to the one without), and neither DuckDB's `timestamptz` nor its long
+    # spelling is a name it maps.
+    ColumnType(pa.timestamp("us", tz="UTC"), "timestamp", "timestamp", {"timezone": True}),
 )
 _BY_ARROW = {t.arrow: t for t in _TYPES}
 _BY_PHYSICAL = {t.physical: t.arrow for t in _TYPES}

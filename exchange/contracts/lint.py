@@ -132,8 +132,8 @@ def odcs_validator(api_version: str) -> Any:
 
 def document_problems(data: Any) -> list[tuple[str, str]]:
     """(path, reason) for what lint refuses without Great Expectations: the declared ODCS version's schema,
-    semantic version, classification and masking. ``load_contract`` refuses the same, so a run never accepts a contract lint
-    refuses (the rules' GX compilation is checked when the validate stage compiles the suite)."""
+    semantic version, classification and masking. ``load_contract`` refuses the same, so a run never accepts a
+    contract lint refuses (the rules' GX compilation is checked when the validate stage compiles the suite)."""
     found = odcs_schema_problems(data)
     if found:
         return found

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.registry import Registry
 from exchange.catalogue.models import ATTRIBUTE_ZH, METHOD_ZH
@@ -507,6 +508,17 @@ def install(app: FastAPI) -> None:
         zh, en = titles.get(status, ("出错", "Error"))
         return _render(request, "error.html", who, status, title_zh=zh, title_en=en, message=str(exc))
 
+    api_http_error = app.exception_handlers.get(StarletteHTTPException)
+
+    def unknown_page(request: Request, exc: Exception) -> Response:
+        if not request.url.path.startswith("/web/") or not isinstance(exc, StarletteHTTPException):
+            assert api_http_error is not None
+            return cast(Response, api_http_error(request, exc))
+        return _render(request, "error.html", None, exc.status_code, title_zh="未找到" if exc.status_code == 404
+                       else "出错", title_en="Not found" if exc.status_code == 404 else "Error",
+                       message=f"{exc.status_code}: {request.url.path}")
+
     app.add_exception_handler(LoginRequired, redirect_to_login)
+    app.add_exception_handler(StarletteHTTPException, unknown_page)
     app.add_exception_handler(FormRefused, form_refused)
     app.add_exception_handler(ExchangeError, page_error)

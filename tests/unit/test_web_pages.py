@@ -331,6 +331,9 @@ def test_pages_forbid_framing_scripts_and_caching_and_unknown_things_are_404_pag
     assert missing.status_code == 404 and "未找到 / Not found" in missing.text.replace("</span> / <span lang=\"en\">",
                                                                                       " / ")
     assert department.get("/web/catalogue/NO-SUCH-ITEM").status_code == 404
+    no_page = department.get("/web/no-such-page")
+    assert no_page.status_code == 404 and no_page.headers["content-type"].startswith("text/html")
+    assert department.get("/v1/no-such-endpoint").json()["error"] == "not_found"
     assert department.get("/v1/requests/req-20260101-deadbeef").headers["content-type"] == "application/json", \
         "the API keeps answering JSON"
 

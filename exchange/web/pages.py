@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.registry import Registry
 from exchange.catalogue.models import ATTRIBUTE_ZH, METHOD_ZH
-from exchange.errors import AccessDenied, AuthenticationFailed, ExchangeError, UserError, outcome
+from exchange.errors import AccessDenied, AuthenticationFailed, ExchangeError, RateLimited, UserError, outcome
 from exchange.hub import Hub
 from exchange.provenance import events
 from exchange.provenance.events import Role, role_of
@@ -233,7 +233,10 @@ async def login(request: Request) -> Response:
         actor, role, token_id, expires = await run_in_threadpool(_prove, hub, bearer)
     except AuthenticationFailed as failed:
         refused = await run_in_threadpool(refuse_client, request, failed)
-        return _login_page(request, f"令牌无效 / {refused}", outcome(refused).http_status)
+        page = _login_page(request, f"令牌无效 / {refused}", outcome(refused).http_status)
+        if isinstance(refused, RateLimited):  # too many refused logins from this address: say when to retry
+            page.headers["Retry-After"] = refused.retry_after_header
+        return page
     if role not in HOME:
         return _login_page(request, "此令牌不能登录网页 / This token's party has no web pages", 403)
     session = new_session(actor, role, token_id, expires, datetime.now(UTC))

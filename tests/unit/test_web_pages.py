@@ -347,3 +347,14 @@ def test_after_log_out_a_copy_of_the_cookie_is_refused(parties: Parties) -> None
     assert other.get("/web/review", headers={"cookie": f"{SESSION_COOKIE}={copied}"}).headers["location"] == \
         "/web/login"
     assert parties.client("office").get("/web/review").status_code == 200, "a new login works"
+
+
+def test_repeated_wrong_logins_from_one_address_are_limited(parties: Parties) -> None:
+    from exchange.api.ratelimit import Rate, RejectedClients
+
+    app = create_app(parties.hub, rejected=RejectedClients(Rate(0.001, 2), interval=60))
+    client = TestClient(app, follow_redirects=False)
+    answers = [login(client, parties.tokens["department"][:-3] + "xyz") for _ in range(4)]
+    assert [a.status_code for a in answers] == [401, 401, 429, 429]
+    assert int(answers[-1].headers["retry-after"]) > 0 and "令牌无效" in answers[-1].text
+    assert len(parties.log("access_denied")) == 1, "the first at once; the rest aggregated, not one entry each"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -84,3 +85,17 @@ def test_a_non_working_filing_day_counts_from_the_next_working_day(filed: date, 
     while not is_workday(last_working):
         last_working -= timedelta(days=1)
     assert deadline(filed, n) == deadline(last_working, n)
+
+
+def test_deadlines_are_configured_per_province_and_checked(tmp_path: Path) -> None:
+    import shutil
+
+    from exchange.province_config import ADAPTERS_DIR, ProvinceConfigError, load_province
+
+    assert load_province("jiangsu").sharing.reply_days == 15 and load_province("shanghai").sharing.review_days == 3
+    shutil.copytree(ADAPTERS_DIR / "jiangsu", tmp_path / "jiangsu", ignore=shutil.ignore_patterns("*.py*"))
+    path = tmp_path / "jiangsu" / "province.yaml"
+    path.write_text(path.read_text().replace("sharing: {review_days: 5, reply_days: 15}",
+                                             "sharing: {review_days: 5, reply_days: 3}"))
+    with pytest.raises(ProvinceConfigError, match="province.yaml.*reply_days .3. must be at least review_days"):
+        load_province("jiangsu", tmp_path)

@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.models import ApiToken, SignedGrant
 from exchange.access.registry import Registry
@@ -70,7 +71,14 @@ class SharingRoute(APIRoute):
                 if caller is not None:
                     record_denial(_hub(request), caller.department.id, Kind.SHARING, request.url.path, reason,
                                   token_id=caller.token.id)
+                else:  # no department proven (a malformed file URL): counted per client address
+                    limited = _refuse_anonymous(request, f"malformed request: {reason}")
+                    if limited is not None:
+                        return _error(limited)
                 return JSONResponse(protocol.error_body(400, f"malformed request: {reason}"), status_code=400)
+            except StarletteHTTPException as exc:  # e.g. a body FastAPI cannot parse
+                return JSONResponse(protocol.error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code,
+                                    headers=exc.headers)
 
         return answer
 
@@ -86,7 +94,17 @@ def _error(exc: ExchangeError) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-router = APIRouter(prefix=PREFIX, route_class=SharingRoute, tags=["delta sharing"])
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": protocol.ErrorBody, "description": protocol.ERROR_CODES[status]} for status in statuses}
+
+
+ERRORS = _errors(400, 401, 403, 404, 429)
+_VERSION = {VERSION_HEADER: {"description": "The table version answered (a lake snapshot id)",
+                             "schema": {"type": "integer"}}}
+NDJSON_OK: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Newline-delimited JSON: a protocol line, a metaData line (and, for a query, file lines)",
+    "content": {"application/x-ndjson": {"schema": {"type": "string"}}}, "headers": _VERSION}}
+router = APIRouter(prefix=PREFIX, route_class=SharingRoute, tags=["delta sharing"], responses=ERRORS)
 
 
 def _hub(request: Request) -> Hub:
@@ -216,7 +234,9 @@ def list_all_tables(request: Request, share: str, who: Authenticated,
 # --- one table ---------------------------------------------------------------------------------------------
 
 
-@router.api_route("/shares/{share}/schemas/{schema}/tables/{table}/version", methods=["GET", "HEAD"])
+@router.head("/shares/{share}/schemas/{schema}/tables/{table}/version", include_in_schema=False)
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/version", response_class=Response,
+            responses={200: {"description": "No body; the version is in the header", "headers": _VERSION}})
 def table_version(request: Request, share: str, schema: str, table: str, who: Authenticated,
                   startingTimestamp: str | None = None) -> Response:  # noqa: N803
     """The table's current version (lake snapshot), or the first at or after startingTimestamp."""
@@ -231,7 +251,7 @@ def table_version(request: Request, share: str, schema: str, table: str, who: Au
     return Response(status_code=200, headers={VERSION_HEADER: str(version)})
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata")
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata", response_class=Response, responses=NDJSON_OK)
 def table_metadata(request: Request, share: str, schema: str, table: str, who: Authenticated) -> Response:
     """The table's protocol and metadata (schema of the delivered, masked columns) at its current version."""
     hub = _hub(request)
@@ -246,7 +266,7 @@ def table_metadata(request: Request, share: str, schema: str, table: str, who: A
     return Response(body, media_type=NDJSON, headers={VERSION_HEADER: str(current)})
 
 
-@router.post("/shares/{share}/schemas/{schema}/tables/{table}/query")
+@router.post("/shares/{share}/schemas/{schema}/tables/{table}/query", response_class=Response, responses=NDJSON_OK)
 def query_table(request: Request, share: str, schema: str, table: str, body: protocol.QueryBody,
                 who: Authenticated) -> Response:
     """The table's files at a version (default: current) or timestamp, as short-lived signed URLs."""
@@ -280,7 +300,7 @@ def query_table(request: Request, share: str, schema: str, table: str, body: pro
     return Response(protocol.ndjson(lines), media_type=NDJSON, headers={VERSION_HEADER: str(version)})
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/changes")
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/changes", response_class=Response)
 def table_changes(request: Request, share: str, schema: str, table: str, who: Authenticated) -> Response:
     """Change data feed: not offered (refused with UNSUPPORTED_OPERATION, and logged)."""
     hub = _hub(request)
@@ -301,20 +321,19 @@ def _metadata(hub: Hub, shared: SharedTable, signed: SignedGrant, materialised: 
 # --- files -------------------------------------------------------------------------------------------------
 
 
-@router.api_route("/files/{grant_id}/{snapshot}/{token_id}/{expires}/{signature}/{file}", methods=["GET", "HEAD"])
-def download(request: Request, grant_id: str, snapshot: str, token_id: str, expires: str, signature: str,
-             file: str) -> Response:
+@router.head("/files/{grant_id}/{snapshot}/{token_id}/{expires}/{signature}/{file}", include_in_schema=False)
+@router.get("/files/{grant_id}/{snapshot}/{token_id}/{expires}/{signature}/{file}", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The Parquet file "
+                             "(byte ranges served)"}})
+def download(request: Request, grant_id: str, snapshot: Annotated[int, Path(ge=0)], token_id: str,
+             expires: Annotated[int, Path(ge=0)], signature: str, file: str) -> Response:
     """A materialised file through its signed URL (byte ranges served), while its token and grant hold."""
     hub = _hub(request)
     try:
-        claim = claim_of(url_key(hub.layout.keys), grant_id, snapshot, token_id, expires, signature, file)
+        claim = claim_of(url_key(hub.layout.keys), grant_id, str(snapshot), token_id, str(expires), signature, file)
     except UrlRefused as forged:
         # No department is proven by a URL the hub did not sign: counted per client address, as bad tokens are.
-        rejected: RejectedClients = request.app.state.rejected
-        client = request.client.host if request.client else "unknown"
-        limited, due = rejected.refuse(client, str(forged))
-        write_tallies(hub, due)
-        raise limited or forged from None
+        raise _refuse_anonymous(request, str(forged)) or forged from None
     registry = Registry(hub.layout.access)
     token = next((t for t in registry.tokens() if t.id == claim.token_id), None)
     if token is None:  # signed by the hub, so the token existed: its record is gone
@@ -348,6 +367,15 @@ def download(request: Request, grant_id: str, snapshot: str, token_id: str, expi
                                                     if "range" in request.headers else {})),
         actor=who_id, subject=claim.grant_id, digests={"file": shared.sha256})
     return FileResponse(path, media_type="application/octet-stream")
+
+
+def _refuse_anonymous(request: Request, reason: str) -> RateLimited | None:
+    """Count a refusal no department is proven for against the client address (aggregated in the log, as the
+    API does for bad tokens); the rate-limit error once the address is past its allowance."""
+    rejected: RejectedClients = request.app.state.rejected
+    limited, due = rejected.refuse(request.client.host if request.client else "unknown", reason)
+    write_tallies(_hub(request), due)
+    return limited
 
 
 def _token_in_force(token: ApiToken) -> None:

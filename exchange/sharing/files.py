@@ -6,7 +6,7 @@ file name carries a digest of the view's lineage (grant id and signature, the ma
 filter and its values under the dataset's current contract), so a tightened contract or a changed grant
 never meets a file cut under the old terms, and a URL issued for the old file stops matching.
 
-Files live in EXCHANGE_HOME/sharing, written atomically (exchange/atomic.py) with a sidecar JSON recording
+Files live in EXCHANGE_HOME/delta-sharing, written atomically (exchange/atomic.py) with a sidecar JSON recording
 rows, size and SHA-256 (what the download log carries). Snapshots are immutable, so a file once written
 is reused by every later request for that view and snapshot.
 """
@@ -28,7 +28,7 @@ from exchange.atomic import atomic_path, write_text
 from exchange.errors import BadInput
 from exchange.signing.canonical import document_digest, file_sha256
 
-FOLDER = "sharing"
+FOLDER = "delta-sharing"
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -69,7 +69,7 @@ def file_path(home: Path, name: str) -> Path:
 
 
 def materialise(con: duckdb.DuckDBPyConnection, home: Path, signed: SignedGrant, snapshot_id: int) -> SharedFile:
-    """The grant's view at `snapshot_id` as a Parquet file under EXCHANGE_HOME/sharing (written once).
+    """The grant's view at `snapshot_id` as a Parquet file under EXCHANGE_HOME/delta-sharing (written once).
 
     `con` is a lake connection (``USE lake`` done); BadInput when the dataset had no table at that snapshot.
     """

@@ -182,9 +182,9 @@ class QueryBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    version: int | None = Field(default=None, ge=0, description="Table version (lake snapshot id)")
+    version: int | None = Field(default=None, ge=0, le=2**62, description="Table version (lake snapshot id)")
     timestamp: str | None = Field(default=None, description="Read the version at this ISO 8601 instant")
-    limitHint: int | None = Field(default=None, ge=0, description="Ignored")  # noqa: N815
+    limitHint: int | None = Field(default=None, description="Ignored")  # noqa: N815
     predicateHints: list[str] | None = Field(default=None, description="Ignored")  # noqa: N815
     jsonPredicateHints: str | None = Field(default=None, description="Ignored")  # noqa: N815
-    startingVersion: int | None = Field(default=None, description="Not supported (change data feed)")  # noqa: N815
+    startingVersion: int | None = Field(default=None, description="Not offered (change data feed)")  # noqa: N815

@@ -13,7 +13,7 @@ so revoking either, or the grant expiring, ends access at once, also through URL
 Every call and every download appends one provenance entry (kinds ``sharing`` and ``sharing_download``),
 every refusal an ``access_denied`` (unauthenticated ones and forged URLs aggregated per client address, as
 the API does for bad tokens). Errors carry the protocol's body, ``{"errorCode": ..., "message": ...}``.
-Change data feed is not offered (see docs/departments.md).
+Change data feed comes from DuckLake's change feed (exchange/sharing/changes.py), in the parquet format.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
@@ -40,6 +40,7 @@ from exchange.lake.connect import LAKE
 from exchange.provenance import events
 from exchange.provenance.events import Kind
 from exchange.sharing import protocol
+from exchange.sharing.changes import changes_file_name, materialise_changes
 from exchange.sharing.files import SharedFile, file_name, file_path, file_schema, materialise
 from exchange.sharing.protocol import SharedTable, Snapshot
 from exchange.sharing.urls import FileClaim, UrlRefused, check_expiry, claim_of, signed_path, url_expiry, url_key
@@ -275,7 +276,7 @@ def query_table(request: Request, share: str, schema: str, table: str, body: pro
     with _refusals_logged(hub, who, subject):
         shared, signed = _table(hub, who, share, schema, table)
         if body.startingVersion is not None:
-            raise Unsupported("change data feed queries (startingVersion) are not offered; read a version instead")
+            raise Unsupported("startingVersion in a query is not offered; ask .../changes for the change data feed")
         if body.version is not None and body.timestamp is not None:
             raise BadInput("give version or timestamp, not both")
         snapshots, current = _snapshots(request)
@@ -300,14 +301,48 @@ def query_table(request: Request, share: str, schema: str, table: str, body: pro
     return Response(protocol.ndjson(lines), media_type=NDJSON, headers={VERSION_HEADER: str(version)})
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/changes", response_class=Response)
-def table_changes(request: Request, share: str, schema: str, table: str, who: Authenticated) -> Response:
-    """Change data feed: not offered (refused with UNSUPPORTED_OPERATION, and logged)."""
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/changes", response_class=Response, responses=NDJSON_OK)
+def table_changes(request: Request, share: str, schema: str, table: str, who: Authenticated,
+                  startingVersion: Annotated[int | None, Query(ge=0, le=2**62)] = None,  # noqa: N803
+                  endingVersion: Annotated[int | None, Query(ge=0, le=2**62)] = None,  # noqa: N803
+                  startingTimestamp: str | None = None, endingTimestamp: str | None = None,  # noqa: N803
+                  includeHistoricalMetadata: bool | None = None) -> Response:  # noqa: N803
+    """Change data feed: per version in the range, the view's inserted and deleted rows (``cdf`` files)."""
     hub = _hub(request)
-    with _refusals_logged(hub, who, f"{share}.{schema}.{table}"):
-        _table(hub, who, share, schema, table)
-        raise Unsupported("change data feed is not offered by this hub; read table versions instead "
-                          "(load_as_pandas(url, version=N))")
+    subject = f"{share}.{schema}.{table}"
+    with _refusals_logged(hub, who, subject):
+        shared, signed = _table(hub, who, share, schema, table)
+        snapshots, current = _snapshots(request)
+        if (startingVersion is None) == (startingTimestamp is None):
+            raise BadInput("give startingVersion or startingTimestamp (one of them)")
+        if endingVersion is not None and endingTimestamp is not None:
+            raise BadInput("give endingVersion or endingTimestamp, not both")
+        first = startingVersion if startingVersion is not None else protocol.version_starting(
+            snapshots, protocol.parse_timestamp(str(startingTimestamp), "startingTimestamp"))
+        last = endingVersion if endingVersion is not None else current if endingTimestamp is None else \
+            protocol.version_at(snapshots, protocol.parse_timestamp(endingTimestamp, "endingTimestamp"))
+        if last > current:
+            raise BadInput(f"endingVersion {last} is after the current version {current}")
+        if first > last:
+            raise BadInput(f"the starting version {first} is after the ending version {last}")
+        times = {s.id: s.time for s in snapshots}
+        with request.app.state.lake() as con:
+            latest = materialise(con, hub.layout.home, signed, last)  # the schema the changes are delivered in
+            changed = [c for v in sorted(times) if first <= v <= last
+                       if (c := materialise_changes(con, hub.layout.home, signed, v)) is not None]
+    now = datetime.now(UTC)
+    expires = url_expiry(now, URL_SECONDS, who.token.expires_at, signed.grant.expires_on)
+    key = url_key(hub.layout.keys)
+    base = str(request.base_url).rstrip("/") + PREFIX + "/"
+    lines = [protocol.PROTOCOL_LINE, _metadata(hub, shared, signed, latest)]
+    for change in changed:
+        url = base + signed_path(key, FileClaim(signed.grant.id, change.snapshot_id, who.token.id, change.file,
+                                                expires))
+        lines.append(protocol.cdf_line(url, change.sha256[:32], change.size, datetime.fromtimestamp(expires, UTC),
+                                       change.snapshot_id, _ms(times[change.snapshot_id])))
+    _log(hub, who, subject, "changes", [shared.grant_id], snapshot_id=last, rows=sum(c.rows for c in changed),
+         files=[c.file for c in changed], urls_expire_at=datetime.fromtimestamp(expires, UTC).isoformat())
+    return Response(protocol.ndjson(lines), media_type=NDJSON, headers={VERSION_HEADER: str(first)})
 
 
 def _metadata(hub: Hub, shared: SharedTable, signed: SignedGrant, materialised: SharedFile) -> dict[str, Any]:
@@ -349,7 +384,7 @@ def download(request: Request, grant_id: str, snapshot: Annotated[int, Path(ge=0
         active = registry.active_grant(who_id, granted.grant.dataset)  # revoked, expired, not shared: refused
         if active.grant.id != claim.grant_id:
             raise AccessDenied(f"grant {claim.grant_id} has been superseded by grant {active.grant.id}")
-        if file_name(active, claim.snapshot_id) != claim.file:
+        if claim.file not in (file_name(active, claim.snapshot_id), changes_file_name(active, claim.snapshot_id)):
             raise NotFound(f"file {claim.file} is no longer served: the grant's view changed since the URL was "
                            "issued; ask for the table again (POST .../query)")
         path = file_path(hub.layout.home, claim.file)

@@ -76,7 +76,7 @@ def materialise(con: duckdb.DuckDBPyConnection, home: Path, signed: SignedGrant,
     name = file_name(signed, snapshot_id)
     path = file_path(home, name)
     sidecar = path.with_suffix(".json")
-    with _lock(name):
+    with writer_lock(name):
         if sidecar.exists() and path.exists():
             return SharedFile.model_validate_json(sidecar.read_text(encoding="utf-8"))
         sql, params, _ = grant_query(signed.grant, snapshot_id)
@@ -99,7 +99,8 @@ def file_schema(home: Path, shared: SharedFile) -> pa.Schema:
     return pq.read_schema(file_path(home, shared.file))
 
 
-def _lock(name: str) -> threading.Lock:
+def writer_lock(name: str) -> threading.Lock:
+    """The lock one server's threads take to write the file `name`."""
     # Threads of one server share temp names (pid-based), so one writer per file at a time within a process;
     # across processes the atomic rename keeps readers from ever seeing a partial file.
     with _locks_guard:

@@ -132,6 +132,14 @@ def file_line(url: str, file_id: str, size: int, rows: int, expires_at: datetime
                      "timestamp": timestamp_ms}}
 
 
+def cdf_line(url: str, file_id: str, size: int, expires_at: datetime, version: int,
+             timestamp_ms: int) -> dict[str, Any]:
+    """The ``cdf`` line of a changes response: one version's change file (it carries ``_change_type``)."""
+    return {"cdf": {"url": url, "id": file_id, "partitionValues": {}, "size": size,
+                    "expirationTimestamp": int(expires_at.timestamp() * 1000), "version": version,
+                    "timestamp": timestamp_ms}}
+
+
 def ndjson(lines: Sequence[dict[str, Any]]) -> str:
     """Newline-delimited JSON, the body of metadata and query responses."""
     return "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines)

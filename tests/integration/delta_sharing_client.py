@@ -5,7 +5,7 @@ imported by pytest. One command per call, its answer as one JSON line on stdout.
     python delta_sharing_client.py PROFILE load TABLE OUT.parquet [VERSION|-] [TIMESTAMP]
     python delta_sharing_client.py PROFILE files TABLE          (the query's file URLs, via the client's REST client)
     python delta_sharing_client.py PROFILE version TABLE [STARTING_TIMESTAMP]
-    python delta_sharing_client.py PROFILE changes TABLE
+    python delta_sharing_client.py PROFILE changes TABLE OUT.parquet STARTING_VERSION [ENDING_VERSION]
 
 A failure prints {"error": <exception class>, "status": <HTTP status or null>, "message": ...} and exits 0, so
 the test reads what the department would see.
@@ -42,8 +42,10 @@ def main(profile: str, command: str, *args: str) -> dict:
     if command == "version":
         return {"version": delta_sharing.get_table_version(url, starting_timestamp=args[1] if len(args) > 1 else None)}
     if command == "changes":
-        frame = delta_sharing.load_table_changes_as_pandas(url, starting_version=0)
-        return {"rows": len(frame)}
+        ending = int(args[3]) if len(args) > 3 else None
+        frame = delta_sharing.load_table_changes_as_pandas(url, starting_version=int(args[2]), ending_version=ending)
+        frame.to_parquet(args[1], index=False)
+        return {"rows": len(frame), "columns": list(frame.columns)}
     raise SystemExit(f"unknown command {command}")
 
 

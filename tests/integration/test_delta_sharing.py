@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -178,10 +179,36 @@ def test_an_older_version_by_version_and_by_timestamp(shared: tuple[Hub, str, Pa
     assert client(profile, "version", TABLE) == {"version": snapshots[-1]}
 
 
-def test_change_data_feed_is_refused_cleanly(shared: tuple[Hub, str, Path, list[int]]) -> None:
-    _, _, profile, _ = shared
-    answer = client(profile, "changes", TABLE)
-    assert answer["status"] == 400 and "UNSUPPORTED_OPERATION" in answer["message"]
+def rows(table: pa.Table, schema: pa.Schema) -> Counter[tuple[Any, ...]]:
+    """The table's rows in `schema`'s columns and types, as a multiset."""
+    return Counter(tuple(r.values()) for r in table.select(schema.names).cast(schema).to_pylist())
+
+
+def net_changes(path: Path, schema: pa.Schema) -> Counter[tuple[Any, ...]]:
+    """Inserted minus deleted rows of a change data feed the client loaded."""
+    feed = pq.read_table(path)
+    kinds = feed["_change_type"].to_pylist()
+    inserted = rows(feed.filter(pa.array([k == "insert" for k in kinds])), schema)
+    deleted = rows(feed.filter(pa.array([k == "delete" for k in kinds])), schema)
+    assert set(kinds) <= {"insert", "delete"}
+    return inserted - deleted
+
+
+def test_change_data_feed_adds_up_to_the_versions(shared: tuple[Hub, str, Path, list[int]], tmp_path: Path) -> None:
+    hub, _, profile, snapshots = shared
+    older, latest = (extracted(hub, tmp_path / f"x{s}", s) for s in snapshots[-2:])
+    answer = client(profile, "changes", TABLE, str(tmp_path / "window.parquet"), str(snapshots[-1]))
+    assert "error" not in answer, answer
+    assert answer["columns"][-3:] == ["_change_type", "_commit_version", "_commit_timestamp"]
+    assert net_changes(tmp_path / "window.parquet", latest.schema) == rows(latest, latest.schema) - rows(
+        older, latest.schema)
+    assert set(pq.read_table(tmp_path / "window.parquet")["_commit_version"].to_pylist()) == {snapshots[-1]}
+    # From the start, the feed (the table's creation included) adds up to the latest version, masks kept.
+    answer = client(profile, "changes", TABLE, str(tmp_path / "all.parquet"), "0", str(snapshots[-1]))
+    assert "error" not in answer, answer
+    assert net_changes(tmp_path / "all.parquet", latest.schema) == rows(latest, latest.schema)
+    assert all("*" in i for i in pq.read_table(tmp_path / "all.parquet")["holder_id"].to_pylist() if i)
+    assert any(e.details.get("operation") == "changes" for e in hub.log.read() if e.action == "sharing")
 
 
 def test_unknown_table_and_forged_url_use_the_protocol_error_body(shared: tuple[Hub, str, Path, list[int]]) -> None:

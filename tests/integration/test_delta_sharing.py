@@ -35,7 +35,7 @@ from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
 from exchange.sharing.protocol import share_name
 from tests.conftest import REPO
-from tests.hubs import extract_home
+from tests.hubs import extract_home, verify_copy
 
 CLIENT_PYTHON = Path(os.environ.get("DELTA_SHARING_PYTHON", REPO / ".venv-delta-sharing" / "bin" / "python"))
 CLIENT = Path(__file__).with_name("delta_sharing_client.py")
@@ -275,3 +275,56 @@ def test_an_expired_grant_ends_access_through_issued_urls(tmp_path: Path) -> Non
         assert refused.status_code == 403 and "expired" in refused.json()["message"]
         answer = client(tmp_path / "p.share", "load", TABLE, str(tmp_path / "x.parquet"))
         assert answer["status"] == 404 and "expired" in answer["message"]
+
+
+def test_the_home_still_verifies_after_sharing(shared: tuple[Hub, str, Path, list[int]], tmp_path: Path) -> None:
+    hub, _, profile, _ = shared
+    assert "error" not in client(profile, "load", TABLE, str(tmp_path / "t.parquet"))
+    report = verify_copy(hub.layout.home)
+    assert report.ok, [str(p) for p in report.problems]
+    kinds = {e.action for e in hub.log.read()}
+    assert {"sharing", "sharing_download", "token_issue"} <= kinds
+
+
+def test_deletions_in_the_lake_reach_the_change_data_feed_masked(tmp_path: Path) -> None:
+    """Zhejiang deletes five licences: the next version's changes are their five masked view rows, as deletes."""
+    from adapters.zhejiang.sandbox import ZhejiangSandbox
+    from exchange.access.models import Department, Grant
+    from exchange.config import ExchangeSettings
+    from exchange.synthetic import generate
+
+    home = tmp_path / "home"
+    sandbox = ZhejiangSandbox(home / "sandboxes" / "zhejiang")
+    sandbox.install()
+    sandbox.seed("e_license", generate("e_license", "zhejiang", 150, seed=5, start=START, end=MIDDLE,
+                                       defect_rate=0.0))
+    env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
+    hub = Hub(ExchangeSettings(home=home, **env))
+    first = run_exchange("zhejiang", "e_license", START, MIDDLE, hub)
+    department = "zj.housing_provident_fund"
+    registry = Registry(hub.layout.access)
+    registry.add_department(Department(id=department, name="浙江省住房公积金管理中心", province="zhejiang"))
+    registry.add_grant(Grant(
+        id="g-zj-hpf", department=department, dataset="e_license",
+        columns=["license_id", "holder_id", "holder_name", "status"], purpose="核验", legal_basis="国发〔2016〕51号",
+        approved_by="zhejiang.data_office", expires_on=datetime.now(UTC).date() + timedelta(days=30),
+        issued_at=datetime.now(UTC)), hub.signer)
+    with connect(hub.settings, read_only=True) as con:
+        gone = sorted(r[0] for r in con.execute(f"SELECT license_id FROM {LAKE}.e_license").fetchall())[:5]
+    sandbox.delete("e_license", gone, datetime(2026, 11, 4, 9, tzinfo=UTC))
+    second = run_exchange("zhejiang", "e_license", MIDDLE, END, hub)
+    assert second.status == "committed" and second.snapshot_id is not None and first.snapshot_id is not None
+    with serving(hub) as url:
+        profile = tmp_path / "zj.share"
+        from exchange.cli import app
+
+        result = CliRunner().invoke(app, ["departments", "profile", department, "--out", str(profile),
+                                          "--endpoint", f"{url}/delta-sharing"], env={"EXCHANGE_HOME": str(home)})
+        assert result.exit_code == 0, result.output
+        table = f"{share_name(department)}.datasets.e_license"
+        answer = client(profile, "changes", table, str(tmp_path / "cdf.parquet"), str(second.snapshot_id))
+    assert "error" not in answer, answer
+    feed = pq.read_table(tmp_path / "cdf.parquet")
+    assert feed["_change_type"].to_pylist() == ["delete"] * 5
+    assert sorted(feed["license_id"].to_pylist()) == gone
+    assert all("*" in v for v in feed["holder_id"].to_pylist() + feed["holder_name"].to_pylist() if v)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
 from exchange.sharing.protocol import share_name
 from tests.conftest import REPO
-from tests.hubs import extract_home, verify_copy
+from tests.hubs import extract_home, sandbox_hub, verify_copy
 
 CLIENT_PYTHON = Path(os.environ.get("DELTA_SHARING_PYTHON", REPO / ".venv-delta-sharing" / "bin" / "python"))
 CLIENT = Path(__file__).with_name("delta_sharing_client.py")
@@ -83,8 +84,10 @@ def snapshot_ids(hub: Hub) -> list[int]:
         return [int(r[0]) for r in con.execute(f"SELECT snapshot_id FROM {LAKE}.snapshots() ORDER BY 1").fetchall()]
 
 
-def extracted(hub: Hub, out: Path, snapshot: int) -> pa.Table:
-    """`exchange extract`'s rows at the snapshot (the same service the CLI command calls)."""
+def extracted(hub: Hub, snapshot: int) -> pa.Table:
+    """`exchange extract`'s rows at the snapshot (the same service the CLI command calls), cut inside the home's
+    extracts folder so that verify still finds every extract the log records."""
+    out = hub.layout.extracts / DEPARTMENT / "compare" / uuid.uuid4().hex
     signed = extract_for_department(hub, DEPARTMENT, "e_license", out, snapshot).signed
     return pq.read_table(out / signed.manifest.files[0].name)
 
@@ -149,7 +152,7 @@ def test_load_as_pandas_equals_the_extract_row_for_row_and_masks_stay(
     hub, _, profile, snapshots = shared
     answer = client(profile, "load", TABLE, str(tmp_path / "latest.parquet"))
     assert "error" not in answer, answer
-    expected = extracted(hub, tmp_path / "extract", snapshots[-1])
+    expected = extracted(hub, snapshots[-1])
     same_rows(tmp_path / "latest.parquet", expected)
     ids = pq.read_table(tmp_path / "latest.parquet")["holder_id"].to_pylist()
     assert all(i is None or "*" in i for i in ids)  # masked (region + last 4 only), as in the extract
@@ -165,9 +168,9 @@ def test_an_older_version_by_version_and_by_timestamp(shared: tuple[Hub, str, Pa
     older = snapshots[-2]
     answer = client(profile, "load", TABLE, str(tmp_path / "older.parquet"), str(older))
     assert "error" not in answer, answer
-    expected = extracted(hub, tmp_path / "extract", older)
+    expected = extracted(hub, older)
     same_rows(tmp_path / "older.parquet", expected)
-    latest = extracted(hub, tmp_path / "latest-extract", snapshots[-1])
+    latest = extracted(hub, snapshots[-1])
     assert expected.num_rows < latest.num_rows  # the second batch added rows the older version does not have
     with connect(hub.settings, read_only=True) as con:
         row = con.execute(f"SELECT snapshot_time FROM {LAKE}.snapshots() WHERE snapshot_id = ?", [older]).fetchone()
@@ -196,7 +199,7 @@ def net_changes(path: Path, schema: pa.Schema) -> Counter[tuple[Any, ...]]:
 
 def test_change_data_feed_adds_up_to_the_versions(shared: tuple[Hub, str, Path, list[int]], tmp_path: Path) -> None:
     hub, _, profile, snapshots = shared
-    older, latest = (extracted(hub, tmp_path / f"x{s}", s) for s in snapshots[-2:])
+    older, latest = (extracted(hub, s) for s in snapshots[-2:])
     answer = client(profile, "changes", TABLE, str(tmp_path / "window.parquet"), str(snapshots[-1]))
     assert "error" not in answer, answer
     assert answer["columns"][-3:] == ["_change_type", "_commit_version", "_commit_timestamp"]
@@ -290,7 +293,6 @@ def test_deletions_in_the_lake_reach_the_change_data_feed_masked(tmp_path: Path)
     """Zhejiang deletes five licences: the next version's changes are their five masked view rows, as deletes."""
     from adapters.zhejiang.sandbox import ZhejiangSandbox
     from exchange.access.models import Department, Grant
-    from exchange.config import ExchangeSettings
     from exchange.synthetic import generate
 
     home = tmp_path / "home"
@@ -298,9 +300,8 @@ def test_deletions_in_the_lake_reach_the_change_data_feed_masked(tmp_path: Path)
     sandbox.install()
     sandbox.seed("e_license", generate("e_license", "zhejiang", 150, seed=5, start=START, end=MIDDLE,
                                        defect_rate=0.0))
-    env = {k.removeprefix("EXCHANGE_").lower(): v for k, v in sandbox.env().items()}
-    hub = Hub(ExchangeSettings(home=home, **env))
-    first = run_exchange("zhejiang", "e_license", START, MIDDLE, hub)
+    hub = sandbox_hub(home, sandbox)
+    assert run_exchange("zhejiang", "e_license", START, MIDDLE, hub).status == "committed"
     department = "zj.housing_provident_fund"
     registry = Registry(hub.layout.access)
     registry.add_department(Department(id=department, name="浙江省住房公积金管理中心", province="zhejiang"))
@@ -312,8 +313,8 @@ def test_deletions_in_the_lake_reach_the_change_data_feed_masked(tmp_path: Path)
     with connect(hub.settings, read_only=True) as con:
         gone = sorted(r[0] for r in con.execute(f"SELECT license_id FROM {LAKE}.e_license").fetchall())[:5]
     sandbox.delete("e_license", gone, datetime(2026, 11, 4, 9, tzinfo=UTC))
-    second = run_exchange("zhejiang", "e_license", MIDDLE, END, hub)
-    assert second.status == "committed" and second.snapshot_id is not None and first.snapshot_id is not None
+    assert run_exchange("zhejiang", "e_license", MIDDLE, END, hub).status == "committed"
+    deleted_at = snapshot_ids(hub)[-1]
     with serving(hub) as url:
         profile = tmp_path / "zj.share"
         from exchange.cli import app
@@ -322,7 +323,7 @@ def test_deletions_in_the_lake_reach_the_change_data_feed_masked(tmp_path: Path)
                                           "--endpoint", f"{url}/delta-sharing"], env={"EXCHANGE_HOME": str(home)})
         assert result.exit_code == 0, result.output
         table = f"{share_name(department)}.datasets.e_license"
-        answer = client(profile, "changes", table, str(tmp_path / "cdf.parquet"), str(second.snapshot_id))
+        answer = client(profile, "changes", table, str(tmp_path / "cdf.parquet"), str(deleted_at))
     assert "error" not in answer, answer
     feed = pq.read_table(tmp_path / "cdf.parquet")
     assert feed["_change_type"].to_pylist() == ["delete"] * 5

@@ -32,8 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from exchange.access.models import ApiToken, SignedGrant
 from exchange.access.registry import Registry
 from exchange.access.service import record_denial, resolve_snapshot
-from exchange.api.app import ANONYMOUS, Authenticated, Caller, write_tallies
-from exchange.api.ratelimit import RejectedClients
+from exchange.api.app import ANONYMOUS, DATA, Authenticated, Caller, write_tallies
+from exchange.api.ratelimit import RejectedClients, TokenBuckets
 from exchange.errors import AccessDenied, AuthenticationFailed, BadInput, ExchangeError, NotFound, RateLimited, outcome
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE
@@ -378,6 +378,8 @@ def download(request: Request, grant_id: str, snapshot: Annotated[int, Path(ge=0
     try:
         check_expiry(claim)
         _token_in_force(token)
+        buckets: TokenBuckets = request.app.state.buckets
+        buckets.take(who_id, DATA)  # downloads share the department's request allowance (a log flood costs it)
         granted = registry.grant(claim.grant_id)
         if granted.grant.department != who_id:
             raise AccessDenied(f"grant {claim.grant_id} is not {who_id}'s")

@@ -31,10 +31,10 @@ from typer.testing import CliRunner
 from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
 from exchange.api.app import create_app
+from exchange.deltasharing.protocol import share_name
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
-from exchange.sharing.protocol import share_name
 from tests.conftest import REPO
 from tests.hubs import extract_home, sandbox_hub, verify_copy
 

@@ -27,8 +27,8 @@ def departments_profile(
     --days if sooner; read the share with the delta-sharing client (docs/departments.md).
     """
     from exchange.access.registry import Registry
-    from exchange.sharing.profile import Profile, profile_expiry, write_profile
-    from exchange.sharing.protocol import share_name
+    from exchange.deltasharing.profile import Profile, profile_expiry, write_profile
+    from exchange.deltasharing.protocol import share_name
 
     hub = _hub()
     registry = Registry(hub.layout.access)

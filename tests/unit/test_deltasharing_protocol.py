@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from exchange.access.policy import Denial
 from exchange.datasets import DATASETS
-from exchange.errors import BadInput
-from exchange.sharing.profile import token_expiry
-from exchange.sharing.protocol import (
+from exchange.deltasharing.profile import token_expiry
+from exchange.deltasharing.protocol import (
     Snapshot,
     error_body,
     find_table,
@@ -25,6 +24,7 @@ from exchange.sharing.protocol import (
     version_at,
     version_starting,
 )
+from exchange.errors import BadInput
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 

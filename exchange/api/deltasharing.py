@@ -1,9 +1,9 @@
 """The Delta Sharing REST protocol for departments, under /delta-sharing (the profile file's endpoint).
 
-Each department is a recipient with one share (exchange/sharing/protocol.py): one table per usable grant,
+Each department is a recipient with one share (exchange/deltasharing/protocol.py): one table per usable grant,
 the grant's masked, row-filtered view. A query materialises that view at the asked version (a lake snapshot)
-as Parquet (exchange/sharing/files.py) and answers with short-lived signed URLs to it
-(exchange/sharing/urls.py), which the hub serves itself below /delta-sharing/files/.
+as Parquet (exchange/deltasharing/files.py) and answers with short-lived signed URLs to it
+(exchange/deltasharing/urls.py), which the hub serves itself below /delta-sharing/files/.
 
 Access is decided as for every other department request: the bearer token and the rate limit by the
 department API's own dependency, grants by exchange/access/registry.py and policy.py at every call. A file
@@ -13,7 +13,7 @@ so revoking either, or the grant expiring, ends access at once, also through URL
 Every call and every download appends one provenance entry (kinds ``sharing`` and ``sharing_download``),
 every refusal an ``access_denied`` (unauthenticated ones and forged URLs aggregated per client address, as
 the API does for bad tokens). Errors carry the protocol's body, ``{"errorCode": ..., "message": ...}``.
-Change data feed comes from DuckLake's change feed (exchange/sharing/changes.py), in the parquet format.
+Change data feed comes from DuckLake's change feed (exchange/deltasharing/changes.py), in the parquet format.
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ from exchange.access.registry import Registry
 from exchange.access.service import record_denial, resolve_snapshot
 from exchange.api.app import ANONYMOUS, DATA, Authenticated, Caller, write_tallies
 from exchange.api.ratelimit import RejectedClients, TokenBuckets
+from exchange.deltasharing import protocol
+from exchange.deltasharing.changes import changes_file_name, materialise_changes
+from exchange.deltasharing.files import SharedFile, file_name, file_path, file_schema, materialise
+from exchange.deltasharing.protocol import SharedTable, Snapshot
+from exchange.deltasharing.urls import FileClaim, UrlRefused, check_expiry, claim_of, signed_path, url_expiry, url_key
 from exchange.errors import AccessDenied, AuthenticationFailed, BadInput, ExchangeError, NotFound, RateLimited, outcome
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE
 from exchange.provenance import events
 from exchange.provenance.events import Kind
-from exchange.sharing import protocol
-from exchange.sharing.changes import changes_file_name, materialise_changes
-from exchange.sharing.files import SharedFile, file_name, file_path, file_schema, materialise
-from exchange.sharing.protocol import SharedTable, Snapshot
-from exchange.sharing.urls import FileClaim, UrlRefused, check_expiry, claim_of, signed_path, url_expiry, url_key
 
 PREFIX = "/delta-sharing"
 URL_SECONDS = 900.0  # signed file URLs live 15 minutes (never past their token or grant)

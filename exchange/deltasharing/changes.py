@@ -9,7 +9,7 @@ Where the feed cannot say (expired snapshots, a schema change or compaction of t
 refused naming the version, rather than guessed.
 
 Each version's changes are materialised once as Parquet with a ``_change_type`` column (insert / delete),
-beside the table's version files (exchange/sharing/files.py), named after the same view lineage.
+beside the table's version files (exchange/deltasharing/files.py), named after the same view lineage.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from exchange.access.changefeed import feed_window, view_changes
 from exchange.access.extract import grant_query
 from exchange.access.models import SignedGrant
 from exchange.atomic import atomic_path, write_text
+from exchange.deltasharing.files import SharedFile, file_path, view_digest, writer_lock
 from exchange.errors import BadInput
 from exchange.lake.connect import META
-from exchange.sharing.files import SharedFile, file_path, view_digest, writer_lock
 from exchange.signing.canonical import file_sha256
 
 CHANGE_TYPE = "_change_type"

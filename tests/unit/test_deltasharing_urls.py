@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.sharing.urls import (
+from exchange.deltasharing.urls import (
     PREFIX,
     URL_KEY,
     FileClaim,

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from exchange.access.registry import Registry
 from exchange.api.app import CHECK, DATA, create_app
 from exchange.api.ratelimit import Rate, TokenBuckets
+from exchange.deltasharing.protocol import share_name
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
-from exchange.sharing.protocol import share_name
 from tests.hubs import extract_home
 
 DEPARTMENT = "js.public_security"

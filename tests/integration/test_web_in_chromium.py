@@ -27,7 +27,7 @@ from exchange.sharing.models import ItemScope, RequestForm
 from exchange.sharing.parties import issue
 from exchange.sharing.service import SharingService, catalogue_dir, sharing_dir
 from exchange.sharing.store import SharingStore
-from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS, OVERFLOWING
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +326,17 @@ def test_overdue_wrong_party_and_forged_forms(browser: Any, site: Site) -> None:
         attacker.evaluate("() => document.getElementById('f').submit()")
     assert attacker.url == f"{site.url}/web/login"
     assert SharingService(site.hub).get(late.id).state == "submitted"
+
+
+@pytest.mark.parametrize("width", [1280, 760])
+def test_no_page_scrolls_sideways(browser: Any, site: Site, width: int) -> None:
+    department = as_party(browser, site, DEPARTMENT)
+    rid = file_request(department, site)
+    office = as_party(browser, site, OFFICE)
+    for page, path in [(department, "/web/requests"), (department, f"/web/requests/{rid}"),
+                       (department, f"/web/requests/new?item={ITEM}"), (office, "/web/review"),
+                       (office, f"/web/requests/{rid}"), (office, f"/web/catalogue/{ITEM}")]:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(site.url + path)
+        result = page.evaluate(OVERFLOWING)
+        assert result["out"] == [] and result["scroll"] <= result["width"], (path, width, result["out"][:10])

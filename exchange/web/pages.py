@@ -353,7 +353,8 @@ def _detail(request: Request, who: WebSession, request_id: str, error: str = "",
     if not (who.role == Role.AUTHORITY or who.actor in (req.form.department, req.provider_office)):
         _refuse_page(service, who, "request", request_id, "这不是您的申请，也不是提交给您的",
                      f"request {request_id} is neither {who.actor}'s nor addressed to it")
-    evidence = service.evidence(request_id) if who.role == Role.AUTHORITY or req.dispute else None
+    # The evidence bundle reads the whole log (archives too): only for a dispute, and only the authority sees it.
+    evidence = service.evidence(request_id) if who.role == Role.AUTHORITY and req.dispute else None
     items = {s.item: service.catalogue.current().get(s.item) for s in req.form.items}
     return _render(request, "request.html", who, status, **_view(service, req), evidence=evidence, error=error,
                    items=items, today=service.today())

@@ -63,6 +63,12 @@ def _dictpath(spec: dict[str, Any]) -> Result:
     return run_dictpath(spec["dataset"], Path(spec["root"]), int(spec["sample"]), _out(spec))
 
 
+def _reader(spec: dict[str, Any]) -> Result:
+    from benchmarks.sql_readers import run_reader
+
+    return run_reader(spec)
+
+
 def _verify(spec: dict[str, Any]) -> Result:
     from benchmarks.verify_scenario import run_verify
 
@@ -131,6 +137,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "pull": _pull,
     "peer": _peer,
     "dictpath": _dictpath,
+    "reader": _reader,
     "verify": _verify,
     "build_lake": _build_lake,
     "build_synthetic_lake": _build_synthetic_lake,

@@ -69,6 +69,12 @@ def _reader(spec: dict[str, Any]) -> Result:
     return run_reader(spec)
 
 
+def _zhejiang_pull(spec: dict[str, Any]) -> Result:
+    from benchmarks.zhejiang_pull import run_zhejiang_pull
+
+    return run_zhejiang_pull({**spec, "out": str(_out(spec))})
+
+
 def _verify(spec: dict[str, Any]) -> Result:
     from benchmarks.verify_scenario import run_verify
 
@@ -138,6 +144,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "peer": _peer,
     "dictpath": _dictpath,
     "reader": _reader,
+    "zhejiang_pull": _zhejiang_pull,
     "verify": _verify,
     "build_lake": _build_lake,
     "build_synthetic_lake": _build_synthetic_lake,

@@ -43,8 +43,10 @@ class Unreadable(Exception):
 
 
 def supported(url: sa.URL) -> bool:
-    """Whether `url`'s database has an ADBC driver installed (SQLite and PostgreSQL)."""
+    """Whether `url`'s database has an ADBC driver installed (SQLite files and PostgreSQL)."""
     module = _DRIVERS.get(url.get_backend_name())
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return False  # a second connection to an in-memory database would see another, empty database
     return module is not None and importlib.util.find_spec(module) is not None
 
 
@@ -79,7 +81,7 @@ class ArrowReader:
         if self.backend == "sqlite":
             import adbc_driver_sqlite.dbapi
 
-            return adbc_driver_sqlite.dbapi.connect(self._url.database or ":memory:")
+            return adbc_driver_sqlite.dbapi.connect(self._url.database)
         import adbc_driver_postgresql.dbapi
 
         # libpq takes the URL as SQLAlchemy has it (options such as search_path included), minus the driver.

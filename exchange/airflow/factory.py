@@ -128,7 +128,8 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
 
     # An upstream dataset's commit is skipped when its interval brought nothing new; that must not skip
     # this chain, but an upstream failure must stop it (its records could reference unregistered entities).
-    @task(task_id=f"pull_{dataset}", task_display_name=task_display_name(dataset, "pull"), trigger_rule=TriggerRule.NONE_FAILED if has_upstream else TriggerRule.ALL_SUCCESS)
+    @task(task_id=f"pull_{dataset}", task_display_name=task_display_name(dataset, "pull"),
+          trigger_rule=TriggerRule.NONE_FAILED if has_upstream else TriggerRule.ALL_SUCCESS)
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.airflow.connections import settings_overrides
         from exchange.config import ExchangeSettings

@@ -24,7 +24,8 @@ def publish_dag() -> DAG:
 
     schedule = reduce(operator.or_, (lake_asset(name) for name in DATASETS))  # any table changed
 
-    @dag(dag_id="exchange_publish", dag_display_name="共享数据 发布 · publish extracts", schedule=schedule, start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
+    @dag(dag_id="exchange_publish", dag_display_name="共享数据 发布 · publish extracts",
+         schedule=schedule, start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
          catchup=False, max_active_runs=1, tags=["exchange", "publish"],
          default_args={"owner": HUB_OFFICE, "retries": 2, "retry_delay": timedelta(minutes=2)})
     def exchange_publish() -> None:
@@ -49,7 +50,8 @@ def audit_dag() -> DAG:
     A broken chain, manifest or file fails the run loudly (and no checkpoint is written past it).
     """
 
-    @dag(dag_id="exchange_audit", dag_display_name="审计 核验 · nightly audit", schedule="0 4 * * *", start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
+    @dag(dag_id="exchange_audit", dag_display_name="审计 核验 · nightly audit",
+         schedule="0 4 * * *", start_date=pendulum.datetime(2026, 11, 1, tz=TZ),
          catchup=False, max_active_runs=1, tags=["exchange", "audit"], default_args={"owner": HUB_OFFICE, "retries": 0})
     def exchange_audit() -> None:
         @task

@@ -119,10 +119,9 @@ def on_dag_run_success(dag_run: Any, msg: str) -> None:
 
 
 def _reports_app() -> Any:
+    from airflow.api_fastapi.core_api.security import get_user
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi.responses import FileResponse
-
-    from airflow.api_fastapi.core_api.security import get_user
 
     app = FastAPI(title="exchange hub reports", docs_url=None, redoc_url=None, openapi_url=None)
 

@@ -96,24 +96,35 @@ def run_note(province: str, start: datetime, end: datetime, summaries: dict[str,
     return "\n".join(lines)
 
 
-def on_dag_run_success(dag_run: Any, msg: str) -> None:
-    """Listener hook (scheduler, or dag.test in the demo): note the batches of a province run."""
+def note_for(dag_id: str, start: datetime | None, end: datetime | None) -> str | None:
+    """The note of a province run over [start, end): from its batches' report summaries; None for other DAGs."""
     from adapters.base import Window
     from exchange.hub import batch_id_for
     from exchange.province_config import load_province
 
-    province = province_of(str(dag_run.dag_id))
-    start, end = dag_run.data_interval_start, dag_run.data_interval_end
+    province = province_of(dag_id)
     if province not in PROVINCES or start is None or end is None:
+        return None
+    reports = _reports_dir() / province
+    summaries: dict[str, dict[str, Any] | None] = {}
+    for name in load_province(province).datasets:
+        path = reports / f"{batch_id_for(province, name, Window(start, end))}.summary.json"
+        summaries[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return run_note(province, start, end, summaries)
+
+
+def on_dag_run_success(dag_run: Any, msg: str) -> None:
+    """Listener hook (the scheduler): note the batches of a province run, in the scheduler's own transaction."""
+    from sqlalchemy.orm import object_session
+
+    # Only a run bound to the caller's session: a second session would wait on the locks that one holds.
+    # (dag.test() hands a detached run; the demo notes its runs itself, exchange/airflow/local_runs.py.)
+    if object_session(dag_run) is None:
         return
     try:
-        reports = _reports_dir() / province
-        summaries: dict[str, dict[str, Any] | None] = {}
-        for name in load_province(province).datasets:
-            path = reports / f"{batch_id_for(province, name, Window(start, end))}.summary.json"
-            summaries[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        if not dag_run.note:  # an office's own note is never overwritten
-            dag_run.note = run_note(province, start, end, summaries)
+        note = note_for(str(dag_run.dag_id), dag_run.data_interval_start, dag_run.data_interval_end)
+        if note and not dag_run.note:  # an office's own note is never overwritten
+            dag_run.note = note
     except Exception:  # noqa: BLE001 - a note is a courtesy; it must never fail the scheduler's loop
         log.exception("could not write the run note of %s %s", dag_run.dag_id, dag_run.run_id)
 

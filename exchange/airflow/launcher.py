@@ -135,13 +135,18 @@ def ui_env(layout: Layout, port: int, base: dict[str, str]) -> dict[str, str]:
 
 
 def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by whoever inherited it) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def running(paths: UiPaths) -> dict[str, int]:

@@ -137,12 +137,16 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
     time.sleep(QUIET_SECONDS)
     after = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit")}
     assert after == before
+    assert all(len(runs) == 1 for runs in after.values()), f"only the demo's own runs: {after}"
     assert not list((ui.home / "reports" / "alerts").glob("*.json"))
     for province in PROVINCES:
         for r in _runs(ui, f"exchange_{province}"):
             deadlines = ui.get(f"/ui/dags/exchange_{province}/dagRuns/{urllib.parse.quote(r['dag_run_id'], safe='')}"
                                "/deadlines")
             assert not [d for d in deadlines.get("deadlines", []) if d.get("missed")], deadlines
+
+    api_log = (ui.home / "airflow" / "logs" / "ui" / "api-server.log").read_text(errors="replace")
+    assert "looks like production" not in api_log
 
     _grid_in_chromium(ui, tmp_path / "grid.png")
 

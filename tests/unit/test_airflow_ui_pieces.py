@@ -146,3 +146,40 @@ def test_every_dataset_has_english_words() -> None:
     from exchange.airflow.display import DATASET_ENGLISH
 
     assert set(DATASET_ENGLISH) == set(DATASETS)
+
+
+def _deadline_context() -> dict[str, dict[str, str]]:
+    return {"dag_run": {"dag_id": "exchange_jiangsu", "dag_run_id": "scheduled__2026-11-09T18:00:00+00:00",
+                        "run_type": "scheduled", "state": "running",
+                        "data_interval_start": "2026-11-09T18:00:00Z", "data_interval_end": "2026-11-10T18:00:00Z"},
+            "deadline": {"id": "d1", "deadline_time": "2026-11-10T20:00:00+00:00"}}
+
+
+def _manifests(home: Path, created: dict[str, str]) -> None:
+    from adapters.base import Window
+    from exchange.hub import batch_id_for
+    from exchange.provenance.manifest import manifest_path
+
+    window = Window(datetime(2026, 11, 9, 18, tzinfo=UTC), datetime(2026, 11, 10, 18, tzinfo=UTC))
+    for name, at in created.items():
+        path = manifest_path(home / "manifests", "jiangsu", name, batch_id_for("jiangsu", name, window))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"manifest": {"created_at": at}}))
+
+
+@pytest.mark.parametrize(("late", "missing", "alert"), [(False, False, False), (True, False, True),
+                                                         (False, True, True)])
+def test_a_window_committed_in_time_by_hand_raises_no_deadline_alert(home: Path, late: bool, missing: bool,
+                                                                      alert: bool) -> None:
+    from exchange.airflow.errors import record_deadline_miss
+
+    datasets = load_province("jiangsu").datasets
+    created = {name: "2026-11-10T19:10:00+00:00" for name in datasets}
+    if late:
+        created[datasets[0]] = "2026-11-10T20:05:00+00:00"
+    if missing:
+        del created[datasets[-1]]  # nothing new for it: no manifest, so the window is not known to be done
+    _manifests(home, created)
+    path = record_deadline_miss(province="jiangsu", deadline="2h", context=_deadline_context(),
+                                now=datetime(2026, 11, 11, 8, tzinfo=UTC))
+    assert (path is not None) == alert

@@ -326,11 +326,11 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
                                             token_id=who.token.id, lake=shared_lake,
                                             failures=app.state.check_failures)
 
+    from exchange.api.deltasharing import router as delta_sharing  # imported here: it builds on this module
+    app.include_router(delta_sharing)
     from exchange.api.sharing import router as sharing_router  # here: it uses identify() from this module
 
     app.include_router(sharing_router)
-    from exchange.api.deltasharing import router as delta_sharing  # imported here: it builds on this module
-    app.include_router(delta_sharing)
     install_web_pages(app)  # the server-rendered pages under /web/ (exchange/web/)
     return app
 

@@ -3,7 +3,7 @@
 Every party authenticates with its own bearer token: a department with the token `exchange departments
 token` issued, a province data office or the coordinating authority with one from `exchange requests token`.
 Who may take which step is decided by exchange.sharing (the service and its state machine), not here; this
-module only maps HTTP onto it. Refusals are logged there, as ``sharing_refused``.
+module only maps HTTP onto it. Refusals are logged there, as ``request_refused``.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ def requests_file(form: Annotated[Path, typer.Argument(help="Request as JSON (sc
             claimed = str(json.loads(form.read_bytes()).get("department") or "operator")
         except (OSError, ValueError, AttributeError):
             claimed = "operator"
-        hub.log.append(hub.signer, events.SharingRefused(attempt="file", reason=str(bad)), actor=claimed,
+        hub.log.append(hub.signer, events.RequestRefused(attempt="file", reason=str(bad)), actor=claimed,
                        subject="request")
         raise
     service = _service()

@@ -75,7 +75,7 @@ class Kind(StrEnum):
     DISPUTE_DECIDE = "dispute_decide"
     GRANT_CLOSE = "grant_close"
     ONWARD_CONSENT = "onward_consent"
-    SHARING_REFUSED = "sharing_refused"
+    REQUEST_REFUSED = "request_refused"
 
 
 class Role(StrEnum):
@@ -858,11 +858,11 @@ class OnwardConsent(Event):
     purpose: str = _f("For what")
 
 
-class SharingRefused(Event):
+class RequestRefused(Event):
     """The hub refused a step of the sharing process (a request beyond its item, a second return, a forged or
     replayed decision, onward sharing without consent, ...), with the reason it gave."""
 
-    kind = Kind.SHARING_REFUSED
+    kind = Kind.REQUEST_REFUSED
     roles = _ALL
     subject = Subject.SHARING_ATTEMPT
     section = Section.ACCESS

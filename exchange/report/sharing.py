@@ -15,7 +15,7 @@ from exchange.sharing.models import SharingRequest
 
 _table = partial(table, empty="无 / none")
 DECISION_KINDS = (Kind.REQUEST_DECISION, Kind.DISPUTE_DECIDE, Kind.REQUEST_ESCALATE, Kind.GRANT_CLOSE,
-                  Kind.SHARING_REFUSED)
+                  Kind.REQUEST_REFUSED)
 
 
 def read_requests(home: Path) -> list[SharingRequest]:

@@ -5,7 +5,7 @@ contain, exchange.sharing.machine for whether the step is allowed now, exchange.
 clock), writes the new state under the sharing lock, and appends one provenance entry. Decisions are signed
 by the deciding party's key (a province office's, the coordinating authority's) and verified as any outside
 document would be before they are applied: a forged one fails the signature or role check, a replayed one
-the step check. Every refusal, of any step, is logged as ``sharing_refused`` with the reason given.
+the step check. Every refusal, of any step, is logged as ``request_refused`` with the reason given.
 """
 
 from __future__ import annotations
@@ -116,11 +116,11 @@ class SharingService:
 
     @contextmanager
     def refusing(self, actor: str, attempt: str, subject: str) -> Iterator[None]:
-        """Log any refusal or bad input of the step as sharing_refused, then let it through to the caller."""
+        """Log any refusal or bad input of the step as request_refused, then let it through to the caller."""
         try:
             yield
         except UserError as refused:
-            self.hub.log.append(self.hub.signer, events.SharingRefused(attempt=attempt, reason=str(refused)),
+            self.hub.log.append(self.hub.signer, events.RequestRefused(attempt=attempt, reason=str(refused)),
                                 actor=actor, subject=subject)
             raise
 

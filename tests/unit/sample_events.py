@@ -140,5 +140,5 @@ SAMPLES: list[Sample] = [
     Sample(events.GrantClose(reason="purpose_met", grants=[f"{REQUEST}.1"]), DEPARTMENT, REQUEST, {}),
     Sample(events.OnwardConsent(to_department="js.housing_fund", purpose="joint case"), OFFICE, f"{REQUEST}.1",
            {"consent": H}),
-    Sample(events.SharingRefused(attempt="return", reason="already returned once"), OFFICE, REQUEST, {}),
+    Sample(events.RequestRefused(attempt="return", reason="already returned once"), OFFICE, REQUEST, {}),
 ]

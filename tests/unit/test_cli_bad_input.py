@@ -127,6 +127,8 @@ CASES: list[Case] = [
     Case("contracts lint", ("{missing}.odcs.yaml",), 2, "no such contract file"),
     Case("contracts diff", ("{missing}", "{garbage}"), 2, "No such file or directory"),
     Case("lake attach-sql", ("--copy", "{missing}"), 2, "no lake catalog at"),
+    Case("departments profile", ("nobody.here", "--out", "{tmp}/profile.share"), 2,
+         "unknown department 'nobody.here'"),
     # sharing (issue 19): the catalogue, requests, reviews, disputes, retention
     Case("catalogue publish", (), 2, "is a file, not a folder", home="file"),
     Case("catalogue list", (), 2, "is a file, not a folder", home="file"),

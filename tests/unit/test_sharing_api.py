@@ -71,8 +71,8 @@ def test_file_return_resubmit_approve_over_http(parties: tuple[TestClient, Hub, 
     assert approved.json()["request"]["grants"] == [f"{rid}.1"]
     assert client.get("/v1/overdue", headers=h["authority"]).json() == []
     evidence = client.get(f"/v1/requests/{rid}/evidence", headers=h["authority"]).json()
-    assert [e["action"] for e in evidence["log"]][:2] == ["request_file", "sharing_refused"]
-    refused = [e for e in hub.log.read() if e.action == "sharing_refused"]
+    assert [e["action"] for e in evidence["log"]][:2] == ["request_file", "request_refused"]
+    refused = [e for e in hub.log.read() if e.action == "request_refused"]
     assert {e.actor for e in refused} == {"anhui.data_office", "shanghai.data_office"}
 
 
@@ -84,5 +84,5 @@ def test_a_party_cannot_file_for_another_and_tokens_are_required(
     sql = _form() | {"items": [{"item": ITEM, "columns": ["status"], "row_scope": ["1=1"]}]}
     bad = client.post("/v1/requests", json=sql, headers=h["department"])
     assert bad.status_code == 422 and "free SQL" in bad.json()["reason"]
-    denied = [e for e in hub.log.read() if e.action in ("sharing_refused", "access_denied")]
+    denied = [e for e in hub.log.read() if e.action in ("request_refused", "access_denied")]
     assert [e.actor for e in denied] == ["anonymous", "shanghai.data_office", DEPARTMENT]

@@ -75,7 +75,7 @@ def form(item: str = SH_LICENCES, **changes: object) -> RequestForm:
 
 def refusals(hub: Hub) -> list[dict[str, object]]:
     return [e.details | {"actor": e.actor, "subject": e.subject} for e in hub.log.read()
-            if e.action == "sharing_refused"]
+            if e.action == "request_refused"]
 
 
 def actions(hub: Hub, subject: str) -> list[str]:
@@ -297,8 +297,8 @@ def test_a_dispute_is_decided_on_both_statements_and_the_whole_history(service: 
     assert bundle.request.dispute.office_statement == "申请未说明核验场景"
     assert bundle.request.refusal_reason == "申请用途与证照核验无关"
     # The refused attempts are part of the history too.
-    assert [e["action"] for e in bundle.log] == ["request_file", "request_decision", "sharing_refused",
-                                                 "sharing_refused", "dispute_raise", "dispute_statement"]
+    assert [e["action"] for e in bundle.log] == ["request_file", "request_decision", "request_refused",
+                                                 "request_refused", "dispute_raise", "dispute_statement"]
     with pytest.raises(IllegalStep, match="coordinating authority"):
         service.decide_dispute(req.id, SH, "overturn", "x")
     req = service.decide_dispute(req.id, "authority", "overturn", "职责依据充分，请重新审核")

@@ -4,7 +4,7 @@ Server-rendered (Jinja2, autoescaped) on the department API's app, no JavaScript
 with its bearer token (exchange.web.session: a signed HttpOnly, SameSite=Strict cookie; the token is never
 kept or put in a URL); every POST carries the session's CSRF token. Every step goes through
 exchange.sharing.service.SharingService, exactly as the CLI's and the API's do, so decisions are signed by the
-deciding party's key and logged the same way; refusals are logged there as ``sharing_refused``, and so are
+deciding party's key and logged the same way; refusals are logged there as ``request_refused``, and so are
 forms refused here (bad input, a missing or wrong CSRF token).
 """
 
@@ -130,7 +130,7 @@ def _render(request: Request, name: str, session: WebSession | None, status: int
 
 
 def _refuse_page(service: SharingService, who: WebSession, page: str, subject: str, zh: str, en: str) -> NoReturn:
-    """A page for another party: logged as sharing_refused, answered with the 403 page."""
+    """A page for another party: logged as request_refused, answered with the 403 page."""
     with service.refusing(who.actor, f"open {page}", subject):
         raise AccessDenied(f"{zh} / {en}")
 
@@ -149,7 +149,7 @@ async def _posted(request: Request, who: WebSession, subject: str) -> forms.Fiel
         hub = _hub(request)
         # The route's pattern, not the path: nothing the browser chose goes into the log unchecked.
         route = getattr(request.scope.get("route"), "path", "/web/")
-        await run_in_threadpool(hub.log.append, hub.signer, events.SharingRefused(
+        await run_in_threadpool(hub.log.append, hub.signer, events.RequestRefused(
             attempt=f"web form {route}", reason="the form's CSRF token is missing or not this session's"),
             actor=who.actor, subject=subject if REQUEST_ID.fullmatch(subject) else "request")
         raise FormRefused

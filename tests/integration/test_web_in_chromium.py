@@ -236,7 +236,7 @@ def test_refuse_dispute_and_the_authority_decides(browser: Any, site: Site) -> N
     office.wait_for_load_state()
     assert office.locator("#error").inner_text() == "理由（reason）：必填 / reason: is required"
     assert state(office) == "submitted"
-    assert site.entries(rid)[-1].action == "sharing_refused" and site.entries(rid)[-1].details["attempt"] == "refuse"
+    assert site.entries(rid)[-1].action == "request_refused" and site.entries(rid)[-1].details["attempt"] == "refuse"
     office.check("#outcome-refuse")
     office.fill("#reason", "申请用途与所需字段不相符")
     office.click("#decide")
@@ -268,7 +268,7 @@ def test_refuse_dispute_and_the_authority_decides(browser: Any, site: Site) -> N
     assert authority.locator("#department-statement").inner_text() == "字段均为核验所必需"
     assert authority.locator("#office-statement-text").inner_text() == "状态字段之外无需其他字段"
     logged = authority.locator("#evidence-log tbody tr td:nth-child(3)").all_inner_texts()
-    assert logged[:2] == ["request_file", "sharing_refused"] and "dispute_statement" in logged
+    assert logged[:2] == ["request_file", "request_refused"] and "dispute_statement" in logged
     assert authority.locator("#evidence-decisions tbody tr").count() == 1
     authority.check("#overturn")
     authority.fill("#reasoning", "拒绝理由不足，应重新审核")
@@ -302,7 +302,7 @@ def test_overdue_wrong_party_and_forged_forms(browser: Any, site: Site) -> None:
     other = as_party(browser, site, "anhui.data_office")
     answer = other.goto(f"{site.url}/web/requests/{late.id}")
     assert answer.status == 403 and "无权访问 / Forbidden" in other.locator("#error-title").inner_text()
-    assert (site.entries(late.id)[-1].action, site.entries(late.id)[-1].actor) == ("sharing_refused",
+    assert (site.entries(late.id)[-1].action, site.entries(late.id)[-1].actor) == ("request_refused",
                                                                                    "anhui.data_office")
     assert other.goto(f"{site.url}/web/authority").status == 403
 
@@ -315,7 +315,7 @@ def test_overdue_wrong_party_and_forged_forms(browser: Any, site: Site) -> None:
     assert "表单已失效 / Form refused" in office.locator("#error-title").inner_text()
     refused = site.entries(late.id)[-1]
     assert (refused.action, refused.actor, refused.details["attempt"]) == (
-        "sharing_refused", OFFICE, "web form /web/requests/{request_id}/decision")
+        "request_refused", OFFICE, "web form /web/requests/{request_id}/decision")
     assert SharingService(site.hub).get(late.id).state == "submitted"
 
     # A page on another site posting to the hub: SameSite=Strict keeps the session cookie away, so nothing happens.

@@ -120,7 +120,7 @@ def test_each_party_lands_on_its_own_page_and_other_pages_are_403(parties: Parti
             refused = client.get(other)
             assert refused.status_code == 403, (who, other)
             assert "无权访问" in refused.text and "Forbidden" in refused.text
-    logged = parties.log("sharing_refused")
+    logged = parties.log("request_refused")
     assert len(logged) == 6 and all(e.details["attempt"].startswith("open ") for e in logged)
 
 
@@ -172,7 +172,7 @@ def test_a_post_without_the_sessions_csrf_token_is_refused_and_logged(parties: P
         data["csrf"] = csrf
     answer = client.post("/web/requests", data=data)
     assert answer.status_code == 403 and "CSRF" in answer.text
-    refused = parties.log("sharing_refused")
+    refused = parties.log("request_refused")
     assert [(e.actor, e.details["attempt"]) for e in refused] == [(DEPARTMENT, "web form /web/requests")]
     assert SharingService(parties.hub).requests() == [], "nothing was filed"
 
@@ -212,7 +212,7 @@ def test_file_return_resubmit_approve_through_the_pages(parties: Parties) -> Non
     owners = {k.key_id: k.owner for k in parties.hub.keyring.trust_bundle().keys}
     assert {owners[d.signature.key_id] for d in decisions} == {OFFICE}
     logged = [(e.action, e.actor) for e in parties.hub.log.read() if e.subject == rid]
-    assert logged == [("request_file", DEPARTMENT), ("sharing_refused", "anhui.data_office"),
+    assert logged == [("request_file", DEPARTMENT), ("request_refused", "anhui.data_office"),
                       ("request_decision", OFFICE), ("request_resubmit", DEPARTMENT), ("request_decision", OFFICE)]
 
 
@@ -253,7 +253,7 @@ def test_bad_form_input_shows_the_form_again_with_one_bilingual_line(parties: Pa
         errors = re.findall(r'<p class="error" id="error" role="alert">(.*?)</p>', text, re.S)
         assert len(errors) == 1 and "\n" not in errors[0] and line in errors[0], (override, errors)
         assert 'id="request-form"' in text and 'value="张三 021-12345678"' in text, "the form again, as filled in"
-    assert len(parties.log("sharing_refused")) == len(cases)
+    assert len(parties.log("request_refused")) == len(cases)
     assert SharingService(parties.hub).requests() == []
 
 

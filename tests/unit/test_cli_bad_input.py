@@ -129,6 +129,8 @@ CASES: list[Case] = [
     Case("lake attach-sql", ("--copy", "{missing}"), 2, "no lake catalog at"),
     Case("departments profile", ("nobody.here", "--out", "{tmp}/profile.share"), 2,
          "unknown department 'nobody.here'"),
+    Case("airflow up", ("--port", "70000"), 2, "Invalid value for '--port'"),
+    Case("airflow down", (), 2, "is a file, not a folder", home="file"),
     # sharing (issue 19): the catalogue, requests, reviews, disputes, retention
     Case("catalogue publish", (), 2, "is a file, not a folder", home="file"),
     Case("catalogue list", (), 2, "is a file, not a folder", home="file"),

@@ -2,9 +2,10 @@
 
 The signature then verifies, so what must catch the edit are verify's own checks of the manifest against the lake
 (storecheck._verify_manifest): counts conserved, delete files against the deletions, lake rows against the counts.
-Each test names the one check it exists for; with that check disabled (`if False:`) the test fails (issue 21).
-The last tests bypass nothing in the chain: an entry whose hash chain is intact but whose Ed25519 signature is not
-the hub's over that hash is named for its signature, not for a side effect.
+Verify also names such a manifest as replaced (the log's commit entry carries the old digest), so each test asserts
+the one check it exists for, and fails when that check alone is disabled (`if False:`, issue 21).
+The last tests forge a log entry whose hash chain is intact but whose Ed25519 signature is not the hub's over its
+hash: it is named for its signature, not caught as a side effect of another check.
 """
 
 from __future__ import annotations

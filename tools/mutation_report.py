@@ -89,8 +89,11 @@ def rates(verdicts: Mapping[str, int | None], equivalent: Mapping[str, str]) -> 
 
 
 def stale(verdicts: Mapping[str, int | None], equivalent: Mapping[str, str]) -> list[str]:
-    """Listed as equivalent, but killed now or no longer generated (the code changed): to remove from the list."""
-    return sorted(n for n in equivalent if n not in verdicts or verdicts[n] in DETECTED)
+    """Listed as equivalent, but killed now or no longer generated (the code changed): to remove from the list.
+    Only for modules that have results (a narrowed run says nothing about the others)."""
+    run = {module_of(n) for n in verdicts}
+    return sorted(n for n in equivalent
+                  if module_of(n) in run and (n not in verdicts or verdicts[n] in DETECTED))
 
 
 def read_verdicts(mutants: Path, modules: Iterable[str]) -> dict[str, int | None]:

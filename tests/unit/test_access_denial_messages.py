@@ -50,6 +50,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("no usable grant, with why", lambda: policy.query_scope("d", [], ["one", "two"]),
      "d holds no usable grant: one; two"),
     ("no usable grant", lambda: policy.query_scope("d", [], []), "d holds no usable grant"),
+    ("no extract key", lambda: policy.extract_key("d", None),
+     "d has no extract public key to encrypt to; register one with `exchange departments set-key` "
+     "(or `departments keygen` for a demo)"),
+    ("between with one value",
+     lambda: policy.row_filter([RowCondition(column="issued_on", op="between", values=["2026-01-01"])], SCHEMA),
+     "between on issued_on needs exactly two values"),
 ]
 
 

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.signing.signers import ED25519, public_key_from_pem, public_key_pem
+from exchange.signing.signers import ED25519, SM2_SM3, public_key_from_pem, public_key_pem
+from exchange.signing.sm2 import SM2PrivateKey
 
 
 def _ed25519_raw(seed: bytes) -> bytes:
@@ -25,6 +26,13 @@ def test_an_ed25519_key_round_trips_through_pem(seed: bytes) -> None:
     pem = public_key_pem(ED25519, raw)
     assert pem is not None and pem.startswith("-----BEGIN PUBLIC KEY-----\n")
     assert public_key_from_pem(pem.encode("ascii")) == (ED25519, raw)
+
+
+def test_an_sm2_key_round_trips_through_pem() -> None:
+    raw = SM2PrivateKey.generate().public_key().to_bytes()
+    pem = public_key_pem(SM2_SM3, raw)
+    assert pem is not None and pem.startswith("-----BEGIN PUBLIC KEY-----\n")
+    assert public_key_from_pem(pem.encode("ascii")) == (SM2_SM3, raw)
 
 
 def test_an_unknown_algorithm_has_no_pem() -> None:

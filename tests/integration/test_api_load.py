@@ -92,7 +92,7 @@ def served(home: Path) -> Iterator[Served]:
                                            timeout_keep_alive=30))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a hang guard: the loop ends as soon as uvicorn is up
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)

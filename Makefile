@@ -3,7 +3,7 @@
 #   make test  also installs the extras the suite exercises (dev; bench for the benchmark smoke tests;
 #              celery for the Celery-worker integration test) and the Debian packages pip cannot
 #              (chromium for the report's page test, fonts-noto-cjk for Chinese text in pages, age to open
-#              encrypted extracts as a department would).
+#              encrypted extracts as a department would), and datacontract-cli in its own venv (.venv-tools).
 # Separate stamps: `make demo` then `make test` adds the extras; `make test` then `make demo` adds nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,6 +11,12 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 TEST_STAMP := $(VENV)/.test-stamp
 TEST_EXTRAS := dev,bench,celery
+# datacontract-cli (the ODCS tool provinces lint contracts with) pins typer<0.28, older than the hub's, so it
+# lives in a venv of its own; `make lint` and tests/integration/test_datacontract_cli.py run it from there.
+TOOLS_VENV ?= .venv-tools
+DATACONTRACT := $(TOOLS_VENV)/bin/datacontract
+# The duckdb extra (and the lake's duckdb) for `datacontract test` on a DuckDB export of the lake.
+DATACONTRACT_CLI := 'datacontract-cli[duckdb]==1.2.8' duckdb==1.5.5
 # Debian packages the tests need that pip cannot install; apt-get runs only for the missing ones.
 SYSTEM_PACKAGES ?= chromium fonts-noto-cjk age
 
@@ -31,7 +37,12 @@ $(TEST_STAMP): pyproject.toml Makefile | $(BIN)/python
 
 install: $(RUNTIME_STAMP)
 
-install-test: $(TEST_STAMP) system-packages
+install-test: $(TEST_STAMP) system-packages $(DATACONTRACT)
+
+$(DATACONTRACT): Makefile
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet $(DATACONTRACT_CLI)
+	touch $(DATACONTRACT)
 
 # One `apt-get update`, then one install of only what dpkg does not list as installed; nothing when all are.
 system-packages:
@@ -54,10 +65,11 @@ test: install-test  ## the whole suite, slow scenarios included (what CI runs)
 test-fast: install-test  ## the quick loop: everything but the slow scenarios
 	$(BIN)/pytest -m "not slow"
 
-lint: $(TEST_STAMP)
+lint: $(TEST_STAMP) $(DATACONTRACT)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/exchange contracts lint
+	for contract in contracts/*.odcs.yaml; do $(DATACONTRACT) lint "$$contract" || exit 1; done
 
 schemas: install  ## regenerate schemas/*.json from the pydantic models
 	$(BIN)/python -m exchange.schemas

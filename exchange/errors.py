@@ -23,6 +23,7 @@ things that stop a stage or a request: bad input, a refusal, a broken signature,
         │   └── CheckFailed            something relied on does not check out                 (exit 1)
         │       ├── VerificationError  ... names the item and the problem
         │       └── SourceFormatError  a province's payload cannot be parsed
+        ├── Unavailable                the hub's own disk or log stops it: an operator fixes it   (exit 1, HTTP 503)
         └── InternalError              a bug in the hub: report it                            (exit 1, HTTP 500)
 
 :data:`OUTCOMES` maps these classes, in one place, onto CLI exit codes, HTTP statuses and Airflow's
@@ -68,6 +69,11 @@ class TerminalError(ExchangeError):
 
 class UserError(TerminalError):
     """The caller or a province office can fix it: the message names the problem and what to do."""
+
+
+class Unavailable(TerminalError):
+    """The hub's own environment stops it (its provenance log cannot be written, its disk is full): the request
+    was fine, the hub cannot serve it now, and retrying will not help until an operator fixes the cause."""
 
 
 class InternalError(TerminalError):
@@ -240,6 +246,7 @@ OUTCOMES: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (
     (BadInput, Outcome(USAGE_EXIT, 400, "bad_input", retry=False)),
     (CheckFailed, Outcome(FAILURE_EXIT, 500, "check_failed", retry=False)),
     (UserError, Outcome(FAILURE_EXIT, 400, "bad_request", retry=False)),
+    (Unavailable, Outcome(FAILURE_EXIT, 503, "unavailable", retry=False)),
     (TerminalError, Outcome(FAILURE_EXIT, 500, "server_error", retry=False)),
     (TransientError, Outcome(FAILURE_EXIT, 503, "unavailable", retry=True)),
     (BaseException, Outcome(FAILURE_EXIT, 500, "server_error", retry=True)),

@@ -36,10 +36,13 @@ from openlineage.client.facet_v2 import (
     error_message_run,
     nominal_time_run,
     output_statistics_output_dataset,
+    schema_dataset,
 )
 from openlineage.client.transport.file import FileConfig, FileTransport
 
 from exchange.config import ExchangeSettings, Layout
+from exchange.contracts import coltypes
+from exchange.datasets import dataset as canonical_dataset
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +103,26 @@ def _job(province: str, dataset: str) -> Job:
     return Job(namespace=JOB_NAMESPACE, name=f"exchange_{province}.{dataset}")
 
 
+def schema_facet(dataset: str) -> schema_dataset.SchemaDatasetFacet:
+    """The dataset's canonical columns, typed as its contract declares them (the names assertions' `column`
+    refer to, as OpenLineage asks)."""
+    return schema_dataset.SchemaDatasetFacet(fields=[
+        schema_dataset.SchemaDatasetFacetFields(name=f.name, type=coltypes.declared(f.type).physical,
+                                                ordinal_position=i)
+        for i, f in enumerate(canonical_dataset(dataset).schema, start=1)
+    ])
+
+
 def _source(
     province: str, dataset: str, input_facets: dict[str, Any] | None = None, facets: dict[str, Any] | None = None
 ) -> InputDataset:
-    return InputDataset(
-        namespace=f"province://{province}", name=dataset, facets=facets or {}, inputFacets=input_facets or {}
-    )
+    return InputDataset(namespace=f"province://{province}", name=dataset,
+                        facets={"schema": schema_facet(dataset), **(facets or {})}, inputFacets=input_facets or {})
 
 
 def _lake(dataset: str, facets: dict[str, Any] | None = None) -> OutputDataset:
-    return OutputDataset(namespace="ducklake://lake", name=dataset, outputFacets=facets or {})
+    return OutputDataset(namespace="ducklake://lake", name=dataset, facets={"schema": schema_facet(dataset)},
+                         outputFacets=facets or {})
 
 
 def _emit(settings: ExchangeSettings, event: RunEvent) -> None:

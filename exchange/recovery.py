@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,10 +107,14 @@ def reconcile(hub: Hub, *, batch_id: str | None = None, full: bool = False, dry_
             intent = protocol.read_intent(folder)
             if intent is None:
                 continue
-            if protocol.batch_locked_elsewhere(staging_root, folder.name):
-                report.busy.append(folder.name)
-                continue
-            with protocol.batch_lock(staging_root, folder.name):
+            with ExitStack() as held:
+                # Taking the lock is the check: a run that starts between a check and the lock must not abort
+                # the whole recovery with BatchBusy; only a busy lock, not a failure inside _settle, is "busy".
+                try:
+                    held.enter_context(protocol.batch_lock(staging_root, folder.name))
+                except protocol.BatchBusy:
+                    report.busy.append(folder.name)
+                    continue
                 _settle(hub, folder, intent, report)
     _sweep(hub, report, batch_id, full)
     _extracts(hub, report, full)

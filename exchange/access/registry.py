@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from exchange import atomic
 from exchange.access.errors import AuthenticationFailed, NotRegistered
 from exchange.access.models import (
     ApiToken,
@@ -226,8 +227,7 @@ class Registry:
 
     def _write(self, path: Path, payload: object) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-        if path == self.tokens_path:
-            tmp.chmod(0o600)  # digests only, but nobody but the hub needs to read them
-        tmp.replace(path)
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+            if path == self.tokens_path:
+                tmp.chmod(0o600)  # digests only, but nobody but the hub needs to read them

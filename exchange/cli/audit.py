@@ -489,8 +489,8 @@ def _seq_actions(entries: list[str]) -> str:
 def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> None:
     """Write the auditor's self-contained HTML report (verifies first; the verdict is on the page).
 
-    The page is written whatever the verdict; the exit status is 1 when it is BROKEN (UNANCHORED writes the
-    page and exits 0: the page names the root key to pin).
+    The page is written whatever the verdict; the exit status is 1 when it is BROKEN, 4 when INTERRUPTED (as for
+    verify: run `exchange recover`), 0 otherwise (UNANCHORED too: the page names the root key to pin).
     """
     from exchange.config import settings as current_settings
     from exchange.provenance.verify import verify_home
@@ -505,3 +505,5 @@ def report(out: Annotated[Path, typer.Option(help="HTML file to write")]) -> Non
     if result.verdict == "BROKEN":
         # CheckFailed: its exit status comes from the one table in exchange/errors.py, like verify's failures.
         raise CheckFailed(f"verdict BROKEN, first broken item: {result.problems[0]} (the report is at {out})")
+    if result.verdict == "INTERRUPTED":
+        raise typer.Exit(INTERRUPTED_EXIT)

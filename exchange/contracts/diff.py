@@ -17,19 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from exchange.contracts import rules
+from exchange.contracts import coltypes, rules
 from exchange.contracts.model import SHARING_TYPES
 
 # SHARING_TYPES is ordered from open to closed; moving right restricts who may receive the data.
 _SHARING_ORDER = {name: i for i, name in enumerate(SHARING_TYPES)}
 _LEVEL_ORDER = {"L1": 1, "L2": 2, "L3": 3, "L4": 4}
 _GRADE_ORDER = {"general": 1, "important": 2, "core": 3}
-# Type changes every old value survives unchanged (Arrow physical types, ODCS logical types).
-_WIDENINGS = {
-    ("int8", "int16"), ("int8", "int32"), ("int8", "int64"), ("int16", "int32"), ("int16", "int64"),
-    ("int32", "int64"), ("halffloat", "float"), ("halffloat", "double"), ("float", "double"),
-    ("integer", "number"),
-}
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 # Top-level keys compared on their own below; any other top-level change is documentation.
 _HANDLED = {"version", "id", "customProperties", "schema"}
@@ -178,11 +172,18 @@ def _object_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> Iter
 
 
 def _property_changes(where: str, old: dict[str, Any], new: dict[str, Any]) -> Iterator[Change]:
-    for key in ("physicalType", "logicalType"):
-        before, after = old.get(key), new.get(key)
-        if before != after:
-            widened = (str(before), str(after)) in _WIDENINGS
-            yield Change(not widened, where, f"{key} {before} -> {after} ({'widened' if widened else 'changed'})")
+    before, after = old.get("physicalType"), new.get("physicalType")
+    if before != after:
+        if coltypes.same_type(before, after):  # a new spelling (ODCS v3.1 names), not a new type
+            yield Change(False, where, f"physicalType {before} -> {after} (same type, renamed)")
+        else:
+            widened = coltypes.widens(before, after)
+            yield Change(not widened, where, f"physicalType {before} -> {after} "
+                                             f"({'widened' if widened else 'changed'})")
+    before, after = old.get("logicalType"), new.get("logicalType")
+    if before != after:
+        widened = (str(before), str(after)) in coltypes.LOGICAL_WIDENINGS
+        yield Change(not widened, where, f"logicalType {before} -> {after} ({'widened' if widened else 'changed'})")
     for flag, tighter in (("required", "made required"), ("unique", "made unique")):
         before, after = bool(old.get(flag)), bool(new.get(flag))
         if before != after:

@@ -4,8 +4,9 @@ Loading (``exchange.contracts.load``) stops at the first problem, which is right
 person editing the contract. Lint reports every problem it can find, each as file, document path
 (``schema[0].properties[3].quality[1]``) and reason:
 
-* the document is valid ODCS v3 against the standard's own JSON Schema (stricter than its pydantic model,
-  which accepts unknown keys and any logicalType);
+* the document is valid against the standard's own JSON Schema of the ODCS version it declares (apiVersion
+  v3.0.2, v3.1.0 or v3.2.0; stricter than the package's pydantic model, which accepts unknown keys and any
+  logicalType);
 * the version is a semantic version (``MAJOR.MINOR.PATCH``), which ``contracts diff`` relies on;
 * every quality rule is a Great Expectations rule the hub has a predicate for and compiles to a GX
   expectation (``exchange.contracts.suite.expectation_for``);
@@ -48,7 +49,15 @@ MUST_MASK = ("L3", "L4")
 # "withhold" is not an SQL mask: exchange.access.policy.masked_column keeps such a column out unless a grant names it.
 KNOWN_MASKS = (*MASKS, "withhold")
 CONTRACT_GLOB = "*.odcs.yaml"
-ODCS_PREFIX = "not valid ODCS v3: "
+ODCS_PREFIX = "not valid ODCS "  # every ODCS schema problem's reason starts so, naming the version checked
+# Declared apiVersion -> the standard's own JSON Schema of that version (package, resource). The
+# open-data-contract-standard package ships only its newest; the earlier ones are vendored from the
+# standard's repository (odcs_schemas/README.md). Lint and load check a contract against its declared version.
+ODCS_SCHEMAS = {
+    "v3.0.2": ("exchange.contracts", "odcs_schemas/odcs-json-schema-v3.0.2.json"),
+    "v3.1.0": ("exchange.contracts", "odcs_schemas/odcs-json-schema-v3.1.0.json"),
+    "v3.2.0": ("open_data_contract_standard", "schema.json"),
+}
 
 
 @dataclass(frozen=True)
@@ -112,18 +121,19 @@ def dotted(parts: Sequence[str | int]) -> str:
 
 
 @functools.cache
-def _odcs_validator() -> Any:
+def odcs_validator(api_version: str) -> Any:
+    """A validator for the ODCS JSON Schema of `api_version` (one of ODCS_SCHEMAS)."""
     import jsonschema  # airflow and GX depend on it; imported here so loading a contract stays light
 
-    # The schema the package ships beside its model (its own json_schema() uses a deprecated API).
-    schema = json.loads(resources.files("open_data_contract_standard").joinpath("schema.json").read_text("utf-8"))
-    return jsonschema.Draft201909Validator(schema)
+    package, name = ODCS_SCHEMAS[api_version]
+    schema = json.loads(resources.files(package).joinpath(name).read_text("utf-8"))
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def document_problems(data: Any) -> list[tuple[str, str]]:
-    """(path, reason) for what lint refuses without Great Expectations: ODCS v3 schema, semantic version,
-    classification and masking. ``load_contract`` refuses the same, so a run never accepts a contract lint
-    refuses (the rules' GX compilation is checked when the validate stage compiles the suite)."""
+    """(path, reason) for what lint refuses without Great Expectations: the declared ODCS version's schema,
+    semantic version, classification and masking. ``load_contract`` refuses the same, so a run never accepts a
+    contract lint refuses (the rules' GX compilation is checked when the validate stage compiles the suite)."""
     found = odcs_schema_problems(data)
     if found:
         return found
@@ -131,13 +141,19 @@ def document_problems(data: Any) -> list[tuple[str, str]]:
 
 
 def odcs_schema_problems(data: Any) -> list[tuple[str, str]]:
-    """(path, reason) for every way `data` breaks the ODCS v3 JSON Schema, sorted by path."""
+    """(path, reason) for every way `data` breaks the ODCS JSON Schema of the version it declares, sorted by
+    path. A document is checked against its own version's schema, not the newest: the newest accepts every
+    older apiVersion, so a v3.0.2 contract using v3.1 vocabulary would pass it and fail the standard's tools."""
+    declared = data.get("apiVersion") if isinstance(data, dict) else None
+    if declared not in ODCS_SCHEMAS:
+        return [("apiVersion", f"{ODCS_PREFIX}apiVersion {declared!r} is not one the hub has the standard's schema "
+                               f"for; declare one of {', '.join(ODCS_SCHEMAS)}")]
     seen: dict[tuple[str, str], None] = {}
-    for error in _odcs_validator().iter_errors(data):
+    for error in odcs_validator(declared).iter_errors(data):
         reason = " ".join(str(error.message).split())
         if len(reason) > 300:  # a oneOf failure quotes the whole offending object
             reason = reason[:297] + "..."
-        seen.setdefault((dotted(list(error.absolute_path)), f"{ODCS_PREFIX}{reason}"), None)
+        seen.setdefault((dotted(list(error.absolute_path)), f"not valid ODCS {declared}: {reason}"), None)
     return sorted(seen)
 
 

@@ -24,7 +24,7 @@ from open_data_contract_standard.model import (
     SchemaProperty,
 )
 
-from exchange.contracts import reference, rules
+from exchange.contracts import coltypes, reference, rules
 from exchange.contracts.model import (
     MASKINGS,
     REASON_SEPARATOR,
@@ -201,17 +201,29 @@ def _key(schema_object: SchemaObject, path: Path, dataset: str) -> str:
 def _check_columns(
     fields: tuple[FieldSpec, ...], schema_object: SchemaObject, path: Path, dataset: str
 ) -> None:
-    """The contract must describe exactly the canonical columns, in order, with their Arrow types."""
+    """The contract must describe exactly the canonical columns, in order, declaring their types as
+    exchange.contracts.coltypes maps the canonical Arrow types."""
     schema = canonical_dataset(dataset).schema
     names = [f.name for f in fields]
     if names != schema.names:
         raise ContractError(path, f"properties {names} differ from the canonical columns {schema.names}")
     for prop in schema_object.properties or []:
-        arrow_type = str(schema.field(str(prop.name)).type)
-        if prop.physicalType != arrow_type:
+        expected = coltypes.declared(schema.field(str(prop.name)).type)
+        if prop.physicalType != expected.physical:
             raise ContractError(
-                path, f"{prop.name}: physicalType {prop.physicalType!r}, canonical is {arrow_type!r}"
+                path, f"{prop.name}: physicalType {prop.physicalType!r}, canonical is {expected.physical!r} "
+                      f"(Arrow {expected.arrow})"
             )
+        if prop.logicalType != expected.logical:
+            raise ContractError(
+                path, f"{prop.name}: logicalType {prop.logicalType!r}, canonical is {expected.logical!r}"
+            )
+        options = prop.logicalTypeOptions or {}
+        for key, value in expected.options.items():
+            if options.get(key) != value:
+                raise ContractError(
+                    path, f"{prop.name}: logicalTypeOptions {key} must be {value!r} for {expected.physical}"
+                )
 
 
 def _rules(schema_object: SchemaObject, fields: tuple[FieldSpec, ...], path: Path) -> tuple[Rule, ...]:

@@ -32,7 +32,7 @@ from typing import IO, Any
 from pydantic import BaseModel, Field
 
 from exchange.atomic import fsync_dir, temp_path
-from exchange.errors import TerminalError, VerificationError
+from exchange.errors import Unavailable, VerificationError
 from exchange.provenance.events import HUB, Event, Truncate, admit
 from exchange.provenance.problems import Mismatch
 from exchange.signing.canonical import canonical_bytes, sha256_hex
@@ -49,7 +49,7 @@ VERSION = 2
 MIN_FREE_BYTES = 1 << 20
 
 
-class LogUnavailable(TerminalError):
+class LogUnavailable(Unavailable):
     """The provenance log cannot be appended to: the hub refuses to commit or serve what it cannot log."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
+from exchange import atomic
+
 CSS = """
 body{font-family:system-ui,"Noto Sans CJK SC","Noto Sans SC","PingFang SC","Microsoft YaHei",sans-serif;margin:2em;
 color:#222;max-width:1200px;overflow-wrap:anywhere}
@@ -52,9 +54,6 @@ def page(title: str, body: str, *, lang: str = "en") -> str:
 
 
 def write_atomically(out: Path, text: str) -> Path:
-    """Write `text` as UTF-8 to a temporary file beside `out`, then rename it: readers never see half a page."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    """Write `text` as UTF-8 atomically and durably (exchange/atomic): readers never see half a page."""
+    atomic.write_text(out, text)
     return out

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from exchange import atomic
 from exchange.contracts.load import load_contract
 from exchange.contracts.model import REASON_SEPARATOR, Contract
 from exchange.report.html import write_atomically
@@ -107,11 +108,9 @@ def write_rejection_report(
     csv_file = csv_path(reports_dir, province, batch_id)
     csv_file.parent.mkdir(parents=True, exist_ok=True)
     rows = _spreadsheet_safe(masked_rejections(quarantined, contract))
-    tmp = csv_file.with_name(csv_file.name + ".tmp")
-    with tmp.open("wb") as handle:
+    with atomic.atomic_path(csv_file) as tmp, tmp.open("wb") as handle:
         handle.write("\ufeff".encode())
         pacsv.write_csv(rows, handle)
-    tmp.replace(csv_file)
     report = OfficeReport.build(batch_id=batch_id, province=province, contract=contract, counts=counts,
                                 rules=rules, quarantined=quarantined, window=window or window_of(batch_id))
     html_file = write_atomically(html_path(reports_dir, province, batch_id), render(report))

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from exchange import atomic
 from exchange.errors import VerificationError
 from exchange.locking import file_lock
 from exchange.signing.signers import ALGORITHMS, ED25519, SM2_SM3, KeySigner, algorithm_name, generate, load_signer
@@ -145,9 +146,7 @@ class Keyring:
         if not any(k.key_id == hub.key_id for k in bundle.keys):
             bundle.keys.append(record_of(hub, datetime.now(UTC) - _SKEW))
         bundle.issued_at = datetime.now(UTC)
-        tmp = self.trust_bundle_path.with_suffix(".tmp")
-        tmp.write_text(signed(bundle, hub).model_dump_json(indent=2), encoding="utf-8")
-        tmp.replace(self.trust_bundle_path)
+        atomic.write_text(self.trust_bundle_path, signed(bundle, hub).model_dump_json(indent=2))
 
 
 def write_private(path: Path, signer: KeySigner, *, replace: bool) -> None:
@@ -155,7 +154,7 @@ def write_private(path: Path, signer: KeySigner, *, replace: bool) -> None:
 
     Without `replace`, an existing key is never overwritten (link() fails if the key appeared meanwhile).
     """
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = atomic.temp_path(path)  # the name recovery knows for a dead writer's temporary file
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(signer.private_pem())
@@ -163,8 +162,9 @@ def write_private(path: Path, signer: KeySigner, *, replace: bool) -> None:
         os.fsync(handle.fileno())
     if replace:
         tmp.replace(path)
-        return
-    try:
-        os.link(tmp, path)
-    finally:
-        tmp.unlink()
+    else:
+        try:
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
+    atomic.fsync_dir(path.parent)

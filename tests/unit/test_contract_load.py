@@ -24,7 +24,10 @@ def _load_edited(tmp_path: Path, old: str, new: str) -> None:
     [
         ("kind: DataContract", "kind: DataProduct", "DataContract"),
         ("- name: holder_name\n", "- name: holder_full_name\n", "canonical columns"),
-        ("physicalType: date32[day]", "physicalType: date64[ms]", "physicalType"),
+        ("physicalType: date\n", "physicalType: timestamp\n", "physicalType"),
+        ("physicalType: date\n", "physicalType: date32[day]\n", "canonical is 'date'"),  # Arrow's spelling
+        ("logicalType: date\n", "logicalType: string\n", "logicalType"),
+        ("logicalTypeOptions: {timezone: true}", "logicalTypeOptions: {timezone: false}", "timezone"),
         ("value: resident_id}", "value: stars}", "masking"),
         ("value: important}", "value: secret}", "grade"),
         ("value: conditional\n", "value: sometimes\n", "sharingType"),

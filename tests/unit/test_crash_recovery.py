@@ -25,6 +25,7 @@ from exchange.errors import TerminalError
 from exchange.faults import CRASH_ENV, CRASH_EXIT
 from exchange.hub import Hub, batch_id_for
 from exchange.lake import connect as lake_connect
+from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import LAKE, catalog_and_data, connect
 from exchange.lake.protocol import batch_lock
@@ -109,6 +110,9 @@ def test_f1_a_kill_inside_the_lake_commit_is_cleaned_up_by_the_rerun_and_verify_
     verdict = _cli(hub, "verify", "--json")
     assert verdict.returncode == 4, verdict.stdout
     assert '"verdict": "INTERRUPTED"' in verdict.stdout and "exchange recover" in verdict.stdout
+    page = hub.settings.home / "report.html"
+    assert _cli(hub, "report", "--out", str(page)).returncode == 4  # the auditor's page says the same as verify
+    assert 'id="verdict-value">INTERRUPTED<' in page.read_text(encoding="utf-8")
     result = run_exchange("jiangsu", "e_license", MID, END, hub)  # the operator's re-run
     assert result.status == "committed"
     assert not any(p.exists() for p in stray)
@@ -246,6 +250,29 @@ def _hold_lock(home: Path, ready: Path) -> None:
     with batch_lock(hub_at(home).layout.staging, BATCH):
         ready.touch()
         threading.Event().wait()  # held until the test kills this process, however long the other run takes
+
+
+def test_f5_recovery_leaves_a_batch_a_live_run_holds_and_settles_it_once_free(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovery takes each batch's lock itself: a held one is reported busy (no BatchBusy aborting the sweep)."""
+    # The race: a look that saw the batch free just before a run took its lock must not be what decides.
+    monkeypatch.setattr(protocol, "batch_locked_elsewhere", lambda *_: False)
+    assert run_crashing(hub.settings.home, "commit.before_lake_commit", Path()) == CRASH_EXIT
+    ready = tmp_path / "ready"
+    holder = child_process(_hold_lock, hub.settings.home, ready)
+    try:
+        while not ready.exists():
+            assert holder.is_alive(), "the lock holder died before taking the lock"
+            time.sleep(0.05)
+        held = reconcile(hub)
+        assert held.busy == [BATCH] and not held.completed and not held.removed
+    finally:
+        holder.kill()
+        holder.join()
+    free = reconcile(hub)
+    assert free.busy == [] and free.removed, free.lines()
+    assert verify_home(hub.settings, record=False).verdict != "INTERRUPTED"
 
 
 def _run_cli_into(home: Path, out: Path) -> None:

@@ -40,11 +40,13 @@ from exchange.errors import (
     SourceFormatError,
     TerminalError,
     TransientError,
+    Unavailable,
     UnknownName,
     UserError,
     VerificationError,
     outcome,
 )
+from exchange.provenance.log import LogUnavailable
 
 
 def _all_modules() -> None:
@@ -136,6 +138,8 @@ def test_every_class_has_one_meaning_and_retry_follows_the_terminal_split(cls: t
     (SourceFormatError("page 2", "record 3", "bad JSON"), 1, 500, "check_failed", False),
     (InternalError("GX and the predicate disagree"), 1, 500, "server_error", False),
     (TerminalError("held"), 1, 500, "server_error", False),
+    (Unavailable("disk full"), 1, 503, "unavailable", False),
+    (LogUnavailable(Path("log.jsonl"), "not writable"), 1, 503, "unavailable", False),
     (TransientError("busy"), 1, 503, "unavailable", True),
     (ExchangeError("unclassified"), 1, 500, "server_error", True),
     (OSError(28, "No space left on device"), 1, 500, "server_error", True),

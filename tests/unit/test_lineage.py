@@ -23,6 +23,7 @@ from exchange.pipeline import run_exchange
 from exchange.provenance.manifest import read_manifest
 from exchange.synthetic import generate
 from tests.hubs import sandbox_hub
+from tests.unit import openlineage_spec
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -50,8 +51,12 @@ def hub(home: Path) -> Hub:
 
 
 def _events(hub: Hub) -> list[dict[str, Any]]:
+    """The events the hub wrote, each checked against the official OpenLineage JSON Schemas first."""
     path = lineage.events_file(hub.settings)
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    for event in events:
+        assert openlineage_spec.problems(event) == [], event["eventType"]
+    return events
 
 
 def test_a_committed_batch_reports_start_and_complete_with_its_quality_and_manifest(hub: Hub) -> None:
@@ -125,6 +130,7 @@ def test_openlineage_url_sends_the_events_over_http_instead(
     assert [(path, event["eventType"]) for path, event in _Collector.received] == [
         ("/api/v1/lineage", "START"), ("/api/v1/lineage", "COMPLETE"),
     ]
+    assert all(openlineage_spec.problems(event) == [] for _, event in _Collector.received)
     assert not lineage.events_file(hub.settings).exists()
 
 
@@ -163,3 +169,45 @@ def test_assertions_name_their_column_and_custom_facets_validate_against_the_pub
         jsonschema.validate(facet, definition)
         with pytest.raises(jsonschema.ValidationError):  # the schema has teeth: an unknown field is refused
             jsonschema.validate({**facet, "unexpected": 1}, definition)
+
+
+def test_every_facet_is_checked_against_its_official_schema_and_the_check_has_teeth(hub: Hub) -> None:
+    run_exchange("jiangsu", "e_license", START, MID, hub)
+    _, complete = _events(hub)
+    (source,) = complete["inputs"]
+    (table,) = complete["outputs"]
+    schemas = {
+        url.partition("#")[0].rsplit("/", 1)[-1]
+        for item in (source, table) for group in ("facets", "inputFacets", "outputFacets")
+        for url in (f["_schemaURL"] for f in (item.get(group) or {}).values())
+    }
+    assert {"SchemaDatasetFacet.json", "DataQualityAssertionsDatasetFacet.json",
+            "DataQualityMetricsInputDatasetFacet.json", "OutputStatisticsOutputDatasetFacet.json"} <= schemas
+    columns = [f["name"] for f in table["facets"]["schema"]["fields"]]
+    assert {a["column"] for a in source["inputFacets"]["dataQualityAssertions"]["assertions"]} <= set(columns)
+
+    def broken(edit: Any) -> list[str]:
+        event = json.loads(json.dumps(complete))
+        edit(event)
+        return openlineage_spec.problems(event)
+
+    assertions = ("inputs", 0, "inputFacets", "dataQualityAssertions", "assertions", 0)
+
+    def at(event: dict[str, Any], path: tuple[Any, ...]) -> Any:
+        for step in path:
+            event = event[step]
+        return event
+
+    assert broken(lambda e: e.update(eventType="DONE"))
+    assert broken(lambda e: at(e, assertions).pop("success"))
+    assert broken(lambda e: at(e, assertions).update(column=7))
+    assert broken(lambda e: e["outputs"][0]["facets"]["schema"]["fields"][0].pop("name"))
+    assert broken(lambda e: e["run"]["facets"]["yrdExchange"].update(accepted="many"))
+    assert broken(lambda e: e["run"]["facets"]["yrdExchange"].update(_schemaURL="https://example.org/x.json"))
+    assert broken(lambda e: e["outputs"][0]["facets"].update(columns=e["outputs"][0]["facets"].pop("schema")))
+
+
+def test_a_fail_event_meets_the_spec(hub: Hub) -> None:
+    lineage.failed(hub.settings, "jiangsu.e_license.b1", "jiangsu", "e_license", ValueError("bad 电子证照 drop"))
+    (fail,) = _events(hub)
+    assert fail["eventType"] == "FAIL" and fail["run"]["facets"]["errorMessage"]["programmingLanguage"] == "python"

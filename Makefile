@@ -3,7 +3,8 @@
 #   make test  also installs the extras the suite exercises (dev; bench for the benchmark smoke tests;
 #              celery for the Celery-worker integration test) and the Debian packages pip cannot
 #              (chromium for the report's page test, fonts-noto-cjk for Chinese text in pages, age to open
-#              encrypted extracts as a department would), and datacontract-cli in its own venv (.venv-tools).
+#              encrypted extracts as a department would), datacontract-cli in its own venv (.venv-tools), and
+#              the official delta-sharing client in another (.venv-delta-sharing; `make delta-sharing-client`).
 # Separate stamps: `make demo` then `make test` adds the extras; `make test` then `make demo` adds nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +21,12 @@ DATACONTRACT_CLI := 'datacontract-cli[duckdb]==1.2.8' duckdb==1.5.5
 # Debian packages the tests need that pip cannot install; apt-get runs only for the missing ones.
 SYSTEM_PACKAGES ?= chromium fonts-noto-cjk age
 
-.PHONY: install install-test system-packages demo test test-fast lint schemas clean
+# The official Delta Sharing client, run by tests/integration/test_delta_sharing.py as a department would, in a
+# venv of its own: it pins pandas<3 and pyarrow<24, which the hub's venv (pandas 3, pyarrow 26) cannot hold.
+DELTA_SHARING_CLIENT ?= delta-sharing==1.4.2
+DS_VENV ?= .venv-delta-sharing
+
+.PHONY: install install-test system-packages delta-sharing-client demo test test-fast lint schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
@@ -56,13 +62,20 @@ system-packages:
 	echo "installing Debian packages:$$missing"; \
 	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing
 
+$(DS_VENV)/.stamp: Makefile
+	$(PYTHON) -m venv $(DS_VENV)
+	$(DS_VENV)/bin/pip install --quiet '$(DELTA_SHARING_CLIENT)'
+	touch $@
+
+delta-sharing-client: $(DS_VENV)/.stamp
+
 demo: install  ## seed four province sandboxes, run their DAGs through Airflow, extract, verify, summarize
 	$(BIN)/exchange demo --home var/demo
 
-test: install-test  ## the whole suite, slow scenarios included (what CI runs)
+test: install-test delta-sharing-client  ## the whole suite, slow scenarios included (what CI runs)
 	$(BIN)/pytest
 
-test-fast: install-test  ## the quick loop: everything but the slow scenarios
+test-fast: install-test delta-sharing-client  ## the quick loop: everything but the slow scenarios
 	$(BIN)/pytest -m "not slow"
 
 lint: $(TEST_STAMP) $(DATACONTRACT)
@@ -75,4 +88,4 @@ schemas: install  ## regenerate schemas/*.json from the pydantic models
 	$(BIN)/python -m exchange.schemas
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(DS_VENV)

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
                         "lake holds this many GiB of Parquet; --records is then the size of the one new batch")
     verify.add_argument("--batch-records", type=int, default=2_000_000, help="records per synthetic batch")
 
+    readers = sub.add_parser("readers", parents=[common], help="issue 20: Arrow-native SQL readers for the limit")
+    readers.add_argument("--records", type=int, default=1_000_000)
+    readers.add_argument("--repeat", type=int, default=1, help="runs per reader; the fastest is kept")
+    readers.add_argument("--server", action="append", default=[], metavar="URL",
+                         help="also a PostgreSQL / MariaDB server (SQLAlchemy URL); seeded in a schema of its own")
+
     query = sub.add_parser("query", parents=[common], help="scenario 3: department queries vs raw DuckDB, HTTP p50/p99")
     query.add_argument("--rows", type=int, default=10_000_000, help="e-licences in the lake table")
     query.add_argument("--repeat", type=int, default=5, help="timed runs per query (median kept)")
@@ -131,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             out.print(verified.table())
             out.print(targets_table(f"targets, {province} (issue 8, scenario 4)", verified.targets))
             doc["results"].append(verified.to_json())
+    elif args.scenario == "readers":
+        from benchmarks.sql_readers import run_readers
+
+        measured = run_readers(args.dataset, args.records, args.server, workdir=args.workdir, repeat=args.repeat)
+        out.print(measured.table())
+        out.print(targets_table("targets (issue 20, target 1)", measured.targets))
+        doc["results"].append(measured.to_json())
     elif args.scenario == "query":
         from benchmarks.query import run_query_scenario
 

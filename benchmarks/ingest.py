@@ -16,6 +16,8 @@ from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root
 
 DICT_SAMPLE = 50_000
+OURS_PER_LIMIT = 2.5  # issue 20, target 2
+PEAK_RSS_MB = 1200.0  # issue 20, target 2: 1.2 GB
 
 
 @dataclass
@@ -121,9 +123,12 @@ def run_ingest(
     conserved = ours.details.get("accepted", 0) + ours.details.get("quarantined", 0) == ours.rows == records
     extrapolated = " (dict path extrapolated)" if dict_run.extrapolated else ""
     result.targets = [
-        Target("ours / limit", result.ratios["ours/limit"], 3.0),
+        # Issue 20 (the limit is the fastest Arrow-native read; issue 8 asked for 3.0 against a slower one).
+        Target("ours / limit", result.ratios["ours/limit"], OURS_PER_LIMIT),
         Target("ours / peer", result.ratios["ours/peer"], 0.5),
-        Target("dict path / ours", result.ratios["dict_path/ours"], 50.0, at_most=False, note=extrapolated.strip()),
+        Target("peak RSS of ours, MB", ours.peak_rss_mb, PEAK_RSS_MB),
+        Target("dict path / ours", result.ratios["dict_path/ours"], 50.0, at_most=False,
+               note=f"issue 8{extrapolated}"),
         Target("pulled = accepted + quarantined = records", 1.0 if conserved else 0.0, 1.0, at_most=False),
     ]
     return result

@@ -63,6 +63,18 @@ def _dictpath(spec: dict[str, Any]) -> Result:
     return run_dictpath(spec["dataset"], Path(spec["root"]), int(spec["sample"]), _out(spec))
 
 
+def _reader(spec: dict[str, Any]) -> Result:
+    from benchmarks.sql_readers import run_reader
+
+    return run_reader(spec)
+
+
+def _zhejiang_pull(spec: dict[str, Any]) -> Result:
+    from benchmarks.zhejiang_pull import run_zhejiang_pull
+
+    return run_zhejiang_pull({**spec, "out": str(_out(spec))})
+
+
 def _verify(spec: dict[str, Any]) -> Result:
     from benchmarks.verify_scenario import run_verify
 
@@ -131,6 +143,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "pull": _pull,
     "peer": _peer,
     "dictpath": _dictpath,
+    "reader": _reader,
+    "zhejiang_pull": _zhejiang_pull,
     "verify": _verify,
     "build_lake": _build_lake,
     "build_synthetic_lake": _build_synthetic_lake,

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from adapters.authenticity import SourceTrust, SourceVerifier, VerifiedSource, hub_trust
 from adapters.base import Landing, PullRequest, deletion_schema
 from adapters.mapping import DatasetMapping, FieldMapping, ProvinceMapping
-from adapters.zhejiang import batches, ledger
+from adapters.zhejiang import arrow_read, batches, ledger
+from adapters.zhejiang.arrow_read import ArrowReader, Unreadable
 from adapters.zhejiang.ledger import DeliveryLedger
 from exchange import intake
 from exchange.config import ExchangeSettings, Layout
@@ -57,6 +58,7 @@ class ZhejiangAdapter:
         overlap: timedelta = timedelta(0),
         delivered: DeliveryLedger | None = None,
         trust: SourceTrust | None = None,
+        arrow: bool = True,
     ) -> None:
         # Whose keys vouch for Zhejiang's change batches: by default the trust bundle under EXCHANGE_HOME.
         self.trust = trust or hub_trust()
@@ -81,6 +83,9 @@ class ZhejiangAdapter:
                     raise ValueError(f"{MAPPING}: {name!r} is not a plain SQL identifier")
         # Created on first pull, so building the adapter (e.g. while a DAG is parsed) loads no driver.
         self._engine: sa.Engine | None = None
+        # The window's rows straight into Arrow where an ADBC driver serves the database (arrow=False: DBAPI
+        # rows only); the results are the same either way (see arrow_read).
+        self._reader = ArrowReader(self._url) if arrow and arrow_read.supported(self._url) else None
         # The days the last pull verified, for the deletions() call that follows it over the same range.
         self._pulled_days: tuple[tuple[str, str | None, str], list[VerifiedSource]] | None = None
 
@@ -159,12 +164,10 @@ class ZhejiangAdapter:
                                                deleted=deleted)
                 if landing is not None:
                     landing.signatures.extend(verified)
-                result = conn.execute(statement, params, execution_options={"yield_per": self.chunk_rows})
-                for number, rows in enumerate(result.partitions(self.chunk_rows), start=1):
-                    native = _native_table(columns, rows)
+                for number, native in enumerate(self._native_chunks(conn, view, statement, params, columns), start=1):
                     if landing is not None:
                         landing.write(f"{prefix}-{number:05d}.parquet", _parquet(native))
-                    done += len(rows)
+                    done += native.num_rows
                     if deleted:
                         stamp = dm.native_name("updated_at")
                         yield pa.table(
@@ -177,6 +180,27 @@ class ZhejiangAdapter:
                         yield dm.to_canonical(native, view)
             except sa.exc.DBAPIError as exc:
                 raise _map_error(exc, view, f"row {done + 1}") from exc
+
+    def _native_chunks(self, conn: sa.Connection, view: str, statement: sa.TextClause, params: dict[str, str],
+                       columns: list[str]) -> Iterator[pa.Table]:
+        """The query's native chunks of chunk_rows rows: through the Arrow reader, or DBAPI rows from where it
+        gave up (the same statement in the same order, so skipping the rows already given resumes it)."""
+        done = 0
+        if self._reader is not None:
+            try:
+                for native in self._reader.tables(view, statement.text, params, self.chunk_rows):
+                    done += native.num_rows
+                    yield native.rename_columns(columns)  # PostgreSQL folds unquoted names to lower case
+                return
+            except Unreadable:
+                pass
+        result = conn.execute(statement, params, execution_options={"yield_per": self.chunk_rows})
+        for rows in result.partitions(self.chunk_rows):
+            if done >= len(rows):
+                done -= len(rows)
+                continue
+            yield _native_table(columns, rows[done:])
+            done = 0
 
     def _undated(self, dm: DatasetMapping, request: PullRequest, landing: Landing) -> Iterator[pa.Table]:
         """The live rows without a readable update time (GXSJ NULL or not a time), if this pull places them.
@@ -247,9 +271,11 @@ class ZhejiangAdapter:
             except ImportError as exc:
                 raise TerminalError(f"no database driver for {self.url}: {exc}") from exc
         try:
-            return self._engine.connect()
+            conn = self._engine.connect()
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise TransientError(f"cannot connect to Zhejiang's database {self.url}: {exc.orig}") from exc
+        conn.info[batches.READER] = self._reader
+        return conn
 
 
 def build(settings: ExchangeSettings) -> ZhejiangAdapter:

@@ -163,16 +163,21 @@ class Registry:
         return [ApiToken.model_validate(t) for t in self._read(self.tokens_path)]
 
     def issue_token(self, department_id: str, days: int = DEFAULT_TOKEN_DAYS,
-                    now: datetime | None = None) -> tuple[ApiToken, str]:
-        """Create a token for the department; returns the record and the bearer string, shown only once."""
+                    now: datetime | None = None, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+        """Create a token for the department; returns the record and the bearer string, shown only once.
+
+        `expires_at` (a Delta Sharing profile's token, which must not outlive the grants) replaces `days`.
+        """
         self.department(department_id)
         if days < 1:
             raise BadInput("a token must be valid for at least one day (--days 1 or more)")
         now = now or datetime.now(UTC)
+        if expires_at is not None and expires_at <= now:
+            raise BadInput(f"a token cannot expire in the past ({expires_at.isoformat()})")
         token_id = TOKEN_PREFIX + secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         record = ApiToken(id=token_id, department=department_id, secret_sha256=secret_digest(secret),
-                          created_at=now, expires_at=now + timedelta(days=days))
+                          created_at=now, expires_at=expires_at or now + timedelta(days=days))
         with self._lock():
             self._write(self.tokens_path, [t.model_dump(mode="json") for t in [*self.tokens(), record]])
         return record, f"{token_id}.{secret}"

@@ -11,6 +11,7 @@ from exchange.config import ExchangeSettings, Layout
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = Path(sys.executable).with_name("airflow")
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 def airflow_env(layout: Layout) -> dict[str, str]:
@@ -22,6 +23,8 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The hub's plugin: rejection-report links and route, run notes (exchange/airflow/ui_plugin.py).
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
     }
     return {k: v for k, v in env.items() if k not in os.environ or not k.startswith("AIRFLOW__")}
 

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, TriggerRule, dag, task
+from airflow.sdk import DAG, Asset, TaskGroup, TriggerRule, dag, task
 from airflow.sdk.definitions.callback import SyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 from croniter import croniter
 
+from exchange.airflow.display import dag_display_name, dag_doc, deadline_text, group_display_name, task_display_name
 from exchange.airflow.errors import record_deadline_miss, record_failure, run_stage
 from exchange.airflow.pools import LAKE_COMMIT_POOL
 from exchange.province_config import ProvinceConfig, format_duration, load_province
@@ -44,31 +45,48 @@ def province_dag(province: str) -> DAG:
 
     @dag(
         dag_id=f"exchange_{province}",
-        description=f"Pull {cfg.name}'s datasets, check them against their contracts, commit them to the lake",
+        dag_display_name=dag_display_name(province),
+        description=f"{cfg.name}: 拉取、校验、入湖 · pull, check against the contracts, commit to the lake",
         schedule=CronDataIntervalTimetable(cfg.schedule, timezone=tz),
         start_date=start,
         catchup=False,
         max_active_runs=1,
-        tags=["exchange", province],
-        default_args={"retries": cfg.retries, "retry_delay": timedelta(minutes=cfg.retry_delay_minutes),
+        tags=["exchange", province, "数据交换"],
+        # The office that answers for the exchange, as the grid's owner column shows it.
+        default_args={"owner": cfg.name, "retries": cfg.retries,
+                      "retry_delay": timedelta(minutes=cfg.retry_delay_minutes),
                       "on_failure_callback": record_failure},
         deadline=deadline_alert(cfg, start),
+        doc_md=dag_doc(cfg),
     )
     def exchange_province() -> None:
-        chains = {dataset: _dataset_chain(province, dataset, cfg.connection, bool(cfg.depends_on.get(dataset)))
-                  for dataset in cfg.datasets}
+        chains = {}
+        for dataset in cfg.datasets:
+            # One group per dataset so the grid reads by dataset; task ids stay `pull_<dataset>` (no prefix),
+            # which failure summaries, backfills and the lake's batch ids are keyed by.
+            with TaskGroup(group_id=dataset, prefix_group_id=False, group_display_name=group_display_name(dataset)):
+                chains[dataset] = _dataset_chain(province, dataset, cfg.connection,
+                                                 bool(cfg.depends_on.get(dataset)))
         for dataset, upstream in cfg.depends_on.items():
             for name in upstream:
                 chains[name][1] >> chains[dataset][0]
 
     built: DAG = exchange_province()
-    order = "".join(f" {d} starts after {', '.join(u)} committed." for d, u in cfg.depends_on.items() if u)
-    due = f" Due {format_duration(cfg.deadline)} after the interval ends." if cfg.deadline else ""
-    built.doc_md = (
-        f"**{cfg.name}** exchange. Each dataset ({', '.join(cfg.datasets)}) runs pull -> validate -> commit "
-        f"for the run's data interval; re-running an interval is a no-op.{order}{due}"
-    )
     return built
+
+
+def asset_extra(commit: dict[str, Any]) -> dict[str, Any]:
+    """The `extra` of a lake table's Asset event: the batch, its snapshot, counts and manifest digest."""
+    return {"batch_id": commit["batch_id"], "snapshot_id": commit["snapshot_id"],
+            "counts": {k: commit[k] for k in ("pulled", "accepted", "quarantined")},
+            "manifest_sha256": commit["manifest_sha256"]}
+
+
+def _report_path(province: str, batch_id: str) -> str:
+    from exchange.config import Layout, settings
+    from exchange.report.rejections import html_path
+
+    return str(html_path(Layout(settings().home).reports, province, batch_id))
 
 
 def schedule_period(schedule: str, start: datetime, samples: int = PERIOD_SAMPLES) -> timedelta | None:
@@ -91,12 +109,15 @@ def deadline_alert(cfg: ProvinceConfig, start: datetime) -> DeadlineAlert | None
     period = schedule_period(cfg.schedule, start)
     reference, interval = ((DeadlineReference.DAGRUN_LOGICAL_DATE, period + cfg.deadline) if period is not None
                            else (DeadlineReference.DAGRUN_QUEUED_AT, cfg.deadline))
+    text = deadline_text(cfg)
+    assert text is not None
     return DeadlineAlert(
         reference=reference,
         interval=interval,
         callback=SyncCallback(record_deadline_miss,
                               kwargs={"province": cfg.province, "deadline": format_duration(cfg.deadline)}),
-        name=f"{cfg.province}_deadline",
+        # The UI shows the reference it is measured from; the name says the deadline as province.yaml has it.
+        name=f"{text[0]} · {text[1]}",
     )
 
 
@@ -107,7 +128,8 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
 
     # An upstream dataset's commit is skipped when its interval brought nothing new; that must not skip
     # this chain, but an upstream failure must stop it (its records could reference unregistered entities).
-    @task(task_id=f"pull_{dataset}", trigger_rule=TriggerRule.NONE_FAILED if has_upstream else TriggerRule.ALL_SUCCESS)
+    @task(task_id=f"pull_{dataset}", task_display_name=task_display_name(dataset, "pull"),
+          trigger_rule=TriggerRule.NONE_FAILED if has_upstream else TriggerRule.ALL_SUCCESS)
     def pull(data_interval_start: datetime | None = None, data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.airflow.connections import settings_overrides
         from exchange.config import ExchangeSettings
@@ -122,7 +144,7 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
                  result.batch_id, result.status, result.pulled)
         return result.model_dump(mode="json")  # XCom holds JSON; the next task reads it back as the record
 
-    @task(task_id=f"validate_{dataset}")
+    @task(task_id=f"validate_{dataset}", task_display_name=task_display_name(dataset, "validate"))
     def validate(pulled: dict[str, Any], data_interval_start: datetime | None = None,
                  data_interval_end: datetime | None = None) -> dict[str, Any]:
         from exchange.pipeline import validate as validate_stage
@@ -134,14 +156,19 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
                      data_interval_end, pull_result.status)
             return pulled
         result = run_stage(validate_stage, pull_result.batch_id)
-        log.info("validated %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s", where,
-                 data_interval_start, data_interval_end, result.batch_id, result.pulled, result.accepted,
-                 result.quarantined)
+        log.info("validated %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s warned=%s held=%s",
+                 where, data_interval_start, data_interval_end, result.batch_id, result.pulled, result.accepted,
+                 result.quarantined, result.warned, result.held)
+        for rule in result.rules:
+            if rule.unexpected:
+                log.info("rule %s (%s): %s record(s)", rule.rule_id, rule.severity, rule.unexpected)
+        log.info("rejection report: %s", _report_path(province, result.batch_id))
         return result.model_dump(mode="json")
 
-    @task(task_id=f"commit_{dataset}", outlets=[lake_asset(dataset)], pool=LAKE_COMMIT_POOL)
+    @task(task_id=f"commit_{dataset}", task_display_name=task_display_name(dataset, "commit"),
+          outlets=[lake_asset(dataset)], pool=LAKE_COMMIT_POOL)
     def commit(checked: dict[str, Any], data_interval_start: datetime | None = None,
-               data_interval_end: datetime | None = None) -> dict[str, Any]:
+               data_interval_end: datetime | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from exchange.pipeline import commit as commit_stage
         from exchange.stages import PullResult, ValidationRecord
 
@@ -158,6 +185,11 @@ def _dataset_chain(province: str, dataset: str, connection_id: str,
         log.info("committed %s window=[%s, %s): batch %s, pulled=%s accepted=%s quarantined=%s snapshot=%s", where,
                  data_interval_start, data_interval_end, result.batch_id, result.pulled, result.accepted,
                  result.quarantined, result.snapshot_id)
+        log.info("manifest %s sha256=%s; rejection report: %s", result.manifest, result.manifest_sha256,
+                 _report_path(province, result.batch_id))
+        if outlet_events is not None:
+            # Who reads the lake's Asset event (the publish DAG, an office in the UI) sees which batch it was.
+            outlet_events[lake_asset(dataset)].extra = asset_extra(result.model_dump(mode="json"))
         return result.model_dump(mode="json")
 
     # TaskFlow calls return XComArgs at parse time; Airflow resolves them to the dicts at run time.

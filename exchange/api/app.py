@@ -325,6 +325,8 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
                                             token_id=who.token.id, lake=shared_lake,
                                             failures=app.state.check_failures)
 
+    from exchange.api.deltasharing import router as delta_sharing  # imported here: it builds on this module
+    app.include_router(delta_sharing)
     return app
 
 

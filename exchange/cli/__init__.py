@@ -260,9 +260,11 @@ def quarantine_replay(
 
 # Sub-command groups live beside this module; importing them registers their commands on `app`.
 from exchange.cli import access as _access  # noqa: E402, F401
+from exchange.cli import airflow as _airflow  # noqa: E402, F401
 from exchange.cli import audit as _audit  # noqa: E402, F401
 from exchange.cli import backfill as _backfill  # noqa: E402, F401
 from exchange.cli import contracts as _contracts  # noqa: E402, F401
+from exchange.cli import deltasharing as _deltasharing  # noqa: E402, F401
 from exchange.cli import lake as _lake  # noqa: E402, F401
 from exchange.cli import recover as _recover  # noqa: E402, F401
 

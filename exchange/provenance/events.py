@@ -48,6 +48,8 @@ class Kind(StrEnum):
     ACCESS_DENIED = "access_denied"
     LOCKOUT = "lockout"
     LICENSE_CHECK = "license_check"
+    SHARING = "sharing"
+    SHARING_DOWNLOAD = "sharing_download"
     GRANT = "grant"
     GRANT_REVOKE = "grant_revoke"
     DEPARTMENT_ADD = "department_add"
@@ -92,6 +94,7 @@ class Subject(StrEnum):
     REQUEST = "'query'"
     ATTEMPT = "what was asked for: a dataset, 'query', an extract id, a token id or a request path"
     LISTING = "what was listed: 'me' or 'datasets'"
+    SHARED = "what a Delta Sharing call named: the share, or share.schema.table"
     DATASET = "dataset"
     GRANT = "grant id"
     DEPARTMENT = "department id"
@@ -455,6 +458,44 @@ class LicenseCheck(Event):
     answer: str = _f("valid or not_valid (answers written before 2026-12 also: expired, revoked, unknown, "
                      "holder_mismatch)")
     holder_checked: bool = _f("Whether a holder id was checked too")
+
+
+class Sharing(Event):
+    """A department's Delta Sharing client called the protocol: listed its share, schemas or tables, asked a
+    table's version or metadata, or queried a table (its files handed out as short-lived signed URLs)."""
+
+    kind = Kind.SHARING
+    roles = _DEPARTMENT
+    subject = Subject.SHARED
+    section = Section.ACCESS
+
+    token_id: str = _f("API token used")
+    operation: str = _f("list_shares, get_share, list_schemas, list_tables, list_all_tables, table_version, "
+                        "metadata or query")
+    grants: list[str] = _f("Grants the answer covers (the tables listed or read)")
+    snapshot_id: int = _f("Lake snapshot (table version) answered", None)
+    rows: int = _f("Rows in the files handed out (query)", None)
+    files: list[str] = _f("Files handed out as signed URLs (query)", None)
+    urls_expire_at: str = _f("When the signed URLs handed out expire (ISO 8601; query)", None)
+
+
+class SharingDownload(Event):
+    """A department's Delta Sharing client read a file (or a byte range of it) through a signed URL, after the
+    hub checked the URL's signature and expiry and that its token and grant are still in force."""
+
+    kind = Kind.SHARING_DOWNLOAD
+    roles = _DEPARTMENT
+    subject = Subject.GRANT
+    section = Section.ACCESS
+    digests = ("file",)
+
+    token_id: str = _f("API token the URL was issued to")
+    dataset: str = _f("Dataset (the shared table)")
+    snapshot_id: int = _f("Lake snapshot (table version) of the file")
+    file: str = _f("File read")
+    rows: int = _f("Rows in the file")
+    range: str = _f("The HTTP Range asked for (absent: the whole file; HEAD: metadata only)", None)
+    method: str = _f("GET or HEAD")
 
 
 class GrantEvent(Event):

@@ -1,0 +1,178 @@
+"""A province office's day in the Airflow UI, on the demo's home: `exchange airflow up`, log in with what it
+printed, read the DAGs in Chinese, a validate task's log with the counts, its link to the rejection report,
+no false alarms from the scheduler, and the grid in headless Chromium with a Chinese browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exchange.datasets import DATASETS, PROVINCE_NAMES, PROVINCES, dataset
+from tests.integration.airflow_deployment import free_port
+from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+EXCHANGE = Path(sys.executable).with_name("exchange")
+QUIET_SECONDS = 40  # two dag-processor passes and many scheduler loops: time enough to make a false run
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
+    return {**env, "EXCHANGE_HOME": str(home), "PYTHONPATH": str(REPO)}
+
+
+def _exchange(home: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXCHANGE), *args], env=_env(home), capture_output=True, text=True, timeout=timeout,
+                          cwd=home.parent)
+
+
+@dataclass
+class Ui:
+    home: Path
+    url: str
+    client: httpx.Client
+    token: str
+    printed: str
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, params=params)
+        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:500]}"
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    home = tmp_path_factory.mktemp("office") / "home"
+    demo = _exchange(home, "demo", "--home", str(home), "--records", "200")
+    assert demo.returncode == 0, f"demo failed:\n{demo.stdout[-3000:]}\n{demo.stderr[-3000:]}"
+    up = _exchange(home, "airflow", "up", "--port", str(free_port()), timeout=400)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        url = re.search(r"Airflow UI started: (http://127\.0\.0\.1:\d+)", up.stdout)
+        where = re.search(r"password in (\S+)", up.stdout)
+        assert url and where, up.stdout
+        password_file = Path(where[1])
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        assert password_file.is_relative_to(home)
+        login = json.loads(password_file.read_text())
+        assert login["admin"] not in up.stdout, "the password itself is never printed"
+        token = httpx.post(f"{url[1]}/auth/token", json={"username": "admin", "password": login["admin"]},
+                           timeout=30).json()["access_token"]
+        with httpx.Client(base_url=url[1], headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+            yield Ui(home, url[1], client, token, up.stdout)
+    finally:
+        down = _exchange(home, "airflow", "down", timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def _runs(ui: Ui, dag_id: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = ui.get(f"/api/v2/dags/{dag_id}/dagRuns", limit=100)["dag_runs"]
+    return runs
+
+
+def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
+    before = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit")}
+    dags = {d["dag_id"]: d for d in ui.get("/api/v2/dags", limit=100)["dags"]}
+    assert len(dags) == 6
+    assert ui.get("/api/v2/importErrors")["total_entries"] == 0
+    for province in PROVINCES:
+        dag = dags[f"exchange_{province}"]
+        assert dag["dag_display_name"] == f"{PROVINCE_NAMES[province]} 数据交换"
+        assert dag["owners"] and all("省" in o or "市" in o for o in dag["owners"]), dag["owners"]
+        detail = ui.get(f"/api/v2/dags/exchange_{province}/details")
+        assert "Asia/Shanghai" in detail["doc_md"] and "2h after the data interval ends" in detail["doc_md"]
+        # One task group per dataset, pull -> validate -> commit inside it.
+        nodes = ui.get("/ui/structure/structure_data", dag_id=f"exchange_{province}")["nodes"]
+        groups = {n["id"]: n for n in nodes if n.get("children")}
+        assert set(groups) == set(DATASETS), nodes
+        for name, group in groups.items():
+            labels = {c["label"] for c in group["children"]}
+            assert labels == {f"{dataset(name).title} {s}" for s in ("拉取", "校验", "入湖")}, labels
+
+    # Jiangsu's run of the demo: the validate log has the counts, its link opens the batch's rejection report.
+    run = _runs(ui, "exchange_jiangsu")[0]
+    assert run["state"] == "success" and run["run_type"] == "scheduled"
+    assert "pulled" in (run.get("note") or ""), run.get("note")
+    quoted = urllib.parse.quote(run["dag_run_id"], safe="")
+    log = ui.client.get(f"/api/v2/dags/exchange_jiangsu/dagRuns/{quoted}/taskInstances/validate_e_license/logs/1",
+                        headers={"Accept": "application/json"}).json()
+    text = "\n".join(str(line.get("event", line)) if isinstance(line, dict) else str(line)
+                     for line in log["content"])
+    counts = re.search(r"pulled=(\d+) accepted=(\d+) quarantined=(\d+)", text)
+    assert counts, text[-2000:]
+    assert int(counts[1]) == 200 and int(counts[1]) == int(counts[2]) + int(counts[3])
+    assert "rejection report:" in text and re.search(r"rule \S+ \(error\): \d+ record", text)
+    links = ui.get(f"/api/v2/dags/exchange_jiangsu/dagRuns/{quoted}/taskInstances/validate_e_license/links")
+    link = links["extra_links"]["拒收报告 Rejection report"]
+    assert link and link.startswith(ui.url + "/exchange/reports/jiangsu/jiangsu.e_license."), link
+    page = ui.client.get(link)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert link.rsplit("/", 1)[1].removesuffix(".rejections.html") in page.text
+    assert httpx.get(link, timeout=30).status_code == 401, "reports are for logged-in users only"
+    pull_links = ui.get(f"/api/v2/dags/exchange_jiangsu/dagRuns/{quoted}/taskInstances/pull_e_license/links")
+    assert not any(pull_links["extra_links"].values())
+
+    # The lake's Asset events name the batch, its snapshot, counts and manifest digest.
+    events = ui.get("/api/v2/assets/events", limit=100)["asset_events"]
+    extras = [e["extra"] for e in events if e.get("source_dag_id") == "exchange_jiangsu"]
+    assert extras and all({"batch_id", "snapshot_id", "counts", "manifest_sha256"} <= set(x) for x in extras)
+
+    # No false alarms: the scheduler treats the demo's runs as the windows' runs and waits for the next ones.
+    time.sleep(QUIET_SECONDS)
+    after = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit")}
+    assert after == before
+    assert all(len(runs) == 1 for runs in after.values()), f"only the demo's own runs: {after}"
+    assert not list((ui.home / "reports" / "alerts").glob("*.json"))
+    for province in PROVINCES:
+        for r in _runs(ui, f"exchange_{province}"):
+            deadlines = ui.get(f"/ui/dags/exchange_{province}/dagRuns/{urllib.parse.quote(r['dag_run_id'], safe='')}"
+                               "/deadlines")
+            assert not [d for d in deadlines.get("deadlines", []) if d.get("missed")], deadlines
+
+    api_log = (ui.home / "airflow" / "logs" / "ui" / "api-server.log").read_text(errors="replace")
+    assert "looks like production" not in api_log
+
+    _grid_in_chromium(ui, tmp_path / "grid.png")
+
+
+def _grid_in_chromium(ui: Ui, shot: Path) -> None:
+    if not shutil.which(CHROMIUM):
+        message = f"Chromium is not installed at {CHROMIUM} (Debian package chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + " - `make test` installs it")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai",
+                                          viewport={"width": 1600, "height": 1000})
+            context.add_cookies([{"name": "_token", "value": ui.token, "url": ui.url}])
+            page = context.new_page()
+            page.goto(f"{ui.url}/dags/exchange_jiangsu", wait_until="networkidle")
+            page.get_by_text("电子证照 e_license").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(shot), full_page=True)
+            body = page.inner_text("body")
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    assert "江苏省 数据交换" in body and "江苏省大数据管理中心" in body, body[:2000]
+    for name in ("e_license", "enterprise_registration", "administrative_penalty", "provident_fund_transfer"):
+        assert f"{dataset(name).title} {name}" in body, name

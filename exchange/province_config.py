@@ -32,6 +32,21 @@ def format_duration(value: timedelta) -> str:
     return "".join((f"{hours}h" if hours else "", f"{minutes}m" if minutes or not hours else ""))
 
 
+class SharingDeadlines(BaseModel, frozen=True, extra="forbid"):
+    """How many working days the province's data office has for a sharing request (exchange/sharing)."""
+
+    review_days: int = Field(default=3, ge=1, le=30, description="Working days to review a request: decide, or "
+                                                                  "return it once listing everything missing")
+    reply_days: int = Field(default=10, ge=1, le=60, description="Working days to reply: approve or refuse")
+
+    @model_validator(mode="after")
+    def _order(self) -> SharingDeadlines:
+        if self.reply_days < self.review_days:
+            raise ValueError(f"sharing.reply_days ({self.reply_days}) must be at least review_days "
+                             f"({self.review_days})")
+        return self
+
+
 class ProvinceConfig(BaseModel, frozen=True):
     """How and when one province's exchanges run."""
 
@@ -53,6 +68,8 @@ class ProvinceConfig(BaseModel, frozen=True):
     deadline: timedelta | None = Field(
         default=None, description="How long after the data interval ends the run must have finished (e.g. 2h)"
     )
+    sharing: SharingDeadlines = Field(default_factory=SharingDeadlines,
+                                      description="Working-day deadlines for sharing requests to the office")
 
     @field_validator("schedule")
     @classmethod

@@ -18,10 +18,12 @@ from pydantic import BaseModel
 from exchange.access.check import SignedLicenceCheck
 from exchange.access.extract import SignedExtractManifest
 from exchange.access.models import Department, Grant, SignedGrant, SignedGrantRevocation
+from exchange.catalogue.models import CatalogueExport, SignedCatalogueItem
 from exchange.provenance.archive import ArchiveHeader
 from exchange.provenance.events import entry_conditions, event_table
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import SignedManifest
+from exchange.sharing.models import RequestForm, SharingRequest, SignedDecision, SignedDisputeDecision
 from exchange.signing.trust import TrustBundle
 from exchange.stages import (
     CommitSummary,
@@ -58,6 +60,12 @@ DOCUMENTS: dict[str, type[BaseModel]] = {
     "stage-extract-result": ExtractResult,
     "stage-standing-extract": StandingExtract,
     "stage-replay-result": ReplayResult,
+    "catalogue-item": SignedCatalogueItem,
+    "catalogue-export": CatalogueExport,
+    "request-form": RequestForm,
+    "sharing-request": SharingRequest,
+    "review-decision": SignedDecision,
+    "dispute-decision": SignedDisputeDecision,
 }
 
 

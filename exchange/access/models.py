@@ -57,6 +57,11 @@ class Grant(BaseModel, frozen=True):
     unmasked: list[str] = Field(default_factory=list, description="Sensitive columns explicitly granted unmasked")
     justification: str = Field(default="", description="Why any column is granted unmasked")
     issued_at: datetime = Field(description="When the grant was recorded")
+    # Absent (not null) on grants recorded by hand, so their canonical bytes and signatures stay as they were.
+    request: str | None = Field(default=None, exclude_if=lambda v: v is None,
+                                description="The sharing request whose approval created the grant")
+    item: str | None = Field(default=None, exclude_if=lambda v: v is None,
+                             description="The catalogue item the grant was approved on")
 
 
 class SignedGrant(BaseModel, frozen=True):

@@ -63,6 +63,11 @@ DenialReason = Literal[
     "unknown_mask",          # the contract names a masking rule the hub does not know: hide, never leak
     "bad_row_filter",        # a condition that cannot be compiled (e.g. between without two values)
     "no_extract_key",        # an encrypted extract for a department that registered no key
+    # the catalogue: requests and the grants their approval creates
+    "item_not_shared",       # a 不予共享 catalogue item: never requested, never granted
+    "beyond_item",           # columns, period, sharing method or approving office beyond the item's terms
+    "no_purpose",            # a request or grant without a purpose or a legal basis
+    "onward_sharing",        # passing a grant's data on without the provider's recorded consent
 ]
 
 T = TypeVar("T")
@@ -286,6 +291,78 @@ def view(grant: Grant, terms: Terms, schema: pa.Schema) -> View | Denial:
     if isinstance(rows, Denial):
         return rows
     return View(grant.id, grant.dataset, tuple(columns), rows)
+
+
+# --- the catalogue (2025 Regulations on Government Data Sharing) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemTerms:
+    """What a published catalogue item admits (exchange/catalogue builds it from the signed item)."""
+
+    code: str
+    dataset: str
+    attribute: str  # unconditional, conditional or not_shared
+    columns: tuple[str, ...]
+    max_period_days: int
+    methods: tuple[str, ...]
+    provider_office: str
+    basis: str | None = None  # legal basis of 不予共享
+
+
+def item_scope_denial(item: ItemTerms, columns: Sequence[str], row_columns: Sequence[str], purpose: str,
+                      legal_basis: str, until: date, method: str, today: date) -> Denial | None:
+    """Whether a request (or an approval) for `item` stays inside the item's published terms. None when it does.
+
+    不予共享 admits nothing; columns, row-scope columns, the sharing method and the period must be the item's;
+    a purpose and a legal basis are always required of a request (the Regulations ask them of every request,
+    even for 无条件 items, because use is bound to the stated purpose).
+    """
+    if item.attribute == NOT_SHARED:
+        return Denial("item_not_shared", f"{item.code} is 不予共享 (not shared): {item.basis or 'no basis given'}")
+    if not (purpose.strip() and legal_basis.strip()):
+        return Denial("no_purpose", f"{item.code}: a request needs a purpose and a legal basis")
+    unknown = [c for c in [*columns, *row_columns] if c not in item.columns]
+    if unknown:
+        return Denial("beyond_item", f"{item.code} has no column(s) {', '.join(dict.fromkeys(unknown))}; it offers "
+                                     f"{', '.join(item.columns)}")
+    if method not in item.methods:
+        return Denial("beyond_item", f"{item.code} is not shared by {method}; allowed: {', '.join(item.methods)}")
+    if until < today:
+        return Denial("beyond_item", f"{item.code}: the period ends {until}, before today ({today})")
+    limit = date.fromordinal(today.toordinal() + item.max_period_days)
+    if until > limit:
+        return Denial("beyond_item", f"{item.code}: the period may run {item.max_period_days} days at most "
+                                     f"(until {limit}), not until {until}")
+    return None
+
+
+def item_grant_denial(grant: Grant, item: ItemTerms, method: str | None = None) -> Denial | None:
+    """Whether a grant stays inside its catalogue item: never more than the item's attribute, columns, period
+    and approving office allow (checked besides :func:`review_grant`, which holds it to the contract). `method`:
+    the sharing method requested (None for a grant recorded by hand, which names none)."""
+    if grant.dataset != item.dataset:
+        return Denial("beyond_item", f"grant {grant.id} is on {grant.dataset}, item {item.code} on {item.dataset}")
+    if grant.approved_by != item.provider_office:
+        return Denial("beyond_item", f"grant {grant.id}: only {item.provider_office} grants {item.code}, not "
+                                     f"{grant.approved_by}")
+    return item_scope_denial(item, grant.columns, [r.column for r in grant.row_filter], grant.purpose,
+                             grant.legal_basis, grant.expires_on, method or (item.methods[0] if item.methods else ""),
+                             grant.issued_at.date())
+
+
+def without_review(items: Sequence[ItemTerms]) -> bool:
+    """A request may be approved without review only when every item it asks for is 无条件 (unconditional)."""
+    return bool(items) and all(i.attribute == "unconditional" for i in items)
+
+
+def onward_denial(grant: Grant, to_department: str, consented: Container[tuple[str, str]]) -> Denial | None:
+    """Data received under `grant` may pass to another department only with the provider's recorded consent
+    (`consented` holds (grant id, department) pairs)."""
+    if (grant.id, to_department) in consented:
+        return None
+    return Denial("onward_sharing", f"grant {grant.id}: passing {grant.dataset} on to {to_department} needs the "
+                                    f"consent of {grant.approved_by}, and none is recorded")
 
 
 def licence_check(terms: Terms) -> Denial | None:

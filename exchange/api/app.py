@@ -327,6 +327,9 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
 
     from exchange.api.deltasharing import router as delta_sharing  # imported here: it builds on this module
     app.include_router(delta_sharing)
+    from exchange.api.sharing import router as sharing_router  # here: it uses identify() from this module
+
+    app.include_router(sharing_router)
     return app
 
 

@@ -270,3 +270,4 @@ from exchange.cli import recover as _recover  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()
+from exchange.cli import sharing as _sharing  # noqa: E402, F401

@@ -208,6 +208,12 @@ def grants_add(file: Annotated[Path, typer.Argument(help="Grant as JSON (see sch
     hub = _hub()
     grant = read_model(file, Grant, "a grant")
     events.may_record(events.Kind.GRANT, grant.approved_by)  # before it is registered: it must be loggable
+    if grant.item is not None:  # a grant on a catalogue item never exceeds the item (exchange.access.policy)
+        from exchange.access.policy import item_grant_denial, require
+        from exchange.catalogue.store import Catalogue
+        from exchange.sharing.service import catalogue_dir, item_terms
+
+        require(item_grant_denial(grant, item_terms(Catalogue(catalogue_dir(hub)).item(grant.item))))
     signed = Registry(hub.layout.access).add_grant(grant, hub.signer)
     hub.log.append(hub.signer, events.GrantEvent(department=signed.grant.department, dataset=signed.grant.dataset),
                    actor=signed.grant.approved_by, subject=signed.grant.id)

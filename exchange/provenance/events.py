@@ -64,6 +64,18 @@ class Kind(StrEnum):
     TRUNCATE = "truncate"
     COUNTERSIGN = "countersign"
     WITNESS = "witness"
+    CATALOGUE_PUBLISH = "catalogue_publish"
+    REQUEST_FILE = "request_file"
+    REQUEST_DECISION = "request_decision"
+    REQUEST_RESUBMIT = "request_resubmit"
+    REQUEST_WITHDRAW = "request_withdraw"
+    REQUEST_ESCALATE = "request_escalate"
+    DISPUTE_RAISE = "dispute_raise"
+    DISPUTE_STATEMENT = "dispute_statement"
+    DISPUTE_DECIDE = "dispute_decide"
+    GRANT_CLOSE = "grant_close"
+    ONWARD_CONSENT = "onward_consent"
+    REQUEST_REFUSED = "request_refused"
 
 
 class Role(StrEnum):
@@ -74,6 +86,7 @@ class Role(StrEnum):
     DEPARTMENT = "department"
     AUDITOR = "auditor"
     OPERATOR = "operator"
+    AUTHORITY = "authority"  # the coordinating authority (主管部门): overdue requests and disputes
 
 
 class Section(StrEnum):
@@ -105,6 +118,9 @@ class Subject(StrEnum):
     LOG = "'provenance'"
     SETTLED = "what recovery settled: a batch id, an extract id, or 'provenance' (a torn last log line)"
     RECOVERY = "'recovery'"
+    ITEM = "catalogue item code"
+    SHARING_REQUEST = "sharing request id"
+    SHARING_ATTEMPT = "what was attempted on: a sharing request id, a catalogue item code or 'request' (a new one)"
 
 
 class UnrecordableEvent(InternalError):
@@ -126,12 +142,12 @@ def role_of(actor: str) -> Role:
 
     ``hub`` and ``adapter:<province>`` (hub code pulling for a province) are the hub; ``<province>.data_office``
     a province's data office; ``auditor`` / ``auditor:<name>`` and ``operator`` / ``operator:<name>`` those
-    roles; any other name is a department id (``js.public_security``): the access paths log a refused caller
-    under the name it claimed, so this never fails.
+    roles; ``authority`` / ``authority:<name>`` the coordinating authority; any other name is a department id
+    (``js.public_security``): the access paths log a refused caller under the name it claimed, so this never fails.
     """
     if actor == HUB or actor.startswith("adapter:"):
         return Role.HUB
-    for role in (Role.AUDITOR, Role.OPERATOR):
+    for role in (Role.AUDITOR, Role.OPERATOR, Role.AUTHORITY):
         if actor == role.value or actor.startswith(f"{role.value}:"):
             return role
     if _OFFICE.fullmatch(actor):
@@ -687,6 +703,173 @@ class Witness(Event):
     witnesses: list[str] = _f("Who countersigned: office actors and `tsa:<authority>`")
     countersignatures: list[dict[str, Any]] = _f("Each office's signature over the head: witness, key id, "
                                                  "algorithm, value, time")
+
+
+# --- sharing under the Regulations (exchange/catalogue, exchange/sharing) ------------------------------------
+
+_ALL = frozenset(Role)
+
+
+class CataloguePublish(Event):
+    """A province data office published (signed) a new version of one of its catalogue items."""
+
+    kind = Kind.CATALOGUE_PUBLISH
+    roles = _OFFICES
+    subject = Subject.ITEM
+    section = Section.ACCESS
+    digests = ("item",)
+
+    version: int = _f("Catalogue version published")
+    dataset: str = _f("Dataset of the item")
+    attribute: str = _f("Sharing attribute: unconditional, conditional or not_shared")
+
+
+class RequestFile(Event):
+    """A department filed a sharing request (items, columns, row scope, purpose, legal basis, period, method)."""
+
+    kind = Kind.REQUEST_FILE
+    roles = _DEPARTMENT
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+    digests = ("form",)
+
+    items: list[str] = _f("Catalogue items asked for")
+    provider_office: str = _f("Office that reviews it")
+    review_deadline: str = _f("Last day for the office's review (ISO date)")
+    reply_deadline: str = _f("Last day for the office's reply (ISO date)")
+    filed_on_workday: bool = _f("False: filed on a holiday or weekend, the clock started on the next working day")
+    token_id: str = _f("API token used (absent from the CLI)", None)
+
+
+class RequestDecision(Event):
+    """The providing office approved (possibly narrowed), refused (with its reason) or returned a request (once,
+    listing everything missing), with its signed decision; or the hub approved an unconditional request without
+    review."""
+
+    kind = Kind.REQUEST_DECISION
+    roles = _OFFICES | _HUB
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+    more_digests = "decision: SHA-256 of the signed decision (absent for an approval without review)"
+
+    outcome: str = _f("approve, refuse or return")
+    reason: str = _f("The written reason (refuse) or note", "")
+    missing: list[str] = _f("Everything missing (return)", None)
+    grants: list[str] = _f("Grants the approval created", None)
+    without_review: bool = _f("True when approved without review (无条件 items)", None)
+
+
+class RequestResubmit(Event):
+    """The department sent a returned request back with the missing materials; the clock resumed."""
+
+    kind = Kind.REQUEST_RESUBMIT
+    roles = _DEPARTMENT
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    materials: list[str] = _f("Materials supplied")
+    paused_workdays: int = _f("Working days the request stood returned in total")
+    reply_deadline: str = _f("The reply deadline now (ISO date)")
+
+
+class RequestWithdraw(Event):
+    """The department withdrew a request the office had not decided."""
+
+    kind = Kind.REQUEST_WITHDRAW
+    roles = _DEPARTMENT
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    note: str = _f("Why, if given", "")
+
+
+class RequestEscalate(Event):
+    """The hub flagged an overdue request to the coordinating authority."""
+
+    kind = Kind.REQUEST_ESCALATE
+    roles = _HUB
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    missed: str = _f("review or reply: the deadline missed")
+    deadline: str = _f("That deadline (ISO date)")
+    provider_office: str = _f("The office that missed it")
+
+
+class DisputeRaise(Event):
+    """A refused department took the refusal to the coordinating authority, with its statement."""
+
+    kind = Kind.DISPUTE_RAISE
+    roles = _DEPARTMENT
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    statement: str = _f("The department's statement")
+
+
+class DisputeStatement(Event):
+    """The providing office stated its side of a dispute."""
+
+    kind = Kind.DISPUTE_STATEMENT
+    roles = _OFFICES
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    statement: str = _f("The office's statement")
+
+
+class DisputeDecide(Event):
+    """The coordinating authority decided a dispute on the evidence bundle (both statements and the request's
+    whole history): the refusal stands, or the office must review again."""
+
+    kind = Kind.DISPUTE_DECIDE
+    roles = frozenset({Role.AUTHORITY})
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+    digests = ("decision", "evidence")
+
+    outcome: str = _f("uphold or overturn")
+    reasoning: str = _f("Why")
+
+
+class GrantClose(Event):
+    """A grant's use ended: its purpose was met (the department declared it), its period ended, or the office
+    revoked it; tokens, queries and standing extracts under it end at once."""
+
+    kind = Kind.GRANT_CLOSE
+    roles = _DEPARTMENT | _OFFICES | _HUB
+    subject = Subject.SHARING_REQUEST
+    section = Section.ACCESS
+
+    reason: str = _f("purpose_met, period_ended or revoked")
+    grants: list[str] = _f("Grants closed (each revoked)")
+
+
+class OnwardConsent(Event):
+    """A providing office consented to a department passing a grant's data on to another department."""
+
+    kind = Kind.ONWARD_CONSENT
+    roles = _OFFICES
+    subject = Subject.GRANT
+    section = Section.ACCESS
+    digests = ("consent",)
+
+    to_department: str = _f("Who may receive the data")
+    purpose: str = _f("For what")
+
+
+class RequestRefused(Event):
+    """The hub refused a step of the sharing process (a request beyond its item, a second return, a forged or
+    replayed decision, onward sharing without consent, ...), with the reason it gave."""
+
+    kind = Kind.REQUEST_REFUSED
+    roles = _ALL
+    subject = Subject.SHARING_ATTEMPT
+    section = Section.ACCESS
+
+    attempt: str = _f("The step attempted: file, approve, refuse, return, resubmit, withdraw, dispute, "
+                      "decide_dispute, close, onward, ...")
+    reason: str = _f("Why it was refused (the hub's words)")
 
 
 def spec(kind: str) -> type[Event] | None:

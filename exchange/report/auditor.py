@@ -226,11 +226,21 @@ def render(data: ReportData, home: str = "") -> str:
         + logged_table(data, Section.ACCESS, "access")
         + "<h3>拒绝 / Denials</h3>" + _table(["时间 / at (UTC)", "访问者 / who", "对象 / what", "原因 / reason"],
                                           denials, cls="denials"),
+        _sharing(data, home),
         '<h2 id="lineage">数据血缘：省份 → 湖表 → 部门 / Lineage: provinces → lake tables → departments</h2>'
         + _table(["省份 / province", "湖表 / lake table", "收到提取的部门 / departments that received extracts"],
                 lineage, cls="lineage"),
     ]
     return page("长三角数据交换中心审计报告 / YRD exchange: auditor report", "".join(sections), lang="zh-CN")
+
+
+def _sharing(data: ReportData, home: str) -> str:
+    """The sharing section (exchange/report/sharing.py): requests, decisions and overdue requests."""
+    from exchange.report.sharing import read_requests, sharing_section
+    from exchange.sharing.workdays import local_date
+
+    requests = read_requests(Path(home)) if home else []
+    return sharing_section(requests, data.access, local_date(data.generated_at))
 
 
 def _province(code: str) -> str:

@@ -34,6 +34,9 @@ class Signed(StrEnum):
     ARCHIVE_HEADER = "provenance archive header"
     PROVINCE_EXPORT = "province export"
     HEAD_COUNTERSIGNATURE = "log head countersignature"
+    CATALOGUE_ITEM = "catalogue item"
+    REVIEW_DECISION = "review decision"
+    DISPUTE_DECISION = "dispute decision"
 
 
 _HUB = frozenset({Role.HUB})
@@ -50,6 +53,11 @@ SIGNERS: dict[Signed, frozenset[Role]] = {
     # What a province vouches for: its own exports, and (witnessing) the hub's log heads it has seen.
     Signed.PROVINCE_EXPORT: frozenset({Role.PROVINCE_OFFICE}),
     Signed.HEAD_COUNTERSIGNATURE: frozenset({Role.PROVINCE_OFFICE}),
+    # The Regulations' acts: an office publishes its items and decides on requests for them; the
+    # coordinating authority decides disputes (exchange/catalogue, exchange/sharing).
+    Signed.CATALOGUE_ITEM: frozenset({Role.PROVINCE_OFFICE}),
+    Signed.REVIEW_DECISION: frozenset({Role.PROVINCE_OFFICE}),
+    Signed.DISPUTE_DECISION: frozenset({Role.AUTHORITY}),
 }
 """Signer roles of every signed thing that is not a provenance entry."""
 

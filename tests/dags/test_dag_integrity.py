@@ -48,7 +48,7 @@ def test_every_dag_file_imports_cleanly_and_lightly(tmp_path: Path) -> None:
     result = _parse(tmp_path)
     assert result["errors"] == {}
     assert sorted(result["dags"]) == sorted([*(f"exchange_{p}" for p in PROVINCES), "exchange_publish",
-                                             "exchange_audit"])
+                                             "exchange_audit", "exchange_sharing"])
     assert result["heavy"] == [], "DAG parsing must not import the pipeline or drivers"
     for province in PROVINCES:
         dag = result["dags"][f"exchange_{province}"]
@@ -61,3 +61,4 @@ def test_every_dag_file_imports_cleanly_and_lightly(tmp_path: Path) -> None:
             assert f"ducklake://lake/{dataset}" in dag["outlets"], "a commit emits the lake table's Asset event"
     assert result["dags"]["exchange_publish"]["timetable"] == "AssetTriggeredTimetable"
     assert result["dags"]["exchange_audit"]["tasks"] == ["verify"]
+    assert result["dags"]["exchange_sharing"]["tasks"] == ["overdue_and_expiry"]

@@ -41,6 +41,11 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert out.returncode == 0, f"demo failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
     assert "verify: intact" in out.stdout
     assert "opened with the department's key" in out.stdout
+    # Sharing (issue 19): one request of each kind, and the state each ended in.
+    shared = out.stdout.split("Sharing under the Regulations", 1)[1].split("Witnessing", 1)[0]
+    for state, kind in (("approved", "approved without review"), ("approved", "after one returned notice"),
+                        ("refused", "refused with a written reason"), ("overdue", "left unanswered")):
+        assert any(line.split()[:1] == [state] and kind in line for line in shared.splitlines()), shared
     return home
 
 

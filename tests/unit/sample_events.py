@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exchange.provenance import events
 from exchange.provenance.events import (
     AccessDenied,
     Checkpoint,
@@ -48,6 +49,7 @@ from exchange.provenance.events import (
 H = "ab" * 32
 DEPARTMENT = "js.public_security"
 OFFICE = "jiangsu.data_office"
+REQUEST = "req-20261207-0a1b2c3d"
 
 
 @dataclass(frozen=True)
@@ -120,4 +122,23 @@ SAMPLES: list[Sample] = [
     Sample(Witness(head_seq=9, head_hash=H, witnesses=[OFFICE, "tsa:local"],
                    countersignatures=[{"witness": OFFICE, "key_id": "ed25519:ab", "value": "c2ln"}]),
            "hub", "provenance", {"receipt": H, "tsa:local": H}),
+    Sample(events.CataloguePublish(version=1, dataset="e_license", attribute="conditional"), OFFICE,
+           "YRD-DZZZ-000101-JS", {"item": H}),
+    Sample(events.RequestFile(items=["YRD-DZZZ-000101-JS"], provider_office=OFFICE, review_deadline="2026-12-10",
+                              reply_deadline="2026-12-21", filed_on_workday=True), DEPARTMENT, REQUEST, {"form": H}),
+    Sample(events.RequestDecision(outcome="return", reason="", missing=["authorisation letter"]), OFFICE, REQUEST,
+           {"decision": H}),
+    Sample(events.RequestResubmit(materials=["authorisation letter"], paused_workdays=2,
+                                  reply_deadline="2026-12-23"), DEPARTMENT, REQUEST, {}),
+    Sample(events.RequestWithdraw(note="no longer needed"), DEPARTMENT, REQUEST, {}),
+    Sample(events.RequestEscalate(missed="reply", deadline="2026-12-21", provider_office=OFFICE), "hub", REQUEST,
+           {}),
+    Sample(events.DisputeRaise(statement="statutory duty"), DEPARTMENT, REQUEST, {}),
+    Sample(events.DisputeStatement(statement="purpose unclear"), OFFICE, REQUEST, {}),
+    Sample(events.DisputeDecide(outcome="uphold", reasoning="the refusal's reason holds"), "authority", REQUEST,
+           {"decision": H, "evidence": H}),
+    Sample(events.GrantClose(reason="purpose_met", grants=[f"{REQUEST}.1"]), DEPARTMENT, REQUEST, {}),
+    Sample(events.OnwardConsent(to_department="js.housing_fund", purpose="joint case"), OFFICE, f"{REQUEST}.1",
+           {"consent": H}),
+    Sample(events.RequestRefused(attempt="return", reason="already returned once"), OFFICE, REQUEST, {}),
 ]

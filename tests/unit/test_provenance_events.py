@@ -34,7 +34,7 @@ from tests.unit.sample_events import SAMPLES, Sample, pull
 
 FIXTURE = Path(__file__).parent / "fixtures" / "provenance_v1"
 ACTORS = {Role.HUB: "hub", Role.PROVINCE_OFFICE: "anhui.data_office", Role.DEPARTMENT: "sh.market_regulation",
-          Role.AUDITOR: "auditor", Role.OPERATOR: "operator:li"}
+          Role.AUDITOR: "auditor", Role.OPERATOR: "operator:li", Role.AUTHORITY: "authority:yrd"}
 
 
 def test_every_kind_has_one_event_class_and_one_sample() -> None:
@@ -54,6 +54,7 @@ def test_a_second_class_for_a_kind_is_refused() -> None:
 @pytest.mark.parametrize(("actor", "role"), [
     ("hub", Role.HUB), ("adapter:jiangsu", Role.HUB), ("jiangsu.data_office", Role.PROVINCE_OFFICE),
     ("auditor", Role.AUDITOR), ("auditor:wang", Role.AUDITOR), ("operator", Role.OPERATOR),
+    ("authority", Role.AUTHORITY), ("authority:yrd", Role.AUTHORITY),
     ("js.public_security", Role.DEPARTMENT), ("a.b", Role.DEPARTMENT), ("nobody", Role.DEPARTMENT),
 ])
 def test_role_of_an_actor(actor: str, role: Role) -> None:

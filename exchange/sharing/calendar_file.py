@@ -70,7 +70,9 @@ class CalendarFile(BaseModel, frozen=True):
 
 
 def _where(error: dict[str, object]) -> str:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("years",)]  # type: ignore[union-attr]
+    loc = [str(part) for part in error.get("loc", ())]  # type: ignore[attr-defined]
+    if len(loc) > 1 and loc[0] == "years":
+        loc = loc[1:]
     if loc and loc[0].isdigit():
         head = f"year {loc[0]}"
         rest = [p for p in loc[1:] if not p.isdigit()]
@@ -81,14 +83,16 @@ def _where(error: dict[str, object]) -> str:
 def load_calendar_file(path: Path) -> CalendarFile:
     """The file, checked; BadFile naming the file, the year and the field on any problem."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # BaseLoader: every scalar a string, so pydantic (not YAML's date constructor) judges each date and
+        # can say which year and field a bad one is in.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)  # noqa: S506 - no objects
     except OSError as err:
         raise BadFile(path, f"cannot read it ({err.strerror}); fix the path in EXCHANGE_CALENDAR_FILE") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise BadFile(path, f"not valid YAML{where}; see docs/operators.md, 'Working-day calendar'") from None
-    if raw is None:
+    if raw is None or raw == "":
         raw = {"years": {}}
     try:
         return CalendarFile.model_validate(raw)

@@ -325,7 +325,7 @@ def requests_overdue(
     late = service.escalate_overdue() if escalate or alert else service.overdue()
     table = Table("id", "department", "office", "missed", "deadline", "escalated")
     for o in late:
-        table.add_row(o.request, o.department, o.provider_office, o.missed, str(o.deadline),
+        table.add_row(o.request, o.department, o.provider_office, o.missed, _due(o.deadline, o.provisional),
                       f"{o.escalated_at:%Y-%m-%d}" if o.escalated_at else "")
     console.print(table)
 

@@ -180,3 +180,14 @@ def test_the_sharing_demo_runs_with_the_clock_in_late_december_2026(
     done = run_sharing_demo(hub, clock=lambda: datetime(2026, 12, 28, 2, tzinfo=UTC))
     assert [d.state for d in done] == ["approved", "approved", "refused", "overdue"]
     assert "provisional" not in done[3].path  # filed 28 days earlier: that deadline is in 2026
+
+
+def test_the_auditor_report_marks_provisional_deadlines(tmp_path: Path) -> None:
+    from exchange.report.sharing import sharing_section
+
+    late_december, november = _request(date(2026, 12, 28)), _request(date(2026, 11, 2))
+    with use(WorkCalendar(unknown_years="weekends")):
+        html = sharing_section([late_december, november], [], date(2026, 12, 29))
+    assert html.count("(暂定 / provisional)") == 2  # review and reply of the December request only
+    with use(calendar_for(ExchangeSettings(home=tmp_path, calendar_file=_write(tmp_path, TEST_2027)))):
+        assert "provisional" not in sharing_section([late_december], [], date(2026, 12, 29))

@@ -95,6 +95,15 @@ class ExchangeSettings(BaseSettings):
         default=None, description="The pinned root certificate (PEM) of that authority; default "
         "EXCHANGE_HOME/tsa/ca.crt, the local authority's",
     )
+    calendar_file: Path | None = Field(
+        default=None, description="YAML file of State Council holiday arrangements for years chinesecalendar does "
+        "not know (docs/operators.md, 'Working-day calendar'); default EXCHANGE_HOME/calendar.yaml if it exists",
+    )
+    calendar_unknown_years: Literal["refuse", "weekends"] = Field(
+        default="weekends", description="A deadline in a year neither the calendar file nor chinesecalendar knows: "
+        "weekends = count Monday-Friday and mark it provisional (recomputed once the year is loaded); refuse = "
+        "fail the step until the year is loaded",
+    )
     shanghai_api_url: str | None = Field(default=None, description="Base URL of Shanghai's REST API")
     shanghai_api_token: str | None = Field(default=None, description="Bearer token for Shanghai's API")
     zhejiang_db_url: str | None = Field(default=None, description="SQLAlchemy URL of Zhejiang's views")

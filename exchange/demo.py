@@ -187,10 +187,11 @@ def run_demo(home: Path, *, fresh: bool, records: int = DEMO_RECORDS) -> int:
     extract = SignedExtractManifest.model_validate_json(standing[-1].read_text(encoding="utf-8"))
     opened = open_as_department(standing[-1].parent, hub, department_key)
     from exchange.provenance.verify import verify_home
-    from exchange.sharing.demo import run_sharing_demo
+    from exchange.sharing.demo import DEMO_CALENDAR_NOTE, run_sharing_demo
 
     console.print(Text.assemble(("Sharing under the Regulations", "bold"), " (catalogue published and signed by "
                                 "each office; one request of each kind)"))
+    console.print(f"  {DEMO_CALENDAR_NOTE}")
     for shared in run_sharing_demo(hub):
         console.print(f"  {shared.state:<9} {shared.request_id}  {shared.kind}: {shared.path}")
 

@@ -66,6 +66,9 @@ class Fault:
     retry_after: str | None = None  # with this Retry-After header
     corrupt: bool = False  # answer 200 with a truncated body
     delay: float = 0.0  # wait this long before answering (to trip the client's timeout)
+    # Answer only once this event is set: a server that keeps a client waiting for as long as the test says,
+    # so only the client's own timeout can end the wait (however slow the machine).
+    hold: threading.Event | None = None
     content_type: str | None = None  # answer 200 with this Content-Type and an HTML error page instead
     next_cursor: str | None = None  # answer the page with this nextCursor (to make a pagination loop)
     expire_tokens: bool = False  # expire every issued token now and answer 401, as a revocation would
@@ -303,6 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.hold is not None:
+                fault.hold.wait()
             if fault.expire_tokens:
                 sandbox.expire_tokens()
                 self._send(401, {"error": "invalid_token"}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})

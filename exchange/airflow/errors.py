@@ -34,7 +34,9 @@ def run_stage(stage: Callable[..., T], *args: Any) -> T:
     except ExchangeError as exc:
         if outcome(exc).retry:
             raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        # The message is the whole story (file, position, what to do); the hub's frames chained under it would
+        # only bury that one line in the task log an office reads. Retryable errors keep their traceback.
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None
 
 
 def _reports(kind: str) -> Path:

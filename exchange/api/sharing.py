@@ -67,7 +67,8 @@ Caller = Annotated[Party, Depends(party)]
 
 
 def _service(request: Request) -> SharingService:
-    return SharingService(_hub(request))
+    # app.state.sharing_clock: tests pin the date (deadlines must not depend on the day the suite runs)
+    return SharingService(_hub(request), clock=getattr(request.app.state, "sharing_clock", None))
 
 
 class RequestView(BaseModel, frozen=True):
@@ -77,6 +78,9 @@ class RequestView(BaseModel, frozen=True):
     review_deadline: date = Field(description="Last day for the office's review")
     reply_deadline: date = Field(description="Last day for the office's reply")
     overdue: Literal["review", "reply"] | None = Field(description="The deadline missed, if any")
+    deadlines_provisional: bool = Field(default=False, description="True when the deadlines were counted over a "
+                                        "year whose holiday arrangement is not loaded (Monday-Friday): they may "
+                                        "still move when it is")
 
 
 class DecisionBody(BaseModel):
@@ -111,7 +115,7 @@ class DisputeDecisionBody(BaseModel):
 def _view(service: SharingService, req: SharingRequest) -> RequestView:
     due = service.deadlines(req)
     return RequestView(request=req, review_deadline=due.review, reply_deadline=due.reply,
-                       overdue=overdue(req, service.today()))
+                       overdue=overdue(req, service.today()), deadlines_provisional=due.provisional)
 
 
 def _involved(service: SharingService, who: Party, request_id: str) -> SharingRequest:

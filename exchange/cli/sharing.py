@@ -131,7 +131,13 @@ def _row(req: SharingRequest, service: SharingService) -> list[str]:
     due = service.deadlines(req)
     late = overdue(req, service.today())
     return [req.id, req.form.department, ", ".join(s.item for s in req.form.items), req.provider_office,
-            req.state + (f" (overdue: {late})" if late else ""), str(due.review), str(due.reply)]
+            req.state + (f" (overdue: {late})" if late else ""), _due(due.review, due.provisional),
+            _due(due.reply, due.provisional)]
+
+
+def _due(day: object, provisional: bool) -> str:
+    """A deadline as shown: marked when counted over a year whose holidays are not loaded yet."""
+    return f"{day} (provisional)" if provisional else str(day)
 
 
 @requests_app.command("file")
@@ -157,7 +163,8 @@ def requests_file(form: Annotated[Path, typer.Argument(help="Request as JSON (sc
     req = service.file(parsed)
     due = service.deadlines(req)
     console.print(f"filed {req.id}: {req.state}" + (f", grants {', '.join(req.grants)}" if req.grants else
-                                                    f"; review by {due.review}, reply by {due.reply}"))
+                                                    f"; review by {_due(due.review, due.provisional)}, "
+                                                    f"reply by {_due(due.reply, due.provisional)}"))
     if not req.filed_on_workday:
         console.print("filed on a non-working day: the clock starts on the next working day")
 
@@ -256,7 +263,8 @@ def requests_resubmit(request_id: Annotated[str, typer.Argument(help="Request id
     service = _service()
     req = service.resubmit(request_id, department, Resubmission(materials=material, purpose=purpose,
                                                                 legal_basis=legal_basis, note=note))
-    console.print(f"resubmitted {req.id}; reply by {service.deadlines(req).reply}")
+    due = service.deadlines(req)
+    console.print(f"resubmitted {req.id}; reply by {_due(due.reply, due.provisional)}")
 
 
 @requests_app.command("withdraw")
@@ -317,7 +325,7 @@ def requests_overdue(
     late = service.escalate_overdue() if escalate or alert else service.overdue()
     table = Table("id", "department", "office", "missed", "deadline", "escalated")
     for o in late:
-        table.add_row(o.request, o.department, o.provider_office, o.missed, str(o.deadline),
+        table.add_row(o.request, o.department, o.provider_office, o.missed, _due(o.deadline, o.provisional),
                       f"{o.escalated_at:%Y-%m-%d}" if o.escalated_at else "")
     console.print(table)
 

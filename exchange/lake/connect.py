@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -222,6 +222,11 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
             con.close()
 
 
+# How the hub pauses between attempts while an outside process holds the catalog; a module attribute so a test
+# can see that a commit is waiting, and end the wait, without racing a timer.
+wait_for_outsider: Callable[[float], None] = time.sleep
+
+
 def _held_by_outsider(exc: duckdb.Error) -> bool:
     """DuckDB's own file lock refused us: a process outside the hub (a DuckDB session) has the catalog open."""
     return isinstance(exc, duckdb.IOException) and "Could not set lock" in str(exc)
@@ -247,7 +252,7 @@ def _attach(con: duckdb.DuckDBPyConnection, sql: str, *, retry: bool, catalog: s
                         f"the lake catalog {catalog} is held open by another process ({holder}), e.g. a DuckDB "
                         f"session; waited {wait:.0f} s. Close it and run again (nothing was changed)"
                     ) from None
-                time.sleep(0.2)
+                wait_for_outsider(0.2)
                 continue
             if not retry or attempt == 3 or "Failed to initialize DuckLake" not in str(exc):
                 raise

@@ -31,12 +31,11 @@ Mask = npt.NDArray[np.bool_]
 def _fixed_width_bytes(values: pa.Array | pa.ChunkedArray, width: int) -> tuple[npt.NDArray[np.uint8], Mask]:
     """Return an (n, width) uint8 matrix of the values that are exactly `width` ASCII bytes, and that mask."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+        values = values.combine_chunks()  # an empty array of its type when there are no chunks
     values = values.cast(pa.string())
     n = len(values)
     ok = pc.fill_null(pc.equal(pc.binary_length(values), width), False).to_numpy(zero_copy_only=False)
-    filled = pc.if_else(pa.array(ok), values, pa.scalar("0" * width)).cast(pa.large_binary())
-    filled = filled.combine_chunks() if isinstance(filled, pa.ChunkedArray) else filled
+    filled = pc.if_else(pa.array(ok), values, pa.scalar("0" * width)).cast(pa.large_binary())  # Array in, Array out
     # Every value now has exactly `width` bytes, so the data buffer is a dense matrix.
     offsets = np.frombuffer(filled.buffers()[1], dtype=np.int64)[filled.offset : filled.offset + n + 1]
     data = np.frombuffer(filled.buffers()[2], dtype=np.uint8)

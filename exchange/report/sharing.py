@@ -37,6 +37,8 @@ def sharing_section(requests: Sequence[SharingRequest], access: Sequence[Provena
             due = request_deadlines(r, today)
             missed = overdue(r, today)
             review, reply = str(due.review), str(due.reply)
+            if due.provisional:  # counted Monday-Friday over a year whose holidays are not loaded yet
+                review, reply = f"{review} (暂定 / provisional)", f"{reply} (暂定 / provisional)"
         except CalendarYearUnknown as unknown:  # say so rather than guess or fail the whole report
             review = reply = "?"
             missed = None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from exchange.provenance import events
 from exchange.sharing.machine import overdue
 from exchange.sharing.models import ItemScope, RequestForm, Resubmission
 from exchange.sharing.service import SharingService, catalogue_dir
+from exchange.sharing.workdays import calendar_for, use
 from exchange.signing.canonical import document_digest
 
 
@@ -52,11 +54,22 @@ def _form(department: str, item: str, columns: list[str], method: str, purpose: 
         "sharing_method": method, "contact": "数据共享联络员 / data-sharing liaison, 0551-0000000"})
 
 
-def run_sharing_demo(hub: Hub) -> list[DemoRequest]:
-    """File and process the four demo requests; return where each ended."""
+DEMO_CALENDAR_NOTE = ("working-day calendar: the demo sets EXCHANGE_CALENDAR_UNKNOWN_YEARS=weekends, so a year "
+                      "whose holidays are not loaded counts Monday-Friday and its deadlines show as provisional")
+
+
+def run_sharing_demo(hub: Hub, clock: Callable[[], datetime] | None = None) -> list[DemoRequest]:
+    """File and process the four demo requests (at `clock`'s time, default now); return where each ended.
+    The demo must run on any date, so it sets the unknown-year policy to weekends whatever the hub's setting."""
+    calendar = calendar_for(hub.settings.model_copy(update={"calendar_unknown_years": "weekends"}))
+    with use(calendar):
+        return _run(hub, clock or (lambda: datetime.now(UTC)))
+
+
+def _run(hub: Hub, clock: Callable[[], datetime]) -> list[DemoRequest]:
     publish_catalogue(hub)
-    now = datetime.now(UTC)
-    service = SharingService(hub)
+    now = clock()
+    service = SharingService(hub, clock=clock)
     done: list[DemoRequest] = []
 
     auto = service.file(_form("sh.market_regulation", "YRD-SCZT-000201-JS", ["uscc", "enterprise_name", "status"],
@@ -96,7 +109,9 @@ def run_sharing_demo(hub: Hub) -> list[DemoRequest]:
     service.escalate_overdue()
     late = service.get(late.id)
     missed = overdue(late, service.today())
+    due = service.deadlines(late)
     done.append(DemoRequest("left unanswered (filed 28 days earlier, clock set back)", late.id,
-                            f"submitted → overdue ({missed} deadline {service.deadlines(late).reply}), escalated",
+                            f"submitted → overdue ({missed} deadline {due.reply}"
+                            f"{' provisional' if due.provisional else ''}), escalated",
                             "overdue" if missed else late.state))
     return done

@@ -35,7 +35,7 @@ from exchange.sharing.models import (
     Resubmission,
     SharingRequest,
 )
-from exchange.sharing.workdays import deadline, is_workday, local_date, workdays_between
+from exchange.sharing.workdays import WorkCalendar, active, deadline, is_workday, local_date, workdays_between
 
 
 class IllegalStep(Refused):
@@ -80,15 +80,35 @@ class Deadlines:
 
     review: date
     reply: date
+    provisional: bool = False  # counted over a year whose holidays are not loaded (Monday-Friday): may move
 
 
 def deadlines(req: SharingRequest, today: date | None = None) -> Deadlines:
-    """The request's deadlines; while it is returned, as if it were resubmitted `today` (the clock stands)."""
-    paused = req.paused_workdays
+    """The request's deadlines; while it is returned, as if it were resubmitted `today` (the clock stands).
+    Always recomputed from the stored dates, so they become final once a provisional year is loaded."""
+    cal = active()
+    paused = _paused(req, cal)
     if req.state == "returned" and req.returned_on is not None and today is not None:
-        paused += workdays_between(req.returned_on, today)
-    return Deadlines(deadline(req.clock_from, req.review_days, paused),
-                     deadline(req.clock_from, req.reply_days, paused))
+        paused += workdays_between(req.returned_on, today, cal)
+    review = deadline(req.clock_from, req.review_days, paused, cal)
+    reply = deadline(req.clock_from, req.reply_days, paused, cal)
+    # Stored pauses were counted over the same calendar; the span from filing to the reply deadline covers them.
+    return Deadlines(review, reply, cal.provisional(req.clock_from, max(reply, today or reply)))
+
+
+def _paused(req: SharingRequest, cal: WorkCalendar) -> int:
+    """Working days spent returned, recounted from the history's return/resubmit dates over today's calendar
+    (paused_workdays stores the count made at resubmission, which a provisional year may have got wrong)."""
+    paused, returned = 0, None
+    for entry in req.history:
+        if entry.action == "return":
+            returned = local_date(entry.at)
+        elif entry.action == "resubmit" and returned is not None:
+            paused += workdays_between(returned, local_date(entry.at), cal)
+            returned = None
+        elif entry.action == "decide_dispute" and entry.note.startswith("overturn"):
+            paused = 0  # an overturned refusal restarts the clock (clock_from, paused_workdays=0)
+    return paused
 
 
 Overdue = Literal["review", "reply"]

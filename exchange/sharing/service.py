@@ -88,6 +88,8 @@ class OverdueRequest(BaseModel, frozen=True):
     missed: Literal["review", "reply"] = Field(description="Which deadline was missed")
     deadline: date = Field(description="That deadline")
     escalated_at: datetime | None = Field(description="When it was escalated to the coordinating authority")
+    provisional: bool = Field(default=False, description="The deadline was counted Monday-Friday over a year whose "
+                                                         "holiday arrangement is not loaded yet")
 
 
 class EvidenceBundle(BaseModel, frozen=True):
@@ -400,7 +402,7 @@ class SharingService:
                 found.append(OverdueRequest(request=req.id, department=req.form.department,
                                             provider_office=req.provider_office, missed=missed,
                                             deadline=due.reply if missed == "reply" else due.review,
-                                            escalated_at=req.escalated_at))
+                                            escalated_at=req.escalated_at, provisional=due.provisional))
         return found
 
     def escalate_overdue(self, today: date | None = None) -> list[OverdueRequest]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +82,23 @@ class Deployment:
         line = next((ln for ln in reversed(text.splitlines()) if ln.startswith("[")), "[]")
         runs: list[dict[str, str]] = json.loads(line)
         return runs
+
+    def task_states(self, dag_id: str) -> dict[tuple[str, str], str]:
+        """(run_id, task_id) -> state of every task instance of `dag_id`, read from the metadata DB directly
+        (milliseconds, where the CLI takes seconds: fast enough to catch a task while it runs)."""
+        rows = psql(f"SELECT run_id, task_id, coalesce(state, 'none') FROM task_instance WHERE dag_id = '{dag_id}'",
+                    dbname=self.db)
+        return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
+    def wait_until(self, what: str, condition: Callable[[], bool], timeout: float, poll: float = 0.2) -> None:
+        """Poll `condition` until it holds; `timeout` is a hang guard, failing with `what` and the logs."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if dead := [name for name, proc in self.procs.items() if proc.poll() is not None]:
+                raise AssertionError(f"{', '.join(dead)} exited while waiting for {what}:\n{self.logs()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{what} did not happen within {timeout}s\n{self.logs()}")
+            time.sleep(poll)
 
     def logs(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.tmp.glob("*.log"))

@@ -60,7 +60,8 @@ def _records() -> pa.Table:
 
 
 def _adapter(server: SftpServer, known_hosts: Path | None, password: str | None = PASSWORD) -> JiangsuAdapter:
-    drop = SftpDrop(SftpLocation.parse(server.url()), known_hosts=known_hosts, password=password, timeout=5)
+    drop = SftpDrop(SftpLocation.parse(server.url()), known_hosts=known_hosts, password=password,
+                    timeout=120)  # a hang guard: no test here is about a slow server
     # The served sandbox signs its manifests with the office key in its own keyring (<root>/keys).
     return JiangsuAdapter(drop, trust=SourceTrust(server.root / "keys"))
 

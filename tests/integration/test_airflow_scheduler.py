@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,17 +52,65 @@ def test_a_scheduler_killed_mid_run_resumes_without_duplicates(deployment: Deplo
     seed_jiangsu(Path(deployment.env["EXCHANGE_HOME"]), *_recent_window(), n=3000)
     _wait_parsed(deployment, dag_id)
     deployment.airflow("dags", "unpause", dag_id)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not any(r["state"] == "running" for r in deployment.runs(dag_id)):
-        time.sleep(2)
+    # Evidence first: a task instance of the run is executing right now (read from the metadata DB, polled
+    # every 50 ms), and only then the kill; the states seen at that moment are kept to check the claim.
+    seen: dict[tuple[str, str], str] = {}
+
+    def a_task_is_running() -> bool:
+        seen.clear()
+        seen.update(deployment.task_states(dag_id))
+        return "running" in seen.values()
+
+    deployment.wait_until("a running task of the scheduled run", a_task_is_running, timeout=600, poll=0.05)
     deployment.stop("scheduler", signal.SIGKILL)  # no clean shutdown: as if the host lost the process
-    time.sleep(5)
+    running = sorted(task for (_, task), state in seen.items() if state == "running")
+    assert running and not {"success", "skipped"} >= set(seen.values()), seen  # the run was in flight
     deployment.start("scheduler")
-    runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=480)
+    runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=900)
     assert {r["state"] for r in runs} == {"success"}, runs
     batches = _lake_batches(Path(deployment.env["EXCHANGE_HOME"]))
     assert sorted(b["dataset"] for b in batches) == ["e_license", "enterprise_registration"]
     assert all(b["counts"]["pulled"] == 3000 for b in batches)
+    _verify(deployment.env)
+
+
+def test_a_run_still_in_flight_at_its_deadline_raises_the_alert(deployment: Deployment) -> None:
+    """The real Deadline Alert of province.yaml (2h after the data interval ends), missed by a real run.
+
+    The run is held in flight by giving the commit pool no slot; its logical date is chosen so that its
+    deadline (logical date + one daily interval + 2h) falls a minute after the trigger. The scheduler notices
+    the miss, the executor runs the hub's callback, and the alert names the run. Then the pool opens and the
+    run finishes as usual.
+    """
+    from exchange.province_config import load_province
+
+    dag_id = "exchange_jiangsu"
+    cfg = load_province("jiangsu")
+    assert cfg.deadline is not None
+    home = Path(deployment.env["EXCHANGE_HOME"])
+    seed_jiangsu(home, *_recent_window())
+    deployment.airflow("pools", "set", "lake_commits", "0", "held: no commit may start")
+    _wait_parsed(deployment, dag_id)
+    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=60)
+    logical = due - timedelta(days=1) - cfg.deadline
+    run_id = f"deadline_test_{logical:%Y%m%dT%H%M%S}"
+    deployment.airflow("dags", "trigger", dag_id, "--logical-date", logical.isoformat(), "--run-id", run_id)
+    deployment.airflow("dags", "unpause", dag_id)
+    alert = home / "reports" / "alerts" / f"{dag_id}.{run_id}.deadline.json"
+    deployment.wait_until(f"the deadline alert of {run_id}", alert.exists, timeout=600, poll=1)
+    summary = json.loads(alert.read_text())
+    assert (summary["province"], summary["dag_id"], summary["run_id"]) == ("jiangsu", dag_id, run_id)
+    assert summary["run_type"] == "manual" and summary["state"] in {"queued", "running"}, summary
+    assert summary["deadline"] == "2h after the data interval end"
+    assert datetime.fromisoformat(summary["deadline_time"]) == due
+    assert datetime.fromisoformat(summary["noticed_at"]) >= due and summary["late_by_minutes"] >= 0
+    assert summary["summary"].startswith(f"jiangsu: {dag_id} run {run_id} for [") and "missed its deadline" in \
+        summary["summary"]
+    # The run really was unfinished when the alert was written: it finishes only once commits may start.
+    assert {r["state"] for r in deployment.runs(dag_id) if r["run_id"] == run_id} <= {"queued", "running"}
+    deployment.airflow("pools", "set", "lake_commits", "1", "lake commits")
+    runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=900)
+    assert {r["state"] for r in runs} == {"success"}, runs
     _verify(deployment.env)
 
 

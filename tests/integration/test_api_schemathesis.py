@@ -34,6 +34,7 @@ from exchange.api.app import CHECK, DATA, create_app
 from exchange.api.ratelimit import Rate, TokenBuckets
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
+from exchange.sharing.workdays import WorkCalendar, use
 from tests.unit.access_lake import clean_e_licenses, seed_lake
 
 MAX_EXAMPLES = 30
@@ -67,7 +68,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     publish_extract(hub, DEPARTMENT, "e_license")  # something real to download
     generous = TokenBuckets({DATA: Rate(10_000.0, 10_000), CHECK: Rate(10_000.0, 10_000)})
     app = create_app(hub, buckets=generous)
-    yield Api(app=app, hub=hub, bearer=bearer)
+    # Sharing deadlines on a pinned date reaching a year chinesecalendar does not know, under an explicit policy:
+    # the fuzzing must not depend on the day it runs.
+    app.state.sharing_clock = lambda: datetime(2026, 12, 28, 2, tzinfo=UTC)
+    with use(WorkCalendar(unknown_years="weekends")):
+        yield Api(app=app, hub=hub, bearer=bearer)
     app.state.lake.close()
     app.state.views.clear()
 

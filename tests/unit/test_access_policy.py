@@ -6,6 +6,7 @@ and row filters are checked by running the SQL the policy produced in DuckDB, no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -260,20 +261,26 @@ def test_no_value_ever_enters_the_sql_text(values: list[str], op: Any, column: s
 
 # --- the other decisions ---------------------------------------------------------------------------------
 
-OTHERS: list[tuple[str, object, str | None]] = [
-    ("licence check, shared", policy.licence_check(CONDITIONAL), None),
-    ("licence check, not shared", policy.licence_check(CLOSED), "not_shared"),
-    ("query with a usable grant", policy.query_scope("d", [signed(grant())], []), None),
-    ("query with none", policy.query_scope("d", [], ["d's grant g1 on e_license expired on 2026-01-01"]),
+# Decided inside the test, not at import: a decision computed while collecting would not see a changed policy
+# (mutation testing, `make mutation`, imports this module once and runs the tests under each mutant).
+OTHERS: list[tuple[str, Callable[[], object], str | None]] = [
+    ("licence check, shared", lambda: policy.licence_check(CONDITIONAL), None),
+    ("licence check, not shared", lambda: policy.licence_check(CLOSED), "not_shared"),
+    ("query with a usable grant", lambda: policy.query_scope("d", [signed(grant())], []), None),
+    ("query with none", lambda: policy.query_scope("d", [], ["d's grant g1 on e_license expired on 2026-01-01"]),
      "no_usable_grant"),
-    ("extract key registered", policy.extract_key("d", "a2V5"), None),
-    ("no extract key", policy.extract_key("d", None), "no_extract_key"),
+    ("extract key registered", lambda: policy.extract_key("d", "a2V5"), None),
+    ("no extract key", lambda: policy.extract_key("d", None), "no_extract_key"),
 ]
 
 
-@pytest.mark.parametrize(("case", "decision", "expected"), OTHERS, ids=[r[0] for r in OTHERS])
-def test_other_decisions(case: str, decision: object, expected: str | None) -> None:
-    assert reason(decision) == expected
+@pytest.mark.parametrize(("case", "decide", "expected"), OTHERS, ids=[r[0] for r in OTHERS])
+def test_other_decisions(case: str, decide: Callable[[], object], expected: str | None) -> None:
+    assert reason(decide()) == expected
+
+
+def test_an_extract_is_sealed_to_the_registered_key_itself() -> None:
+    assert policy.extract_key("d", "a2V5") == "a2V5"
 
 
 def test_a_query_denial_says_why_each_grant_is_unusable() -> None:

@@ -11,7 +11,7 @@ the caller's row filter).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from adapters.base import sandbox_for
 from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.query import QueryLimits
 from exchange.access.registry import Registry
+from exchange.access.watchdog import already_expired, thread_watchdog
 from exchange.api.app import CHECK, DATA, create_app
 from exchange.api.ratelimit import Rate, RejectedClients, TokenBuckets
 from exchange.contracts.load import default_contracts_dir
@@ -42,6 +43,30 @@ JS_COLUMNS = ["license_id", "license_type", "holder_name", "holder_id", "region_
 MAX_ROWS = 60
 
 
+HANG_GUARD_SECONDS = 300.0
+
+
+@dataclass
+class QueryClock:
+    """The sandbox's time limit in test time: a query is over its limit exactly when `overdue` is set, however
+    loaded the machine is. A real timer stays behind the others only as a hang guard, and says so in `hung`."""
+
+    overdue: bool = False
+    started: int = 0
+    hung: bool = False
+
+    def __call__(self, seconds: float, expire: Callable[[], None]) -> Callable[[], None]:
+        self.started += 1
+        if self.overdue:
+            return already_expired(seconds, expire)
+
+        def guard() -> None:
+            self.hung = True
+            expire()
+
+        return thread_watchdog(HANG_GUARD_SECONDS, guard)
+
+
 @dataclass
 class World:
     """The shared lake, API client, tokens and the protected values that must never leak."""
@@ -49,6 +74,7 @@ class World:
     hub: Hub
     client: TestClient
     tokens: dict[str, str]
+    clock: QueryClock
     raw_ids: set[str]
     raw_names: set[str]
     outside_js: set[str]  # licence ids outside js.public_security's row filter
@@ -106,10 +132,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # The matrix sends a few hundred requests in seconds; the per-department limits are tested in
     # test_access_check.py, so here they are out of the way.
     generous = TokenBuckets({DATA: Rate(1000.0, 1000), CHECK: Rate(1000.0, 1000)})
-    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5), buckets=generous,
-                                   rejected=rejected))
+    clock = QueryClock()
+    client = TestClient(create_app(hub, QueryLimits(max_rows=MAX_ROWS, timeout_seconds=1.5, watchdog=clock),
+                                   buckets=generous, rejected=rejected))
     yield World(
-        hub=hub, client=client, tokens=tokens,
+        hub=hub, client=client, tokens=tokens, clock=clock,
         raw_ids={r[1] for r in raw if r[1]}, raw_names={r[2] for r in raw if r[2] and len(r[2]) > 1},
         outside_js={r[0] for r in raw if not str(r[3]).startswith("3201")},
         js_rows=sum(1 for r in raw if str(r[3]).startswith("3201")),
@@ -243,8 +270,16 @@ def test_sql_outside_the_grant_is_denied_logged_and_leaks_nothing(world: World, 
     home = str(world.hub.layout.home)
     lake_file = str(next(world.hub.layout.lake_data.rglob("*.parquet")))
     sql, status, reason = _sql_cases(home, lake_file)[case]
-    _denied(world, "POST", "/v1/query", status=status, reason=reason, headers=world.auth("js.public_security"),
-            body={"sql": sql})
+    started = world.clock.started
+    world.clock.overdue = status == 408  # the time-limit case is over its limit from its first instant
+    try:
+        _denied(world, "POST", "/v1/query", status=status, reason=reason, headers=world.auth("js.public_security"),
+                body={"sql": sql})
+    finally:
+        world.clock.overdue = False
+    assert not world.clock.hung
+    if status == 408:  # stopped by the limit's own watchdog, not by anything else
+        assert world.clock.started == started + 1
 
 
 # --- an ungranted column or table, however spelled, is a denial ------------------------------------------

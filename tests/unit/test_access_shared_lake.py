@@ -45,7 +45,12 @@ def hub(home: Path) -> Hub:
     return hub
 
 
-def _wait_for(condition: object, seconds: float = 10.0) -> bool:
+def _frozen() -> float:
+    """A clock that never moves: the lease's idle and hold limits never pass, however slow the requests are."""
+    return 0.0
+
+
+def _wait_for(condition: object, seconds: float = 120.0) -> bool:  # a hang guard: returns when condition holds
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if callable(condition) and condition():
@@ -56,7 +61,7 @@ def _wait_for(condition: object, seconds: float = 10.0) -> bool:
 
 def test_requests_share_one_attachment_and_one_sandbox_with_the_same_answers(hub: Hub) -> None:
     fresh = query_for_department(hub, DEP, COUNT)  # the CLI's path: own connection, own sandbox
-    lake, views = SharedLake(hub.settings, idle_seconds=30), ViewCache()
+    lake, views = SharedLake(hub.settings, idle_seconds=30, clock=_frozen), ViewCache()
     try:
         results = [query_for_department(hub, DEP, COUNT, lake=lake, views=views) for _ in range(5)]
         check = check_licence_for_department(hub, DEP, "NO-SUCH-LICENCE", "320102199001011237", lake=lake)
@@ -72,7 +77,7 @@ def test_requests_share_one_attachment_and_one_sandbox_with_the_same_answers(hub
 
 
 def test_a_changed_or_revoked_grant_never_reuses_a_sandbox_and_a_new_snapshot_advances_it(hub: Hub) -> None:
-    lake, views = SharedLake(hub.settings, idle_seconds=30), ViewCache()
+    lake, views = SharedLake(hub.settings, idle_seconds=30, clock=_frozen), ViewCache()
     registry = Registry(hub.layout.access)
     try:
         wide = query_for_department(hub, DEP, COUNT, lake=lake, views=views)
@@ -99,7 +104,7 @@ def test_a_changed_or_revoked_grant_never_reuses_a_sandbox_and_a_new_snapshot_ad
 
 
 def test_the_cache_is_bounded_and_closes_what_it_drops(hub: Hub) -> None:
-    lake, views = SharedLake(hub.settings, idle_seconds=30), ViewCache(max_entries=1)
+    lake, views = SharedLake(hub.settings, idle_seconds=30, clock=_frozen), ViewCache(max_entries=1)
     try:
         first = query_for_department(hub, DEP, COUNT, lake=lake, views=views, limits=QueryLimits(threads=1))
         query_for_department(hub, DEP, COUNT, lake=lake, views=views, limits=QueryLimits(threads=2))
@@ -113,10 +118,13 @@ def test_the_cache_is_bounded_and_closes_what_it_drops(hub: Hub) -> None:
 
 
 def test_an_idle_lease_releases_the_catalog(hub: Hub) -> None:
-    lake = SharedLake(hub.settings, idle_seconds=0.05)
+    now = [0.0]
+    lake = SharedLake(hub.settings, idle_seconds=5, clock=lambda: now[0])
     with lake.cursor() as con:
         assert current_snapshot_id(con) >= 1
         assert lake.attached
+    assert lake.attached  # released, but not idle for long yet
+    now[0] += 6
     assert _wait_for(lambda: not lake.attached), "the lake stayed attached while idle"
     seed_lake(hub, clean_e_licenses(10, seed=5), batch_id="after-idle")  # the catalog is free again
     lake.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -307,21 +308,55 @@ def test_5xx_backoff_is_exponential_jittered_and_bounded(sandbox: ShanghaiSandbo
     assert RetryPolicy(random=lambda: 0.0).delay(3, None) == 0.0  # full jitter reaches zero
 
 
+class TimesOut(httpx.BaseTransport):
+    """The real HTTP transport, except that the next `n` records requests time out as a slow answer would."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/records") and self.n:
+            self.n -= 1
+            raise httpx.ReadTimeout("timed out (injected)", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def test_a_slow_answer_times_out_and_is_retried(sandbox: ShanghaiSandbox, tmp_path: Path) -> None:
+    """Which answers are "too slow" is the test's choice, not the machine's: the transport says so."""
     sandbox.seed("e_license", _records("e_license", n=10))
     sleeps: list[float] = []
-    adapter = ShanghaiAdapter(
-        sandbox.url, sandbox.token, retry=_no_sleep(sleeps, max_retries=1), timeout=httpx.Timeout(0.2),
-        trust=sandbox.trust,
-    )
-    sandbox.inject(Fault(delay=0.6))
-    assert sum(t.num_rows for t in adapter.pull(_request(), Landing(tmp_path / "l1"))) == 10
+
+    def adapter(transport: TimesOut) -> ShanghaiAdapter:
+        return ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep(sleeps, max_retries=1),
+                               transport=transport, trust=sandbox.trust)
+
+    assert sum(t.num_rows for t in adapter(TimesOut(1)).pull(_request(), Landing(tmp_path / "l1"))) == 10
     assert len(sleeps) == 1
 
-    sandbox.inject(Fault(delay=0.6))
-    sandbox.inject(Fault(delay=0.6))
     with pytest.raises(TransientError, match="timed out"):
-        list(adapter.pull(_request(), Landing(tmp_path / "l2")))
+        list(adapter(TimesOut(2)).pull(_request(), Landing(tmp_path / "l2")))
+    assert len(sleeps) == 2  # one retry, then the error
+
+
+def test_the_configured_timeout_ends_the_wait_for_an_answer_that_never_comes(sandbox: ShanghaiSandbox,
+                                                                             tmp_path: Path) -> None:
+    """On a real socket: the server holds the answer until the test ends, so only the timeout can end it."""
+    sandbox.seed("e_license", _records("e_license", n=10))
+    timeout = httpx.Timeout(60.0, read=0.2)  # connecting may take long on a loaded machine; the answer never comes
+    adapter = ShanghaiAdapter(sandbox.url, sandbox.token, retry=_no_sleep([], max_retries=0), timeout=timeout,
+                              trust=sandbox.trust)
+    assert adapter._client().timeout == timeout
+    hold = threading.Event()
+    sandbox.inject(Fault(hold=hold))
+    try:
+        with pytest.raises(TransientError, match="timed out: ReadTimeout"):
+            list(adapter.pull(_request(), Landing(tmp_path / "l")))
+    finally:
+        hold.set()
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

@@ -21,7 +21,6 @@ import json
 import re
 import resource
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -670,14 +669,27 @@ def test_there_are_at_least_25_distinct_cases_across_the_four_transports() -> No
     assert {c.province for c in CASES} == set(PROVINCES)
 
 
-def test_a_billion_laughs_export_fails_fast_without_memory_blowup(world: World) -> None:
-    """Expanded, this file is 3 GB of "lol"; refused at its DOCTYPE it costs nothing."""
+def test_a_billion_laughs_export_fails_fast_without_memory_blowup(world: World,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expanded, this file is 3 GB of "lol"; refused at its DOCTYPE it costs nothing.
+
+    "Fast" is measured as work, not wall-clock time: the file never reaches lxml, the only parser that could
+    expand it, so the refusal costs the same on a loaded machine."""
+    from adapters.anhui import adapter as anhui_adapter
+
+    parsed: list[object] = []
+    iterparse = anhui_adapter.etree.iterparse
+
+    def spy(source: object, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(source)
+        return iterparse(source, *args, **kwargs)
+
+    monkeypatch.setattr(anhui_adapter.etree, "iterparse", spy)
     _ah_publish(world, BILLION_LAUGHS)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
     with pytest.raises(SourceFormatError, match="refused: the file declares a DTD"):
         run_exchange("anhui", E_LICENSE, START, END, world.hub)
-    assert time.perf_counter() - started < 5.0
+    assert parsed == []
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 50 * 1024  # KiB: under 50 MB more
 
 
@@ -887,8 +899,8 @@ def test_a_wrong_json_type_in_one_record_quarantines_that_record(world: World, n
                                                                   kind: str) -> None:
     """B-6: like a bad date in the same place, per record and named, not the whole window."""
     dm = world.shanghai.mapping.dataset(ENTERPRISE)
-    if native not in dm.native_columns:
-        pytest.skip(f"{native} is not mapped")
+    # A skip here would hide a case the mapping dropped: the cases name mapped fields, or they are wrong.
+    assert native in dm.native_columns, f"{native} is not mapped for {ENTERPRISE}: update this case"
     _sh_mutated(ENTERPRISE, _put(native, value), slice(7, 8))(world)
     result = run_exchange("shanghai", ENTERPRISE, START, END, world.hub)
     assert (result.pulled, result.quarantined) == (N, 1)

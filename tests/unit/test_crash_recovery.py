@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from exchange.cli import app
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_ENV, CRASH_EXIT
 from exchange.hub import Hub, batch_id_for
+from exchange.lake import connect as lake_connect
 from exchange.lake import protocol
 from exchange.lake.commit import snapshot_of
 from exchange.lake.connect import LAKE, catalog_and_data, connect
@@ -33,6 +35,7 @@ from exchange.provenance.log import LogUnavailable, ProvenanceLog
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.provenance.verify import verify_home
 from exchange.recovery import reconcile
+from tests.capability import unavailable
 from tests.conftest import REPO
 from tests.unit.crash_harness import (
     DEPARTMENT,
@@ -160,7 +163,7 @@ def test_f2_a_full_disk_during_the_commit_leaves_the_lake_as_it_was(hub: Hub, tm
     mount = tmp_path / "small"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (not root?)")
+        unavailable("cannot mount a small tmpfs here (not root?)")
     try:
         data = mount / "data"
         shutil.copytree(catalog_and_data(hub.settings)[1], data)
@@ -229,7 +232,7 @@ def test_f4_a_log_lost_after_the_snapshot_is_completed_once_it_works_again(
 
 def test_f4_an_immutable_log_file_refuses_run_and_extract_in_one_line(hub: Hub) -> None:
     if subprocess.run(["chattr", "+i", str(hub.log.path)], capture_output=True).returncode:
-        pytest.skip("chattr +i is not available here")
+        unavailable("chattr +i is not available here")
     try:
         before = _snapshots(hub)
         _one_line_error(_cli(hub, *RUN), "provenance log", str(hub.log.path.name))
@@ -246,7 +249,7 @@ def test_f4_an_immutable_log_file_refuses_run_and_extract_in_one_line(hub: Hub) 
 def _hold_lock(home: Path, ready: Path) -> None:
     with batch_lock(hub_at(home).layout.staging, BATCH):
         ready.touch()
-        time.sleep(60)
+        threading.Event().wait()  # held until the test kills this process, however long the other run takes
 
 
 def test_f5_recovery_leaves_a_batch_a_live_run_holds_and_settles_it_once_free(
@@ -260,6 +263,7 @@ def test_f5_recovery_leaves_a_batch_a_live_run_holds_and_settles_it_once_free(
     holder = child_process(_hold_lock, hub.settings.home, ready)
     try:
         while not ready.exists():
+            assert holder.is_alive(), "the lock holder died before taking the lock"
             time.sleep(0.05)
         held = reconcile(hub)
         assert held.busy == [BATCH] and not held.completed and not held.removed
@@ -284,6 +288,7 @@ def test_f5_a_second_run_of_a_running_batch_gets_one_line_and_the_batch_commits_
     holder = child_process(_hold_lock, hub.settings.home, ready)  # a live run of the same window, in another process
     try:
         while not ready.exists():
+            assert holder.is_alive(), "the lock holder died before taking the lock"
             time.sleep(0.05)
         _one_line_error(_cli(hub, *RUN), BATCH, "another process")
     finally:
@@ -301,29 +306,48 @@ def test_f5_a_second_run_of_a_running_batch_gets_one_line_and_the_batch_commits_
 
 
 _READER = """
-import sys, time, duckdb
+import sys, duckdb
 con = duckdb.connect(sys.argv[1], read_only=True)
 print("open", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.read()  # held until the test closes our stdin (or kills us)
 """
 
 
-def test_f5_a_commit_beside_an_outside_read_only_duckdb_waits_or_says_so_in_one_line(hub: Hub) -> None:
+def _outside_reader(catalog: str) -> subprocess.Popen[str]:
+    reader = subprocess.Popen([sys.executable, "-c", _READER, catalog], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    return reader
+
+
+def test_f5_a_commit_beside_an_outside_read_only_duckdb_waits_or_says_so_in_one_line(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog = catalog_and_data(hub.settings)[0]
-    reader = subprocess.Popen([sys.executable, "-c", _READER, catalog, "30"], stdout=subprocess.PIPE, text=True)
+    reader = _outside_reader(catalog)  # holds the catalog for as long as the run takes
     try:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
         out = _cli(hub, *RUN, env={"EXCHANGE_LAKE_LOCK_WAIT_SECONDS": "1"})
         _one_line_error(out, "held open by another process", catalog)
     finally:
         reader.kill()
         reader.wait()
-    reader = subprocess.Popen([sys.executable, "-c", _READER, catalog, "2"], stdout=subprocess.PIPE, text=True)
-    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
-    started = time.monotonic()
-    assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"  # waited for the reader
-    reader.wait()
-    assert time.monotonic() - started >= 1
+    # The commit waits for the reader: the reader leaves only once the commit has been seen waiting for it.
+    reader = _outside_reader(catalog)
+    waits: list[float] = []
+
+    def reader_leaves(seconds: float) -> None:
+        waits.append(seconds)
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+
+    monkeypatch.setattr(lake_connect, "wait_for_outsider", reader_leaves)
+    try:
+        assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"  # waited for the reader
+    finally:
+        reader.kill()
+        reader.wait()
+    assert waits, "the commit never met the outside reader"
     assert_settled(hub)
 
 

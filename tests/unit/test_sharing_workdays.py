@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from exchange.sharing.workdays import (
     CalendarYearUnknown,
+    WorkCalendar,
     add_workdays,
     deadline,
     is_workday,
     local_date,
     next_workday,
+    use,
     workdays_between,
 )
 
@@ -38,9 +40,11 @@ def test_filed_on_a_holiday_the_clock_starts_on_the_next_working_day() -> None:
     assert deadline(date(2026, 10, 1), 3) == date(2026, 10, 10)  # 8, 9, then the working Saturday
 
 
-def test_a_year_the_calendar_does_not_know_fails_loudly_never_guesses() -> None:
-    with pytest.raises(CalendarYearUnknown, match="no holiday data for 2027") as raised:
+def test_a_year_the_calendar_does_not_know_fails_loudly_under_the_refuse_policy(tmp_path: Path) -> None:
+    with use(WorkCalendar(path=tmp_path / "calendar.yaml", unknown_years="refuse")), \
+            pytest.raises(CalendarYearUnknown, match="no holiday data for 2027") as raised:
         deadline(date(2026, 12, 21), 15)  # runs into January 2027
+    assert f"to {tmp_path / 'calendar.yaml'}" in str(raised.value)  # names the file to extend
     assert "install a chinesecalendar release" in str(raised.value)
 
 

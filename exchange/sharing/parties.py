@@ -56,13 +56,18 @@ def issue(store: SharingStore, party: str, days: int = 90, now: datetime | None 
     return record, f"{record.id}.{secret}"
 
 
+def token(store: SharingStore, token_id: str) -> PartyToken | None:
+    """The stored record of a party token (digest only), or None."""
+    return next((t for t in _read(store) if t.id == token_id), None)
+
+
 def authenticate(store: SharingStore, bearer: str, now: datetime | None = None) -> PartyToken | None:
     """The party a bearer proves; None when the token id is not a party's (it may be a department's)."""
     match = TOKEN_FORMAT.match(bearer)
     if match is None:
         return None
     token_id, secret = match.groups()
-    record = next((t for t in _read(store) if t.id == token_id), None)
+    record = token(store, token_id)
     if record is None:
         return None
     if not hmac.compare_digest(record.secret_sha256, secret_digest(secret)):

@@ -101,8 +101,7 @@ def _token_still_valid(hub: Hub, session: WebSession, now: datetime) -> bool:
         token = next((t for t in Registry(hub.layout.access).tokens() if t.id == session.token_id), None)
         return (token is not None and token.department == session.actor and token.revoked_at is None
                 and token.expires_at > now)
-    # exchange.sharing.parties has no public lookup by id; its reader returns the stored records (digests only).
-    record = next((t for t in parties._read(SharingStore(sharing_dir(hub))) if t.id == session.token_id), None)
+    record = parties.token(SharingStore(sharing_dir(hub)), session.token_id)
     return record is not None and record.party == session.actor and record.expires_at > now
 
 

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from exchange.access.models import Department
 from exchange.access.registry import Registry
-from exchange.api.app import create_app
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
-
-
-@contextmanager
-def _serving(hub: Hub) -> Iterator[str]:
-    """The hub's API under uvicorn on an ephemeral loopback port, stopped (lifespan shutdown) on exit."""
-    server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120  # a hang guard: the loop ends as soon as uvicorn is up
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from tests.integration.serving import serving
 
 
 @pytest.fixture
@@ -43,7 +21,7 @@ def served(home: Path) -> Iterator[tuple[str, str, Hub]]:
     registry = Registry(hub.layout.access)
     registry.add_department(Department(id="sh.public_security", name="上海市公安局", province="shanghai"))
     _, bearer = registry.issue_token("sh.public_security")
-    with _serving(hub) as url:
+    with serving(hub) as url:
         yield url, bearer, hub
 
 
@@ -61,7 +39,7 @@ def test_me_over_http_and_a_refused_token(served: tuple[str, str, Hub]) -> None:
 
 def test_refused_requests_counted_while_serving_are_written_when_the_server_stops(home: Path) -> None:
     hub = Hub(ExchangeSettings(home=home))
-    with _serving(hub) as url, httpx.Client(base_url=url, timeout=10) as client:
+    with serving(hub) as url, httpx.Client(base_url=url, timeout=10) as client:
         statuses = [client.get("/v1/me", headers={"Authorization": "Bearer nonsense"}).status_code
                     for _ in range(60)]
         assert {401, 429} == set(statuses)

@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,18 +22,17 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from exchange.access.registry import Registry
 from exchange.access.service import extract_for_department
-from exchange.api.app import create_app
 from exchange.deltasharing.protocol import share_name
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
 from tests.conftest import REPO
 from tests.hubs import extract_home, sandbox_hub, verify_copy
+from tests.integration.serving import serving
 
 CLIENT_PYTHON = Path(os.environ.get("DELTA_SHARING_PYTHON", REPO / ".venv-delta-sharing" / "bin" / "python"))
 CLIENT = Path(__file__).with_name("delta_sharing_client.py")
@@ -50,24 +46,6 @@ END = datetime(2026, 11, 5, tzinfo=UTC)
 pytestmark = pytest.mark.skipif(
     not CLIENT_PYTHON.exists() and not os.environ.get("CI"),
     reason=f"the delta-sharing client's venv is missing ({CLIENT_PYTHON}); run `make delta-sharing-client`")
-
-
-@contextmanager
-def serving(hub: Hub) -> Iterator[str]:
-    """The hub's API under uvicorn on an ephemeral loopback port."""
-    server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def client(profile: Path, *args: str) -> dict[str, Any]:

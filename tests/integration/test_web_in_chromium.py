@@ -5,8 +5,6 @@ step is taken by clicking through the pages, and checked both on the page and in
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -14,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from exchange.access.models import Department
 from exchange.access.registry import Registry
-from exchange.api.app import create_app
 from exchange.catalogue.store import Catalogue
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
@@ -27,6 +23,7 @@ from exchange.sharing.models import ItemScope, RequestForm
 from exchange.sharing.parties import issue
 from exchange.sharing.service import SharingService, catalogue_dir, sharing_dir
 from exchange.sharing.store import SharingStore
+from tests.integration.serving import serving
 from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS, OVERFLOWING
 
 pytestmark = pytest.mark.integration
@@ -71,20 +68,9 @@ def site(home: Path) -> Iterator[Site]:
     store = SharingStore(sharing_dir(hub))
     tokens = {DEPARTMENT: registry.issue_token(DEPARTMENT)[1], OFFICE: issue(store, OFFICE)[1],
               "anhui.data_office": issue(store, "anhui.data_office")[1], AUTHORITY: issue(store, AUTHORITY)[1]}
-    server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    site = Site(f"http://127.0.0.1:{port}", hub, tokens, [])
-    try:
+    with serving(hub) as url:
+        site = Site(url, hub, tokens, [])
         yield site
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     # Every page opened only the hub's own addresses (no CDN), and no token ever went into a URL.
     assert site.requested and all(u.startswith(site.url + "/web/") for u in site.requested), site.requested
     assert not any(t.split(".", 1)[1] in u for t in tokens.values() for u in site.requested)

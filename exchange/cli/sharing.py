@@ -41,19 +41,11 @@ def _print_json(text: str) -> None:
 def catalogue_publish() -> None:
     """Build the items from the contracts and exchange/catalogue/metadata.yaml; sign each changed item with its
     providing office's key and record it as a new version."""
-    from exchange.catalogue.store import Catalogue
-    from exchange.provenance import events
-    from exchange.sharing.service import catalogue_dir
-    from exchange.signing.canonical import document_digest
+    from exchange.sharing.service import publish_catalogue
 
-    hub = _hub()
-    published = Catalogue(catalogue_dir(hub)).publish(hub.keyring.signer)
+    published = publish_catalogue(_hub())
     for signed in published:
         item = signed.item
-        hub.log.append(hub.signer, events.CataloguePublish(version=item.version, dataset=item.dataset,
-                                                           attribute=item.sharing_attribute),
-                       actor=item.provider_office, subject=item.code,
-                       digests={"item": document_digest(signed.model_dump(mode="json"))})
         console.print(f"published {item.code} v{item.version} ({item.sharing_attribute}), signed by "
                       f"{item.provider_office}")
     if not published:

@@ -14,14 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from exchange.catalogue.store import Catalogue
 from exchange.hub import Hub
-from exchange.provenance import events
 from exchange.sharing.machine import overdue
 from exchange.sharing.models import ItemScope, RequestForm, Resubmission
-from exchange.sharing.service import SharingService, catalogue_dir
+from exchange.sharing.service import SharingService, publish_catalogue
 from exchange.sharing.workdays import calendar_for, use
-from exchange.signing.canonical import document_digest
 
 
 @dataclass(frozen=True)
@@ -32,18 +29,6 @@ class DemoRequest:
     request_id: str
     path: str  # the states it went through
     state: str  # approved, returned, refused or overdue
-
-
-def publish_catalogue(hub: Hub) -> int:
-    """Publish (sign) the catalogue as `exchange catalogue publish` does; the number of new item versions."""
-    published = Catalogue(catalogue_dir(hub)).publish(hub.keyring.signer)
-    for signed in published:
-        item = signed.item
-        hub.log.append(hub.signer, events.CataloguePublish(version=item.version, dataset=item.dataset,
-                                                           attribute=item.sharing_attribute),
-                       actor=item.provider_office, subject=item.code,
-                       digests={"item": document_digest(signed.model_dump(mode="json"))})
-    return len(published)
 
 
 def _form(department: str, item: str, columns: list[str], method: str, purpose: str, basis: str,

@@ -30,7 +30,7 @@ from exchange.access.policy import (
 )
 from exchange.access.registry import Registry
 from exchange.catalogue.build import REGION_PREFIXES
-from exchange.catalogue.models import CatalogueItem
+from exchange.catalogue.models import CatalogueItem, SignedCatalogueItem
 from exchange.catalogue.store import Catalogue
 from exchange.errors import AccessDenied, BadInput, Refused, UserError, VerificationError
 from exchange.hub import Hub
@@ -69,6 +69,19 @@ def sharing_dir(hub: Hub) -> Path:
 def catalogue_dir(hub: Hub) -> Path:
     """EXCHANGE_HOME/catalogue."""
     return hub.layout.home / "catalogue"
+
+
+def publish_catalogue(hub: Hub) -> list[SignedCatalogueItem]:
+    """Build the items from the contracts and metadata, sign each changed one with its providing office's key
+    and log its publication (`catalogue_publish`); the new item versions."""
+    published = Catalogue(catalogue_dir(hub)).publish(hub.keyring.signer)
+    for signed in published:
+        item = signed.item
+        hub.log.append(hub.signer, events.CataloguePublish(version=item.version, dataset=item.dataset,
+                                                           attribute=item.sharing_attribute),
+                       actor=item.provider_office, subject=item.code,
+                       digests={"item": document_digest(signed.model_dump(mode="json"))})
+    return published
 
 
 def item_terms(item: CatalogueItem) -> ItemTerms:

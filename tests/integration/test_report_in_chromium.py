@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -151,17 +152,8 @@ def test_chinese_text_renders_in_a_cjk_font_not_as_tofu(browser: object, hub: Hu
     text = heading.inner_text()
     assert text and all("\u4e00" <= c <= "\u9fff" for c in text), text
 
-    # What Chromium itself says it drew the heading's characters with: a CJK font named in the page's stack.
-    cdp = page.context.new_cdp_session(page)  # type: ignore[attr-defined]
-    cdp.send("DOM.enable")
-    cdp.send("CSS.enable")
-    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
-    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": 'h1 span[lang="zh-CN"]'})["nodeId"]
-    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    assert_drawn_in_a_cjk_font(page, 'h1 span[lang="zh-CN"]')
     family = heading.evaluate("e => getComputedStyle(e).fontFamily")
-    drawn = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
-    assert any("CJK" in name and name.split(" CJK")[0] in family for name in drawn), (drawn, family)
-    assert sum(f["glyphCount"] for f in fonts) == len(text)
 
     # And on screen: each character, drawn alone in the heading's font stack, has ink, differs from the
     # missing-glyph box, and differs from the others (tofu would draw every character as the same box).
@@ -196,3 +188,20 @@ def test_no_element_overflows_the_viewport(browser: object, hub: Hub, tmp_path: 
     assert result["scroll"] <= result["width"], "the page scrolls sideways"
     batches = page.locator("table.batches").bounding_box()
     assert batches is not None and batches["x"] + batches["width"] <= width
+
+
+def assert_drawn_in_a_cjk_font(page: Any, selector: str) -> None:
+    """What Chromium itself says it drew the element's characters with: a CJK font named in the page's stack,
+    and every character drawn (no missing glyph)."""
+    element = page.locator(selector)
+    text = element.inner_text()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    family = element.evaluate("e => getComputedStyle(e).fontFamily")
+    drawn = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
+    assert any("CJK" in name and name.split(" CJK")[0] in family for name in drawn), (drawn, family)
+    assert sum(f["glyphCount"] for f in fonts) == len(text)

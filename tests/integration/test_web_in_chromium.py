@@ -24,7 +24,7 @@ from exchange.sharing.parties import issue
 from exchange.sharing.service import SharingService, catalogue_dir, sharing_dir
 from exchange.sharing.store import SharingStore
 from tests.integration.serving import serving
-from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS, OVERFLOWING
+from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS, OVERFLOWING, assert_drawn_in_a_cjk_font
 
 pytestmark = pytest.mark.integration
 
@@ -198,16 +198,7 @@ def test_chinese_headings_render_in_a_cjk_font(browser: Any, site: Site) -> None
     heading = page.locator('h1 span[lang="zh-CN"]')
     text = heading.inner_text()
     assert text == "政务数据目录" and page.locator("html").get_attribute("lang") == "zh-CN"
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("DOM.enable")
-    cdp.send("CSS.enable")
-    root = cdp.send("DOM.getDocument")["root"]["nodeId"]
-    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": 'h1 span[lang="zh-CN"]'})["nodeId"]
-    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
-    family = heading.evaluate("e => getComputedStyle(e).fontFamily")
-    drawn = {f["familyName"] for f in fonts if f["glyphCount"] > 0}
-    assert any("CJK" in name and name.split(" CJK")[0] in family for name in drawn), (drawn, family)
-    assert sum(f["glyphCount"] for f in fonts) == len(text)
+    assert_drawn_in_a_cjk_font(page, 'h1 span[lang="zh-CN"]')
 
 
 def test_refuse_dispute_and_the_authority_decides(browser: Any, site: Site) -> None:

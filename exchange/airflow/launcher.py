@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exchange.atomic import write_text
+from exchange.atomic import write_private, write_text
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import TerminalError
 
@@ -63,13 +63,7 @@ class UiPaths:
 
 def _private(path: Path, text: str) -> None:
     """Write a secret owner-only (0600) from the start: the temp file is created with that mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = os.umask(0o077)
-    try:
-        write_text(path, text)
-    finally:
-        os.umask(old)
-    path.chmod(0o600)
+    write_private(path, text.encode("utf-8"))
 
 
 def ensure_secrets(paths: UiPaths) -> dict[str, str]:

@@ -8,7 +8,6 @@ days asks for a new profile when the first one ends.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.access.policy import Denial, require
-from exchange.atomic import publish, temp_path
+from exchange.atomic import write_private
 
 SHARE_CREDENTIALS_VERSION = 1
 
@@ -48,14 +47,4 @@ def profile_expiry(department: str, last_days: Sequence[date], now: datetime, da
 
 def write_profile(path: Path, profile: Profile) -> None:
     """Write the profile 0600, atomically (it holds the bearer secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(profile.model_dump(), handle, indent=2)
-            handle.write("\n")
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, (json.dumps(profile.model_dump(), indent=2) + "\n").encode("utf-8"))

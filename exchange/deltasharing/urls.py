@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from exchange.atomic import fsync_dir
+from exchange.atomic import secret_key
 from exchange.errors import AccessDenied, BadInput
 
 URL_KEY = "sharing-url.key"
@@ -57,22 +55,7 @@ class FileClaim:
 def url_key(keys_dir: Path) -> bytes:
     """The hub's URL-signing key (32 random bytes, 0600), created on first use; never overwritten."""
     path = keys_dir / URL_KEY
-    if not path.exists():
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process created the key meanwhile: then use that one
-            fsync_dir(keys_dir)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_bytes()
+    key = secret_key(path)
     if len(key) != 32:
         raise BadInput(f"{path}: the URL-signing key must be 32 bytes; delete it to have a new one made "
                        "(URLs already issued stop working)")

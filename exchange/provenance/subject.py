@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from pydantic import BaseModel, Field
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest
 from exchange.access.policy import RowFilter
 from exchange.access.terms import grant_row_filter
+from exchange.atomic import secret_key
 from exchange.config import ExchangeSettings, Layout
 from exchange.contracts.load import load_contract
 from exchange.datasets import E_LICENSE, ENTERPRISE_REGISTRATION
@@ -61,16 +60,7 @@ class SubjectTrace(BaseModel, frozen=True):
 
 def subject_key(keys_dir: Path) -> bytes:
     """The secret HMAC key, created (0600, never overwritten) on first use."""
-    path = keys_dir / SUBJECT_KEY
-    if not path.exists():
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(32))
-    return path.read_bytes()
+    return secret_key(keys_dir / SUBJECT_KEY)
 
 
 def subject_token(key: bytes, resident_id: str) -> str:

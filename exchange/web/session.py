@@ -18,14 +18,13 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from exchange.atomic import write_bytes, write_text
+from exchange.atomic import secret_key, write_text
 from exchange.locking import file_lock
 from exchange.provenance.events import Role
 
@@ -47,12 +46,7 @@ class WebSession(BaseModel, frozen=True):
 
 def session_key(home: Path) -> bytes:
     """The server's session key, created (32 random bytes, 0600) on first use."""
-    path = home / "web" / "session.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(path, secrets.token_bytes(32))
-        os.chmod(path, 0o600)
-    return path.read_bytes()
+    return secret_key(home / "web" / "session.key")
 
 
 def _mac(key: bytes, purpose: str, payload: str) -> str:

@@ -40,6 +40,7 @@ from adapters.jiangsu.sandbox import JiangsuSandbox
 from adapters.shanghai.adapter import PAGE_SIZE as SH_PAGE
 from adapters.shanghai.sandbox import Fault, ShanghaiSandbox
 from adapters.shanghai.store import Position
+from adapters.zhejiang.arrow_read import ArrowReader, Unreadable
 from adapters.zhejiang.sandbox import BASE_TABLES, ZhejiangSandbox
 from exchange.config import ExchangeSettings
 from exchange.errors import SourceAuthError, SourceFormatError, TransientError
@@ -378,8 +379,21 @@ def _zj_disconnect(w: World) -> None:
         if isinstance(dbapi, sqlite3.Connection):
             dbapi.set_progress_handler(interrupt_later, 200)
 
+    # The Arrow reader (ADBC, its own SQLite) loses the same connection: its failure hands the read to the row
+    # path, which is then dropped part-way too, as a failover drops every session.
+    def dropped(self: ArrowReader, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        raise Unreadable("OperationalError: interrupted")
+        yield  # a generator, like the real one
+
+    real_tables = ArrowReader.tables
+    ArrowReader.tables = dropped  # type: ignore[method-assign]
     sa.event.listen(sa.engine.Engine, "connect", on_connect)
-    w.notes["cleanup"] = lambda: sa.event.remove(sa.engine.Engine, "connect", on_connect)
+
+    def cleanup() -> None:
+        sa.event.remove(sa.engine.Engine, "connect", on_connect)
+        ArrowReader.tables = real_tables  # type: ignore[method-assign]
+
+    w.notes["cleanup"] = cleanup
 
 
 # --- Anhui: XML exports published (with a signed manifest) by the sandbox ------------------------------------

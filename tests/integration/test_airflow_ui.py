@@ -87,9 +87,10 @@ def _runs(ui: Ui, dag_id: str) -> list[dict[str, Any]]:
 
 
 def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
-    before = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit")}
+    before = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit", "sharing")}
     dags = {d["dag_id"]: d for d in ui.get("/api/v2/dags", limit=100)["dags"]}
-    assert len(dags) == 6
+    assert set(dags) == {*(f"exchange_{p}" for p in (*PROVINCES, "publish", "audit", "sharing"))}
+    assert all(any("\u4e00" <= c <= "\u9fff" for c in d["dag_display_name"]) for d in dags.values()), dags
     assert ui.get("/api/v2/importErrors")["total_entries"] == 0
     for province in PROVINCES:
         dag = dags[f"exchange_{province}"]
@@ -135,10 +136,13 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
 
     # No false alarms: the scheduler treats the demo's runs as the windows' runs and waits for the next ones.
     time.sleep(QUIET_SECONDS)
-    after = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit")}
+    after = {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}")] for p in (*PROVINCES, "audit", "sharing")}
     assert after == before
     assert all(len(runs) == 1 for runs in after.values()), f"only the demo's own runs: {after}"
-    assert not list((ui.home / "reports" / "alerts").glob("*.json"))
+    assert not list((ui.home / "reports" / "alerts").glob("*.deadline.json")), "no missed-deadline alert"
+    # The one alert is the demo's own overdue sharing request, written by the demo's sharing run.
+    sharing_alerts = [json.loads(p.read_text()) for p in (ui.home / "reports" / "alerts").glob("sharing-overdue-*")]
+    assert [len(a["overdue"]) for a in sharing_alerts] == [1], sharing_alerts
     for province in PROVINCES:
         for r in _runs(ui, f"exchange_{province}"):
             deadlines = ui.get(f"/ui/dags/exchange_{province}/dagRuns/{urllib.parse.quote(r['dag_run_id'], safe='')}"

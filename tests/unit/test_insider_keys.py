@@ -325,7 +325,9 @@ def test_the_hub_alone_signs_the_log_and_offices_only_what_a_province_vouches_fo
     assert all(cls.signers == {Role.HUB} for cls in VOCABULARY.values())
     assert signer_roles("a-retired-kind") == {Role.HUB}
     office_may_sign = {thing for thing, roles in SIGNERS.items() if Role.PROVINCE_OFFICE in roles}
-    assert office_may_sign == {Signed.PROVINCE_EXPORT, Signed.HEAD_COUNTERSIGNATURE}
+    # What an office answers for: its exports, the log heads it witnesses, its catalogue items and its reviews.
+    assert office_may_sign == {Signed.PROVINCE_EXPORT, Signed.HEAD_COUNTERSIGNATURE, Signed.CATALOGUE_ITEM,
+                               Signed.REVIEW_DECISION}
     assert set(SIGNERS) == set(Signed), "every signed thing has its roles"
     assert {Kind(k) for k in VOCABULARY} == set(Kind)
 

@@ -3,7 +3,7 @@
 Elsewhere code writes and reads actions through `events.Kind` and the event classes. The scan looks for a
 kind's name as a string literal where it would be used as an action: an `action=`/`attempt=` argument, the
 attempt given to `record_denial`, a comparison or `startswith` on an `.action`, an `"action":` key, or a
-module constant. Two constants share a kind's spelling for another meaning and are named below.
+module constant. Some constants share a kind's spelling for another meaning and are named below.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ NAMES = {k.value for k in Kind}
 OTHER_MEANINGS = {
     ("exchange/lake/commit.py", "QUARANTINE"),  # the lake table of quarantined records
     ("exchange/airflow/errors.py", "STAGES"),  # the Airflow task ids of a province DAG
+    ("exchange/airflow/display.py", "STAGE_NAMES"),  # the same stages' Chinese names in the Airflow UI
+    ("exchange/sharing/service.py", "DIRECT_METHODS"),  # sharing methods of the Regulations (下载 download)
 }
 
 

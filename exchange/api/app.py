@@ -57,6 +57,7 @@ from exchange.api.models import (
     QueryResponse,
 )
 from exchange.api.ratelimit import CheckFailures, FailureLimits, Rate, RejectedClients, Tally, TokenBuckets
+from exchange.api.state import hub_of
 from exchange.datasets import DATASETS
 from exchange.errors import (
     AccessDenied,
@@ -99,10 +100,6 @@ class Caller:
 BEARER = HTTPBearer(auto_error=False, description="<token id>.<secret>")
 
 
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
 
 def identify(hub: Hub, bearer: str | None) -> Caller:
     """The department a bearer token proves, or AuthenticationFailed saying what is wrong with the token."""
@@ -122,7 +119,7 @@ def refuse_client(request: Request, failed: AuthenticationFailed) -> ExchangeErr
     the address's allowance). The log gets aggregated entries (RejectedClients), never one per request."""
     rejected: RejectedClients = request.app.state.rejected
     limited, due = rejected.refuse(_client(request), str(failed))
-    write_tallies(_hub(request), due)
+    write_tallies(hub_of(request), due)
     return limited or failed
 
 
@@ -139,7 +136,7 @@ def write_tallies(hub: Hub, tallies: list[Tally]) -> None:
 def authenticate(request: Request,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Caller:
     """The department the bearer token proves, or a 401 (429 for an address past its allowance), counted."""
-    hub = _hub(request)
+    hub = hub_of(request)
     rejected: RejectedClients = request.app.state.rejected
     write_tallies(hub, rejected.due())  # any client's refusals whose minute is up
     try:
@@ -159,7 +156,7 @@ def _limited(kind: str) -> Any:
                 failures: CheckFailures = request.app.state.check_failures
                 failures.admit(who.department.id, who.token.id)
         except RateLimited as limited:
-            record_denial(_hub(request), who.department.id, f"{kind} request", request.url.path, str(limited),
+            record_denial(hub_of(request), who.department.id, f"{kind} request", request.url.path, str(limited),
                           token_id=who.token.id)
             raise
         return who

@@ -34,6 +34,7 @@ from exchange.access.registry import Registry
 from exchange.access.service import record_denial, resolve_snapshot
 from exchange.api.app import ANONYMOUS, DATA, Authenticated, Caller, write_tallies
 from exchange.api.ratelimit import RejectedClients, TokenBuckets
+from exchange.api.state import hub_of
 from exchange.deltasharing import protocol
 from exchange.deltasharing.changes import changes_file_name, materialise_changes
 from exchange.deltasharing.files import SharedFile, file_name, file_path, file_schema, materialise
@@ -70,7 +71,7 @@ class SharingRoute(APIRoute):
                 reason = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
                 caller: Caller | None = getattr(request.state, "caller", None)
                 if caller is not None:
-                    record_denial(_hub(request), caller.department.id, Kind.SHARING, request.url.path, reason,
+                    record_denial(hub_of(request), caller.department.id, Kind.SHARING, request.url.path, reason,
                                   token_id=caller.token.id)
                 else:  # no department proven (a malformed file URL): counted per client address
                     limited = _refuse_anonymous(request, f"malformed request: {reason}")
@@ -107,10 +108,6 @@ NDJSON_OK: dict[int | str, dict[str, Any]] = {200: {
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}}, "headers": _VERSION}}
 router = APIRouter(prefix=PREFIX, route_class=SharingRoute, tags=["delta sharing"], responses=ERRORS)
 
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
 
 
 @contextmanager
@@ -176,7 +173,7 @@ def _ms(moment: datetime) -> int:
 def list_shares(request: Request, who: Authenticated, maxResults: int | None = None,  # noqa: N803
                 pageToken: str | None = None) -> dict[str, Any]:  # noqa: N803
     """Your share (one per department)."""
-    hub = _hub(request)
+    hub = hub_of(request)
     share = protocol.share_name(who.department.id)
     _, grants = _usable(hub, who.department.id)
     _log(hub, who, share, "list_shares", sorted(grants))
@@ -186,7 +183,7 @@ def list_shares(request: Request, who: Authenticated, maxResults: int | None = N
 @router.get("/shares/{share}")
 def get_share(request: Request, share: str, who: Authenticated) -> dict[str, Any]:
     """One share."""
-    hub = _hub(request)
+    hub = hub_of(request)
     with _refusals_logged(hub, who, share):
         _my_share(who, share)
     _, grants = _usable(hub, who.department.id)
@@ -198,7 +195,7 @@ def get_share(request: Request, share: str, who: Authenticated) -> dict[str, Any
 def list_schemas(request: Request, share: str, who: Authenticated, maxResults: int | None = None,  # noqa: N803
                  pageToken: str | None = None) -> dict[str, Any]:  # noqa: N803
     """The share's schema (one: datasets)."""
-    hub = _hub(request)
+    hub = hub_of(request)
     with _refusals_logged(hub, who, share):
         _my_share(who, share)
     _, grants = _usable(hub, who.department.id)
@@ -210,7 +207,7 @@ def list_schemas(request: Request, share: str, who: Authenticated, maxResults: i
 def list_tables(request: Request, share: str, schema: str, who: Authenticated,
                 maxResults: int | None = None, pageToken: str | None = None) -> dict[str, Any]:  # noqa: N803
     """The tables of a schema: one per usable grant."""
-    hub = _hub(request)
+    hub = hub_of(request)
     with _refusals_logged(hub, who, f"{share}.{schema}"):
         _my_share(who, share)
         if schema != protocol.SCHEMA:
@@ -224,7 +221,7 @@ def list_tables(request: Request, share: str, schema: str, who: Authenticated,
 def list_all_tables(request: Request, share: str, who: Authenticated,
                     maxResults: int | None = None, pageToken: str | None = None) -> dict[str, Any]:  # noqa: N803
     """Every table of the share."""
-    hub = _hub(request)
+    hub = hub_of(request)
     with _refusals_logged(hub, who, share):
         _my_share(who, share)
     tables, _ = _usable(hub, who.department.id)
@@ -241,7 +238,7 @@ def list_all_tables(request: Request, share: str, who: Authenticated,
 def table_version(request: Request, share: str, schema: str, table: str, who: Authenticated,
                   startingTimestamp: str | None = None) -> Response:  # noqa: N803
     """The table's current version (lake snapshot), or the first at or after startingTimestamp."""
-    hub = _hub(request)
+    hub = hub_of(request)
     subject = f"{share}.{schema}.{table}"
     with _refusals_logged(hub, who, subject):
         shared, _ = _table(hub, who, share, schema, table)
@@ -255,7 +252,7 @@ def table_version(request: Request, share: str, schema: str, table: str, who: Au
 @router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata", response_class=Response, responses=NDJSON_OK)
 def table_metadata(request: Request, share: str, schema: str, table: str, who: Authenticated) -> Response:
     """The table's protocol and metadata (schema of the delivered, masked columns) at its current version."""
-    hub = _hub(request)
+    hub = hub_of(request)
     subject = f"{share}.{schema}.{table}"
     with _refusals_logged(hub, who, subject):
         shared, signed = _table(hub, who, share, schema, table)
@@ -271,7 +268,7 @@ def table_metadata(request: Request, share: str, schema: str, table: str, who: A
 def query_table(request: Request, share: str, schema: str, table: str, body: protocol.QueryBody,
                 who: Authenticated) -> Response:
     """The table's files at a version (default: current) or timestamp, as short-lived signed URLs."""
-    hub = _hub(request)
+    hub = hub_of(request)
     subject = f"{share}.{schema}.{table}"
     with _refusals_logged(hub, who, subject):
         shared, signed = _table(hub, who, share, schema, table)
@@ -308,7 +305,7 @@ def table_changes(request: Request, share: str, schema: str, table: str, who: Au
                   startingTimestamp: str | None = None, endingTimestamp: str | None = None,  # noqa: N803
                   includeHistoricalMetadata: bool | None = None) -> Response:  # noqa: N803
     """Change data feed: per version in the range, the view's inserted and deleted rows (``cdf`` files)."""
-    hub = _hub(request)
+    hub = hub_of(request)
     subject = f"{share}.{schema}.{table}"
     with _refusals_logged(hub, who, subject):
         shared, signed = _table(hub, who, share, schema, table)
@@ -363,7 +360,7 @@ def _metadata(hub: Hub, shared: SharedTable, signed: SignedGrant, materialised: 
 def download(request: Request, grant_id: str, snapshot: Annotated[int, Path(ge=0)], token_id: str,
              expires: Annotated[int, Path(ge=0)], signature: str, file: str) -> Response:
     """A materialised file through its signed URL (byte ranges served), while its token and grant hold."""
-    hub = _hub(request)
+    hub = hub_of(request)
     try:
         claim = claim_of(url_key(hub.layout.keys), grant_id, str(snapshot), token_id, str(expires), signature, file)
     except UrlRefused as forged:
@@ -411,7 +408,7 @@ def _refuse_anonymous(request: Request, reason: str) -> RateLimited | None:
     API does for bad tokens); the rate-limit error once the address is past its allowance."""
     rejected: RejectedClients = request.app.state.rejected
     limited, due = rejected.refuse(request.client.host if request.client else "unknown", reason)
-    write_tallies(_hub(request), due)
+    write_tallies(hub_of(request), due)
     return limited
 
 

@@ -17,9 +17,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.api.app import ERRORS, identify, refuse_client
+from exchange.api.state import hub_of
 from exchange.catalogue.models import CatalogueItem, SignedCatalogueItem
 from exchange.errors import AccessDenied, AuthenticationFailed
-from exchange.hub import Hub
 from exchange.provenance.events import Role, role_of
 from exchange.sharing.machine import overdue
 from exchange.sharing.models import ItemScope, RequestForm, Resubmission, SharingRequest
@@ -38,10 +38,6 @@ class Party:
     token_id: str
 
 
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
 
 def party(request: Request,
           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Party:
@@ -50,7 +46,7 @@ def party(request: Request,
     from exchange.sharing.service import sharing_dir
     from exchange.sharing.store import SharingStore
 
-    hub = _hub(request)
+    hub = hub_of(request)
     bearer = credentials.credentials if credentials else None
     try:
         found = authenticate(SharingStore(sharing_dir(hub)), bearer) if bearer else None
@@ -68,7 +64,7 @@ Caller = Annotated[Party, Depends(party)]
 
 def _service(request: Request) -> SharingService:
     # app.state.sharing_clock: tests pin the date (deadlines must not depend on the day the suite runs)
-    return SharingService(_hub(request), clock=getattr(request.app.state, "sharing_clock", None))
+    return SharingService(hub_of(request), clock=getattr(request.app.state, "sharing_clock", None))
 
 
 class RequestView(BaseModel, frozen=True):

@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.access.registry import Registry
+from exchange.api.state import hub_of
 from exchange.catalogue.models import ATTRIBUTE_ZH, METHOD_ZH
 from exchange.errors import AccessDenied, AuthenticationFailed, ExchangeError, RateLimited, UserError, outcome
 from exchange.hub import Hub
@@ -83,15 +84,11 @@ class FormRefused(Exception):
     """A POST without the session's CSRF token (already logged)."""
 
 
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
 
 def _key(request: Request) -> bytes:
     key: bytes | None = getattr(request.app.state, "web_session_key", None)
     if key is None:
-        key = request.app.state.web_session_key = session_key(_hub(request).layout.home)
+        key = request.app.state.web_session_key = session_key(hub_of(request).layout.home)
     return key
 
 
@@ -109,14 +106,14 @@ def current(request: Request) -> WebSession:
     """The logged-in party, or LoginRequired."""
     now = datetime.now(UTC)
     session = decode_session(_key(request), request.cookies.get(SESSION_COOKIE), now)
-    home = _hub(request).layout.home
-    if session is None or session_ended(home, session) or not _token_still_valid(_hub(request), session, now):
+    home = hub_of(request).layout.home
+    if session is None or session_ended(home, session) or not _token_still_valid(hub_of(request), session, now):
         raise LoginRequired
     return session
 
 
 def _service(request: Request) -> SharingService:
-    return SharingService(_hub(request))
+    return SharingService(hub_of(request))
 
 
 def _render(request: Request, name: str, session: WebSession | None, status: int = 200,
@@ -145,7 +142,7 @@ async def _posted(request: Request, who: WebSession, subject: str) -> forms.Fiel
     data = await request.form()
     fields = {k: [v for v in data.getlist(k) if isinstance(v, str)] for k in data}
     if not csrf_ok(_key(request), who.nonce, next(iter(fields.get("csrf") or []), None)):
-        hub = _hub(request)
+        hub = hub_of(request)
         # The route's pattern, not the path: nothing the browser chose goes into the log unchecked.
         route = getattr(request.scope.get("route"), "path", "/web/")
         await run_in_threadpool(hub.log.append, hub.signer, events.RequestRefused(
@@ -211,7 +208,7 @@ async def login(request: Request) -> Response:
     """Check the token once; the browser gets a signed session cookie, never the token."""
     from exchange.api.app import refuse_client, write_tallies
 
-    hub = _hub(request)
+    hub = hub_of(request)
     data = await request.form()
     key = _key(request)
     nonce = login_nonce(key, request.cookies.get(LOGIN_COOKIE))
@@ -252,7 +249,7 @@ async def logout(request: Request) -> Response:
     """End the session in this browser."""
     who = current(request)
     await _posted(request, who, "request")
-    await run_in_threadpool(end_session, _hub(request).layout.home, who, datetime.now(UTC))
+    await run_in_threadpool(end_session, hub_of(request).layout.home, who, datetime.now(UTC))
     response = RedirectResponse("/web/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/web", httponly=True, samesite="strict")
     return response

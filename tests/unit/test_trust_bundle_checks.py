@@ -13,7 +13,7 @@ import rfc8785
 
 from exchange.errors import VerificationError
 from exchange.provenance.problems import Mismatch
-from exchange.signing.signers import ED25519, SM2_SM3, KeySigner, Signature, generate
+from exchange.signing.signers import ED25519, SM2_SM3, KeySigner, Signature, generate, public_key_from_pem
 from exchange.signing.trust import (
     DEFAULT_YEARS,
     TrustBundle,
@@ -189,7 +189,57 @@ def test_a_bundle_signed_by_an_office_key_is_refused_for_its_role() -> None:
     bundle, _ = _bundle(hub, office)
     with pytest.raises(Mismatch) as caught:
         verify_bundle(signed(bundle, office), item="bundle")
-    assert caught.value.item == "bundle" and "role" in caught.value.problem
+    assert caught.value.item == "bundle"
+    assert caught.value.problem == (f"signed by a key that is not the hub's: key {office.key_id} of "
+                                    "jiangsu.data_office has role province_office, and a trust bundle may be signed "
+                                    "only by hub")
+
+
+def test_refusals_name_the_trust_bundle_when_no_item_is_given() -> None:
+    hub, pinned = generate(ED25519, "hub"), generate(ED25519, "hub")
+    bundle, _ = _bundle(hub)
+    with pytest.raises(VerificationError) as caught:
+        verify_bundle(bundle)
+    assert str(caught.value) == "trust bundle: not signed by the hub"
+    with pytest.raises(Mismatch) as history:
+        check_history(signed(bundle, hub), [pinned.key_id])
+    assert str(history.value).startswith("trust bundle: does not chain to the trust anchor")
+
+
+def test_a_refusal_to_chain_lists_every_pinned_and_every_found_hub_key() -> None:
+    first, second = generate(ED25519, "hub"), generate(ED25519, "hub")
+    pins = sorted(["ed25519:" + "a" * 32, "ed25519:" + "b" * 32])
+    bundle = TrustBundle(issued_at=T0, keys=[record_of(first, T0), record_of(second, T0 + timedelta(days=1))])
+    with pytest.raises(Mismatch) as caught:
+        check_history(bundle, pins)
+    assert (caught.value.expected, caught.value.found) == (
+        f"hub key {pins[0]}, {pins[1]}", f"{first.key_id}, {second.key_id}")
+
+
+def test_a_public_key_with_characters_outside_base64_is_malformed_not_read_around() -> None:
+    hub = generate(ED25519, "hub")
+    key = record_of(hub, T0)
+    padded = key.model_copy(update={"public_key": key.public_key[:8] + "*" + key.public_key[8:]})
+    with pytest.raises(VerificationError) as caught:
+        verify_bundle(signed(TrustBundle(issued_at=T0, keys=[padded]), hub), item="bundle")
+    assert str(caught.value) == f"bundle: key {hub.key_id} has a malformed public key"
+
+
+@pytest.mark.parametrize("algorithm", [ED25519, SM2_SM3])
+def test_a_trusted_key_exports_as_the_pem_of_its_own_bytes(algorithm: str) -> None:
+    signer = generate(algorithm, "hub")
+    assert public_key_from_pem(public_pem(record_of(signer, T0)).encode("ascii")) == (algorithm, signer.public_bytes())
+
+
+def test_a_record_of_a_signer_keeps_the_years_asked_for() -> None:
+    assert record_of(generate(ED25519, "hub"), T0, years=1).not_after == T0 + timedelta(days=365)
+
+
+def test_a_signed_bundle_verifies_after_a_round_trip_through_its_json_file() -> None:
+    hub, office = generate(ED25519, "hub"), generate(SM2_SM3, "jiangsu.data_office")
+    bundle = signed(signed(_bundle(hub, office)[0], hub), hub)  # re-signing replaces the signature
+    again = TrustBundle.model_validate_json(bundle.model_dump_json())
+    verify_bundle(again, [hub.key_id])
 
 
 def _rotated(old: KeySigner, new: KeySigner, endorser: KeySigner, at: datetime) -> TrustedKey:

@@ -8,9 +8,11 @@ recovery is the one under test when `make mutation` runs these). Written against
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ from exchange.recovery import (
     settle_now,
 )
 from exchange.signing.canonical import file_sha256
-from tests.unit.crash_harness import END, MID, build_home, hub_at, run_crashing
+from tests.unit.crash_harness import END, MID, build_home, child_process, hub_at, run_crashing
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
 DEAD_PID = 2**22 + 12345  # above the kernel's default pid_max: no live process has it
@@ -104,6 +106,32 @@ def test_a_batch_lock_lives_beside_the_staging_folders_and_this_process_is_not_e
         assert protocol.lock_path(tmp_path, "b").exists()
         assert protocol.batch_locked_elsewhere(tmp_path, "b") is False  # held here, by the caller
     assert protocol.batch_locked_elsewhere(tmp_path, "b") is False
+
+
+def _hold(lock: str, ready: str) -> None:
+    with open(lock, "a") as handle:  # the flock a running stage holds (protocol.batch_lock), taken by hand
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        Path(ready).write_text("held", encoding="utf-8")
+        while True:
+            time.sleep(3600)
+
+
+def test_a_batch_another_live_process_holds_is_locked_elsewhere_until_it_dies(tmp_path: Path) -> None:
+    lock, ready = protocol.lock_path(tmp_path, "b"), tmp_path / "ready"
+    lock.parent.mkdir()
+    holder = child_process(_hold, str(lock), str(ready))
+    try:
+        while not ready.exists():
+            assert holder.exitcode is None, "the holder died before taking the lock"
+            time.sleep(0.05)
+        assert protocol.batch_locked_elsewhere(tmp_path, "b") is True
+        assert protocol.batch_locked_elsewhere(tmp_path, "other") is False
+        with pytest.raises(protocol.BatchBusy), protocol.batch_lock(tmp_path, "b"):
+            pass
+    finally:
+        holder.kill()
+        holder.join()
+    assert protocol.batch_locked_elsewhere(tmp_path, "b") is False  # the kernel dropped the dead holder's lock
 
 
 def test_a_partial_extract_folder_names_its_writers_pid() -> None:

@@ -94,6 +94,9 @@ def test_the_marker_is_read_as_written_and_a_legacy_or_unreadable_one_still_coun
     assert protocol.read_intent(staging) == protocol.Intent(staging.name, {})
     (staging / protocol.INTENT_FILE).write_text("{}", encoding="utf-8")
     protocol.drop_intent(staging)
+    (staging / protocol.INTENT_FILE).write_text("{}", encoding="utf-8")  # the usual case: no legacy marker
+    protocol.drop_intent(staging)
+    protocol.drop_intent(staging)  # nothing left to drop: no error
     assert not (staging / protocol.INTENT_FILE).exists() and not (staging / protocol.LEGACY_MARKER).exists()
     assert protocol.read_intent(staging) is None
     assert intents_pending(tmp_path) == [] and intents_pending(tmp_path / "absent") == []

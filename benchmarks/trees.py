@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--after-first", action="store_true", help="run this tree first in each round")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix=f"bench-trees-{args.province}-", dir=args.workdir))
     try:
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             spec = {**base, "env": sandbox_env(stack, sandbox_root(root, args.province), args.province)}
             for i in range(args.repeat):
-                for name, tree in (("before", args.before.resolve()), ("after", HERE)):
+                trees = [("before", args.before.resolve()), ("after", HERE)]
+                for name, tree in reversed(trees) if args.after_first else trees:
                     out = root / f"run-{i}-{name}"
                     result, cpu = run_in(tree, {**spec, "out": str(out)})
                     shutil.rmtree(out, ignore_errors=True)

@@ -211,6 +211,7 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
         db = held.db
         if is_remote(data):
             db.execute(s3_secret_sql(settings, data))
+        baseline: list[tuple[str, str | None]] | None = None  # the settings as the caller got them
         try:
             # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
             # auditor's offline copy, a restored backup) must read the data where the settings say it is.
@@ -219,22 +220,27 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
                 options += ", READ_ONLY"
             _attach(db, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
                     retry=is_postgres(catalog), catalog=catalog, wait=settings.lake_lock_wait_seconds)
-            con = db.cursor()  # the caller's own session: its views and settings end with it
+            baseline = held.settings()
+            con = db.cursor()  # the caller's own session: its views end with it
             try:
                 con.execute(f"USE {LAKE}")
                 yield con
             finally:
                 con.close()
         finally:
-            _release(held)
+            _release(held, baseline)
 
 
-def _release(held: primed.Primed) -> None:
-    """Detach the lake (the catalog is free for other processes again) and drop the S3 secret, or spoil."""
+def _release(held: primed.Primed, baseline: list[tuple[str, str | None]] | None) -> None:
+    """Detach the lake (the catalog is free for other processes again) and drop the S3 secret; spoil the
+    database instead when that fails or the use changed a setting."""
     try:
         held.db.execute(f"DETACH DATABASE IF EXISTS {LAKE}")
         held.db.execute(f"DROP SECRET IF EXISTS {_SECRET}")
+        clean = baseline is not None and held.settings() == baseline
     except duckdb.Error:
+        clean = False
+    if not clean:
         held.spoiled = True
         held.db.close()  # closing detaches too
 

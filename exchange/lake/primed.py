@@ -6,10 +6,10 @@ per batch: the pull's watermark, the lake rules, the commit and its guards). A d
 once keeps it, so a connection borrows an idle database, attaches the lake, and on release detaches it (which
 frees the catalog for other processes exactly as closing did) and puts the database back.
 
-What one use could leave for the next stays per use: the caller gets its own cursor (registered views,
-session settings and the selected catalog die with it), the lake is detached, an S3 secret is dropped, and the
-external file cache is off, so a lake file is read from storage by every use as it was by a fresh database.
-A database whose detach fails is closed, never reused.
+What one use could leave for the next stays per use: the caller gets its own cursor (registered views and the
+selected catalog die with it), the lake is detached, an S3 secret is dropped, and the external file cache is
+off, so a lake file is read from storage by every use as it was by a fresh database. A database whose use
+raised, whose detach failed or whose settings changed (a plain SET is global in DuckDB) is closed, never reused.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ class Primed:
         self.db.execute("SET enable_external_file_cache = false")
         self.loaded: set[str] = set()
         self.spoiled = False  # set when a use could not undo what it did: the database is closed, not reused
+
+    def settings(self) -> list[tuple[str, str | None]]:
+        """Every setting's current value. DuckDB's plain SET changes many of them for the whole database, so a
+        use that changed one spoils the database (compared before and after the use)."""
+        return [(str(name), None if value is None else str(value)) for name, value in
+                self.db.execute("SELECT name, value FROM duckdb_settings() ORDER BY name").fetchall()]
 
     def load(self, extension: Path) -> None:
         key = str(extension)

@@ -137,3 +137,13 @@ def test_flat_joins_chunks_and_leaves_an_array_as_it_is() -> None:
     assert flat(chunked).to_pylist() == ["a", "b", None] and isinstance(flat(chunked), pa.Array)
     array = pa.array(["x"])
     assert flat(array) is array
+
+
+def test_a_value_sent_for_a_field_the_contract_no_longer_has_does_not_stop_the_report() -> None:
+    # A replay under a newer contract version: as_sent names a field the contract dropped.
+    contract = load_contract("e_license")
+    quarantined = pa.table({"rule_id": ["license_id.not_null"], "record_json": ['{"license_id":null}'],
+                            "as_sent": ['{"retired_field":{"sent":"x","problem":"not a number"}}']})
+    explained = explain(quarantined, contract)
+    assert [r.rule.id for r in explained.rules] == ["license_id.not_null"]
+    assert explained.rules[0].values.to_pylist() == ["license_id=null"]

@@ -85,6 +85,8 @@ def test_the_marker_is_read_as_written_and_a_legacy_or_unreadable_one_still_coun
     (staging / protocol.INTENT_FILE).write_text(json.dumps({"batch_id": "b1", "files": {"pull.json": "ab"}}),
                                                 encoding="utf-8")
     assert protocol.read_intent(staging) == protocol.Intent("b1", {"pull.json": "ab"})
+    (staging / protocol.INTENT_FILE).write_text('{"batch_id": "b2"}', encoding="utf-8")  # no digests
+    assert protocol.read_intent(staging) == protocol.Intent("b2", {})
     (staging / protocol.INTENT_FILE).write_text('{"files": {}}', encoding="utf-8")  # no batch id
     assert protocol.read_intent(staging) == protocol.Intent(staging.name, {})
     (staging / protocol.INTENT_FILE).write_text("{torn", encoding="utf-8")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import Window
+from exchange.config import ExchangeSettings
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_EXIT
 from exchange.hub import Hub, batch_id_for
@@ -332,3 +333,17 @@ def test_extract_folders_of_live_writers_and_legacy_names_are_left_to_their_owne
     assert live.exists() and not legacy.exists()
     assert [(r.path, r.size) for r in full.removed] == [(str((legacy / "part.parquet").relative_to(
         hub.settings.home)), 4)]
+
+
+def test_only_partial_extracts_of_dead_writers_are_removed_at_a_stage_entry(tmp_path: Path) -> None:
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    department = hub.layout.extracts / "js.public_security"
+    folders = {name: department / name for name in (
+        partial_extract_name(DEAD_PID, "t1"), partial_extract_name(os.getpid(), "t2"),
+        f"{PARTIAL_EXTRACT}legacy", f"{PARTIAL_EXTRACT}12ab-t3")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "data.parquet").write_bytes(b"123")
+    report = reconcile(hub)
+    assert [r.path for r in report.removed] == [f"extracts/js.public_security/.partial-{DEAD_PID}-t1/data.parquet"]
+    assert sorted(p.name for p in department.iterdir()) == sorted(n for n in folders if str(DEAD_PID) not in n)

@@ -339,11 +339,11 @@ def test_only_partial_extracts_of_dead_writers_are_removed_at_a_stage_entry(tmp_
     hub = Hub(ExchangeSettings(home=tmp_path / "home"))
     department = hub.layout.extracts / "js.public_security"
     folders = {name: department / name for name in (
-        partial_extract_name(DEAD_PID, "t1"), partial_extract_name(os.getpid(), "t2"),
+        partial_extract_name(DEAD_PID, "t-1"), partial_extract_name(os.getpid(), "t-2"),
         f"{PARTIAL_EXTRACT}legacy", f"{PARTIAL_EXTRACT}12ab-t3")}
     for folder in folders.values():
         folder.mkdir(parents=True)
         (folder / "data.parquet").write_bytes(b"123")
     report = reconcile(hub)
-    assert [r.path for r in report.removed] == [f"extracts/js.public_security/.partial-{DEAD_PID}-t1/data.parquet"]
+    assert [r.path for r in report.removed] == [f"extracts/js.public_security/.partial-{DEAD_PID}-t-1/data.parquet"]
     assert sorted(p.name for p in department.iterdir()) == sorted(n for n in folders if str(DEAD_PID) not in n)

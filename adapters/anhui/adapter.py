@@ -348,11 +348,10 @@ def _validating_parse(
                     export.refuse_xinclude(child, name)
                     unknown.add(child.tag)
             rows.append(row)
-            # Drop the record (and any before it) once read: the parser's tree stays a few records deep.
-            record.clear(keep_tail=True)
-            while record.getprevious() is not None:
-                del root[0]
             if len(rows) == chunk_rows:
+                # Drop the chunk's records (the root's first children; the XSD admits no other) in one go,
+                # so the parser's tree never holds more than about one chunk (cheaper than one at a time).
+                del root[: len(rows)]
                 count += len(rows)
                 yield _table(rows, names, unknown, dm, name)
                 rows, unknown = [], set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,3 +21,16 @@ def test_every_file_reader_reads_the_same_records(tmp_path: Path, province: str)
     assert reference.num_rows == 700
     for reader, table in tables.items():
         assert table.select(reference.column_names).equals(reference), reader
+
+
+def test_the_files_scenario_times_every_candidate_and_checks_the_limits_choice(tmp_path: Path) -> None:
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "files.json"
+    assert main(["files", "--records", "300", "--province", "jiangsu,anhui", "--workdir", str(tmp_path),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))["results"][0]
+    assert result["errors"] == {}
+    for province in ("jiangsu", "anhui"):
+        assert set(result["seconds"][province]) == set(READERS[province])
+    assert len(result["targets"]) == 2  # one per province: the limit's reader against the fastest (no verdict asserted)

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,18 +102,19 @@ def query_for_department(
         grants, unusable = registry.usable_grants(department)
         require(query_scope(department, grants, unusable))
         with ExitStack() as stack:
-            with ExitStack() as lake_use:
-                con = _OnDemand(open_lake, lake_use)
-                snapshot_id = _query_snapshot(con, open_lake, snapshot)
-                context["snapshot_id"] = snapshot_id
-                box: Sandbox
-                if views is None:
-                    box = build_sandbox(con(), grants, snapshot_id, limits)
+            box: Sandbox
+            if views is None:
+                with open_lake() as con:
+                    snapshot_id = resolve_snapshot(con, snapshot)
+                    context["snapshot_id"] = snapshot_id
+                    box = build_sandbox(con, grants, snapshot_id, limits)
                     assert box.con is not None
                     stack.callback(box.con.close)
-                else:
-                    box = stack.enter_context(department_sandbox(views, con, department, grants, snapshot_id,
-                                                                 limits))
+            else:
+                snapshot_id = _query_snapshot(open_lake, snapshot)
+                context["snapshot_id"] = snapshot_id
+                box = stack.enter_context(department_sandbox(views, open_lake, department, grants, snapshot_id,
+                                                             limits))
             loaded = box.loaded
             context["grants"] = loaded
             # The lake cursor is gone: the department's SQL reaches only the sandbox's masked copies, on a
@@ -144,39 +144,36 @@ def query_for_department(
     return result
 
 
-class _OnDemand:
-    """The lake cursor, opened on first use: a query at a known snapshot whose sandbox is ready needs none."""
-
-    def __init__(self, source: LakeSource, stack: ExitStack) -> None:
-        self._source, self._stack = source, stack
-        self._con: duckdb.DuckDBPyConnection | None = None
-
-    def __call__(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            self._con = self._stack.enter_context(self._source())
-        return self._con
-
-
-def _query_snapshot(con: Callable[[], duckdb.DuckDBPyConnection], source: LakeSource, snapshot: int | None) -> int:
+def _query_snapshot(source: LakeSource, snapshot: int | None) -> int:
     # The shared lake knows the current snapshot while the catalog is unchanged (lakeshare.py); an explicit
     # snapshot is always checked against the catalog (it may have expired).
     if snapshot is None and isinstance(source, SharedLake):
         known = source.known_current()
-        return known if known is not None else source.current_snapshot(con())
-    return resolve_snapshot(con(), snapshot)
+        if known is not None:
+            return known
+        with source.cursor() as con:
+            return source.current_snapshot(con)
+    with source() as con:
+        return resolve_snapshot(con, snapshot)
 
 
-def department_sandbox(views: ViewCache, con: Callable[[], duckdb.DuckDBPyConnection], department: str,
-                       grants: list[SignedGrant], snapshot_id: int,
-                       limits: QueryLimits) -> AbstractContextManager[Sandbox]:
-    """The cached sandbox of `grants` at the snapshot, built or advanced on `con()` if not ready.
+def department_sandbox(views: ViewCache, lake: LakeSource, department: str, grants: list[SignedGrant],
+                       snapshot_id: int, limits: QueryLimits) -> AbstractContextManager[Sandbox]:
+    """The cached sandbox of `grants` at the snapshot, built or advanced if not ready.
 
+    Only the one building or advancing it takes a lake lease, and only for that work: whoever waits for
+    a sandbox holds no lease, so a lease draining for a writer can never wait on a waiter (a deadlock).
     The recipe kept with it lets exchange/access/warmer.py advance it to the next snapshot ahead of a query.
     """
-    return views.sandbox(sandbox_key(grants, snapshot_id, limits),
-                         lambda: build_sandbox(con(), grants, snapshot_id, limits),
-                         lambda older, at: advance_sandbox(con(), older, grants, at, snapshot_id),
-                         recipe=(department, limits))
+    def build() -> Sandbox:
+        with lake() as con:
+            return build_sandbox(con, grants, snapshot_id, limits)
+
+    def advance(older: Sandbox, at: int) -> Sandbox:
+        with lake() as con:
+            return advance_sandbox(con, older, grants, at, snapshot_id)
+
+    return views.sandbox(sandbox_key(grants, snapshot_id, limits), build, advance, recipe=(department, limits))
 
 
 def extract_for_department(

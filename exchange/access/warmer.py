@@ -40,18 +40,20 @@ def warm(hub: Hub, lake: SharedLake, views: ViewCache) -> int:
     warmed = 0
     with lake.cursor() as con:
         current = lake.current_snapshot(con)
-        registry = Registry(hub.layout.access)
-        for key, (department, limits) in targets:
-            if key[0] >= current:
-                continue
-            try:
-                grants, _ = registry.usable_grants(department)
-                if sandbox_key(grants, current, limits)[1] != key[1]:
-                    continue  # the grants changed: the department's next query decides what it may see
-                with department_sandbox(views, lambda: con, department, grants, current, limits):
-                    warmed += 1
-            except Exception:  # one department's trouble must not stop the others; its query retries
-                log.warning("could not advance %s's sandbox to snapshot %s", department, current, exc_info=True)
+    # Each advance takes its own lease (service.department_sandbox): holding one here while waiting for a
+    # sandbox a query is building would deadlock once the lease drains for a writer.
+    registry = Registry(hub.layout.access)
+    for key, (department, limits) in targets:
+        if key[0] >= current:
+            continue
+        try:
+            grants, _ = registry.usable_grants(department)
+            if sandbox_key(grants, current, limits)[1] != key[1]:
+                continue  # the grants changed: the department's next query decides what it may see
+            with department_sandbox(views, lake, department, grants, current, limits):
+                warmed += 1
+        except Exception:  # one department's trouble must not stop the others; its query retries
+            log.warning("could not advance %s's sandbox to snapshot %s", department, current, exc_info=True)
     return warmed
 
 

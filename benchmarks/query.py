@@ -159,6 +159,7 @@ def run_ours(home: Path, sample: list[str], repeat: int, out: Path) -> tuple[flo
     hub = Hub(ExchangeSettings(home=home))
     lake, views = SharedLake(hub.settings), ViewCache(max_rows=50_000_000)
     details: dict[str, Any] = {}
+    warnings = _keep_warnings("exchange.access")  # e.g. an advance that fell back to a full copy
     with Stopwatch() as cold:
         first = query_for_department(hub, DEPARTMENT, AGGREGATE_SQL, lake=lake, views=views)
     details["cold"] = cold.seconds
@@ -177,12 +178,27 @@ def run_ours(home: Path, sample: list[str], repeat: int, out: Path) -> tuple[flo
         raw = _raw_view(sorted(str(p) for p in hub.layout.lake_data.rglob("*.parquet")))
         details[name]["raw"] = _timed(lambda: raw.execute(AGGREGATE_SQL).to_arrow_table(), repeat)  # noqa: B023
         raw.close()
+    details["access_warnings"] = warnings[-10:]
     details["lake_attaches"] = lake.attaches
     details["sandbox_builds"] = views.builds - views.advanced  # full copies
     details["sandbox_advanced"] = views.advanced  # advanced from the previous snapshot's sandbox
     lake.close()
     views.clear()
     return details["aggregate"]["median"], details["sandbox_rows"], details
+
+
+def _keep_warnings(logger: str) -> list[str]:
+    """A list that collects the warnings (with tracebacks) `logger` emits from now on in this process."""
+    import logging
+
+    kept: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(self.format(record)[-3000:])
+
+    logging.getLogger(logger).addHandler(Keep(logging.WARNING))
+    return kept
 
 
 def _after_new_snapshots(hub: Any, lake: Any, views: Any, batches: int, out: Path, *,
@@ -233,6 +249,7 @@ def _after_new_snapshots(hub: Any, lake: Any, views: Any, batches: int, out: Pat
             warmer.stop()
     return {"median": statistics.median(times), "min": min(times), "runs": times, "batch_rows": batch_rows,
             "advanced": views.advanced - advanced, "warmed": warmer.warmed if warmer else 0,
+            "warmer_errors": warmer.errors[-5:] if warmer else [],
             "caught_up_seconds": caught_up}
 
 

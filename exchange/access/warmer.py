@@ -32,8 +32,12 @@ from exchange.hub import Hub
 log = logging.getLogger(__name__)
 
 
-def warm(hub: Hub, lake: SharedLake, views: ViewCache) -> int:
-    """Advance the newest sandbox of each cached lineage to the current snapshot; how many were advanced."""
+def warm(hub: Hub, lake: SharedLake, views: ViewCache, errors: list[str] | None = None) -> int:
+    """Advance the newest sandbox of each cached lineage to the current snapshot; how many were advanced.
+
+    What went wrong for a department (its query will build the sandbox itself) is logged and, with
+    `errors`, appended there.
+    """
     targets = [(key, recipe) for key, recipe in views.newest() if recipe is not None]
     if not targets:
         return 0
@@ -52,8 +56,10 @@ def warm(hub: Hub, lake: SharedLake, views: ViewCache) -> int:
                 continue  # the grants changed: the department's next query decides what it may see
             with department_sandbox(views, lake, department, grants, current, limits):
                 warmed += 1
-        except Exception:  # one department's trouble must not stop the others; its query retries
+        except Exception as exc:  # one department's trouble must not stop the others; its query retries
             log.warning("could not advance %s's sandbox to snapshot %s", department, current, exc_info=True)
+            if errors is not None:
+                errors.append(f"{department} at snapshot {current}: {type(exc).__name__}: {exc}")
     return warmed
 
 
@@ -67,6 +73,7 @@ class SandboxWarmer:
         self.settle_seconds = settle_seconds
         self.retry_seconds = retry_seconds
         self.warmed = 0  # sandboxes advanced ahead of a query (for tests and the benchmark)
+        self.errors: list[str] = []  # what went wrong, most recent last (for tests and the benchmark)
         self._stop = threading.Event()
         self._busy = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -112,8 +119,9 @@ class SandboxWarmer:
                 continue
             with self._busy:
                 try:
-                    self.warmed += warm(self.hub, self.lake, self.views)
-                except Exception:
+                    self.warmed += warm(self.hub, self.lake, self.views, self.errors)
+                except Exception as exc:
                     log.warning("advancing the cached sandboxes failed; queries will do it", exc_info=True)
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
                     self._stop.wait(self.retry_seconds)
             seen = None

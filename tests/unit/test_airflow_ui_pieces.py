@@ -201,7 +201,8 @@ def test_a_window_with_nothing_new_run_by_hand_in_time_raises_no_deadline_alert(
     window_outcomes.record(Layout(home), "jiangsu", datasets[-1], window, "empty",
                            now=datetime.fromisoformat(finished_at))
     # A later run of the same window keeps the first finishing time.
-    window_outcomes.record(Layout(home), "jiangsu", datasets[-1], window, "empty", now=datetime(2026, 11, 10, tzinfo=UTC))
+    window_outcomes.record(Layout(home), "jiangsu", datasets[-1], window, "empty",
+                           now=datetime(2026, 11, 10, tzinfo=UTC))
     path = record_deadline_miss(province="jiangsu", deadline="2h", context=_deadline_context(),
                                 now=datetime(2026, 11, 11, 8, tzinfo=UTC))
     assert (path is not None) == alert

@@ -160,12 +160,12 @@ def run(
     known_province(province)
     known_dataset(dataset)
     window = Window(start, end)
-    hub = _hub()
-    console.print_json(run_exchange(province, dataset, start, end, hub).model_dump_json())
+    console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
     from exchange.airflow.local_runs import after_hand_run
+    from exchange.config import Layout, settings
 
     # Once every dataset of the window is done, its DAG run is recorded so a scheduler does not run it again.
-    for recorded in after_hand_run(hub.layout, province, window):  # stdout stays the JSON result
+    for recorded in after_hand_run(Layout(settings().home), province, window):  # stdout stays the JSON result
         plain_console(stderr=True).print(f"recorded in Airflow as the window's scheduled run: {recorded}",
                                          soft_wrap=True)
 

@@ -10,14 +10,18 @@ Importing this module registers four expectation types with GX:
 * ``expect_column_values_to_be_in_province_regions`` - a county-level GB/T 2260 code of the province.
 
 Each metric is vectorized: the pandas condition converts the (null-filtered) column to Arrow and calls
-``rules.failing_mask``, the very function the quarantine split uses.
+``rules.failing_mask``, the very function the quarantine split uses. Inside :func:`capturing` each condition
+also hands its result to the caller, so the quarantine split reuses GX's evaluation instead of repeating it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
 from great_expectations.expectations.expectation import ColumnMapExpectation
@@ -32,6 +36,30 @@ from exchange.contracts import rules
 
 _METRIC_PREFIX = "column_values.yrd_"
 
+CaptureKey = tuple[str, str, tuple[tuple[str, Any], ...]]
+Captured = dict[CaptureKey, tuple[np.ndarray[Any, np.dtype[np.intp]], rules.Mask]]
+_sink: ContextVar[Captured | None] = ContextVar("exchange_contract_conditions", default=None)
+
+
+def capture_key(expectation: str, column: str, params: dict[str, Any]) -> CaptureKey:
+    """What identifies one evaluation of a custom condition: its type, column and (resolved) parameters."""
+    return expectation, column, tuple(sorted(params.items()))
+
+
+@contextmanager
+def capturing() -> Iterator[Captured]:
+    """Collect, per :func:`capture_key`, the row positions each custom condition saw and its failing mask.
+
+    GX hands a condition the non-null rows of a frame with a RangeIndex, so the index labels are the rows'
+    positions in the frame; null rows never fail a value rule (rules.py), so they complete the mask.
+    """
+    found: Captured = {}
+    token = _sink.set(found)
+    try:
+        yield found
+    finally:
+        _sink.reset(token)
+
 
 def _pandas_condition(expectation: str, value_keys: tuple[str, ...]) -> Callable[..., Any]:
     """A GX pandas map condition (True = value meets the expectation) calling the rules.py predicate."""
@@ -40,6 +68,9 @@ def _pandas_condition(expectation: str, value_keys: tuple[str, ...]) -> Callable
         # GX has already dropped nulls from `column`; the predicate ignores nulls anyway.
         params = {key: kwargs[key] for key in value_keys}
         failing = rules.failing_mask(expectation, column.to_frame(), column=str(column.name), **params)
+        sink = _sink.get()
+        if sink is not None:
+            sink[capture_key(expectation, str(column.name), params)] = (column.index.to_numpy(), failing)
         return pd.Series(~failing, index=column.index)
 
     condition.__name__ = "_pandas"

@@ -30,6 +30,7 @@ from great_expectations.core.expectation_validation_result import (
 
 from exchange import intake
 from exchange.contracts import rules as rule_predicates
+from exchange.contracts.expectations import CUSTOM_EXPECTATIONS, Captured, capture_key, capturing
 from exchange.contracts.model import (
     REASON_SEPARATOR,
     RULE_ID_SEPARATOR,
@@ -174,17 +175,22 @@ def validate(
     parameters = run_parameters(contract, data, province=province, today=today, lake=lake)
     resolved = {rule.id: resolve_parameters(rule.kwargs, parameters) for rule in contract.rules}
 
+    # A custom expectation's GX metric is the rule's predicate (expectations.py): its result is captured and
+    # reused below rather than computed again. The built-ins' predicates mirror GX and are computed here.
+    own = [r for r in contract.rules if r.expectation not in CUSTOM_EXPECTATIONS]
+
     def predicate_masks() -> dict[str, rule_predicates.Mask]:
-        return {
-            r.id: rule_predicates.failing_mask(r.expectation, data, **resolved[r.id]) for r in contract.rules
-        }
+        return {r.id: rule_predicates.failing_mask(r.expectation, data, **resolved[r.id]) for r in own}
 
     # The predicates are NumPy/Arrow kernels that release the GIL, GX is mostly Python bookkeeping:
     # running both at once saves about a second per million records.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="contract-masks") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="contract-masks") as pool, capturing() as seen:
         pending = pool.submit(predicate_masks)
         gx_result = run_gx(data, contract, parameters)
         masks = pending.result()
+    for rule in contract.rules:
+        if rule.id not in masks:
+            masks[rule.id] = captured_mask(rule, resolved[rule.id], seen, data)
     outcomes = reconcile(contract, gx_result, masks)
 
     n = data.num_rows
@@ -222,6 +228,21 @@ def validate(
         accepted_count=int(accepted.num_rows),
         quarantined_count=quarantined_count,
     )
+
+
+def captured_mask(rule: Rule, kwargs: dict[str, Any], seen: Captured, data: pa.Table) -> rule_predicates.Mask:
+    """The failing mask of a custom rule over the whole table, from GX's captured evaluation of it.
+
+    Computed afresh where GX did not evaluate the condition (it raised: reconcile() then reports that).
+    """
+    params = {k: v for k, v in kwargs.items() if k != "column"}
+    found = seen.get(capture_key(rule.expectation, str(kwargs.get("column")), params))
+    if found is None:
+        return rule_predicates.failing_mask(rule.expectation, data, **kwargs)
+    rows, failing = found
+    mask = np.zeros(data.num_rows, dtype=np.bool_)
+    mask[rows] = failing
+    return mask
 
 
 def split_as_sent(table: pa.Table) -> tuple[pa.Table, pa.Array]:

@@ -72,11 +72,21 @@ delta-sharing-client: $(DS_VENV)/.stamp
 demo: install  ## seed four province sandboxes, run their DAGs through Airflow, extract, verify, summarize
 	$(BIN)/exchange demo --home var/demo
 
+# pytest-xdist spreads the suite over TEST_JOBS worker processes (auto: one per core; `make test TEST_JOBS=4`
+# oversubscribes, which pays when the Airflow scenarios wait on their schedulers). --dist loadfile keeps a
+# file's tests on one worker, so a module-scoped fixture (the demo's home, an Airflow deployment) is built once.
+# --no-loadscope-reorder hands files out in collection order (tests/dags, e2e, integration, then unit), so the
+# few long Airflow scenario files start first and the many short unit files fill in around them; xdist's
+# default order (most tests first) left those scenarios for the end, one worker running them while the other
+# idled. --durations=20 lists the slowest twenty tests at the end of the output.
+TEST_JOBS ?= auto
+PYTEST_PARALLEL = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durations=20
+
 test: install-test delta-sharing-client  ## the whole suite, slow scenarios included (what CI runs)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: install-test delta-sharing-client  ## the quick loop: everything but the slow scenarios
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" $(PYTEST_PARALLEL)
 
 lint: $(TEST_STAMP) $(DATACONTRACT)
 	$(BIN)/ruff check .

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist workers (`make test`) start with COLUMNS=80 in their environment. The CLI's rich console reads
+# COLUMNS once, when exchange.cli is imported, and would then wrap at 80 whatever width a test's CliRunner env
+# asks for; without it the console reads the width of each call, as in a single pytest process.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+
 from exchange.signing.anchor import when_unpinned as _UNPINNED  # the product's policy, before the fixture pins
 
 REPO = Path(__file__).resolve().parents[1]

@@ -97,3 +97,25 @@ def test_ci_leaves_installing_to_the_makefile() -> None:
     script = (ROOT / ".ci" / "run").read_text()
     assert "apt-get" not in script and "pip install" not in script
     assert "make test" in script
+
+
+@pytest.mark.parametrize(("target", "selection"), [("test", []), ("test-fast", ["-m", "not", "slow"])])
+def test_the_suite_runs_on_one_worker_per_core_and_lists_its_slowest_tests(
+        sandbox: tuple[Path, Path, dict[str, str]], tmp_path: Path, target: str, selection: list[str]) -> None:
+    """`make test` and `make test-fast` (installed already) run pytest over xdist workers, a file's tests on one
+    worker (its module fixtures built once), files in collection order (the long scenarios first), and print the
+    twenty slowest tests."""
+    venv, record, env = sandbox
+    env["INSTALLED"] = "chromium fonts-noto-cjk age"
+    _tool(venv / "bin", "pytest", RECORDER)
+    tools_venv, ds_venv = tmp_path / "tools-venv", tmp_path / "ds-venv"
+    for folder in (tools_venv, ds_venv):
+        (folder / "bin").mkdir(parents=True)
+        _tool(folder / "bin", "pip", RECORDER)
+    _tool(tmp_path, "python3", RECORDER)
+    subprocess.run(["make", "-s", "-C", str(ROOT), target, f"VENV={venv}", f"TOOLS_VENV={tools_venv}",
+                    f"DS_VENV={ds_venv}", f"PYTHON={tmp_path / 'python3'}"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    runs = [call.split() for call in _calls(record) if call.startswith("pytest")]
+    assert runs == [["pytest", *selection, "-n", "auto", "--dist", "loadfile", "--no-loadscope-reorder",
+                     "--durations=20"]]

@@ -7,11 +7,32 @@ what is read and how it is labelled come first; the checks of a built lake follo
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from exchange.access.extract import EXTRACT_MANIFEST
-from exchange.config import ExchangeSettings
-from exchange.provenance.storecheck import extract_dirs, label, lake_exists, manifest_files
+from exchange.config import ExchangeSettings, Layout
+from exchange.lake.commit import LEDGER
+from exchange.provenance.archive import archive_paths
+from exchange.provenance.chaincheck import verify_log_and_archives
+from exchange.provenance.checkpoint import VerifiedState
+from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
+from exchange.provenance.manifest import SignedManifest, landing_dir, read_manifest, sign_manifest
+from exchange.provenance.problems import problem_json
+from exchange.provenance.storecheck import Sources, extract_dirs, label, lake_exists, manifest_files, verify_store
+from exchange.provenance.verify_result import ChainFacts, VerifyReport
+from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.keyring import Keyring
+from tests.hubs import extract_home
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 11, 4, tzinfo=UTC)
+DEPARTMENT = "js.public_security"
 
 
 def test_a_path_is_labelled_relative_to_the_root_when_under_it(tmp_path: Path) -> None:
@@ -49,3 +70,238 @@ def test_a_lake_exists_when_its_catalog_file_does_or_its_catalog_is_postgresql(t
     (tmp_path / "home" / "lake").mkdir(parents=True)
     (tmp_path / "home" / "lake" / "catalog.ducklake").write_bytes(b"")
     assert lake_exists(settings)
+
+
+# -- a built home: one committed Jiangsu batch (landing copies kept) and one department extract --------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    hub = extract_home(tmp_path_factory.mktemp("store") / "home", 200, seed=5, start=START, end=END)
+    return hub.layout.home
+
+
+@pytest.fixture
+def home(built: Path, tmp_path: Path) -> Path:
+    shutil.copytree(built, tmp_path / "home", symlinks=True)
+    return tmp_path / "home"
+
+
+def _store(home: Path, previous: VerifiedState | None = None, *, account_extracts: bool = True,
+           landing: bool = True) -> tuple[VerifyReport, VerifiedState]:
+    """The store checks as verify runs them: the chain first (for its facts), then manifests, lake, extracts."""
+    layout, keyring = Layout(home), Keyring(home / "keys")
+    report, facts = VerifyReport(), ChainFacts()
+    verify_log_and_archives(ProvenanceLog(layout.provenance), lambda: archive_paths(layout.provenance / "archives"),
+                            keyring.trust_bundle(), report, facts)
+    chain_problems = len(report.problems)
+    src = Sources(keyring.trust_bundle(), ExchangeSettings(home=home), manifest_files(layout.manifests, home),
+                  extract_dirs(layout.extracts), layout.landing if landing else None, previous,
+                  account_extracts=account_extracts)
+    state = verify_store(src, facts, report)
+    report.problems = report.problems[chain_problems:]  # the store's own findings
+    return report, state
+
+
+def _manifest(home: Path) -> Path:
+    [path] = sorted((home / "manifests").rglob("*.json"))
+    return path
+
+
+def _named(report: VerifyReport) -> list[dict[str, Any]]:
+    return [problem_json(p) for p in report.problems]
+
+
+def _forge(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[Path, SignedManifest]:
+    """Edit the batch manifest and sign it again with the hub's own key."""
+    path = _manifest(home)
+    signed = read_manifest(path)
+    manifest = type(signed.manifest).model_validate(edit(signed.manifest.model_dump(mode="json")))
+    forged = sign_manifest(manifest, Keyring(home / "keys").signer())
+    path.write_text(forged.model_dump_json(indent=2))
+    return path, forged
+
+
+def _resign_log(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Rewrite every provenance entry through `edit` and chain and sign them again with the hub's own key."""
+    log = home / "provenance" / "log.jsonl"
+    signer = Keyring(home / "keys").signer()
+    out: list[ProvenanceEntry] = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        body = edit(ProvenanceEntry.model_validate_json(line).body())
+        body["prev_hash"] = out[-1].entry_hash if out else body["prev_hash"]
+        digest = sha256_hex(canonical_bytes(body))
+        out.append(ProvenanceEntry.model_validate(
+            {**body, "entry_hash": digest, "signature": signer.sign(digest.encode()).model_dump()}))
+    log.write_text("".join(e.model_dump_json() + "\n" for e in out), encoding="utf-8")
+
+
+def test_an_untouched_store_verifies_and_counts_what_it_checked(home: Path) -> None:
+    report, state = _store(home)
+    m = read_manifest(_manifest(home)).manifest
+    assert report.problems == []
+    assert (report.manifests, report.files, report.extracts) == (1, len(m.files), 1)
+    assert report.landing == len(m.landing) > 0
+    assert list(state.manifests) == [m.batch_id] and len(state.extracts) == 1
+    assert report.skipped == {}
+
+
+def test_an_incremental_run_skips_what_the_last_verify_recorded(home: Path) -> None:
+    _, state = _store(home)
+    report, again = _store(home, state)
+    assert report.problems == [] and report.skipped == {"manifests": 1, "extracts": 1}
+    assert (report.manifests, report.files, report.extracts) == (0, 0, 0)
+    assert again.manifests == state.manifests and again.extracts == state.extracts
+
+
+def test_a_manifest_found_broken_is_not_recorded_as_verified(home: Path) -> None:
+    _forge(home, lambda m: {**m, "contract_version": m["contract_version"] + "-forged"})  # replaced: digest differs
+    report, state = _store(home)
+    assert report.problems and state.manifests == {}
+
+
+def test_the_lake_catalog_removed_is_named_when_batches_were_committed(home: Path) -> None:
+    catalog = home / "lake" / "catalog.ducklake"
+    catalog.unlink()
+    report, _ = _store(home)
+    assert _named(report) == [{"item": f"lake catalog {catalog}", "problem": "missing, though batches were "
+                               "committed", "expected": "a DuckLake catalog", "found": "no file"}]
+
+
+def test_a_lake_file_listed_by_the_manifest_but_missing_is_named(home: Path) -> None:
+    f = read_manifest(_manifest(home)).manifest.files[0]
+    (home / "lake" / "data" / f.name).unlink()
+    report, _ = _store(home)
+    assert {"item": f"lake file {f.name}", "problem": f"listed in {label(_manifest(home), home)} but missing",
+            "expected": f.sha256, "found": "no file"} in _named(report)
+
+
+def test_a_lake_file_whose_size_differs_from_a_re_signed_manifest_is_named(home: Path) -> None:
+    path, forged = _forge(home, lambda m: {**m, "files": [{**m["files"][0], "size": m["files"][0]["size"] + 1},
+                                                          *m["files"][1:]]})
+    f = forged.manifest.files[0]
+    report, _ = _store(home)
+    assert {"item": f"lake file {f.name}", "problem": f"size differs from {label(path, home)}",
+            "expected": f.size, "found": f.size - 1} in _named(report)
+
+
+def test_a_lake_file_whose_content_differs_is_named_with_both_digests(home: Path) -> None:
+    f = read_manifest(_manifest(home)).manifest.files[0]
+    data = bytearray((home / "lake" / "data" / f.name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (home / "lake" / "data" / f.name).write_bytes(bytes(data))
+    report, _ = _store(home)
+    [hit] = [p for p in _named(report) if p["item"] == f"lake file {f.name}"]
+    assert hit["problem"] == f"content differs from {label(_manifest(home), home)} (SHA-256 mismatch)"
+    assert hit["expected"] == f.sha256 and hit["found"] != f.sha256 and len(hit["found"]) == 64
+
+
+def test_a_manifest_claiming_another_snapshot_is_named(home: Path) -> None:
+    path, forged = _forge(home, lambda m: {**m, "snapshot_id": m["snapshot_id"] + 1})
+    report, _ = _store(home)
+    item = label(path, home)
+    assert {"item": item, "problem": "the lake's snapshot for this batch differs from the manifest (catalog rolled "
+            "back or rewritten?)", "expected": f"snapshot {forged.manifest.snapshot_id}",
+            "found": f"snapshot {forged.manifest.snapshot_id - 1}"} in _named(report)
+
+
+def test_a_manifest_listing_a_file_of_another_table_is_named_with_the_difference(home: Path) -> None:
+    def edit(m: dict[str, Any]) -> dict[str, Any]:
+        first = m["files"][0]
+        return {**m, "files": [{**first, "rows": first["rows"] + 1}, *m["files"][1:]]}
+
+    path, forged = _forge(home, edit)
+    f = forged.manifest.files[0]
+    snapshot = forged.manifest.snapshot_id
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": f"snapshot {snapshot}'s files differ from the manifest",
+            "expected": [[f.table, f.name, f.rows]], "found": [[f.table, f.name, f.rows - 1]]} in _named(report)
+
+
+def test_a_landing_copy_edited_is_named_as_differing_from_what_the_province_delivered(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    f = m.landing[0]
+    copy = landing_dir(home / "landing", m.province, m.dataset, m.batch_id) / f.name
+    copy.write_bytes(copy.read_bytes() + b" ")
+    report, _ = _store(home)
+    [hit] = _named(report)
+    assert hit["item"] == f"landing file {m.batch_id}/{f.name}" and hit["expected"] == f.sha256
+    assert hit["problem"] == f"differs from what the province delivered ({label(_manifest(home), home)})"
+    assert hit["found"] == sha256_hex(copy.read_bytes())
+
+
+def test_a_landing_copy_removed_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    f = m.landing[0]
+    (landing_dir(home / "landing", m.province, m.dataset, m.batch_id) / f.name).unlink()
+    report, _ = _store(home)
+    assert _named(report) == [{"item": f"landing file {m.batch_id}/{f.name}",
+                               "problem": f"listed in {label(_manifest(home), home)} but missing",
+                               "expected": f.sha256, "found": "no file"}]
+
+
+def test_landing_copies_kept_elsewhere_or_not_given_are_not_checked(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    report, _ = _store(home, landing=False)
+    assert report.problems == [] and report.landing == 0
+    shutil.rmtree(landing_dir(home / "landing", m.province, m.dataset, m.batch_id))
+    report, _ = _store(home)
+    assert report.problems == [] and report.landing == 0
+
+
+def test_a_commit_entry_naming_another_snapshot_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _resign_log(home, lambda b: {**b, "details": {**b["details"], "snapshot_id": 99}} if b["action"] == "commit"
+                else b)
+    report, _ = _store(home)
+    assert {"item": label(_manifest(home), home), "problem": "the provenance commit entry names another snapshot",
+            "expected": m.snapshot_id, "found": 99} in _named(report)
+
+
+def test_a_pull_entry_without_the_manifests_landing_digests_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    forged = {f.name: "0" * 64 for f in m.landing}
+    _resign_log(home, lambda b: {**b, "digests": forged} if b["action"] == "pull" and b["subject"] == m.batch_id
+                else b)
+    report, _ = _store(home)
+    hits = [p for p in report.problems if p.item == label(_manifest(home), home)]
+    assert [(p.problem, p.expected, p.found) for p in hits] == [  # type: ignore[attr-defined]
+        ("no provenance pull entry carries the manifest's landing digests", {f.name: f.sha256 for f in m.landing},
+         forged)]
+
+
+def test_a_committed_batch_whose_manifest_is_gone_is_named_in_the_ledger(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _manifest(home).unlink()
+    report, _ = _store(home)
+    assert {"item": f"lake batch {m.batch_id}", "problem": f"committed to {LEDGER} but has no signed manifest",
+            "expected": "a manifest", "found": "none"} in _named(report)
+
+
+def test_an_unreadable_extract_manifest_is_named(home: Path) -> None:
+    target = home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST
+    target.write_text("{not json", encoding="utf-8")
+    report, _ = _store(home, account_extracts=False)
+    assert [p["item"] for p in _named(report)] == [str(target)]
+    assert report.problems[0].problem.startswith("unreadable extract manifest: ")
+    assert report.extracts == 0
+
+
+def test_an_extract_no_provenance_entry_carries_is_named(home: Path) -> None:
+    target = home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST
+    _resign_log(home, lambda b: {**b, "digests": {**b["digests"], "extract_manifest": "0" * 64}}
+                if "extract_manifest" in b["digests"] else b)
+    report, state = _store(home, account_extracts=False)
+    [hit] = _named(report)
+    assert hit["item"] == str(target) and hit["found"] == "no entry"
+    assert hit["problem"] == ("no provenance extract entry carries this extract manifest's digest (extract replaced "
+                              "or never logged?)")
+    assert state.extracts == []  # not recorded as verified
+
+
+def test_a_logged_extract_missing_from_the_copy_is_named_unless_the_copy_may_omit_it(home: Path) -> None:
+    shutil.rmtree(home / "extracts" / DEPARTMENT)
+    report, _ = _store(home)
+    assert report.problems and report.extracts == 0
+    report, _ = _store(home, account_extracts=False)
+    assert report.problems == []

@@ -88,13 +88,14 @@ def home(built: Path, tmp_path: Path) -> Path:
 
 
 def _store(home: Path, previous: VerifiedState | None = None, *, account_extracts: bool = True,
-           landing: bool = True) -> tuple[VerifyReport, VerifiedState]:
+           landing: bool = True, floor: int | None = None) -> tuple[VerifyReport, VerifiedState]:
     """The store checks as verify runs them: the chain first (for its facts), then manifests, lake, extracts."""
     layout, keyring = Layout(home), Keyring(home / "keys")
     report, facts = VerifyReport(), ChainFacts()
     verify_log_and_archives(ProvenanceLog(layout.provenance), lambda: archive_paths(layout.provenance / "archives"),
                             keyring.trust_bundle(), report, facts)
     chain_problems = len(report.problems)
+    facts.lake_floor = floor if floor is not None else facts.lake_floor
     src = Sources(keyring.trust_bundle(), ExchangeSettings(home=home), manifest_files(layout.manifests, home),
                   extract_dirs(layout.extracts), layout.landing if landing else None, previous,
                   account_extracts=account_extracts)
@@ -143,6 +144,7 @@ def test_an_untouched_store_verifies_and_counts_what_it_checked(home: Path) -> N
     assert (report.manifests, report.files, report.extracts) == (1, len(m.files), 1)
     assert report.landing == len(m.landing) > 0
     assert list(state.manifests) == [m.batch_id] and len(state.extracts) == 1
+    assert state.lake_snapshot == m.snapshot_id  # the head a later verify must not find rolled back
     assert report.skipped == {}
 
 
@@ -305,3 +307,41 @@ def test_a_logged_extract_missing_from_the_copy_is_named_unless_the_copy_may_omi
     assert report.problems and report.extracts == 0
     report, _ = _store(home, account_extracts=False)
     assert report.problems == []
+
+
+def test_the_lake_catalog_removed_is_named_even_when_the_manifests_went_with_it(home: Path) -> None:
+    catalog = home / "lake" / "catalog.ducklake"
+    catalog.unlink()
+    shutil.rmtree(home / "manifests")  # the log's commit entries still say a batch was committed
+    report, _ = _store(home)
+    assert [(p.item, p.problem) for p in report.problems][0] == (f"lake catalog {catalog}",
+                                                                 "missing, though batches were committed")
+
+
+def test_a_hub_that_never_committed_needs_no_lake(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Keyring(home / "keys").signer()
+    (home / "provenance").mkdir(parents=True)
+    report, state = _store(home)
+    assert report.problems == [] and state.manifests == {} and state.lake_snapshot is None
+
+
+def test_a_lake_at_the_snapshot_a_checkpoint_recorded_is_not_rolled_back(home: Path) -> None:
+    head = read_manifest(_manifest(home)).manifest.snapshot_id
+    report, _ = _store(home, floor=head)
+    assert report.problems == []
+    report, _ = _store(home, floor=head + 1)
+    assert _named(report) == [{"item": "lake catalog", "problem": "rolled back: its newest snapshot is older than "
+                               "one a signed checkpoint recorded", "expected": f"snapshot >= {head + 1}",
+                               "found": f"snapshot {head}"}]
+
+
+def test_an_unreadable_manifest_is_named_and_the_rest_still_checked(home: Path) -> None:
+    path = _manifest(home)
+    m = read_manifest(path).manifest
+    path.write_text("{not json", encoding="utf-8")
+    report, state = _store(home)
+    items = [p.item for p in report.problems]
+    assert any(label(path, home) in item for item in items)
+    assert f"lake batch {m.batch_id}" in items  # its batch is then committed without a manifest
+    assert report.manifests == 0 and state.manifests == {} and report.extracts == 1

@@ -8,15 +8,17 @@ tampers with one thing, and runs the chain checks the way verify does (issue 21)
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from exchange.provenance.archive import archive_paths, read_header, truncate_to_archive, write_archive
+from exchange.provenance.archive import HEADER, archive_paths, read_header, truncate_to_archive, write_archive
 from exchange.provenance.chaincheck import (
     LogCheck,
     check_numbered_archives,
@@ -407,3 +409,36 @@ def test_offline_a_broken_archive_is_named_and_the_next_checked_on_its_own(archi
     assert [c.header.segment for c in contents] == [2] and report.archives == 1
     assert report.notes == [f"{second.name} starts at seq 5: earlier entries are not in this copy and were not "
                             "checked"]
+
+
+def _relinked(chain: Chain, path: Path, **changes: object) -> Path:
+    """Archive `path` with its signed header changed and signed again with the hub's own key, under the name
+    the new header gives it (the entries are untouched: they still chain)."""
+    header = read_header(path)
+    forged = header.model_copy(update=changes)
+    forged = forged.model_copy(update={"signature": chain.signer.sign(forged.signed_bytes())})
+    target = path.with_name(forged.file_name())
+    with tarfile.open(path, "r:") as old, tarfile.open(target.with_suffix(".new"), "w:", format=tarfile.PAX_FORMAT) as new:
+        for member in old.getmembers():
+            if member.name == HEADER:
+                data = forged.model_dump_json(indent=2).encode()
+                member.size = len(data)
+                new.addfile(member, io.BytesIO(data))
+            else:
+                new.addfile(member, old.extractfile(member))
+    path.unlink()
+    target.with_suffix(".new").rename(target)
+    return target
+
+
+def test_offline_an_archive_re_signed_to_link_elsewhere_is_named(archived: Chain) -> None:
+    # The hub's key can re-sign a header, but not make it link to the archive before it: the entries still
+    # chain across the two archives, so only the link between the headers tells.
+    first, second = archived.archives
+    moved = _relinked(archived, second, prev_archive="0" * 64)
+    report = VerifyReport()
+    contents = verify_archive_chain([first, moved], archived.bundle, report, ChainFacts())
+    assert [(p.item, p.problem) for p in report.problems] == [
+        (f"provenance archive {moved.name}", "does not link to the previous archive (one missing, replaced or "
+         "reordered?)")]
+    assert [c.header.segment for c in contents] == [1]

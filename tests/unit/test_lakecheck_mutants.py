@@ -13,7 +13,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from exchange.provenance.lakecheck import CatalogFile, LakeCatalog, check_catalog
+from exchange.config import ExchangeSettings, Layout
+from exchange.lake.connect import catalog_and_data, connect
+from exchange.provenance.lakecheck import CatalogFile, LakeCatalog, check_catalog, lake_head, read_catalog
 from exchange.provenance.problems import problem_json
 
 DATA = "main/e_license/ducklake-a.parquet"
@@ -116,3 +118,17 @@ def test_a_file_scheduled_for_deletion_is_known_by_its_path_or_its_name(
     assert check_catalog(con, tmp_path, _catalog(scheduled={by_path, "old-2.parquet"}), set()) == []
     named = check_catalog(con, tmp_path, _catalog(scheduled={by_path}), set())
     assert [p.item for p in named] == [f"lake file {by_name}"]
+
+
+def test_an_empty_lake_has_no_batches_and_its_head_counts_the_manifests(tmp_path: Path) -> None:
+    settings = ExchangeSettings(home=tmp_path / "home")
+    with connect(settings) as con:
+        catalog = read_catalog(con, catalog_and_data(settings)[1])
+    assert (catalog.files, catalog.batches, catalog.infos, catalog.problems) == ([], [], {}, [])  # no ledger yet
+    head = catalog.head
+    assert head is not None and lake_head(settings) == (head, 0)
+    manifests = Layout(settings.home).manifests
+    (manifests / "jiangsu").mkdir(parents=True)
+    for name in ("jiangsu/a.json", "b.json", "notes.txt"):
+        (manifests / name).write_text("{}")
+    assert lake_head(settings) == (head, 2)  # what a checkpoint records: the head and the manifests signed

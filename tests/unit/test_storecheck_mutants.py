@@ -345,3 +345,15 @@ def test_an_unreadable_manifest_is_named_and_the_rest_still_checked(home: Path) 
     assert any(label(path, home) in item for item in items)
     assert f"lake batch {m.batch_id}" in items  # its batch is then committed without a manifest
     assert report.manifests == 0 and state.manifests == {} and report.extracts == 1
+
+
+def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carries_on(home: Path) -> None:
+    # lakecheck.read_catalog: the ledger is read from its Parquet files; one replaced breaks the read.
+    [ledger] = sorted((home / "lake" / "data" / "main" / LEDGER).rglob("*.parquet"))
+    ledger.write_bytes(b"PAR1 not a parquet file PAR1")
+    report, _ = _store(home)
+    [hit] = [p for p in _named(report) if p["item"] == f"lake table {LEDGER}"]
+    assert hit["problem"].startswith("unreadable: a data file of the table was swapped, cut or replaced (")
+    assert (hit["expected"], hit["found"]) == ("the ledger's Parquet files as committed", "unreadable")
+    assert report.manifests == 1  # the manifest checks still ran, and name the file
+    assert any(p["item"] == f"lake file {label(ledger, home / 'lake' / 'data')}" for p in _named(report))

@@ -418,7 +418,8 @@ def _relinked(chain: Chain, path: Path, **changes: object) -> Path:
     forged = header.model_copy(update=changes)
     forged = forged.model_copy(update={"signature": chain.signer.sign(forged.signed_bytes())})
     target = path.with_name(forged.file_name())
-    with tarfile.open(path, "r:") as old, tarfile.open(target.with_suffix(".new"), "w:", format=tarfile.PAX_FORMAT) as new:
+    staged = target.with_suffix(".new")
+    with tarfile.open(path, "r:") as old, tarfile.open(staged, "w:", format=tarfile.PAX_FORMAT) as new:
         for member in old.getmembers():
             if member.name == HEADER:
                 data = forged.model_dump_json(indent=2).encode()
@@ -427,7 +428,7 @@ def _relinked(chain: Chain, path: Path, **changes: object) -> Path:
             else:
                 new.addfile(member, old.extractfile(member))
     path.unlink()
-    target.with_suffix(".new").rename(target)
+    staged.rename(target)
     return target
 
 

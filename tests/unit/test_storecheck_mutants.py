@@ -7,7 +7,9 @@ what is read and how it is labelled come first; the checks of a built lake follo
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from exchange.access.extract import EXTRACT_MANIFEST
 from exchange.config import ExchangeSettings, Layout
+from exchange.contracts.load import contract_path
 from exchange.lake.commit import LEDGER
 from exchange.provenance.archive import archive_paths
 from exchange.provenance.chaincheck import verify_log_and_archives
@@ -75,10 +78,33 @@ def test_a_lake_exists_when_its_catalog_file_does_or_its_catalog_is_postgresql(t
 # -- a built home: one committed Jiangsu batch (landing copies kept) and one department extract --------------
 
 
+def _source_key() -> str:
+    """A digest of the code and contracts that build the home: a built home is reused only by the same code."""
+    import adapters
+    import exchange
+
+    digest = hashlib.sha256()
+    for package in (Path(exchange.__file__).parent, Path(adapters.__file__).parent, contract_path("e_license").parent):
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".json", ".sql"}:
+                digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    hub = extract_home(tmp_path_factory.mktemp("store") / "home", 200, seed=5, start=START, end=END)
-    return hub.layout.home
+    """Built once per version of the code, and kept: the mutation tester runs this module once per mutant of the
+    store checks, which building the home does not run (nothing in the pipeline calls verify)."""
+    cached = Path(tempfile.gettempdir()) / "exchange-test-cache" / f"storecheck-{_source_key()}"
+    if not (cached / "home").is_dir():
+        staging = tmp_path_factory.mktemp("store")
+        extract_home(staging / "home", 200, seed=5, start=START, end=END)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.rename(cached)  # atomic: a concurrent builder's copy wins, this one is dropped
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return cached / "home"
 
 
 @pytest.fixture

@@ -443,3 +443,12 @@ def test_offline_an_archive_re_signed_to_link_elsewhere_is_named(archived: Chain
         (f"provenance archive {moved.name}", "does not link to the previous archive (one missing, replaced or "
          "reordered?)")]
     assert [c.header.segment for c in contents] == [1]
+
+
+def test_an_unreadable_archive_beside_the_log_is_named_and_the_next_still_checked(archived: Chain) -> None:
+    first, second = archived.archives
+    first.write_bytes(first.read_bytes()[:2048])
+    report, _, got = archived.checked()
+    assert [p.item for p in report.problems] == [f"provenance archive {first.name}"]
+    assert report.problems[0].problem.startswith("archive is truncated or unreadable: ")
+    assert [c.header.segment for c in got.archives] == [2] and report.archives == 1

@@ -46,6 +46,16 @@ def test_anchors_given_on_the_command_line_take_precedence_over_the_setting(keyr
     assert report.problems == [] and report.anchor == f"{', '.join(root_ids(bundle))} (--anchor)"
 
 
+def test_without_a_configured_anchor_the_policy_for_an_unpinned_hub_sees_the_bundle(keyring: Keyring) -> None:
+    # The suite's policy (conftest: a test hub's root is pinned as an operator pins it at set-up) is handed
+    # the bundle under check, as the product's policy is.
+    bundle = keyring.trust_bundle()
+    report = VerifyReport()
+    check_trust(report, bundle, "trust bundle", setting=None)
+    assert report.problems == [] and report.unpinned == []
+    assert report.anchor == f"{', '.join(root_ids(bundle))} (test fixture: the test hub's root)"
+
+
 @pytest.mark.usefixtures("unpinned")
 def test_an_unpinned_hub_names_its_root_keys_to_pin_and_is_not_intact(keyring: Keyring) -> None:
     bundle = keyring.trust_bundle()

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from exchange.config import ExchangeSettings, Layout
+from exchange.errors import NotFound
 from exchange.lake.connect import catalog_and_data, connect
 from exchange.provenance.lakecheck import CatalogFile, LakeCatalog, check_catalog, lake_head, read_catalog
 from exchange.provenance.problems import problem_json
@@ -132,3 +133,12 @@ def test_an_empty_lake_has_no_batches_and_its_head_counts_the_manifests(tmp_path
     for name in ("jiangsu/a.json", "b.json", "notes.txt"):
         (manifests / name).write_text("{}")
     assert lake_head(settings) == (head, 2)  # what a checkpoint records: the head and the manifests signed
+
+
+def test_reading_the_lake_head_never_creates_a_lake(tmp_path: Path) -> None:
+    # A checkpoint reads the head; were that to create an empty catalog where the lake was removed, verify would
+    # find an empty lake instead of naming the catalog missing.
+    settings = ExchangeSettings(home=tmp_path / "home")
+    with pytest.raises(NotFound):
+        lake_head(settings)
+    assert not Path(catalog_and_data(settings)[0]).exists()

@@ -383,3 +383,14 @@ def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carri
     assert (hit["expected"], hit["found"]) == ("the ledger's Parquet files as committed", "unreadable")
     assert report.manifests == 1  # the manifest checks still ran, and name the file
     assert any(p["item"] == f"lake file {label(ledger, home / 'lake' / 'data')}" for p in _named(report))
+
+
+def test_a_manifest_edited_without_the_key_is_named_for_its_signature(home: Path) -> None:
+    path = _manifest(home)
+    signed = read_manifest(path)
+    edited = signed.model_copy(update={"manifest": signed.manifest.model_copy(update={"gx_success": False})})
+    path.write_text(edited.model_dump_json(indent=2))
+    report, state = _store(home)
+    hits = [p.problem for p in report.problems if p.item == label(path, home)]
+    assert f"signature by {signed.signature.key_id} does not match the content" in hits
+    assert state.manifests == {}

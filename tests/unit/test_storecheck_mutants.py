@@ -394,3 +394,32 @@ def test_a_manifest_edited_without_the_key_is_named_for_its_signature(home: Path
     hits = [p.problem for p in report.problems if p.item == label(path, home)]
     assert f"signature by {signed.signature.key_id} does not match the content" in hits
     assert state.manifests == {}
+
+
+def test_a_manifest_signed_by_the_provinces_office_key_is_named_for_its_signer(home: Path) -> None:
+    # The office key is in the trust bundle and its signature is valid: only the signer's role is wrong.
+    path = _manifest(home)
+    office = Keyring(home / "keys").signer("jiangsu.data_office")
+    path.write_text(sign_manifest(read_manifest(path).manifest, office).model_dump_json(indent=2))
+    report, _ = _store(home)
+    hits = [p.problem for p in report.problems if p.item == label(path, home)]
+    assert any(h.startswith(f"signed by a key that is not the hub's: key {office.key_id} of jiangsu.data_office")
+               and h.endswith("a batch manifest may be signed only by hub") for h in hits), hits
+
+
+def test_a_manifest_replaced_by_one_the_hub_re_signed_is_named_against_the_commit_entry(home: Path) -> None:
+    original = read_manifest(_manifest(home)).digest()
+    path, _ = _forge(home, lambda m: {**m, "contract_version": m["contract_version"] + "-forged"})
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "no provenance commit entry carries this manifest's digest "
+            "(manifest replaced?)", "expected": read_manifest(path).digest(), "found": original} in _named(report)
+
+
+def test_a_manifest_whose_commit_entry_is_gone_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _resign_log(home, lambda b: {**b, "subject": "another-batch"} if b["action"] == "commit" else b)
+    report, _ = _store(home)
+    assert {"item": label(_manifest(home), home), "problem": "no provenance commit entry carries this manifest's "
+            "digest (manifest replaced?)", "expected": read_manifest(_manifest(home)).digest(),
+            "found": "no commit entry"} in _named(report)
+    assert m.batch_id not in _store(home)[1].manifests

@@ -423,3 +423,39 @@ def test_a_manifest_whose_commit_entry_is_gone_is_named(home: Path) -> None:
             "digest (manifest replaced?)", "expected": read_manifest(_manifest(home)).digest(),
             "found": "no commit entry"} in _named(report)
     assert m.batch_id not in _store(home)[1].manifests
+
+
+def _counts(home: Path, **delta: int) -> tuple[Path, dict[str, Any]]:
+    """Re-sign the manifest with its counts shifted by `delta`; return its path and the forged counts."""
+    def shift(m: dict[str, Any]) -> dict[str, Any]:
+        counts = {"deleted": 0, **m["counts"]}  # deleted is left out of the JSON while 0
+        return {**m, "counts": {k: v + delta.get(k, 0) for k, v in counts.items()}}
+
+    path, forged = _forge(home, shift)
+    return path, forged.manifest.counts.model_dump()
+
+
+def test_counts_not_conserved_are_named_with_the_sum_found(home: Path) -> None:
+    path, c = _counts(home, pulled=1)
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "counts not conserved: pulled != accepted + quarantined",
+            "expected": c["pulled"], "found": f"{c['accepted']} + {c['quarantined']} = "
+            f"{c['accepted'] + c['quarantined']}"} in _named(report)
+
+
+def test_deletions_the_lake_does_not_hold_are_named_with_both_counts(home: Path) -> None:
+    path, c = _counts(home, deleted=2)
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "the lake's delete files differ from the manifest's deletions",
+            "expected": f"{c['deleted']} deleted", "found": f"{c['deleted'] - 2} deleted"} in _named(report)
+
+
+@pytest.mark.parametrize("delta", [{"pulled": 1, "accepted": 1}, {"accepted": 1, "quarantined": -1}])
+def test_lake_rows_that_differ_from_the_counts_are_named_with_both(home: Path, delta: dict[str, int]) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    path, c = _counts(home, **delta)
+    report, _ = _store(home)
+    a, q = m.counts.accepted, m.counts.quarantined
+    assert {"item": label(path, home), "problem": "lake rows differ from the manifest's counts",
+            "expected": f"{c['accepted']} accepted / {c['quarantined']} quarantined",
+            "found": f"{a} accepted / {q} quarantined"} in _named(report)

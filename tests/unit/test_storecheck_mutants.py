@@ -171,6 +171,7 @@ def test_an_untouched_store_verifies_and_counts_what_it_checked(home: Path) -> N
     assert report.landing == len(m.landing) > 0
     assert list(state.manifests) == [m.batch_id] and len(state.extracts) == 1
     assert state.lake_snapshot == m.snapshot_id  # the head a later verify must not find rolled back
+    assert state.verified_at.utcoffset() is not None and not state.verified_at.utcoffset()  # recorded in UTC
     assert report.skipped == {}
 
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import NotFound, TerminalError, TransientError
+from exchange.lake import primed
 from exchange.lake.files import is_remote
 from exchange.locking import ProcessHold
 
@@ -200,26 +201,48 @@ def connect(settings: ExchangeSettings, *, read_only: bool = False) -> Iterator[
         Path(catalog).parent.mkdir(parents=True, exist_ok=True)
     if not is_remote(data):
         Path(data).mkdir(parents=True, exist_ok=True)
-    with _catalog_lock(catalog, read_only):
-        con = duckdb.connect()
+    extensions = [extension_path()]
+    if is_postgres(catalog):
+        extensions.append(postgres_extension_path())
+    if is_remote(data):
+        extensions.append(httpfs_extension_path())
+    # A database that loaded the extensions before is reused (exchange/lake/primed.py): LOAD is the costly part.
+    with _catalog_lock(catalog, read_only), primed.borrowed(extensions) as held:
+        db = held.db
+        if is_remote(data):
+            db.execute(s3_secret_sql(settings, data))
+        baseline: list[tuple[str, str | None]] | None = None  # the settings as the caller got them
         try:
-            con.execute(f"LOAD '{extension_path()}'")
-            if is_postgres(catalog):
-                con.execute(f"LOAD '{postgres_extension_path()}'")
-            if is_remote(data):
-                con.execute(f"LOAD '{httpfs_extension_path()}'")
-                con.execute(s3_secret_sql(settings, data))
             # OVERRIDE_DATA_PATH: the catalog stores an absolute data path, but a home copied elsewhere (an
             # auditor's offline copy, a restored backup) must read the data where the settings say it is.
             options = f"DATA_PATH {sql_literal(data)}, DATA_INLINING_ROW_LIMIT 0, OVERRIDE_DATA_PATH TRUE"
             if read_only:
                 options += ", READ_ONLY"
-            _attach(con, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
+            _attach(db, f"ATTACH {sql_literal('ducklake:' + ducklake_catalog(catalog))} AS {LAKE} ({options})",
                     retry=is_postgres(catalog), catalog=catalog, wait=settings.lake_lock_wait_seconds)
-            con.execute(f"USE {LAKE}")
-            yield con
+            baseline = held.settings()
+            con = db.cursor()  # the caller's own session: its views end with it
+            try:
+                con.execute(f"USE {LAKE}")
+                yield con
+            finally:
+                con.close()
         finally:
-            con.close()
+            _release(held, baseline)
+
+
+def _release(held: primed.Primed, baseline: list[tuple[str, str | None]] | None) -> None:
+    """Detach the lake (the catalog is free for other processes again) and drop the S3 secret; spoil the
+    database instead when that fails or the use changed a setting."""
+    try:
+        held.db.execute(f"DETACH DATABASE IF EXISTS {LAKE}")
+        held.db.execute(f"DROP SECRET IF EXISTS {_SECRET}")
+        clean = baseline is not None and held.settings() == baseline
+    except duckdb.Error:
+        clean = False
+    if not clean:
+        held.spoiled = True
+        held.db.close()  # closing detaches too
 
 
 # How the hub pauses between attempts while an outside process holds the catalog; a module attribute so a test

@@ -389,7 +389,8 @@ def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carri
 def test_a_manifest_edited_without_the_key_is_named_for_its_signature(home: Path) -> None:
     path = _manifest(home)
     signed = read_manifest(path)
-    edited = signed.model_copy(update={"manifest": signed.manifest.model_copy(update={"gx_success": False})})
+    flipped = signed.manifest.model_copy(update={"gx_success": not signed.manifest.gx_success})
+    edited = signed.model_copy(update={"manifest": flipped})
     path.write_text(edited.model_dump_json(indent=2))
     report, state = _store(home)
     hits = [p.problem for p in report.problems if p.item == label(path, home)]

@@ -27,7 +27,15 @@ from exchange.provenance.checkpoint import VerifiedState
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, landing_dir, read_manifest, sign_manifest
 from exchange.provenance.problems import problem_json
-from exchange.provenance.storecheck import Sources, extract_dirs, label, lake_exists, manifest_files, verify_store
+from exchange.provenance.storecheck import (
+    Sources,
+    extract_dirs,
+    label,
+    lake_exists,
+    manifest_files,
+    open_stream,
+    verify_store,
+)
 from exchange.provenance.verify_result import ChainFacts, VerifyReport
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
@@ -461,3 +469,23 @@ def test_lake_rows_that_differ_from_the_counts_are_named_with_both(home: Path, d
     assert {"item": label(path, home), "problem": "lake rows differ from the manifest's counts",
             "expected": f"{c['accepted']} accepted / {c['quarantined']} quarantined",
             "found": f"{a} accepted / {q} quarantined"} in _named(report)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_the_manifest_stream_hashes_local_lake_files_and_landing_copies_ahead(home: Path, remote: bool) -> None:
+    # What verify hashes beside the chain check: a local lake's files and the landing copies; an object-storage
+    # lake's files are hashed through the lake connection instead, never read as local paths.
+    layout = Layout(home)
+    settings = ExchangeSettings(home=home, lake_data="s3://exchange-test/lake/" if remote else None)
+    src = Sources(Keyring(layout.keys).trust_bundle(), settings, manifest_files(layout.manifests, home), [],
+                  layout.landing)
+    m = read_manifest(_manifest(home)).manifest
+    stream = open_stream(src)
+    try:
+        stream.prime()
+        wanted = set(stream.hashes._started)
+    finally:
+        stream.close()
+    landing = {landing_dir(layout.landing, m.province, m.dataset, m.batch_id) / d.name for d in m.landing}
+    lake = {Path(str(layout.lake_data) + "/" + f.name) for f in m.files}
+    assert wanted == (landing if remote else landing | lake)

@@ -71,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     readers.add_argument("--server", action="append", default=[], metavar="URL",
                          help="also a PostgreSQL / MariaDB server (SQLAlchemy URL); seeded in a schema of its own")
 
+    files = sub.add_parser("files", parents=[common], help="issue 20: file provinces' native readers")
+    files.add_argument("--records", type=int, default=1_000_000)
+    files.add_argument("--repeat", type=int, default=1, help="runs per reader, taking turns; the fastest is kept")
+    files.add_argument("--province", type=_provinces, default=["jiangsu", "anhui"])
+
     query = sub.add_parser("query", parents=[common], help="scenario 3: department queries vs raw DuckDB, HTTP p50/p99")
     query.add_argument("--rows", type=int, default=10_000_000, help="e-licences in the lake table")
     query.add_argument("--repeat", type=int, default=5, help="timed runs per query (median kept)")
@@ -144,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         out.print(measured.table())
         out.print(targets_table("targets (issue 20, target 1)", measured.targets))
         doc["results"].append(measured.to_json())
+    elif args.scenario == "files":
+        from benchmarks.file_readers import run_file_readers
+
+        read = run_file_readers(args.dataset, args.records, workdir=args.workdir, repeat=args.repeat,
+                                provinces=args.province)
+        out.print(read.table())
+        out.print(targets_table("targets (issue 20, target 1, file provinces)", read.targets))
+        doc["results"].append(read.to_json())
     elif args.scenario == "query":
         from benchmarks.query import run_query_scenario
 

@@ -3,7 +3,8 @@
 All four provinces are seeded under one root (their sandboxes sign with one keyring the hub trusts). Each
 province's `run_exchange` runs alone into its own fresh hub home, then all four run at the same time, in
 four processes, into one shared home (one catalog, one provenance log: commits serialize on the catalog
-lock). Target: the concurrent wall time at most 1.3x the slowest single run, or explained.
+lock). Target (issue 20): the concurrent wall time at most 1.6x the slowest single run (issue 8 asked
+1.3x; on 2 cores four CPU-bound runs cannot beat about 1.5x).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from benchmarks.report import Target, ratio
 from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import PROVINCES, sandbox_root, trust_provinces
 
-LIMIT = 1.3
+LIMIT = 1.6
 
 
 @dataclass

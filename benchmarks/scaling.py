@@ -1,8 +1,9 @@
 """Scenario 2: time per record and peak RSS of ours (and the limit, for context) across sizes.
 
-Targets (issue 8): time per record flat within 20 % from the smallest to the largest size; peak RSS of
-the largest within 1.3x of the 1M run (or of the next-smaller size when 1M is not among the sizes), and
-under 2 GB.
+Targets (issues 8 and 20): time per record flat within 20 % from the smallest to the largest size; peak
+RSS of the largest within 1.3x of the 1M run (or of the next-smaller size when 1M is not among the sizes),
+and under 2 GB; the fixed cost per batch under 0.3 s, estimated as the intercept of the least-squares line
+through (records, seconds) of ours (what a batch costs whatever its size).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from benchmarks.shanghai_server import sandbox_env
 from benchmarks.sources import sandbox_root
 
 RSS_LIMIT_MB = 2048.0
+FIXED_LIMIT_SECONDS = 0.3
 
 
 @dataclass
@@ -75,6 +77,16 @@ class ScalingResult:
         }
 
 
+def fixed_cost(points: list[tuple[int, float]]) -> float | None:
+    """Intercept of the least-squares line seconds = fixed + per_record * records (None below two sizes)."""
+    if len({n for n, _ in points}) < 2:
+        return None
+    mean_n = sum(n for n, _ in points) / len(points)
+    mean_t = sum(t for _, t in points) / len(points)
+    slope = sum((n - mean_n) * (t - mean_t) for n, t in points) / sum((n - mean_n) ** 2 for n, _ in points)
+    return mean_t - slope * mean_n
+
+
 def measure_size(province: str, dataset: str, records: int, workdir: Path | None) -> SizePoint:
     """Prepare a fresh sandbox of `records` records and run the limit and ours against it."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{province}-", dir=workdir))
@@ -97,6 +109,10 @@ def measure_size(province: str, dataset: str, records: int, workdir: Path | None
     )
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def run_scaling(province: str, dataset: str, sizes: list[int], *, workdir: Path | None = None) -> ScalingResult:
     """Measure every size (ascending) and judge the scaling targets."""
     result = ScalingResult(province, dataset)
@@ -117,5 +133,7 @@ def run_scaling(province: str, dataset: str, sizes: list[int], *, workdir: Path 
             note=f"{largest.records:,} vs {reference.records:,}" if reference else "needs two sizes",
         ),
         Target("peak RSS of the largest, MB", largest.ours_rss_mb, RSS_LIMIT_MB, note=f"{largest.records:,} records"),
+        Target("fixed cost per batch, s", _rounded(fixed_cost([(p.records, p.ours_seconds) for p in result.points])),
+               FIXED_LIMIT_SECONDS, note="intercept of the least-squares line through (records, seconds)"),
     ]
     return result

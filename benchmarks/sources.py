@@ -7,8 +7,6 @@ window filter, no landing copy, no mapping. They yield Arrow tables of the nativ
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from collections.abc import Iterator
@@ -90,15 +88,10 @@ def canonical_tables(province: str, dataset: str, root: Path, env: dict[str, str
 
 
 def _jiangsu(dataset: str, root: Path, env: dict[str, str]) -> Iterator[pa.Table]:
-    """GB18030 CSV: decode, re-encode as UTF-8 (pyarrow.csv reads UTF-8 only), parse as strings."""
-    import pyarrow.csv as pacsv
+    """GB18030 CSV through the fastest native reader measured (see benchmarks.file_readers), all strings."""
+    from benchmarks.file_readers import FASTEST, read_files
 
-    source = _mapping("jiangsu").dataset(dataset).source
-    for path in sorted((root / "drop").glob(f"{source}_*.csv")):
-        data = path.read_bytes().decode("gb18030").encode("utf-8")
-        names = next(csv.reader([data[: data.index(b"\n")].decode("utf-8")]))
-        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True)
-        yield pacsv.read_csv(io.BytesIO(data), convert_options=convert)
+    yield from read_files("jiangsu", FASTEST["jiangsu"], root, dataset)
 
 
 def _zhejiang(dataset: str, root: Path, env: dict[str, str]) -> Iterator[pa.Table]:
@@ -113,23 +106,11 @@ def _zhejiang(dataset: str, root: Path, env: dict[str, str]) -> Iterator[pa.Tabl
 
 
 def _anhui(dataset: str, root: Path, env: dict[str, str]) -> Iterator[pa.Table]:
-    """lxml parse of each daily export (no XSD), one string column per element name."""
-    from lxml import etree
+    """Each daily export through the fastest native reader measured (see benchmarks.file_readers): no XSD,
+    one string column per element name."""
+    from benchmarks.file_readers import FASTEST, read_files
 
-    from adapters.anhui import export
-
-    dm = _mapping("anhui").dataset(dataset)
-    names = dm.native_columns
-    position = {n: i for i, n in enumerate(names)}
-    for path in sorted((root / "exports").glob(f"{dm.source}_*.xml")):
-        records = etree.parse(str(path)).getroot().findall(export.RECORD)
-        columns: list[list[str | None]] = [[None] * len(records) for _ in names]
-        for row, record in enumerate(records):
-            for child in record:
-                column = position.get(child.tag)
-                if column is not None:
-                    columns[column][row] = child.text
-        yield pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)})
+    yield from read_files("anhui", FASTEST["anhui"], root, dataset)
 
 
 def _shanghai(dataset: str, root: Path, env: dict[str, str]) -> Iterator[pa.Table]:

@@ -69,6 +69,12 @@ def _reader(spec: dict[str, Any]) -> Result:
     return run_reader(spec)
 
 
+def _file_reader(spec: dict[str, Any]) -> Result:
+    from benchmarks.file_readers import run_file_reader
+
+    return run_file_reader(spec)
+
+
 def _zhejiang_pull(spec: dict[str, Any]) -> Result:
     from benchmarks.zhejiang_pull import run_zhejiang_pull
 
@@ -144,6 +150,7 @@ TASKS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "peer": _peer,
     "dictpath": _dictpath,
     "reader": _reader,
+    "file_reader": _file_reader,
     "zhejiang_pull": _zhejiang_pull,
     "verify": _verify,
     "build_lake": _build_lake,

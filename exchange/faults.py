@@ -2,16 +2,26 @@
 
 ``crash_point("commit.after_snapshot")`` ends the process at once (``os._exit``, no cleanup, no flush, like a
 kill -9 or a power cut as far as the hub's files are concerned) when EXCHANGE_CRASH_AT names that point, and
-does nothing otherwise: one environment lookup. Every point is declared in POINTS, so the harness iterates
+does nothing otherwise: two environment lookups. Every point is declared in POINTS, so the harness iterates
 the registry and a new point is tested as soon as it is declared; calling an undeclared name is a bug.
+
+``EXCHANGE_PAUSE_AT=<name>`` (with ``EXCHANGE_PAUSE_FILE=<path>``) stops the process at that point instead:
+it writes ``<name> <pid>`` to the file and waits there for ever, so a test outside the process sees where
+the run is and kills it (SIGKILL) exactly at that boundary (tests/unit/test_kill_loop.py).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
+
+from exchange import atomic
 
 CRASH_ENV = "EXCHANGE_CRASH_AT"
 CRASH_EXIT = 86  # what a process ended by a crash point exits with, so the harness can tell it happened
+PAUSE_ENV = "EXCHANGE_PAUSE_AT"
+PAUSE_FILE_ENV = "EXCHANGE_PAUSE_FILE"
 
 # name -> the write boundary it sits on. The prefix before the dot is the stage the harness runs.
 POINTS: dict[str, str] = {
@@ -38,8 +48,20 @@ POINTS: dict[str, str] = {
 
 
 def crash_point(name: str) -> None:
-    """Die here, without any cleanup, if EXCHANGE_CRASH_AT names this point; otherwise do nothing."""
-    if os.environ.get(CRASH_ENV) == name:
-        if name not in POINTS:
-            raise AssertionError(f"crash point {name!r} is not declared in exchange.faults.POINTS")
+    """Die here, without any cleanup, if EXCHANGE_CRASH_AT names this point; stop here for an outside kill if
+    EXCHANGE_PAUSE_AT names it; otherwise do nothing."""
+    crash, pause = os.environ.get(CRASH_ENV), os.environ.get(PAUSE_ENV)
+    if name not in (crash, pause):
+        return
+    if name not in POINTS:
+        raise AssertionError(f"crash point {name!r} is not declared in exchange.faults.POINTS")
+    if crash == name:
         os._exit(CRASH_EXIT)
+    _pause(name, os.environ[PAUSE_FILE_ENV])
+
+
+def _pause(name: str, evidence: str) -> None:
+    # Written atomically: the watcher reads either nothing or the whole line.
+    atomic.write_text(Path(evidence), f"{name} {os.getpid()}\n")
+    while True:  # until the watcher's SIGKILL
+        time.sleep(3600)

@@ -19,6 +19,12 @@ first: DuckDB refuses to open a catalog file that another instance in the proces
 
 Consistency: each request resolves its snapshot id once and reads `AT (VERSION => n)`. Snapshots are
 immutable, and with a DuckDB-file catalog nobody can commit while the lease holds the lock.
+
+Knowing the current snapshot without attaching: every commit to a DuckDB-file catalog writes the catalog
+file or its WAL. When the current snapshot is read under the lease, the two files' stat (inode, size,
+mtime, ctime) is noted with it; while the files still stat the same, no commit has happened since, and
+`known_current()` answers without attaching (re-attaching costs a catalog load, tens of milliseconds). A
+PostgreSQL catalog has no such files: there the snapshot is always read from the catalog.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 
 import duckdb
 
+from exchange.access.query import current_snapshot_id
 from exchange.config import ExchangeSettings
 from exchange.lake.connect import (
     LAKE,
@@ -62,22 +69,52 @@ def _literal(value: str) -> str:
 
 def lock_waiters(path: Path, proc_locks: Path = Path("/proc/locks")) -> int:
     """How many other processes are blocked waiting for a lock on `path` (0 where /proc/locks is absent)."""
+    return sum(1 for waiting in _other_locks(path, proc_locks) if waiting)
+
+
+def lock_busy(path: Path, proc_locks: Path = Path("/proc/locks")) -> bool:
+    """Whether another process holds or waits for a lock on `path` (False where /proc/locks is absent)."""
+    return bool(_other_locks(path, proc_locks))
+
+
+def _other_locks(path: Path, proc_locks: Path) -> list[bool]:
+    # One entry per lock line of another process on `path`'s inode: True for a blocked request, False for a
+    # held lock. "12: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF" is held; "12: -> FLOCK ..." is waiting.
     try:
         inode = path.stat().st_ino
         text = proc_locks.read_text()
     except OSError:
-        return 0
-    waiting = 0
+        return []
+    found = []
     me = str(os.getpid())
     for line in text.splitlines():
-        # "12: -> FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF": a blocked request on inode 123456.
         fields = line.split()
-        if len(fields) < 7 or fields[1] != "->":
+        waiting = len(fields) > 1 and fields[1] == "->"
+        fields = [fields[0], *fields[2:]] if waiting else fields
+        if len(fields) < 6:
             continue
-        pid, where = fields[5], fields[6]
+        pid, where = fields[4], fields[5]
         if pid != me and where.rsplit(":", 1)[-1] == str(inode):
-            waiting += 1
-    return waiting
+            found.append(waiting)
+    return found
+
+
+Stamp = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def catalog_stamp(catalog: str) -> Stamp | None:
+    """The stat of a DuckDB-file catalog and its WAL (None for PostgreSQL): any commit changes it."""
+    if is_postgres(catalog):
+        return None
+    stamp: list[tuple[int, int, int, int] | None] = []
+    for path in (catalog, catalog + ".wal"):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            stamp.append(None)
+            continue
+        stamp.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamp)
 
 
 class SharedLake:
@@ -104,6 +141,7 @@ class SharedLake:
         self._yield_to_writer = False
         self._last_used = 0.0
         self._reaper: threading.Thread | None = None
+        self._known: tuple[Stamp, int] | None = None  # the catalog's stamp when the current snapshot was read
         self.attaches = 0  # how many leases were opened (for tests and the benchmark)
 
     @contextmanager
@@ -125,6 +163,37 @@ class SharedLake:
 
     def __call__(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         return self.cursor()
+
+    def current_snapshot(self, con: duckdb.DuckDBPyConnection) -> int:
+        """The current snapshot, read on `con` (a cursor of this lake, so under the lease) and noted with the
+        catalog's stamp for `known_current()`."""
+        snapshot = current_snapshot_id(con)
+        stamp = catalog_stamp(self._catalog)
+        if stamp is not None:
+            with self._cond:
+                self._known = (stamp, snapshot)
+        return snapshot
+
+    def known_current(self) -> int | None:
+        """The current snapshot without attaching, if no commit can have happened since it was last read."""
+        known = self._known
+        if known is None or catalog_stamp(self._catalog) != known[0]:
+            return None
+        return known[1]
+
+    def stamp(self) -> Stamp | None:
+        """The catalog's stamp now (None for PostgreSQL)."""
+        return catalog_stamp(self._catalog)
+
+    def changed(self) -> bool:
+        """Whether the catalog has changed since the current snapshot was last read (False: never read, or
+        a PostgreSQL catalog, which has no stamp)."""
+        known = self._known
+        return known is not None and catalog_stamp(self._catalog) != known[0]
+
+    def catalog_busy(self) -> bool:
+        """Whether another process holds or waits for the catalog lock (a writer at work)."""
+        return self._lock_path is not None and lock_busy(self._lock_path)
 
     def close(self) -> None:
         """Detach now (waiting for running requests) and drop the DuckDB instance."""

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import uuid
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,8 @@ from exchange.access.check import SignedLicenceCheck, check_licence
 from exchange.access.envelope import parse_public_key
 from exchange.access.errors import BadQuery
 from exchange.access.extract import SignedExtractManifest, cut_extract, extract_digest
-from exchange.access.lakeshare import LakeSource, per_call
+from exchange.access.lakeshare import LakeSource, SharedLake, per_call
+from exchange.access.models import SignedGrant
 from exchange.access.policy import check_disclosure, extract_key, query_scope, require
 from exchange.access.query import (
     QueryLimits,
@@ -101,19 +102,19 @@ def query_for_department(
         grants, unusable = registry.usable_grants(department)
         require(query_scope(department, grants, unusable))
         with ExitStack() as stack:
-            with open_lake() as con:
-                snapshot_id = resolve_snapshot(con, snapshot)
-                context["snapshot_id"] = snapshot_id
-                box: Sandbox
-                if views is None:
+            box: Sandbox
+            if views is None:
+                with open_lake() as con:
+                    snapshot_id = resolve_snapshot(con, snapshot)
+                    context["snapshot_id"] = snapshot_id
                     box = build_sandbox(con, grants, snapshot_id, limits)
                     assert box.con is not None
                     stack.callback(box.con.close)
-                else:
-                    key = sandbox_key(grants, snapshot_id, limits)
-                    box = stack.enter_context(views.sandbox(
-                        key, lambda: build_sandbox(con, grants, snapshot_id, limits),
-                        lambda older, at: advance_sandbox(con, older, grants, at, snapshot_id)))
+            else:
+                snapshot_id = _query_snapshot(open_lake, snapshot)
+                context["snapshot_id"] = snapshot_id
+                box = stack.enter_context(department_sandbox(views, open_lake, department, grants, snapshot_id,
+                                                             limits))
             loaded = box.loaded
             context["grants"] = loaded
             # The lake cursor is gone: the department's SQL reaches only the sandbox's masked copies, on a
@@ -141,6 +142,38 @@ def query_for_department(
         digests={"sql": sql_sha256, "result": result.result_sha256},
     )
     return result
+
+
+def _query_snapshot(source: LakeSource, snapshot: int | None) -> int:
+    # The shared lake knows the current snapshot while the catalog is unchanged (lakeshare.py); an explicit
+    # snapshot is always checked against the catalog (it may have expired).
+    if snapshot is None and isinstance(source, SharedLake):
+        known = source.known_current()
+        if known is not None:
+            return known
+        with source.cursor() as con:
+            return source.current_snapshot(con)
+    with source() as con:
+        return resolve_snapshot(con, snapshot)
+
+
+def department_sandbox(views: ViewCache, lake: LakeSource, department: str, grants: list[SignedGrant],
+                       snapshot_id: int, limits: QueryLimits) -> AbstractContextManager[Sandbox]:
+    """The cached sandbox of `grants` at the snapshot, built or advanced if not ready.
+
+    Only the one building or advancing it takes a lake lease, and only for that work: whoever waits for
+    a sandbox holds no lease, so a lease draining for a writer can never wait on a waiter (a deadlock).
+    The recipe kept with it lets exchange/access/warmer.py advance it to the next snapshot ahead of a query.
+    """
+    def build() -> Sandbox:
+        with lake() as con:
+            return build_sandbox(con, grants, snapshot_id, limits)
+
+    def advance(older: Sandbox, at: int) -> Sandbox:
+        with lake() as con:
+            return advance_sandbox(con, older, grants, at, snapshot_id)
+
+    return views.sandbox(sandbox_key(grants, snapshot_id, limits), build, advance, recipe=(department, limits))
 
 
 def extract_for_department(

@@ -60,6 +60,7 @@ class Sandbox:
     ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     how: dict[str, str] = field(default_factory=dict)  # per table: how it reached its snapshot (built / advanced)
+    recipe: Any = None  # what the caller needs to make this lineage's sandbox again (exchange/access/warmer.py)
 
 
 def sandbox_lineage(grants: list[SignedGrant], limits: QueryLimits) -> tuple[Any, ...]:
@@ -149,18 +150,20 @@ class ViewCache:
         self.advanced = 0  # of which advanced from an older snapshot's sandbox
 
     @contextmanager
-    def sandbox(self, key: Key, build: Callable[[], Sandbox], advance: Advance | None = None) -> Iterator[Sandbox]:
+    def sandbox(self, key: Key, build: Callable[[], Sandbox], advance: Advance | None = None,
+                recipe: Any = None) -> Iterator[Sandbox]:
         """The sandbox for `key`, made once (concurrent callers wait for that one build).
 
         With `advance`, an older snapshot's sandbox of the same lineage is advanced to `key`'s snapshot
-        rather than a new one copied by `build()`.
+        rather than a new one copied by `build()`. `recipe` is kept with a sandbox this call makes (see
+        `newest()`).
         """
         with self._lock:
             entry = self._entries.get(key)
             builder = entry is None
             donor = None
             if entry is None:
-                entry = Sandbox(con=None, loaded={}, rows=0)  # filled in by _build
+                entry = Sandbox(con=None, loaded={}, rows=0, recipe=recipe)  # filled in by _build
                 self._entries[key] = entry
                 donor = self._claim_donor(key) if advance is not None else None
             else:
@@ -177,6 +180,15 @@ class ViewCache:
             yield entry
         finally:
             self._release(entry)
+
+    def newest(self) -> list[tuple[Key, Any]]:
+        """(key, recipe) of the newest ready sandbox of each lineage: what a new snapshot would advance."""
+        with self._lock:
+            best: dict[Any, Key] = {}
+            for key, entry in self._entries.items():
+                if entry.ready.is_set() and entry.error is None and (key[1] not in best or key[0] > best[key[1]][0]):
+                    best[key[1]] = key
+            return [(key, self._entries[key].recipe) for key in best.values()]
 
     def clear(self) -> None:
         """Drop every sandbox (each closes when its last query ends)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from exchange.config import ExchangeSettings, Layout
@@ -27,6 +28,21 @@ def airflow_env(layout: Layout) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
     }
     return {k: v for k, v in env.items() if k not in os.environ or not k.startswith("AIRFLOW__")}
+
+
+def is_configured(environ: Mapping[str, str]) -> bool:
+    """True when the operator points at their own Airflow deployment rather than the embedded one."""
+    return "AIRFLOW_HOME" in environ or "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in environ
+
+
+def deployment_env(layout: Layout) -> dict[str, str] | None:
+    """The environment of this home's Airflow: the configured deployment's, or the embedded default's once
+    its metadata DB exists; None when neither (nothing to tell Airflow)."""
+    if is_configured(os.environ):
+        return dict(os.environ)
+    if (layout.airflow / "airflow.db").exists():
+        return {**os.environ, **airflow_env(layout)}
+    return None
 
 
 def apply_airflow_env(layout: Layout) -> None:

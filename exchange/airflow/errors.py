@@ -121,19 +121,25 @@ def _when(value: Any) -> datetime | None:
 
 
 def exchanged_by(province: str, start: datetime, end: datetime, deadline: datetime) -> bool:
-    """Whether every dataset of the province has a signed manifest for [start, end) written before `deadline`.
+    """Whether every dataset of the province was done for [start, end) before `deadline`.
 
-    A dataset that brought nothing new has no manifest, so such a window is never taken as done (alert kept).
+    Done: a signed manifest for the window written before it, or the hub's record of the window finished
+    outside Airflow (exchange/window_outcomes.py), which also covers a dataset that brought nothing new.
     """
     from adapters.base import Window
+    from exchange import window_outcomes
     from exchange.config import Layout, settings
     from exchange.hub import batch_id_for
     from exchange.provenance.manifest import manifest_path
     from exchange.province_config import load_province
 
-    manifests = Layout(settings().home).manifests
+    layout = Layout(settings().home)
+    window = Window(start, end)
     for dataset in load_province(province).datasets:
-        path = manifest_path(manifests, province, dataset, batch_id_for(province, dataset, Window(start, end)))
+        outcome = window_outcomes.read(layout, province, dataset, window)
+        if outcome is not None and outcome.finished_at <= deadline:
+            continue
+        path = manifest_path(layout.manifests, province, dataset, batch_id_for(province, dataset, window))
         try:
             created = _when(json.loads(path.read_text(encoding="utf-8"))["manifest"]["created_at"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -13,19 +13,17 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, TaskGroup, TriggerRule, dag, task
 from airflow.sdk.definitions.callback import SyncCallback
-from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+from airflow.sdk.definitions.deadline import DeadlineAlert
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
-from croniter import croniter
 
+from exchange.airflow.deadlines import DATA_INTERVAL_END
 from exchange.airflow.display import dag_display_name, dag_doc, deadline_text, group_display_name, task_display_name
 from exchange.airflow.errors import record_deadline_miss, record_failure, run_stage
 from exchange.airflow.pools import LAKE_COMMIT_POOL
 from exchange.province_config import ProvinceConfig, format_duration, load_province
 
 log = logging.getLogger(__name__)
-
-PERIOD_SAMPLES = 60  # consecutive intervals checked before trusting a cron schedule's period as fixed
 
 
 def lake_asset(dataset: str) -> Asset:
@@ -56,7 +54,7 @@ def province_dag(province: str) -> DAG:
         default_args={"owner": cfg.name, "retries": cfg.retries,
                       "retry_delay": timedelta(minutes=cfg.retry_delay_minutes),
                       "on_failure_callback": record_failure},
-        deadline=deadline_alert(cfg, start),
+        deadline=deadline_alert(cfg),
         doc_md=dag_doc(cfg),
     )
     def exchange_province() -> None:
@@ -89,34 +87,21 @@ def _report_path(province: str, batch_id: str) -> str:
     return str(html_path(Layout(settings().home).reports, province, batch_id))
 
 
-def schedule_period(schedule: str, start: datetime, samples: int = PERIOD_SAMPLES) -> timedelta | None:
-    """The fixed length of the schedule's data intervals, or None when it varies (e.g. weekdays only)."""
-    fires = croniter(schedule, start)
-    times = [fires.get_next(datetime) for _ in range(samples + 1)]
-    gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
-    return gaps.pop() if len(gaps) == 1 else None
-
-
-def deadline_alert(cfg: ProvinceConfig, start: datetime) -> DeadlineAlert | None:
+def deadline_alert(cfg: ProvinceConfig) -> DeadlineAlert | None:
     """The province's `deadline` as a Deadline Alert measured from the end of the run's data interval.
 
-    Airflow 3.3 offers no "data interval end" reference, so for a fixed-period cron the deadline is the
-    logical date (= interval start) plus the period plus `deadline`; for an irregular cron it falls back to
-    when the run was queued, which for a scheduled run is when its interval ended.
+    The reference is the hub's own (exchange/airflow/deadlines.py): Airflow 3.3 has none for the interval end.
     """
     if cfg.deadline is None:
         return None
-    period = schedule_period(cfg.schedule, start)
-    reference, interval = ((DeadlineReference.DAGRUN_LOGICAL_DATE, period + cfg.deadline) if period is not None
-                           else (DeadlineReference.DAGRUN_QUEUED_AT, cfg.deadline))
     text = deadline_text(cfg)
     assert text is not None
     return DeadlineAlert(
-        reference=reference,
-        interval=interval,
+        reference=DATA_INTERVAL_END,
+        interval=cfg.deadline,
         callback=SyncCallback(record_deadline_miss,
                               kwargs={"province": cfg.province, "deadline": format_duration(cfg.deadline)}),
-        # The UI shows the reference it is measured from; the name says the deadline as province.yaml has it.
+        # The UI shows "within 2 hours of <reference>" and then this name: the deadline as province.yaml has it.
         name=f"{text[0]} · {text[1]}",
     )
 

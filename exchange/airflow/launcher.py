@@ -29,6 +29,10 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USER = "admin"
 DEFAULT_PORT = 8080
 HEALTH = "/api/v2/monitor/health"
+# Seconds `down` gives every process to exit on SIGTERM before SIGKILL: the components exit within a few
+# seconds once their children are told to stop too; an api-server or task busy longer is cut off.
+GRACE = 5.0
+KILL_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -181,12 +185,14 @@ class UiInfo:
     pids: dict[str, int]
     logs: Path
     already_running: bool
+    recorded: tuple[str, ...] = ()  # windows run by hand, recorded as their scheduled runs before the start
 
 
 def up(settings: ExchangeSettings, port: int | None = None, timeout: float = 300,
        sleep: Callable[[float], None] = time.sleep) -> UiInfo:
     """Migrate the metadata DB, start the four components, wait until the api-server reports them healthy."""
     from exchange.airflow.env import AIRFLOW, init_metadata_db
+    from exchange.airflow.local_runs import record_in_airflow
 
     layout = Layout(settings.home)
     paths = UiPaths(layout)
@@ -199,6 +205,8 @@ def up(settings: ExchangeSettings, port: int | None = None, timeout: float = 300
     layout.airflow.mkdir(parents=True, exist_ok=True)
     env = ui_env(layout, port, dict(os.environ))
     init_metadata_db(settings, env)
+    # Before the scheduler starts: windows the hub finished by hand are those windows' runs, not due again.
+    recorded = tuple(record_in_airflow(env))
     paths.run.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
     pids: dict[str, int] = {}
@@ -218,7 +226,7 @@ def up(settings: ExchangeSettings, port: int | None = None, timeout: float = 300
             raise TerminalError(f"airflow {', '.join(dead)} exited while starting; see {paths.logs}/")
         doc = health(url)
         if healthy(doc):
-            return UiInfo(url, USER, paths.passwords, pids, paths.logs, already_running=False)
+            return UiInfo(url, USER, paths.passwords, pids, paths.logs, already_running=False, recorded=recorded)
         sleep(2)
     down(settings)
     raise TerminalError(f"the Airflow UI was not healthy within {timeout:.0f}s ({doc or 'no answer'}); "
@@ -234,24 +242,58 @@ def _reaped(pid: int) -> bool:
     return done == pid
 
 
-def down(settings: ExchangeSettings, grace: float = 30) -> list[str]:
-    """Stop the components `up` started for this home (their whole process groups); the ones stopped."""
+def down(settings: ExchangeSettings, grace: float = GRACE, poll: float = 0.1,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Stop everything `up` started for this home; the components that were running.
+
+    Everything: every process in the components' sessions (`up` starts each in a session of its own), which
+    includes the task processes the scheduler's executor puts in process groups of their own and any that
+    outlived their parent, plus processes writing to the UI's logs. All get SIGTERM at once, so no component
+    waits for a child that was never told to stop (the scheduler waits on its running tasks); whatever still
+    runs after `grace` seconds gets SIGKILL (a cut-off task is retried, every task being idempotent).
+    """
     paths = UiPaths(Layout(settings.home))
     current = running(paths)
-    # Task processes run in sessions of their own; they still write to the scheduler's log, which finds them.
-    groups = set(current.values()) | set(strays(paths.logs))
-    for pid in groups:
-        _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) and not _reaped(p) for p in groups):
-        time.sleep(0.5)
-    for pid in groups | set(strays(paths.logs)):
-        if alive(pid) and not _reaped(pid):
-            _signal_group(pid, signal.SIGKILL)
+    sessions = {pid for c in COMPONENTS if (pid := _pid_in(paths.pid(c))) is not None}
+
+    def members() -> set[int]:
+        return {p for p in session_members(sessions) | set(strays(paths.logs)) if alive(p) and not _reaped(p)}
+
+    for pid in members():
+        _kill(pid, signal.SIGTERM)
+    deadline = clock() + grace
+    while members() and clock() < deadline:
+        sleep(poll)
+    for _ in range(KILL_ROUNDS):  # a process forked meanwhile is a member too
+        if not (left := members()):
+            break
+        for pid in left:
+            _kill(pid, signal.SIGKILL)
+        sleep(poll)
     for component in COMPONENTS:
         paths.pid(component).unlink(missing_ok=True)
     paths.state.unlink(missing_ok=True)
     return sorted(current)
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def session_members(sessions: set[int]) -> set[int]:
+    """Processes whose session id is one of `sessions` (Linux /proc), this process excepted."""
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) in sessions:  # after the name: state, ppid, process group, session
+            found.add(int(proc.name))
+    return found - {os.getpid()}
 
 
 def strays(logs: Path) -> list[int]:
@@ -269,12 +311,6 @@ def strays(logs: Path) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)  # started with start_new_session: the group id is the pid
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)  # a stray task process need not lead its group
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

@@ -3,7 +3,9 @@
 - an extra link "拒收报告 Rejection report" on every validate_/commit_ task of a province DAG, pointing at
 - a small FastAPI app the api-server mounts at /exchange, serving reports/<province>/<batch>.rejections.html
   (and its .csv and .summary.json) from EXCHANGE_HOME to a logged-in Airflow user;
-- a listener that writes a run note summarising the batches when a province run succeeds.
+- a listener that writes a run note summarising the batches when a province run succeeds;
+- the Deadline Alert reference "data interval end" the province DAGs' deadlines are measured from
+  (exchange/airflow/deadlines.py): a scheduler without this plugin cannot read those DAGs' deadlines.
 
 Airflow loads it from the plugins folder exchange/airflow/env.py sets (exchange/airflow/plugins/).
 """
@@ -21,6 +23,7 @@ from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
+from exchange.airflow.deadlines import DataIntervalEndDeadline
 from exchange.airflow.display import REJECTION_LINK, STAGE_NAMES
 from exchange.airflow.errors import dataset_of, province_of
 from exchange.datasets import PROVINCES
@@ -161,6 +164,7 @@ class ExchangeUiPlugin(AirflowPlugin):
     name = "exchange_hub"
     global_operator_extra_links = [RejectionReportLink()]
     listeners = [_Listener()]
+    deadline_references = [DataIntervalEndDeadline]
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]

@@ -44,6 +44,7 @@ from exchange.access.service import (
 )
 from exchange.access.terms import grant_masking
 from exchange.access.viewcache import ViewCache
+from exchange.access.warmer import SandboxWarmer
 from exchange.api.models import (
     ColumnInfo,
     DatasetView,
@@ -170,13 +171,17 @@ CheckCaller = Annotated[Caller, Depends(_limited(CHECK))]
 
 def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBuckets | None = None,
                lake: SharedLake | None = None, views: ViewCache | None = None,
-               check_failures: CheckFailures | None = None, rejected: RejectedClients | None = None) -> FastAPI:
+               check_failures: CheckFailures | None = None, rejected: RejectedClients | None = None,
+               warm: bool = False) -> FastAPI:
     """The API bound to one hub (settings, registry, lake, signer, provenance log).
 
     Rate limits come from the hub's settings (EXCHANGE_API_RATE_*, EXCHANGE_CHECK_RATE_*) unless
     `buckets` is given; so do the e-licence lockout (`check_failures`, EXCHANGE_CHECK_FAILURES_*,
     EXCHANGE_CHECK_LOCKOUT_SECONDS) and the refused-client limit and aggregation (`rejected`,
     EXCHANGE_API_REJECT_*). `lake` and `views` default to a fresh shared lake attachment and sandbox cache.
+    With `warm` (`exchange serve`), cached sandboxes are advanced to each new snapshot in the background
+    (exchange/access/warmer.py); off by default because a process that also commits to the lake (tests)
+    must not find the catalog attached by the warmer.
     """
     shared_lake = lake or SharedLake(hub.settings)
     sandboxes = views or ViewCache()
@@ -184,9 +189,15 @@ def create_app(hub: Hub, limits: QueryLimits | None = None, buckets: TokenBucket
     rejected = rejected or RejectedClients(Rate(s.api_reject_rate_per_second, s.api_reject_burst),
                                            interval=s.api_reject_log_seconds)
 
+    warmer = SandboxWarmer(hub, shared_lake, sandboxes) if warm else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if warmer is not None:
+            warmer.start()
         yield
+        if warmer is not None:
+            warmer.stop()
         # Refusals counted but not yet written are written now: none is lost when the server stops.
         write_tallies(hub, rejected.drain())
         # Release the catalog lock and the cached sandboxes' memory when the server stops.

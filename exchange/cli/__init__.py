@@ -159,8 +159,15 @@ def run(
     # Checked here, before a hub is opened or anything is written under EXCHANGE_HOME.
     known_province(province)
     known_dataset(dataset)
-    Window(start, end)
+    window = Window(start, end)
     console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
+    from exchange.airflow.local_runs import after_hand_run
+    from exchange.config import Layout, settings
+
+    # Once every dataset of the window is done, its DAG run is recorded so a scheduler does not run it again.
+    for recorded in after_hand_run(Layout(settings().home), province, window):  # stdout stays the JSON result
+        plain_console(stderr=True).print(f"recorded in Airflow as the window's scheduled run: {recorded}",
+                                         soft_wrap=True)
 
 
 def record_label(row: dict[str, Any]) -> str:

@@ -290,7 +290,8 @@ def serve(
 
     from exchange.api.app import create_app
 
-    uvicorn.run(create_app(_hub()), host=host, port=port)
+    # warm: cached sandboxes follow each commit in the background, so the first query after it is a warm one.
+    uvicorn.run(create_app(_hub(), warm=True), host=host, port=port)
 
 
 @app.command("check-license")

@@ -24,6 +24,9 @@ def up(
     from exchange.config import settings
 
     info = start(settings(), port=port, timeout=timeout)
+    for recorded in info.recorded:
+        console.print(f"recorded a window run by hand (exchange run) as its scheduled run: {recorded}",
+                      markup=False, highlight=False, soft_wrap=True)
     state = "already running" if info.already_running else "started"
     console.print(f"Airflow UI {state}: {info.url}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"login: user {info.user}, password in {info.password_file} (readable by you only)",

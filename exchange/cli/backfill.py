@@ -88,11 +88,6 @@ def create_args(rng: BackfillRange, max_active_runs: int, reprocess: Reprocess, 
     return [*args, "--dry-run"] if dry_run else args
 
 
-def is_configured(environ: dict[str, str] | os._Environ[str]) -> bool:
-    """True when the operator points at their own Airflow deployment rather than the embedded one."""
-    return "AIRFLOW_HOME" in environ or "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in environ
-
-
 def backfill_runs(runs: list[dict[str, str]], rng: BackfillRange) -> list[dict[str, str]]:
     """The backfill's runs among `airflow dags list-runs` output, oldest interval first."""
     mine = [r for r in runs if r.get("run_id", "").startswith("backfill__") and rng.covers(r.get("logical_date", ""))]
@@ -243,7 +238,7 @@ def backfill(
 def run_backfill(rng: BackfillRange, max_active_runs: int, reprocess: Reprocess, dry_run: bool, wait: bool,
                  timeout: float, run_scheduler: bool | None, layout: Layout, runner: Runner) -> int:
     """Create the backfill (preparing the embedded deployment first) and, unless told not to, wait and report."""
-    from exchange.airflow.env import airflow_env, init_metadata_db
+    from exchange.airflow.env import airflow_env, init_metadata_db, is_configured
     from exchange.config import settings
     from exchange.datasets import PROVINCES
 

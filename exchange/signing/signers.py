@@ -182,7 +182,10 @@ def load_signer(path: Path, algorithm: str, owner: str) -> KeySigner:
             return SM2Signer(SM2PrivateKey.from_pem(pem), owner)
         except ValueError as exc:
             raise VerificationError(str(path), f"not an SM2 private key: {exc}") from None
-    private = serialization.load_pem_private_key(pem, password=None)
+    try:
+        private = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # e.g. an SM2 key: cryptography has no such curve
+        private = None
     if not isinstance(private, Ed25519PrivateKey):
         raise VerificationError(str(path), "not an Ed25519 private key")
     return Ed25519Signer(private, owner)

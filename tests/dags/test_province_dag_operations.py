@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from exchange.airflow.errors import dataset_of, province_of, record_deadline_miss, record_failure
-from exchange.airflow.factory import deadline_alert, province_dag, schedule_period
+from exchange.airflow.factory import deadline_alert, province_dag
 from exchange.airflow.pools import LAKE_COMMIT_POOL, PoolSettings, lake_commit_slots
 from exchange.config import ExchangeSettings
 from exchange.datasets import PROVINCES
@@ -108,22 +108,32 @@ def test_the_deadline_is_measured_from_the_end_of_the_data_interval(province: st
     alerts = province_dag(province).deadline
     assert isinstance(alerts, list) and len(alerts) == 1
     alert = alerts[0]
-    # Daily schedule: logical date (= interval start) + 1 day (the interval) + 2 h = interval end + 2 h.
-    assert alert.reference.reference_name == "DagRunLogicalDateDeadline"
-    assert alert.interval == timedelta(days=1, hours=2)
+    # Measured from the data interval's end (the hub's own reference), so the UI shows "2 hours of ...".
+    assert alert.reference.reference_name == "数据区间结束 data interval end"
+    assert alert.interval == timedelta(hours=2)
     assert alert.callback.path == "exchange.airflow.errors.record_deadline_miss"
     assert alert.callback.kwargs == {"province": province, "deadline": "2h"}
 
 
-def test_an_irregular_schedule_falls_back_to_when_the_run_was_queued() -> None:
-    start = datetime(2026, 11, 2, tzinfo=UTC)
-    assert schedule_period("0 1 * * *", start) == timedelta(days=1)
-    assert schedule_period("0 */6 * * *", start) == timedelta(hours=6)
-    assert schedule_period("0 1 * * 1-5", start) is None  # Friday's interval runs to Monday
-    alert = deadline_alert(_config(schedule="0 1 * * 1-5", deadline="2h"), start)
-    assert alert is not None and alert.reference.reference_name == "DagRunQueuedAtDeadline"
+def test_an_irregular_schedule_is_measured_from_its_interval_end_too() -> None:
+    alert = deadline_alert(_config(schedule="0 1 * * 1-5", deadline="2h"))  # Friday's interval runs to Monday
+    assert alert is not None and alert.reference.reference_name == "数据区间结束 data interval end"
     assert alert.interval == timedelta(hours=2)
-    assert deadline_alert(_config(), start) is None
+    assert deadline_alert(_config()) is None
+
+
+def test_the_deadline_reference_survives_airflows_serialization() -> None:
+    """What the dag-processor stores and the scheduler and UI read back: the reference and its class path."""
+    from airflow.serialization.encoders import encode_deadline_reference
+
+    from exchange.airflow.deadlines import DATA_INTERVAL_END, DataIntervalEndDeadline
+    from exchange.airflow.ui_plugin import ExchangeUiPlugin
+
+    encoded = encode_deadline_reference(DATA_INTERVAL_END)
+    assert encoded == {"reference_type": "数据区间结束 data interval end",
+                       "__class_path": "exchange.airflow.deadlines.DataIntervalEndDeadline"}
+    assert DataIntervalEndDeadline in ExchangeUiPlugin.deadline_references  # how the scheduler finds the class
+    assert DataIntervalEndDeadline.required_kwargs == {"dag_id", "run_id"}
 
 
 def _airflow_context(run_type: str) -> dict[str, object]:

@@ -126,6 +126,8 @@ def deployment_env(tmp: Path, db: str) -> dict[str, str]:
         "AIRFLOW_HOME": str(tmp / "airflow"),
         "AIRFLOW_CONFIG": str(REPO / "airflow.cfg"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        # The hub's plugin: the scheduler reads the province DAGs' deadline reference (data interval end) from it.
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "exchange" / "airflow" / "plugins"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{url}",

@@ -183,3 +183,49 @@ def test_a_window_committed_in_time_by_hand_raises_no_deadline_alert(home: Path,
     path = record_deadline_miss(province="jiangsu", deadline="2h", context=_deadline_context(),
                                 now=datetime(2026, 11, 11, 8, tzinfo=UTC))
     assert (path is not None) == alert
+
+
+@pytest.mark.parametrize(("finished_at", "alert"), [("2026-11-10T19:30:00+00:00", False),
+                                                    ("2026-11-10T20:30:00+00:00", True)])
+def test_a_window_with_nothing_new_run_by_hand_in_time_raises_no_deadline_alert(home: Path, finished_at: str,
+                                                                                 alert: bool) -> None:
+    """`exchange run` records the window of a dataset that brought nothing new; in time, that is no alert."""
+    from adapters.base import Window
+    from exchange import window_outcomes
+    from exchange.airflow.errors import record_deadline_miss
+    from exchange.config import Layout
+
+    datasets = load_province("jiangsu").datasets
+    _manifests(home, {name: "2026-11-10T19:10:00+00:00" for name in datasets[:-1]})
+    window = Window(datetime(2026, 11, 9, 18, tzinfo=UTC), datetime(2026, 11, 10, 18, tzinfo=UTC))
+    window_outcomes.record(Layout(home), "jiangsu", datasets[-1], window, "empty",
+                           now=datetime.fromisoformat(finished_at))
+    # A later run of the same window keeps the first finishing time.
+    window_outcomes.record(Layout(home), "jiangsu", datasets[-1], window, "empty",
+                           now=datetime(2026, 11, 10, tzinfo=UTC))
+    path = record_deadline_miss(province="jiangsu", deadline="2h", context=_deadline_context(),
+                                now=datetime(2026, 11, 11, 8, tzinfo=UTC))
+    assert (path is not None) == alert
+
+
+def test_a_window_run_by_hand_leaves_its_tasks_as_a_scheduled_run_would() -> None:
+    from exchange.airflow.local_runs import hand_run_states
+
+    states = hand_run_states({"e_license": "committed", "administrative_penalty": "empty"})
+    assert states == {"pull_e_license": "success", "validate_e_license": "success", "commit_e_license": "success",
+                      "pull_administrative_penalty": "success", "validate_administrative_penalty": "success",
+                      "commit_administrative_penalty": "skipped"}
+
+
+def test_only_a_finished_window_is_recorded_and_its_first_time_kept(home: Path) -> None:
+    from adapters.base import Window
+    from exchange import window_outcomes
+
+    layout, window = Layout(home), Window(datetime(2026, 11, 9, 18, tzinfo=UTC), datetime(2026, 11, 10, 18, tzinfo=UTC))
+    assert window_outcomes.record(layout, "jiangsu", "e_license", window, "pulled") is None
+    first = window_outcomes.record(layout, "jiangsu", "e_license", window, "committed",
+                                   now=datetime(2026, 11, 10, 19, tzinfo=UTC))
+    again = window_outcomes.record(layout, "jiangsu", "e_license", window, "already_committed")
+    assert first is not None and again == first
+    assert window_outcomes.finished(layout, "jiangsu", ["e_license", "enterprise_registration"], window) == \
+        {"e_license": first}

@@ -58,7 +58,8 @@ def test_scaling_smoke(tmp_path: Path) -> None:
     for point in result["points"]:
         assert point["ours_rss_mb"] > 0 and set(point["stages"]) == {"pull", "validate", "commit"}
     assert [t["name"] for t in result["targets"]] == [
-        "time per record, max/min", "peak RSS, largest / reference", "peak RSS of the largest, MB"]
+        "time per record, max/min", "peak RSS, largest / reference", "peak RSS of the largest, MB",
+        "fixed cost per batch, s"]
 
 
 def test_pull_memory_smoke(tmp_path: Path) -> None:

@@ -1,0 +1,491 @@
+"""verify's part 2 (exchange/provenance/storecheck.py): manifests against the lake, the lake as a whole, extracts.
+
+An auditor relies on these checks to name a manifest, lake file, landing file or extract that was edited,
+swapped, removed or forged, with what was expected and what was found (issue 21). The helpers that decide
+what is read and how it is labelled come first; the checks of a built lake follow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange.access.extract import EXTRACT_MANIFEST
+from exchange.config import ExchangeSettings, Layout
+from exchange.contracts.load import contract_path
+from exchange.lake.commit import LEDGER
+from exchange.provenance.archive import archive_paths
+from exchange.provenance.chaincheck import verify_log_and_archives
+from exchange.provenance.checkpoint import VerifiedState
+from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
+from exchange.provenance.manifest import SignedManifest, landing_dir, read_manifest, sign_manifest
+from exchange.provenance.problems import problem_json
+from exchange.provenance.storecheck import (
+    Sources,
+    extract_dirs,
+    label,
+    lake_exists,
+    manifest_files,
+    open_stream,
+    verify_store,
+)
+from exchange.provenance.verify_result import ChainFacts, VerifyReport
+from exchange.signing.canonical import canonical_bytes, sha256_hex
+from exchange.signing.keyring import Keyring
+from tests.hubs import extract_home
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 11, 4, tzinfo=UTC)
+DEPARTMENT = "js.public_security"
+
+
+def test_a_path_is_labelled_relative_to_the_root_when_under_it(tmp_path: Path) -> None:
+    assert label(tmp_path / "manifests" / "a.json", tmp_path) == "manifests/a.json"
+    assert label(Path("/elsewhere/a.json"), tmp_path) == "/elsewhere/a.json"
+
+
+def test_manifest_files_are_every_json_under_the_folder_in_order_read_lazily(tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    (folder / "zhejiang").mkdir(parents=True)
+    (folder / "zhejiang" / "b.json").write_bytes(b"B")
+    (folder / "a.json").write_bytes(b"A")
+    (folder / "notes.txt").write_bytes(b"-")
+    listed = manifest_files(folder, tmp_path)
+    assert [name for name, _ in listed] == ["manifests/a.json", "manifests/zhejiang/b.json"]
+    assert [read() for _, read in listed] == [b"A", b"B"]
+    assert manifest_files(tmp_path / "none", tmp_path) == []
+
+
+def test_extract_dirs_are_the_folders_holding_an_extract_manifest(tmp_path: Path) -> None:
+    for name in ("b", "a/deeper"):
+        (tmp_path / "extracts" / name).mkdir(parents=True)
+        (tmp_path / "extracts" / name / EXTRACT_MANIFEST).write_text("{}")
+    (tmp_path / "extracts" / "empty").mkdir()
+    assert extract_dirs(tmp_path / "extracts") == [tmp_path / "extracts" / "a/deeper", tmp_path / "extracts" / "b"]
+    assert extract_dirs(tmp_path / "missing") == []
+    assert extract_dirs(None) == []
+
+
+def test_a_lake_exists_when_its_catalog_file_does_or_its_catalog_is_postgresql(tmp_path: Path) -> None:
+    settings = ExchangeSettings(home=tmp_path / "home")
+    assert not lake_exists(settings)
+    assert lake_exists(ExchangeSettings(home=tmp_path / "home", lake_catalog="postgresql://hub@localhost/lake"))
+    assert lake_exists(ExchangeSettings(home=tmp_path / "home", lake_catalog="postgres:dbname=lake"))
+    (tmp_path / "home" / "lake").mkdir(parents=True)
+    (tmp_path / "home" / "lake" / "catalog.ducklake").write_bytes(b"")
+    assert lake_exists(settings)
+
+
+# -- a built home: one committed Jiangsu batch (landing copies kept) and one department extract --------------
+
+
+def _source_key() -> str:
+    """A digest of the code and contracts that build the home: a built home is reused only by the same code."""
+    import adapters
+    import exchange
+
+    digest = hashlib.sha256()
+    for package in (Path(exchange.__file__).parent, Path(adapters.__file__).parent, contract_path("e_license").parent):
+        for path in sorted(package.rglob("*")):
+            if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".json", ".sql"}:
+                digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per version of the code, and kept: the mutation tester runs this module once per mutant of the
+    store checks, which building the home does not run (nothing in the pipeline calls verify)."""
+    cached = Path(tempfile.gettempdir()) / "exchange-test-cache" / f"storecheck-{_source_key()}"
+    if not (cached / "home").is_dir():
+        staging = tmp_path_factory.mktemp("store")
+        extract_home(staging / "home", 200, seed=5, start=START, end=END)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.rename(cached)  # atomic: a concurrent builder's copy wins, this one is dropped
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return cached / "home"
+
+
+@pytest.fixture
+def home(built: Path, tmp_path: Path) -> Path:
+    shutil.copytree(built, tmp_path / "home", symlinks=True)
+    return tmp_path / "home"
+
+
+def _store(home: Path, previous: VerifiedState | None = None, *, account_extracts: bool = True,
+           landing: bool = True, floor: int | None = None) -> tuple[VerifyReport, VerifiedState]:
+    """The store checks as verify runs them: the chain first (for its facts), then manifests, lake, extracts."""
+    layout, keyring = Layout(home), Keyring(home / "keys")
+    report, facts = VerifyReport(), ChainFacts()
+    verify_log_and_archives(ProvenanceLog(layout.provenance), lambda: archive_paths(layout.provenance / "archives"),
+                            keyring.trust_bundle(), report, facts)
+    chain_problems = len(report.problems)
+    facts.lake_floor = floor if floor is not None else facts.lake_floor
+    src = Sources(keyring.trust_bundle(), ExchangeSettings(home=home), manifest_files(layout.manifests, home),
+                  extract_dirs(layout.extracts), layout.landing if landing else None, previous,
+                  account_extracts=account_extracts)
+    state = verify_store(src, facts, report)
+    report.problems = report.problems[chain_problems:]  # the store's own findings
+    return report, state
+
+
+def _manifest(home: Path) -> Path:
+    [path] = sorted((home / "manifests").rglob("*.json"))
+    return path
+
+
+def _named(report: VerifyReport) -> list[dict[str, Any]]:
+    return [problem_json(p) for p in report.problems]
+
+
+def _forge(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[Path, SignedManifest]:
+    """Edit the batch manifest and sign it again with the hub's own key."""
+    path = _manifest(home)
+    signed = read_manifest(path)
+    manifest = type(signed.manifest).model_validate(edit(signed.manifest.model_dump(mode="json")))
+    forged = sign_manifest(manifest, Keyring(home / "keys").signer())
+    path.write_text(forged.model_dump_json(indent=2))
+    return path, forged
+
+
+def _resign_log(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Rewrite every provenance entry through `edit` and chain and sign them again with the hub's own key."""
+    log = home / "provenance" / "log.jsonl"
+    signer = Keyring(home / "keys").signer()
+    out: list[ProvenanceEntry] = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        body = edit(ProvenanceEntry.model_validate_json(line).body())
+        body["prev_hash"] = out[-1].entry_hash if out else body["prev_hash"]
+        digest = sha256_hex(canonical_bytes(body))
+        out.append(ProvenanceEntry.model_validate(
+            {**body, "entry_hash": digest, "signature": signer.sign(digest.encode()).model_dump()}))
+    log.write_text("".join(e.model_dump_json() + "\n" for e in out), encoding="utf-8")
+
+
+def test_an_untouched_store_verifies_and_counts_what_it_checked(home: Path) -> None:
+    report, state = _store(home)
+    m = read_manifest(_manifest(home)).manifest
+    assert report.problems == []
+    assert (report.manifests, report.files, report.extracts) == (1, len(m.files), 1)
+    assert report.landing == len(m.landing) > 0
+    assert list(state.manifests) == [m.batch_id] and len(state.extracts) == 1
+    assert state.lake_snapshot == m.snapshot_id  # the head a later verify must not find rolled back
+    assert state.verified_at.utcoffset() is not None and not state.verified_at.utcoffset()  # recorded in UTC
+    assert report.skipped == {}
+
+
+def test_an_incremental_run_skips_what_the_last_verify_recorded(home: Path) -> None:
+    _, state = _store(home)
+    report, again = _store(home, state)
+    assert report.problems == [] and report.skipped == {"manifests": 1, "extracts": 1}
+    assert (report.manifests, report.files, report.extracts) == (0, 0, 0)
+    assert again.manifests == state.manifests and again.extracts == state.extracts
+
+
+def test_a_manifest_found_broken_is_not_recorded_as_verified(home: Path) -> None:
+    _forge(home, lambda m: {**m, "contract_version": m["contract_version"] + "-forged"})  # replaced: digest differs
+    report, state = _store(home)
+    assert report.problems and state.manifests == {}
+
+
+def test_the_lake_catalog_removed_is_named_when_batches_were_committed(home: Path) -> None:
+    catalog = home / "lake" / "catalog.ducklake"
+    catalog.unlink()
+    report, _ = _store(home)
+    assert _named(report) == [{"item": f"lake catalog {catalog}", "problem": "missing, though batches were "
+                               "committed", "expected": "a DuckLake catalog", "found": "no file"}]
+
+
+def test_a_lake_file_listed_by_the_manifest_but_missing_is_named(home: Path) -> None:
+    f = read_manifest(_manifest(home)).manifest.files[0]
+    (home / "lake" / "data" / f.name).unlink()
+    report, _ = _store(home)
+    assert {"item": f"lake file {f.name}", "problem": f"listed in {label(_manifest(home), home)} but missing",
+            "expected": f.sha256, "found": "no file"} in _named(report)
+
+
+def test_a_lake_file_whose_size_differs_from_a_re_signed_manifest_is_named(home: Path) -> None:
+    path, forged = _forge(home, lambda m: {**m, "files": [{**m["files"][0], "size": m["files"][0]["size"] + 1},
+                                                          *m["files"][1:]]})
+    f = forged.manifest.files[0]
+    report, _ = _store(home)
+    assert {"item": f"lake file {f.name}", "problem": f"size differs from {label(path, home)}",
+            "expected": f.size, "found": f.size - 1} in _named(report)
+
+
+def test_a_lake_file_whose_content_differs_is_named_with_both_digests(home: Path) -> None:
+    f = read_manifest(_manifest(home)).manifest.files[0]
+    data = bytearray((home / "lake" / "data" / f.name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (home / "lake" / "data" / f.name).write_bytes(bytes(data))
+    report, _ = _store(home)
+    [hit] = [p for p in _named(report) if p["item"] == f"lake file {f.name}"]
+    assert hit["problem"] == f"content differs from {label(_manifest(home), home)} (SHA-256 mismatch)"
+    assert hit["expected"] == f.sha256 and hit["found"] != f.sha256 and len(hit["found"]) == 64
+
+
+def test_a_manifest_claiming_another_snapshot_is_named(home: Path) -> None:
+    path, forged = _forge(home, lambda m: {**m, "snapshot_id": m["snapshot_id"] + 1})
+    report, _ = _store(home)
+    item = label(path, home)
+    assert {"item": item, "problem": "the lake's snapshot for this batch differs from the manifest (catalog rolled "
+            "back or rewritten?)", "expected": f"snapshot {forged.manifest.snapshot_id}",
+            "found": f"snapshot {forged.manifest.snapshot_id - 1}"} in _named(report)
+
+
+def test_a_manifest_listing_a_file_of_another_table_is_named_with_the_difference(home: Path) -> None:
+    def edit(m: dict[str, Any]) -> dict[str, Any]:
+        first = m["files"][0]
+        return {**m, "files": [{**first, "rows": first["rows"] + 1}, *m["files"][1:]]}
+
+    path, forged = _forge(home, edit)
+    f = forged.manifest.files[0]
+    snapshot = forged.manifest.snapshot_id
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": f"snapshot {snapshot}'s files differ from the manifest",
+            "expected": [[f.table, f.name, f.rows]], "found": [[f.table, f.name, f.rows - 1]]} in _named(report)
+
+
+def test_a_landing_copy_edited_is_named_as_differing_from_what_the_province_delivered(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    f = m.landing[0]
+    copy = landing_dir(home / "landing", m.province, m.dataset, m.batch_id) / f.name
+    copy.write_bytes(copy.read_bytes() + b" ")
+    report, _ = _store(home)
+    [hit] = _named(report)
+    assert hit["item"] == f"landing file {m.batch_id}/{f.name}" and hit["expected"] == f.sha256
+    assert hit["problem"] == f"differs from what the province delivered ({label(_manifest(home), home)})"
+    assert hit["found"] == sha256_hex(copy.read_bytes())
+
+
+def test_a_landing_copy_removed_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    f = m.landing[0]
+    (landing_dir(home / "landing", m.province, m.dataset, m.batch_id) / f.name).unlink()
+    report, _ = _store(home)
+    assert _named(report) == [{"item": f"landing file {m.batch_id}/{f.name}",
+                               "problem": f"listed in {label(_manifest(home), home)} but missing",
+                               "expected": f.sha256, "found": "no file"}]
+
+
+def test_landing_copies_kept_elsewhere_or_not_given_are_not_checked(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    report, _ = _store(home, landing=False)
+    assert report.problems == [] and report.landing == 0
+    shutil.rmtree(landing_dir(home / "landing", m.province, m.dataset, m.batch_id))
+    report, _ = _store(home)
+    assert report.problems == [] and report.landing == 0
+
+
+def test_a_commit_entry_naming_another_snapshot_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _resign_log(home, lambda b: {**b, "details": {**b["details"], "snapshot_id": 99}} if b["action"] == "commit"
+                else b)
+    report, _ = _store(home)
+    assert {"item": label(_manifest(home), home), "problem": "the provenance commit entry names another snapshot",
+            "expected": m.snapshot_id, "found": 99} in _named(report)
+
+
+def test_a_pull_entry_without_the_manifests_landing_digests_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    forged = {f.name: "0" * 64 for f in m.landing}
+    _resign_log(home, lambda b: {**b, "digests": forged} if b["action"] == "pull" and b["subject"] == m.batch_id
+                else b)
+    report, _ = _store(home)
+    hits = [p for p in report.problems if p.item == label(_manifest(home), home)]
+    assert [(p.problem, p.expected, p.found) for p in hits] == [  # type: ignore[attr-defined]
+        ("no provenance pull entry carries the manifest's landing digests", {f.name: f.sha256 for f in m.landing},
+         forged)]
+
+
+def test_a_committed_batch_whose_manifest_is_gone_is_named_in_the_ledger(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _manifest(home).unlink()
+    report, _ = _store(home)
+    assert {"item": f"lake batch {m.batch_id}", "problem": f"committed to {LEDGER} but has no signed manifest",
+            "expected": "a manifest", "found": "none"} in _named(report)
+
+
+def test_an_unreadable_extract_manifest_is_named(home: Path) -> None:
+    target = home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST
+    target.write_text("{not json", encoding="utf-8")
+    report, _ = _store(home, account_extracts=False)
+    assert [p["item"] for p in _named(report)] == [str(target)]
+    assert report.problems[0].problem.startswith("unreadable extract manifest: ")
+    assert report.extracts == 0
+
+
+def test_an_extract_no_provenance_entry_carries_is_named(home: Path) -> None:
+    target = home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST
+    _resign_log(home, lambda b: {**b, "digests": {**b["digests"], "extract_manifest": "0" * 64}}
+                if "extract_manifest" in b["digests"] else b)
+    report, state = _store(home, account_extracts=False)
+    [hit] = _named(report)
+    assert hit["item"] == str(target) and hit["found"] == "no entry"
+    assert hit["problem"] == ("no provenance extract entry carries this extract manifest's digest (extract replaced "
+                              "or never logged?)")
+    assert state.extracts == []  # not recorded as verified
+
+
+def test_a_logged_extract_missing_from_the_copy_is_named_unless_the_copy_may_omit_it(home: Path) -> None:
+    shutil.rmtree(home / "extracts" / DEPARTMENT)
+    report, _ = _store(home)
+    assert report.problems and report.extracts == 0
+    report, _ = _store(home, account_extracts=False)
+    assert report.problems == []
+
+
+def test_the_lake_catalog_removed_is_named_even_when_the_manifests_went_with_it(home: Path) -> None:
+    catalog = home / "lake" / "catalog.ducklake"
+    catalog.unlink()
+    shutil.rmtree(home / "manifests")  # the log's commit entries still say a batch was committed
+    report, _ = _store(home)
+    assert [(p.item, p.problem) for p in report.problems][0] == (f"lake catalog {catalog}",
+                                                                 "missing, though batches were committed")
+
+
+def test_a_hub_that_never_committed_needs_no_lake(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    Keyring(home / "keys").signer()
+    (home / "provenance").mkdir(parents=True)
+    report, state = _store(home)
+    assert report.problems == [] and state.manifests == {} and state.lake_snapshot is None
+
+
+def test_a_lake_at_the_snapshot_a_checkpoint_recorded_is_not_rolled_back(home: Path) -> None:
+    head = read_manifest(_manifest(home)).manifest.snapshot_id
+    report, _ = _store(home, floor=head)
+    assert report.problems == []
+    report, _ = _store(home, floor=head + 1)
+    assert _named(report) == [{"item": "lake catalog", "problem": "rolled back: its newest snapshot is older than "
+                               "one a signed checkpoint recorded", "expected": f"snapshot >= {head + 1}",
+                               "found": f"snapshot {head}"}]
+
+
+def test_an_unreadable_manifest_is_named_and_the_rest_still_checked(home: Path) -> None:
+    path = _manifest(home)
+    m = read_manifest(path).manifest
+    path.write_text("{not json", encoding="utf-8")
+    report, state = _store(home)
+    items = [p.item for p in report.problems]
+    assert any(label(path, home) in item for item in items)
+    assert f"lake batch {m.batch_id}" in items  # its batch is then committed without a manifest
+    assert report.manifests == 0 and state.manifests == {} and report.extracts == 1
+
+
+def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carries_on(home: Path) -> None:
+    # lakecheck.read_catalog: the ledger is read from its Parquet files; one replaced breaks the read.
+    [ledger] = sorted((home / "lake" / "data" / "main" / LEDGER).rglob("*.parquet"))
+    ledger.write_bytes(b"PAR1 not a parquet file PAR1")
+    report, _ = _store(home)
+    [hit] = [p for p in _named(report) if p["item"] == f"lake table {LEDGER}"]
+    assert hit["problem"].startswith("unreadable: a data file of the table was swapped, cut or replaced (")
+    assert (hit["expected"], hit["found"]) == ("the ledger's Parquet files as committed", "unreadable")
+    assert report.manifests == 1  # the manifest checks still ran, and name the file
+    assert any(p["item"] == f"lake file {label(ledger, home / 'lake' / 'data')}" for p in _named(report))
+
+
+def test_a_manifest_edited_without_the_key_is_named_for_its_signature(home: Path) -> None:
+    path = _manifest(home)
+    signed = read_manifest(path)
+    flipped = signed.manifest.model_copy(update={"gx_success": not signed.manifest.gx_success})
+    edited = signed.model_copy(update={"manifest": flipped})
+    path.write_text(edited.model_dump_json(indent=2))
+    report, state = _store(home)
+    hits = [p.problem for p in report.problems if p.item == label(path, home)]
+    assert f"signature by {signed.signature.key_id} does not match the content" in hits
+    assert state.manifests == {}
+
+
+def test_a_manifest_signed_by_the_provinces_office_key_is_named_for_its_signer(home: Path) -> None:
+    # The office key is in the trust bundle and its signature is valid: only the signer's role is wrong.
+    path = _manifest(home)
+    office = Keyring(home / "keys").signer("jiangsu.data_office")
+    path.write_text(sign_manifest(read_manifest(path).manifest, office).model_dump_json(indent=2))
+    report, _ = _store(home)
+    hits = [p.problem for p in report.problems if p.item == label(path, home)]
+    assert any(h.startswith(f"signed by a key that is not the hub's: key {office.key_id} of jiangsu.data_office")
+               and h.endswith("a batch manifest may be signed only by hub") for h in hits), hits
+
+
+def test_a_manifest_replaced_by_one_the_hub_re_signed_is_named_against_the_commit_entry(home: Path) -> None:
+    original = read_manifest(_manifest(home)).digest()
+    path, _ = _forge(home, lambda m: {**m, "contract_version": m["contract_version"] + "-forged"})
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "no provenance commit entry carries this manifest's digest "
+            "(manifest replaced?)", "expected": read_manifest(path).digest(), "found": original} in _named(report)
+
+
+def test_a_manifest_whose_commit_entry_is_gone_is_named(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _resign_log(home, lambda b: {**b, "subject": "another-batch"} if b["action"] == "commit" else b)
+    report, _ = _store(home)
+    assert {"item": label(_manifest(home), home), "problem": "no provenance commit entry carries this manifest's "
+            "digest (manifest replaced?)", "expected": read_manifest(_manifest(home)).digest(),
+            "found": "no commit entry"} in _named(report)
+    assert m.batch_id not in _store(home)[1].manifests
+
+
+def _counts(home: Path, **delta: int) -> tuple[Path, dict[str, Any]]:
+    """Re-sign the manifest with its counts shifted by `delta`; return its path and the forged counts."""
+    def shift(m: dict[str, Any]) -> dict[str, Any]:
+        counts = {"deleted": 0, **m["counts"]}  # deleted is left out of the JSON while 0
+        return {**m, "counts": {k: v + delta.get(k, 0) for k, v in counts.items()}}
+
+    path, forged = _forge(home, shift)
+    return path, forged.manifest.counts.model_dump()
+
+
+def test_counts_not_conserved_are_named_with_the_sum_found(home: Path) -> None:
+    path, c = _counts(home, pulled=1)
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "counts not conserved: pulled != accepted + quarantined",
+            "expected": c["pulled"], "found": f"{c['accepted']} + {c['quarantined']} = "
+            f"{c['accepted'] + c['quarantined']}"} in _named(report)
+
+
+def test_deletions_the_lake_does_not_hold_are_named_with_both_counts(home: Path) -> None:
+    path, c = _counts(home, deleted=2)
+    report, _ = _store(home)
+    assert {"item": label(path, home), "problem": "the lake's delete files differ from the manifest's deletions",
+            "expected": f"{c['deleted']} deleted", "found": f"{c['deleted'] - 2} deleted"} in _named(report)
+
+
+@pytest.mark.parametrize("delta", [{"pulled": 1, "accepted": 1}, {"accepted": 1, "quarantined": -1}])
+def test_lake_rows_that_differ_from_the_counts_are_named_with_both(home: Path, delta: dict[str, int]) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    path, c = _counts(home, **delta)
+    report, _ = _store(home)
+    a, q = m.counts.accepted, m.counts.quarantined
+    assert {"item": label(path, home), "problem": "lake rows differ from the manifest's counts",
+            "expected": f"{c['accepted']} accepted / {c['quarantined']} quarantined",
+            "found": f"{a} accepted / {q} quarantined"} in _named(report)
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_the_manifest_stream_hashes_local_lake_files_and_landing_copies_ahead(home: Path, remote: bool) -> None:
+    # What verify hashes beside the chain check: a local lake's files and the landing copies; an object-storage
+    # lake's files are hashed through the lake connection instead, never read as local paths.
+    layout = Layout(home)
+    settings = ExchangeSettings(home=home, lake_data="s3://exchange-test/lake/" if remote else None)
+    src = Sources(Keyring(layout.keys).trust_bundle(), settings, manifest_files(layout.manifests, home), [],
+                  layout.landing)
+    m = read_manifest(_manifest(home)).manifest
+    stream = open_stream(src)
+    try:
+        stream.prime()
+        wanted = set(stream.hashes._started)
+    finally:
+        stream.close()
+    landing = {landing_dir(layout.landing, m.province, m.dataset, m.batch_id) / d.name for d in m.landing}
+    lake = {Path(str(layout.lake_data) + "/" + f.name) for f in m.files}
+    assert wanted == (landing if remote else landing | lake)

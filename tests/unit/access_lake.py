@@ -6,11 +6,15 @@ instead of going through a province adapter, whose source checks are another iss
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from exchange.access.models import Department, Grant, RowCondition
+from exchange.access.registry import Registry
+from exchange.config import ExchangeSettings
 from exchange.datasets import dataset as canonical_dataset
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect, ensure_table
@@ -18,6 +22,7 @@ from exchange.synthetic import DEFECT_COLUMN, generate
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 3, tzinfo=UTC)
+DEP = "js.public_security"
 
 
 def clean_e_licenses(n: int, seed: int, province: str = "jiangsu") -> pa.Table:
@@ -38,3 +43,21 @@ def seed_lake(hub: Hub, rows: pa.Table, province: str = "jiangsu", batch_id: str
         con.register("incoming_rows", lake_rows)
         con.execute(f"INSERT INTO {LAKE}.e_license BY NAME SELECT * FROM incoming_rows")
         con.unregister("incoming_rows")
+
+
+def region_grant(grant_id: str, prefix: str) -> Grant:
+    """DEP's grant on three e-licence columns, rows limited to region codes starting with `prefix`."""
+    return Grant(id=grant_id, department=DEP, dataset="e_license", columns=["license_id", "region_code", "holder_id"],
+                 row_filter=[RowCondition(column="region_code", op="prefix_in", values=[prefix])], purpose="test",
+                 legal_basis="国发〔2016〕51号", approved_by="jiangsu.data_office",
+                 expires_on=datetime.now(UTC).date() + timedelta(days=5), issued_at=datetime.now(UTC))
+
+
+def granted_hub(home: Path) -> Hub:
+    """A hub on `home` with 300 clean Jiangsu e-licences in the lake and DEP granted region 32's rows."""
+    hub = Hub(ExchangeSettings(home=home))
+    seed_lake(hub, clean_e_licenses(300, seed=3))
+    registry = Registry(hub.layout.access)
+    registry.add_department(Department(id=DEP, name=DEP, province="jiangsu"))
+    registry.add_grant(region_grant("g-1", "32"), hub.signer)
+    return hub

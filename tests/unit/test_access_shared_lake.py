@@ -7,42 +7,26 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from exchange.access.lakeshare import SharedLake, lock_waiters
-from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.query import QueryLimits, current_snapshot_id
 from exchange.access.registry import Registry
 from exchange.access.service import check_licence_for_department, query_for_department
 from exchange.access.viewcache import ViewCache
-from exchange.config import ExchangeSettings
 from exchange.errors import AccessDenied
 from exchange.hub import Hub
-from tests.unit.access_lake import clean_e_licenses, seed_lake
+from tests.unit.access_lake import DEP, clean_e_licenses, granted_hub, region_grant, seed_lake
 
 REPO = Path(__file__).resolve().parents[2]
-DEP = "js.public_security"
 COUNT = "SELECT count(*) AS n, count(DISTINCT holder_id) AS holders FROM e_license"
-
-
-def _grant(grant_id: str, prefix: str) -> Grant:
-    return Grant(id=grant_id, department=DEP, dataset="e_license", columns=["license_id", "region_code", "holder_id"],
-                 row_filter=[RowCondition(column="region_code", op="prefix_in", values=[prefix])], purpose="test",
-                 legal_basis="国发〔2016〕51号", approved_by="jiangsu.data_office",
-                 expires_on=datetime.now(UTC).date() + timedelta(days=5), issued_at=datetime.now(UTC))
 
 
 @pytest.fixture
 def hub(home: Path) -> Hub:
-    hub = Hub(ExchangeSettings(home=home))
-    seed_lake(hub, clean_e_licenses(300, seed=3))
-    registry = Registry(hub.layout.access)
-    registry.add_department(Department(id=DEP, name=DEP, province="jiangsu"))
-    registry.add_grant(_grant("g-1", "32"), hub.signer)
-    return hub
+    return granted_hub(home)
 
 
 def _frozen() -> float:
@@ -81,7 +65,7 @@ def test_a_changed_or_revoked_grant_never_reuses_a_sandbox_and_a_new_snapshot_ad
     registry = Registry(hub.layout.access)
     try:
         wide = query_for_department(hub, DEP, COUNT, lake=lake, views=views)
-        registry.add_grant(_grant("g-1", "3201"), hub.signer)  # same id, narrower filter, re-signed
+        registry.add_grant(region_grant("g-1", "3201"), hub.signer)  # same id, narrower filter, re-signed
         narrow = query_for_department(hub, DEP, COUNT, lake=lake, views=views)
         assert views.builds == 2 and narrow.table["n"][0].as_py() < wide.table["n"][0].as_py()
 
@@ -134,7 +118,7 @@ _WRITER = """
 import sys
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
-from tests.unit.access_lake import clean_e_licenses, seed_lake
+from tests.unit.access_lake import DEP, clean_e_licenses, granted_hub, region_grant, seed_lake
 seed_lake(Hub(ExchangeSettings()), clean_e_licenses(20, seed=6), batch_id="from-another-process")
 print("committed")
 """

@@ -11,43 +11,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from exchange.access.lakeshare import SharedLake, lock_busy
-from exchange.access.models import Department, Grant, RowCondition
 from exchange.access.registry import Registry
 from exchange.access.service import query_for_department
 from exchange.access.viewcache import ViewCache
 from exchange.access.warmer import SandboxWarmer, warm
-from exchange.config import ExchangeSettings
 from exchange.errors import AccessDenied
 from exchange.hub import Hub
-from tests.unit.access_lake import clean_e_licenses, seed_lake
+from tests.unit.access_lake import DEP, clean_e_licenses, granted_hub, region_grant, seed_lake
 
 REPO = Path(__file__).resolve().parents[2]
-DEP = "js.public_security"
 COUNT = "SELECT count(*) AS n, count(DISTINCT holder_id) AS holders FROM e_license"
 ROWS = "SELECT * FROM e_license ORDER BY ALL"
 
 
-def _grant(grant_id: str, prefix: str) -> Grant:
-    return Grant(id=grant_id, department=DEP, dataset="e_license", columns=["license_id", "region_code", "holder_id"],
-                 row_filter=[RowCondition(column="region_code", op="prefix_in", values=[prefix])], purpose="test",
-                 legal_basis="国发〔2016〕51号", approved_by="jiangsu.data_office",
-                 expires_on=datetime.now(UTC).date() + timedelta(days=5), issued_at=datetime.now(UTC))
-
-
 @pytest.fixture
 def hub(home: Path) -> Hub:
-    hub = Hub(ExchangeSettings(home=home))
-    seed_lake(hub, clean_e_licenses(300, seed=3))
-    registry = Registry(hub.layout.access)
-    registry.add_department(Department(id=DEP, name=DEP, province="jiangsu"))
-    registry.add_grant(_grant("g-1", "32"), hub.signer)
-    return hub
+    return granted_hub(home)
 
 
 _WRITER = """
@@ -90,7 +74,9 @@ def test_the_known_snapshot_saves_the_attach_and_never_goes_stale(hub: Hub) -> N
         fresh = query_for_department(hub, DEP, COUNT)  # the CLI's path reads the catalog itself
         assert lake.attaches == 2 and later.snapshot_id == fresh.snapshot_id > first.snapshot_id
         assert later.result_sha256 == fresh.result_sha256
-        # An explicit snapshot is always checked against the catalog.
+        # An explicit snapshot is always checked against the catalog, even when the stamp says nothing changed
+        # (detached first: whether the idle timer already detached it would otherwise decide the count).
+        lake.close()
         query_for_department(hub, DEP, COUNT, snapshot=first.snapshot_id, lake=lake, views=views)
         assert lake.attaches == 3
     finally:
@@ -126,7 +112,7 @@ def test_a_changed_or_revoked_grant_is_never_warmed(hub: Hub) -> None:
     try:
         query_for_department(hub, DEP, COUNT, lake=lake, views=views)
         lake.close()
-        registry.add_grant(_grant("g-1", "3201"), hub.signer)  # narrower, re-signed: another lineage
+        registry.add_grant(region_grant("g-1", "3201"), hub.signer)  # narrower, re-signed: another lineage
         seed_lake(hub, clean_e_licenses(30, seed=9), batch_id="after-change")
         assert warm(hub, lake, views) == 0 and views.advanced == 0
         narrow = query_for_department(hub, DEP, COUNT, lake=lake, views=views)

@@ -226,7 +226,10 @@ def _record_due_window(layout: Layout, province: str, now: datetime) -> str | No
             ti.state = states.get(ti.task_id, "skipped")
             ti.start_date = first
             ti.end_date = done[dataset].finished_at if dataset in done else last
-        # Finished before the scheduler ever saw it: no deadline to watch.
+        # Finished before the scheduler ever saw it: no deadline to watch. create_dagrun only added the Deadline
+        # row to the session, and Airflow's sessions do not autoflush: flushed first, or the delete finds nothing
+        # and the scheduler raises the deadline once its time passes.
+        session.flush()
         session.execute(delete(Deadline).where(Deadline.dagrun_id == run.id))
         session.flush()
         # Move the DAG on to its next window, as the scheduler does once a window has its run.

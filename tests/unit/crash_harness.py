@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.process
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -63,6 +64,12 @@ def build_home(root: Path, records: int = 120) -> Path:
     registry.add_grant(sample_grant(datetime.now(UTC).date()), hub.signer)
     relaxed_contracts(root / "contracts")
     return home
+
+
+def copied_hub(built: Path, to: Path) -> Hub:
+    """A hub on a copy of `build_home`'s result (with the relaxed contracts beside it) under `to`."""
+    shutil.copytree(built.parent, to / "copy", symlinks=True)
+    return hub_at(to / "copy" / "home")
 
 
 def stage_action(point: str, contracts: Path) -> Callable[[Hub], Any]:

@@ -44,6 +44,7 @@ from tests.unit.crash_harness import (
     assert_settled,
     build_home,
     child_process,
+    copied_hub,
     hub_at,
     run_crashing,
 )
@@ -59,8 +60,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(built: Path, tmp_path: Path) -> Hub:
-    shutil.copytree(built.parent, tmp_path / "copy", symlinks=True)
-    return hub_at(tmp_path / "copy" / "home")
+    return copied_hub(built, tmp_path)
 
 
 def _env(hub: Hub, extra: dict[str, str] | None = None) -> dict[str, str]:

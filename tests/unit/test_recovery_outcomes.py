@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from exchange.recovery import (
     settle_now,
 )
 from exchange.signing.canonical import file_sha256
-from tests.unit.crash_harness import END, MID, build_home, child_process, hub_at, run_crashing
+from tests.unit.crash_harness import END, MID, build_home, child_process, copied_hub, hub_at, run_crashing
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
 DEAD_PID = 2**22 + 12345  # above the kernel's default pid_max: no live process has it
@@ -49,8 +48,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(built: Path, tmp_path: Path) -> Hub:
-    shutil.copytree(built.parent, tmp_path / "copy", symlinks=True)
-    return hub_at(tmp_path / "copy" / "home")
+    return copied_hub(built, tmp_path)
 
 
 def _crashed(hub: Hub, point: str) -> Hub:

@@ -372,6 +372,7 @@ class QueryScenario:
     raw: dict[str, Any]
     http: dict[str, Any] | None
     peak_rss_mb: dict[str, float]
+    catalog_database: str | None = None  # the throwaway PostgreSQL database (dropped when the run ends)
     targets: list[Target] = field(default_factory=list)
 
     def table(self) -> Table:
@@ -423,7 +424,8 @@ class QueryScenario:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (file list left out)."""
         details = {k: v for k, v in self.details.items() if k not in ("files", "bearer", "sample")}
-        return {"rows": self.rows, "catalog": self.catalog, "build_seconds": self.build_seconds,
+        return {"rows": self.rows, "catalog": self.catalog, "catalog_database": self.catalog_database,
+                "build_seconds": self.build_seconds,
                 "details": details, "ours": self.ours,
                 "raw": self.raw, "http": self.http, "peak_rss_mb": self.peak_rss_mb,
                 "targets": [t.to_json() for t in self.targets]}
@@ -457,7 +459,10 @@ def run_query_scenario(rows: int, *, repeat: int = 5, clients: int = 20, http_se
     DuckDB file in the home."""
     with contextlib.ExitStack() as stack:
         env = {"EXCHANGE_LAKE_CATALOG": stack.enter_context(throwaway_catalog(catalog))} if catalog else None
-        return _run_query_scenario(rows, repeat, clients, http_seconds, workdir, chunk_rows, env)
+        scenario = _run_query_scenario(rows, repeat, clients, http_seconds, workdir, chunk_rows, env)
+        if env is not None:
+            scenario.catalog_database = urlsplit(env["EXCHANGE_LAKE_CATALOG"]).path.lstrip("/")
+        return scenario
 
 
 def _run_query_scenario(rows: int, repeat: int, clients: int, http_seconds: float, workdir: Path | None,

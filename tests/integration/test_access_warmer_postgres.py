@@ -9,6 +9,9 @@ nothing: the warmer keeps running and warms again once the server is back.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +24,9 @@ from exchange.access.viewcache import ViewCache
 from exchange.access.warmer import SandboxWarmer, warm
 from exchange.errors import AccessDenied
 from exchange.hub import Hub
-from tests.integration.scaleout_servers import postgres_database, private_cluster
+from tests.integration.scaleout_servers import PG_HOST, PG_PORT, PG_USER, postgres_database, private_cluster
 from tests.unit.access_lake import DEP, clean_e_licenses, granted_hub, region_grant, seed_lake
-from tests.unit.test_access_warmer import COUNT, ROWS, _commit_elsewhere, _wait_for
+from tests.unit.test_access_warmer import COUNT, REPO, ROWS, _commit_elsewhere, _wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +128,23 @@ def test_the_warmer_rides_out_a_catalog_server_outage(home: Path, monkeypatch: p
             warmer.stop()
             lake.close()
             views.clear()
+
+
+def test_the_query_benchmark_runs_on_a_postgresql_catalog_and_drops_it(tmp_path: Path) -> None:
+    import psycopg
+
+    with postgres_database() as scratch:  # the server's URL as a user gives it; the run makes its own database
+        command = [sys.executable, "-m", "benchmarks", "query", "--rows", "3000", "--chunk-rows", "1500",
+                   "--repeat", "1", "--clients", "2", "--http-seconds", "1", "--json", str(tmp_path / "q.json"),
+                   "--workdir", str(tmp_path), "--catalog", scratch]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads((tmp_path / "q.json").read_text())["results"]
+    assert result["catalog"] == "postgresql" and "postgresql catalog" in done.stdout
+    after = result["ours"]["after_snapshot"]
+    assert after["warmed"] == 1 and not after["warmer_errors"]  # the warmer saw the commit and advanced
+    assert result["http"]["requests"] > 0 and set(result["http"]["statuses"]) == {"200"}  # `exchange serve`
+    assert result["catalog_database"].startswith("bench_query_")
+    with psycopg.connect(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres") as pg:
+        left = pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", [result["catalog_database"]]).fetchall()
+    assert not left, "the benchmark must drop its catalog database"

@@ -53,6 +53,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
 
 
+HEAVY = REPO / "tests" / "heavy.txt"  # written by tools/heavy_tests.py
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests tests/heavy.txt lists `heavy`: `make test-fast` deselects them, `make test` runs them."""
+    listed = {line for line in HEAVY.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.heavy)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, None]:
     """Under CI (CI set) a skipped test is a failed one: CI installs every server, tool and extra the suite

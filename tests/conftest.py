@@ -15,6 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.pop("COLUMNS", None)
 
 from exchange.signing.anchor import when_unpinned as _UNPINNED  # the product's policy, before the fixture pins
+from tests.demo_home import DemoHome, shared_demo_home
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,3 +98,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, where nothing may be: {reason}"
+
+
+@pytest.fixture(scope="session")
+def shared_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
+    """The run's one demo-sized home (tests/demo_home.py): copy it with `copy_home` before using it."""
+    return shared_demo_home(tmp_path_factory)

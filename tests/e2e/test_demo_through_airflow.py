@@ -1,14 +1,13 @@
 """The README's main job end to end: four province DAGs through Airflow, an extract, verify - then tampering.
 
-The demo runs once (in a subprocess, as `make demo` does) into a temporary EXCHANGE_HOME; each tamper
-test works on its own copy of that home and expects `exchange verify` to fail and name the item.
+The demo runs once per test run (in a subprocess, as `make demo` does; tests/demo_home.py, shared with the
+Airflow UI scenario) into a temporary EXCHANGE_HOME; this module reads its own copy of that home, and each tamper
+test works on a further copy and expects `exchange verify` to fail and name the item.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from exchange.datasets import DATASETS, PROVINCES
+from tests.demo_home import RECORDS, DemoHome, anchor_of, copy_home, demo_env
 
 EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXCHANGE_", "AIRFLOW"))}
-    env.update({"EXCHANGE_HOME": str(home), "COLUMNS": "200"})
-    anchor = home.parent / f"{home.name}.trust-anchor"  # where the demo pins its root key, outside the home
+    env = demo_env(home)
+    anchor = anchor_of(home)  # where the demo pins its root key, outside the home
     if anchor.exists():
         env["EXCHANGE_TRUST_ANCHOR"] = str(anchor)
     return env
@@ -35,27 +34,23 @@ def _run(args: list[str], home: Path, timeout: int = 900) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo") / "home"
-    out = _run(["demo", "--home", str(home), "--records", "1500"], home)
-    assert out.returncode == 0, f"demo failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
-    assert "verify: intact" in out.stdout
-    assert "opened with the department's key" in out.stdout
+def demo_home(shared_demo: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = shared_demo.stdout
+    assert "verify: intact" in out
+    assert "opened with the department's key" in out
     # Sharing (issue 19): one request of each kind, and the state each ended in.
-    shared = out.stdout.split("Sharing under the Regulations", 1)[1].split("Witnessing", 1)[0]
+    shared = out.split("Sharing under the Regulations", 1)[1].split("Witnessing", 1)[0]
     for state, kind in (("approved", "approved without review"), ("approved", "after one returned notice"),
                         ("refused", "refused with a written reason"), ("overdue", "left unanswered")):
         assert any(line.split()[:1] == [state] and kind in line for line in shared.splitlines()), shared
-    return home
+    # This module's own copy (verify writes its incremental state into the home it checks): the tests below
+    # then see a copied home as intact as the one the demo built, at a path the demo never knew.
+    return copy_home(shared_demo.home, tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture
 def copy_of(demo_home: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    shutil.copytree(demo_home, home, symlinks=True)
-    # The operator's pin is not part of the home: an attacker copying or editing the home does not touch it.
-    shutil.copy(demo_home.parent / "home.trust-anchor", tmp_path / "home.trust-anchor")
-    return home
+    return copy_home(demo_home, tmp_path)
 
 
 def _manifests(home: Path) -> list[dict]:  # type: ignore[type-arg]
@@ -68,7 +63,7 @@ def test_all_four_provinces_committed_with_conserved_counts(demo_home: Path) -> 
     assert seen == {(p, d) for p in PROVINCES for d in DATASETS}, "every province, every dataset"
     for m in manifests:
         c = m["manifest"]["counts"]
-        assert c["pulled"] == 1500
+        assert c["pulled"] == RECORDS
         assert c["pulled"] == c["accepted"] + c["quarantined"]
         assert 0 < c["quarantined"] < 150  # about 3 % injected defects
         assert all(f["sha256"] for f in m["manifest"]["files"])

@@ -1,6 +1,7 @@
-"""A province office's day in the Airflow UI, on the demo's home: `exchange airflow up`, log in with what it
-printed, read the DAGs in Chinese, a validate task's log with the counts, its link to the rejection report,
-no false alarms from the scheduler, and the grid in headless Chromium with a Chinese browser."""
+"""A province office's day in the Airflow UI, on a copy of the demo's home (tests/demo_home.py, built once per
+test run): `exchange airflow up`, log in with what it printed, read the DAGs in Chinese, a validate task's log
+with the counts, its link to the rejection report, no false alarms from the scheduler, and the grid in headless
+Chromium with a Chinese browser."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from exchange.datasets import DATASETS, PROVINCE_NAMES, PROVINCES, dataset
+from tests.demo_home import RECORDS, DemoHome, copy_home
 from tests.integration.airflow_deployment import free_port
 from tests.integration.test_report_in_chromium import CHROMIUM, CHROMIUM_ARGS
 
@@ -58,12 +60,14 @@ class Ui:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
-    home = tmp_path_factory.mktemp("office") / "home"
-    demo = _exchange(home, "demo", "--home", str(home), "--records", "200")
-    assert demo.returncode == 0, f"demo failed:\n{demo.stdout[-3000:]}\n{demo.stderr[-3000:]}"
+def ui(shared_demo: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    # `airflow up` writes into the home (its DB, logs, password file): a copy, never the run's shared original.
+    home = copy_home(shared_demo.home, tmp_path_factory.mktemp("office"))
     up = _exchange(home, "airflow", "up", "--port", str(free_port()), timeout=400)
     try:
+        # The Airflow started is the copy's, not the original's the copy was made from.
+        assert not (shared_demo.home / "airflow" / "logs" / "ui").exists()
+        assert (home / "airflow" / "logs" / "ui" / "api-server.log").exists()
         assert up.returncode == 0, up.stdout + up.stderr
         url = re.search(r"Airflow UI started: (http://127\.0\.0\.1:\d+)", up.stdout)
         where = re.search(r"password in (\S+)", up.stdout)
@@ -125,7 +129,7 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
                      for line in log["content"])
     counts = re.search(r"pulled=(\d+) accepted=(\d+) quarantined=(\d+)", text)
     assert counts, text[-2000:]
-    assert int(counts[1]) == 200 and int(counts[1]) == int(counts[2]) + int(counts[3])
+    assert int(counts[1]) == RECORDS and int(counts[1]) == int(counts[2]) + int(counts[3])
     assert "rejection report:" in text and re.search(r"rule \S+ \(error\): \d+ record", text)
     links = ui.get(f"/api/v2/dags/exchange_jiangsu/dagRuns/{quoted}/taskInstances/validate_e_license/links")
     link = links["extra_links"]["拒收报告 Rejection report"]

@@ -9,10 +9,9 @@ The original is never handed out: tests get `copy_home` copies, since `exchange 
 audit DAG and the tamper tests write into the home they are given. Airflow's settings and the hub's are derived
 from EXCHANGE_HOME when a process starts, and the lake is attached with its data path overridden
 (exchange/lake/connect.py), so a copy works on itself. Absolute paths remain in records (the provenance log,
-audit reports, Airflow's run notes and XComs), which name where things were and are not followed, and in one
-file that is followed: the local time-stamping authority's openssl.cnf (`dir = <home>/tsa`), which
-`copy_home` points at the copy's own tsa/ so the copy's audit does not sign with, and bump the serial of, the
-original's.
+audit reports, Airflow's run notes and XComs), which name where things were and are not followed. (The local
+time-stamping authority's openssl.cnf named its folder absolutely until this test found a copy's audit
+stamping with the original's key: it now says `dir = .`, exchange/provenance/tsa.py.)
 """
 
 from __future__ import annotations
@@ -91,10 +90,4 @@ def copy_home(home: Path, into: Path) -> Path:
     shutil.copytree(home, copy, symlinks=True)
     # The operator's pin is not part of the home: an attacker copying or editing the home does not touch it.
     shutil.copy(anchor_of(home), anchor_of(copy))
-    cnf = copy / "tsa" / "openssl.cnf"
-    if cnf.exists():
-        text = cnf.read_text()
-        moved = text.replace(f"dir = {home / 'tsa'}\n", f"dir = {copy / 'tsa'}\n")
-        assert moved != text, f"{cnf} does not name the original's tsa/ any more: check what it names"
-        cnf.write_text(moved)
     return copy

@@ -116,7 +116,9 @@ class LocalTsa:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         cnf = self.dir / "openssl.cnf"
-        cnf.write_text(_OPENSSL_CNF.format(cn="exchange local TSA", dir=self.dir, policy=_TSA_OID))
+        # dir = . : openssl always runs in this folder, so a copied or restored home stamps with its own key
+        # and serial, never with (and never advancing) those of the folder it was copied from.
+        cnf.write_text(_OPENSSL_CNF.format(cn="exchange local TSA", dir=".", policy=_TSA_OID))
         (self.dir / "serial").write_text("01\n")
         run = _openssl
         run("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",

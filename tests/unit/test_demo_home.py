@@ -3,6 +3,7 @@ asks first, a failed build failing every asker with its message, and copies that
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,8 +28,7 @@ if {fail!r}:
     print("seeding failed: no sandbox")
     sys.exit(3)
 home = Path(sys.argv[sys.argv.index("--home") + 1])
-(home / "tsa").mkdir(parents=True)
-(home / "tsa" / "openssl.cnf").write_text(f"[ tsa_config ]\\ndir = {{home / 'tsa'}}\\nserial = $dir/serial\\n")
+home.mkdir(parents=True)
 home.with_name(home.name + ".trust-anchor").write_text("pin")
 print("verify: intact")
 """
@@ -95,13 +95,25 @@ def test_a_failed_build_fails_every_asker_with_its_message(fake_demo: tuple[Path
     assert runs.read_text() == "run\n", "the second asker was not a second build"
 
 
-def test_a_copy_has_its_anchor_and_its_own_time_stamping_authority(
-    fake_demo: tuple[Path, Path], tmp_path: Path
-) -> None:
+def test_a_copy_has_its_anchor(fake_demo: tuple[Path, Path], tmp_path: Path) -> None:
     original = shared_demo_home(_Factory(tmp_path / "run")).home  # type: ignore[arg-type]
-    cnf = (original / "tsa" / "openssl.cnf").read_text()
     copy = copy_home(original, tmp_path / "mine")
     assert copy == tmp_path / "mine" / "home"
     assert anchor_of(copy).read_text() == "pin"
-    assert f"dir = {copy / 'tsa'}\n" in (copy / "tsa" / "openssl.cnf").read_text()
-    assert (original / "tsa" / "openssl.cnf").read_text() == cnf, "the original is left as it was"
+
+
+def test_a_copied_time_stamping_authority_stamps_with_its_own_key_and_serial(tmp_path: Path) -> None:
+    """A home copied or restored elsewhere (a backup, a test's copy): its local TSA is the copy's, and the folder
+    it came from is left exactly as it was (its config once named that folder, so the copy signed with its key
+    and advanced its serial)."""
+    from exchange.provenance.tsa import LocalTsa, check_stamp, stamp_request
+
+    original = LocalTsa(tmp_path / "a" / "tsa")
+    original.ensure()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in original.dir.iterdir()}
+    copy = LocalTsa(tmp_path / "b" / "tsa")
+    token = copy.reply(stamp_request(b"message"))
+    assert check_stamp(token, b"message", (copy.dir / "ca.crt").read_bytes())
+    assert {p.name: p.read_bytes() for p in original.dir.iterdir()} == before, "the original's folder was touched"
+    assert (copy.dir / "serial").read_text() != before["serial"].decode(), "the copy's own serial advanced"

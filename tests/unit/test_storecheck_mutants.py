@@ -2,7 +2,8 @@
 
 An auditor relies on these checks to name a manifest, lake file, landing file or extract that was edited,
 swapped, removed or forged, with what was expected and what was found (issue 21). The helpers that decide
-what is read and how it is labelled come first; the checks of a built lake follow.
+what is read and how it is labelled come first; the checks of a built lake follow (one Jiangsu batch, read from
+its folder and through a URL data path), then a lake whose batches span several data and delete files.
 """
 
 from __future__ import annotations
@@ -510,7 +511,7 @@ def test_the_manifest_stream_hashes_local_lake_files_and_landing_copies_ahead(ho
 def test_an_object_storage_lakes_files_are_hashed_through_the_lake_connection(home: Path) -> None:
     # A data path that is a URL is read with DuckDB's read_blob over the lake connection (lake_files.digest), as an
     # s3:// bucket is (tests/integration/test_scaleout_s3.py, against a real server). A file:// URL of the same
-    # folder takes that path without one: DuckDB reads it as it reads a bucket, no local path is opened.
+    # folder takes that path without a server: verify opens no local path, DuckDB reads the URL as it reads a bucket.
     m = read_manifest(_manifest(home)).manifest
     url = f"file://{home}/lake/data/"
     mine = {label(_manifest(home), home)} | {f"lake file {f.name}" for f in m.files}

@@ -85,8 +85,10 @@ PYTEST_PARALLEL = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durat
 test: install-test delta-sharing-client  ## the whole suite, slow scenarios included (what CI runs)
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
-test-fast: install-test delta-sharing-client  ## the quick loop: everything but the slow scenarios
-	$(BIN)/pytest -m "not slow" $(PYTEST_PARALLEL)
+# The quick loop is the in-process tests that each take under a second: no Airflow scenario (slow), no
+# loopback server (integration), none that tests/heavy.txt lists (tools/heavy_tests.py refreshes it from a run).
+test-fast: install-test delta-sharing-client  ## the quick loop: in-process tests under a second each
+	$(BIN)/pytest -m "not slow and not integration and not heavy" $(PYTEST_PARALLEL)
 
 lint: $(TEST_STAMP) $(DATACONTRACT)
 	$(BIN)/ruff check .

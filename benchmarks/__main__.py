@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--clients", type=int, default=20, help="concurrent HTTP clients (0: skip the HTTP part)")
     query.add_argument("--http-seconds", type=float, default=15.0, help="duration of the HTTP load")
     query.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows generated and committed per snapshot")
+    query.add_argument("--catalog", metavar="URL", help="catalogue the lake in PostgreSQL: the server's postgresql:// "
+                       "URL (a throwaway database is created on it and dropped afterwards); default a DuckDB file")
     return parser
 
 
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.query import run_query_scenario
 
         scenario = run_query_scenario(args.rows, repeat=args.repeat, clients=args.clients,
-                                      http_seconds=args.http_seconds, workdir=args.workdir, chunk_rows=args.chunk_rows)
+                                      http_seconds=args.http_seconds, workdir=args.workdir, chunk_rows=args.chunk_rows,
+                                      catalog=args.catalog)
         out.print(scenario.table())
         http_table = scenario.http_table()
         if http_table is not None:

@@ -22,13 +22,19 @@ each in a fresh subprocess:
 
 Times are the median of `repeat` runs after one untimed run (which warms the OS page cache for both).
 Target (issue 8): each query through the access layer at most 1.5x the raw one.
+
+With `catalog` (a PostgreSQL server's postgresql:// URL), the lake's catalog is a throwaway database created
+on that server for the run (EXCHANGE_LAKE_CATALOG in every subprocess) and dropped afterwards; the data
+stays in the home's folder, so raw DuckDB reads the same files.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import secrets
 import shutil
 import socket
 import statistics
@@ -36,10 +42,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from rich.table import Table
 
@@ -358,17 +366,20 @@ class QueryScenario:
 
     rows: int
     build_seconds: float
+    catalog: str  # "duckdb file" or "postgresql" (never the URL: it may hold a password)
     details: dict[str, Any]
     ours: dict[str, Any]
     raw: dict[str, Any]
     http: dict[str, Any] | None
     peak_rss_mb: dict[str, float]
+    catalog_database: str | None = None  # the throwaway PostgreSQL database (dropped when the run ends)
     targets: list[Target] = field(default_factory=list)
 
     def table(self) -> Table:
         """One row per query: raw, ours (warm), ratio; plus the cold sandbox build."""
         table = Table(title=f"department queries: {self.rows:,} e-licences ({self.details['parquet_mb']} MB Parquet, "
-                            f"{len(self.details['files'])} files), grant admits {self.details['filtered_rows']:,} rows")
+                            f"{len(self.details['files'])} files, {self.catalog} catalog), grant admits "
+                            f"{self.details['filtered_rows']:,} rows")
         for col in ("query", "raw DuckDB s", "ours s", "ours / raw", "notes"):
             table.add_column(col, justify="left" if col in ("query", "notes") else "right")
         notes = {"point": "license_id = ?, 5 columns (2 masked)", "aggregate": "count/min/max by status",
@@ -413,31 +424,67 @@ class QueryScenario:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (file list left out)."""
         details = {k: v for k, v in self.details.items() if k not in ("files", "bearer", "sample")}
-        return {"rows": self.rows, "build_seconds": self.build_seconds, "details": details, "ours": self.ours,
+        return {"rows": self.rows, "catalog": self.catalog, "catalog_database": self.catalog_database,
+                "build_seconds": self.build_seconds,
+                "details": details, "ours": self.ours,
                 "raw": self.raw, "http": self.http, "peak_rss_mb": self.peak_rss_mb,
                 "targets": [t.to_json() for t in self.targets]}
 
 
+@contextlib.contextmanager
+def throwaway_catalog(server: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server at `server` (a postgresql:// URL whose database is one the
+    user may connect to and create databases from), as a catalog URL; dropped afterwards, even on failure."""
+    import psycopg
+
+    parts = urlsplit(server)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"--catalog takes a postgresql:// URL, not {parts.scheme or server!r}")
+    name = f"bench_query_{secrets.token_hex(4)}"
+    with psycopg.connect(server, autocommit=True) as pg:
+        pg.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        with psycopg.connect(server, autocommit=True) as pg:
+            pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def run_query_scenario(rows: int, *, repeat: int = 5, clients: int = 20, http_seconds: float = 15.0,
-                       workdir: Path | None = None, chunk_rows: int = CHUNK_ROWS) -> QueryScenario:
-    """Build the lake, run ours, raw and the HTTP load, each in a fresh subprocess; compute the targets."""
+                       workdir: Path | None = None, chunk_rows: int = CHUNK_ROWS,
+                       catalog: str | None = None) -> QueryScenario:
+    """Build the lake, run ours, raw and the HTTP load, each in a fresh subprocess; compute the targets.
+
+    `catalog`: a PostgreSQL server's URL to catalogue the lake in (see the module docstring); default a
+    DuckDB file in the home."""
+    with contextlib.ExitStack() as stack:
+        env = {"EXCHANGE_LAKE_CATALOG": stack.enter_context(throwaway_catalog(catalog))} if catalog else None
+        scenario = _run_query_scenario(rows, repeat, clients, http_seconds, workdir, chunk_rows, env)
+        if env is not None:
+            scenario.catalog_database = urlsplit(env["EXCHANGE_LAKE_CATALOG"]).path.lstrip("/")
+        return scenario
+
+
+def _run_query_scenario(rows: int, repeat: int, clients: int, http_seconds: float, workdir: Path | None,
+                        chunk_rows: int, env: dict[str, str] | None) -> QueryScenario:
     root = Path(tempfile.mkdtemp(prefix="bench-query-", dir=workdir))
     try:
         home, out = root / "home", root / "out"
         out.mkdir()
-        built = run_task("query_build", {"home": str(home), "rows": rows, "chunk_rows": chunk_rows})
+        built = run_task("query_build", {"home": str(home), "rows": rows, "chunk_rows": chunk_rows}, env=env)
         details = built["details"]
         (home / "bench-bearer.txt").write_text(details["bearer"])
         ours = run_task("query_ours", {"home": str(home), "sample": details["sample"], "repeat": repeat,
-                                       "out": str(out / "ours")})
+                                       "out": str(out / "ours")}, env=env)
         shutil.rmtree(out / "ours", ignore_errors=True)
         raw = run_task("query_raw", {"files": details["files"], "sample": details["sample"], "repeat": repeat,
                                      "out": str(out / "raw")})
         shutil.rmtree(out / "raw", ignore_errors=True)
         http = run_task("query_http", {"home": str(home), "sample": details["sample"], "clients": clients,
-                                       "seconds": http_seconds}) if clients > 0 else None
+                                       "seconds": http_seconds}, env=env) if clients > 0 else None
         scenario = QueryScenario(
-            rows=rows, build_seconds=float(built["seconds"]), details=details, ours=ours["details"],
+            rows=rows, build_seconds=float(built["seconds"]), catalog="postgresql" if env else "duckdb file",
+            details=details, ours=ours["details"],
             raw=raw["details"], http=http["details"] if http else None,
             peak_rss_mb={"build": built["peak_rss_mb"], "ours": ours["peak_rss_mb"], "raw": raw["peak_rss_mb"],
                          **({"http client": http["peak_rss_mb"]} if http else {})},

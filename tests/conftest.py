@@ -52,6 +52,40 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield root
 
 
+HEAVY = REPO / "tests" / "heavy.txt"  # written by tools/heavy_tests.py
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests tests/heavy.txt lists `heavy`: `make test-fast` deselects them, `make test` runs them."""
+    listed = {line for line in HEAVY.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.heavy)
+
+
+CPU_LOG = os.environ.get("EXCHANGE_TEST_CPU_LOG")  # a file: append each test's CPU seconds to it
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, None]:
+    """With EXCHANGE_TEST_CPU_LOG set, log the CPU time each test took (setup to teardown, this process and the
+    children it waited for, e.g. `exchange` subprocesses and Airflow components): `make test` is CPU-bound on
+    two cores, so CPU seconds, not wall seconds, say which tests to make cheaper (BENCHMARKS.md, issue 20)."""
+    if not CPU_LOG:
+        yield
+        return
+    import resource
+
+    def used() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    before = used()
+    yield
+    with open(CPU_LOG, "a", encoding="utf-8") as log:  # one short line per write: workers' lines do not mix
+        log.write(f"{used() - before:.2f}\t{item.nodeid}\n")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, object, None]:
     """Under CI (CI set) a skipped test is a failed one: CI installs every server, tool and extra the suite

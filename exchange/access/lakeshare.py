@@ -24,18 +24,21 @@ Knowing the current snapshot without attaching: every commit to a DuckDB-file ca
 file or its WAL. When the current snapshot is read under the lease, the two files' stat (inode, size,
 mtime, ctime) is noted with it; while the files still stat the same, no commit has happened since, and
 `known_current()` answers without attaching (re-attaching costs a catalog load, tens of milliseconds). A
-PostgreSQL catalog has no such files: there the snapshot is always read from the catalog.
+PostgreSQL catalog has no such files: there the stamp is the newest snapshot id itself, read by one short
+query over a connection of our own (`CatalogProbe`), and `known_current()` answers with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,10 +53,13 @@ from exchange.lake.connect import (
     extension_path,
     httpfs_extension_path,
     is_postgres,
+    libpq_conninfo,
     postgres_extension_path,
     s3_secret_sql,
 )
 from exchange.lake.files import is_remote
+
+log = logging.getLogger(__name__)
 
 LakeSource = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
@@ -99,11 +105,13 @@ def _other_locks(path: Path, proc_locks: Path) -> list[bool]:
     return found
 
 
-Stamp = tuple[tuple[int, int, int, int] | None, ...]
+# A DuckDB-file catalog's stamp: the stat of the file and its WAL. A PostgreSQL catalog's: (newest snapshot id,).
+Stamp = tuple[tuple[int, int, int, int] | int | None, ...]
 
 
 def catalog_stamp(catalog: str) -> Stamp | None:
-    """The stat of a DuckDB-file catalog and its WAL (None for PostgreSQL): any commit changes it."""
+    """The stat of a DuckDB-file catalog and its WAL (None for PostgreSQL, see `CatalogProbe`): any commit
+    changes it."""
     if is_postgres(catalog):
         return None
     stamp: list[tuple[int, int, int, int] | None] = []
@@ -115,6 +123,71 @@ def catalog_stamp(catalog: str) -> Stamp | None:
             continue
         stamp.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return tuple(stamp)
+
+
+# DuckLake keeps its tables in the attached database's default schema, which the postgres extension takes
+# to be `public` whatever the connection's search_path says.
+NEWEST_SNAPSHOT_SQL = "SELECT max(snapshot_id) FROM public.ducklake_snapshot"
+
+
+class CatalogProbe:
+    """The newest snapshot id of a PostgreSQL catalog, read over one long-lived connection of its own.
+
+    Cheap next to attaching the lake (one indexed aggregate over loopback, well under a millisecond, no
+    extension, no catalog load), so the warmer can poll it and every query can ask it. It never raises:
+    an unreachable server, a failed connection or a catalog not created yet answer None (the caller then
+    goes through the lake as before, and meets the error there, where it is reported). After a failure it
+    reconnects at most every `retry_seconds`, so a dead server costs the pollers nothing but one log line.
+    """
+
+    def __init__(self, conninfo: str, *, connect_timeout: int = 2, retry_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.conninfo = conninfo
+        self.connect_timeout = connect_timeout
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._con: Any = None  # a psycopg.Connection, imported lazily (only PostgreSQL catalogs need it)
+        self._failed_at: float | None = None
+        self.failures = 0  # how many reads failed (for tests)
+
+    def newest(self) -> int | None:
+        """The newest snapshot id in the catalog, or None if it cannot be read right now."""
+        with self._lock:
+            if self._failed_at is not None and self._clock() - self._failed_at < self.retry_seconds:
+                return None
+            try:
+                if self._con is None:
+                    import psycopg
+
+                    # Autocommit: every read is its own transaction, so it sees every commit made before it.
+                    self._con = psycopg.connect(self.conninfo, autocommit=True,
+                                                connect_timeout=self.connect_timeout)
+                row = self._con.execute(NEWEST_SNAPSHOT_SQL).fetchone()
+            except Exception as exc:  # any failure: the serve loop must never see it
+                self.failures += 1
+                if self._failed_at is None:  # once per outage, not once per poll
+                    log.warning("cannot read the lake catalog's newest snapshot (%s: %s); queries attach "
+                                "the lake instead until it answers", type(exc).__name__, exc)
+                self._failed_at = self._clock()
+                self._drop()
+                return None
+            if self._failed_at is not None:
+                log.info("the lake catalog answers again")
+                self._failed_at = None
+            return None if row is None or row[0] is None else int(row[0])
+
+    def close(self) -> None:
+        """Close the connection (the next read opens one, without waiting out a failure's retry delay)."""
+        with self._lock:
+            self._drop()
+            self._failed_at = None
+
+    def _drop(self) -> None:
+        if self._con is not None:
+            with contextlib.suppress(Exception):
+                self._con.close()
+            self._con = None
 
 
 class SharedLake:
@@ -142,6 +215,8 @@ class SharedLake:
         self._last_used = 0.0
         self._reaper: threading.Thread | None = None
         self._known: tuple[Stamp, int] | None = None  # the catalog's stamp when the current snapshot was read
+        # A PostgreSQL catalog's stamp (None for a DuckDB file); public for tests and the benchmark.
+        self.probe = CatalogProbe(libpq_conninfo(self._catalog)) if is_postgres(self._catalog) else None
         self.attaches = 0  # how many leases were opened (for tests and the benchmark)
 
     @contextmanager
@@ -168,31 +243,69 @@ class SharedLake:
         """The current snapshot, read on `con` (a cursor of this lake, so under the lease) and noted with the
         catalog's stamp for `known_current()`."""
         snapshot = current_snapshot_id(con)
-        stamp = catalog_stamp(self._catalog)
+        # For PostgreSQL the snapshot just read is the stamp: no second read, and no race between the two.
+        stamp = (snapshot,) if self.probe is not None else catalog_stamp(self._catalog)
         if stamp is not None:
             with self._cond:
                 self._known = (stamp, snapshot)
         return snapshot
 
     def known_current(self) -> int | None:
-        """The current snapshot without attaching, if no commit can have happened since it was last read."""
+        """The current snapshot without attaching, if no commit can have happened since it was last read
+        (DuckDB file), or as the catalog server reports it now (PostgreSQL; None if it cannot be asked)."""
+        if self.probe is not None:
+            # Never older than a commit that completed before this call: DuckLake writes a snapshot's row in
+            # the same PostgreSQL transaction as everything else the commit records, so an id is visible
+            # exactly when its commit is complete; the probe reads in autocommit, a fresh statement snapshot
+            # taken now, which sees every transaction committed before it; and ids only grow (a commit takes
+            # the newest id + 1, a concurrent one with the same id fails on the key and retries; expiring
+            # snapshots never removes the newest). The query then reads `AT (VERSION => id)`, immutable.
+            newest = self.probe.newest()
+            if newest is not None and self._known is None:
+                # The first answer is what `changed()` compares with; later ones are not noted, so a commit
+                # stays "changed" for the warmer (which notes it in `refresh()`) even after a query has
+                # advanced its own sandbox: the other departments' sandboxes are still to be advanced.
+                with self._cond:
+                    self._known = ((newest,), newest)
+            return newest
         known = self._known
         if known is None or catalog_stamp(self._catalog) != known[0]:
             return None
         return known[1]
 
+    def refresh(self) -> int:
+        """The current snapshot, noted as read (`changed()` is False until the next commit): from the catalog
+        server without a lease for PostgreSQL when it answers, else read under a lease."""
+        if self.probe is not None:
+            newest = self.probe.newest()
+            if newest is not None:
+                with self._cond:
+                    self._known = ((newest,), newest)
+                return newest
+        with self.cursor() as con:
+            return self.current_snapshot(con)
+
     def stamp(self) -> Stamp | None:
-        """The catalog's stamp now (None for PostgreSQL)."""
+        """The catalog's stamp now: the files' stat, or (newest snapshot id,) for PostgreSQL (None when the
+        server cannot be asked)."""
+        if self.probe is not None:
+            newest = self.probe.newest()
+            return None if newest is None else (newest,)
         return catalog_stamp(self._catalog)
 
-    def changed(self) -> bool:
-        """Whether the catalog has changed since the current snapshot was last read (False: never read, or
-        a PostgreSQL catalog, which has no stamp)."""
+    def changed(self, stamp: Stamp | None = None) -> bool:
+        """Whether the catalog has changed since the current snapshot was last read (False: never read, or a
+        PostgreSQL server that cannot be asked). `stamp`: one just taken with `stamp()`, to save a read."""
         known = self._known
-        return known is not None and catalog_stamp(self._catalog) != known[0]
+        if known is None:
+            return False
+        now = stamp if stamp is not None else self.stamp()
+        return now is not None and now != known[0]
 
     def catalog_busy(self) -> bool:
-        """Whether another process holds or waits for the catalog lock (a writer at work)."""
+        """Whether another process holds or waits for the catalog lock (a writer at work). A PostgreSQL
+        catalog has no lock to watch: a commit there is one transaction, and `stamp()` moves only once it
+        is complete, so the warmer's settle time alone covers an ingest committing several times in a row."""
         return self._lock_path is not None and lock_busy(self._lock_path)
 
     def close(self) -> None:
@@ -207,6 +320,8 @@ class SharedLake:
                 self._db.close()
                 self._db = None
             self._cond.notify_all()
+        if self.probe is not None:
+            self.probe.close()
 
     @property
     def attached(self) -> bool:

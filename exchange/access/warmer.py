@@ -2,18 +2,20 @@
 
 Without this, the first query after a commit pays for the commit: re-attaching the lake (a catalog load),
 reading the change feed and inserting the gained rows into the department's sandbox. Here a background
-thread of `exchange serve` watches the catalog's stamp (exchange/access/lakeshare.py: a stat, no attach),
-and once it has changed, stayed unchanged for `settle_seconds` and no other process holds or waits for the
-catalog lock (an ingest may commit through several connections in a row), it takes one short lease and
-advances the newest sandbox of every cached lineage to the current snapshot, exactly as the first query
-would have (exchange/access/service.py: `department_sandbox`). The next query then finds the snapshot known
-and its sandbox ready.
+thread of `exchange serve` watches the catalog's stamp (exchange/access/lakeshare.py, no attach: the stat of
+a DuckDB-file catalog, or the newest snapshot id read by one short query from a PostgreSQL catalog), and
+once it has changed, stayed unchanged for `settle_seconds` and no other process holds or waits for the
+catalog lock (an ingest may commit through several connections in a row; PostgreSQL has no lock, the
+settle time alone covers that), it advances the newest sandbox of every cached lineage to the current
+snapshot under a short lease, exactly as the first query would have (exchange/access/service.py:
+`department_sandbox`). The next query then finds the snapshot known and its sandbox ready.
 
 Access decisions are not made here and nothing is logged: every query still checks its token, grants and
 scope, and logs itself, before the cache is consulted. A lineage is only advanced while the department's
 usable grants still make that same lineage (a revoked or changed grant makes a different one, which the
 next query builds if it is allowed to); the advanced copy holds what the older one did, under the same
-masks and filter, one snapshot later. Only for a DuckDB-file catalog (PostgreSQL has no stamp to watch).
+masks and filter, one snapshot later. A catalog that cannot be read (a PostgreSQL server down) stops
+nothing: its stamp is unknown, nothing is warmed, and queries go through the lake as without a warmer.
 """
 
 from __future__ import annotations
@@ -42,8 +44,7 @@ def warm(hub: Hub, lake: SharedLake, views: ViewCache, errors: list[str] | None 
     if not targets:
         return 0
     warmed = 0
-    with lake.cursor() as con:
-        current = lake.current_snapshot(con)
+    current = lake.refresh()
     # Each advance takes its own lease (service.department_sandbox): holding one here while waiting for a
     # sandbox a query is building would deadlock once the lease drains for a writer.
     registry = Registry(hub.layout.access)
@@ -108,10 +109,11 @@ class SandboxWarmer:
         seen: Any = None
         since = time.monotonic()
         while not self._stop.wait(self.poll_seconds):
-            if not self.lake.changed() or not self._pending():
+            # Nothing cached: nothing to read either (for PostgreSQL each stamp is a query to the server).
+            stamp = self.lake.stamp() if self._pending() else None
+            if stamp is None or not self.lake.changed(stamp):
                 seen = None
                 continue
-            stamp = self.lake.stamp()
             if stamp != seen:  # still changing: wait until the commit has settled
                 seen, since = stamp, time.monotonic()
                 continue

@@ -89,3 +89,33 @@ def test_every_spelling_of_an_identifier_is_stored_as_the_standard_writes_it(dig
     if changed:
         assert warnings[0].mask.tolist() == [True, False, False]
         assert "stored as" in warnings[0].reasons[0].as_py()
+
+
+def _every_row_rendered(field: str, where: pa.Array, sent: pa.Array, why: str | pa.Array) -> list[Any]:
+    """The entries as they were built before only the flagged rows were rendered: every row, then masked."""
+    why_json = json.dumps(why, ensure_ascii=False) if isinstance(why, str) else intake.json_string(why)
+    entry = pc.binary_join_element_wise(json.dumps(field) + ':{"sent":', intake.json_literals(sent),
+                                        ',"problem":', why_json, "}", "")
+    return pc.if_else(pc.fill_null(where, False), entry, pa.scalar(None, pa.string())).to_pylist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.one_of(st.none(), st.booleans()), values, texts), max_size=20),
+       split=st.integers(0, 20), one_why=st.booleans())
+def test_only_flagged_rows_rendered_gives_the_same_entries(rows: list[tuple[bool | None, Any, str]], split: int,
+                                                           one_why: bool) -> None:
+    """`problem` renders only the rows it flags; the entries are exactly those of rendering every row, for any
+    values, flags (null = not flagged), chunking and reason (one for all rows or one per row)."""
+    kinds = {type(v) for _, v, _ in rows if v is not None}
+    sent_values = [v for _, v, _ in rows] if len(kinds) <= 1 else [None if v is None else str(v) for _, v, _ in rows]
+    cut = min(split, len(rows))
+
+    def chunked(items: list[Any], kind: pa.DataType | None = None) -> pa.ChunkedArray:
+        whole = pa.array(items, type=kind)
+        return pa.chunked_array([whole[:cut], whole[cut:]], type=whole.type)
+
+    where, sent = chunked([w for w, _, _ in rows], pa.bool_()), chunked(sent_values)
+    why: str | pa.ChunkedArray = "one reason" if one_why else chunked([r for _, _, r in rows], pa.string())
+    assert intake.problem("f", where, sent, why).to_pylist() == _every_row_rendered("f", where, sent, why)
+    literal = intake.json_literals(sent)
+    assert intake.problem_literal("f", where, literal, why).to_pylist() == _every_row_rendered("f", where, sent, why)

@@ -2,7 +2,8 @@
 
 An auditor relies on these checks to name a manifest, lake file, landing file or extract that was edited,
 swapped, removed or forged, with what was expected and what was found (issue 21). The helpers that decide
-what is read and how it is labelled come first; the checks of a built lake follow.
+what is read and how it is labelled come first; the checks of a built lake follow (one Jiangsu batch, read from
+its folder and through a URL data path), then a lake whose batches span several data and delete files.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 import pytest
 
+from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.access.extract import EXTRACT_MANIFEST
 from exchange.config import ExchangeSettings, Layout
 from exchange.contracts.load import contract_path
 from exchange.lake.commit import LEDGER
+from exchange.lake.connect import LAKE, connect
+from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths
 from exchange.provenance.chaincheck import verify_log_and_archives
 from exchange.provenance.checkpoint import VerifiedState
@@ -39,10 +43,13 @@ from exchange.provenance.storecheck import (
 from exchange.provenance.verify_result import ChainFacts, VerifyReport
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
-from tests.hubs import extract_home
+from exchange.synthetic import generate
+from tests.hubs import extract_home, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
+MID = datetime(2026, 11, 3, tzinfo=UTC)  # the spanning home's second batch: the deletions
+DELETED = datetime(2026, 11, 3, 12, tzinfo=UTC)
 DEPARTMENT = "js.public_security"
 
 
@@ -99,20 +106,24 @@ def _source_key() -> str:
     return digest.hexdigest()[:24]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per version of the code, and kept: the mutation tester runs this module once per mutant of the
-    store checks, which building the home does not run (nothing in the pipeline calls verify)."""
-    cached = Path(tempfile.gettempdir()) / "exchange-test-cache" / f"storecheck-{_source_key()}"
+def _cached(name: str, build: Callable[[Path], object], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home built once per version of the code, and kept: the mutation tester runs this module once per mutant of
+    the store checks, which building a home does not run (nothing in the pipeline calls verify)."""
+    cached = Path(tempfile.gettempdir()) / "exchange-test-cache" / f"{name}-{_source_key()}"
     if not (cached / "home").is_dir():
-        staging = tmp_path_factory.mktemp("store")
-        extract_home(staging / "home", 200, seed=5, start=START, end=END)
+        staging = tmp_path_factory.mktemp(name)
+        build(staging / "home")
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
             staging.rename(cached)  # atomic: a concurrent builder's copy wins, this one is dropped
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
     return cached / "home"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _cached("storecheck", lambda home: extract_home(home, 200, seed=5, start=START, end=END), tmp_path_factory)
 
 
 @pytest.fixture
@@ -122,7 +133,8 @@ def home(built: Path, tmp_path: Path) -> Path:
 
 
 def _store(home: Path, previous: VerifiedState | None = None, *, account_extracts: bool = True,
-           landing: bool = True, floor: int | None = None) -> tuple[VerifyReport, VerifiedState]:
+           landing: bool = True, floor: int | None = None,
+           lake_data: str | None = None) -> tuple[VerifyReport, VerifiedState]:
     """The store checks as verify runs them: the chain first (for its facts), then manifests, lake, extracts."""
     layout, keyring = Layout(home), Keyring(home / "keys")
     report, facts = VerifyReport(), ChainFacts()
@@ -130,7 +142,8 @@ def _store(home: Path, previous: VerifiedState | None = None, *, account_extract
                             keyring.trust_bundle(), report, facts)
     chain_problems = len(report.problems)
     facts.lake_floor = floor if floor is not None else facts.lake_floor
-    src = Sources(keyring.trust_bundle(), ExchangeSettings(home=home), manifest_files(layout.manifests, home),
+    src = Sources(keyring.trust_bundle(), ExchangeSettings(home=home, lake_data=lake_data),
+                  manifest_files(layout.manifests, home),
                   extract_dirs(layout.extracts), layout.landing if landing else None, previous,
                   account_extracts=account_extracts)
     state = verify_store(src, facts, report)
@@ -147,9 +160,10 @@ def _named(report: VerifyReport) -> list[dict[str, Any]]:
     return [problem_json(p) for p in report.problems]
 
 
-def _forge(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[Path, SignedManifest]:
-    """Edit the batch manifest and sign it again with the hub's own key."""
-    path = _manifest(home)
+def _forge(home: Path, edit: Callable[[dict[str, Any]], dict[str, Any]],
+          path: Path | None = None) -> tuple[Path, SignedManifest]:
+    """Edit the batch manifest (the one at `path`, else the only one) and sign it again with the hub's own key."""
+    path = path or _manifest(home)
     signed = read_manifest(path)
     manifest = type(signed.manifest).model_validate(edit(signed.manifest.model_dump(mode="json")))
     forged = sign_manifest(manifest, Keyring(home / "keys").signer())
@@ -489,3 +503,96 @@ def test_the_manifest_stream_hashes_local_lake_files_and_landing_copies_ahead(ho
     landing = {landing_dir(layout.landing, m.province, m.dataset, m.batch_id) / d.name for d in m.landing}
     lake = {Path(str(layout.lake_data) + "/" + f.name) for f in m.files}
     assert wanted == (landing if remote else landing | lake)
+
+
+# -- an object-storage lake: its files are hashed through the lake connection ------------------------------------
+
+
+def test_an_object_storage_lakes_files_are_hashed_through_the_lake_connection(home: Path) -> None:
+    # A data path that is a URL is read with DuckDB's read_blob over the lake connection (lake_files.digest), as an
+    # s3:// bucket is (tests/integration/test_scaleout_s3.py, against a real server). A file:// URL of the same
+    # folder takes that path without a server: verify opens no local path, DuckDB reads the URL as it reads a bucket.
+    m = read_manifest(_manifest(home)).manifest
+    url = f"file://{home}/lake/data/"
+    mine = {label(_manifest(home), home)} | {f"lake file {f.name}" for f in m.files}
+
+    report, _ = _store(home, lake_data=url)
+    # Only the manifest's own findings: the whole-lake listing (check_catalog) is another check, and DuckDB's glob
+    # answers a file:// pattern with plain paths, which that listing does not take for the data path's.
+    assert [p for p in _named(report) if p["item"] in mine] == [] and report.manifests == 1
+    assert report.files == len(m.files)  # each hashed, and found as the manifest says
+
+    f = m.files[0]
+    changed = bytearray((home / "lake" / "data" / f.name).read_bytes())
+    changed[len(changed) // 2] ^= 0x01
+    (home / "lake" / "data" / f.name).write_bytes(bytes(changed))
+    report, _ = _store(home, lake_data=url)
+    assert {"item": f"lake file {f.name}", "problem": f"content differs from {label(_manifest(home), home)} "
+            "(SHA-256 mismatch)", "expected": f.sha256, "found": sha256_hex(bytes(changed))} in _named(report)
+
+
+# -- a batch whose table spans two data files, and one whose deletions span two delete files ----------------------
+
+def _spanning_home(home: Path) -> None:
+    """Two Zhejiang batches: the first's e-licences in two data files, the second deleting one record of each file.
+
+    DuckLake starts a new data file past its target size, at a row-group boundary (512 MB and 122,880 rows by
+    default: a large province's batch); the lake's options shrink both so 2,300 records take two files.
+    """
+    sandbox = ZhejiangSandbox(home / "sandboxes" / "zhejiang")
+    sandbox.install()
+    sandbox.seed("e_license", generate("e_license", "zhejiang", 2300, seed=11, start=START, end=MID))
+    hub = sandbox_hub(home, sandbox)
+    with connect(hub.settings) as con:
+        con.execute(f"CALL {LAKE}.set_option('target_file_size', '1KB')")
+        con.execute(f"CALL {LAKE}.set_option('parquet_row_group_size', '2048')")
+    assert run_exchange("zhejiang", "e_license", START, MID, hub).status == "committed"
+    with connect(hub.settings, read_only=True) as con:
+        in_order = [k for (k,) in con.execute(f"SELECT license_id FROM {LAKE}.e_license ORDER BY rowid").fetchall()]
+    sandbox.delete("e_license", [in_order[0], in_order[-1]], DELETED)  # the first file's first, the last's last
+    assert run_exchange("zhejiang", "e_license", MID, END, hub).status == "committed"
+
+
+@pytest.fixture(scope="module")
+def spanning_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _cached("storecheck-spanning", _spanning_home, tmp_path_factory)
+
+
+@pytest.fixture
+def spanning(spanning_built: Path, tmp_path: Path) -> Path:
+    shutil.copytree(spanning_built, tmp_path / "home", symlinks=True)
+    return tmp_path / "home"
+
+
+def _in_commit_order(home: Path) -> list[Path]:
+    return sorted((home / "manifests").rglob("*.json"), key=lambda p: read_manifest(p).manifest.created_at)
+
+
+def test_a_table_spread_over_two_files_and_deletions_over_two_delete_files_verify(spanning: Path) -> None:
+    first, second = (read_manifest(p).manifest for p in _in_commit_order(spanning))
+    data = [f.rows for f in first.files if f.table == first.dataset]
+    deletes = [f.rows for f in second.files if f.kind == "delete"]
+    assert len(data) == 2 and sum(data) == first.counts.accepted  # what the checks below sum
+    assert deletes == [1, 1] and second.counts.deleted == 2
+    report, _ = _store(spanning)
+    assert report.problems == [] and report.manifests == 2
+    assert report.files == len(first.files) + len(second.files)
+
+
+def test_lake_rows_named_for_a_re_signed_manifest_are_those_of_every_file(spanning: Path) -> None:
+    path = _in_commit_order(spanning)[0]
+    path, forged = _forge(spanning, lambda m: {**m, "counts": {**m["counts"], "pulled": m["counts"]["pulled"] + 1,
+                                                               "accepted": m["counts"]["accepted"] + 1}}, path)
+    c = forged.manifest.counts
+    report, _ = _store(spanning)
+    assert {"item": label(path, spanning), "problem": "lake rows differ from the manifest's counts",
+            "expected": f"{c.accepted} accepted / {c.quarantined} quarantined",
+            "found": f"{c.accepted - 1} accepted / {c.quarantined} quarantined"} in _named(report)
+
+
+def test_deletions_named_for_a_re_signed_manifest_are_those_of_every_delete_file(spanning: Path) -> None:
+    path = _in_commit_order(spanning)[1]
+    path, _ = _forge(spanning, lambda m: {**m, "counts": {**m["counts"], "deleted": 3}}, path)
+    report, _ = _store(spanning)
+    assert {"item": label(path, spanning), "problem": "the lake's delete files differ from the manifest's deletions",
+            "expected": "3 deleted", "found": "2 deleted"} in _named(report)

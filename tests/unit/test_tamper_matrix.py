@@ -245,10 +245,16 @@ def test_an_extract_file_edited(home: Path) -> None:
 def test_a_signature_made_with_a_revoked_key_after_revocation(home: Path) -> None:
     keyring = Keyring(home / "keys")
     stolen = keyring.signer()
-    revoke(keyring, stolen.key_id, at=datetime.now(UTC) - timedelta(seconds=1), reason="key compromised")
-    entry = ProvenanceLog(home / "provenance").append(
+    log = ProvenanceLog(home / "provenance")
+    # Revoked after the home's own last entry (revoking at "now - 1 s" also revoked the entries the fixture
+    # had signed in that second, when it ran fast), and the forgery dated after the revocation.
+    last = log.head()
+    assert last is not None
+    revoked_at = last.at + timedelta(milliseconds=1)
+    revoke(keyring, stolen.key_id, at=revoked_at, reason="key compromised")
+    entry = log.append(
         stolen, Commit(snapshot_id=1, accepted=0, quarantined=0, manifest="forged.json"), actor="hub",
-        subject="forged", digests={"manifest": "0" * 64})
+        subject="forged", digests={"manifest": "0" * 64}, at=revoked_at + timedelta(seconds=1))
     report = verify_copy(home)
     assert_named(report, f"seq {entry.seq}", "revoked at")
 

@@ -85,10 +85,11 @@ PYTEST_PARALLEL = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder --durat
 test: install-test delta-sharing-client  ## the whole suite, slow scenarios included (what CI runs)
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
-# The quick loop is the in-process tests that each take under a second: no Airflow scenario (slow), no
-# loopback server (integration), none that tests/heavy.txt lists (tools/heavy_tests.py refreshes it from a run).
-test-fast: install-test delta-sharing-client  ## the quick loop: in-process tests under a second each
-	$(BIN)/pytest -m "not slow and not integration and not heavy" $(PYTEST_PARALLEL)
+# The quick loop is the unit and DAG tests that each take under a second: tests/e2e and tests/integration (real
+# Airflow runs, loopback servers, outside clients) are left to `make test`, and so are the tests that
+# tests/heavy.txt lists (tools/heavy_tests.py refreshes it from a whole run's JUnit report).
+test-fast: install-test delta-sharing-client  ## the quick loop: unit and DAG tests under a second each
+	$(BIN)/pytest tests/unit tests/dags -m "not slow and not heavy" $(PYTEST_PARALLEL)
 
 lint: $(TEST_STAMP) $(DATACONTRACT)
 	$(BIN)/ruff check .

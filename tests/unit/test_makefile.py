@@ -99,7 +99,7 @@ def test_ci_leaves_installing_to_the_makefile() -> None:
     assert "make test" in script
 
 
-QUICK = ["-m", "not", "slow", "and", "not", "integration", "and", "not", "heavy"]  # as the recorder splits it
+QUICK = ["tests/unit", "tests/dags", "-m", "not", "slow", "and", "not", "heavy"]  # as the recorder splits it
 
 
 @pytest.mark.parametrize(("target", "selection"), [("test", []), ("test-fast", QUICK)])

@@ -26,7 +26,14 @@ from exchange.errors import AccessDenied
 from exchange.hub import Hub
 from tests.integration.scaleout_servers import PG_HOST, PG_PORT, PG_USER, postgres_database, private_cluster
 from tests.unit.access_lake import DEP, clean_e_licenses, granted_hub, region_grant, seed_lake
-from tests.unit.test_access_warmer import COUNT, REPO, ROWS, _commit_elsewhere, _wait_for
+from tests.unit.test_access_warmer import (  # noqa: F401 - the file catalog's test, collected here too, runs
+    COUNT,  # with this module's `hub` (a PostgreSQL catalog)
+    REPO,
+    ROWS,
+    _commit_elsewhere,
+    _wait_for,
+    test_a_commit_from_another_process_is_warmed_and_the_next_query_needs_no_lake,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,28 +60,6 @@ def test_the_catalogs_snapshot_id_saves_the_attach_and_never_goes_stale(hub: Hub
         assert later.snapshot_id == fresh.snapshot_id > first.snapshot_id
         assert later.result_sha256 == fresh.result_sha256
     finally:
-        lake.close()
-        views.clear()
-
-
-def test_a_commit_from_another_process_is_warmed_and_the_next_query_needs_no_lake(hub: Hub) -> None:
-    lake, views = SharedLake(hub.settings), ViewCache()
-    warmer = SandboxWarmer(hub, lake, views, poll_seconds=0.02, settle_seconds=0.05)
-    warmer.start()
-    try:
-        before = query_for_department(hub, DEP, ROWS, lake=lake, views=views)
-        for seed in (11, 12):
-            _commit_elsewhere(hub, seed)
-            assert _wait_for(lambda: lake.changed() is False and warmer.caught_up()), "never warmed"
-        assert warmer.warmed == 2 and views.advanced == 2 and not warmer.errors
-        attaches = lake.attaches
-        warmed = query_for_department(hub, DEP, ROWS, lake=lake, views=views)
-        assert lake.attaches == attaches and views.builds == 3  # no attach, no build: the sandbox was ready
-        fresh = query_for_department(hub, DEP, ROWS)
-        assert warmed.snapshot_id == fresh.snapshot_id > before.snapshot_id
-        assert warmed.result_sha256 == fresh.result_sha256  # masked and filtered exactly as a fresh copy
-    finally:
-        warmer.stop()
         lake.close()
         views.clear()
 

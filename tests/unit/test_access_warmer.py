@@ -93,7 +93,7 @@ def test_a_commit_from_another_process_is_warmed_and_the_next_query_needs_no_lak
         for seed in (11, 12):
             _commit_elsewhere(hub, seed)
             assert _wait_for(lambda: lake.changed() is False and warmer.caught_up()), "never warmed"
-        assert warmer.warmed == 2 and views.advanced == 2
+        assert warmer.warmed == 2 and views.advanced == 2 and not warmer.errors
         attaches = lake.attaches
         warmed = query_for_department(hub, DEP, ROWS, lake=lake, views=views)
         assert lake.attaches == attaches and views.builds == 3  # no attach, no build: the sandbox was ready

@@ -16,6 +16,7 @@ Everything here is built with Arrow string kernels: no per-record Python.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TypeAlias
 
 import pyarrow as pa
@@ -75,36 +76,27 @@ def problem(field: str, where: Text, sent: Text, why: str | Text) -> Text:
     text for all rows or one per row. Only the rows where `where` holds are rendered (a few per cent of a
     batch, often none): rendering every value of a million-row column cost more than the rest of intake.
     """
-    mask = _mask(where)
-    if not pc.any(mask).as_py():
-        return pa.nulls(len(mask), pa.string())
-    why_picked = why if isinstance(why, str) else pc.filter(why, mask)
-    return _scatter(mask, _entries(field, json_literals(pc.filter(sent, mask)), why_picked))
+    return _flagged_entries(field, where, why, lambda mask: json_literals(pc.filter(sent, mask)))
 
 
 def problem_literal(field: str, where: Text, literal: Text, why: str | Text) -> Text:
     """Like :func:`problem`, with the value as sent already a JSON literal per row (e.g. ``[1,2]``)."""
-    mask = _mask(where)
+    return _flagged_entries(field, where, why, lambda mask: pc.filter(literal, mask))
+
+
+def _flagged_entries(field: str, where: Text, why: str | Text, literals: Callable[[pa.Array], Text]) -> Text:
+    """The entries of the rows where `where` holds, each with its literal (`literals` of the mask gives them for
+    those rows only, in order), at those rows; null elsewhere."""
+    mask = pc.fill_null(where, False)
+    mask = mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
     if not pc.any(mask).as_py():
         return pa.nulls(len(mask), pa.string())
-    why_picked = why if isinstance(why, str) else pc.filter(why, mask)
-    return _scatter(mask, _entries(field, pc.filter(literal, mask), why_picked))
-
-
-def _mask(where: Text) -> pa.Array:
-    mask = pc.fill_null(where, False)
-    return mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
-
-
-def _entries(field: str, literal: Text, why: str | Text) -> Text:
-    why_json = json.dumps(why, ensure_ascii=False) if isinstance(why, str) else json_string(why)
-    return pc.binary_join_element_wise(json.dumps(field) + ':{"sent":', literal, ',"problem":', why_json, "}", "")
-
-
-def _scatter(mask: pa.Array, entries: Text) -> pa.Array:
-    """`entries` (one per row where `mask` holds, in order) at those rows; null elsewhere."""
-    picked = entries.combine_chunks() if isinstance(entries, pa.ChunkedArray) else entries
-    return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, picked)
+    why_json = json.dumps(why, ensure_ascii=False) if isinstance(why, str) else json_string(pc.filter(why, mask))
+    entries = pc.binary_join_element_wise(
+        json.dumps(field) + ':{"sent":', literals(mask), ',"problem":', why_json, "}", ""
+    )
+    entries = entries.combine_chunks() if isinstance(entries, pa.ChunkedArray) else entries
+    return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, entries)
 
 
 def column(entries: list[Text], n: int) -> pa.Array:

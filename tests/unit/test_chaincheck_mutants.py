@@ -15,6 +15,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,14 @@ class Chain:
         path = write_archive(self.log, self.signer, self.home, lake_snapshot=None, manifests=0)
         assert path is not None
         return path
+
+    def resumed_at(self, index: int, **extra: Any) -> VerifiedState:
+        """What an earlier verify recorded when the log's entry `index` was its head and checkpoint."""
+        entry = self.log.read()[index]
+        offset = [pos for _, pos, _ in self.log.lines()][index]
+        return VerifiedState(verified_at=entry.at, head_seq=entry.seq, head_hash=entry.entry_hash,
+                             checkpoint_seq=entry.seq, checkpoint_hash=entry.entry_hash, checkpoint_offset=offset,
+                             checkpoint_line=index + 1, **extra)
 
     def checked(self, start: VerifiedState | None = None) -> tuple[VerifyReport, ChainFacts, LogCheck]:
         report, facts = VerifyReport(), ChainFacts()
@@ -227,11 +236,8 @@ def test_archives_verified_before_are_skipped_by_their_header_digest(archived: C
 
 def test_a_resumed_verify_starts_at_the_checkpoint_and_reads_only_what_follows(archived: Chain) -> None:
     entries = archived.log.read()
-    offsets = [pos for _, pos, _ in archived.log.lines()]
-    checkpoint = entries[6]  # archive 2's closing checkpoint, seq 7
-    state = VerifiedState(verified_at=checkpoint.at, head_seq=7, head_hash=checkpoint.entry_hash,
-                          checkpoint_seq=7, checkpoint_hash=checkpoint.entry_hash, checkpoint_offset=offsets[6],
-                          checkpoint_line=7)
+    state = archived.resumed_at(6)  # archive 2's closing checkpoint, seq 7
+    assert state.checkpoint_seq == 7
     report, facts = VerifyReport(), ChainFacts()
     chain = verify_log(archived.log, archived.bundle, report, facts, state)
     assert report.problems == [] and report.entries == 1  # seq 8 only
@@ -243,22 +249,18 @@ def test_a_resumed_verify_starts_at_the_checkpoint_and_reads_only_what_follows(a
     verify_log(archived.log, archived.bundle, report, ChainFacts(), changed)
     assert [problem_json(p) for p in report.problems] == [{
         "item": "provenance entry log.jsonl:7", "problem": "the last verified checkpoint is gone or changed",
-        "expected": f"seq 7 {'e' * 64}", "found": f"seq 7 {checkpoint.entry_hash}"}]
+        "expected": f"seq 7 {'e' * 64}", "found": f"seq 7 {entries[6].entry_hash}"}]
     assert report.entries == 0
 
 
 def test_a_resumed_verify_whose_checkpoint_line_is_no_entry_is_named(archived: Chain) -> None:
-    entries = archived.log.read()
-    offsets = [pos for _, pos, _ in archived.log.lines()]
-    state = VerifiedState(verified_at=entries[6].at, head_seq=7, head_hash=entries[6].entry_hash,
-                          checkpoint_seq=7, checkpoint_hash=entries[6].entry_hash, checkpoint_offset=offsets[6],
-                          checkpoint_line=7)
+    state = archived.resumed_at(6)  # seq 7
     _rewrite(archived, lambda lines: [*lines[:6], "{not json", *lines[7:]])
     report = VerifyReport()
     verify_log(archived.log, archived.bundle, report, ChainFacts(), state)
     assert [problem_json(p) for p in report.problems] == [{
         "item": "provenance entry log.jsonl:7", "problem": "the last verified checkpoint is gone or changed",
-        "expected": f"seq 7 {entries[6].entry_hash}", "found": "no entry"}]
+        "expected": f"seq 7 {state.checkpoint_hash}", "found": "no entry"}]
 
 
 # -- a truncated log and the archives that hold what was cut -------------------------------------------------
@@ -369,11 +371,8 @@ def test_an_incremental_verify_after_a_new_cut_rereads_the_log_from_its_start(tr
 
 
 def test_an_incremental_verify_of_the_same_cut_resumes_at_its_checkpoint(truncated: Chain) -> None:
-    entries = truncated.log.read()
-    offsets = [pos for _, pos, _ in truncated.log.lines()]
-    state = VerifiedState(verified_at=entries[0].at, head_seq=7, head_hash=entries[0].entry_hash,
-                          checkpoint_seq=7, checkpoint_hash=entries[0].entry_hash, checkpoint_offset=offsets[0],
-                          checkpoint_line=1, log_first_seq=7)
+    state = truncated.resumed_at(0, log_first_seq=7)
+    assert state.checkpoint_seq == 7  # the cut log's first entry
     report, _, got = truncated.checked(state)
     assert report.problems == [] and got.first_seq == 7
     # resumed: the truncate entry's check is not repeated, and only what follows the checkpoint is read

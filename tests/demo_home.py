@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 class DemoHome:
     home: Path  # the shared original: copy it (copy_home) before anything runs against it
     stdout: str  # what `exchange demo` printed
+    built: datetime  # when the demo finished: its runs are the windows due by then, later windows are new runs
 
 
 def anchor_of(home: Path) -> Path:
@@ -80,7 +82,7 @@ def shared_demo_home(tmp_path_factory: pytest.TempPathFactory) -> DemoHome:
                 failed.write_text(message)
                 pytest.fail(message)
             done.write_text(out.stdout)
-    return DemoHome(home, done.read_text())
+    return DemoHome(home, done.read_text(), datetime.fromtimestamp(done.stat().st_mtime, UTC))
 
 
 def copy_home(home: Path, into: Path) -> Path:

@@ -156,6 +156,12 @@ def _reports_app() -> Any:
 
 class _Listener:
     @hookimpl
+    def on_starting(self, component: Any) -> None:
+        from exchange.airflow.preload import on_scheduler_start
+
+        on_scheduler_start()
+
+    @hookimpl
     def on_dag_run_success(self, dag_run: Any, msg: str) -> None:
         on_dag_run_success(dag_run, msg)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exchange.airflow.preload import TASK_MODULES
 from tests.integration.airflow_deployment import Deployment, seed_jiangsu
 from tests.integration.airflow_deployment import lake_batches as _lake_batches
 from tests.integration.airflow_deployment import recent_window as _recent_window
@@ -39,3 +40,6 @@ def test_a_triggered_province_dag_runs_on_a_real_scheduler(deployment: Deploymen
         counts = b["counts"]
         assert counts["pulled"] == 600 and counts["pulled"] == counts["accepted"] + counts["quarantined"]
     _verify(deployment.env)
+    # The scheduler imported what the tasks import once, before forking its workers (exchange/airflow/preload.py).
+    log = (deployment.tmp / "scheduler.log").read_text(errors="replace")
+    assert f"preloaded {len(TASK_MODULES)} task modules for the LocalExecutor's forks" in log

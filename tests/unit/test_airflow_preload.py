@@ -1,0 +1,62 @@
+"""The scheduler preloads what the tasks import, so every LocalExecutor fork inherits it (exchange/airflow/preload.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exchange.airflow.preload import TASK_MODULES, preload, preloads
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_FILES = ("exchange/airflow/factory.py", "exchange/airflow/operations.py", "exchange/airflow/sharing.py")
+
+
+def _imported_inside_functions(path: Path) -> set[str]:
+    """The hub's modules a file imports inside its functions: what its tasks import when they run."""
+    names = set()
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in {
+                        "exchange", "adapters"}:
+                    names.add(node.module)
+    return names
+
+
+def test_only_a_local_executors_scheduler_preloads() -> None:
+    assert preloads(["airflow", "scheduler"], "LocalExecutor")
+    assert preloads(["/venv/bin/airflow", "scheduler", "--pid", "x"], "airflow.executors.local_executor.LocalExecutor")
+    assert not preloads(["airflow", "scheduler"], "CeleryExecutor")
+    for component in ("dag-processor", "api-server", "triggerer", "celery", "tasks"):
+        assert not preloads(["airflow", component], "LocalExecutor")
+    assert not preloads(["airflow"], "LocalExecutor")
+
+
+def test_the_preload_covers_every_module_a_task_imports() -> None:
+    # A fresh interpreter: this one has imported most of the hub already.
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, sys\nfrom exchange.airflow.preload import preload\n"
+         "failed = preload()\nprint(json.dumps({'failed': failed, 'modules': sorted(sys.modules)}))"],
+        capture_output=True, text=True, cwd=REPO, check=True, timeout=300)
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    assert loaded["failed"] == []
+    wanted = set().union(*(_imported_inside_functions(REPO / f) for f in TASK_FILES))
+    assert wanted and wanted <= set(loaded["modules"]), sorted(wanted - set(loaded["modules"]))
+    # The heavy libraries the tasks use are what makes the preload worth it.
+    assert {"duckdb", "pyarrow", "great_expectations"} <= set(loaded["modules"])
+
+
+def test_a_module_that_fails_to_import_is_left_to_the_task(caplog: pytest.LogCaptureFixture) -> None:
+    assert preload(("json", "exchange.no_such_module")) == ["exchange.no_such_module"]
+    assert "exchange.no_such_module" in caplog.text and "each task imports it itself" in caplog.text
+
+
+def test_the_listed_modules_exist() -> None:
+    assert len(set(TASK_MODULES)) == len(TASK_MODULES)
+    assert preload(TASK_MODULES) == []

@@ -80,6 +80,8 @@ def celery_env(broker_url: str, result_backend: str, *, concurrency: int | None 
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
         "AIRFLOW__CELERY__RESULT_BACKEND": backend,
+        # Airflow's configuration, and the worker imports the hub's task modules once, before it forks its pool.
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "exchange.airflow.celery_config.CELERY_CONFIG",
     }
     if concurrency is not None:
         env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(concurrency)

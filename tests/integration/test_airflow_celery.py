@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from exchange.airflow.env import celery_env
+from exchange.airflow.preload import TASK_MODULES
 from tests.integration.airflow_deployment import (
     Deployment,
     deployed,
@@ -156,3 +157,6 @@ def test_a_province_dag_runs_on_a_celery_worker(celery_deployment: tuple[Deploym
         assert isinstance(counts, dict)
         assert counts["pulled"] == 600 and counts["pulled"] == counts["accepted"] + counts["quarantined"]
     verify(dep.env)
+    # The worker imported what the tasks import once, before forking its pool (exchange/airflow/celery_config.py).
+    worker_log = (dep.tmp / "celery-worker.log").read_text(errors="replace")
+    assert f"preloaded {len(TASK_MODULES)} task modules for the Celery worker pool's forks" in worker_log

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -60,3 +61,18 @@ def test_a_module_that_fails_to_import_is_left_to_the_task(caplog: pytest.LogCap
 def test_the_listed_modules_exist() -> None:
     assert len(set(TASK_MODULES)) == len(TASK_MODULES)
     assert preload(TASK_MODULES) == []
+
+
+def test_a_celery_worker_preloads_before_its_pool_with_airflows_configuration_unchanged() -> None:
+    pytest.importorskip("airflow.providers.celery", reason="the celery extra is not installed")
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+    from celery.signals import import_modules
+
+    from exchange.airflow import celery_config
+    from exchange.airflow.env import celery_env
+
+    option = celery_env("redis://127.0.0.1:6379/0", "postgresql://db/airflow")["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+    module, _, name = option.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is DEFAULT_CELERY_CONFIG
+    # The signal a worker sends in its main process before it forks the pool.
+    assert any(receiver is celery_config._preload for _, receiver in import_modules.receivers)

@@ -154,12 +154,14 @@ def run(
     from adapters.base import Window
     from exchange.datasets import dataset as known_dataset
     from exchange.datasets import province as known_province
-    from exchange.pipeline import run_exchange
 
-    # Checked here, before a hub is opened or anything is written under EXCHANGE_HOME.
+    # Checked here, before a hub is opened or anything is written under EXCHANGE_HOME (and before the pipeline
+    # is imported: a mistyped option is answered at once).
     known_province(province)
     known_dataset(dataset)
     window = Window(start, end)
+    from exchange.pipeline import run_exchange
+
     console.print_json(run_exchange(province, dataset, start, end, _hub()).model_dump_json())
     from exchange.airflow.local_runs import after_hand_run
     from exchange.config import Layout, settings
@@ -197,10 +199,11 @@ def quarantine_list(
     "re-checked in" it (that replay's row is the one to act on). Derived from the lake alone.
     """
     from exchange.datasets import province as known_province
-    from exchange.replay import quarantine_status
 
     if province is not None:
         known_province(province)
+    from exchange.replay import quarantine_status
+
     rows = quarantine_status(_hub().settings, province=province, include_closed=not open_only, limit=limit)
     table = Table("batch", "record", "rule", "reason", "status")
     for row in rows:

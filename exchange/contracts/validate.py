@@ -16,21 +16,16 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from great_expectations.core.expectation_validation_result import (
-    ExpectationSuiteValidationResult,
-    ExpectationValidationResult,
-)
 
 from exchange import intake
 from exchange.contracts import rules as rule_predicates
-from exchange.contracts.expectations import CUSTOM_EXPECTATIONS, Captured, capture_key, capturing
 from exchange.contracts.model import (
     REASON_SEPARATOR,
     RULE_ID_SEPARATOR,
@@ -45,10 +40,21 @@ from exchange.contracts.reference import (
     parameter_of,
     resolve_lake_parameters,
 )
-from exchange.contracts.suite import RULE_ID_META, compiled, gx_lock
 from exchange.datasets import PROVINCES
 from exchange.datasets import dataset as canonical_dataset
 from exchange.errors import InternalError
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+
+    from exchange.contracts.expectations import Captured
+
+# Great Expectations (suite.py, expectations.py) is imported by the functions that run it, not with this
+# module: the reports, masking, replay listings and the CLI use its helpers (reason_text, display_values, ...)
+# and would otherwise pay GX's import, about 5 CPU-seconds, to print a line.
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -166,6 +172,8 @@ def validate(
     is held (quarantined share above ``contract.batch_hold_threshold``). Raises BatchSchemaError when
     the table lacks canonical columns and ValidationMismatchError if GX and a predicate disagree.
     """
+    from exchange.contracts.expectations import CUSTOM_EXPECTATIONS, capturing
+
     if province not in PROVINCES:
         raise ValueError(f"unknown province {province!r}; known: {', '.join(PROVINCES)}")
     data, as_sent = split_as_sent(conform(table, contract))
@@ -235,6 +243,8 @@ def captured_mask(rule: Rule, kwargs: dict[str, Any], seen: Captured, data: pa.T
 
     Computed afresh where GX did not evaluate the condition (it raised: reconcile() then reports that).
     """
+    from exchange.contracts.expectations import capture_key
+
     params = {k: v for k, v in kwargs.items() if k != "column"}
     found = seen.get(capture_key(rule.expectation, str(kwargs.get("column")), params))
     if found is None:
@@ -388,6 +398,8 @@ def run_gx(
     data: pa.Table, contract: Contract, parameters: dict[str, Any]
 ) -> ExpectationSuiteValidationResult:
     """Run the contract's GX suite on the whole table (one batch) and return GX's suite result."""
+    from exchange.contracts.suite import compiled, gx_lock
+
     frame = data.to_pandas(types_mapper=_pandas_type)
     entry = compiled(contract)
     with gx_lock():
@@ -414,6 +426,8 @@ def reconcile(
     contract: Contract, gx_result: ExpectationSuiteValidationResult, masks: dict[str, rule_predicates.Mask]
 ) -> list[RuleOutcome]:
     """Per-rule outcomes in contract order; raise if GX could not run a rule or contradicts its predicate."""
+    from exchange.contracts.suite import RULE_ID_META
+
     by_rule: dict[str, ExpectationValidationResult] = {}
     for result in gx_result.results:
         meta = result.expectation_config.meta if result.expectation_config else None

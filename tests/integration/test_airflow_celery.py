@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -115,18 +114,6 @@ def _task_instances(dep: Deployment) -> list[dict[str, object]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
-def _settled_task_instances(dep: Deployment, timeout: float = 120) -> list[dict[str, object]]:
-    """The task instances once Celery has recorded how each sent task ended. Airflow learns a task's state from
-    the task process (execution API) before the worker's Celery task returns and stores its result, so a run
-    can be `success` while its last task's Celery status still says STARTED."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tis = _task_instances(dep)
-        if time.monotonic() > deadline or not [ti for ti in tis if ti["celery_status"] in {"PENDING", "STARTED"}]:
-            return tis
-        time.sleep(1)
-
-
 def _task_log(dep: Deployment, ti: dict[str, object]) -> str:
     base = dep.env["AIRFLOW__API__BASE_URL"]
     url = (f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{quote(str(ti['run_id']), safe='')}/taskInstances/"
@@ -146,7 +133,11 @@ def test_a_province_dag_runs_on_a_celery_worker(celery_deployment: tuple[Deploym
     runs = dep.wait_for(DAG_ID, {"success", "failed"}, timeout=420)
     assert {r["state"] for r in runs} == {"success"}, f"{runs}\n{dep.logs()}"
 
-    tis = _settled_task_instances(dep)
+    # Airflow learns a task's state from the task process (execution API) before the worker's Celery task returns
+    # and stores its result: a run can be `success` while its last task's Celery status still says STARTED.
+    dep.wait_until("Celery's result of every task it ran", lambda: not [
+        ti for ti in _task_instances(dep) if ti["celery_status"] in {"PENDING", "STARTED"}], timeout=120, poll=1)
+    tis = _task_instances(dep)
     ran = [ti for ti in tis if ti["state"] == "success"]
     assert ran and all(ti["state"] in {"success", "skipped"} for ti in tis), tis
     for ti in ran:

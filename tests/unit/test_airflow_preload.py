@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ast
 import importlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exchange.airflow.preload import TASK_MODULES, preload, preloads
+from tests.unit.test_import_cost import modules_after
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_FILES = ("exchange/airflow/factory.py", "exchange/airflow/operations.py", "exchange/airflow/sharing.py")
@@ -38,18 +36,13 @@ def test_only_a_local_executors_scheduler_preloads() -> None:
     assert not preloads(["airflow"], "LocalExecutor")
 
 
-def test_the_preload_covers_every_module_a_task_imports() -> None:
-    # A fresh interpreter: this one has imported most of the hub already.
-    out = subprocess.run(
-        [sys.executable, "-c", "import json, sys\nfrom exchange.airflow.preload import preload\n"
-         "failed = preload()\nprint(json.dumps({'failed': failed, 'modules': sorted(sys.modules)}))"],
-        capture_output=True, text=True, cwd=REPO, check=True, timeout=300)
-    loaded = json.loads(out.stdout.splitlines()[-1])
-    assert loaded["failed"] == [] and len(set(TASK_MODULES)) == len(TASK_MODULES)
+def test_the_preload_covers_every_module_a_task_imports(tmp_path: Path) -> None:
+    loaded = modules_after("from exchange.airflow.preload import preload\nassert preload() == []", tmp_path)
+    assert len(set(TASK_MODULES)) == len(TASK_MODULES)
     wanted = set().union(*(_imported_inside_functions(REPO / f) for f in TASK_FILES))
-    assert wanted and wanted <= set(loaded["modules"]), sorted(wanted - set(loaded["modules"]))
+    assert wanted and wanted <= loaded, sorted(wanted - loaded)
     # The heavy libraries the tasks use are what makes the preload worth it.
-    assert {"duckdb", "pyarrow", "great_expectations"} <= set(loaded["modules"])
+    assert {"duckdb", "pyarrow", "great_expectations"} <= loaded
 
 
 def test_a_module_that_fails_to_import_is_left_to_the_task(caplog: pytest.LogCaptureFixture) -> None:

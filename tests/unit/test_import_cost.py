@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _modules_after(code: str, tmp_path: Path) -> set[str]:
+def modules_after(code: str, tmp_path: Path) -> set[str]:
     """sys.modules after `code` ran in a fresh interpreter (this one has imported everything already)."""
     script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     env = {"PATH": "/usr/bin:/bin", "EXCHANGE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
@@ -24,7 +24,7 @@ def _modules_after(code: str, tmp_path: Path) -> set[str]:
 
 
 def test_the_stages_helpers_and_reports_do_not_import_great_expectations(tmp_path: Path) -> None:
-    loaded = _modules_after("import exchange.pipeline, exchange.replay, exchange.report.masked, "
+    loaded = modules_after("import exchange.pipeline, exchange.replay, exchange.report.masked, "
                             "exchange.report.office, exchange.report.rejections, exchange.contracts.validate",
                             tmp_path)
     assert "exchange.contracts.validate" in loaded
@@ -39,7 +39,7 @@ def test_the_stages_helpers_and_reports_do_not_import_great_expectations(tmp_pat
     ["quarantine", "list", "--province", "hubei"],
 ])
 def test_a_mistyped_option_is_answered_before_the_pipeline_is_imported(argv: list[str], tmp_path: Path) -> None:
-    loaded = _modules_after(f"from exchange.cli import app\ntry:\n    app({argv!r})\nexcept SystemExit:\n    pass",
+    loaded = modules_after(f"from exchange.cli import app\ntry:\n    app({argv!r})\nexcept SystemExit:\n    pass",
                             tmp_path)
     assert "exchange.cli" in loaded
     assert not loaded & {"exchange.pipeline", "exchange.replay", "great_expectations"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -70,8 +71,9 @@ CPU_LOG = os.environ.get("EXCHANGE_TEST_CPU_LOG")  # a file: append each test's 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, None]:
     """With EXCHANGE_TEST_CPU_LOG set, log the CPU time each test took (setup to teardown, this process and the
-    children it waited for, e.g. `exchange` subprocesses and Airflow components): `make test` is CPU-bound on
-    two cores, so CPU seconds, not wall seconds, say which tests to make cheaper (BENCHMARKS.md, issue 20)."""
+    children it waited for, e.g. `exchange` subprocesses and Airflow components), when it started and ended (epoch
+    seconds) and on which xdist worker: CPU seconds say which tests to make cheaper, the timeline what a run's
+    wall time waits on (BENCHMARKS.md, issue 20)."""
     if not CPU_LOG:
         yield
         return
@@ -81,10 +83,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    before = used()
+    before, started = used(), time.time()
     yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(CPU_LOG, "a", encoding="utf-8") as log:  # one short line per write: workers' lines do not mix
-        log.write(f"{used() - before:.2f}\t{item.nodeid}\n")
+        log.write(f"{used() - before:.2f}\t{started:.1f}\t{time.time():.1f}\t{worker}\t{item.nodeid}\n")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -63,15 +63,20 @@ def test_the_listed_tests_are_marked_heavy(pytester: pytest.Pytester, monkeypatc
 
 def test_each_tests_cpu_time_is_logged_when_asked(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
-    """EXCHANGE_TEST_CPU_LOG: one line per test, its CPU seconds (children it waited for included) and node id."""
+    """EXCHANGE_TEST_CPU_LOG: one line per test, its CPU seconds (children it waited for included), wall start and
+    end, worker and node id."""
     log = tmp_path / "cpu.log"
     monkeypatch.setattr(conftest, "CPU_LOG", str(log))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test may itself run on a worker
     pytester.makeconftest("from tests.conftest import pytest_runtest_protocol  # noqa: F401\n")
     pytester.makepyfile(test_two="import subprocess, sys\n\n"
                                  "def test_child():\n"
                                  "    subprocess.run([sys.executable, '-c', 'sum(range(3_000_000))'], check=True)\n\n"
                                  "def test_idle():\n    pass\n")
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
-    seconds = {node: float(cpu) for cpu, node in (line.split("\t") for line in log.read_text().splitlines())}
+    lines = [line.split("\t") for line in log.read_text().splitlines()]
+    seconds = {node: float(cpu) for cpu, _, _, _, node in lines}
     assert set(seconds) == {"test_two.py::test_child", "test_two.py::test_idle"}
     assert seconds["test_two.py::test_child"] > seconds["test_two.py::test_idle"]
+    (_, start_1, end_1, worker, _), (_, start_2, _, _, _) = lines
+    assert float(start_1) <= float(end_1) <= float(start_2) and worker == "main"

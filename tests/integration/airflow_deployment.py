@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.hubs import pin_root
 from tests.integration.servers import require_server
@@ -53,6 +54,7 @@ class Deployment:
     env: dict[str, str]
     db: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    token: str = ""
 
     def airflow(self, *args: str, timeout: int = 180) -> str:
         out = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True,
@@ -76,6 +78,31 @@ class Deployment:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the api-server's REST API as an admin (every user is one here), once it answers: milliseconds of
+        the server's time, where each `airflow` CLI call imports Airflow in a new process (5-8 CPU-s)."""
+        import httpx
+
+        base = self.env["AIRFLOW__API__BASE_URL"]
+        if not self.token:
+            self.wait_until("the api-server", lambda: _answers(base), timeout=300, poll=0.5)
+            self.token = httpx.get(f"{base}/auth/token", timeout=30).json()["access_token"]
+        response = httpx.request(method, base + path, headers={"Authorization": f"Bearer {self.token}"},
+                                 timeout=60, **kwargs)
+        assert response.is_success, f"{method} {path}: {response.status_code} {response.text[:1000]}"
+        return response.json() if response.content else None
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def commit_slots(self, slots: int, description: str = "lake commits", create: bool = False) -> None:
+        """Set (or `create`) the lake_commits pool, which commit tasks wait on."""
+        body = {"slots": slots, "description": description, "include_deferred": False}
+        if create:
+            self.api("POST", "/api/v2/pools", json={"name": "lake_commits", **body})
+        else:
+            self.api("PATCH", "/api/v2/pools/lake_commits", json={"pool": "lake_commits", **body})
 
     # The tests poll runs, task states and parsing from the metadata DB directly: milliseconds of the server's
     # time, where each `airflow dags list-runs` / `dags list` starts a Python process that imports Airflow (5-8 s
@@ -169,9 +196,10 @@ def deployed(tmp: Path, overrides: Mapping[str, str] | None = None,
     dep = Deployment(tmp, {**deployment_env(tmp, db), **(overrides or {})}, db)
     try:
         dep.airflow("db", "migrate", timeout=300)
-        dep.airflow("pools", "set", "lake_commits", "1", "lake commits")  # commit tasks wait on this pool
         for name in components:
             dep.start(name)
+        if "api-server" in components:  # DAGs are paused at creation: no commit task runs before this
+            dep.commit_slots(1, create=True)
         yield dep
     finally:
         for name in list(dep.procs):
@@ -188,6 +216,15 @@ def seed_jiangsu(home: Path, start: datetime, end: datetime, n: int = 600) -> No
     sandbox = sandbox_for("jiangsu", Layout(home).ensure().sandboxes / "jiangsu")
     for dataset in ("e_license", "enterprise_registration"):
         sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=5, start=start, end=end))
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def wait_parsed(dep: Deployment, dag_id: str, timeout: float = 180) -> None:

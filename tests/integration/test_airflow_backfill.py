@@ -42,7 +42,7 @@ def test_backfill_yields_the_lake_scheduled_runs_would_have(deployment: Deployme
     # Backfills run only for unpaused DAGs; unpausing first schedules the latest interval, which finds the
     # province's drop still empty and commits nothing.
     (home / "sandboxes" / "jiangsu" / "drop").mkdir(parents=True)
-    deployment.airflow("dags", "unpause", dag_id)
+    deployment.unpause(dag_id)
     deployment.wait_for(dag_id, {"success", "failed"}, timeout=300)
     seed_jiangsu(home, start, end, n=1200)
     deployment.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", "2026-11-10",

@@ -93,6 +93,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[tuple[Deployment, str, str]]:
                                       queue=queue))
             for name in ("api-server", "scheduler", "dag-processor"):
                 dep.start(name)
+            dep.commit_slots(1, create=True)
             worker_env = {k: v for k, v in dep.env.items() if not k.startswith("AIRFLOW__DATABASE__")}
             worker_env["AIRFLOW_HOME"] = str(tmp_path / "worker-airflow")
             # airflow.cfg's WARNING leaves a successful task's log empty; INFO gives the api-server one to fetch.
@@ -128,8 +129,8 @@ def test_a_province_dag_runs_on_a_celery_worker(celery_deployment: tuple[Deploym
     home = Path(dep.env["EXCHANGE_HOME"])
     seed_jiangsu(home, *recent_window())
     wait_parsed(dep, DAG_ID)
-    dep.airflow("dags", "unpause", DAG_ID)
-    dep.airflow("dags", "trigger", DAG_ID, "--logical-date", datetime.now(UTC).isoformat())
+    dep.unpause(DAG_ID)
+    dep.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": datetime.now(UTC).isoformat()})
     runs = dep.wait_for(DAG_ID, {"success", "failed"}, timeout=420)
     assert {r["state"] for r in runs} == {"success"}, f"{runs}\n{dep.logs()}"
 

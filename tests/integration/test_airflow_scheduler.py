@@ -28,7 +28,7 @@ def test_a_triggered_province_dag_runs_on_a_real_scheduler(deployment: Deploymen
     dag_id = "exchange_jiangsu"
     seed_jiangsu(Path(deployment.env["EXCHANGE_HOME"]), *_recent_window())
     _wait_parsed(deployment, dag_id)
-    deployment.airflow("dags", "unpause", dag_id)
+    deployment.unpause(dag_id)
     deployment.airflow("dags", "trigger", dag_id, "--logical-date", datetime.now(UTC).isoformat())
     runs = deployment.wait_for(dag_id, {"success", "failed"}, timeout=420)
     assert {r["state"] for r in runs} == {"success"}, runs

@@ -21,7 +21,7 @@ def test_a_scheduler_killed_mid_run_resumes_without_duplicates(deployment: Deplo
     dag_id = "exchange_jiangsu"
     seed_jiangsu(Path(deployment.env["EXCHANGE_HOME"]), *_recent_window(), n=3000)
     _wait_parsed(deployment, dag_id)
-    deployment.airflow("dags", "unpause", dag_id)
+    deployment.unpause(dag_id)
     # Evidence first: a task instance of the run is executing right now (read from the metadata DB, polled
     # every 50 ms), and only then the kill; the states seen at that moment are kept to check the claim.
     seen: dict[tuple[str, str], str] = {}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 EXCHANGE = Path(sys.executable).with_name("exchange")
-QUIET_SECONDS = 40  # two dag-processor passes and many scheduler loops: time enough to make a false run
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -45,6 +44,36 @@ def _exchange(home: Path, *args: str, timeout: int = 900) -> subprocess.Complete
                           cwd=home.parent)
 
 
+def scheduler_settled(client: httpx.Client, dag_ids: Iterable[str], since: datetime,
+                      timeout: float = 300) -> dict[str, dict[str, Any]]:
+    """Wait for evidence, not for time, that the scheduler has made every run it was going to make of `dag_ids`:
+    each DAG parsed after `since` (its next window computed from the runs as they are by then), then two scheduler
+    heartbeats after the last of those parses. The scheduler heartbeats at the end of a loop that creates the
+    runs due and handles missed deadlines, so the loop ended by the second heartbeat ran entirely after the parse.
+    Returns each DAG's details as the API shows them (next_dagrun_* fields); `timeout` is a hang guard."""
+    deadline, wanted = time.monotonic() + timeout, tuple(dag_ids)
+    dags: dict[str, dict[str, Any]] = {}
+    parsed: datetime | None = None
+    first_beat: datetime | None = None
+    while time.monotonic() < deadline:
+        if parsed is None:
+            found = {d: client.get(f"/api/v2/dags/{d}") for d in wanted}
+            dags = {d: r.json() for d, r in found.items() if r.status_code == 200}  # 404 until first parsed
+            stamps = [datetime.fromisoformat(d["last_parsed_time"]) for d in dags.values() if d["last_parsed_time"]]
+            if len(stamps) == len(wanted) and min(stamps) > since:
+                parsed = max(stamps)
+        else:
+            jobs = client.get("/api/v2/jobs", params={"job_type": "SchedulerJob", "is_alive": True}).json()["jobs"]
+            beat = max((datetime.fromisoformat(j["latest_heartbeat"]) for j in jobs), default=None)
+            if beat is not None and beat > parsed:
+                if first_beat is not None and beat > first_beat:
+                    return dags
+                first_beat = first_beat or beat
+        time.sleep(0.5)
+    raise AssertionError(f"the scheduler did not settle within {timeout}s: parsed {parsed}, heartbeat {first_beat}, "
+                         f"{ {d: v.get('last_parsed_time') for d, v in dags.items()} }")
+
+
 @dataclass
 class Ui:
     home: Path
@@ -53,6 +82,7 @@ class Ui:
     token: str
     printed: str
     demo_built: datetime
+    launched: datetime  # when `exchange airflow up` was called
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.client.get(path, params=params)
@@ -64,6 +94,7 @@ class Ui:
 def ui(shared_demo: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     # `airflow up` writes into the home (its DB, logs, password file): a copy, never the run's shared original.
     home = copy_home(shared_demo.home, tmp_path_factory.mktemp("office"))
+    launched = datetime.now(UTC)
     up = _exchange(home, "airflow", "up", "--port", str(free_port()), timeout=400)
     try:
         # The Airflow started is the copy's, not the original's the copy was made from.
@@ -81,7 +112,7 @@ def ui(shared_demo: DemoHome, tmp_path_factory: pytest.TempPathFactory) -> Itera
         token = httpx.post(f"{url[1]}/auth/token", json={"username": "admin", "password": login["admin"]},
                            timeout=30).json()["access_token"]
         with httpx.Client(base_url=url[1], headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
-            yield Ui(home, url[1], client, token, up.stdout, shared_demo.built)
+            yield Ui(home, url[1], client, token, up.stdout, shared_demo.built, launched)
     finally:
         down = _exchange(home, "airflow", "down", timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
@@ -148,7 +179,12 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
     assert extras and all({"batch_id", "snapshot_id", "counts", "manifest_sha256"} <= set(x) for x in extras)
 
     # No false alarms: the scheduler treats the demo's runs as the windows' runs and waits for the next ones.
-    time.sleep(QUIET_SECONDS)
+    settled = scheduler_settled(ui.client, (f"exchange_{p}" for p in (*PROVINCES, "audit", "sharing")), ui.launched)
+    for province in PROVINCES:  # each province's next window is after the one the demo ran
+        demo_run = next(r for r in _runs(ui, f"exchange_{province}")
+                        if datetime.fromisoformat(r["run_after"]) <= ui.demo_built)
+        next_start = settled[f"exchange_{province}"]["next_dagrun_data_interval_start"]
+        assert datetime.fromisoformat(next_start) >= datetime.fromisoformat(demo_run["data_interval_end"]), province
     after = _runs_due_by(ui, started)  # e.g. the nightly audit falls due at 20:00 UTC while the test may run
     assert after == before
     # A window that came due between the demo's build and now (the sharing DAG's 08:00 Shanghai, the nightly

@@ -15,7 +15,7 @@ from tests.integration.airflow_deployment import wait_parsed as _wait_parsed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DUE_AFTER = 20  # seconds from the trigger to the deadline: a REST call and a scheduler loop, with room for load
+DUE_AFTER = 20  # seconds from the trigger to the deadline (doubled on a machine too slow to trigger in time)
 
 
 def test_a_run_still_in_flight_at_its_deadline_raises_the_alert(deployment: Deployment) -> None:
@@ -23,8 +23,8 @@ def test_a_run_still_in_flight_at_its_deadline_raises_the_alert(deployment: Depl
 
     The run is held in flight by giving the commit pool no slot; it is triggered through the REST API with a
     data interval whose end is chosen so that its deadline (interval end + 2h) falls `DUE_AFTER` seconds after
-    the trigger. The scheduler notices the miss, the executor runs the hub's callback, and the alert names the
-    run. Then the pool opens and the run finishes as usual.
+    the trigger, once the run exists. The scheduler notices the miss, the executor runs the hub's callback, and
+    the alert names the run. Then the pool opens and the run finishes as usual.
     """
     from exchange.province_config import load_province
 
@@ -35,15 +35,21 @@ def test_a_run_still_in_flight_at_its_deadline_raises_the_alert(deployment: Depl
     seed_jiangsu(home, *_recent_window())
     deployment.commit_slots(0, "held: no commit may start")
     _wait_parsed(deployment, dag_id)
-    due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=DUE_AFTER)
-    end = due - cfg.deadline
-    run_id = f"deadline_test_{end:%Y%m%dT%H%M%S}"
-    body = {"dag_run_id": run_id, "logical_date": (end - timedelta(days=1)).isoformat(),
-            "data_interval_start": (end - timedelta(days=1)).isoformat(), "data_interval_end": end.isoformat()}
-    deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+    due_after = DUE_AFTER
+    while True:
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=due_after)
+        end = due - cfg.deadline
+        run_id = f"deadline_test_{end:%Y%m%dT%H%M%S}"
+        body = {"dag_run_id": run_id, "logical_date": (end - timedelta(days=1)).isoformat(),
+                "data_interval_start": (end - timedelta(days=1)).isoformat(), "data_interval_end": end.isoformat()}
+        deployment.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        if datetime.now(UTC) < due:  # the run (and its deadline's record) existed before the deadline
+            break
+        # A machine too slow for this margin: that run proves nothing; drop it and give the next one longer.
+        deployment.api("DELETE", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        due_after = max(2 * due_after, 1)
+        assert due_after <= 640, "triggering a run takes minutes: hung"
     deployment.unpause(dag_id)
-    # The deadline was still ahead when the run (and with it the deadline's record) was created.
-    assert datetime.now(UTC) < due, f"the trigger took longer than {DUE_AFTER}s: the deadline passed before it"
     alert = home / "reports" / "alerts" / f"{dag_id}.{run_id}.deadline.json"
     deployment.wait_until(f"the deadline alert of {run_id}", alert.exists, timeout=600, poll=1)
     summary = json.loads(alert.read_text())

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exchange.airflow.launcher import health
 from tests.hubs import pin_root
 from tests.integration.servers import require_server
 
@@ -86,7 +87,7 @@ class Deployment:
 
         base = self.env["AIRFLOW__API__BASE_URL"]
         if not self.token:
-            self.wait_until("the api-server", lambda: _answers(base), timeout=300, poll=0.5)
+            self.wait_until("the api-server", lambda: bool(health(base)), timeout=300, poll=0.5)
             self.token = httpx.get(f"{base}/auth/token", timeout=30).json()["access_token"]
         response = httpx.request(method, base + path, headers={"Authorization": f"Bearer {self.token}"},
                                  timeout=60, **kwargs)
@@ -216,15 +217,6 @@ def seed_jiangsu(home: Path, start: datetime, end: datetime, n: int = 600) -> No
     sandbox = sandbox_for("jiangsu", Layout(home).ensure().sandboxes / "jiangsu")
     for dataset in ("e_license", "enterprise_registration"):
         sandbox.seed(dataset, generate(dataset, "jiangsu", n, seed=5, start=start, end=end))
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_parsed(dep: Deployment, dag_id: str, timeout: float = 180) -> None:

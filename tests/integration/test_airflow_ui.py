@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 EXCHANGE = Path(sys.executable).with_name("exchange")
+SCHEDULED = tuple(f"exchange_{p}" for p in (*PROVINCES, "audit", "sharing"))  # the DAGs with a schedule of their own
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -124,9 +125,14 @@ def _runs(ui: Ui, dag_id: str) -> list[dict[str, Any]]:
 
 
 def _runs_due_by(ui: Ui, when: datetime) -> dict[str, list[str]]:
-    """Each DAG's runs that were due by `when` (a window that comes due later is the next one's run)."""
-    return {p: [r["dag_run_id"] for r in _runs(ui, f"exchange_{p}") if datetime.fromisoformat(r["run_after"]) <= when]
-            for p in (*PROVINCES, "audit", "sharing")}
+    """Each scheduled DAG's runs that were due by `when` (a window that comes due later is the next one's run)."""
+    return {d: [r["dag_run_id"] for r in _runs(ui, d) if datetime.fromisoformat(r["run_after"]) <= when]
+            for d in SCHEDULED}
+
+
+def _demo_run(ui: Ui, dag_id: str) -> dict[str, Any]:
+    """The run of `dag_id` the demo made."""
+    return next(r for r in _runs(ui, dag_id) if datetime.fromisoformat(r["run_after"]) <= ui.demo_built)
 
 
 def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
@@ -151,7 +157,7 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
             assert labels == {f"{dataset(name).title} {s}" for s in ("拉取", "校验", "入湖")}, labels
 
     # Jiangsu's run of the demo: the validate log has the counts, its link opens the batch's rejection report.
-    run = next(r for r in _runs(ui, "exchange_jiangsu") if datetime.fromisoformat(r["run_after"]) <= ui.demo_built)
+    run = _demo_run(ui, "exchange_jiangsu")
     assert run["state"] == "success" and run["run_type"] == "scheduled"
     assert "pulled" in (run.get("note") or ""), run.get("note")
     quoted = urllib.parse.quote(run["dag_run_id"], safe="")
@@ -179,12 +185,11 @@ def test_the_office_reads_its_day_in_the_ui(ui: Ui, tmp_path: Path) -> None:
     assert extras and all({"batch_id", "snapshot_id", "counts", "manifest_sha256"} <= set(x) for x in extras)
 
     # No false alarms: the scheduler treats the demo's runs as the windows' runs and waits for the next ones.
-    settled = scheduler_settled(ui.client, (f"exchange_{p}" for p in (*PROVINCES, "audit", "sharing")), ui.launched)
+    settled = scheduler_settled(ui.client, SCHEDULED, ui.launched)
     for province in PROVINCES:  # each province's next window is after the one the demo ran
-        demo_run = next(r for r in _runs(ui, f"exchange_{province}")
-                        if datetime.fromisoformat(r["run_after"]) <= ui.demo_built)
         next_start = settled[f"exchange_{province}"]["next_dagrun_data_interval_start"]
-        assert datetime.fromisoformat(next_start) >= datetime.fromisoformat(demo_run["data_interval_end"]), province
+        demo_end = _demo_run(ui, f"exchange_{province}")["data_interval_end"]
+        assert datetime.fromisoformat(next_start) >= datetime.fromisoformat(demo_end), province
     after = _runs_due_by(ui, started)  # e.g. the nightly audit falls due at 20:00 UTC while the test may run
     assert after == before
     # A window that came due between the demo's build and now (the sharing DAG's 08:00 Shanghai, the nightly

@@ -25,8 +25,8 @@ def modules_after(code: str, tmp_path: Path) -> set[str]:
 
 def test_the_stages_helpers_and_reports_do_not_import_great_expectations(tmp_path: Path) -> None:
     loaded = modules_after("import exchange.pipeline, exchange.replay, exchange.report.masked, "
-                            "exchange.report.office, exchange.report.rejections, exchange.contracts.validate",
-                            tmp_path)
+                           "exchange.report.office, exchange.report.rejections, exchange.contracts.validate",
+                           tmp_path)
     assert "exchange.contracts.validate" in loaded
     assert not {m for m in loaded if m.split(".")[0] == "great_expectations"}
 
@@ -40,6 +40,6 @@ def test_the_stages_helpers_and_reports_do_not_import_great_expectations(tmp_pat
 ])
 def test_a_mistyped_option_is_answered_before_the_pipeline_is_imported(argv: list[str], tmp_path: Path) -> None:
     loaded = modules_after(f"from exchange.cli import app\ntry:\n    app({argv!r})\nexcept SystemExit:\n    pass",
-                            tmp_path)
+                           tmp_path)
     assert "exchange.cli" in loaded
     assert not loaded & {"exchange.pipeline", "exchange.replay", "great_expectations"}

@@ -146,8 +146,6 @@ def write_archive(
                 entry = ProvenanceEntry.model_validate_json(line)
                 if entry.seq <= last_seq:
                     continue
-                if entry.seq > checkpoint.seq:
-                    break
                 first = first or entry
                 out.write(line)
                 digest.update(line)
@@ -157,6 +155,8 @@ def write_archive(
                 if count == 1:
                     out.flush()
                     crash_point("archive.mid_write")
+                if entry.seq == checkpoint.seq:
+                    break  # appenders go on after it: the line behind may be one still being written
         assert first is not None, "a segment holds at least its checkpoint"
         carried = [n for n in dict.fromkeys(manifest_names) if (home / n).is_file()]
         header = ArchiveHeader(
@@ -251,6 +251,8 @@ def _check_archived(log: ProvenanceLog, archives: list[tuple[Path, ArchiveHeader
             partial = True
         digest.update(line)
         count += 1
+        if entry.seq == boundary:
+            break  # appenders go on: the line behind may be one still being written
     close()
 
 

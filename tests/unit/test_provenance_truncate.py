@@ -237,6 +237,69 @@ def test_appenders_racing_a_truncation_lose_nothing(tmp_path: Path) -> None:
     assert report.entries == len(entries)
 
 
+class _InFlight:
+    """An append another process is in the middle of: the entry's line half written, the rest written once the
+    log's lock is next taken (the appender holds that lock until its line is complete)."""
+
+    def __init__(self, log: ProvenanceLog, keyring: Keyring) -> None:
+        self.log = log
+        log.append(keyring.signer(), pull(), actor="adapter:other", subject="in-flight")
+        data = log.path.read_bytes()
+        line = data[data.rstrip(b"\n").rfind(b"\n") + 1:]
+        cut = len(data) - len(line) // 2
+        self.rest = data[cut:]
+        with log.path.open("r+b") as handle:
+            handle.truncate(cut)
+
+    def finish(self) -> None:
+        with self.log.path.open("ab") as handle:
+            handle.write(self.rest)
+
+
+def test_an_append_in_flight_behind_the_checkpoint_is_neither_read_nor_archived(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archiving and truncating hold the archives' lock, not the log's: appends go on while they read the log,
+    so they must stop at the entry they are after instead of parsing a line still being written (a race the
+    suite met on a loaded machine, test_appenders_racing_a_truncation_lose_nothing)."""
+    from exchange.provenance import archive as archive_module
+
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    for i in range(3):
+        log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
+    checkpoint = archive_module.append_checkpoint
+    flights: list[_InFlight] = []
+
+    def checkpoint_then_an_append_starts(*args: object, **kwargs: object) -> ProvenanceEntry:
+        entry = checkpoint(*args, **kwargs)  # type: ignore[arg-type]
+        flights.append(_InFlight(log, keyring))
+        return entry
+
+    with monkeypatch.context() as patched:
+        patched.setattr(archive_module, "append_checkpoint", checkpoint_then_an_append_starts)
+        archived = write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0)
+    assert archived is not None
+    with tarfile.open(archived, "r:") as tar:
+        lines = tar.extractfile(ENTRIES).read().splitlines()  # type: ignore[union-attr]
+    assert [json.loads(line)["action"] for line in lines] == ["pull"] * 3 + ["checkpoint"]
+    flights[0].finish()
+
+    # Again while truncating: the log's last complete line is the newest archive's checkpoint.
+    assert write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0) is not None
+    flight = _InFlight(log, keyring)
+    truncate_before = log.truncate_before
+
+    def once_the_append_is_done(*args: object, **kwargs: object) -> ProvenanceEntry | None:
+        flight.finish()
+        return truncate_before(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(log, "truncate_before", once_the_append_is_done)
+    assert truncate_to_archive(log, keyring.signer()) is not None
+    assert [e.action for e in log.read()] == ["checkpoint", "pull", "truncate"]
+    report = verify_home(ExchangeSettings(home=tmp_path), record=False)
+    assert report.ok, [str(p) for p in report.problems]
+
+
 def test_cli_archive_truncate(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXCHANGE_HOME", str(home))
     monkeypatch.setenv("COLUMNS", "200")

@@ -32,7 +32,7 @@ def test_a_scheduler_killed_mid_run_resumes_without_duplicates(deployment: Deplo
         return "running" in seen.values()
 
     deployment.wait_until("a running task of the scheduled run", a_task_is_running, timeout=600, poll=0.05)
-    deployment.stop("scheduler", signal.SIGKILL)  # no clean shutdown: as if the host lost the process
+    deployment.stop("scheduler", sig=signal.SIGKILL)  # no clean shutdown: as if the host lost the process
     running = sorted(task for (_, task), state in seen.items() if state == "running")
     assert running and not {"success", "skipped"} >= set(seen.values()), seen  # the run was in flight
     deployment.start("scheduler")

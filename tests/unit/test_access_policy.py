@@ -7,6 +7,7 @@ and row filters are checked by running the SQL the policy produced in DuckDB, no
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -316,3 +317,91 @@ def test_check_disclosure(case: str, g: Grant | None, terms: Terms, details: tup
     found = con.execute(f"SELECT region_code FROM licences WHERE coalesce({decided.rows.sql}, FALSE) "
                         "ORDER BY 1", list(decided.rows.params)).fetchall()
     assert [r[0] for r in found] == kept
+
+
+# --- catalogue items: a request or a grant inside the item's published terms --------------------------------
+
+ITEM = policy.ItemTerms(code="JS-EL-01", dataset="e_license", attribute="conditional",
+                        columns=("license_id", "status"), max_period_days=30, methods=("api", "extract"),
+                        provider_office="jiangsu.data_office")
+
+
+def _scope(item: policy.ItemTerms = ITEM, columns: tuple[str, ...] = ("license_id",), rows: tuple[str, ...] = (),
+           purpose: str = "licence checks", basis: str = "国办发〔2025〕1号", until: date = date(2026, 12, 20),
+           method: str = "api") -> Denial | None:
+    return policy.item_scope_denial(item, columns, rows, purpose, basis, until, method, TODAY)
+
+
+def test_a_request_inside_the_item_is_admitted_up_to_its_last_allowed_day() -> None:
+    assert _scope() is None
+    assert _scope(until=TODAY) is None and _scope(until=date(2027, 1, 5)) is None  # today + 30 days
+    assert _scope(columns=("license_id", "status"), rows=("status",), method="extract") is None
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"item": replace(ITEM, attribute="not_shared", basis="《保守国家秘密法》")},
+     Denial("item_not_shared", "JS-EL-01 is 不予共享 (not shared): 《保守国家秘密法》")),
+    ({"item": replace(ITEM, attribute="not_shared")},
+     Denial("item_not_shared", "JS-EL-01 is 不予共享 (not shared): no basis given")),
+    ({"purpose": " "}, Denial("no_purpose", "JS-EL-01: a request needs a purpose and a legal basis")),
+    ({"basis": ""}, Denial("no_purpose", "JS-EL-01: a request needs a purpose and a legal basis")),
+    ({"columns": ("license_id", "holder_id"), "rows": ("region_code", "holder_id")},
+     Denial("beyond_item", "JS-EL-01 has no column(s) holder_id, region_code; it offers license_id, status")),
+    ({"method": "file"}, Denial("beyond_item", "JS-EL-01 is not shared by file; allowed: api, extract")),
+    ({"until": date(2026, 12, 5)}, Denial("beyond_item", "JS-EL-01: the period ends 2026-12-05, before today "
+                                                         "(2026-12-06)")),
+    ({"until": date(2027, 1, 6)}, Denial("beyond_item", "JS-EL-01: the period may run 30 days at most "
+                                                        "(until 2027-01-05), not until 2027-01-06")),
+])
+def test_each_way_out_of_the_item_is_refused_in_words_naming_it(change: dict[str, object], expected: Denial) -> None:
+    assert _scope(**change) == expected  # type: ignore[arg-type]
+
+
+def _item_grant(**change: object) -> Grant:
+    """A grant inside ITEM, issued today (the item bounds its period from that day)."""
+    issued = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    inside = grant(row_filter=(RowCondition(column="status", op="in", values=["有效"]),), expires_on=date(2026, 12, 20))
+    return inside.model_copy(update={"issued_at": issued, **change})
+
+
+def test_a_grant_is_held_to_its_item_dataset_office_and_terms() -> None:
+    assert policy.item_grant_denial(_item_grant(), ITEM) is None
+    assert policy.item_grant_denial(_item_grant(dataset="enterprise_registration"), ITEM) == Denial(
+        "beyond_item", "grant g1 is on enterprise_registration, item JS-EL-01 on e_license")
+    assert policy.item_grant_denial(_item_grant(approved_by="zhejiang.data_office"), ITEM) == Denial(
+        "beyond_item", "grant g1: only jiangsu.data_office grants JS-EL-01, not zhejiang.data_office")
+    # The grant's own row-scope columns, period (from the day it was issued) and purpose are the item's to bound.
+    holder_rows = [RowCondition(column="holder_id", op="in", values=["x"])]
+    assert policy.item_grant_denial(_item_grant(row_filter=holder_rows), ITEM) == Denial(
+        "beyond_item", "JS-EL-01 has no column(s) holder_id; it offers license_id, status")
+    assert policy.item_grant_denial(_item_grant(expires_on=date(2027, 1, 6)), ITEM) == Denial(
+        "beyond_item", "JS-EL-01: the period may run 30 days at most (until 2027-01-05), not until 2027-01-06")
+    assert policy.item_grant_denial(_item_grant(purpose=""), ITEM) == Denial(
+        "no_purpose", "JS-EL-01: a request needs a purpose and a legal basis")
+
+
+def test_a_grant_is_checked_against_the_method_requested_or_else_the_items_first() -> None:
+    assert policy.item_grant_denial(_item_grant(), ITEM, "file") == Denial(
+        "beyond_item", "JS-EL-01 is not shared by file; allowed: api, extract")
+    assert policy.item_grant_denial(_item_grant(), ITEM, "extract") is None
+    assert policy.item_grant_denial(_item_grant(), ITEM, None) is None  # by hand: the item's first method, api
+    assert policy.item_grant_denial(_item_grant(), replace(ITEM, methods=("extract",))) is None
+    no_method = replace(ITEM, methods=())
+    assert policy.item_grant_denial(_item_grant(), no_method) == Denial(
+        "beyond_item", "JS-EL-01 is not shared by ; allowed: ")
+
+
+def test_only_unconditional_items_skip_review() -> None:
+    unconditional = replace(ITEM, attribute="unconditional")
+    assert policy.without_review([unconditional, unconditional])
+    assert not policy.without_review([unconditional, ITEM])
+    assert not policy.without_review([ITEM]) and not policy.without_review([])
+
+
+def test_onward_sharing_needs_the_consent_recorded_for_that_grant_and_department() -> None:
+    onward = _item_grant()
+    assert policy.onward_denial(onward, "zj.public_security", {("g1", "zj.public_security")}) is None
+    refused = Denial("onward_sharing", "grant g1: passing e_license on to zj.public_security needs the consent of "
+                                       "jiangsu.data_office, and none is recorded")
+    other_consents = {("g1", "ah.public_security"), ("g2", "zj.public_security")}
+    assert policy.onward_denial(onward, "zj.public_security", other_consents) == refused

@@ -150,13 +150,13 @@ class ProvenanceLog:
         if not self.path.exists():
             return 0
         with self.path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
+            size = _settled_end(handle)
             if size == 0:
                 return 0
             handle.seek(size - 1)
             if handle.read(1) == b"\n":
                 return 0
-            return len(_last_line(handle))
+            return len(_last_line(handle, size))
 
     def cut_torn_tail(self) -> bytes:
         """Remove an incomplete last line under the lock (it was never acknowledged); return what was cut."""
@@ -270,21 +270,21 @@ class ProvenanceLog:
 
     def entries(self) -> Iterator[tuple[int, str]]:
         """(line number, raw line) for every entry, in order."""
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield number, line
+        for number, _, line in self.lines():
+            yield number, line.decode()
 
     def lines(self, offset: int = 0, first_line: int = 1) -> Iterator[tuple[int, int, bytes]]:
-        """(line number, byte offset, raw line) from `offset` on; offsets let a verifier resume mid-log."""
+        """(line number, byte offset, raw line) from `offset` on; offsets let a verifier resume mid-log.
+
+        Up to the end the log had when no append was in flight: never a line another process is still writing.
+        """
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
+            end = _settled_end(handle)
             handle.seek(offset)
             number = first_line
-            while line := handle.readline():
+            while offset < end and (line := handle.readline(end - offset)):
                 if line.strip():
                     yield number, offset, line
                 offset += len(line)
@@ -295,7 +295,7 @@ class ProvenanceLog:
         if not self.path.exists():
             return None
         with self.path.open("rb") as handle:
-            last = _last_line(handle)
+            last = _last_line(handle, _settled_end(handle))
         return ProvenanceEntry.model_validate_json(last) if last.strip() else None
 
     def read(self) -> list[ProvenanceEntry]:
@@ -336,9 +336,20 @@ def _same_file(handle: IO[bytes], path: Path) -> bool:
     return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
-def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
-    """The non-empty lines of a file opened in binary mode, last first."""
-    pos = handle.seek(0, os.SEEK_END)
+def _settled_end(handle: IO[bytes]) -> int:
+    """The file's size while no append is in flight: appenders write and sync their line under the exclusive
+    lock, so under a shared one every byte before the end is a complete entry or a dead writer's torn tail.
+    Readers stop there, so an append going on meanwhile is never read half-written (verify, trace, archive)."""
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    try:
+        return os.fstat(handle.fileno()).st_size
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lines_backwards(handle: Any, block: int = 65536, end: int | None = None) -> Iterator[bytes]:
+    """The non-empty lines of a file opened in binary mode (up to `end`, default its end), last first."""
+    pos = handle.seek(0, os.SEEK_END) if end is None else end
     rest = b""
     while pos > 0:
         step = min(block, pos)
@@ -354,9 +365,9 @@ def _lines_backwards(handle: Any, block: int = 65536) -> Iterator[bytes]:
         yield rest
 
 
-def _last_line(handle: Any) -> bytes:
-    """The last non-empty line of a file opened in binary mode, reading backwards in blocks."""
-    return next(_lines_backwards(handle, 8192), b"")
+def _last_line(handle: Any, end: int | None = None) -> bytes:
+    """The last non-empty line of a file opened in binary mode (before `end`), reading backwards in blocks."""
+    return next(_lines_backwards(handle, 8192, end), b"")
 
 
 class ChainVerifier:

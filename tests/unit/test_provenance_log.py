@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
+import time
+from collections.abc import Callable
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
 
+from exchange.access.lakeshare import lock_waiters
+from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
+from exchange.provenance.archive import history_lines
 from exchange.provenance.events import Commit
 from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
+from exchange.provenance.verify import verify_home
 from exchange.signing.keyring import Keyring
 from tests.unit.sample_events import H, pull
 
@@ -96,3 +104,61 @@ def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
     assert verify_chain(log, Keyring(tmp_path / "keys").trust_bundle()) == 100
     seqs = [json.loads(line)["seq"] for line in log.path.read_text().splitlines()]
     assert seqs == list(range(1, 101))
+
+
+def _finish_once_read(path: str, rest: bytes, locked: Event, reader_done: Event) -> None:
+    """An appender half-way through its line: holds the log's lock until a reader waits for it (or, if the
+    reader never waits, has returned), then writes the rest of the line and lets go."""
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        locked.set()
+        for _ in range(6000):  # a hang guard (60 s), not a timing hope: either event ends the wait
+            if lock_waiters(Path(path)) or reader_done.is_set():
+                break
+            time.sleep(0.01)
+        handle.write(rest)
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _verified(log: ProvenanceLog) -> tuple[bool, int, list[str]]:
+    report = verify_home(ExchangeSettings(home=log.dir.parent), record=False)
+    return report.ok, report.entries, [str(p) for p in report.problems]
+
+
+_READERS: dict[str, Callable[[ProvenanceLog], object]] = {
+    "verify": _verified,
+    "head": lambda log: log.head(),
+    "read": lambda log: log.read(),
+    "trace's history": lambda log: [json.loads(line)["seq"] for line in history_lines(log)],
+    "torn tail (recover)": lambda log: log.torn_tail(),
+}
+
+
+@pytest.mark.parametrize("reader", _READERS)
+def test_a_reader_never_sees_an_append_half_written(tmp_path: Path, reader: str) -> None:
+    """Readers take no part in the appenders' lock order, yet must never parse a line another process is still
+    writing: verify would call it a torn tail ("run exchange recover"), head/read/trace would fail on it."""
+    if not Path("/proc/locks").exists():
+        pytest.skip("the appender sees the reader wait through /proc/locks (Linux)")
+    keyring = Keyring(tmp_path / "keys")
+    log = ProvenanceLog(tmp_path / "provenance")
+    for i in range(4):
+        log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
+    data = log.path.read_bytes()
+    cut = len(data) - (len(data) - data.rstrip(b"\n").rfind(b"\n")) // 2  # half of the last line is on disk
+    log.path.write_bytes(data[:cut])
+    ctx = multiprocessing.get_context("fork")
+    locked, reader_done = ctx.Event(), ctx.Event()
+    appender = ctx.Process(target=_finish_once_read, args=(str(log.path), data[cut:], locked, reader_done))
+    appender.start()
+    try:
+        assert locked.wait(60), "the appender never took the log's lock"
+        during = _READERS[reader](log)
+    finally:
+        reader_done.set()
+        appender.join(60)
+    assert appender.exitcode == 0
+    assert log.path.read_bytes() == data
+    assert during == _READERS[reader](log)  # what it reads once the append is done
+    assert len(log.read()) == 4 and log.torn_tail() == 0

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,7 +114,11 @@ def s3_server() -> Iterator[tuple[str, object]]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}", server
+        # moto keeps its buckets in process-wide state that every server in this process shares: without a
+        # reset, a bucket an earlier test filled is still there (met in a randomized run).
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+        yield endpoint, server
     finally:
         server.stop()

@@ -22,6 +22,7 @@ from exchange.errors import TerminalError
 from exchange.faults import CRASH_EXIT
 from exchange.hub import Hub, batch_id_for
 from exchange.lake import protocol
+from exchange.lake.connect import catalog_and_data
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.recovery import (
@@ -200,6 +201,30 @@ def test_a_kill_inside_the_lake_commit_has_its_data_files_removed_named_sized_an
     cleanup = [e for e in hub.log.read() if e.action == "cleanup"][-1]
     assert cleanup.subject == "recovery"
     assert cleanup.details["removed"] == [{"path": r.path, "size": r.size, "why": r.why} for r in report.removed]
+
+
+def test_a_lake_file_no_snapshot_references_is_named_then_removed_by_exchange_recover(hub: Hub) -> None:
+    # No intent names it (a write cut short outside any batch's commit): only the sweep of the whole data path
+    # finds it, which a file catalog on a local folder allows (the hub holds its only writer's lock).
+    orphan = Path(catalog_and_data(hub.settings)[1]) / "main" / "e_license" / "ducklake-0000-orphan.parquet"
+    orphan.write_bytes(b"PAR1 cut short")
+    named = [Removed(str(orphan.relative_to(hub.settings.home)), 14,
+                     "lake file no snapshot references (left by an interrupted write)")]
+    assert reconcile(hub).removed == [] and orphan.exists()  # what each stage runs first leaves the lake alone
+    dry = reconcile(hub, full=True, dry_run=True)  # exchange recover --dry-run
+    assert dry.removed == named and orphan.exists()
+    report = reconcile(hub, full=True)
+    assert report.removed == named and not orphan.exists()
+    cleanup = [e for e in hub.log.read() if e.action == "cleanup"][-1]
+    assert cleanup.details["removed"] == [{"path": named[0].path, "size": 14, "why": named[0].why}]
+    assert reconcile(hub, full=True).removed == []
+
+
+def test_recovering_a_hub_that_has_no_lake_yet_creates_none(tmp_path: Path) -> None:
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    catalog = Path(catalog_and_data(hub.settings)[0])
+    assert reconcile(hub, full=True).removed == []
+    assert not catalog.exists(), "recovery created an empty lake catalog"
 
 
 @pytest.mark.parametrize(("point", "missing"), [("commit.after_snapshot", "manifest and commit entry"),

@@ -118,7 +118,8 @@ def s3_server() -> Iterator[tuple[str, object]]:
     try:
         # moto keeps its buckets in process-wide state that every server in this process shares: without a
         # reset, a bucket an earlier test filled is still there (met in a randomized run).
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30):
+            pass
         yield endpoint, server
     finally:
         server.stop()

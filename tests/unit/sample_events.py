@@ -45,6 +45,8 @@ from exchange.provenance.events import (
     Validate,
     Witness,
 )
+from exchange.provenance.log import ProvenanceLog
+from exchange.signing.keyring import Keyring
 
 H = "ab" * 32
 DEPARTMENT = "js.public_security"
@@ -142,3 +144,22 @@ SAMPLES: list[Sample] = [
            {"consent": H}),
     Sample(events.RequestRefused(attempt="return", reason="already returned once"), OFFICE, REQUEST, {}),
 ]
+
+
+class InFlight:
+    """An append another process is in the middle of: the entry's line half written, the rest written once the
+    log's lock is next taken (the appender holds that lock until its line is complete)."""
+
+    def __init__(self, log: ProvenanceLog, keyring: Keyring) -> None:
+        self.log = log
+        log.append(keyring.signer(), pull(), actor="adapter:other", subject="in-flight")
+        data = log.path.read_bytes()
+        line = data[data.rstrip(b"\n").rfind(b"\n") + 1:]
+        cut = len(data) - len(line) // 2
+        self.rest = data[cut:]
+        with log.path.open("r+b") as handle:
+            handle.truncate(cut)
+
+    def finish(self) -> None:
+        with self.log.path.open("ab") as handle:
+            handle.write(self.rest)

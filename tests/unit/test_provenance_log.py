@@ -20,7 +20,7 @@ from exchange.provenance.events import Commit
 from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
 from exchange.provenance.verify import verify_home
 from exchange.signing.keyring import Keyring
-from tests.unit.sample_events import H, pull
+from tests.unit.sample_events import H, InFlight, pull
 
 
 def _append_many(home: str, worker: int, n: int) -> None:
@@ -143,14 +143,13 @@ def test_a_reader_never_sees_an_append_half_written(tmp_path: Path, reader: str)
         pytest.skip("the appender sees the reader wait through /proc/locks (Linux)")
     keyring = Keyring(tmp_path / "keys")
     log = ProvenanceLog(tmp_path / "provenance")
-    for i in range(4):
+    for i in range(3):
         log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
-    data = log.path.read_bytes()
-    cut = len(data) - (len(data) - data.rstrip(b"\n").rfind(b"\n")) // 2  # half of the last line is on disk
-    log.path.write_bytes(data[:cut])
+    flight = InFlight(log, keyring)  # the fourth entry: half its line is on disk
+    whole = log.path.read_bytes() + flight.rest
     ctx = multiprocessing.get_context("fork")
     locked, reader_done = ctx.Event(), ctx.Event()
-    appender = ctx.Process(target=_finish_once_read, args=(str(log.path), data[cut:], locked, reader_done))
+    appender = ctx.Process(target=_finish_once_read, args=(str(log.path), flight.rest, locked, reader_done))
     appender.start()
     try:
         assert locked.wait(60), "the appender never took the log's lock"
@@ -159,6 +158,6 @@ def test_a_reader_never_sees_an_append_half_written(tmp_path: Path, reader: str)
         reader_done.set()
         appender.join(60)
     assert appender.exitcode == 0
-    assert log.path.read_bytes() == data
+    assert log.path.read_bytes() == whole
     assert during == _READERS[reader](log)  # what it reads once the append is done
     assert len(log.read()) == 4 and log.torn_tail() == 0

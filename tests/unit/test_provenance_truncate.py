@@ -34,7 +34,7 @@ from exchange.provenance.verify import verify_home, verify_offline
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.hubs import assert_named, sandbox_hub, verify_copy
-from tests.unit.sample_events import H, pull
+from tests.unit.sample_events import H, InFlight, pull
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -237,25 +237,6 @@ def test_appenders_racing_a_truncation_lose_nothing(tmp_path: Path) -> None:
     assert report.entries == len(entries)
 
 
-class _InFlight:
-    """An append another process is in the middle of: the entry's line half written, the rest written once the
-    log's lock is next taken (the appender holds that lock until its line is complete)."""
-
-    def __init__(self, log: ProvenanceLog, keyring: Keyring) -> None:
-        self.log = log
-        log.append(keyring.signer(), pull(), actor="adapter:other", subject="in-flight")
-        data = log.path.read_bytes()
-        line = data[data.rstrip(b"\n").rfind(b"\n") + 1:]
-        cut = len(data) - len(line) // 2
-        self.rest = data[cut:]
-        with log.path.open("r+b") as handle:
-            handle.truncate(cut)
-
-    def finish(self) -> None:
-        with self.log.path.open("ab") as handle:
-            handle.write(self.rest)
-
-
 def test_an_append_in_flight_behind_the_checkpoint_is_neither_read_nor_archived(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Archiving and truncating hold the archives' lock, not the log's: appends go on while they read the log,
@@ -268,11 +249,11 @@ def test_an_append_in_flight_behind_the_checkpoint_is_neither_read_nor_archived(
     for i in range(3):
         log.append(keyring.signer(), pull(), actor="hub", subject=f"b{i}")
     checkpoint = archive_module.append_checkpoint
-    flights: list[_InFlight] = []
+    flights: list[InFlight] = []
 
     def checkpoint_then_an_append_starts(*args: object, **kwargs: object) -> ProvenanceEntry:
         entry = checkpoint(*args, **kwargs)  # type: ignore[arg-type]
-        flights.append(_InFlight(log, keyring))
+        flights.append(InFlight(log, keyring))
         return entry
 
     with monkeypatch.context() as patched:
@@ -286,7 +267,7 @@ def test_an_append_in_flight_behind_the_checkpoint_is_neither_read_nor_archived(
 
     # Again while truncating: the log's last complete line is the newest archive's checkpoint.
     assert write_archive(log, keyring.signer(), tmp_path, lake_snapshot=None, manifests=0) is not None
-    flight = _InFlight(log, keyring)
+    flight = InFlight(log, keyring)
     truncate_before = log.truncate_before
 
     def once_the_append_is_done(*args: object, **kwargs: object) -> ProvenanceEntry | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,3 +35,19 @@ def test_the_files_scenario_times_every_candidate_and_checks_the_limits_choice(t
     for province in ("jiangsu", "anhui"):
         assert set(result["seconds"][province]) == set(READERS[province])
     assert len(result["targets"]) == 2  # one per province: the limit's reader against the fastest (no verdict asserted)
+
+
+def test_a_contender_that_finished_is_not_failed_by_the_interpreters_teardown(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native library aborting at interpreter exit (Arrow's thread pools: "terminate called without an active
+    exception") once failed a whole benchmark run. The worker ends once its result is printed, before teardown:
+    here teardown is made to abort, and the contender still counts."""
+    from benchmarks.harness import run_task
+
+    (tmp_path / "sitecustomize.py").write_text("import atexit, os\natexit.register(os.abort)\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    home = tmp_path / "home"
+    home.mkdir()
+    prepare(home, "anhui", "e_license", 50)
+    spec = {"province": "anhui", "dataset": "e_license", "root": str(sandbox_root(home, "anhui"))}
+    assert run_task("file_reader", {**spec, "reader": "lxml-xslt-csv"})["rows"] == 50

@@ -99,12 +99,18 @@ lint: $(TEST_STAMP) $(DATACONTRACT)
 
 # Mutation testing of the trust core (issue 21): [tool.mutmut] in pyproject.toml says which modules and tests.
 # Hours, not minutes, so CI runs it weekly (.ci/mutation), never in .ci/run. mutmut resumes where a stopped run
-# left off and re-tests only functions changed since. MUTANTS narrows the run to some mutants (a glob, e.g.
-# MUTANTS='exchange.reference.checksums.*'); the report then rates only what was run (--partial).
+# left off and re-tests only functions changed since, also on a fresh checkout: the verdicts are kept in
+# tests/mutation/verdicts.json (tools/mutation_ledger.py seeds mutants/ from it and saves back to it, also
+# when the run fails; MUTATION_FRESH=1 starts from nothing). MUTANTS narrows the run to some mutants (a glob,
+# e.g. MUTANTS='exchange.reference.checksums.*', re-tested whatever their verdict); the report then rates only
+# what was run (--partial).
 MUTANTS ?=
 MUTATION_JOBS ?= 2
+MUTATION_FRESH ?=
 mutation: $(TEST_STAMP)  ## mutation-test the trust core; fail if a module kills < 90 % of its non-equivalent mutants
-	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(if $(MUTATION_FRESH),rm -rf mutants,$(BIN)/python -m tools.mutation_ledger seed)
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS); status=$$?; \
+	$(BIN)/python -m tools.mutation_ledger save && exit $$status
 	$(BIN)/python tools/mutation_report.py $(if $(MUTANTS),--partial)
 
 schemas: install  ## regenerate schemas/*.json from the pydantic models

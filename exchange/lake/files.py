@@ -31,6 +31,8 @@ def relative_to(root: str, location: str) -> str:
     """A location as manifests name it: relative to the data path when under it, else in full."""
     if is_remote(root):
         prefix = root if root.endswith("/") else root + "/"
+        if prefix.startswith("file://") and location.startswith("/"):
+            location = "file://" + location  # DuckDB's glob answers a file:// pattern with plain paths
         return location[len(prefix):] if location.startswith(prefix) else location
     try:
         return str(Path(location).relative_to(Path(root)))

@@ -96,13 +96,15 @@ def test_files_a_manifest_lists_or_a_later_snapshot_retired_are_not_named(
     assert [p.item for p in check_catalog(con, tmp_path, catalog, {DELETE})] == [f"lake file {DATA}"]
 
 
+@pytest.mark.parametrize("as_url", [False, True], ids=["folder", "file-url"])
 def test_a_parquet_file_the_catalog_does_not_know_is_named_as_added_from_outside(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path,
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, as_url: bool,
 ) -> None:
+    # A data path given as a file:// URL is listed by DuckDB as plain paths: still the same files, known by the catalog.
     stray = "main/e_license/ducklake-stray.parquet"
     _touch(tmp_path, DATA, stray)
     catalog = _catalog(CatalogFile("data", "e_license", DATA, 4, None))
-    problems = check_catalog(con, tmp_path, catalog, {DATA})
+    problems = check_catalog(con, f"file://{tmp_path}/" if as_url else tmp_path, catalog, {DATA})
     assert [problem_json(p) for p in problems] == [{
         "item": f"lake file {stray}",
         "problem": "in the lake's data path but unknown to the catalog (added from outside the hub?)",

@@ -52,11 +52,11 @@ MIN_FREE_BYTES = 1 << 20
 class LogUnavailable(Unavailable):
     """The provenance log cannot be appended to: the hub refuses to commit or serve what it cannot log."""
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, fix: str = "fix the log's disk or permissions") -> None:
         self.path = path
         self.reason = reason
         super().__init__(f"cannot append to the provenance log {path}: {reason}; the hub commits and serves "
-                         "nothing it cannot log. Fix the log's disk or permissions, then run again")
+                         f"nothing it cannot log. To go on, {fix}, then run again")
 
 
 class ProvenanceEntry(BaseModel, frozen=True):
@@ -117,10 +117,10 @@ class ProvenanceLog:
         action, details = admit(event, actor, digests)
         try:
             with self._locked() as handle:
-                last = _last_line(handle)
+                end = self._ends_cleanly(handle)
+                last = _last_line(handle, end)
                 prev = ProvenanceEntry.model_validate_json(last) if last else None
                 entry = _next_entry(signer, prev, actor, action, details, subject, digests, at)
-                end = handle.seek(0, os.SEEK_END)
                 try:
                     handle.write(entry.model_dump_json().encode() + b"\n")
                     handle.flush()
@@ -137,6 +137,7 @@ class ProvenanceLog:
         """Raise LogUnavailable unless an entry can be appended now: checked before every irreversible step."""
         try:
             with self._locked() as handle:
+                self._ends_cleanly(handle)
                 free = os.fstatvfs(handle.fileno())
                 if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
                     raise LogUnavailable(self.path, f"less than {MIN_FREE_BYTES // 1024} KiB free on its filesystem")
@@ -145,31 +146,30 @@ class ProvenanceLog:
         except OSError as exc:
             raise LogUnavailable(self.path, exc.strerror or str(exc)) from exc
 
+    def _ends_cleanly(self, handle: IO[bytes]) -> int:
+        """The log's size (the lock held), or LogUnavailable if it ends in an unfinished line: an entry appended
+        after it would be glued to it, so recovery must cut it first."""
+        end = handle.seek(0, os.SEEK_END)
+        if _torn(handle, end):
+            raise LogUnavailable(self.path, "it ends in an unfinished line a writer left",
+                                 fix="run `exchange recover`, which cuts that line off and logs it")
+        return end
+
     def torn_tail(self) -> int:
         """Bytes after the last complete line (a writer killed mid-append), 0 if the log ends cleanly."""
         if not self.path.exists():
             return 0
         with self.path.open("rb") as handle:
-            size = _settled_end(handle)
-            if size == 0:
-                return 0
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
-                return 0
-            return len(_last_line(handle, size))
+            return len(_torn(handle, _settled_end(handle)))
 
     def cut_torn_tail(self) -> bytes:
         """Remove an incomplete last line under the lock (it was never acknowledged); return what was cut."""
         with self._locked() as handle:
             size = handle.seek(0, os.SEEK_END)
-            if size == 0:
-                return b""
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
-                return b""
-            torn = _last_line(handle)
-            os.ftruncate(handle.fileno(), size - len(torn))
-            os.fsync(handle.fileno())
+            torn = _torn(handle, size)
+            if torn:
+                os.ftruncate(handle.fileno(), size - len(torn))
+                os.fsync(handle.fileno())
             return torn
 
     def since(self, subject: str, stop_action: str) -> Iterator[ProvenanceEntry]:
@@ -363,6 +363,21 @@ def _lines_backwards(handle: Any, block: int = 65536, end: int | None = None) ->
                 yield line
     if rest.strip():
         yield rest
+
+
+def _torn(handle: IO[bytes], end: int, block: int = 8192) -> bytes:
+    """The bytes between the last newline and `end`: an unfinished line, whatever it holds (blanks too), or b""."""
+    tail, pos = b"", end
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        handle.seek(pos)
+        chunk = handle.read(step) + tail
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return chunk[newline + 1:]
+        tail = chunk
+    return tail
 
 
 def _last_line(handle: Any, end: int | None = None) -> bytes:

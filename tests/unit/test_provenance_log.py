@@ -11,13 +11,15 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from exchange.access.lakeshare import lock_waiters
 from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
 from exchange.provenance.archive import history_lines
 from exchange.provenance.events import Commit
-from exchange.provenance.log import GENESIS, ProvenanceLog, verify_chain
+from exchange.provenance.log import GENESIS, LogUnavailable, ProvenanceLog, verify_chain
 from exchange.provenance.verify import verify_home
 from exchange.signing.keyring import Keyring
 from tests.unit.sample_events import H, InFlight, pull
@@ -161,3 +163,33 @@ def test_a_reader_never_sees_an_append_half_written(tmp_path: Path, reader: str)
     assert log.path.read_bytes() == whole
     assert during == _READERS[reader](log)  # what it reads once the append is done
     assert len(log.read()) == 4 and log.torn_tail() == 0
+
+
+@pytest.fixture(scope="module")
+def four_entries(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    home = tmp_path_factory.mktemp("four")
+    _append_many(str(home), 0, 4)
+    return (home / "provenance" / "log.jsonl").read_bytes()
+
+
+@given(junk=st.binary(min_size=1, max_size=300).filter(lambda b: b"\n" not in b)
+       | st.text(" \t\r{}\"", min_size=1).map(str.encode))
+@example(junk=b" ")
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_torn_tail_is_exactly_the_bytes_after_the_last_newline(four_entries: bytes, tmp_path: Path,
+                                                               junk: bytes) -> None:
+    # Whatever a dead writer (or someone editing the file) left after the last complete line, blanks included,
+    # recover measures and cuts exactly that, never a complete entry before it.
+    log = ProvenanceLog(tmp_path / "provenance")
+    log.path.parent.mkdir(parents=True, exist_ok=True)
+    log.path.write_bytes(four_entries + junk)
+    assert log.torn_tail() == len(junk)
+    # Nothing is appended (nor a step begun that must be logged) until recovery has cut it: glued to the
+    # unfinished line, the next entry would be unreadable.
+    signer = Keyring(tmp_path / "keys").signer()
+    for attempt in (log.ensure_writable, lambda: log.append(signer, pull(), actor="hub", subject="b")):
+        with pytest.raises(LogUnavailable, match="ends in an unfinished line .* run `exchange recover`"):
+            attempt()
+    assert log.path.read_bytes() == four_entries + junk
+    assert log.cut_torn_tail() == junk
+    assert log.path.read_bytes() == four_entries and log.torn_tail() == 0 and log.cut_torn_tail() == b""

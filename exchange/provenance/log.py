@@ -285,7 +285,7 @@ class ProvenanceLog:
             handle.seek(offset)
             number = first_line
             while offset < end and (line := handle.readline(end - offset)):
-                if line.strip():
+                if line.strip() or not line.endswith(b"\n"):  # a torn tail is a line, even a blank one
                     yield number, offset, line
                 offset += len(line)
                 number += 1

@@ -27,6 +27,7 @@ from exchange.provenance.events import Commit
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, sign_manifest
 from exchange.provenance.verify import verify_home, verify_offline
+from exchange.recovery import reconcile
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.signing.rotation import revoke
@@ -206,6 +207,20 @@ def test_a_provenance_entry_inserted_even_with_the_hub_key(home: Path) -> None:
 def test_the_log_truncated_after_a_verify(home: Path) -> None:
     _rewrite_log(home, lambda lines: lines[:-3])
     assert_named(verify_copy(home), "provenance log", "truncated")
+
+
+@pytest.mark.parametrize("junk", [b" ", b"\t \r", b'{"seq": 13, "at": "2026-1', b"\x00" * 7])
+def test_bytes_after_the_logs_last_line_are_an_unfinished_write_that_recovery_cuts_exactly(home: Path,
+                                                                                          junk: bytes) -> None:
+    # What a writer killed mid-append leaves, or anything appended without a newline, blanks included.
+    log = home / "provenance" / "log.jsonl"
+    whole = log.read_bytes()
+    log.write_bytes(whole + junk)
+    report = verify_copy(home)
+    assert_named(report, "log.jsonl:13", "unreadable entry")
+    assert report.recoverable
+    assert reconcile(_hub(home)).torn_log_bytes == len(junk)
+    assert log.read_bytes().startswith(whole) and verify_copy(home).ok  # every entry kept, the cut logged
 
 
 # -- archives ---------------------------------------------------------------------------------------------

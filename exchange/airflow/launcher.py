@@ -93,7 +93,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server can listen on the loopback port now. Probed as servers bind (SO_REUSEADDR), so a port
+    a stopped server's connections left in TIME_WAIT counts as free; one something listens on does not."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

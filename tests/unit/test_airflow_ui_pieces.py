@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +18,16 @@ from hypothesis import strategies as st
 
 from exchange.airflow.display import dag_display_name, dag_doc, deadline_text, schedule_text, task_display_name
 from exchange.airflow.factory import asset_extra
-from exchange.airflow.launcher import UiPaths, alive, ensure_secrets, healthy, password, strays, ui_env
+from exchange.airflow.launcher import (
+    UiPaths,
+    alive,
+    ensure_secrets,
+    healthy,
+    password,
+    port_free,
+    strays,
+    ui_env,
+)
 from exchange.airflow.ui_plugin import REPORT_NAME, batch_of, report_url, run_note
 from exchange.config import Layout
 from exchange.datasets import DATASETS, PROVINCES, dataset
@@ -229,3 +239,21 @@ def test_only_a_finished_window_is_recorded_and_its_first_time_kept(home: Path) 
     assert first is not None and again == first
     assert window_outcomes.finished(layout, "jiangsu", ["e_license", "enterprise_registration"], window) == \
         {"e_license": first}
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_ui_is_free_and_a_listening_one_is_not() -> None:
+    # `exchange airflow down` then `up --port N` at once: the old server's closed connections keep N in TIME_WAIT
+    # for a minute, yet the new server (SO_REUSEADDR, as uvicorn binds) can listen there.
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not port_free(port)  # listening
+    accepted.close()  # the server's side closes first, so its port is the one left in TIME_WAIT
+    server.close()
+    client.recv(1)
+    client.close()
+    assert port_free(port)

@@ -326,6 +326,9 @@ def item_scope_denial(item: ItemTerms, columns: Sequence[str], row_columns: Sequ
     if unknown:
         return Denial("beyond_item", f"{item.code} has no column(s) {', '.join(dict.fromkeys(unknown))}; it offers "
                                      f"{', '.join(item.columns)}")
+    if not item.methods:
+        return Denial("beyond_item", f"{item.code} names no sharing method: nothing can be granted on it until "
+                                     f"{item.provider_office} republishes it with one")
     if method not in item.methods:
         return Denial("beyond_item", f"{item.code} is not shared by {method}; allowed: {', '.join(item.methods)}")
     if until < today:

@@ -387,8 +387,10 @@ def test_a_grant_is_checked_against_the_method_requested_or_else_the_items_first
     assert policy.item_grant_denial(_item_grant(), ITEM, None) is None  # by hand: the item's first method, api
     assert policy.item_grant_denial(_item_grant(), replace(ITEM, methods=("extract",))) is None
     no_method = replace(ITEM, methods=())
-    assert policy.item_grant_denial(_item_grant(), no_method) == Denial(
-        "beyond_item", "JS-EL-01 is not shared by ; allowed: ")
+    for method in (None, "api"):
+        assert policy.item_grant_denial(_item_grant(), no_method, method) == Denial(
+            "beyond_item", f"JS-EL-01 names no sharing method: nothing can be granted on it until "
+            f"{ITEM.provider_office} republishes it with one")
 
 
 def test_only_unconditional_items_skip_review() -> None:

@@ -347,37 +347,29 @@ def _settled_end(handle: IO[bytes]) -> int:
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _pieces_backwards(handle: Any, block: int, end: int) -> Iterator[bytes]:
+    """The newline-separated pieces of a file opened in binary mode, up to `end`, last first: the first is what
+    follows the last newline (b"" when the file ends with one), blank pieces included."""
+    pos, rest = end, b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        handle.seek(pos)
+        pieces = (handle.read(step) + rest).split(b"\n")
+        rest = pieces[0]
+        yield from reversed(pieces[1:])
+    yield rest
+
+
 def _lines_backwards(handle: Any, block: int = 65536, end: int | None = None) -> Iterator[bytes]:
     """The non-empty lines of a file opened in binary mode (up to `end`, default its end), last first."""
-    pos = handle.seek(0, os.SEEK_END) if end is None else end
-    rest = b""
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        handle.seek(pos)
-        chunk = handle.read(step) + rest
-        lines = chunk.split(b"\n")
-        rest = lines[0]
-        for line in reversed(lines[1:]):
-            if line.strip():
-                yield line
-    if rest.strip():
-        yield rest
+    end = handle.seek(0, os.SEEK_END) if end is None else end
+    return (piece for piece in _pieces_backwards(handle, block, end) if piece.strip())
 
 
-def _torn(handle: IO[bytes], end: int, block: int = 8192) -> bytes:
+def _torn(handle: IO[bytes], end: int) -> bytes:
     """The bytes between the last newline and `end`: an unfinished line, whatever it holds (blanks too), or b""."""
-    tail, pos = b"", end
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        handle.seek(pos)
-        chunk = handle.read(step) + tail
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            return chunk[newline + 1:]
-        tail = chunk
-    return tail
+    return next(_pieces_backwards(handle, 8192, end))
 
 
 def _last_line(handle: Any, end: int | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import multiprocessing
 import time
@@ -19,7 +20,14 @@ from exchange.config import ExchangeSettings
 from exchange.errors import VerificationError
 from exchange.provenance.archive import history_lines
 from exchange.provenance.events import Commit
-from exchange.provenance.log import GENESIS, LogUnavailable, ProvenanceLog, verify_chain
+from exchange.provenance.log import (
+    GENESIS,
+    LogUnavailable,
+    ProvenanceLog,
+    _pieces_backwards,
+    _torn,
+    verify_chain,
+)
 from exchange.provenance.verify import verify_home
 from exchange.signing.keyring import Keyring
 from tests.unit.sample_events import H, InFlight, pull
@@ -193,3 +201,11 @@ def test_a_torn_tail_is_exactly_the_bytes_after_the_last_newline(four_entries: b
     assert log.path.read_bytes() == four_entries + junk
     assert log.cut_torn_tail() == junk
     assert log.path.read_bytes() == four_entries and log.torn_tail() == 0 and log.cut_torn_tail() == b""
+
+
+@given(content=st.lists(st.sampled_from([b"\n", b" ", b"{", b"}", b"\x00", b"ab"]), max_size=40).map(b"".join),
+       block=st.integers(1, 9))
+def test_the_log_is_read_backwards_across_block_boundaries_as_it_reads_forwards(content: bytes, block: int) -> None:
+    pieces = list(_pieces_backwards(io.BytesIO(content), block, len(content)))
+    assert pieces == list(reversed(content.split(b"\n")))
+    assert _torn(io.BytesIO(content), len(content)) == content.rpartition(b"\n")[2]

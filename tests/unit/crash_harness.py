@@ -4,11 +4,14 @@ that dies at a named point, and the invariant checker every crash test ends with
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,22 @@ def stage_action(point: str, contracts: Path) -> Callable[[Hub], Any]:
         "checkpoint": lambda hub: append_checkpoint(hub.log, hub.signer, lake_snapshot=None, manifests=0),
     }
     return actions[stage]
+
+
+def _forget_the_parents_fork_server() -> None:
+    """In a forked child, drop the fork server the parent started: it is not this process's child, so
+    multiprocessing fails to use it (os.waitpid: "No child processes"); the next child_process starts one of its
+    own. mutmut forks every mutant's test run from a process that ran the tests once: without this, each test of
+    this harness failed there whatever the mutant, and counted as a kill."""
+    server: Any = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    if server._forkserver_alive_fd is not None:
+        with suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+    server._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_fork_server)
 
 
 def child_process(target: Callable[..., object], *args: object) -> multiprocessing.process.BaseProcess:

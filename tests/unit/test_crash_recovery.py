@@ -83,6 +83,25 @@ def _noop() -> None:
     pass
 
 
+def test_a_process_forked_after_the_fork_server_started_still_starts_crash_children() -> None:
+    # mutmut forks each mutant's test run from a process that ran the tests once, fork server started: crash
+    # children must start there too, or every crash test fails whatever the mutant and counts as a kill.
+    first = child_process(_noop)
+    first.join(60)
+    assert first.exitcode == 0
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked test process
+        code = 3
+        try:
+            again = child_process(_noop)
+            again.join(60)
+            code = again.exitcode if again.exitcode is not None else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def _snapshots(hub: Hub) -> int:
     with connect(hub.settings, read_only=True) as con:
         row = con.execute(f"SELECT count(*) FROM {LAKE}.snapshots()").fetchone()

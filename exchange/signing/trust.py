@@ -114,8 +114,7 @@ def retired(key: TrustedKey, at: datetime) -> TrustedKey:
 
 def signed(bundle: TrustBundle, hub: Signer) -> TrustBundle:
     """A copy of `bundle` signed by `hub` over its canonical bytes."""
-    unsigned = bundle.model_copy(update={"signature": None})
-    return unsigned.model_copy(update={"signature": hub.sign(unsigned.signed_bytes())})
+    return bundle.model_copy(update={"signature": hub.sign(bundle.signed_bytes())})  # signed_bytes leaves it out
 
 
 def public_pem(key: TrustedKey) -> str:

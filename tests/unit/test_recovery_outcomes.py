@@ -172,6 +172,19 @@ def test_a_report_says_what_it_did_in_one_line_each_and_as_json() -> None:
 
 # --- recovery of a real crash, in this process ---
 
+def test_an_intent_promises_the_batch_and_every_staged_files_digest_in_its_marker_and_its_entry(hub: Hub) -> None:
+    # Declared in this process (the crash child only stages the batch), so a mutated declare_intent is what runs.
+    hub = _crashed(hub, "commit.after_intent")
+    settle_now(hub, BATCH)  # the child's attempt, settled as not committed: the staged files stay
+    staging = hub.staging(BATCH)
+    intent = protocol.declare_intent(hub, BATCH)
+    files = protocol.staged_digests(staging)
+    assert {"pull.json", "accepted.parquet"} <= set(files)
+    assert intent == protocol.Intent(BATCH, files) == protocol.read_intent(staging)
+    last = _entries(hub, BATCH)[-1]
+    assert (last.action, last.details["staged"], last.digests) == ("commit_intent", sorted(files), files)
+
+
 def test_an_intent_without_a_snapshot_is_settled_as_not_committed_keeping_the_staged_files(hub: Hub) -> None:
     hub = _crashed(hub, "commit.after_intent")
     staging = hub.staging(BATCH)

@@ -1,0 +1,185 @@
+"""Recovery's reports, removals and cleanup entries where test_recovery_outcomes.py left mutants of
+exchange/recovery.py alive: a live batch's staging folder, leftovers already gone, lake files named by URL or
+unreadable, a partial extract whose manifest the log does not vouch for, and settle_now's own cleanup entry.
+
+Recovery runs in this process (mutmut mutates only the in-process package); a child process only prepares a
+crash state or holds a batch lock, as in test_recovery_outcomes.py.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pytest
+
+from exchange.atomic import Leftover
+from exchange.config import ExchangeSettings
+from exchange.faults import CRASH_EXIT
+from exchange.hub import Hub
+from exchange.lake import protocol
+from exchange.lake.connect import catalog_and_data
+from exchange.provenance.events import HUB
+from exchange.provenance.log import ProvenanceEntry
+from exchange.provenance.manifest import manifest_path
+from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
+from tests.unit.crash_harness import child_process, copied_hub, hub_at, run_crashing
+from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, built  # noqa: F401 - the shared module fixture
+
+DIED = "temporary file of a writer that died"
+ORPHAN = "lake file no snapshot references (left by an interrupted write)"
+NEVER_PUBLISHED = "file of an extract that was never published"
+CHILD_TIMEOUT = 120  # only a guard against a hung child: the wait ends as soon as the child answers
+
+
+@pytest.fixture
+def hub(built: Path, tmp_path: Path) -> Hub:  # noqa: F811
+    return copied_hub(built, tmp_path)
+
+
+def _crashed(hub: Hub, point: str) -> Hub:
+    assert run_crashing(hub.settings.home, point, Path()) == CRASH_EXIT, f"{point} was not reached"
+    return hub_at(hub.settings.home)
+
+
+def _cleanups(hub: Hub) -> list[ProvenanceEntry]:
+    return [e for e in hub.log.read() if e.action == "cleanup"]
+
+
+def _as_logged(removed: list[Removed]) -> list[dict[str, object]]:
+    return [{"path": r.path, "size": r.size, "why": r.why} for r in removed]
+
+
+def _assert_signed_cleanup(hub: Hub, entry: ProvenanceEntry, removed: list[Removed]) -> None:
+    assert (entry.action, entry.actor, entry.subject) == ("cleanup", HUB, "recovery")
+    assert entry.signature.key_id == hub.signer.key_id
+    assert entry.details["removed"] == _as_logged(removed)
+
+
+def _hold_batch_lock(staging_root: str, batch_id: str, ready: Connection) -> None:
+    with protocol.batch_lock(Path(staging_root), batch_id):  # what a running stage holds
+        ready.send("held")
+        ready.recv()  # held until the test kills this process
+
+
+# --- the sweep leaves a batch a live process holds to its writer ---
+
+def test_a_dead_helpers_temp_file_in_a_batch_another_process_runs_is_kept_and_others_removed(tmp_path: Path) -> None:
+    # A temp file whose writer died may sit in a batch folder a live stage still runs: that stage owns it.
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    live = hub.layout.staging / "jiangsu.e_license.live" / f".pull.json.{DEAD_PID}.tmp"
+    free = hub.layout.staging / "jiangsu.e_license.free" / f".pull.json.{DEAD_PID}.tmp"
+    for path in (live, free):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"abc")
+    context = multiprocessing.get_context("forkserver")
+    ours, theirs = context.Pipe()
+    holder = child_process(_hold_batch_lock, str(hub.layout.staging), "jiangsu.e_license.live", theirs)
+    try:
+        assert ours.poll(CHILD_TIMEOUT) and ours.recv() == "held", "the holder did not take the batch lock"
+        report = reconcile(hub)
+    finally:
+        holder.kill()
+        holder.join()
+    assert report.removed == [Removed(f"staging/jiangsu.e_license.free/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
+    assert live.exists() and not free.exists()
+    _assert_signed_cleanup(hub, _cleanups(hub)[-1], report.removed)
+    # Once its holder is gone the batch is no one's: the same file is removed.
+    assert reconcile(hub).removed == [Removed(f"staging/jiangsu.e_license.live/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
+    assert not live.exists()
+
+
+# --- remove_leftovers (the archive writer's own cleanup) ---
+
+def test_leftovers_are_removed_named_sized_and_logged_even_if_already_gone_or_outside_home(tmp_path: Path) -> None:
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    archives = hub.layout.provenance / "archives"
+    archives.mkdir(parents=True)
+    present = archives / f".entries.jsonl.{DEAD_PID}.tmp"
+    present.write_bytes(b"12345")
+    gone = archives / f".header.json.{DEAD_PID}.tmp"  # listed, then removed by another recovery before us
+    outside = tmp_path / "elsewhere" / "segment.part"
+    outside.parent.mkdir()
+    outside.write_bytes(b"xy")
+    found = [Leftover(present, 5, DIED), Leftover(gone, 7, DIED),
+             Leftover(outside, 2, "partial file left by an interrupted write")]
+    removed = remove_leftovers(hub.log, hub.signer, found, hub.layout.home)
+    assert removed == [Removed(f"provenance/archives/.entries.jsonl.{DEAD_PID}.tmp", 5, DIED),
+                       Removed(f"provenance/archives/.header.json.{DEAD_PID}.tmp", 7, DIED),
+                       Removed(str(outside), 2, "partial file left by an interrupted write")]
+    assert not present.exists() and not outside.exists()
+    _assert_signed_cleanup(hub, _cleanups(hub)[-1], removed)
+    assert remove_leftovers(hub.log, hub.signer, [], hub.layout.home) == [] and len(_cleanups(hub)) == 1
+
+
+# --- settle_now: a failed commit settled at once by the process that holds the batch ---
+
+def test_settle_now_completes_a_batch_in_the_lake_without_its_records(hub: Hub) -> None:
+    hub = _crashed(hub, "commit.after_snapshot")
+    report = settle_now(hub, BATCH)
+    assert (report.completed, report.abandoned, report.removed, report.unrecoverable) == ([BATCH], [], [], [])
+    assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH).exists()
+    entries = [e for e in hub.log.read() if e.subject == BATCH]
+    assert [e.action for e in entries][-3:] == ["commit_intent", "recovered", "commit"]
+    assert entries[-2].details["missing"] == "manifest and commit entry"
+    assert _cleanups(hub) == []
+
+
+def _lake_files(hub: Hub) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in sorted(Path(catalog_and_data(hub.settings)[1]).rglob("*.parquet"))}
+
+
+def _crashed_in_lake_commit(hub: Hub) -> tuple[Hub, dict[Path, int]]:
+    """The hub after a kill inside the lake commit, and the data files that attempt wrote (with their sizes)."""
+    before = _lake_files(hub)
+    hub = _crashed(hub, "commit.before_lake_commit")
+    written = {p: size for p, size in _lake_files(hub).items() if p not in before}
+    assert written, "the killed attempt wrote no data file"
+    return hub, written
+
+
+def test_settle_now_removes_the_failed_attempts_lake_files_and_logs_a_signed_cleanup(hub: Hub) -> None:
+    hub, written = _crashed_in_lake_commit(hub)
+    kept = set(_lake_files(hub)) - set(written)
+    report = settle_now(hub, BATCH)
+    expected = [Removed(str(p.relative_to(hub.settings.home)), size, ORPHAN) for p, size in written.items()]
+    assert report.removed == expected and set(_lake_files(hub)) == kept
+    assert report.abandoned == [BATCH] and protocol.read_intent(hub.staging(BATCH)) is None
+    (cleanup,) = _cleanups(hub)
+    _assert_signed_cleanup(hub, cleanup, expected)
+
+
+# --- a lake file recovery cannot stat ---
+
+def test_an_unreadable_orphan_lake_file_is_named_with_size_zero_and_removed(hub: Hub) -> None:
+    data = Path(catalog_and_data(hub.settings)[1])
+    dangling = data / "main" / "e_license" / "ducklake-0000-dangling.parquet"
+    dangling.symlink_to(data / "gone.parquet")  # its target vanished: stat fails
+    report = reconcile(hub, full=True)
+    named = [Removed(str(dangling.relative_to(hub.settings.home)), 0, ORPHAN)]
+    assert report.removed == named and not dangling.is_symlink()
+    _assert_signed_cleanup(hub, _cleanups(hub)[-1], named)
+
+
+# --- a partial extract is published only on the log's word for its exact manifest ---
+
+def test_a_partial_extract_whose_manifest_differs_from_the_logged_one_is_removed_not_published(
+    hub: Hub,
+) -> None:
+    hub = _crashed(hub, "extract.after_entry")
+    (partial,) = [p for p in hub.layout.extracts.rglob(f"{PARTIAL_EXTRACT}*") if p.is_dir()]
+    manifest = partial / "extract-manifest.json"
+    signed = json.loads(manifest.read_text(encoding="utf-8"))
+    extract_id = signed["manifest"]["extract_id"]
+    signed["manifest"]["rows"] += 1  # not the manifest the extract entry's digest names
+    manifest.write_text(json.dumps(signed), encoding="utf-8")
+    files = {f: f.stat().st_size for f in sorted(p for p in partial.rglob("*") if p.is_file())}
+    report = reconcile(hub)
+    assert report.published == []
+    assert report.removed == [Removed(str(f.relative_to(hub.settings.home)), size, NEVER_PUBLISHED)
+                              for f, size in files.items()]
+    assert not partial.exists() and not (partial.parent / extract_id).exists()
+    assert not [e for e in hub.log.read() if e.subject == extract_id and e.action == "recovered"]
+

@@ -4,12 +4,13 @@ mutmut records each mutant's verdict in the git-ignored mutants/<path>.meta, bes
 function's AST, and keeps a verdict while its function's hash is unchanged. A fresh checkout (a CI runner, a
 new machine) therefore started over, and a full run of the trust core takes a day on two cores. `seed` writes
 the ledger's verdicts into mutants/ before `mutmut run`, for each module mutants/ has no record of yet, so
-mutmut re-tests only functions changed since the ledger was saved; `save` writes back every verdict reached.
+mutmut re-tests only functions changed since the ledger was saved, and every survivor; `save` writes back
+every verdict reached.
 
-The rule is mutmut's own: a verdict stands while its function is unchanged. A test added later can only turn
-a survivor into a kill; `make mutation MUTANTS=NAME` re-tests a named mutant whatever its verdict, and
-`make mutation MUTATION_FRESH=1` ignores the ledger. A ledger written by another mutmut version is not used:
-mutants are numbered by the mutmut that generated them.
+A kill stands while its function is unchanged, as in mutmut's own cache. Survivors are not seeded: a test added
+for one since is credited by the next run. `make mutation MUTANTS=NAME` re-tests a named mutant whatever its
+verdict, and `make mutation MUTATION_FRESH=1` ignores the ledger. A ledger written by another mutmut version is
+not used: mutants are numbered by the mutmut that generated them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tools.mutation_report import ROOT, trust_core
+from tools.mutation_report import DETECTED, ROOT, trust_core
 
 LEDGER = ROOT / "tests" / "mutation" / "verdicts.json"
 Ledger = dict[str, Any]
@@ -61,8 +62,16 @@ def meta_from(path: str, functions: Mapping[str, Mapping[str, Any]]) -> dict[str
     }
 
 
+def kills_only(functions: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The record with only the detected mutants' verdicts: a survivor is tested again, so a test written for it
+    since is credited without naming it."""
+    return {function: {"hash": entry["hash"],
+                       "verdicts": {n: code for n, code in entry["verdicts"].items() if code in DETECTED}}
+            for function, entry in functions.items()}
+
+
 def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: str) -> list[str]:
-    """Write the ledger's record of each module that mutants/ lacks; the modules seeded."""
+    """Write the ledger's kills of each module that mutants/ lacks; the modules seeded."""
     if ledger.get("mutmut") != mutmut_version:
         return []
     seeded = []
@@ -71,7 +80,7 @@ def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: 
         if meta.exists() or path not in ledger["modules"]:
             continue  # mutants/ is this checkout's own, newer record
         meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps(meta_from(path, ledger["modules"][path]), indent=1), "utf-8")
+        meta.write_text(json.dumps(meta_from(path, kills_only(ledger["modules"][path])), indent=1), "utf-8")
         seeded.append(path)
     return seeded
 

@@ -32,10 +32,12 @@ def test_a_module_record_round_trips_with_the_verdicts_reached(functions: dict[s
 
 
 def test_seeding_never_overwrites_this_checkouts_record_nor_uses_another_mutmuts(tmp_path: Path) -> None:
-    ledger = {"mutmut": MUTMUT, "modules": {OPS: {"x_add": {"hash": "h", "verdicts": {"1": 1}}}}}
+    ledger = {"mutmut": MUTMUT, "modules": {OPS: {"x_add": {"hash": "h", "verdicts": {"1": 1, "2": 0, "3": 36}}}}}
     mutants = tmp_path / "mutants"
     assert seed({**ledger, "mutmut": "2.0.0"}, mutants, [OPS], MUTMUT) == []
     assert seed(ledger, mutants, [OPS], MUTMUT) == [OPS]
+    seeded = json.loads((mutants / f"{OPS}.meta").read_text("utf-8"))["exit_code_by_key"]
+    assert seeded == {"calc.ops.x_add__mutmut_1": 1, "calc.ops.x_add__mutmut_3": 36}  # the survivor is tested again
     (mutants / f"{OPS}.meta").write_text("{}", "utf-8")
     assert seed(ledger, mutants, [OPS], MUTMUT) == []
     assert (mutants / f"{OPS}.meta").read_text("utf-8") == "{}"

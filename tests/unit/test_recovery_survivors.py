@@ -1,6 +1,6 @@
 """Recovery's reports, removals and cleanup entries where test_recovery_outcomes.py left mutants of
-exchange/recovery.py alive: a live batch's staging folder, leftovers already gone, lake files named by URL or
-unreadable, a partial extract whose manifest the log does not vouch for, and settle_now's own cleanup entry.
+exchange/recovery.py alive: a live batch's staging folder, leftovers already gone or outside home, an unreadable
+lake file, a partial extract whose manifest the log does not vouch for, and settle_now's own cleanup entry.
 
 Recovery runs in this process (mutmut mutates only the in-process package); a child process only prepares a
 crash state or holds a batch lock, as in test_recovery_outcomes.py.

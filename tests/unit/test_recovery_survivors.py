@@ -17,7 +17,6 @@ import pytest
 
 from exchange.atomic import Leftover
 from exchange.config import ExchangeSettings
-from exchange.faults import CRASH_EXIT
 from exchange.hub import Hub
 from exchange.lake import protocol
 from exchange.lake.connect import catalog_and_data
@@ -25,8 +24,8 @@ from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path
 from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
-from tests.unit.crash_harness import child_process, copied_hub, hub_at, run_crashing
-from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, built  # noqa: F401 - the shared module fixture
+from tests.unit.crash_harness import child_process, copied_hub
+from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
 
 DIED = "temporary file of a writer that died"
 ORPHAN = "lake file no snapshot references (left by an interrupted write)"
@@ -37,11 +36,6 @@ CHILD_TIMEOUT = 120  # only a guard against a hung child: the wait ends as soon 
 @pytest.fixture
 def hub(built: Path, tmp_path: Path) -> Hub:  # noqa: F811
     return copied_hub(built, tmp_path)
-
-
-def _crashed(hub: Hub, point: str) -> Hub:
-    assert run_crashing(hub.settings.home, point, Path()) == CRASH_EXIT, f"{point} was not reached"
-    return hub_at(hub.settings.home)
 
 
 def _cleanups(hub: Hub) -> list[ProvenanceEntry]:

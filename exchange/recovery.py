@@ -67,6 +67,7 @@ class RecoveryReport:
     abandoned: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     removed: list[Removed] = field(default_factory=list)
+    left: list[Removed] = field(default_factory=list)  # on object storage, which DuckDB cannot delete from
     busy: list[str] = field(default_factory=list)
     unrecoverable: list[str] = field(default_factory=list)
     torn_log_bytes: int = 0
@@ -84,6 +85,8 @@ class RecoveryReport:
                 for b in self.abandoned]
         out += [f"{verb}publish extract {e} (signed and logged, not yet moved into place)" for e in self.published]
         out += [f"{verb}remove {r.path} ({r.size} bytes): {r.why}" for r in self.removed]
+        out += [f"LEFT IN PLACE: {r.path}: {r.why}; DuckDB cannot delete an object: delete it with your storage "
+                "tool (docs/operators.md)" for r in self.left]
         if self.torn_log_bytes:
             out.append(f"{verb}cut a torn last line of {self.torn_log_bytes} bytes off the provenance log")
         out += [f"left alone: batch {b} is being run by a live process" for b in self.busy]
@@ -93,7 +96,8 @@ class RecoveryReport:
     def to_json(self) -> dict[str, Any]:
         """The machine-readable report of `exchange recover --json`."""
         return {"dry_run": self.dry_run, "completed": self.completed, "abandoned": self.abandoned,
-                "published": self.published, "removed": [r.__dict__ for r in self.removed], "busy": self.busy,
+                "published": self.published, "removed": [r.__dict__ for r in self.removed],
+                "left": [r.__dict__ for r in self.left], "busy": self.busy,
                 "unrecoverable": self.unrecoverable, "torn_log_bytes": self.torn_log_bytes}
 
 
@@ -173,13 +177,13 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
     root = catalog_and_data(hub.settings)[1]
     with catalog_batch_lock(hub.settings, batch_id), connect(hub.settings) as con:
         snapshot = snapshot_of(con, batch_id)
-        stray = _remove_stray(hub, report, con, root, batch_id)
+        stray, left = _remove_stray(hub, report, con, root, batch_id)
     if snapshot is None:
         report.abandoned.append(batch_id)
         if not report.dry_run:
             protocol.drop_intent(staging)
-            hub.log.append(hub.signer, events.Recovered(outcome="not_committed", removed=stray), actor=HUB,
-                           subject=batch_id)
+            hub.log.append(hub.signer, events.Recovered(outcome="not_committed", removed=stray, left=left),
+                           actor=HUB, subject=batch_id)
         return
     changed = intent.mismatches(staging)
     missing = [n for n in ("pull.json", "validation.json") if not (staging / n).exists()]
@@ -198,15 +202,6 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
     with connect(hub.settings, read_only=True) as con:
         hashed = protocol.hashed_files(con, snapshot, root)
     protocol.finish(hub, batch_id, snapshot, hashed, recovered=what)
-
-
-def _size(location: str) -> int:
-    if lake_files.is_remote(location):
-        return 0
-    try:
-        return Path(location).stat().st_size
-    except OSError:
-        return 0
 
 
 def _remove(hub: Hub, report: RecoveryReport, found: list[Leftover]) -> None:
@@ -328,14 +323,28 @@ def _stray_files(hub: Hub, con: Any, root: str, batch_id: str | None) -> list[tu
             for r in uncommitted_files(con, root, batch_id)]
 
 
-def _remove_stray(hub: Hub, report: RecoveryReport, con: Any, root: str, batch_id: str | None) -> list[str]:
-    stray = _stray_files(hub, con, root, batch_id)
-    for relative, why in stray:
+def _remove_stray(
+    hub: Hub, report: RecoveryReport, con: Any, root: str, batch_id: str | None
+) -> tuple[list[str], list[str]]:
+    """Remove the stray lake files (see _stray_files); return those removed and those left, relative to `root`.
+    Objects in a bucket are left and reported: DuckDB cannot delete one, and the log must not say it did."""
+    removed: list[str] = []
+    left: list[str] = []
+    for relative, why in _stray_files(hub, con, root, batch_id):
         location = lake_files.join(root, relative)
-        report.removed.append(Removed(_relative(hub, location), _size(location), why))
+        if lake_files.is_remote(location):
+            report.left.append(Removed(location, 0, why))
+            left.append(relative)
+            continue
+        try:
+            size = Path(location).stat().st_size
+        except OSError:
+            size = 0  # gone since it was listed
+        report.removed.append(Removed(_relative(hub, location), size, why))
         if not report.dry_run:
             lake_files.remove(location)
-    return [r for r, _ in stray]
+        removed.append(relative)
+    return removed, left
 
 
 def settle_now(hub: Hub, batch_id: str) -> RecoveryReport:

@@ -293,7 +293,8 @@ class CommitIntent(Event):
 
 class Recovered(Event):
     """Recovery settled what a crash interrupted: a commit completed from its staged files or found not
-    committed (its files removed), an extract moved into place, or a torn log line cut off."""
+    committed (its files removed; on object storage left and named), an extract moved into place, or a torn log
+    line cut off."""
 
     kind = Kind.RECOVERED
     roles = _HUB
@@ -305,6 +306,8 @@ class Recovered(Event):
     snapshot_id: int | None = _f("The batch's DuckLake snapshot (committed)", None)
     missing: str | None = _f("What the interrupted commit had not written yet (committed)", None)
     removed: list[str] = _f("Lake files of the interrupted attempt removed, relative to the data path", [])
+    left: list[str] = _f("Lake files of the interrupted attempt left on object storage, which DuckDB cannot "
+                         "delete from (an operator deletes them)", [])
     bytes: int | None = _f("Length of the torn log line cut off (torn_line_removed)", None)
 
 

@@ -3,6 +3,7 @@ tamper detection, and storage errors failing a batch cleanly."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,16 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.errors import ExchangeError, TerminalError
+from exchange.faults import CRASH_ENV, CRASH_EXIT
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.verify import verify_home
+from exchange.recovery import reconcile
 from exchange.synthetic import generate
 from tests.integration.scaleout_servers import s3_server
+from tests.unit.crash_harness import child_process
 
 pytestmark = pytest.mark.integration
 
@@ -124,3 +128,51 @@ def test_a_bucket_that_does_not_exist_fails_the_batch_cleanly(home: Path) -> Non
         assert _committed_batches(hub.settings) == []
         assert not list((home / "manifests").rglob("*.json"))
         assert not [e for e in ProvenanceLog(home / "provenance").read() if e.action == "commit"]
+
+
+def _second_window_dying_before_the_lake_commit(home: str, endpoint: str) -> None:
+    os.environ[CRASH_ENV] = "commit.before_lake_commit"  # data objects written, the catalog never told
+    run_exchange("jiangsu", "e_license", MID, END, _hub(Path(home), endpoint, "s3://yrd-lake/hub"))
+
+
+def test_recovery_reports_the_objects_an_interrupted_commit_left_and_never_claims_it_removed_them(
+    home: Path,
+) -> None:
+    """DuckDB cannot delete an object: recovery must say which ones stay, in its report and in the signed log,
+    and verify names them until an operator deletes them."""
+    with s3_server() as (endpoint, _):
+        s3 = _s3(endpoint)
+        s3.create_bucket(Bucket="yrd-lake")
+
+        def keys() -> set[str]:
+            return {o["Key"] for o in s3.list_objects_v2(Bucket="yrd-lake", Prefix="hub/").get("Contents", [])}
+
+        hub = _hub(home, endpoint, "s3://yrd-lake/hub")
+        _seed(home, 300, START, MID, seed=5)
+        assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
+        committed = keys()
+        _seed(home, 300, MID, END, seed=6)
+        child = child_process(_second_window_dying_before_the_lake_commit, str(home), endpoint)
+        child.join(300)
+        assert child.exitcode == CRASH_EXIT
+        stray = sorted(keys() - committed)
+        assert stray, "the interrupted attempt wrote data objects"
+
+        report = reconcile(hub)  # what every stage runs first
+        assert report.removed == [] and len(report.abandoned) == 1
+        assert sorted(r.path for r in report.left) == [f"s3://yrd-lake/{k}" for k in stray]
+        assert sum("LEFT IN PLACE" in line for line in report.lines()) == len(stray)
+        assert keys() == committed | set(stray)  # nothing deleted
+        entry = [e for e in ProvenanceLog(home / "provenance").read() if e.action == "recovered"][-1]
+        assert entry.subject == report.abandoned[0]
+        assert entry.details["removed"] == []
+        assert entry.details["left"] == [k.removeprefix("hub/") for k in stray]
+
+        problems = [str(p) for p in verify_home(hub.settings).problems]
+        for key in stray:
+            assert any(key.removeprefix("hub/") in p and "unknown to the catalog" in p for p in problems), problems
+        for key in stray:  # the operator deletes them with the storage tool, as the report says
+            s3.delete_object(Bucket="yrd-lake", Key=key)
+        assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
+        report_after = verify_home(hub.settings)
+        assert report_after.ok, report_after.problems

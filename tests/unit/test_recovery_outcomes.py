@@ -146,14 +146,17 @@ def test_a_partial_extract_folder_names_its_writers_pid() -> None:
 
 def test_a_report_says_what_it_did_in_one_line_each_and_as_json() -> None:
     report = RecoveryReport(completed=["b1"], abandoned=["b2"], published=["e1"],
-                            removed=[Removed("lake/x.parquet", 12, "why")], busy=["b3"], unrecoverable=["u"],
-                            torn_log_bytes=7)
+                            removed=[Removed("lake/x.parquet", 12, "why")],
+                            left=[Removed("s3://b/y.parquet", 0, "data file of batch b2")], busy=["b3"],
+                            unrecoverable=["u"], torn_log_bytes=7)
     assert report.acted
     assert report.lines() == [
         "complete batch b1: in the lake without its manifest/commit entry",
         "settle batch b2 as not committed (its commit was interrupted before the lake)",
         "publish extract e1 (signed and logged, not yet moved into place)",
         "remove lake/x.parquet (12 bytes): why",
+        "LEFT IN PLACE: s3://b/y.parquet: data file of batch b2; DuckDB cannot delete an object: delete it with your "
+        "storage tool (docs/operators.md)",
         "cut a torn last line of 7 bytes off the provenance log",
         "left alone: batch b3 is being run by a live process",
         "NEEDS AN OPERATOR: u",
@@ -162,8 +165,9 @@ def test_a_report_says_what_it_did_in_one_line_each_and_as_json() -> None:
         "would settle batch b2 as not committed (its commit was interrupted before the lake)"]
     assert report.to_json() == {
         "dry_run": False, "completed": ["b1"], "abandoned": ["b2"], "published": ["e1"],
-        "removed": [{"path": "lake/x.parquet", "size": 12, "why": "why"}], "busy": ["b3"], "unrecoverable": ["u"],
-        "torn_log_bytes": 7}
+        "removed": [{"path": "lake/x.parquet", "size": 12, "why": "why"}],
+        "left": [{"path": "s3://b/y.parquet", "size": 0, "why": "data file of batch b2"}], "busy": ["b3"],
+        "unrecoverable": ["u"], "torn_log_bytes": 7}
     assert not RecoveryReport(busy=["b"], unrecoverable=["u"]).acted
     for one in (RecoveryReport(completed=["b"]), RecoveryReport(published=["e"]), RecoveryReport(torn_log_bytes=1),
                 RecoveryReport(removed=[Removed("p", 0, "w")])):

@@ -24,7 +24,7 @@ from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path
 from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
-from tests.unit.crash_harness import child_process, copied_hub
+from tests.unit.crash_harness import child_process, copied_hub, stage_action
 from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
 
 DIED = "temporary file of a writer that died"
@@ -176,4 +176,80 @@ def test_a_partial_extract_whose_manifest_differs_from_the_logged_one_is_removed
                               for f, size in files.items()]
     assert not partial.exists() and not (partial.parent / extract_id).exists()
     assert not [e for e in hub.log.read() if e.subject == extract_id and e.action == "recovered"]
+
+
+
+# --- the commit protocol's crash points, fired in this process ---
+
+class _Died(BaseException):
+    """Raised where a crash point would end the process: not an Exception, so no handler of the hub's takes it."""
+
+
+def _where_the_commit_stopped(hub: Hub) -> tuple[bool, bool, bool, bool, bool, bool]:
+    """(intent marker, commit_intent entry, lake files the catalog does not know, snapshot, manifest,
+    commit entry) for BATCH."""
+    from exchange.lake.commit import snapshot_of
+    from exchange.lake.connect import connect
+    from exchange.lake.retry import catalog_file_names
+
+    actions = {e.action for e in hub.log.read() if e.subject == BATCH}
+    with connect(hub.settings, read_only=True) as con:
+        snapshot = snapshot_of(con, BATCH)
+        unknown = set(p.name for p in _lake_files(hub)) - catalog_file_names(con)
+    province, dataset = BATCH.split(".")[:2]
+    return (protocol.read_intent(hub.staging(BATCH)) is not None, "commit_intent" in actions, bool(unknown),
+            snapshot is not None, manifest_path(hub.layout.manifests, province, dataset, BATCH).exists(),
+            "commit" in actions)
+
+
+@pytest.mark.parametrize(("point", "where", "state"), [
+    # state: (intent marker, commit_intent entry, unknown lake files, snapshot, manifest, commit entry)
+    ("commit.after_intent_file", "declare_intent", (True, False, False, False, False, False)),
+    ("commit.after_intent", "declare_intent", (True, True, False, False, False, False)),
+    # A kill leaves the written data files (test_crash_recovery.py); an exception takes commit_batch's ROLLBACK.
+    ("commit.before_lake_commit", "commit_batch", (True, True, False, False, False, False)),
+    ("commit.after_snapshot", "write_snapshot", (True, True, False, True, False, False)),
+    ("commit.after_manifest", "finish", (True, True, False, True, True, False)),
+    ("commit.after_commit_entry", "finish", (True, True, False, True, True, True)),
+])
+def test_each_crash_point_of_the_commit_fires_at_its_own_write_boundary(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, point: str, where: str, state: tuple[bool, ...]
+) -> None:
+    # The crash tests kill a child process there; this runs the commit in this process (so a mutated protocol
+    # is the one under test) and turns the exit into an exception that unwinds to here, through `where`.
+    from exchange import faults
+
+    def died(code: int) -> None:
+        raise _Died(code)
+
+    monkeypatch.setenv(faults.CRASH_ENV, point)
+    monkeypatch.setattr(faults.os, "_exit", died)
+    with pytest.raises(_Died) as stopped:
+        stage_action(point, Path())(hub)
+    assert stopped.value.args == (faults.CRASH_EXIT,)
+    assert [entry.name for entry in stopped.traceback][-3:] == [where, "crash_point", "died"]
+    assert _where_the_commit_stopped(hub) == state
+
+
+def test_a_commit_that_keeps_failing_names_its_batch_and_leaves_the_lake_as_it_was(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    from exchange.errors import TransientError
+
+    calls = []
+
+    def connection_lost(con: object, **kwargs: object) -> object:
+        calls.append(con)
+        raise duckdb.IOException("connection to the catalog lost")
+
+    monkeypatch.setattr(protocol, "commit_batch", connection_lost)
+    hub = Hub(hub.settings.model_copy(update={"lake_commit_retries": 1, "lake_commit_backoff_seconds": 0.0}))
+    with pytest.raises(TransientError) as failed:
+        stage_action("commit", Path())(hub)
+    assert str(failed.value).startswith(f"lake commit of batch {BATCH} failed after 2 attempt(s); nothing of it is "
+                                        "visible in the lake and a retry is safe")
+    assert len(calls) == 2
+    assert _where_the_commit_stopped(hub)[3:] == (False, False, False)  # no snapshot, manifest or commit entry
 

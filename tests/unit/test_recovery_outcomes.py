@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
-import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -113,22 +114,21 @@ def test_a_batch_lock_lives_beside_the_staging_folders_and_this_process_is_not_e
     assert protocol.batch_locked_elsewhere(tmp_path, "b") is False
 
 
-def _hold(lock: str, ready: str) -> None:
+def _hold(lock: str, ready: Connection) -> None:
     with open(lock, "a") as handle:  # the flock a running stage holds (protocol.batch_lock), taken by hand
         fcntl.flock(handle, fcntl.LOCK_EX)
-        Path(ready).write_text("held", encoding="utf-8")
-        while True:
-            time.sleep(3600)
+        ready.send("held")
+        ready.recv()  # held until the test kills this process
 
 
 def test_a_batch_another_live_process_holds_is_locked_elsewhere_until_it_dies(tmp_path: Path) -> None:
-    lock, ready = protocol.lock_path(tmp_path, "b"), tmp_path / "ready"
+    lock = protocol.lock_path(tmp_path, "b")
     lock.parent.mkdir()
-    holder = child_process(_hold, str(lock), str(ready))
+    ours, theirs = multiprocessing.get_context("forkserver").Pipe()
+    holder = child_process(_hold, str(lock), theirs)
     try:
-        while not ready.exists():
-            assert holder.exitcode is None, "the holder died before taking the lock"
-            time.sleep(0.05)
+        # Only a guard against a hung child: the wait ends as soon as the holder answers.
+        assert ours.poll(120) and ours.recv() == "held", "the holder did not take the lock"
         assert protocol.batch_locked_elsewhere(tmp_path, "b") is True
         assert protocol.batch_locked_elsewhere(tmp_path, "other") is False
         with pytest.raises(protocol.BatchBusy), protocol.batch_lock(tmp_path, "b"):

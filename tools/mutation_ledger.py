@@ -8,7 +8,7 @@ mutmut re-tests only functions changed since the ledger was saved, and every sur
 every verdict reached.
 
 A kill stands while its function is unchanged, as in mutmut's own cache. Survivors are not seeded: a test added
-for one since is credited by the next run. `make mutation MUTANTS=NAME` re-tests a named mutant whatever its
+for one since is credited by the next run. Nor are timeouts: a busy machine can cause one. `make mutation MUTANTS=NAME` re-tests a named mutant whatever its
 verdict, and `make mutation MUTATION_FRESH=1` ignores the ledger. A ledger written by another mutmut version is
 not used: mutants are numbered by the mutmut that generated them.
 """
@@ -23,7 +23,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tools.mutation_report import DETECTED, ROOT, trust_core
+from tools.mutation_report import KILLED, ROOT, trust_core
 
 LEDGER = ROOT / "tests" / "mutation" / "verdicts.json"
 Ledger = dict[str, Any]
@@ -63,10 +63,10 @@ def meta_from(path: str, functions: Mapping[str, Mapping[str, Any]]) -> dict[str
 
 
 def kills_only(functions: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The record with only the detected mutants' verdicts: a survivor is tested again, so a test written for it
-    since is credited without naming it."""
+    """The record with only the killed mutants' verdicts: a survivor is tested again, so a test written for it
+    since is credited without naming it, and so is a timeout, which a loaded machine can cause."""
     return {function: {"hash": entry["hash"],
-                       "verdicts": {n: code for n, code in entry["verdicts"].items() if code in DETECTED}}
+                       "verdicts": {n: code for n, code in entry["verdicts"].items() if code in KILLED}}
             for function, entry in functions.items()}
 
 

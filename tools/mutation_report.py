@@ -26,6 +26,9 @@ EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.txt"
 DETECTED = {1: "killed", 3: "killed", 37: "caught by type check", 36: "timeout", 24: "timeout", -24: "timeout",
             152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault"}
 UNDETECTED = {0: "survived", 5: "no tests", 33: "no tests"}
+# Verdicts that hold on any machine: a test failed, or the type checker refused the mutant. A timeout or a kill by
+# signal can also come from a loaded machine, so the mutation ledger does not keep those across runs.
+KILLED = frozenset(code for code, label in DETECTED.items() if label in ("killed", "caught by type check"))
 
 
 @dataclass

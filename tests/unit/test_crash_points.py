@@ -15,12 +15,13 @@ import pytest
 
 from exchange.faults import CRASH_EXIT, POINTS
 from tests.conftest import REPO
+from tests.fixture_cache import built_once
 from tests.unit.crash_harness import assert_settled, build_home, hub_at, run_crashing, stage_action
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_home(tmp_path_factory.mktemp("crash"))
+    return built_once("crash", build_home, tmp_path_factory) / "home"
 
 
 def test_every_crash_point_in_the_code_is_declared_and_every_declared_one_is_used() -> None:

@@ -29,6 +29,7 @@ from exchange.provenance.manifest import BatchManifest, Counts, SignedManifest, 
 from exchange.signing.keyring import Keyring
 from exchange.signing.signers import ED25519
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -39,8 +40,12 @@ DELETED = datetime(2026, 11, 6, 9, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("forged", _build, tmp_path_factory) / "home"
+
+
+def _build(root: Path) -> None:
     """Two Zhejiang batches: the first with quarantined records, the second deleting five of the first's."""
-    home = tmp_path_factory.mktemp("forged") / "home"
+    home = root / "home"
     sandbox = ZhejiangSandbox(home / "sandboxes" / "zhejiang")
     sandbox.install()
     sandbox.seed("e_license", generate("e_license", "zhejiang", 300, seed=11, start=START, end=MID))
@@ -52,7 +57,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sandbox.delete("e_license", accepted[:5], DELETED)
     assert run_exchange("zhejiang", "e_license", MID, END, hub).status == "committed"
     assert verify_copy(home).ok
-    return home
 
 
 @pytest.fixture

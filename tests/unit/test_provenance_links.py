@@ -29,6 +29,7 @@ from exchange.replay import replay
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 from tests.hubs import assert_named, relaxed_contracts, sandbox_hub, verify_copy
 
 START_END = ("2026-11-01T00:00:00+00:00", "2026-11-04T00:00:00+00:00")
@@ -42,9 +43,12 @@ def _hub(home: Path) -> Hub:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("links", _build, tmp_path_factory) / "home"
+
+
+def _build(root: Path) -> None:
     from datetime import datetime
 
-    root = tmp_path_factory.mktemp("links")
     hub = _hub(root / "home")
     start, end = (datetime.fromisoformat(t) for t in START_END)
     sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
@@ -56,7 +60,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = verify_home(hub.settings, record=False)
     assert report.ok, [str(p) for p in report.problems]
     assert report.manifests == 2
-    return hub.layout.home
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from exchange.provenance.trace import trace_record
 from exchange.provenance.verify import verify_home, verify_offline
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 from tests.hubs import assert_named, sandbox_hub, verify_copy
 from tests.unit.sample_events import H, InFlight, pull
 
@@ -61,8 +62,12 @@ def _archive_and_truncate(hub: Hub) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("truncate", _build, tmp_path_factory) / "home"
+
+
+def _build(root: Path) -> None:
     """Batch 1, archive 1 + truncate, batch 2, archive 2 + truncate, then one more entry in the live tail."""
-    hub = _hub(tmp_path_factory.mktemp("truncate") / "home")
+    hub = _hub(root / "home")
     _batch(hub, START, MID, 7)
     hub.log.append(hub.signer, Query(token_id=None, grants={}, snapshot_id=1, columns=[], rows=0),
                    actor="js.public_security", subject="e_license", digests={"sql": H, "result": H})
@@ -70,7 +75,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _batch(hub, MID, END, 8)
     _archive_and_truncate(hub)
     hub.log.append(hub.signer, Checkpoint(lake_snapshot=None, manifests=0), actor="hub", subject="provenance")
-    return hub.layout.home
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from exchange.recovery import (
     settle_now,
 )
 from exchange.signing.canonical import file_sha256
+from tests.fixture_cache import built_once
 from tests.unit.crash_harness import END, MID, build_home, child_process, copied_hub, hub_at, run_crashing
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
@@ -45,7 +46,7 @@ DEAD_PID = 2**22 + 12345  # above the kernel's default pid_max: no live process 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_home(tmp_path_factory.mktemp("outcomes"), records=40)
+    return built_once("outcomes", lambda root: build_home(root, records=40), tmp_path_factory) / "home"
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from exchange.signing.sm3 import DIGEST_SIZE, sm3
 from exchange.signing.trust import public_pem, verify_bundle, verify_signature
 from exchange.synthetic import generate
 from tests.capability import openssl_with_sm2, sm2_args, unavailable
+from tests.fixture_cache import built_once
 from tests.hubs import sandbox_hub
 
 DATA = b"canonical bytes of some manifest"
@@ -361,8 +362,12 @@ def _hub(home: Path) -> Hub:
 
 @pytest.fixture(scope="module")
 def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("sm2", _build_sm2_home, tmp_path_factory) / "home"
+
+
+def _build_sm2_home(root: Path) -> None:
     """Batch 1 under Ed25519 keys; the hub's and Jiangsu's keys rotated to SM2 by the CLI; batch 2 under SM2."""
-    home = tmp_path_factory.mktemp("sm2") / "home"
+    home = root / "home"
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=7, start=START, end=MID))
@@ -376,7 +381,6 @@ def sm2_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The same Hub signs on with the new key (it does not cache its signer across a rotation).
     sandbox.seed("e_license", generate("e_license", "jiangsu", 120, seed=8, start=MID, end=END))
     assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
-    return home
 
 
 @pytest.fixture

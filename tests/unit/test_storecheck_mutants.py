@@ -8,9 +8,7 @@ its folder and through a URL data path), then a lake whose batches span several 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,6 @@ import pytest
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.access.extract import EXTRACT_MANIFEST
 from exchange.config import ExchangeSettings, Layout
-from exchange.contracts.load import contract_path
 from exchange.lake.commit import LEDGER
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
@@ -44,6 +41,7 @@ from exchange.provenance.verify_result import ChainFacts, VerifyReport
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 from tests.hubs import extract_home, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -93,37 +91,10 @@ def test_a_lake_exists_when_its_catalog_file_does_or_its_catalog_is_postgresql(t
 # -- a built home: one committed Jiangsu batch (landing copies kept) and one department extract --------------
 
 
-def _source_key() -> str:
-    """A digest of the code and contracts that build the home: a built home is reused only by the same code."""
-    import adapters
-    import exchange
-
-    digest = hashlib.sha256()
-    for package in (Path(exchange.__file__).parent, Path(adapters.__file__).parent, contract_path("e_license").parent):
-        for path in sorted(package.rglob("*")):
-            if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".json", ".sql"}:
-                digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:24]
-
-
-def _cached(name: str, build: Callable[[Path], object], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home built once per version of the code, and kept: the mutation tester runs this module once per mutant of
-    the store checks, which building a home does not run (nothing in the pipeline calls verify)."""
-    cached = Path(tempfile.gettempdir()) / "exchange-test-cache" / f"{name}-{_source_key()}"
-    if not (cached / "home").is_dir():
-        staging = tmp_path_factory.mktemp(name)
-        build(staging / "home")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staging.rename(cached)  # atomic: a concurrent builder's copy wins, this one is dropped
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    return cached / "home"
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _cached("storecheck", lambda home: extract_home(home, 200, seed=5, start=START, end=END), tmp_path_factory)
+    return built_once("storecheck", lambda root: extract_home(root / "home", 200, seed=5, start=START, end=END),
+                      tmp_path_factory) / "home"
 
 
 @pytest.fixture
@@ -552,7 +523,7 @@ def _spanning_home(home: Path) -> None:
 
 @pytest.fixture(scope="module")
 def spanning_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _cached("storecheck-spanning", _spanning_home, tmp_path_factory)
+    return built_once("storecheck-spanning", lambda root: _spanning_home(root / "home"), tmp_path_factory) / "home"
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from exchange.signing.keyring import Keyring
 from exchange.signing.rotation import revoke
 from exchange.signing.trust import record_of
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 from tests.hubs import assert_named, verify_copy
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -49,7 +50,10 @@ def _hub(home: Path) -> Hub:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tamper")
+    return built_once("tamper", _build, tmp_path_factory) / "home"
+
+
+def _build(root: Path) -> None:
     home = root / "home"
     hub = _hub(home)
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
@@ -66,7 +70,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = verify_home(hub.settings)
     assert report.ok, report.problems
     assert report.files == 6 and report.manifests == 2 and report.extracts == 1 and report.archives == 1
-    return home
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from exchange.provenance.hashing import Prefetcher
 from exchange.provenance.lakecheck import read_catalog
 from exchange.provenance.verify import verify_home, verify_offline
 from exchange.synthetic import generate
+from tests.fixture_cache import built_once
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
@@ -45,39 +46,45 @@ def _second_batch(hub: Hub) -> None:
     assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"
 
 
-@pytest.fixture(scope="module")
-def one_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("verify") / "home"
-    hub = _hub(home)
+def _one_batch(root: Path) -> None:
+    hub = _hub(root / "home")
     sandbox = sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu")
     sandbox.seed("e_license", generate("e_license", "jiangsu", 200, seed=7, start=START, end=MID))
     assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
-    return home
+
+
+@pytest.fixture(scope="module")
+def one_batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("verify", _one_batch, tmp_path_factory) / "home"
+
+
+def _checkpointed(one_batch: Path, root: Path) -> None:
+    """One batch, a checkpoint, a passing verify (recorded), then a second batch."""
+    shutil.copytree(one_batch, root / "home", symlinks=True)
+    hub = _hub(root / "home")
+    append_checkpoint(hub.log, hub.signer, lake_snapshot=None, manifests=1)
+    assert verify_home(hub.settings).ok
+    _second_batch(hub)
 
 
 @pytest.fixture(scope="module")
 def checkpointed(one_batch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One batch, a checkpoint, a passing verify (recorded), then a second batch."""
-    home = tmp_path_factory.mktemp("checkpointed") / "home"
-    shutil.copytree(one_batch, home, symlinks=True)
-    hub = _hub(home)
-    append_checkpoint(hub.log, hub.signer, lake_snapshot=None, manifests=1)
-    assert verify_home(hub.settings).ok
-    _second_batch(hub)
-    return home
+    return built_once("checkpointed", lambda root: _checkpointed(one_batch, root), tmp_path_factory) / "home"
 
 
-@pytest.fixture(scope="module")
-def archived(one_batch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _archived(one_batch: Path, root: Path) -> None:
     """One batch, archive 1, a second batch, archive 2."""
-    home = tmp_path_factory.mktemp("archived") / "home"
-    shutil.copytree(one_batch, home, symlinks=True)
-    hub = _hub(home)
+    shutil.copytree(one_batch, root / "home", symlinks=True)
+    hub = _hub(root / "home")
     assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=1) is not None
     assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=1) is None
     _second_batch(hub)
     assert write_archive(hub.log, hub.signer, hub.layout.home, lake_snapshot=None, manifests=2) is not None
-    return home
+
+
+@pytest.fixture(scope="module")
+def archived(one_batch: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("archived", lambda root: _archived(one_batch, root), tmp_path_factory) / "home"
 
 
 def _copy(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:

@@ -58,6 +58,14 @@ class Removed:
     why: str
 
 
+@dataclass(frozen=True)
+class Left:
+    """A lake object recovery would remove but cannot: DuckDB deletes no single object from object storage."""
+
+    path: str
+    why: str
+
+
 @dataclass
 class RecoveryReport:
     """What one reconcile did."""
@@ -67,7 +75,7 @@ class RecoveryReport:
     abandoned: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     removed: list[Removed] = field(default_factory=list)
-    left: list[Removed] = field(default_factory=list)  # on object storage, which DuckDB cannot delete from
+    left: list[Left] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     unrecoverable: list[str] = field(default_factory=list)
     torn_log_bytes: int = 0
@@ -333,7 +341,7 @@ def _remove_stray(
     for relative, why in _stray_files(hub, con, root, batch_id):
         location = lake_files.join(root, relative)
         if lake_files.is_remote(location):
-            report.left.append(Removed(location, 0, why))
+            report.left.append(Left(location, why))
             left.append(relative)
             continue
         try:

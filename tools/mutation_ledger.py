@@ -8,8 +8,9 @@ mutmut re-tests only functions changed since the ledger was saved, and every sur
 every verdict reached.
 
 A kill stands while its function is unchanged, as in mutmut's own cache. Survivors are not seeded: a test added
-for one since is credited by the next run. Nor are timeouts: a busy machine can cause one. `make mutation MUTANTS=NAME` re-tests a named mutant whatever its
-verdict, and `make mutation MUTATION_FRESH=1` ignores the ledger. A ledger written by another mutmut version is
+for one since is credited by the next run. Nor are timeouts: a busy machine can cause one. `make mutation
+MUTANTS=NAME` re-tests a named mutant whatever its verdict, and `make mutation MUTATION_FRESH=1` ignores the
+ledger. A ledger written by another mutmut version is
 not used: mutants are numbered by the mutmut that generated them.
 """
 

@@ -28,6 +28,7 @@ from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path, read_manifest
 from exchange.recovery import (
     PARTIAL_EXTRACT,
+    Left,
     RecoveryReport,
     Removed,
     intents_pending,
@@ -148,7 +149,7 @@ def test_a_partial_extract_folder_names_its_writers_pid() -> None:
 def test_a_report_says_what_it_did_in_one_line_each_and_as_json() -> None:
     report = RecoveryReport(completed=["b1"], abandoned=["b2"], published=["e1"],
                             removed=[Removed("lake/x.parquet", 12, "why")],
-                            left=[Removed("s3://b/y.parquet", 0, "data file of batch b2")], busy=["b3"],
+                            left=[Left("s3://b/y.parquet", "data file of batch b2")], busy=["b3"],
                             unrecoverable=["u"], torn_log_bytes=7)
     assert report.acted
     assert report.lines() == [
@@ -167,7 +168,7 @@ def test_a_report_says_what_it_did_in_one_line_each_and_as_json() -> None:
     assert report.to_json() == {
         "dry_run": False, "completed": ["b1"], "abandoned": ["b2"], "published": ["e1"],
         "removed": [{"path": "lake/x.parquet", "size": 12, "why": "why"}],
-        "left": [{"path": "s3://b/y.parquet", "size": 0, "why": "data file of batch b2"}], "busy": ["b3"],
+        "left": [{"path": "s3://b/y.parquet", "why": "data file of batch b2"}], "busy": ["b3"],
         "unrecoverable": ["u"], "torn_log_bytes": 7}
     assert not RecoveryReport(busy=["b"], unrecoverable=["u"]).acted
     for one in (RecoveryReport(completed=["b"]), RecoveryReport(published=["e"]), RecoveryReport(torn_log_bytes=1),

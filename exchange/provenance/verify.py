@@ -204,14 +204,17 @@ def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: Exch
 
     A problem counts only when it concerns a batch whose commit began with a signed commit_intent entry, has no
     commit entry yet and still has its intent marker in staging, or is an unpublished extract folder, or a torn
-    last log line: what the commit protocol leaves after a crash, and what recovery settles. Anything else, or
-    a marker without a signed intent, stays tampering or damage.
+    last log line: what the commit protocol leaves after a crash, and what recovery settles. So does a lake object
+    a signed `recovered` entry lists as left on object storage, holding only that batch's rows: recovery cannot
+    delete it, an operator does. Anything else, or a marker without a signed intent, stays tampering or damage.
     """
     from exchange.recovery import intents_pending
 
     pending = {b for b in intents_pending(Layout(settings.home).staging)
                if b in facts.intents and b not in facts.commits}
     torn = log.torn_tail() > 0
+    left: list[str] = []
+
     def explained(problem: VerificationError) -> bool:
         text = str(problem)
         if any(b in text for b in pending) or "/.partial-" in text:
@@ -219,12 +222,22 @@ def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: Exch
         if torn and problem.problem.startswith("unreadable entry"):
             return True
         lake_file = problem.item.removeprefix("lake file ")
-        return bool(pending) and lake_file != problem.item and _rows_of_batches(settings, lake_file) <= pending
+        if lake_file == problem.item:
+            return False
+        if lake_file in facts.left and _rows_of_batches(settings, lake_file) == {facts.left[lake_file]}:
+            left.append(lake_file)
+            return True
+        return bool(pending) and _rows_of_batches(settings, lake_file) <= pending
 
-    report.interrupted += [p for p in report.problems if explained(p)]
-    if report.recoverable:
+    explains = [p for p in report.problems if explained(p)]
+    report.interrupted += explains
+    if report.recoverable and len(explains) > len(left):
         report.notes.append("a commit or write was interrupted (a signed intent names it); nothing points at "
                             "tampering: run `exchange recover`, then verify again")
+    if left:
+        report.notes.append(f"{len(left)} lake object(s) an interrupted commit wrote to object storage, which "
+                            "recovery could not delete (its signed `recovered` entries list them): delete them with "
+                            "your storage tool, then verify again")
 
 
 def _rows_of_batches(settings: ExchangeSettings, relative: str) -> set[str]:

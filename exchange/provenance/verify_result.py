@@ -109,6 +109,7 @@ class ChainFacts:
     validations: dict[str, ProvenanceEntry] = field(default_factory=dict)  # batch -> its last validate entry
     _previous: tuple[int, str] = (0, "")
     intents: set[str] = field(default_factory=set)
+    left: dict[str, str] = field(default_factory=dict)  # lake file recovery could not delete -> its batch
 
     def observe(self, entry: ProvenanceEntry, offset: int = -1, line: int = -1) -> None:
         """Remember what later checks need from this entry (small: digests and ids, not the entry stream)."""
@@ -116,6 +117,8 @@ class ChainFacts:
             self.commits[entry.subject] = entry
         elif entry.action == Kind.COMMIT_INTENT:
             self.intents.add(entry.subject)
+        elif entry.action == Kind.RECOVERED:
+            self.left.update(dict.fromkeys(entry.details.get("left", []), entry.subject))
         elif entry.action == Kind.PULL:
             self.pulls.setdefault(entry.subject, []).append(entry.digests)
         elif entry.action == Kind.REPLAY:

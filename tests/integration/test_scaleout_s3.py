@@ -168,9 +168,23 @@ def test_recovery_reports_the_objects_an_interrupted_commit_left_and_never_claim
         assert entry.details["removed"] == []
         assert entry.details["left"] == [k.removeprefix("hub/") for k in stray]
 
-        problems = [str(p) for p in verify_home(hub.settings).problems]
+        # Named, and not taken for tampering: the hub's signed log says recovery left them.
+        verified = verify_home(hub.settings)
+        problems = [str(p) for p in verified.problems]
         for key in stray:
             assert any(key.removeprefix("hub/") in p and "unknown to the catalog" in p for p in problems), problems
+        assert verified.verdict == "INTERRUPTED", problems
+        assert any(n.startswith(f"{len(stray)} lake object(s) an interrupted commit wrote to object storage")
+                   for n in verified.notes), verified.notes
+        # The same bytes under a name no signed entry lists are someone else's doing.
+        planted = stray[0].replace(".parquet", "-copy.parquet")
+        s3.copy_object(Bucket="yrd-lake", Key=planted, CopySource={"Bucket": "yrd-lake", "Key": stray[0]})
+        assert verify_home(hub.settings).verdict == "BROKEN"
+        s3.delete_object(Bucket="yrd-lake", Key=planted)
+        # A listed name holding rows of another batch is not what recovery left either.
+        other = next(k for k in sorted(committed) if "/e_license/" in k)
+        s3.copy_object(Bucket="yrd-lake", Key=stray[0], CopySource={"Bucket": "yrd-lake", "Key": other})
+        assert verify_home(hub.settings).verdict == "BROKEN"
         for key in stray:  # the operator deletes them with the storage tool, as the report says
             s3.delete_object(Bucket="yrd-lake", Key=key)
         assert run_exchange("jiangsu", "e_license", MID, END, hub).status == "committed"

@@ -1,6 +1,7 @@
 """Recovery's reports, removals and cleanup entries where test_recovery_outcomes.py left mutants of
 exchange/recovery.py alive: a live batch's staging folder, leftovers already gone or outside home, an unreadable
-lake file, a partial extract whose manifest the log does not vouch for, and settle_now's own cleanup entry.
+lake file, a partial extract whose manifest the log does not vouch for, settle_now's own cleanup entry, and the
+commit protocol's crash points fired in this process.
 
 Recovery runs in this process (mutmut mutates only the in-process package); a child process only prepares a
 crash state or holds a batch lock, as in test_recovery_outcomes.py.
@@ -87,7 +88,7 @@ def test_a_dead_helpers_temp_file_in_a_batch_another_process_runs_is_kept_and_ot
 
 # --- remove_leftovers (the archive writer's own cleanup) ---
 
-def test_leftovers_are_removed_named_sized_and_logged_even_if_already_gone_or_outside_home(tmp_path: Path) -> None:
+def test_leftovers_are_removed_named_sized_and_logged_once_also_outside_home(tmp_path: Path) -> None:
     hub = Hub(ExchangeSettings(home=tmp_path / "home"))
     archives = hub.layout.provenance / "archives"
     archives.mkdir(parents=True)
@@ -100,8 +101,8 @@ def test_leftovers_are_removed_named_sized_and_logged_even_if_already_gone_or_ou
     found = [Leftover(present, 5, DIED), Leftover(gone, 7, DIED),
              Leftover(outside, 2, "partial file left by an interrupted write")]
     removed = remove_leftovers(hub.log, hub.signer, found, hub.layout.home)
+    # The one already gone was removed and logged by the other recovery: logging it here would say it twice.
     assert removed == [Removed(f"provenance/archives/.entries.jsonl.{DEAD_PID}.tmp", 5, DIED),
-                       Removed(f"provenance/archives/.header.json.{DEAD_PID}.tmp", 7, DIED),
                        Removed(str(outside), 2, "partial file left by an interrupted write")]
     assert not present.exists() and not outside.exists()
     _assert_signed_cleanup(hub, _cleanups(hub)[-1], removed)
@@ -255,3 +256,29 @@ def test_a_commit_that_keeps_failing_names_its_batch_and_leaves_the_lake_as_it_w
     assert len(calls) == 2
     assert _where_the_commit_stopped(hub)[3:] == (False, False, False)  # no snapshot, manifest or commit entry
 
+
+
+def test_a_leftover_another_recovery_removed_first_is_neither_reported_nor_logged_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exchange.recovery as recovery
+    from exchange import atomic
+
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    staging = hub.layout.staging / "jiangsu.e_license.b"
+    staging.mkdir(parents=True)
+    mine, theirs = (staging / f".{n}.{DEAD_PID}.tmp" for n in ("pull.json", "records.parquet"))
+    for path in (mine, theirs):
+        path.write_bytes(b"abc")
+    listed = atomic.leftovers
+
+    def listed_then_raced(root: Path, recursive: bool = False) -> list[Leftover]:
+        found = listed(root, recursive=recursive)
+        theirs.unlink(missing_ok=True)  # a stage starting beside us swept it between our listing and our unlink
+        return found
+
+    monkeypatch.setattr(recovery.atomic, "leftovers", listed_then_raced)
+    report = reconcile(hub)
+    assert report.removed == [Removed(f"staging/jiangsu.e_license.b/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
+    (cleanup,) = _cleanups(hub)
+    _assert_signed_cleanup(hub, cleanup, report.removed)

@@ -135,6 +135,7 @@ def _second_window_dying_before_the_lake_commit(home: str, endpoint: str) -> Non
     run_exchange("jiangsu", "e_license", MID, END, _hub(Path(home), endpoint, "s3://yrd-lake/hub"))
 
 
+@pytest.mark.mutation
 def test_recovery_reports_the_objects_an_interrupted_commit_left_and_never_claims_it_removed_them(
     home: Path,
 ) -> None:

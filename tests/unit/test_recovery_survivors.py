@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -282,3 +283,25 @@ def test_a_leftover_another_recovery_removed_first_is_neither_reported_nor_logge
     assert report.removed == [Removed(f"staging/jiangsu.e_license.b/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
     (cleanup,) = _cleanups(hub)
     _assert_signed_cleanup(hub, cleanup, report.removed)
+
+
+def test_settling_a_batch_holds_that_batchs_catalog_lock(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a PostgreSQL catalog this lock keeps a writer of the same batch on another host out while recovery
+    # removes its files (tests/integration/test_scaleout_postgres.py); here: that recovery asks for it, by batch.
+    from contextlib import contextmanager
+
+    import exchange.recovery as recovery
+
+    held: list[str] = []
+    real = recovery.catalog_batch_lock
+
+    @contextmanager
+    def spied(settings: ExchangeSettings, batch_id: str) -> Iterator[None]:
+        with real(settings, batch_id):
+            held.append(batch_id)
+            yield
+
+    hub = _crashed(hub, "commit.after_intent")
+    monkeypatch.setattr(recovery, "catalog_batch_lock", spied)
+    assert reconcile(hub).abandoned == [BATCH]
+    assert held == [BATCH]

@@ -1,4 +1,5 @@
-"""tests/fixture_cache.py: under mutmut a built test home is reused, and only an unmutated run writes it."""
+"""tests/fixture_cache.py and the conftest's test order under mutmut: a built test home is reused, only an unmutated run
+writes it, and a mutant's tests run fastest first."""
 
 from __future__ import annotations
 
@@ -65,3 +66,20 @@ def test_the_key_changes_with_the_code_and_the_day(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(fixture_cache, "datetime", Tomorrow)
     assert fixture_cache.source_key() != today
+
+
+def test_under_mutmut_a_mutants_tests_run_fastest_first_each_modules_together(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from tests.conftest import _fastest_first
+
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text(json.dumps({"duration_by_test": {"a.py::slow": 9.0, "a.py::quick": 0.1, "b.py::one": 1.0,
+                                                      "b.py::two": 0.5}}), encoding="utf-8")
+    names = ["b.py::one", "a.py::slow", "c.py::untimed", "b.py::two", "a.py::quick"]
+    items = [SimpleNamespace(nodeid=n) for n in names]
+    _fastest_first(items, stats)  # type: ignore[arg-type]
+    assert [i.nodeid for i in items] == ["a.py::quick", "a.py::slow", "b.py::two", "b.py::one", "c.py::untimed"]
+    _fastest_first(items, tmp_path / "missing.json")  # no stats: the order is left alone
+    assert [i.nodeid for i in items][0] == "a.py::quick"

@@ -200,10 +200,11 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
     changed = intent.mismatches(staging)
     missing = [n for n in ("pull.json", "validation.json") if not (staging / n).exists()]
     if changed or missing:
-        report.unrecoverable.append(
-            f"batch {batch_id} is in the lake (snapshot {snapshot}) without its manifest, and its staged files "
-            f"{'changed since the signed commit_intent: ' + ', '.join(changed) if changed else 'are gone: '}"
-            f"{', '.join(missing)}; it cannot be signed after the fact")
+        # A file gone since a signed intent is among `changed`; a legacy marker promised no files, only `missing`.
+        how = (f"changed since the signed commit_intent: {', '.join(changed)}" if changed
+               else f"are gone: {', '.join(missing)}")
+        report.unrecoverable.append(f"batch {batch_id} is in the lake (snapshot {snapshot}) without its manifest, "
+                                    f"and its staged files {how}; it cannot be signed after the fact")
         return
     province, dataset = batch_id.split(".")[:2]
     path = manifest_path(hub.layout.manifests, province, dataset, batch_id)

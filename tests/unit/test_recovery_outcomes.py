@@ -283,12 +283,13 @@ def test_a_commit_entry_logged_before_the_kill_is_not_logged_again(hub: Hub) -> 
 def test_staged_files_changed_after_the_intent_need_an_operator_and_stop_the_stage(hub: Hub) -> None:
     hub = _crashed(hub, "commit.after_snapshot")
     (hub.staging(BATCH) / "accepted.parquet").write_bytes(b"edited after the intent")
+    (hub.staging(BATCH) / "validation.json").unlink()
     report = reconcile(hub)
     assert report.completed == [] and len(report.unrecoverable) == 1
     text = report.unrecoverable[0]
     assert text.startswith(f"batch {BATCH} is in the lake (snapshot ")
     assert text.endswith("without its manifest, and its staged files changed since the signed commit_intent: "
-                         "accepted.parquet; it cannot be signed after the fact")
+                         "accepted.parquet, validation.json; it cannot be signed after the fact")
     assert report.lines()[-1] == f"NEEDS AN OPERATOR: {text}"
     with pytest.raises(TerminalError) as caught:
         recover_before_stage(hub, BATCH)

@@ -304,9 +304,11 @@ def test_a_legacy_marker_whose_staged_records_are_gone_needs_an_operator(hub: Hu
     (staging / protocol.INTENT_FILE).unlink()
     (staging / protocol.LEGACY_MARKER).write_text("", encoding="utf-8")
     (staging / "validation.json").unlink()
+    (staging / "pull.json").unlink()
     report = reconcile(hub)
     assert report.unrecoverable and report.unrecoverable[0].endswith(
-        "without its manifest, and its staged files are gone: validation.json; it cannot be signed after the fact")
+        "without its manifest, and its staged files are gone: pull.json, validation.json; it cannot be signed after "
+        "the fact")
 
 
 def test_temporary_files_of_dead_writers_are_removed_and_logged_and_live_ones_kept(hub: Hub) -> None:

@@ -180,7 +180,6 @@ def test_a_partial_extract_whose_manifest_differs_from_the_logged_one_is_removed
     assert not [e for e in hub.log.read() if e.subject == extract_id and e.action == "recovered"]
 
 
-
 # --- the commit protocol's crash points, fired in this process ---
 
 class _Died(BaseException):
@@ -256,7 +255,6 @@ def test_a_commit_that_keeps_failing_names_its_batch_and_leaves_the_lake_as_it_w
                                         "visible in the lake and a retry is safe")
     assert len(calls) == 2
     assert _where_the_commit_stopped(hub)[3:] == (False, False, False)  # no snapshot, manifest or commit entry
-
 
 
 def test_a_leftover_another_recovery_removed_first_is_neither_reported_nor_logged_again(

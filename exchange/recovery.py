@@ -22,7 +22,9 @@ data path the catalog does not know.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,18 +281,34 @@ def _extracts(hub: Hub, report: RecoveryReport, full: bool) -> None:
             if pid is not None and atomic.writer_alive(pid):
                 continue
             extract_id = _logged_extract(hub, folder)
+            if report.dry_run:
+                if extract_id is None:
+                    report.removed += _extract_files(hub, folder, folder)
+                else:
+                    report.published.append(extract_id)
+                continue
+            # Two recoveries (stages starting side by side) can meet one folder: whichever renames it acts and
+            # logs, the other finds it gone. A folder to remove is first renamed to this process's own partial
+            # name, so a recovery that dies before removing it leaves a folder the next one removes.
+            target = department / (extract_id or partial_extract_name(os.getpid(), uuid.uuid4().hex))
+            try:
+                folder.rename(target)
+            except FileNotFoundError:
+                continue
             if extract_id is not None:
                 report.published.append(extract_id)
-                if not report.dry_run:
-                    folder.rename(department / extract_id)
-                    hub.log.append(hub.signer, events.Recovered(outcome="extract_published"), actor=HUB,
-                                   subject=extract_id)
+                hub.log.append(hub.signer, events.Recovered(outcome="extract_published"), actor=HUB,
+                               subject=extract_id)
                 continue
-            for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-                report.removed.append(Removed(_relative(hub, file), file.stat().st_size,
-                                              "file of an extract that was never published"))
-            if not report.dry_run:
-                shutil.rmtree(folder, ignore_errors=True)
+            report.removed += _extract_files(hub, target, folder)
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _extract_files(hub: Hub, folder: Path, named: Path) -> list[Removed]:
+    """The files of an unpublished extract folder, named as under `named` (the folder's name when found)."""
+    return [Removed(_relative(hub, named / file.relative_to(folder)), file.stat().st_size,
+                    "file of an extract that was never published")
+            for file in sorted(p for p in folder.rglob("*") if p.is_file())]
 
 
 def _logged_extract(hub: Hub, folder: Path) -> str | None:

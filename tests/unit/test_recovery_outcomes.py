@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from adapters.base import Window
+from exchange import recovery
 from exchange.config import ExchangeSettings
 from exchange.errors import TerminalError
 from exchange.faults import CRASH_EXIT
@@ -363,6 +364,58 @@ def test_an_extract_cut_but_not_published_is_published_if_logged_else_removed(hu
         assert sorted(r.path for r in report.removed) == sorted(
             str(f.relative_to(hub.settings.home)) for f in files)
         assert {r.why for r in report.removed} == {"file of an extract that was never published"}
+
+
+@pytest.mark.parametrize("point", ["extract.after_cut", "extract.after_entry"])
+def test_two_recoveries_meeting_one_unpublished_extract_act_and_log_once(
+        hub: Hub, point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_crashing(hub.settings.home, point, Path()) == CRASH_EXIT
+    hub = hub_at(hub.settings.home)
+    [partial] = [p for p in hub.layout.extracts.rglob(f"{PARTIAL_EXTRACT}*") if p.is_dir()]
+    files = sorted(str(p.relative_to(hub.settings.home)) for p in partial.rglob("*") if p.is_file())
+    before = len(hub.log.read())
+    decide = recovery._logged_extract
+    inner: list[RecoveryReport] = []
+
+    def other_recovery_first(hub_: Hub, folder: Path) -> str | None:
+        """This recovery has decided; another one (a stage starting beside it) settles the folder meanwhile."""
+        answer = decide(hub_, folder)
+        monkeypatch.setattr(recovery, "_logged_extract", decide)  # the other recovery runs unhindered
+        inner.append(reconcile(hub_at(hub.settings.home)))
+        return answer
+
+    monkeypatch.setattr(recovery, "_logged_extract", other_recovery_first)
+    outer = reconcile(hub)
+    assert outer.published == [] and outer.removed == [] and not partial.exists()
+    new = hub.log.read()[before:]
+    if point == "extract.after_entry":
+        assert len(inner[0].published) == 1 and (partial.parent / inner[0].published[0]).is_dir()
+        assert [(e.action, e.details["outcome"]) for e in new] == [("recovered", "extract_published")]
+    else:
+        assert sorted(r.path for r in inner[0].removed) == files and files
+        assert [e.action for e in new] == ["cleanup"] and len(new[0].details["removed"]) == len(files)
+        assert not [p for p in partial.parent.iterdir() if p.name.startswith(PARTIAL_EXTRACT)]
+
+
+def test_a_recovery_dying_while_removing_an_extract_leaves_a_folder_the_next_one_removes(
+        hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_crashing(hub.settings.home, "extract.after_cut", Path()) == CRASH_EXIT
+    hub = hub_at(hub.settings.home)
+    [partial] = [p for p in hub.layout.extracts.rglob(f"{PARTIAL_EXTRACT}*") if p.is_dir()]
+
+    def dies(path: Path, ignore_errors: bool = False) -> None:
+        raise SystemExit("killed before removing")
+
+    monkeypatch.setattr(recovery.shutil, "rmtree", dies)
+    monkeypatch.setattr(recovery.os, "getpid", lambda: DEAD_PID)
+    with pytest.raises(SystemExit):
+        reconcile(hub)
+    [claimed] = [p for p in partial.parent.iterdir() if p.name.startswith(PARTIAL_EXTRACT)]
+    assert claimed.name.startswith(partial_extract_name(DEAD_PID, "")) and not partial.exists()
+    monkeypatch.undo()
+    report = reconcile(hub_at(hub.settings.home))
+    assert report.removed and not claimed.exists()
+    assert {r.why for r in report.removed} == {"file of an extract that was never published"}
 
 
 def test_extract_folders_of_live_writers_and_legacy_names_are_left_to_their_owners(hub: Hub) -> None:

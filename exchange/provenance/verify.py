@@ -224,10 +224,13 @@ def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: Exch
         lake_file = problem.item.removeprefix("lake file ")
         if lake_file == problem.item:
             return False
-        if lake_file in facts.left and _rows_of_batches(settings, lake_file) == {facts.left[lake_file]}:
+        if lake_file not in facts.left and not pending:
+            return False
+        batches = _rows_of_batches(settings, lake_file)
+        if lake_file in facts.left and batches == {facts.left[lake_file]}:
             left.append(lake_file)
             return True
-        return bool(pending) and _rows_of_batches(settings, lake_file) <= pending
+        return bool(pending) and batches <= pending
 
     explains = [p for p in report.problems if explained(p)]
     report.interrupted += explains

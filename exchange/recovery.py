@@ -150,13 +150,7 @@ def log_cleanup(log: ProvenanceLog, signer: Signer, removed: list[Removed]) -> N
 def remove_leftovers(log: ProvenanceLog, signer: Signer, found: list[Leftover], home: Path) -> list[Removed]:
     """Remove partial files a caller holding the folder's lock found, and log them (e.g. the archive writer).
     A file gone meanwhile was removed, and logged, by another recovery: it is not logged twice."""
-    removed = []
-    for item in found:
-        try:
-            item.path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(Removed(_under(home, item.path), item.size, item.why))
+    removed = [Removed(_under(home, item.path), item.size, item.why) for item in found if _unlinked(item.path)]
     if removed:
         log_cleanup(log, signer, removed)
     return removed
@@ -221,12 +215,17 @@ def _settle(hub: Hub, staging: Path, intent: protocol.Intent, report: RecoveryRe
 
 def _remove(hub: Hub, report: RecoveryReport, found: list[Leftover]) -> None:
     for item in found:
-        if not report.dry_run:
-            try:
-                item.path.unlink()
-            except FileNotFoundError:
-                continue  # another recovery (a stage starting beside this one) removed and logged it
-        report.removed.append(Removed(_relative(hub, item.path), item.size, item.why))
+        if report.dry_run or _unlinked(item.path):
+            report.removed.append(Removed(_relative(hub, item.path), item.size, item.why))
+
+
+def _unlinked(path: Path) -> bool:
+    """Unlink `path`; False when another recovery (a stage starting beside this one) removed, and logged, it first."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _sweep(hub: Hub, report: RecoveryReport, batch_id: str | None, full: bool) -> None:

@@ -42,6 +42,7 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 MID = datetime(2026, 11, 4, tzinfo=UTC)
 END = datetime(2026, 11, 8, tzinfo=UTC)
 DEPARTMENT = "js.public_security"
+DEAD_PID = 2**22 + 12345  # above the largest pid_max Linux allows (2**22): no process has it, nor will
 ORIGIN = "jiangsu.e_license.20261101T000000Z-20261104T000000Z"
 
 

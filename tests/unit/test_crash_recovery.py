@@ -38,6 +38,7 @@ from exchange.recovery import reconcile
 from tests.capability import unavailable
 from tests.conftest import REPO
 from tests.unit.crash_harness import (
+    DEAD_PID,
     DEPARTMENT,
     END,
     MID,
@@ -151,9 +152,7 @@ def test_f1_tampering_beside_an_interrupted_commit_is_still_broken(hub: Hub) -> 
 
 
 def test_f2_partial_files_everywhere_are_removed_and_logged_with_names_and_sizes(hub: Hub) -> None:
-    dead = child_process(_noop)
-    dead.join()
-    pid = int(dead.pid or 0)  # a writer that has exited
+    pid = DEAD_PID  # a writer that has exited (an exited child's pid could be reused meanwhile)
     layout = hub.layout
     root = Path(catalog_and_data(hub.settings)[1])
     planted = {

@@ -40,10 +40,9 @@ from exchange.recovery import (
 )
 from exchange.signing.canonical import file_sha256
 from tests.fixture_cache import built_once
-from tests.unit.crash_harness import END, MID, build_home, child_process, copied_hub, hub_at, run_crashing
+from tests.unit.crash_harness import DEAD_PID, END, MID, build_home, child_process, copied_hub, hub_at, run_crashing
 
 BATCH = batch_id_for("jiangsu", "e_license", Window(MID, END))
-DEAD_PID = 2**22 + 12345  # above the kernel's default pid_max: no live process has it
 
 
 @pytest.fixture(scope="module")

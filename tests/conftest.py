@@ -70,8 +70,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _fastest_first(items: list[pytest.Item], stats: Path) -> None:
     """Order a mutant's tests by mutmut's own timings, a module's tests kept together (modules by their fastest
-    test): mutmut's fork server passes them in no order, and a killed mutant costs the tests before the first
-    failure. The tests run in the mutants/ copy, beside mutmut's stats file."""
+    test): mutmut passes them by call time alone, so modules interleave and a module's fixtures are set up again
+    each time its tests resume; its fork server passes them in no order. A killed mutant costs the tests before
+    the first failure. The tests run in the mutants/ copy, beside mutmut's stats file."""
     import json
 
     try:

@@ -5,6 +5,7 @@ leak. Written against the mutants `make mutation` found unchecked."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import duckdb
@@ -130,6 +131,18 @@ def test_rows_without_as_sent_or_rule_ids_are_explained_without_it() -> None:
     assert explained.unknown.to_pylist() == [False, False]
     no_column = explain(quarantined.drop_columns(["as_sent"]), contract)
     assert no_column.rules[0].reasons.to_pylist() == explained.rules[0].reasons.to_pylist()
+
+
+@pytest.mark.parametrize("rule_id", ["license_id.not_null", "XXXX", "None", "null"])
+def test_a_row_without_rule_ids_breaks_no_rule_whatever_the_rules_are_called(rule_id: str) -> None:
+    loaded = load_contract("e_license")
+    contract = dataclasses.replace(loaded, rules=tuple(
+        dataclasses.replace(r, id=rule_id) if r.id == "license_id.not_null" else r for r in loaded.rules))
+    quarantined = pa.table({"rule_id": pa.array([None, rule_id], pa.string()),
+                            "record_json": ['{"license_id":"L9"}', '{"license_id":null}']})
+    explained = explain(quarantined, contract)
+    assert [(r.rule.id, r.hit.to_pylist()) for r in explained.rules] == [(rule_id, [False, True])]
+    assert explained.unknown.to_pylist() == [False, False]
 
 
 def test_flat_joins_chunks_and_leaves_an_array_as_it_is() -> None:

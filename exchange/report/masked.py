@@ -127,13 +127,11 @@ class Explained:
 def explain(quarantined: pa.Table, contract: Contract) -> Explained:
     """Mask the key and the offending values of `quarantined` rows; say which rules each row broke (vectorized)."""
     ids = quarantined.column("rule_id").combine_chunks().cast(pa.string())
+    # A row without ids becomes ",,", which no rule matches: a hit is never null.
     padded = pc.binary_join_element_wise(RULE_ID_SEPARATOR, pc.fill_null(ids, ""), RULE_ID_SEPARATOR, "")
-    hits = {r.id: pc.fill_null(pc.match_substring(padded, f"{RULE_ID_SEPARATOR}{r.id}{RULE_ID_SEPARATOR}"), False)
-            for r in contract.rules}
-    readable = [contract.readable_rule(name) for name in contract.field_names]
-    for r in readable:
-        hits[r.id] = pc.fill_null(pc.match_substring(padded, f"{RULE_ID_SEPARATOR}{r.id}{RULE_ID_SEPARATOR}"), False)
-    broken = [r for r in (*contract.rules, *readable) if pc.any(hits[r.id]).as_py()]
+    all_rules = (*contract.rules, *(contract.readable_rule(name) for name in contract.field_names))
+    hits = {r.id: pc.match_substring(padded, f"{RULE_ID_SEPARATOR}{r.id}{RULE_ID_SEPARATOR}") for r in all_rules}
+    broken = [r for r in all_rules if pc.any(hits[r.id]).as_py()]
     masked = masked_columns(quarantined, contract, [contract.key, *(c for r in broken for c in r.columns)])
     sent = _masked_as_sent(quarantined, contract)
     no_text = pa.scalar(None, pa.string())

@@ -32,7 +32,7 @@ def mask_expression(column: str, masking: str) -> str:
     quoted = f'"{_identifier(column)}"'
     if masking == "none":
         return f"{quoted} AS {quoted}"
-    if masking == "withhold" or masking not in MASKS:  # an unknown rule must hide, never leak
+    if masking not in MASKS:  # "withhold", and an unknown rule, which must hide, never leak
         return f"CASE WHEN {quoted} IS NULL THEN NULL ELSE '{WITHHELD}' END AS {quoted}"
     template = MASKS[masking].format(c=quoted)
     kept = _KEPT.get(masking, 0)

@@ -35,7 +35,7 @@ def mask_expression(column: str, masking: str) -> str:
     if masking not in MASKS:  # "withhold", and an unknown rule, which must hide, never leak
         return f"CASE WHEN {quoted} IS NULL THEN NULL ELSE '{WITHHELD}' END AS {quoted}"
     template = MASKS[masking].format(c=quoted)
-    kept = _KEPT.get(masking, 0)
+    kept = _KEPT[masking]  # every rule but CLEAR keeps some characters (test_masked_evidence checks each)
     return (f"CASE WHEN length({quoted}) <= {kept} THEN repeat('*', length({quoted})) "
             f"ELSE {template} END AS {quoted}")
 

@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from exchange.access.policy import CLEAR, MASKS
 from exchange.contracts.load import load_contract
 from exchange.report.masked import WITHHELD, explain, flat, mask_expression, masked_columns
 
@@ -39,6 +40,15 @@ def test_each_masking_rule_hides_a_value_too_short_to_keep_anything_whole(
     masking: str, values: list[str | None], shown: list[str]
 ) -> None:
     assert _masked([*values, None], masking) == [*shown, None]
+
+
+@pytest.mark.parametrize("masking", sorted(MASKS))
+def test_every_masking_rule_of_the_policy_hides_what_it_does_not_keep(masking: str) -> None:
+    shown = _masked(["320102199001011234", "1"], masking)
+    if masking == CLEAR:
+        assert shown == ["320102199001011234", "1"]
+    else:
+        assert shown[0] != "320102199001011234" and "*" in shown[0] and shown[1] == "*"
 
 
 def test_an_expression_is_aliased_to_its_column_and_refuses_what_is_not_a_column_name() -> None:

@@ -10,6 +10,7 @@ import pytest
 from exchange.errors import VerificationError
 from exchange.provenance.events import Kind, Role, spec
 from exchange.provenance.problems import Mismatch
+from exchange.signing import roles as signing_roles
 from exchange.signing.keyring import Keyring
 from exchange.signing.roles import SIGNERS, Signed, check_signer, describe, signer_roles
 
@@ -59,6 +60,18 @@ def test_the_hub_key_on_a_province_export_is_refused_too(keyring: Keyring) -> No
     signature = keyring.signer().sign(b"x")
     with pytest.raises(Mismatch, match="a province export may be signed only by province_office "):
         check_signer(keyring.trust_bundle(), signature, Signed.PROVINCE_EXPORT, "export")
+
+
+def test_a_thing_two_roles_may_sign_names_both(keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every thing has one signer role today; the message must still read right when one has two.
+    monkeypatch.setitem(signing_roles.SIGNERS, Signed.DISPUTE_DECISION, frozenset({Role.HUB, Role.AUTHORITY}))
+    province = keyring.signer("jiangsu.data_office")
+    with pytest.raises(Mismatch) as caught:
+        check_signer(keyring.trust_bundle(), province.sign(b"x"), Signed.DISPUTE_DECISION, "d.json")
+    assert caught.value.problem == (
+        f"signed by a key that is not the authority or hub's: key {province.key_id} of jiangsu.data_office has "
+        "role province_office, and a dispute decision may be signed only by authority or hub")
+    assert caught.value.expected == "a key of role authority or hub"
 
 
 def test_the_allowed_signer_gets_its_key_back(keyring: Keyring) -> None:

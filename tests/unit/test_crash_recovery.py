@@ -152,7 +152,7 @@ def test_f1_tampering_beside_an_interrupted_commit_is_still_broken(hub: Hub) -> 
 
 
 def test_f2_partial_files_everywhere_are_removed_and_logged_with_names_and_sizes(hub: Hub) -> None:
-    pid = DEAD_PID  # a writer that has exited (an exited child's pid could be reused meanwhile)
+    pid = DEAD_PID  # a writer that is gone: no process can have this pid (an exited child's could be reused)
     layout = hub.layout
     root = Path(catalog_and_data(hub.settings)[1])
     planted = {

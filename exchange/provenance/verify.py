@@ -240,7 +240,8 @@ def classify_interrupted(report: VerifyReport, facts: ChainFacts, settings: Exch
     if left:
         report.notes.append(f"{len(left)} lake object(s) an interrupted commit wrote to object storage, which "
                             "recovery could not delete (its signed `recovered` entries list them): delete them with "
-                            "your storage tool, then verify again")
+                            "your storage tool, or while no commit runs with DuckLake's cleanup "
+                            "(`CALL ducklake_delete_orphaned_files`, docs/operators.md), then verify again")
 
 
 def _rows_of_batches(settings: ExchangeSettings, relative: str) -> set[str]:

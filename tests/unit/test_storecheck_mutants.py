@@ -377,6 +377,8 @@ def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carri
     assert (hit["expected"], hit["found"]) == ("the ledger's Parquet files as committed", "unreadable")
     assert report.manifests == 1  # the manifest checks still ran, and name the file
     assert any(p["item"] == f"lake file {label(ledger, home / 'lake' / 'data')}" for p in _named(report))
+    # and so did the catalog checks: the ledger read as no batches, not as something they cannot walk
+    assert not [p for p in _named(report) if p["problem"].startswith("verify could not read it")]
 
 
 def test_a_manifest_edited_without_the_key_is_named_for_its_signature(home: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from exchange.config import ExchangeSettings, Layout
 from exchange.errors import NotFound
-from exchange.lake.connect import catalog_and_data, connect
+from exchange.lake.connect import LAKE, META, catalog_and_data, connect
 from exchange.provenance.lakecheck import CatalogFile, LakeCatalog, check_catalog, lake_head, read_catalog
 from exchange.provenance.problems import problem_json
 
@@ -144,3 +144,40 @@ def test_reading_the_lake_head_never_creates_a_lake(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         lake_head(settings)
     assert not Path(catalog_and_data(settings)[0]).exists()
+
+
+def _table_with_files(con: duckdb.DuckDBPyConnection) -> None:
+    """A lake table whose first two data files were merged into one, the two then expired: DuckLake schedules them
+    for deletion but leaves them on disk until its cleanup runs."""
+    con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
+    con.execute(f"INSERT INTO {LAKE}.t VALUES (1), (2)")
+    con.execute(f"INSERT INTO {LAKE}.t VALUES (3)")
+    con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
+    con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', older_than => now() + INTERVAL 1 SECOND)")
+
+
+def test_files_duckdb_scheduled_for_deletion_are_read_from_the_catalog_and_not_taken_for_strays(
+    tmp_path: Path,
+) -> None:
+    settings = ExchangeSettings(home=tmp_path / "home")
+    root = catalog_and_data(settings)[1]
+    with connect(settings) as con:
+        _table_with_files(con)
+        catalog = read_catalog(con, root)
+        on_disk = {str(p.relative_to(root)) for p in Path(root).rglob("*.parquet")}
+        live = {f.relative for f in catalog.files if f.end_snapshot is None}
+        assert len(catalog.scheduled) == 2 and catalog.scheduled | live == on_disk
+        assert check_catalog(con, root, catalog, live) == []
+
+
+def test_a_catalog_path_stored_absolute_is_named_relative_to_the_data_path_as_manifests_name_it(
+    tmp_path: Path,
+) -> None:
+    settings = ExchangeSettings(home=tmp_path / "home")
+    root = catalog_and_data(settings)[1]
+    with connect(settings) as con:
+        _table_with_files(con)
+        [live] = [f.relative for f in read_catalog(con, root).files]
+        con.execute(f"UPDATE {META}.ducklake_data_file SET path = ?, path_is_relative = false",
+                    [str(Path(root) / live)])
+        assert [f.relative for f in read_catalog(con, root).files] == [live]

@@ -374,6 +374,8 @@ def test_a_ledger_file_swapped_is_named_as_its_table_unreadable_and_verify_carri
     report, _ = _store(home)
     [hit] = [p for p in _named(report) if p["item"] == f"lake table {LEDGER}"]
     assert hit["problem"].startswith("unreadable: a data file of the table was swapped, cut or replaced (")
+    why = hit["problem"].split(" (", 1)[1].removesuffix(")")  # DuckDB's own words, on one line, naming the file
+    assert f"'{ledger}'" in why.split() and why == " ".join(why.split()), why
     assert (hit["expected"], hit["found"]) == ("the ledger's Parquet files as committed", "unreadable")
     assert report.manifests == 1  # the manifest checks still ran, and name the file
     assert any(p["item"] == f"lake file {label(ledger, home / 'lake' / 'data')}" for p in _named(report))

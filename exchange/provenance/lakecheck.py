@@ -36,7 +36,6 @@ class CatalogFile:
     begin_snapshot: int
     end_snapshot: int | None
     rows: int = 0  # records in a data file, records deleted by a delete file
-    size: int = 0
 
 
 @dataclass
@@ -95,18 +94,17 @@ def catalog_files(con: duckdb.DuckDBPyConnection, root: Path | str) -> list[Cata
         rows = con.execute(
             f"""
             SELECT t.table_name, s.path, s.path_is_relative, t.path, t.path_is_relative,
-                   f.path, f.path_is_relative, f.begin_snapshot, f.end_snapshot, f.{count_column},
-                   f.file_size_bytes
+                   f.path, f.path_is_relative, f.begin_snapshot, f.end_snapshot, f.{count_column}
             FROM {META}.{table} f
             JOIN {META}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
             JOIN {META}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
             ORDER BY f.path
             """
         ).fetchall()
-        for name, s_path, s_rel, t_path, t_rel, f_path, f_rel, begin, end, count, size in rows:
+        for name, s_path, s_rel, t_path, t_rel, f_path, f_rel, begin, end, count in rows:
             relative = _resolve(str(root), [(s_path, s_rel), (t_path, t_rel), (f_path, f_rel)])
             files.append(CatalogFile(kind, str(name), relative, int(begin), None if end is None else int(end),
-                                     int(count or 0), int(size or 0)))
+                                     int(count or 0)))
     return files
 
 

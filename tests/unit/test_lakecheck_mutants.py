@@ -193,3 +193,18 @@ def test_read_catalog_tells_data_files_from_delete_files_with_their_rows(tmp_pat
         files = read_catalog(con, root).files
     assert sorted((f.kind, f.table, f.rows, f.end_snapshot) for f in files) == [("data", "t", 3, None),
                                                                                ("delete", "t", 1, None)]
+
+
+def test_a_file_whose_rows_were_all_deleted_is_read_as_retired_and_needs_no_manifest(tmp_path: Path) -> None:
+    # DuckLake retires such a file (its end snapshot is set) instead of writing a delete file for it.
+    settings = ExchangeSettings(home=tmp_path / "home")
+    root = catalog_and_data(settings)[1]
+    with connect(settings) as con:
+        con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
+        con.execute(f"INSERT INTO {LAKE}.t VALUES (1), (2)")
+        con.execute(f"INSERT INTO {LAKE}.t VALUES (3)")
+        con.execute(f"DELETE FROM {LAKE}.t WHERE x <= 2")
+        catalog = read_catalog(con, root)
+        retired, live = sorted(catalog.files, key=lambda f: f.begin_snapshot)
+        assert (retired.rows, retired.end_snapshot, live.rows, live.end_snapshot) == (2, catalog.head, 1, None)
+        assert check_catalog(con, root, catalog, {live.relative}) == []

@@ -17,16 +17,18 @@ from pathlib import Path
 
 import pytest
 
+from exchange import recovery
 from exchange.atomic import Leftover
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
 from exchange.lake import protocol
 from exchange.lake.connect import catalog_and_data
+from exchange.pipeline import run_exchange
 from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path
 from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
-from tests.unit.crash_harness import child_process, copied_hub, stage_action
+from tests.unit.crash_harness import END, MID, child_process, copied_hub, stage_action
 from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
 
 DIED = "temporary file of a writer that died"
@@ -303,3 +305,33 @@ def test_settling_a_batch_holds_that_batchs_catalog_lock(hub: Hub, monkeypatch: 
     monkeypatch.setattr(recovery, "catalog_batch_lock", spied)
     assert reconcile(hub).abandoned == [BATCH]
     assert held == [BATCH]
+
+
+# --- a snapshot that fails in this process (full disk, retries used up): settled at once, its error reported ---
+
+def _no_space(hub: Hub, batch_id: str) -> tuple[int, list[object]]:
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_snapshot_is_settled_by_the_process_that_saw_it_fail(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "write_snapshot", _no_space)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_exchange("jiangsu", "e_license", MID, END, hub)
+    # settled before the error left commit_staged, not at the next stage's entry
+    assert protocol.read_intent(hub.staging(BATCH)) is None
+    assert [e.action for e in hub.log.read() if e.subject == BATCH][-2:] == ["commit_intent", "recovered"]
+
+
+def test_when_settling_a_failed_snapshot_fails_too_the_snapshots_own_error_is_reported(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def settle_fails(hub: Hub, batch_id: str) -> None:
+        raise RuntimeError("settling failed as well")
+
+    monkeypatch.setattr(protocol, "write_snapshot", _no_space)
+    monkeypatch.setattr(recovery, "settle_now", settle_fails)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_exchange("jiangsu", "e_license", MID, END, hub)
+    assert protocol.read_intent(hub.staging(BATCH)) is not None  # left for the next stage's recovery

@@ -262,7 +262,6 @@ def test_a_commit_that_keeps_failing_names_its_batch_and_leaves_the_lake_as_it_w
 def test_a_leftover_another_recovery_removed_first_is_neither_reported_nor_logged_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import exchange.recovery as recovery
     from exchange import atomic
 
     hub = Hub(ExchangeSettings(home=tmp_path / "home"))
@@ -289,8 +288,6 @@ def test_settling_a_batch_holds_that_batchs_catalog_lock(hub: Hub, monkeypatch: 
     # On a PostgreSQL catalog this lock keeps a writer of the same batch on another host out while recovery
     # removes its files (tests/integration/test_scaleout_postgres.py); here: that recovery asks for it, by batch.
     from contextlib import contextmanager
-
-    import exchange.recovery as recovery
 
     held: list[str] = []
     real = recovery.catalog_batch_lock

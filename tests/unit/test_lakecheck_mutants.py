@@ -8,6 +8,7 @@ a data folder on disk: each assertion pins one decision the mutation tester chan
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -146,65 +147,66 @@ def test_reading_the_lake_head_never_creates_a_lake(tmp_path: Path) -> None:
     assert not Path(catalog_and_data(settings)[0]).exists()
 
 
-def _table_with_files(con: duckdb.DuckDBPyConnection) -> None:
-    """A lake table whose first two data files were merged into one, the two then expired: DuckLake schedules them
-    for deletion but leaves them on disk until its cleanup runs."""
-    con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
-    con.execute(f"INSERT INTO {LAKE}.t VALUES (1), (2)")
-    con.execute(f"INSERT INTO {LAKE}.t VALUES (3)")
-    con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
-    con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', older_than => now() + INTERVAL 1 SECOND)")
+@pytest.fixture
+def lake(tmp_path: Path) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+    """An empty lake with one table `t` (x INTEGER), open for writing, and its data path."""
+    settings = ExchangeSettings(home=tmp_path / "home")
+    with connect(settings) as con:
+        con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
+        yield con, catalog_and_data(settings)[1]
+
+
+def _run(con: duckdb.DuckDBPyConnection, *statements: str) -> None:
+    for statement in statements:
+        con.execute(statement.format(lake=LAKE))
+
+
+MERGED_AND_EXPIRED = (  # two data files merged into one, the two expired: scheduled for deletion, still on disk
+    "INSERT INTO {lake}.t VALUES (1), (2)", "INSERT INTO {lake}.t VALUES (3)",
+    "CALL ducklake_merge_adjacent_files('{lake}')",
+    "CALL ducklake_expire_snapshots('{lake}', older_than => now() + INTERVAL 1 SECOND)")
 
 
 def test_files_duckdb_scheduled_for_deletion_are_read_from_the_catalog_and_not_taken_for_strays(
-    tmp_path: Path,
+    lake: tuple[duckdb.DuckDBPyConnection, str],
 ) -> None:
-    settings = ExchangeSettings(home=tmp_path / "home")
-    root = catalog_and_data(settings)[1]
-    with connect(settings) as con:
-        _table_with_files(con)
-        catalog = read_catalog(con, root)
-        on_disk = {str(p.relative_to(root)) for p in Path(root).rglob("*.parquet")}
-        live = {f.relative for f in catalog.files if f.end_snapshot is None}
-        assert len(catalog.scheduled) == 2 and catalog.scheduled | live == on_disk
-        assert check_catalog(con, root, catalog, live) == []
+    con, root = lake
+    _run(con, *MERGED_AND_EXPIRED)
+    catalog = read_catalog(con, root)
+    on_disk = {str(p.relative_to(root)) for p in Path(root).rglob("*.parquet")}
+    live = {f.relative for f in catalog.files if f.end_snapshot is None}
+    assert len(catalog.scheduled) == 2 and catalog.scheduled | live == on_disk
+    assert check_catalog(con, root, catalog, live) == []
 
 
 def test_a_catalog_path_stored_absolute_is_named_relative_to_the_data_path_as_manifests_name_it(
-    tmp_path: Path,
+    lake: tuple[duckdb.DuckDBPyConnection, str],
 ) -> None:
-    settings = ExchangeSettings(home=tmp_path / "home")
-    root = catalog_and_data(settings)[1]
-    with connect(settings) as con:
-        _table_with_files(con)
-        [live] = [f.relative for f in read_catalog(con, root).files]
-        con.execute(f"UPDATE {META}.ducklake_data_file SET path = ?, path_is_relative = false",
-                    [str(Path(root) / live)])
-        assert [f.relative for f in read_catalog(con, root).files] == [live]
+    con, root = lake
+    _run(con, *MERGED_AND_EXPIRED)
+    [live] = [f.relative for f in read_catalog(con, root).files]
+    con.execute(f"UPDATE {META}.ducklake_data_file SET path = ?, path_is_relative = false", [str(Path(root) / live)])
+    assert [f.relative for f in read_catalog(con, root).files] == [live]
 
 
-def test_read_catalog_tells_data_files_from_delete_files_with_their_rows(tmp_path: Path) -> None:
-    settings = ExchangeSettings(home=tmp_path / "home")
-    root = catalog_and_data(settings)[1]
-    with connect(settings) as con:
-        con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
-        con.execute(f"INSERT INTO {LAKE}.t VALUES (1), (2), (3)")
-        con.execute(f"DELETE FROM {LAKE}.t WHERE x = 1")
-        files = read_catalog(con, root).files
+def test_read_catalog_tells_data_files_from_delete_files_with_their_rows(
+    lake: tuple[duckdb.DuckDBPyConnection, str],
+) -> None:
+    con, root = lake
+    _run(con, "INSERT INTO {lake}.t VALUES (1), (2), (3)", "DELETE FROM {lake}.t WHERE x = 1")
+    files = read_catalog(con, root).files
     assert sorted((f.kind, f.table, f.rows, f.end_snapshot) for f in files) == [("data", "t", 3, None),
                                                                                ("delete", "t", 1, None)]
 
 
-def test_a_file_whose_rows_were_all_deleted_is_read_as_retired_and_needs_no_manifest(tmp_path: Path) -> None:
+def test_a_file_whose_rows_were_all_deleted_is_read_as_retired_and_needs_no_manifest(
+    lake: tuple[duckdb.DuckDBPyConnection, str],
+) -> None:
     # DuckLake retires such a file (its end snapshot is set) instead of writing a delete file for it.
-    settings = ExchangeSettings(home=tmp_path / "home")
-    root = catalog_and_data(settings)[1]
-    with connect(settings) as con:
-        con.execute(f"CREATE TABLE {LAKE}.t (x INTEGER)")
-        con.execute(f"INSERT INTO {LAKE}.t VALUES (1), (2)")
-        con.execute(f"INSERT INTO {LAKE}.t VALUES (3)")
-        con.execute(f"DELETE FROM {LAKE}.t WHERE x <= 2")
-        catalog = read_catalog(con, root)
-        retired, live = sorted(catalog.files, key=lambda f: f.begin_snapshot)
-        assert (retired.rows, retired.end_snapshot, live.rows, live.end_snapshot) == (2, catalog.head, 1, None)
-        assert check_catalog(con, root, catalog, {live.relative}) == []
+    con, root = lake
+    _run(con, "INSERT INTO {lake}.t VALUES (1), (2)", "INSERT INTO {lake}.t VALUES (3)",
+         "DELETE FROM {lake}.t WHERE x <= 2")
+    catalog = read_catalog(con, root)
+    retired, live = sorted(catalog.files, key=lambda f: f.begin_snapshot)
+    assert (retired.rows, retired.end_snapshot, live.rows, live.end_snapshot) == (2, catalog.head, 1, None)
+    assert check_catalog(con, root, catalog, {live.relative}) == []

@@ -14,6 +14,7 @@ import multiprocessing
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -306,7 +307,7 @@ def test_settling_a_batch_holds_that_batchs_catalog_lock(hub: Hub, monkeypatch: 
 
 # --- a snapshot that fails in this process (full disk, retries used up): settled at once, its error reported ---
 
-def _no_space(hub: Hub, batch_id: str) -> tuple[int, list[object]]:
+def _no_space(hub: Hub, batch_id: str) -> NoReturn:
     raise OSError(28, "No space left on device")
 
 
@@ -324,7 +325,7 @@ def test_a_failed_snapshot_is_settled_by_the_process_that_saw_it_fail(
 def test_when_settling_a_failed_snapshot_fails_too_the_snapshots_own_error_is_reported(
     hub: Hub, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def settle_fails(hub: Hub, batch_id: str) -> None:
+    def settle_fails(hub: Hub, batch_id: str) -> NoReturn:
         raise RuntimeError("settling failed as well")
 
     monkeypatch.setattr(protocol, "write_snapshot", _no_space)

@@ -10,7 +10,6 @@ import pytest
 from exchange.errors import VerificationError
 from exchange.provenance.events import Kind, Role, spec
 from exchange.provenance.problems import Mismatch
-from exchange.signing import roles as signing_roles
 from exchange.signing.keyring import Keyring
 from exchange.signing.roles import SIGNERS, Signed, check_signer, describe, signer_roles
 
@@ -64,7 +63,7 @@ def test_the_hub_key_on_a_province_export_is_refused_too(keyring: Keyring) -> No
 
 def test_a_thing_two_roles_may_sign_names_both(keyring: Keyring, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every thing has one signer role today; the message must still read right when one has two.
-    monkeypatch.setitem(signing_roles.SIGNERS, Signed.DISPUTE_DECISION, frozenset({Role.HUB, Role.AUTHORITY}))
+    monkeypatch.setitem(SIGNERS, Signed.DISPUTE_DECISION, frozenset({Role.HUB, Role.AUTHORITY}))
     province = keyring.signer("jiangsu.data_office")
     with pytest.raises(Mismatch) as caught:
         check_signer(keyring.trust_bundle(), province.sign(b"x"), Signed.DISPUTE_DECISION, "d.json")

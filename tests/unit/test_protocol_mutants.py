@@ -1,0 +1,49 @@
+"""The commit protocol's pure parts where the crash and recovery tests left mutants of exchange/lake/protocol.py
+alive: the manifest must carry every fact the staged records hold, not only those verify re-checks.
+
+An incremental pull's `since` and the warned count were left out or zeroed with every test green: the manifest is
+what an auditor reads for the pull's window and the contract's warnings, so each field is compared one by one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from exchange.lake.protocol import build_manifest
+from exchange.provenance.manifest import Counts, FileDigest, LakeFile, RuleCount
+from exchange.stages import PullRecord, ValidationRecord
+
+SINCE = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)  # an incremental pull: not the initial load (null)
+PULL = PullRecord(
+    batch_id="jiangsu.e_license.b1", province="jiangsu", dataset="e_license",
+    window_start=datetime(2026, 11, 1, tzinfo=UTC), window_end=datetime(2026, 11, 8, tzinfo=UTC),
+    since=SINCE, watermark=datetime(2026, 11, 7, 23, 59, tzinfo=UTC), pulled=10, deleted=2,
+    landing=[FileDigest(name="page-0001.json", sha256="a" * 64, size=512)], drift=[], source_signatures=[],
+)
+CHECKED = ValidationRecord(
+    batch_id=PULL.batch_id, contract_id="yrd-e-license", contract_version="1.2.0", contract_sha256="c" * 64,
+    pulled=10, accepted=7, quarantined=3, warned=4, gx_success=False, held=False,
+    rules=[RuleCount(rule_id="holder_id.resident_id_checksum", severity="error", unexpected=3),
+           RuleCount(rule_id="holder_id.spelling", severity="warning", unexpected=4)],
+)
+FILES = [
+    LakeFile(table="e_license", name="main/e_license/a.parquet", sha256="d" * 64, size=900, rows=7),
+    LakeFile(table="quarantine", name="main/quarantine/b.parquet", sha256="e" * 64, size=400, rows=3),
+    LakeFile(table="e_license", name="main/e_license/c-delete.parquet", sha256="f" * 64, size=100, rows=2,
+             kind="delete"),
+]
+
+
+def test_the_manifest_carries_every_fact_of_the_staged_records() -> None:
+    manifest = build_manifest(PULL, CHECKED, 42, FILES)
+    from_pull = {"batch_id", "province", "dataset", "window_start", "window_end", "since", "watermark", "landing"}
+    from_validation = {"contract_id", "contract_version", "contract_sha256", "rules", "gx_success"}
+    for name in from_pull:
+        assert getattr(manifest, name) == getattr(PULL, name), name
+    for name in from_validation:
+        assert getattr(manifest, name) == getattr(CHECKED, name), name
+    assert manifest.counts == Counts(pulled=10, accepted=7, quarantined=3, warned=4, deleted=2)
+    assert (manifest.snapshot_id, manifest.files) == (42, FILES)
+    # Every field of the manifest is accounted for above (a field added later must be added here too).
+    assert set(type(manifest).model_fields) == from_pull | from_validation | {"counts", "snapshot_id", "files",
+                                                                                "created_at"}

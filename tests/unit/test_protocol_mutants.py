@@ -1,5 +1,6 @@
 """The commit protocol's pure parts where the crash and recovery tests left mutants of exchange/lake/protocol.py
-alive: the manifest must carry every fact the staged records hold, not only those verify re-checks.
+alive: the manifest must carry every fact the staged records hold, not only those verify re-checks, and a commit
+entry counts for the attempt whose intent it follows, not for a later one.
 
 An incremental pull's `since` and the warned count were left out or zeroed with every test green: the manifest is
 what an auditor reads for the pull's window and the contract's warnings, so each field is compared one by one.
@@ -8,8 +9,13 @@ what an auditor reads for the pull's window and the contract's warnings, so each
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
-from exchange.lake.protocol import build_manifest
+from exchange.config import ExchangeSettings
+from exchange.hub import Hub
+from exchange.lake.protocol import build_manifest, commit_logged
+from exchange.provenance import events
+from exchange.provenance.events import HUB
 from exchange.provenance.manifest import Counts, FileDigest, LakeFile, RuleCount
 from exchange.stages import PullRecord, ValidationRecord
 
@@ -47,3 +53,22 @@ def test_the_manifest_carries_every_fact_of_the_staged_records() -> None:
     # Every field of the manifest is accounted for above (a field added later must be added here too).
     assert set(type(manifest).model_fields) == from_pull | from_validation | {"counts", "snapshot_id", "files",
                                                                                 "created_at"}
+
+
+def test_a_commit_entry_before_the_newest_intent_belongs_to_an_earlier_attempt(tmp_path: Path) -> None:
+    # finish() logs the commit entry unless one was logged since the newest intent: one logged before it (the
+    # same batch id committed again after a lake restore) must not stand in for this attempt's.
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    batch, digest = PULL.batch_id, {"manifest": "1" * 64}
+
+    def log(event: events.Event, digests: dict[str, str], subject: str = batch) -> None:
+        hub.log.append(hub.signer, event, actor=HUB, subject=subject, digests=digests)
+
+    intent = events.CommitIntent(staged=["pull.json"])
+    log(intent, {"pull.json": "2" * 64})
+    assert commit_logged(hub, batch) is None
+    log(events.Commit(snapshot_id=1, accepted=7, quarantined=3, manifest="manifests/m.json"), digest)
+    log(intent, {"pull.json": "3" * 64}, subject="zhejiang.e_license.b2")  # another batch's intent between
+    assert commit_logged(hub, batch) == digest
+    log(intent, {"pull.json": "2" * 64})
+    assert commit_logged(hub, batch) is None

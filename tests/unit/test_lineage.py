@@ -79,9 +79,12 @@ def test_a_committed_batch_reports_start_and_complete_with_its_quality_and_manif
     assert source["inputFacets"]["dataQualityMetrics"]["rowCount"] == manifest.counts.pulled
     assert table["outputFacets"]["outputStatistics"]["rowCount"] == manifest.counts.accepted
     run = complete["run"]["facets"]["yrdExchange"]
+    assert {k: run[k] for k in ("batch_id", "province", "dataset", "snapshot_id")} == manifest.model_dump(
+        include={"batch_id", "province", "dataset", "snapshot_id"})
+    assert (run["accepted"], run["quarantined"]) == (manifest.counts.accepted, manifest.counts.quarantined)
     assert run["manifest_sha256"] == result.manifest_sha256
-    assert run["snapshot_id"] == manifest.snapshot_id
-    assert source["facets"]["contract"]["contract_version"] == manifest.contract_version
+    contract = {k: v for k, v in source["facets"]["contract"].items() if not k.startswith("_")}
+    assert contract == manifest.model_dump(include={"contract_id", "contract_version", "contract_sha256"})
     assert complete["producer"] == run["_producer"] == lineage.PRODUCER
 
 

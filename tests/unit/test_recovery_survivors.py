@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -125,6 +126,24 @@ def test_settle_now_completes_a_batch_in_the_lake_without_its_records(hub: Hub) 
     assert entries[-2].details["missing"] == "manifest and commit entry"
     assert _cleanups(hub) == []
 
+
+def test_a_staging_folder_that_cannot_be_removed_does_not_fail_the_completed_commit(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Removing staging is the last step, after the commit entry: a failure there must not turn a batch that is
+    # committed and fully recorded into a failed stage (a retry would find it committed anyway).
+    hub = _crashed(hub, "commit.after_snapshot")
+    unlink = os.unlink
+
+    def stuck(path: str, *args: object, **kwargs: object) -> None:
+        if path == protocol.PULL_FILE:
+            raise PermissionError(1, "Operation not permitted", path)
+        unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "unlink", stuck)
+    assert settle_now(hub, BATCH).completed == [BATCH]
+    assert (hub.staging(BATCH) / protocol.PULL_FILE).exists()  # what could not be removed stays
+    assert [e.action for e in hub.log.read() if e.subject == BATCH][-3:] == ["commit_intent", "recovered", "commit"]
 
 def _lake_files(hub: Hub) -> dict[Path, int]:
     return {p: p.stat().st_size for p in sorted(Path(catalog_and_data(hub.settings)[1]).rglob("*.parquet"))}

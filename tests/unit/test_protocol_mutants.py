@@ -11,8 +11,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from exchange.config import ExchangeSettings
+from exchange.errors import TerminalError
 from exchange.hub import Hub
+from exchange.lake import protocol
+from exchange.lake.commit import DataFile
 from exchange.lake.protocol import build_manifest, commit_logged
 from exchange.provenance import events
 from exchange.provenance.events import HUB
@@ -72,3 +77,15 @@ def test_a_commit_entry_before_the_newest_intent_belongs_to_an_earlier_attempt(t
     assert commit_logged(hub, batch) == digest
     log(intent, {"pull.json": "2" * 64})
     assert commit_logged(hub, batch) is None
+
+
+def test_a_lake_file_gone_right_after_its_commit_is_named_with_its_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot is committed but a file it names cannot be read back to hash: the batch cannot be signed, and
+    # the operator must learn which file of which snapshot.
+    gone = tmp_path / "main" / "e_license" / "gone.parquet"
+    monkeypatch.setattr(protocol, "files_added", lambda con, snapshot_id, root: [
+        DataFile("e_license", str(gone), "main/e_license/gone.parquet", 7, 900, "data")])
+    with pytest.raises(TerminalError, match=f"lake file {gone} of snapshot 42 is missing right after its commit"):
+        protocol.hashed_files(None, 42, str(tmp_path))  # type: ignore[arg-type]  # no catalog read: files_added is stubbed

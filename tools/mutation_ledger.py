@@ -7,6 +7,10 @@ the ledger's verdicts into mutants/ before `mutmut run`, for each module mutants
 mutmut re-tests only functions changed since the ledger was saved, and every survivor; `save` writes back
 every verdict reached.
 
+mutmut also drops every verdict when its test selection changes (a test file added to `[tool.mutmut]`); `seed`
+puts the ledger's kills back for each function whose hash is unchanged, and `save` keeps them, so a mutants/ reset
+that way is never written over the ledger.
+
 A kill stands while its function is unchanged, as in mutmut's own cache. Survivors are not seeded: a test added
 for one since is credited by the next run. Nor are timeouts: a busy machine can cause one. `make mutation
 MUTANTS=NAME` re-tests a named mutant whatever its verdict, and `make mutation MUTATION_FRESH=1` ignores the
@@ -71,17 +75,40 @@ def kills_only(functions: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str
             for function, entry in functions.items()}
 
 
+def restore(path: str, meta: dict[str, Any], functions: Mapping[str, Mapping[str, Any]]) -> int:
+    """Fill the mutants of `meta` that have no verdict with the ledger's kills of the same, unchanged function (a
+    verdict reached in mutants/ is never replaced); the number filled."""
+    prefix = module_name(path) + "."
+    codes, hashes = meta.get("exit_code_by_key", {}), meta.get("hash_by_function_name", {})
+    filled = 0
+    for function, entry in kills_only(functions).items():
+        if hashes.get(function) != entry["hash"]:
+            continue  # changed since the ledger: its mutants are new
+        for number, code in entry["verdicts"].items():
+            key = f"{prefix}{function}__mutmut_{number}"
+            if key in codes and codes[key] is None:
+                codes[key], filled = code, filled + 1
+    return filled
+
+
 def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: str) -> list[str]:
-    """Write the ledger's kills of each module that mutants/ lacks; the modules seeded."""
+    """Write the ledger's kills into mutants/: a whole record for a module it lacks, else the kills its record
+    lost without its function changing; the modules seeded."""
     if ledger.get("mutmut") != mutmut_version:
         return []
     seeded = []
     for path in modules:
-        meta = mutants / f"{path}.meta"
-        if meta.exists() or path not in ledger["modules"]:
-            continue  # mutants/ is this checkout's own, newer record
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        meta.write_text(json.dumps(meta_from(path, kills_only(ledger["modules"][path])), indent=1), "utf-8")
+        if path not in ledger["modules"]:
+            continue
+        meta_file = mutants / f"{path}.meta"
+        if not meta_file.exists():
+            meta_file.parent.mkdir(parents=True, exist_ok=True)
+            meta = meta_from(path, kills_only(ledger["modules"][path]))
+        else:
+            meta = json.loads(meta_file.read_text("utf-8"))
+            if not restore(path, meta, ledger["modules"][path]):
+                continue  # mutants/ is this checkout's own, newer record
+        meta_file.write_text(json.dumps(meta, indent=1), "utf-8")
         seeded.append(path)
     return seeded
 
@@ -93,7 +120,9 @@ def saved(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version:
     for path in modules:
         meta = mutants / f"{path}.meta"
         if meta.exists():
-            records[path] = ledger_entry(path, json.loads(meta.read_text("utf-8")))
+            record = json.loads(meta.read_text("utf-8"))
+            restore(path, record, kept.get(path, {}))
+            records[path] = ledger_entry(path, record)
     return {"mutmut": mutmut_version, "modules": dict(sorted(records.items()))}
 
 

@@ -1,4 +1,5 @@
-"""tools/mutation_ledger.py: mutmut's verdicts survive a fresh checkout, and only while their function is unchanged."""
+"""tools/mutation_ledger.py: mutmut's verdicts survive a fresh checkout and a reset of mutants/, and only while their
+function is unchanged."""
 
 from __future__ import annotations
 
@@ -41,6 +42,31 @@ def test_seeding_never_overwrites_this_checkouts_record_nor_uses_another_mutmuts
     (mutants / f"{OPS}.meta").write_text("{}", "utf-8")
     assert seed(ledger, mutants, [OPS], MUTMUT) == []
     assert (mutants / f"{OPS}.meta").read_text("utf-8") == "{}"
+
+
+def test_kills_lost_to_a_reset_of_mutants_come_back_and_are_never_saved_away(tmp_path: Path) -> None:
+    # mutmut drops every verdict when its test selection changes; a changed function's mutants are new.
+    ledger = {"mutmut": MUTMUT, "modules": {OPS: {
+        "x_add": {"hash": "h1", "verdicts": {"1": 1, "2": 37, "3": 0, "4": 1}},
+        "x_neg": {"hash": "h2", "verdicts": {"1": 1}}}}}
+    reset = {"hash_by_function_name": {"x_add": "h1", "x_neg": "h2-changed"},
+             "exit_code_by_key": {"calc.ops.x_add__mutmut_1": None, "calc.ops.x_add__mutmut_2": None,
+                                  "calc.ops.x_add__mutmut_3": None, "calc.ops.x_add__mutmut_4": 0,
+                                  "calc.ops.x_neg__mutmut_1": None}}
+    mutants = tmp_path / "mutants"
+    (mutants / "calc").mkdir(parents=True)
+    meta = mutants / f"{OPS}.meta"
+    meta.write_text(json.dumps(reset), "utf-8")
+
+    kept = saved(ledger, mutants, [OPS], MUTMUT)["modules"][OPS]
+    assert kept["x_add"]["verdicts"] == {"1": 1, "2": 37, "4": 0}  # this run's survivor 4 stands
+    assert kept["x_neg"] == {"hash": "h2-changed", "verdicts": {}}
+
+    assert seed(ledger, mutants, [OPS], MUTMUT) == [OPS]
+    assert json.loads(meta.read_text("utf-8"))["exit_code_by_key"] == {
+        "calc.ops.x_add__mutmut_1": 1, "calc.ops.x_add__mutmut_2": 37, "calc.ops.x_add__mutmut_3": None,
+        "calc.ops.x_add__mutmut_4": 0, "calc.ops.x_neg__mutmut_1": None}
+    assert seed(ledger, mutants, [OPS], MUTMUT) == []  # nothing left to restore: the record is left as it is
 
 
 def _toy(root: Path) -> None:

@@ -292,6 +292,16 @@ def test_a_pull_entry_without_the_manifests_landing_digests_is_named(home: Path)
          forged)]
 
 
+def test_a_batch_without_any_pull_entry_is_named_with_no_pull_entry(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    _resign_log(home, lambda b: {**b, "subject": f"{m.batch_id}.elsewhere"} if b["action"] == "pull"
+                and b["subject"] == m.batch_id else b)
+    report, _ = _store(home)
+    hits = [p for p in report.problems if p.item == label(_manifest(home), home)]
+    assert [(p.problem, p.expected, p.found) for p in hits] == [  # type: ignore[attr-defined]
+        ("no provenance pull entry carries the manifest's landing digests", {f.name: f.sha256 for f in m.landing},
+         "no pull entry")]
+
 def test_a_committed_batch_whose_manifest_is_gone_is_named_in_the_ledger(home: Path) -> None:
     m = read_manifest(_manifest(home)).manifest
     _manifest(home).unlink()

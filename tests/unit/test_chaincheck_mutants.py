@@ -79,10 +79,15 @@ class Chain:
                              checkpoint_seq=entry.seq, checkpoint_hash=entry.entry_hash, checkpoint_offset=offset,
                              checkpoint_line=index + 1, **extra)
 
-    def checked(self, start: VerifiedState | None = None) -> tuple[VerifyReport, ChainFacts, LogCheck]:
+    def checked(self, start: VerifiedState | None = None,
+                known: dict[str, str] | None = None) -> tuple[VerifyReport, ChainFacts, LogCheck]:
         report, facts = VerifyReport(), ChainFacts()
-        got = verify_log_and_archives(self.log, lambda: self.archives, self.bundle, report, facts, start)
+        got = verify_log_and_archives(self.log, lambda: self.archives, self.bundle, report, facts, start, known)
         return report, facts, got
+
+    def known(self) -> dict[str, str]:
+        """What an earlier verify recorded of the archives: their header digests by file name."""
+        return {p.name: read_header(p).digest() for p in self.archives}
 
 
 def _copy(built: Path, tmp_path: Path) -> Chain:
@@ -263,7 +268,29 @@ def test_a_resumed_verify_whose_checkpoint_line_is_no_entry_is_named(archived: C
         "expected": f"seq 7 {state.checkpoint_hash}", "found": "no entry"}]
 
 
+def test_an_incremental_verify_skips_the_archives_it_verified_before(archived: Chain) -> None:
+    report, _, got = archived.checked(known=archived.known())
+    assert report.problems == [] and report.skipped == {"archives": 2} and report.archives == 0
+    assert got.archives == [] and got.first_seq == 1
+
+
 # -- a truncated log and the archives that hold what was cut -------------------------------------------------
+
+
+def test_a_log_cut_right_after_its_first_entry_verifies_with_its_archive(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "home")
+    chain.query()
+    chain.archive()  # seq 1 and its closing checkpoint, seq 2
+    assert truncate_to_archive(chain.log, chain.signer) is not None
+    report, _, got = chain.checked()
+    assert report.problems == [] and got.first_seq == 2
+    assert report.entries == 3 and report.archives == 1  # seq 1 from the archive, 2 and 3 (truncate) from the log
+
+
+def test_an_incremental_verify_of_a_truncated_log_skips_the_archives_before_the_cut(truncated: Chain) -> None:
+    report, _, got = truncated.checked(known=truncated.known())
+    assert report.problems == [] and report.skipped == {"archives": 2} and report.archives == 0
+    assert got.first_seq == 7
 
 
 def test_a_truncated_log_and_its_archives_verify_as_one_chain_counting_each_entry_once(truncated: Chain) -> None:
@@ -377,6 +404,19 @@ def test_an_incremental_verify_of_the_same_cut_resumes_at_its_checkpoint(truncat
     assert report.problems == [] and got.first_seq == 7
     # resumed: the truncate entry's check is not repeated, and only what follows the checkpoint is read
     assert report.entries == 6 + 3
+    # ... also when the checkpoint lies after the truncate entry, which this verify therefore does not read
+    report, facts, _ = truncated.checked(truncated.resumed_at(3, log_first_seq=7))
+    assert report.problems == [] and facts.truncations == []
+
+
+def test_an_incremental_verify_after_a_new_cut_checks_the_cut_was_logged(truncated: Chain) -> None:
+    # The state recorded before the cut cannot vouch for it: the truncate entry is looked for as in a full verify.
+    _resigned(truncated, [b for b in _bodies(truncated) if b["action"] != "truncate"])
+    entries = truncated.log.read()
+    stale = VerifiedState(verified_at=entries[0].at, head_seq=4, head_hash="0" * 64, checkpoint_seq=4,
+                          checkpoint_hash="0" * 64, checkpoint_offset=0, checkpoint_line=1, log_first_seq=1)
+    report, _, _ = truncated.checked(stale)
+    assert [p.problem for p in report.problems] == ["starts at seq 7 but no signed truncate entry records the cut"]
 
 
 # -- offline: the archives are the chain --------------------------------------------------------------------

@@ -120,9 +120,11 @@ def test_settle_now_completes_a_batch_in_the_lake_without_its_records(hub: Hub) 
     hub = _crashed(hub, "commit.after_snapshot")
     report = settle_now(hub, BATCH)
     assert (report.completed, report.abandoned, report.removed, report.unrecoverable) == ([BATCH], [], [], [])
-    assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH).exists()
+    path = manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH)
+    assert path.exists()
     entries = [e for e in hub.log.read() if e.subject == BATCH]
     assert [e.action for e in entries][-3:] == ["commit_intent", "recovered", "commit"]
+    assert entries[-1].details["manifest"] == str(path.relative_to(hub.layout.home))  # where an auditor finds it
     assert entries[-2].details["missing"] == "manifest and commit entry"
     assert _cleanups(hub) == []
 

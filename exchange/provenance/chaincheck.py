@@ -27,25 +27,24 @@ def verify_log(
     start: VerifiedState | None = None, chain: ChainVerifier | None = None,
 ) -> ChainVerifier:
     """Verify the log (from `start`'s checkpoint, if given, else from `chain`'s position: a truncated log
-    starts after seq 1); after the first break, keep reading facts only."""
+    starts after seq 1); after the first break, keep reading facts only. A log that now ends before that
+    checkpoint was cut below it: named as the checkpoint gone."""
     chain = chain or ChainVerifier(bundle)
-    offset, first_line = 0, 1
-    if start is not None and start.checkpoint_seq:
-        chain = ChainVerifier(bundle, seq=start.checkpoint_seq - 1)
-        offset, first_line = start.checkpoint_offset, start.checkpoint_line
-    broken = False
+    resume = start if start is not None and start.checkpoint_seq else None
+    offset, first_line = (resume.checkpoint_offset, resume.checkpoint_line) if resume else (0, 1)
+    broken = reached = False
     for number, pos, raw in log.lines(offset, first_line):
         item = f"provenance entry {log.path.name}:{number}"
-        if start is not None and start.checkpoint_seq and pos == start.checkpoint_offset:
+        if resume is not None and pos == resume.checkpoint_offset:
             # Resume: the checkpoint line must still be the one verified last time.
-            entry = _parse(raw)
-            if entry is None or entry.seq != start.checkpoint_seq or entry.entry_hash != start.checkpoint_hash:
+            reached, entry = True, _parse(raw)
+            if entry is None or entry.seq != resume.checkpoint_seq or entry.entry_hash != resume.checkpoint_hash:
                 report.problems.append(Mismatch(item, "the last verified checkpoint is gone or changed",
-                                                expected=f"seq {start.checkpoint_seq} {start.checkpoint_hash}",
+                                                expected=f"seq {resume.checkpoint_seq} {resume.checkpoint_hash}",
                                                 found=f"seq {entry.seq} {entry.entry_hash}" if entry else "no entry"))
                 broken = True
                 continue
-            chain.seq, chain.head = entry.seq, entry.entry_hash
+            chain = ChainVerifier(bundle, seq=entry.seq, head=entry.entry_hash)
             facts.observe(entry, pos, number)
             continue
         if broken:
@@ -62,6 +61,11 @@ def verify_log(
             continue
         report.entries += 1
         facts.observe(entry, pos, number)
+    if resume is not None and not reached:  # the log now ends before the checkpoint: cut below it
+        report.problems.append(Mismatch(f"provenance entry {log.path.name}:{resume.checkpoint_line}",
+                                        "the last verified checkpoint is gone or changed",
+                                        expected=f"seq {resume.checkpoint_seq} {resume.checkpoint_hash}",
+                                        found="no entry: the log ends before it"))
     return chain
 
 

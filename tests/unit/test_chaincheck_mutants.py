@@ -274,6 +274,17 @@ def test_an_incremental_verify_skips_the_archives_it_verified_before(archived: C
     assert got.archives == [] and got.first_seq == 1
 
 
+def test_a_log_cut_below_the_resumed_checkpoint_names_the_checkpoint_gone(archived: Chain) -> None:
+    state = archived.resumed_at(6)  # seq 7, line 7
+    _rewrite(archived, lambda lines: lines[:5])  # an insider cuts the tail: the log ends at seq 5
+    report = VerifyReport()
+    chain = verify_log(archived.log, archived.bundle, report, ChainFacts(), state)
+    assert [problem_json(p) for p in report.problems] == [{
+        "item": "provenance entry log.jsonl:7", "problem": "the last verified checkpoint is gone or changed",
+        "expected": f"seq 7 {state.checkpoint_hash}", "found": "no entry: the log ends before it"}]
+    assert report.entries == 0 and chain.seq == 0  # nothing verified in this run
+
+
 # -- a truncated log and the archives that hold what was cut -------------------------------------------------
 
 

@@ -398,6 +398,18 @@ def test_an_archive_added_after_the_cut_is_checked_against_the_log(truncated: Ch
             "expected": "f" * 64, "found": header.last_entry_hash} in [problem_json(p) for p in report.problems]
 
 
+def test_an_archive_after_the_cut_links_to_the_one_before_and_is_skipped_once_verified(truncated: Chain) -> None:
+    truncated.query()
+    third = truncated.archive()
+    report, _, _ = truncated.checked(known=truncated.known())
+    assert report.problems == [] and report.skipped == {"archives": 3} and report.archives == 0
+    # re-signed with the hub's key to link elsewhere: its entries still match the log, only the link tells
+    moved = _relinked(truncated, third, prev_archive="0" * 64)
+    report, _, _ = truncated.checked()
+    assert [(p.item, p.problem) for p in report.problems] == [
+        (f"provenance archive {moved.name}", "does not link to the previous archive (one missing, replaced or "
+         "reordered?)")]
+
 def test_an_incremental_verify_after_a_new_cut_rereads_the_log_from_its_start(truncated: Chain) -> None:
     # Byte offsets recorded before the log was cut at seq 7 point nowhere now: verify reads the whole tail.
     entries = truncated.log.read()

@@ -427,6 +427,11 @@ def test_an_incremental_verify_of_the_same_cut_resumes_at_its_checkpoint(truncat
     assert report.problems == [] and got.first_seq == 7
     # resumed: the truncate entry's check is not repeated, and only what follows the checkpoint is read
     assert report.entries == 6 + 3
+    # a checkpoint changed since: named, and what follows still feeds the facts (the store checks' cross-links)
+    changed = state.model_copy(update={"checkpoint_hash": "e" * 64})
+    report, facts, _ = truncated.checked(changed)
+    assert [p.problem for p in report.problems] == ["the last verified checkpoint is gone or changed"]
+    assert [t.seq for t in facts.truncations] == [9]
     # ... also when the checkpoint lies after the truncate entry, which this verify therefore does not read
     report, facts, _ = truncated.checked(truncated.resumed_at(3, log_first_seq=7))
     assert report.problems == [] and facts.truncations == []

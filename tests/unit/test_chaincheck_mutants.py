@@ -248,6 +248,8 @@ def test_a_resumed_verify_starts_at_the_checkpoint_and_reads_only_what_follows(a
     assert report.problems == [] and report.entries == 1  # seq 8 only
     assert (chain.seq, chain.head) == (8, entries[7].entry_hash)
     assert sorted(facts.hashes) == [7]  # the checkpoint itself is observed, not re-verified
+    # where it is, so the next incremental verify can resume there again
+    assert [(e.seq, offset, line) for e, offset, line in facts.checkpoints] == [(7, state.checkpoint_offset, 7)]
 
     changed = state.model_copy(update={"checkpoint_hash": "e" * 64})
     report = VerifyReport()

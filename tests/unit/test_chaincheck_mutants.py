@@ -165,6 +165,7 @@ def test_an_edited_entry_is_named_and_later_entries_still_feed_the_facts(archive
     _rewrite(archived, edit)
     report, facts, _ = archived.checked()
     assert _named(report)[0][0].startswith("provenance entry log.jsonl:2 ")
+    assert len(report.problems) == 1  # the break is named once, not again at every entry after it
     assert report.entries == 1  # only the entry before the break counts as verified
     assert sorted(facts.hashes) == [4, 7]  # facts from after the break are still read for the cross-checks
 

@@ -151,6 +151,7 @@ def test_an_untouched_log_and_its_archives_verify_and_are_counted(archived: Chai
     report, facts, got = archived.checked()
     assert report.problems == [] and report.notes == []
     assert (report.entries, report.archives, got.first_seq) == (8, 2, 1)
+    assert [(e.seq, line) for e, _, line in facts.checkpoints] == [(4, 4), (7, 7)]  # where a resume starts
     assert [c.header.segment for c in got.archives] == [1, 2]
     assert (got.chain.seq, got.chain.head) == (8, archived.log.head().entry_hash)  # type: ignore[union-attr]
     assert sorted(facts.hashes) == [4, 7]  # the closing checkpoints, for the archives' cross-check

@@ -209,6 +209,17 @@ def test_an_archive_after_a_gap_is_still_checked_against_the_one_after_it(archiv
     assert [c.header.segment for c in got.archives] == [1]
 
 
+def test_every_archive_after_a_missing_one_is_named_not_only_the_first(archived: Chain) -> None:
+    archived.query(2)
+    third = archived.archive()
+    first, second, _ = archived.archives
+    first.unlink()
+    report, _, got = archived.checked()
+    assert [(p.item, p.problem) for p in report.problems] == [
+        (f"provenance archive {second.name}", "archives missing before this one"),
+        (f"provenance archive {third.name}", "archives missing before this one")]
+    assert got.archives == []
+
 def test_an_archive_that_differs_from_the_live_log_is_named(archived: Chain) -> None:
     # The live log's closing checkpoint of archive 1 (seq 4) rewritten with another hash: the log breaks there,
     # and the archive, which still holds the original, is named as differing from what the log says.

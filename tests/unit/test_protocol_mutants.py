@@ -18,7 +18,6 @@ from exchange.errors import TerminalError
 from exchange.hub import Hub
 from exchange.lake import protocol
 from exchange.lake.commit import DataFile
-from exchange.lake.protocol import build_manifest, commit_logged
 from exchange.provenance import events
 from exchange.provenance.events import HUB
 from exchange.provenance.manifest import Counts, FileDigest, LakeFile, RuleCount
@@ -46,7 +45,7 @@ FILES = [
 
 
 def test_the_manifest_carries_every_fact_of_the_staged_records() -> None:
-    manifest = build_manifest(PULL, CHECKED, 42, FILES)
+    manifest = protocol.build_manifest(PULL, CHECKED, 42, FILES)
     from_pull = {"batch_id", "province", "dataset", "window_start", "window_end", "since", "watermark", "landing"}
     from_validation = {"contract_id", "contract_version", "contract_sha256", "rules", "gx_success"}
     for name in from_pull:
@@ -71,12 +70,12 @@ def test_a_commit_entry_before_the_newest_intent_belongs_to_an_earlier_attempt(t
 
     intent = events.CommitIntent(staged=["pull.json"])
     log(intent, {"pull.json": "2" * 64})
-    assert commit_logged(hub, batch) is None
+    assert protocol.commit_logged(hub, batch) is None
     log(events.Commit(snapshot_id=1, accepted=7, quarantined=3, manifest="manifests/m.json"), digest)
     log(intent, {"pull.json": "3" * 64}, subject="zhejiang.e_license.b2")  # another batch's intent between
-    assert commit_logged(hub, batch) == digest
+    assert protocol.commit_logged(hub, batch) == digest
     log(intent, {"pull.json": "2" * 64})
-    assert commit_logged(hub, batch) is None
+    assert protocol.commit_logged(hub, batch) is None
 
 
 def test_a_lake_file_gone_right_after_its_commit_is_named_with_its_snapshot(

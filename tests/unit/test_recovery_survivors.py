@@ -147,6 +147,7 @@ def test_a_staging_folder_that_cannot_be_removed_does_not_fail_the_completed_com
     assert (hub.staging(BATCH) / protocol.PULL_FILE).exists()  # what could not be removed stays
     assert [e.action for e in hub.log.read() if e.subject == BATCH][-3:] == ["commit_intent", "recovered", "commit"]
 
+
 def _lake_files(hub: Hub) -> dict[Path, int]:
     return {p: p.stat().st_size for p in sorted(Path(catalog_and_data(hub.settings)[1]).rglob("*.parquet"))}
 

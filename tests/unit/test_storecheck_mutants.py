@@ -280,14 +280,19 @@ def test_a_commit_entry_naming_another_snapshot_is_named(home: Path) -> None:
             "expected": m.snapshot_id, "found": 99} in _named(report)
 
 
+def _manifest_mismatches(home: Path) -> list[tuple[str, object, object]]:
+    """(problem, expected, found) of what the store checks name at the only manifest."""
+    report, _ = _store(home)
+    item = label(_manifest(home), home)
+    return [(p.problem, p.expected, p.found) for p in report.problems if p.item == item]  # type: ignore[attr-defined]
+
+
 def test_a_pull_entry_without_the_manifests_landing_digests_is_named(home: Path) -> None:
     m = read_manifest(_manifest(home)).manifest
     forged = {f.name: "0" * 64 for f in m.landing}
     _resign_log(home, lambda b: {**b, "digests": forged} if b["action"] == "pull" and b["subject"] == m.batch_id
                 else b)
-    report, _ = _store(home)
-    hits = [p for p in report.problems if p.item == label(_manifest(home), home)]
-    assert [(p.problem, p.expected, p.found) for p in hits] == [  # type: ignore[attr-defined]
+    assert _manifest_mismatches(home) == [
         ("no provenance pull entry carries the manifest's landing digests", {f.name: f.sha256 for f in m.landing},
          forged)]
 
@@ -296,11 +301,10 @@ def test_a_batch_without_any_pull_entry_is_named_with_no_pull_entry(home: Path) 
     m = read_manifest(_manifest(home)).manifest
     _resign_log(home, lambda b: {**b, "subject": f"{m.batch_id}.elsewhere"} if b["action"] == "pull"
                 and b["subject"] == m.batch_id else b)
-    report, _ = _store(home)
-    hits = [p for p in report.problems if p.item == label(_manifest(home), home)]
-    assert [(p.problem, p.expected, p.found) for p in hits] == [  # type: ignore[attr-defined]
+    assert _manifest_mismatches(home) == [
         ("no provenance pull entry carries the manifest's landing digests", {f.name: f.sha256 for f in m.landing},
          "no pull entry")]
+
 
 def test_a_committed_batch_whose_manifest_is_gone_is_named_in_the_ledger(home: Path) -> None:
     m = read_manifest(_manifest(home)).manifest

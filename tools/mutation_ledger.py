@@ -91,12 +91,12 @@ def restore(path: str, meta: dict[str, Any], functions: Mapping[str, Mapping[str
     return filled
 
 
-def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: str) -> list[str]:
+def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: str) -> dict[str, int]:
     """Write the ledger's kills into mutants/: a whole record for a module it lacks, else the kills its record
-    lost without its function changing; the modules seeded."""
+    lost without its function changing; module -> verdicts written."""
     if ledger.get("mutmut") != mutmut_version:
-        return []
-    seeded = []
+        return {}
+    seeded: dict[str, int] = {}
     for path in modules:
         if path not in ledger["modules"]:
             continue
@@ -104,12 +104,14 @@ def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: 
         if not meta_file.exists():
             meta_file.parent.mkdir(parents=True, exist_ok=True)
             meta = meta_from(path, kills_only(ledger["modules"][path]))
+            written = len(meta["exit_code_by_key"])
         else:
             meta = json.loads(meta_file.read_text("utf-8"))
-            if not restore(path, meta, ledger["modules"][path]):
+            written = restore(path, meta, ledger["modules"][path])
+            if not written:
                 continue  # mutants/ is this checkout's own, newer record
         meta_file.write_text(json.dumps(meta, indent=1), "utf-8")
-        seeded.append(path)
+        seeded[path] = written
     return seeded
 
 
@@ -143,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "seed":
         if ledger.get("modules") and ledger.get("mutmut") != current:
             print(f"{args.ledger.name} was written by mutmut {ledger.get('mutmut')}, this is {current}: not used")
-        for path in seed(ledger, args.mutants, modules, current):
-            print(f"{path}: {counts(ledger)[path]} verdicts from {args.ledger.name}")
+        for path, written in seed(ledger, args.mutants, modules, current).items():
+            print(f"{path}: {written} kills from {args.ledger.name}")
         return 0
     new = saved(ledger, args.mutants, modules, current)
     args.ledger.write_text(json.dumps(new, indent=1, ensure_ascii=False) + "\n", "utf-8")

@@ -35,12 +35,12 @@ def test_a_module_record_round_trips_with_the_verdicts_reached(functions: dict[s
 def test_seeding_never_overwrites_this_checkouts_record_nor_uses_another_mutmuts(tmp_path: Path) -> None:
     ledger = {"mutmut": MUTMUT, "modules": {OPS: {"x_add": {"hash": "h", "verdicts": {"1": 1, "2": 0, "3": 36}}}}}
     mutants = tmp_path / "mutants"
-    assert seed({**ledger, "mutmut": "2.0.0"}, mutants, [OPS], MUTMUT) == []
-    assert seed(ledger, mutants, [OPS], MUTMUT) == [OPS]
+    assert seed({**ledger, "mutmut": "2.0.0"}, mutants, [OPS], MUTMUT) == {}
+    assert seed(ledger, mutants, [OPS], MUTMUT) == {OPS: 1}
     seeded = json.loads((mutants / f"{OPS}.meta").read_text("utf-8"))["exit_code_by_key"]
     assert seeded == {"calc.ops.x_add__mutmut_1": 1}  # the survivor and the timeout (36) are tested again
     (mutants / f"{OPS}.meta").write_text("{}", "utf-8")
-    assert seed(ledger, mutants, [OPS], MUTMUT) == []
+    assert seed(ledger, mutants, [OPS], MUTMUT) == {}
     assert (mutants / f"{OPS}.meta").read_text("utf-8") == "{}"
 
 
@@ -62,11 +62,11 @@ def test_kills_lost_to_a_reset_of_mutants_come_back_and_are_never_saved_away(tmp
     assert kept["x_add"]["verdicts"] == {"1": 1, "2": 37, "4": 0}  # this run's survivor 4 stands
     assert kept["x_neg"] == {"hash": "h2-changed", "verdicts": {}}
 
-    assert seed(ledger, mutants, [OPS], MUTMUT) == [OPS]
+    assert seed(ledger, mutants, [OPS], MUTMUT) == {OPS: 2}  # kills 1 and 2; not the survivor 3
     assert json.loads(meta.read_text("utf-8"))["exit_code_by_key"] == {
         "calc.ops.x_add__mutmut_1": 1, "calc.ops.x_add__mutmut_2": 37, "calc.ops.x_add__mutmut_3": None,
         "calc.ops.x_add__mutmut_4": 0, "calc.ops.x_neg__mutmut_1": None}
-    assert seed(ledger, mutants, [OPS], MUTMUT) == []  # nothing left to restore: the record is left as it is
+    assert seed(ledger, mutants, [OPS], MUTMUT) == {}  # nothing left to restore: the record is left as it is
 
 
 def _toy(root: Path) -> None:
@@ -105,7 +105,7 @@ def test_a_fresh_checkout_retests_only_the_functions_changed_since_the_ledger(tm
     ops.write_text(ops.read_text("utf-8").replace("return -a", "return 0 - a"), "utf-8")
     test = tmp_path / "tests" / "test_ops.py"
     test.write_text(test.read_text("utf-8").replace("def test_add", "def _no_longer_a_test_add"), "utf-8")
-    assert seed(ledger, tmp_path / "mutants", [OPS], MUTMUT) == [OPS]
+    assert seed(ledger, tmp_path / "mutants", [OPS], MUTMUT) == {OPS: 2}
     second = _mutmut_run(tmp_path)
 
     assert second["calc.ops.x_add__mutmut_1"] == 1  # unchanged function: the ledger's verdict stands

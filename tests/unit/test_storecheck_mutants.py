@@ -9,6 +9,8 @@ its folder and through a URL data path), then a lake whose batches span several 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +21,9 @@ import pytest
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.access.extract import EXTRACT_MANIFEST
 from exchange.config import ExchangeSettings, Layout
+from exchange.lake import connect as lake_connect
 from exchange.lake.commit import LEDGER
-from exchange.lake.connect import LAKE, connect
+from exchange.lake.connect import LAKE, catalog_and_data, connect
 from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths
 from exchange.provenance.chaincheck import verify_log_and_archives
@@ -262,6 +265,18 @@ def test_a_landing_copy_removed_is_named(home: Path) -> None:
                                "expected": f.sha256, "found": "no file"}]
 
 
+def test_a_landing_copy_replaced_by_a_folder_is_named_as_differing_with_no_file_found(home: Path) -> None:
+    m = read_manifest(_manifest(home)).manifest
+    f = m.landing[0]
+    copy = landing_dir(home / "landing", m.province, m.dataset, m.batch_id) / f.name
+    copy.unlink()
+    copy.mkdir()  # there, but nothing to hash: not a crash of verify, and not "missing"
+    report, _ = _store(home)
+    assert _named(report) == [{"item": f"landing file {m.batch_id}/{f.name}",
+                               "problem": f"differs from what the province delivered ({label(_manifest(home), home)})",
+                               "expected": f.sha256, "found": "no file"}]
+
+
 def test_landing_copies_kept_elsewhere_or_not_given_are_not_checked(home: Path) -> None:
     m = read_manifest(_manifest(home)).manifest
     report, _ = _store(home, landing=False)
@@ -350,6 +365,34 @@ def test_the_lake_catalog_removed_is_named_even_when_the_manifests_went_with_it(
     report, _ = _store(home)
     assert [(p.item, p.problem) for p in report.problems][0] == (f"lake catalog {catalog}",
                                                                  "missing, though batches were committed")
+
+
+_OUTSIDE_READER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("open", flush=True)
+sys.stdin.read()  # held until the test closes our stdin
+"""
+
+
+def test_verify_reads_the_lake_beside_an_outside_read_only_duckdb_without_waiting_for_it(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An auditor verifies while a department's stock duckdb reads the catalog: readers share it, so verify must
+    # open it read-only (a writer's attach would wait for the reader and then fail).
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"verify waited {seconds} s for an outside reader")
+
+    monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
+    catalog = catalog_and_data(ExchangeSettings(home=home))[0]
+    with subprocess.Popen([sys.executable, "-c", _OUTSIDE_READER, catalog], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as reader:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        try:
+            report, _ = _store(home)
+        finally:
+            reader.communicate("", timeout=60)
+    assert report.problems == [] and report.manifests == 1
 
 
 def test_a_hub_that_never_committed_needs_no_lake(tmp_path: Path) -> None:

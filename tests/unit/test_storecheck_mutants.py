@@ -23,7 +23,7 @@ from exchange.access.extract import EXTRACT_MANIFEST
 from exchange.config import ExchangeSettings, Layout
 from exchange.lake import connect as lake_connect
 from exchange.lake.commit import LEDGER
-from exchange.lake.connect import LAKE, catalog_and_data, connect
+from exchange.lake.connect import LAKE, META, catalog_and_data, connect
 from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths
 from exchange.provenance.chaincheck import verify_log_and_archives
@@ -393,6 +393,23 @@ def test_verify_reads_the_lake_beside_an_outside_read_only_duckdb_without_waitin
         finally:
             reader.communicate("", timeout=60)
     assert report.problems == [] and report.manifests == 1
+
+
+def test_a_catalog_naming_a_data_file_by_its_full_path_under_the_data_path_names_the_same_file(home: Path) -> None:
+    # DuckLake may hold a file's path in full (path_is_relative false): it is matched to manifests relative to
+    # the lake's data path all the same.
+    settings = ExchangeSettings(home=home)
+    data = catalog_and_data(settings)[1]
+    m = read_manifest(_manifest(home)).manifest
+    f = next(f for f in m.files if f.table == m.dataset and f.kind == "data")
+    with connect(settings) as con:
+        con.execute(f"UPDATE {META}.ducklake_data_file SET path = ?, path_is_relative = false WHERE path = ?",
+                    [str(Path(data) / f.name), Path(f.name).name])
+        [(absolute,)] = con.execute(f"SELECT count(*) FROM {META}.ducklake_data_file "
+                                    "WHERE NOT path_is_relative").fetchall()
+    assert absolute == 1
+    report, _ = _store(home)
+    assert report.problems == [] and report.files == len(m.files)
 
 
 def test_a_hub_that_never_committed_needs_no_lake(tmp_path: Path) -> None:

@@ -642,3 +642,12 @@ def test_deletions_named_for_a_re_signed_manifest_are_those_of_every_delete_file
     report, _ = _store(spanning)
     assert {"item": label(path, spanning), "problem": "the lake's delete files differ from the manifest's deletions",
             "expected": "3 deleted", "found": "2 deleted"} in _named(report)
+
+
+def test_an_unreadable_manifest_listed_first_does_not_stop_the_checks_of_those_after_it(spanning: Path) -> None:
+    first, second = sorted((spanning / "manifests").rglob("*.json"))  # the order verify reads them in
+    batch = read_manifest(second).manifest.batch_id
+    first.write_text("{not json", encoding="utf-8")
+    report, state = _store(spanning)
+    assert label(first, spanning) in report.problems[0].item
+    assert report.manifests == 1 and list(state.manifests) == [batch]

@@ -15,51 +15,23 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
-from exchange.hub import Hub
 from exchange.lake.commit import batch_digest, commit_infos
 from exchange.lake.connect import connect
-from exchange.pipeline import run_exchange
 from exchange.provenance.links import ledger_row_of, origin_of
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import read_manifest
-from exchange.provenance.verify import verify_home
-from exchange.replay import replay
 from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
-from exchange.synthetic import generate
 from tests.fixture_cache import built_once
-from tests.hubs import assert_named, relaxed_contracts, sandbox_hub, verify_copy
+from tests.hubs import assert_named, replay_home, verify_copy
 
-START_END = ("2026-11-01T00:00:00+00:00", "2026-11-04T00:00:00+00:00")
 CHECKSUM = "holder_id.resident_id_checksum"
-
-
-def _hub(home: Path) -> Hub:
-    sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
-    return sandbox_hub(home, sandbox)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return built_once("links", _build, tmp_path_factory) / "home"
-
-
-def _build(root: Path) -> None:
-    from datetime import datetime
-
-    hub = _hub(root / "home")
-    start, end = (datetime.fromisoformat(t) for t in START_END)
-    sandbox_for("jiangsu", hub.layout.sandboxes / "jiangsu").seed(
-        "e_license", generate("e_license", "jiangsu", 600, seed=7, start=start, end=end))
-    origin = run_exchange("jiangsu", "e_license", start, end, hub)
-    assert origin.status == "committed" and origin.quarantined
-    done = replay(str(origin.batch_id), hub, contracts_dir=relaxed_contracts(root / "contracts"))
-    assert done.status == "committed", done
-    report = verify_home(hub.settings, record=False)
-    assert report.ok, [str(p) for p in report.problems]
-    assert report.manifests == 2
+    return built_once("links", replay_home, tmp_path_factory) / "home"
 
 
 @pytest.fixture

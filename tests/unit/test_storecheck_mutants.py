@@ -28,6 +28,7 @@ from exchange.pipeline import run_exchange
 from exchange.provenance.archive import archive_paths
 from exchange.provenance.chaincheck import verify_log_and_archives
 from exchange.provenance.checkpoint import VerifiedState
+from exchange.provenance.links import origin_of
 from exchange.provenance.log import ProvenanceEntry, ProvenanceLog
 from exchange.provenance.manifest import SignedManifest, landing_dir, read_manifest, sign_manifest
 from exchange.provenance.problems import problem_json
@@ -45,7 +46,7 @@ from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.fixture_cache import built_once
-from tests.hubs import extract_home, sandbox_hub
+from tests.hubs import extract_home, replay_home, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -325,8 +326,12 @@ def test_a_committed_batch_whose_manifest_is_gone_is_named_in_the_ledger(home: P
     m = read_manifest(_manifest(home)).manifest
     _manifest(home).unlink()
     report, _ = _store(home)
-    assert {"item": f"lake batch {m.batch_id}", "problem": f"committed to {LEDGER} but has no signed manifest",
-            "expected": "a manifest", "found": "none"} in _named(report)
+    ledger, logged, *files = _named(report)
+    assert ledger == {"item": f"lake batch {m.batch_id}", "problem": f"committed to {LEDGER} but has no signed "
+                      "manifest", "expected": "a manifest", "found": "none"}
+    # Its snapshot is not named again; it is still in the lake, so the commit entry's problem does not say otherwise.
+    assert logged["item"] == f"batch {m.batch_id}" and logged["problem"].endswith("(batch rolled away?)")
+    assert sorted(p["item"] for p in files) == sorted(f"lake file {f.name}" for f in m.files)
 
 
 def test_an_unreadable_extract_manifest_is_named(home: Path) -> None:
@@ -651,3 +656,54 @@ def test_an_unreadable_manifest_listed_first_does_not_stop_the_checks_of_those_a
     report, state = _store(spanning)
     assert label(first, spanning) in report.problems[0].item
     assert report.manifests == 1 and list(state.manifests) == [batch]
+
+
+@pytest.fixture(scope="module")
+def replayed_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return built_once("links", replay_home, tmp_path_factory) / "home"
+
+
+@pytest.fixture
+def replayed(replayed_built: Path, tmp_path: Path) -> Path:
+    shutil.copytree(replayed_built, tmp_path / "home", symlinks=True)
+    return tmp_path / "home"
+
+
+def _replay_manifest(home: Path) -> Path:
+    [path] = [p for p in (home / "manifests").rglob("*.json") if origin_of(p.stem) != p.stem]
+    return path
+
+
+def test_a_replay_is_recorded_as_verified_only_while_its_link_to_the_origin_holds(replayed: Path) -> None:
+    report, state = _store(replayed)
+    batches = {read_manifest(p).manifest.batch_id for p in (replayed / "manifests").rglob("*.json")}
+    assert report.problems == [] and set(state.manifests) == batches  # the next incremental verify skips both
+    replay_batch = read_manifest(_replay_manifest(replayed)).manifest.batch_id
+
+    def other_origin_digest(entry: dict[str, Any]) -> dict[str, Any]:
+        if entry["action"] != "replay":
+            return entry
+        return {**entry, "digests": {**entry["digests"], "origin_manifest": "0" * 64}}
+
+    _resign_log(replayed, other_origin_digest)  # the hub key's holder: the chain verifies, only the link breaks
+    report, state = _store(replayed)
+    [broken] = report.problems
+    assert broken.item == label(_replay_manifest(replayed), replayed)
+    assert broken.problem.endswith("carries another digest than the origin's signed manifest")
+    assert set(state.manifests) == batches - {replay_batch}
+
+
+def test_a_replay_failing_its_own_checks_and_its_link_is_named_for_both_and_verify_carries_on(
+    replayed: Path,
+) -> None:
+    # Re-signed with more records than the replay entry logged: its commit entry and the lake disagree, and so
+    # does the link; the batch is dropped from what was verified once, and the lake's own checks still run.
+    path, _ = _forge(replayed, lambda m: {**m, "counts": {**m["counts"], "pulled": m["counts"]["pulled"] + 1,
+                                                          "accepted": m["counts"]["accepted"] + 1}},
+                     _replay_manifest(replayed))
+    report, state = _store(replayed)
+    problems = [p.problem for p in report.problems if p.item == label(path, replayed)]
+    assert "lake rows differ from the manifest's counts" in problems
+    assert any(p.endswith("counts differ from the manifest (replayed / accepted / quarantined)") for p in problems)
+    assert not any("could not read" in p.problem for p in report.problems)
+    assert read_manifest(path).manifest.batch_id not in state.manifests

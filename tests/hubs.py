@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,3 +102,30 @@ def relaxed_contracts(folder: Path) -> Path:
     major, minor, _ = current.split(".")
     path.write_text(text.replace(f"version: {current}", f"version: {major}.{int(minor) + 1}.0", 1), encoding="utf-8")
     return folder
+
+
+_OUTSIDE_READER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print("open", flush=True)
+sys.stdin.read()  # held until the test closes our stdin (or kills us)
+"""
+
+
+def start_outside_reader(catalog: str) -> subprocess.Popen[str]:
+    """A stock duckdb process holding the lake's catalog file open read-only, as a department's session does;
+    returned once the catalog is open."""
+    reader = subprocess.Popen([sys.executable, "-c", _OUTSIDE_READER, catalog], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    return reader
+
+
+@contextmanager
+def outside_reader(catalog: str) -> Iterator[subprocess.Popen[str]]:
+    """start_outside_reader, closed at the end of the block."""
+    reader = start_outside_reader(catalog)
+    try:
+        yield reader
+    finally:
+        reader.communicate("", timeout=60)

@@ -9,7 +9,6 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from exchange.provenance.verify import verify_home
 from exchange.recovery import reconcile
 from tests.capability import unavailable
 from tests.conftest import REPO
+from tests.hubs import start_outside_reader
 from tests.unit.crash_harness import (
     DEAD_PID,
     DEPARTMENT,
@@ -323,26 +323,11 @@ def test_f5_a_second_run_of_a_running_batch_gets_one_line_and_the_batch_commits_
     assert_settled(hub)
 
 
-_READER = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
-print("open", flush=True)
-sys.stdin.read()  # held until the test closes our stdin (or kills us)
-"""
-
-
-def _outside_reader(catalog: str) -> subprocess.Popen[str]:
-    reader = subprocess.Popen([sys.executable, "-c", _READER, catalog], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
-    return reader
-
-
 def test_f5_a_commit_beside_an_outside_read_only_duckdb_waits_or_says_so_in_one_line(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = catalog_and_data(hub.settings)[0]
-    reader = _outside_reader(catalog)  # holds the catalog for as long as the run takes
+    reader = start_outside_reader(catalog)  # holds the catalog for as long as the run takes
     try:
         out = _cli(hub, *RUN, env={"EXCHANGE_LAKE_LOCK_WAIT_SECONDS": "1"})
         _one_line_error(out, "held open by another process", catalog)
@@ -350,7 +335,7 @@ def test_f5_a_commit_beside_an_outside_read_only_duckdb_waits_or_says_so_in_one_
         reader.kill()
         reader.wait()
     # The commit waits for the reader: the reader leaves only once the commit has been seen waiting for it.
-    reader = _outside_reader(catalog)
+    reader = start_outside_reader(catalog)
     waits: list[float] = []
 
     def reader_leaves(seconds: float) -> None:

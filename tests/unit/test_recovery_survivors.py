@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -23,6 +24,7 @@ from exchange import recovery
 from exchange.atomic import Leftover
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
+from exchange.lake import connect as lake_connect
 from exchange.lake import protocol
 from exchange.lake.connect import catalog_and_data
 from exchange.pipeline import run_exchange
@@ -30,6 +32,7 @@ from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceEntry
 from exchange.provenance.manifest import manifest_path
 from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
+from tests.hubs import start_outside_reader
 from tests.unit.crash_harness import END, MID, child_process, copied_hub, stage_action
 from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
 
@@ -305,6 +308,33 @@ def test_a_leftover_another_recovery_removed_first_is_neither_reported_nor_logge
     assert report.removed == [Removed(f"staging/jiangsu.e_license.b/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
     (cleanup,) = _cleanups(hub)
     _assert_signed_cleanup(hub, cleanup, report.removed)
+
+
+def test_completing_a_commit_reads_the_lake_beside_an_outside_duckdb_that_opened_it_meanwhile(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A department's stock duckdb (`exchange lake attach-sql`) may open the catalog while recovery settles a batch;
+    # hashing the committed snapshot's files only reads, so it must not wait for that reader.
+    hub = _crashed(hub, "commit.after_snapshot")
+    readers: list[subprocess.Popen[str]] = []
+    real_path = recovery.manifest_path
+
+    def reader_arrives(*args: Any) -> Path:  # after the batch is settled, before its snapshot's files are hashed
+        readers.append(start_outside_reader(catalog_and_data(hub.settings)[0]))
+        return real_path(*args)
+
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"recovery waited {seconds} s for an outside reader")
+
+    monkeypatch.setattr(recovery, "manifest_path", reader_arrives)
+    monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
+    try:
+        report = settle_now(hub, BATCH)
+    finally:
+        for reader in readers:
+            reader.communicate("", timeout=60)
+    assert readers and report.completed == [BATCH]
+    assert manifest_path(hub.layout.manifests, "jiangsu", "e_license", BATCH).exists()
 
 
 def test_settling_a_batch_holds_that_batchs_catalog_lock(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:

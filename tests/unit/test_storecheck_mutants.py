@@ -9,8 +9,6 @@ its folder and through a URL data path), then a lake whose batches span several 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +44,7 @@ from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.fixture_cache import built_once
-from tests.hubs import extract_home, replay_home, sandbox_hub
+from tests.hubs import extract_home, outside_reader, replay_home, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -372,14 +370,6 @@ def test_the_lake_catalog_removed_is_named_even_when_the_manifests_went_with_it(
                                                                  "missing, though batches were committed")
 
 
-_OUTSIDE_READER = """
-import sys, duckdb
-con = duckdb.connect(sys.argv[1], read_only=True)
-print("open", flush=True)
-sys.stdin.read()  # held until the test closes our stdin
-"""
-
-
 def test_verify_reads_the_lake_beside_an_outside_read_only_duckdb_without_waiting_for_it(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -390,13 +380,8 @@ def test_verify_reads_the_lake_beside_an_outside_read_only_duckdb_without_waitin
 
     monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
     catalog = catalog_and_data(ExchangeSettings(home=home))[0]
-    with subprocess.Popen([sys.executable, "-c", _OUTSIDE_READER, catalog], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as reader:
-        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
-        try:
-            report, _ = _store(home)
-        finally:
-            reader.communicate("", timeout=60)
+    with outside_reader(catalog):
+        report, _ = _store(home)
     assert report.problems == [] and report.manifests == 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +18,16 @@ import pytest
 from adapters.base import sandbox_for
 from exchange.config import ExchangeSettings
 from exchange.errors import TransientError
+from exchange.faults import CRASH_ENV, CRASH_EXIT
 from exchange.hub import Hub
 from exchange.lake.connect import LAKE, connect
 from exchange.pipeline import run_exchange
 from exchange.provenance.log import ProvenanceLog
 from exchange.provenance.verify import verify_home
+from exchange.recovery import reconcile
 from exchange.synthetic import generate
 from tests.integration.scaleout_servers import postgres_database, private_cluster
+from tests.unit.crash_harness import child_process
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +278,41 @@ def test_the_hubs_backend_terminated_mid_commit_leaves_the_lake_as_it_was_and_th
         assert settled and settled[-1].subject == batch and settled[-1].details["outcome"] == "not_committed"
 
         _commits_once(hub, batch)
+
+
+MID = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def _second_window_dying_before_the_lake_commit(env: dict[str, str]) -> None:
+    os.environ[CRASH_ENV] = "commit.before_lake_commit"  # data files written, the catalog never told
+    run_exchange("jiangsu", "e_license", MID, END, Hub(_settings(env)))
+
+
+@pytest.mark.mutation
+def test_recovery_on_a_postgresql_catalog_removes_its_batchs_files_and_leaves_another_writers_in_flight(
+    home: Path,
+) -> None:
+    """Beside a PostgreSQL catalog other hosts' writers may have files in flight in the shared data folder, which
+    the catalog does not know yet: recovery removes only the files of the batch whose lock it holds."""
+    with private_cluster() as cluster:  # a server this test starts: `make mutation` needs no loopback server
+        sandbox = sandbox_for("jiangsu", home / "sandboxes" / "jiangsu")
+        sandbox.seed("e_license", generate("e_license", "jiangsu", 300, seed=11, start=START, end=END))
+        env = {**sandbox.env(), "EXCHANGE_HOME": str(home),
+               "EXCHANGE_LAKE_CATALOG": f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"}
+        hub = Hub(_settings(env))
+        assert run_exchange("jiangsu", "e_license", START, MID, hub).status == "committed"
+        data = home / "lake" / "data"
+        committed = set(data.rglob("*.parquet"))
+        child = child_process(_second_window_dying_before_the_lake_commit, env)
+        child.join(300)
+        assert child.exitcode == CRASH_EXIT
+        stray = set(data.rglob("*.parquet")) - committed
+        assert stray, "the interrupted attempt wrote data files"
+        # Another writer's file in flight: rows of another batch (the committed one's), unknown to the catalog.
+        inflight = data / "main" / "e_license" / "in-flight-of-another-writer.parquet"
+        shutil.copyfile(next(p for p in sorted(committed) if p.parent.name == "e_license"), inflight)
+
+        report = reconcile(hub)
+        assert len(report.abandoned) == 1
+        assert sorted(r.path for r in report.removed) == sorted(str(p.relative_to(home)) for p in stray)
+        assert inflight.exists() and not any(p.exists() for p in stray)

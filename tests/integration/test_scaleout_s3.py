@@ -168,7 +168,9 @@ def test_recovery_reports_the_objects_an_interrupted_commit_left_and_never_claim
         s3.delete_object(Bucket="yrd-lake", Key=inflight)
         assert report.removed == [] and len(report.abandoned) == 1
         assert sorted(r.path for r in report.left) == [f"s3://yrd-lake/{k}" for k in stray]
-        assert sum("LEFT IN PLACE" in line for line in report.lines()) == len(stray)
+        why = f"data file of batch {report.abandoned[0]} written by an interrupted commit"
+        assert {r.why for r in report.left} == {why}
+        assert sum(line.startswith("LEFT IN PLACE") and f": {why}; " in line for line in report.lines()) == len(stray)
         assert keys() == committed | set(stray)  # nothing deleted
         entry = [e for e in ProvenanceLog(home / "provenance").read() if e.action == "recovered"][-1]
         assert entry.subject == report.abandoned[0]

@@ -8,6 +8,7 @@ its folder and through a URL data path), then a lake whose batches span several 
 
 from __future__ import annotations
 
+import locale
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from adapters.zhejiang.sandbox import ZhejiangSandbox
-from exchange.access.extract import EXTRACT_MANIFEST
+from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest
 from exchange.config import ExchangeSettings, Layout
 from exchange.lake import connect as lake_connect
 from exchange.lake.commit import LEDGER
@@ -351,6 +352,40 @@ def test_an_extract_no_provenance_entry_carries_is_named(home: Path) -> None:
     assert hit["problem"] == ("no provenance extract entry carries this extract manifest's digest (extract replaced "
                               "or never logged?)")
     assert state.extracts == []  # not recorded as verified
+
+
+def test_an_extract_manifest_is_read_as_utf8_whatever_the_auditors_locale(home: Path) -> None:
+    # A grant's row filter may hold Chinese values; an auditor's machine may run in an ASCII or GBK locale. The
+    # hub key's holder cuts such an extract (manifest and log entry both signed): verify reads it as UTF-8.
+    target = home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST
+    signed = SignedExtractManifest.model_validate_json(target.read_text("utf-8"))
+    m = signed.manifest
+    manifest = m.model_copy(update={"row_filter": [c.model_copy(update={"values": [*c.values, "有效"]})
+                                                   if c.column == "status" else c for c in m.row_filter]})
+    forged = SignedExtractManifest(manifest=manifest, signature=Keyring(home / "keys").signer().sign(
+        canonical_bytes(manifest.model_dump(mode="json"))))
+    target.write_text(forged.model_dump_json(indent=2), encoding="utf-8")
+    assert "有效".encode() in target.read_bytes()
+    old, new = extract_digest(signed), extract_digest(forged)
+    _resign_log(home, lambda b: {**b, "digests": {**b["digests"], "extract_manifest": new}}
+                if b["digests"].get("extract_manifest") == old else b)
+    was = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # what open() decodes with when no encoding is given: ASCII
+    try:
+        report, state = _store(home)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, was)
+    assert report.problems == [] and report.extracts == 1 and state.extracts == [new]
+
+
+def test_a_lake_catalog_verify_cannot_read_is_named_by_its_path_and_the_extracts_still_checked(home: Path) -> None:
+    catalog = catalog_and_data(ExchangeSettings(home=home))[0]
+    Path(catalog).write_bytes(b"not a DuckDB database, nor a DuckLake catalog" * 100)
+    report, _ = _store(home)
+    [hit] = _named(report)
+    assert hit["item"] == f"lake catalog {catalog}" and hit["found"] == "unreadable"
+    assert hit["problem"].startswith("verify could not read it: ")
+    assert report.extracts == 1
 
 
 def test_a_logged_extract_missing_from_the_copy_is_named_unless_the_copy_may_omit_it(home: Path) -> None:

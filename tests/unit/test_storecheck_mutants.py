@@ -388,6 +388,33 @@ def test_a_lake_catalog_verify_cannot_read_is_named_by_its_path_and_the_extracts
     assert report.extracts == 1
 
 
+def _second_extract(home: Path) -> Path:
+    """The department's grant cut again, into extracts/second (listed after extracts/<department>)."""
+    from exchange.access.service import extract_for_department
+    from exchange.hub import Hub
+
+    extract_for_department(Hub(ExchangeSettings(home=home)), DEPARTMENT, "e_license", home / "extracts" / "second")
+    return home / "extracts" / "second"
+
+
+def test_every_extract_is_counted_and_an_incremental_run_skips_every_one_it_recorded(home: Path) -> None:
+    _second_extract(home)
+    report, state = _store(home)
+    assert report.problems == [] and report.extracts == 2 and len(set(state.extracts)) == 2
+    report, again = _store(home, state)
+    assert report.problems == [] and report.skipped["extracts"] == 2 and report.extracts == 0
+    assert again.extracts == state.extracts
+
+
+def test_an_unreadable_extract_manifest_listed_first_does_not_stop_the_checks_of_those_after_it(home: Path) -> None:
+    second = _second_extract(home)
+    (home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST).write_text("{not json", encoding="utf-8")
+    report, state = _store(home, account_extracts=False)
+    assert [p.item for p in report.problems] == [str(home / "extracts" / DEPARTMENT / EXTRACT_MANIFEST)]
+    signed = SignedExtractManifest.model_validate_json((second / EXTRACT_MANIFEST).read_text("utf-8"))
+    assert report.extracts == 1 and state.extracts == [extract_digest(signed)]
+
+
 def test_a_logged_extract_missing_from_the_copy_is_named_unless_the_copy_may_omit_it(home: Path) -> None:
     shutil.rmtree(home / "extracts" / DEPARTMENT)
     report, _ = _store(home)

@@ -349,6 +349,7 @@ def test_an_extract_no_provenance_entry_carries_is_named(home: Path) -> None:
     report, state = _store(home, account_extracts=False)
     [hit] = _named(report)
     assert hit["item"] == str(target) and hit["found"] == "no entry"
+    assert hit["expected"] == extract_digest(SignedExtractManifest.model_validate_json(target.read_text("utf-8")))
     assert hit["problem"] == ("no provenance extract entry carries this extract manifest's digest (extract replaced "
                               "or never logged?)")
     assert state.extracts == []  # not recorded as verified

@@ -30,8 +30,15 @@ from exchange.lake.connect import catalog_and_data
 from exchange.pipeline import run_exchange
 from exchange.provenance.events import HUB
 from exchange.provenance.log import ProvenanceEntry
-from exchange.provenance.manifest import manifest_path
-from exchange.recovery import PARTIAL_EXTRACT, Removed, reconcile, remove_leftovers, settle_now
+from exchange.provenance.manifest import landing_dir, manifest_path
+from exchange.recovery import (
+    PARTIAL_EXTRACT,
+    Removed,
+    reconcile,
+    recover_before_stage,
+    remove_leftovers,
+    settle_now,
+)
 from tests.hubs import start_outside_reader
 from tests.unit.crash_harness import END, MID, child_process, copied_hub, stage_action
 from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
@@ -92,6 +99,23 @@ def test_a_dead_helpers_temp_file_in_a_batch_another_process_runs_is_kept_and_ot
     # Once its holder is gone the batch is no one's: the same file is removed.
     assert reconcile(hub).removed == [Removed(f"staging/jiangsu.e_license.live/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
     assert not live.exists()
+
+
+def test_a_stage_sweeps_its_own_batchs_landing_and_manifest_folders_and_no_others(tmp_path: Path) -> None:
+    # Before a stage of batch B runs: a dead writer's temp file in B's landing and manifest folders is removed;
+    # another batch's landing folder is swept only by that batch's stage (or a full recovery).
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    mine, other = "jiangsu.e_license.20261101T000000Z-20261102T000000Z", "jiangsu.e_license.other"
+    landing = landing_dir(hub.layout.landing, "jiangsu", "e_license", mine) / f".records.jsonl.{DEAD_PID}.tmp"
+    manifest = manifest_path(hub.layout.manifests, "jiangsu", "e_license", mine).parent / f".m.json.{DEAD_PID}.tmp"
+    theirs = landing_dir(hub.layout.landing, "jiangsu", "e_license", other) / f".records.jsonl.{DEAD_PID}.tmp"
+    for path in (landing, manifest, theirs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"abcd")
+    report = recover_before_stage(hub, mine)
+    assert sorted(r.path for r in report.removed) == sorted(
+        str(p.relative_to(hub.layout.home)) for p in (landing, manifest))
+    assert theirs.exists() and not landing.exists() and not manifest.exists()
 
 
 # --- remove_leftovers (the archive writer's own cleanup) ---

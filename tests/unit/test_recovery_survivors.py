@@ -118,6 +118,36 @@ def test_a_stage_sweeps_its_own_batchs_landing_and_manifest_folders_and_no_other
     assert theirs.exists() and not landing.exists() and not manifest.exists()
 
 
+def test_recovery_settles_every_interrupted_batch_past_a_live_one_a_staged_one_and_a_hidden_folder(
+    hub: Hub,
+) -> None:
+    # In name order: a hidden folder (never a batch, whatever it holds), the crashed batch a live process holds
+    # (busy: left alone), a batch only staged (no intent: nothing to settle), then an interrupted attempt.
+    hub = _crashed(hub, "commit.after_intent")
+    staging = hub.layout.staging
+    marker = (staging / BATCH / protocol.INTENT_FILE).read_bytes()
+    hidden, staged, later = (staging / name for name in (
+        ".jiangsu.e_license.copy", "jiangsu.e_license.only-staged", "jiangsu.e_license.zz-interrupted"))
+    for folder in (hidden, staged, later):
+        folder.mkdir()
+    (hidden / protocol.INTENT_FILE).write_bytes(marker)
+    (later / protocol.INTENT_FILE).write_bytes(marker)
+    walked = sorted(p.name for p in staging.iterdir())
+    assert walked.index(BATCH) < walked.index(staged.name) < walked.index(later.name)
+    context = multiprocessing.get_context("forkserver")
+    ours, theirs = context.Pipe()
+    holder = child_process(_hold_batch_lock, str(staging), BATCH, theirs)
+    try:
+        assert ours.poll(CHILD_TIMEOUT) and ours.recv() == "held", "the holder did not take the batch lock"
+        report = reconcile(hub)
+    finally:
+        holder.kill()
+        holder.join()
+    assert (report.busy, report.abandoned) == ([BATCH], [later.name])
+    assert (hidden / protocol.INTENT_FILE).exists() and (staging / BATCH / protocol.INTENT_FILE).exists()
+    assert not (later / protocol.INTENT_FILE).exists()
+
+
 # --- remove_leftovers (the archive writer's own cleanup) ---
 
 def test_leftovers_are_removed_named_sized_and_logged_once_also_outside_home(tmp_path: Path) -> None:

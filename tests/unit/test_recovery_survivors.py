@@ -74,6 +74,19 @@ def _hold_batch_lock(staging_root: str, batch_id: str, ready: Connection) -> Non
         ready.recv()  # held until the test kills this process
 
 
+def _reconcile_while_held(hub: Hub, batch_id: str) -> recovery.RecoveryReport:
+    """reconcile() while another process holds `batch_id`'s lock, as a running stage does."""
+    context = multiprocessing.get_context("forkserver")
+    ours, theirs = context.Pipe()
+    holder = child_process(_hold_batch_lock, str(hub.layout.staging), batch_id, theirs)
+    try:
+        assert ours.poll(CHILD_TIMEOUT) and ours.recv() == "held", "the holder did not take the batch lock"
+        return reconcile(hub)
+    finally:
+        holder.kill()
+        holder.join()
+
+
 # --- the sweep leaves a batch a live process holds to its writer ---
 
 def test_a_dead_helpers_temp_file_in_a_batch_another_process_runs_is_kept_and_others_removed(tmp_path: Path) -> None:
@@ -84,15 +97,7 @@ def test_a_dead_helpers_temp_file_in_a_batch_another_process_runs_is_kept_and_ot
     for path in (live, free):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"abc")
-    context = multiprocessing.get_context("forkserver")
-    ours, theirs = context.Pipe()
-    holder = child_process(_hold_batch_lock, str(hub.layout.staging), "jiangsu.e_license.live", theirs)
-    try:
-        assert ours.poll(CHILD_TIMEOUT) and ours.recv() == "held", "the holder did not take the batch lock"
-        report = reconcile(hub)
-    finally:
-        holder.kill()
-        holder.join()
+    report = _reconcile_while_held(hub, "jiangsu.e_license.live")
     assert report.removed == [Removed(f"staging/jiangsu.e_license.free/.pull.json.{DEAD_PID}.tmp", 3, DIED)]
     assert live.exists() and not free.exists()
     _assert_signed_cleanup(hub, _cleanups(hub)[-1], report.removed)
@@ -134,15 +139,7 @@ def test_recovery_settles_every_interrupted_batch_past_a_live_one_a_staged_one_a
     (later / protocol.INTENT_FILE).write_bytes(marker)
     walked = sorted(p.name for p in staging.iterdir())
     assert walked.index(BATCH) < walked.index(staged.name) < walked.index(later.name)
-    context = multiprocessing.get_context("forkserver")
-    ours, theirs = context.Pipe()
-    holder = child_process(_hold_batch_lock, str(staging), BATCH, theirs)
-    try:
-        assert ours.poll(CHILD_TIMEOUT) and ours.recv() == "held", "the holder did not take the batch lock"
-        report = reconcile(hub)
-    finally:
-        holder.kill()
-        holder.join()
+    report = _reconcile_while_held(hub, BATCH)
     assert (report.busy, report.abandoned) == ([BATCH], [later.name])
     assert (hidden / protocol.INTENT_FILE).exists() and (staging / BATCH / protocol.INTENT_FILE).exists()
     assert not (later / protocol.INTENT_FILE).exists()

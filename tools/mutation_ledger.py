@@ -93,7 +93,7 @@ def restore(path: str, meta: dict[str, Any], functions: Mapping[str, Mapping[str
 
 def seed(ledger: Ledger, mutants: Path, modules: Iterable[str], mutmut_version: str) -> dict[str, int]:
     """Write the ledger's kills into mutants/: a whole record for a module it lacks, else the kills its record
-    lost without its function changing; module -> verdicts written."""
+    lost without its function changing; module -> kills written."""
     if ledger.get("mutmut") != mutmut_version:
         return {}
     seeded: dict[str, int] = {}

@@ -145,6 +145,21 @@ def test_recovery_settles_every_interrupted_batch_past_a_live_one_a_staged_one_a
     assert not (later / protocol.INTENT_FILE).exists()
 
 
+def test_a_full_recovery_sweeps_every_batchs_landing_folder_and_logs_each_line_it_reports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(ExchangeSettings(home=tmp_path / "home"))
+    left = landing_dir(hub.layout.landing, "jiangsu", "e_license", "jiangsu.e_license.any") / f".r.jsonl.{DEAD_PID}.tmp"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"ab")
+    assert reconcile(hub).removed == [] and left.exists()  # a stage's recovery sweeps only its own batch's folders
+    with caplog.at_level("WARNING", logger=recovery.log.name):
+        report = reconcile(hub, full=True)
+    assert report.removed == [Removed(str(left.relative_to(hub.layout.home)), 2, DIED)] and not left.exists()
+    assert [r.getMessage() for r in caplog.records if r.name == recovery.log.name] == [
+        f"recovery: {line}" for line in report.lines()]
+
+
 # --- remove_leftovers (the archive writer's own cleanup) ---
 
 def test_leftovers_are_removed_named_sized_and_logged_once_also_outside_home(tmp_path: Path) -> None:

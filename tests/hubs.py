@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from adapters.base import Sandbox
 from exchange.config import ExchangeSettings
 from exchange.contracts.load import contract_path, load_contract
@@ -119,6 +121,16 @@ def start_outside_reader(catalog: str) -> subprocess.Popen[str]:
                               stdout=subprocess.PIPE, text=True)
     assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
     return reader
+
+
+def never_wait_for_outsiders(monkeypatch: pytest.MonkeyPatch, who: str) -> None:
+    """Fail the test as soon as the hub would wait for a process outside it that holds the lake's catalog."""
+    from exchange.lake import connect as lake_connect
+
+    def refuse(seconds: float) -> None:
+        raise AssertionError(f"{who} waited {seconds} s for an outside reader")
+
+    monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from tests.unit.crash_harness import child_process
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
+MID = datetime(2026, 11, 2, tzinfo=UTC)  # the recovery test's two windows
 END = datetime(2026, 11, 4, tzinfo=UTC)
 PROVINCES = ("shanghai", "jiangsu", "zhejiang", "anhui")
 
@@ -278,9 +279,6 @@ def test_the_hubs_backend_terminated_mid_commit_leaves_the_lake_as_it_was_and_th
         assert settled and settled[-1].subject == batch and settled[-1].details["outcome"] == "not_committed"
 
         _commits_once(hub, batch)
-
-
-MID = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def _second_window_dying_before_the_lake_commit(env: dict[str, str]) -> None:

@@ -220,6 +220,7 @@ def test_every_archive_after_a_missing_one_is_named_not_only_the_first(archived:
         (f"provenance archive {third.name}", "archives missing before this one")]
     assert got.archives == []
 
+
 def test_an_archive_that_differs_from_the_live_log_is_named(archived: Chain) -> None:
     # The live log's closing checkpoint of archive 1 (seq 4) rewritten with another hash: the log breaks there,
     # and the archive, which still holds the original, is named as differing from what the log says.

@@ -24,7 +24,6 @@ from exchange import recovery
 from exchange.atomic import Leftover
 from exchange.config import ExchangeSettings
 from exchange.hub import Hub
-from exchange.lake import connect as lake_connect
 from exchange.lake import protocol
 from exchange.lake.connect import catalog_and_data
 from exchange.pipeline import run_exchange
@@ -39,7 +38,7 @@ from exchange.recovery import (
     remove_leftovers,
     settle_now,
 )
-from tests.hubs import start_outside_reader
+from tests.hubs import never_wait_for_outsiders, start_outside_reader
 from tests.unit.crash_harness import END, MID, child_process, copied_hub, stage_action
 from tests.unit.test_recovery_outcomes import BATCH, DEAD_PID, _crashed, built  # noqa: F401 - the shared module fixture
 
@@ -389,11 +388,8 @@ def test_completing_a_commit_reads_the_lake_beside_an_outside_duckdb_that_opened
         readers.append(start_outside_reader(catalog_and_data(hub.settings)[0]))
         return real_path(*args)
 
-    def refuse(seconds: float) -> None:
-        raise AssertionError(f"recovery waited {seconds} s for an outside reader")
-
     monkeypatch.setattr(recovery, "manifest_path", reader_arrives)
-    monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
+    never_wait_for_outsiders(monkeypatch, "recovery")
     try:
         report = settle_now(hub, BATCH)
     finally:

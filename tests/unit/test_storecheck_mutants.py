@@ -20,7 +20,6 @@ import pytest
 from adapters.zhejiang.sandbox import ZhejiangSandbox
 from exchange.access.extract import EXTRACT_MANIFEST, SignedExtractManifest, extract_digest
 from exchange.config import ExchangeSettings, Layout
-from exchange.lake import connect as lake_connect
 from exchange.lake.commit import LEDGER
 from exchange.lake.connect import LAKE, META, catalog_and_data, connect
 from exchange.pipeline import run_exchange
@@ -45,7 +44,7 @@ from exchange.signing.canonical import canonical_bytes, sha256_hex
 from exchange.signing.keyring import Keyring
 from exchange.synthetic import generate
 from tests.fixture_cache import built_once
-from tests.hubs import extract_home, outside_reader, replay_home, sandbox_hub
+from tests.hubs import extract_home, never_wait_for_outsiders, outside_reader, replay_home, sandbox_hub
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 END = datetime(2026, 11, 4, tzinfo=UTC)
@@ -438,10 +437,7 @@ def test_verify_reads_the_lake_beside_an_outside_read_only_duckdb_without_waitin
 ) -> None:
     # An auditor verifies while a department's stock duckdb reads the catalog: readers share it, so verify must
     # open it read-only (a writer's attach would wait for the reader and then fail).
-    def refuse(seconds: float) -> None:
-        raise AssertionError(f"verify waited {seconds} s for an outside reader")
-
-    monkeypatch.setattr(lake_connect, "wait_for_outsider", refuse)
+    never_wait_for_outsiders(monkeypatch, "verify")
     catalog = catalog_and_data(ExchangeSettings(home=home))[0]
     with outside_reader(catalog):
         report, _ = _store(home)
